@@ -1,0 +1,40 @@
+# Codex developer entry points. `make demo` and `make test` both set up first.
+#
+# torch is installed on its own, pinned, before everything else: on this kind of machine the pin
+# resolves to a CPU wheel already on disk; on a user's Linux box the same pin from PyPI is the
+# CUDA build. Override with e.g. `make setup TORCH_SPEC="torch==2.13.0" TORCH_INDEX=<index url>`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PIP := $(VENV)/bin/python -m pip
+PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
+STAMP := $(VENV)/.codex-setup
+
+.PHONY: setup demo test bench check-wheels docs clean
+
+setup: $(STAMP)
+
+$(STAMP): Makefile pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) install -q --disable-pip-version-check hatchling editables
+	$(PIP) install -q --disable-pip-version-check --no-build-isolation -e ".[dev]" $(addprefix -e ,$(PLUGIN_DIRS))
+	touch $@
+
+demo: setup
+	$(VENV)/bin/codex run sd15 txt2img --model tiny \
+	  --json '{"prompt": "a lighthouse on a cliff at dawn, oil painting"}'
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+bench: setup
+	$(VENV)/bin/python bench/overhead.py
+
+# A fresh environment with only codex-core and codex-sd installed from wheels (not editable).
+check-wheels: setup
+	bash tests/check_wheels.sh
+
+clean:
+	rm -rf $(VENV) artifacts build dist

@@ -1,0 +1,276 @@
+"""The ``codex`` command line. Commands that need no model never import torch or diffusers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import CodexError, UsageError
+
+EXIT_INTERRUPTED = 130
+
+
+class _CodexClickError(click.ClickException):
+    def __init__(self, error: CodexError):
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"codex: error: {self.message}", err=True)
+
+
+def _handle_errors(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except CodexError as exc:
+            raise _CodexClickError(exc) from None
+        except KeyboardInterrupt:
+            click.echo("\ncodex: interrupted; no partial output was kept", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # an engine or library failure: short message, traceback on request
+            if os.environ.get("CODEX_DEBUG"):
+                raise
+            click.echo(f"codex: error: {type(exc).__name__}: {exc}\n  (set CODEX_DEBUG=1 for the traceback)",
+                       err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="codex")
+def cli():
+    """Run image and video diffusion models from the command line.
+
+    \b
+    Examples:
+      codex engines                                  # what is installed
+      codex presets sd15 txt2img                     # the defaults a request starts from
+      codex run sd15 txt2img --model tiny --json '{"prompt": "a red fox"}'
+      codex run sdxl txt2img --model ./models/sdxl --json @request.json
+      codex info artifacts/images/<run-id>/0000.png  # what made an image
+    """
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_handle_errors
+def engines(as_json: bool):
+    """List installed engines with their tasks, modes and plugin package."""
+    from .registry import engines as installed
+
+    specs = installed()
+    if as_json:
+        _echo_json([spec.describe() for spec in specs.values()])
+        return
+    if not specs:
+        click.echo("no engines installed; install an engine package, e.g. pip install codex-sd")
+        return
+    rows = [[s.key, ", ".join(s.tasks), ", ".join(s.modes), f"{s.distribution} {s.version}"] for s in specs.values()]
+    _table(rows, ["engine", "tasks", "modes", "package"])
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_handle_errors
+def plugins(as_json: bool):
+    """List loaded plugins, the hooks they implement and any import errors."""
+    from .plugins import describe_plugins
+
+    rows = describe_plugins()
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        if "error" in row:
+            click.echo(f"{row['name']}  FAILED TO LOAD: {row['error']}")
+        else:
+            click.echo(f"{row['name']}  ({row['distribution']} {row['version']})  hooks: {', '.join(row['hooks'])}")
+
+
+@cli.command()
+@click.argument("engine")
+@click.argument("task")
+@_handle_errors
+def schema(engine: str, task: str):
+    """Print the JSON Schema of a request for ENGINE and TASK.
+
+    Fields a preset fills are shown with the preset value as their default.
+
+    \b
+    Example:
+      codex schema sd15 img2img
+    """
+    from .schema import request_schema
+
+    _echo_json(request_schema(engine, task))
+
+
+@cli.command()
+@click.argument("engine")
+@click.argument("task", required=False)
+@click.option("--mode", default="normal", show_default=True, help="Speed mode whose preset to show.")
+@_handle_errors
+def presets(engine: str, task: str | None, mode: str):
+    """Show the preset values that fill a request's missing fields.
+
+    \b
+    Examples:
+      codex presets sdxl
+      codex presets sd15 upscale
+    """
+    from . import presets as presets_module
+    from .registry import get_engine
+
+    spec = get_engine(engine)
+    tasks = [task] if task else list(spec.tasks)
+    for name in tasks:
+        if name not in spec.tasks:
+            raise UsageError(f"engine {engine!r} has no task {name!r}; its tasks: {', '.join(spec.tasks)}")
+    result = {}
+    for name in tasks:
+        files = presets_module.preset_paths(spec, name, mode)
+        result[name] = {"files": [str(f) for f in files], "values": presets_module.merged(spec, name, mode)}
+    _echo_json(result)
+
+
+@cli.command()
+@click.argument("engine")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_handle_errors
+def samplers(engine: str, as_json: bool):
+    """List the sampler and schedule-type names ENGINE accepts, and what they map to."""
+    from . import samplers as samplers_module
+    from .registry import get_engine, samplers as registered
+
+    spec = get_engine(engine)
+    if not spec.sampler_family:
+        click.echo(f"engine {engine} has no sampler choice")
+        return
+    table = samplers_module.describe(spec.sampler_family, *registered())
+    if as_json:
+        _echo_json(table)
+        return
+    rows = [[r["sampler"], r["class"] + (f" {r['flags']}" if r["flags"] else ""), ", ".join(r["schedule_types"])]
+            for r in table["samplers"]]
+    _table(rows, ["sampler", "diffusers scheduler", "schedule types (\"scheduler\" field)"])
+
+
+def _read_request(value: str) -> Any:
+    if value == "-":
+        text, where = sys.stdin.read(), "stdin"
+    elif value.startswith("@"):
+        path = Path(value[1:])
+        if not path.is_file():
+            raise UsageError(f"--json: no such file {str(path)!r}")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    else:
+        text, where = value, "--json"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--json: {where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+
+
+@cli.command(context_settings={"max_content_width": 100})
+@click.argument("engine")
+@click.argument("task")
+@click.option("--json", "request", default="{}", metavar="JSON|@FILE|-",
+              help="The request: inline JSON, @path to a JSON file, or - for stdin.")
+@click.option("--model", help="Model: a diffusers folder, a hub repo id (local cache only), or 'tiny'.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output root [default: ./artifacts/images or ./artifacts/videos].")
+@click.option("--format", "formats", help="Output formats, comma separated [default: png for images].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16.")
+@click.option("--offload", default="none", show_default=True, help="none, model or sequential CPU offload.")
+@click.option("--vae-tiling", is_flag=True, help="Decode in tiles (large images with less memory).")
+@click.option("--download", is_flag=True, help="Allow fetching a hub repo id that is not in the local cache.")
+@click.option("--allow-pickle", is_flag=True, help="Allow pickle-based weights (.bin/.ckpt). Only for files you trust.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or log lines on stderr.")
+@_handle_errors
+def run(engine, task, request, model, out, formats, device, dtype, offload, vae_tiling, download, allow_pickle,
+        quiet):
+    """Validate a request, run ENGINE on TASK, write outputs and print the result as JSON.
+
+    Missing fields are filled from the engine's presets (`codex presets ENGINE TASK`); the result's
+    info.applied_preset_patch lists exactly what was filled.
+
+    \b
+    Examples:
+      codex run sd15 txt2img --model tiny --json '{"prompt": "a red fox", "seed": 1}'
+      codex run sd15 img2img --model ./models/sd15 --json '{"prompt": "winter", "init_image": "in.png"}'
+      codex run sdxl txt2img --json @request.json --out ./renders
+      echo '{"prompt": "a cat"}' | codex run sd15 txt2img --json -
+
+    \b
+    Models: --model PATH | ORG/NAME | tiny; without it CODEX_MODEL_<ENGINE>, then ./models/<engine>/
+    (CODEX_MODELS_DIR), then the engine's default repo id in the local Hugging Face cache.
+    Exit codes: 0 ok, 2 invalid request or model not found (nothing written), 1 failure, 130 interrupted.
+    """
+    from .orchestrator import RunOptions, execute, prepare
+    from .runtime import Runtime
+
+    format_list = tuple(f.strip() for f in formats.split(",") if f.strip()) if formats else None
+    prepared = prepare(engine, task, _read_request(request), format_list)
+    options = RunOptions(model=model, out=out, runtime=Runtime(device, dtype, offload, vae_tiling, allow_pickle),
+                         download=download, formats=format_list, quiet=quiet)
+    result = execute(prepared, options)
+    if not quiet:
+        click.echo(f"codex: wrote {result.run_dir}", err=True)
+    _echo_json(result.as_json())
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@click.option("--parameters", is_flag=True, help="Print only the A1111-style parameters text.")
+@_handle_errors
+def info(file: Path, parameters: bool):
+    """Print the parameters embedded in an output (a PNG, an info.json or a run folder)."""
+    from .inspect_outputs import read_info
+
+    data = read_info(file)
+    if parameters:
+        if "parameters" not in data:
+            raise UsageError(f"{file}: has no A1111 'parameters' text")
+        click.echo(data["parameters"])
+        return
+    _echo_json(data)
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # unwind through the same cleanup as Ctrl-C
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .registry import register_commands
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    register_commands(cli)
+    cli.main(args=argv, prog_name="codex")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The core's sampler tables (see shared reference DEFAULTS.md, from the diffusers scheduler docs)."""
+
+from codex_core.hookspecs import hookimpl
+from codex_core.samplers import SamplerDef, ScheduleType
+
+# Scheduler __init__ arguments a schedule type may set, per class. tests/test_samplers.py checks
+# these against the installed diffusers so the table cannot drift silently.
+ALL_SIGMAS = frozenset({"use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "timestep_spacing"})
+SPACING_ONLY = frozenset({"timestep_spacing"})
+
+DISCRETE = [
+    SamplerDef("Euler", "discrete", "EulerDiscreteScheduler", accepts=ALL_SIGMAS),
+    SamplerDef("Euler a", "discrete", "EulerAncestralDiscreteScheduler", accepts=SPACING_ONLY),
+    SamplerDef("Heun", "discrete", "HeunDiscreteScheduler", accepts=ALL_SIGMAS),
+    SamplerDef("LMS", "discrete", "LMSDiscreteScheduler", accepts=ALL_SIGMAS, requires=("scipy",)),
+    SamplerDef("DDIM", "discrete", "DDIMScheduler", accepts=SPACING_ONLY),
+    SamplerDef("PLMS", "discrete", "PNDMScheduler", {"skip_prk_steps": True}, accepts=SPACING_ONLY),
+    SamplerDef("DPM++ 2M", "discrete", "DPMSolverMultistepScheduler",
+               {"algorithm_type": "dpmsolver++", "solver_order": 2}, accepts=ALL_SIGMAS),
+    SamplerDef("DPM++ 2M SDE", "discrete", "DPMSolverMultistepScheduler",
+               {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, accepts=ALL_SIGMAS),
+    # The diffusers docs' table maps "DPM++ SDE" to the single-step solver (no torchsde needed);
+    # some tools use DPMSolverSDEScheduler instead. We follow the docs.
+    SamplerDef("DPM++ SDE", "discrete", "DPMSolverSinglestepScheduler",
+               accepts=frozenset({"use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"})),
+    SamplerDef("DPM2", "discrete", "KDPM2DiscreteScheduler", accepts=ALL_SIGMAS),
+    SamplerDef("DPM2 a", "discrete", "KDPM2AncestralDiscreteScheduler", accepts=ALL_SIGMAS),
+    SamplerDef("UniPC", "discrete", "UniPCMultistepScheduler", accepts=ALL_SIGMAS),
+    SamplerDef("LCM", "discrete", "LCMScheduler", accepts=SPACING_ONLY),
+]
+
+DISCRETE_SCHEDULES = [
+    ScheduleType("Automatic", "discrete"),
+    ScheduleType("Karras", "discrete", {"use_karras_sigmas": True}),
+    ScheduleType("Exponential", "discrete", {"use_exponential_sigmas": True, "timestep_spacing": "linspace"}),
+    ScheduleType("Beta", "discrete", {"use_beta_sigmas": True, "timestep_spacing": "linspace"}),
+    ScheduleType("Simple", "discrete", {"timestep_spacing": "trailing"}, aliases=("SGM Uniform",)),
+]
+
+# Flow-matching checkpoints (Flux, Wan, HunyuanVideo) predict flow: only flow variants apply.
+FLOW_SIGMAS = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
+FLOW = [
+    SamplerDef("Euler", "flow", "FlowMatchEulerDiscreteScheduler", param_flags={"shift": "flow_shift"}),
+    SamplerDef("UniPC", "flow", "UniPCMultistepScheduler", FLOW_SIGMAS, param_flags={"flow_shift": "flow_shift"}),
+    SamplerDef("DPM++ 2M", "flow", "DPMSolverMultistepScheduler",
+               {**FLOW_SIGMAS, "algorithm_type": "dpmsolver++", "solver_order": 2},
+               param_flags={"flow_shift": "flow_shift"}),
+]
+FLOW_SCHEDULES = [ScheduleType("Automatic", "flow")]
+
+
+@hookimpl
+def codex_register_samplers(register):
+    for item in (*DISCRETE, *DISCRETE_SCHEDULES, *FLOW, *FLOW_SCHEDULES):
+        register(item)

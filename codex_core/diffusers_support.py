@@ -1,0 +1,165 @@
+"""Shared plumbing for engines built on diffusers pipelines (imports torch and diffusers).
+
+Every engine loads, places, schedules and calls its pipelines through these few functions, so GPU
+details (dtype, offload, tiling) take the same code path on CPU and GPU and only the device differs.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import diffusers
+import torch
+import transformers
+
+# Our own progress bar covers the denoising loop; library bars for weight loading are noise.
+diffusers.utils.logging.disable_progress_bar()
+transformers.utils.logging.disable_progress_bar()
+
+from .engine_api import Job
+from .errors import ModelNotFoundError
+from .runtime import Runtime
+from .samplers import SchedulerChoice
+from .sources import ModelSource
+
+
+def load_pipeline(pipeline_cls, source: ModelSource, runtime: Runtime, **overrides) -> Any:
+    """``from_pretrained`` on a local folder: safetensors only unless --allow-pickle, never remote code."""
+    try:
+        pipe = pipeline_cls.from_pretrained(
+            str(source.path),
+            dtype=runtime.torch_dtype(),
+            use_safetensors=None if runtime.allow_pickle else True,
+            local_files_only=True,
+            **overrides,
+        )
+    except (OSError, EnvironmentError) as exc:
+        if not runtime.allow_pickle and "safetensors" in str(exc):
+            raise ModelNotFoundError(
+                f"{source.label}: no .safetensors weights found ({exc})",
+                hint="pickle-based weights (.bin/.ckpt) load only with --allow-pickle; use it only for files you trust",
+            ) from None
+        raise
+    place(pipe, runtime)
+    return pipe
+
+
+def place(pipe, runtime: Runtime) -> None:
+    if runtime.offload == "model":
+        pipe.enable_model_cpu_offload(device=runtime.device)
+    elif runtime.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=runtime.device)
+    else:
+        pipe.to(runtime.device)
+    if runtime.vae_tiling and hasattr(pipe, "vae") and hasattr(pipe.vae, "enable_tiling"):
+        pipe.vae.enable_tiling()
+    pipe.set_progress_bar_config(disable=True)
+
+
+class PipelineFamily:
+    """A base pipeline plus task pipelines derived from it with ``from_pipe`` (components shared)."""
+
+    def __init__(self, base, runtime: Runtime):
+        self.base = base
+        self.runtime = runtime
+        # Every run builds its scheduler from the checkpoint's own config, never from the last run's.
+        self.scheduler_config = dict(base.scheduler.config)
+        self._by_class: dict[type, Any] = {type(base): base}
+
+    def for_class(self, pipeline_cls):
+        if pipeline_cls not in self._by_class:
+            # from_pipe casts to fp32 unless told otherwise, which would also cast the shared modules.
+            pipe = pipeline_cls.from_pipe(self.base, dtype=self.runtime.torch_dtype())
+            if self.runtime.offload != "none":
+                place(pipe, self.runtime)
+            pipe.set_progress_bar_config(disable=True)
+            self._by_class[pipeline_cls] = pipe
+        return self._by_class[pipeline_cls]
+
+    def scheduled(self, pipeline_cls, choice: SchedulerChoice | None):
+        pipe = self.for_class(pipeline_cls)
+        apply_scheduler(pipe, choice, self.scheduler_config)
+        return pipe
+
+
+def apply_scheduler(pipe, choice: SchedulerChoice | None, checkpoint_config: dict) -> None:
+    """A fresh scheduler per run: ``Class.from_config(checkpoint config, **flags)``."""
+    if choice is None:
+        pipe.scheduler = type(pipe.scheduler).from_config(checkpoint_config)
+        return
+    scheduler_cls = getattr(diffusers, choice.scheduler_class)
+    pipe.scheduler = scheduler_cls.from_config(checkpoint_config, **choice.flags)
+
+
+def generator(seed: int) -> torch.Generator:
+    """Noise is drawn on the CPU so a seed gives the same starting noise on every device."""
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def _wrap_timed(obj, name: str, job: Job, stage: str) -> None:
+    original = getattr(obj, name)
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            job.timer.add(stage, time.perf_counter() - start)
+
+    object.__setattr__(obj, name, timed)
+
+
+@contextmanager
+def measured(pipe, job: Job, text_encoder: str = "encode_prompt", decoder: tuple[str, str] = ("vae", "decode"),
+             denoiser: str = "unet") -> Iterator[None]:
+    """Time text encoding, denoising and decoding of one pipeline call without changing it.
+
+    Text encoding and decoding are timed by wrapping the pipeline's own methods for the duration of
+    the call; denoising is the span from the denoiser's first forward to its last.
+    """
+    decoder_obj = getattr(pipe, decoder[0])
+    model = getattr(pipe, denoiser)
+    span: list[float] = []
+
+    def first_call(*_):
+        if not span:
+            span.append(time.perf_counter())
+
+    def each_return(*_):
+        span[1:] = [time.perf_counter()]
+
+    handles = [model.register_forward_pre_hook(first_call), model.register_forward_hook(each_return)]
+    _wrap_timed(pipe, text_encoder, job, "text_encode")
+    _wrap_timed(decoder_obj, decoder[1], job, "decode")
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for obj, name in ((pipe, text_encoder), (decoder_obj, decoder[1])):
+            try:
+                object.__delattr__(obj, name)
+            except AttributeError:
+                pass
+        if len(span) == 2:
+            job.timer.add("denoise", span[1] - span[0])
+
+
+def step_callback(job: Job):
+    """A ``callback_on_step_end`` that drives the progress bar and counts steps."""
+
+    def on_step_end(pipe, step_index, timestep, callback_kwargs):
+        job.steps_done = step_index + 1
+        job.progress.step(step_index + 1, getattr(pipe, "num_timesteps", None) or job.steps_done)
+        return callback_kwargs
+
+    return on_step_end
+
+
+def call(pipe, job: Job, denoiser: str = "unet", **kwargs):
+    """Run one pipeline call with timing, progress and the job's seed."""
+    kwargs.setdefault("generator", generator(job.seed))
+    with measured(pipe, job, denoiser=denoiser), torch.inference_mode():
+        return pipe(callback_on_step_end=step_callback(job), **kwargs)

@@ -1,0 +1,77 @@
+"""What an engine declares, as data. The code that loads and runs models is imported only on use."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .params import MODES, TASKS, VIDEO_TASKS, Params
+
+if TYPE_CHECKING:
+    from .engine_api import Engine
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine key.
+
+    ``engine`` is a ``"module:Class"`` path to an :class:`codex_core.engine_api.Engine`; it is
+    imported only when a run needs it, so listing engines never imports torch.
+    """
+
+    key: str
+    family: str
+    tasks: Mapping[str, type[Params]]
+    engine: str
+    sampler_family: str | None = "discrete"  # "discrete", "flow" or None (no sampler fields)
+    modes: tuple[str, ...] = ("normal",)  # modes this engine honours; others run as normal, with a reason
+    default_repo: str | None = None
+    model_marker: str | None = "model_index.json"  # the file that marks a loadable model folder
+    tiny_version: str | None = None  # set when the engine can build a tiny random-weight model
+    gpu_dtype: str = "float16"
+    presets_dir: Path | None = None
+    description: str = ""
+    # Filled in by the registry from the plugin that registered the spec.
+    plugin: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+    _engine_cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        unknown = set(self.tasks) - set(TASKS)
+        if unknown:
+            raise ValueError(f"engine {self.key!r}: unknown tasks {sorted(unknown)}; tasks are {', '.join(TASKS)}")
+        bad_modes = set(self.modes) - set(MODES)
+        if bad_modes:
+            raise ValueError(f"engine {self.key!r}: unknown modes {sorted(bad_modes)}; modes are {', '.join(MODES)}")
+
+    def params_model(self, task: str) -> type[Params]:
+        return self.tasks[task]
+
+    def output_kind(self, task: str) -> str:
+        return "video" if task in VIDEO_TASKS else "image"
+
+    def load_engine(self) -> "Engine":
+        """Import and instantiate the engine class once per process."""
+        if "instance" not in self._engine_cache:
+            module_name, _, class_name = self.engine.partition(":")
+            cls = getattr(importlib.import_module(module_name), class_name)
+            self._engine_cache["instance"] = cls(self)
+        return self._engine_cache["instance"]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": self.key,
+            "family": self.family,
+            "tasks": list(self.tasks),
+            "modes": list(self.modes),
+            "sampler_family": self.sampler_family,
+            "default_repo": self.default_repo,
+            "tiny_model": self.tiny_version is not None,
+            "plugin": self.plugin,
+            "distribution": self.distribution,
+            "version": self.version,
+            "description": self.description,
+        }

@@ -1,0 +1,77 @@
+"""PNG with an A1111-style ``parameters`` text chunk and a ``codex`` chunk holding the full request."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+from ..outputs import ImageOutput, RunFiles
+
+PARAMETERS_KEY = "parameters"
+CODEX_KEY = "codex"
+
+
+def _a1111_value(value: Any) -> str:
+    text = str(value)
+    # A1111 quotes values that would break its "Key: value, Key: value" line.
+    return json.dumps(text) if ("," in text or ":" in text or "\n" in text) else text
+
+
+def parameters_text(info: dict[str, Any], size: tuple[int, int], index: int = 0) -> str:
+    """The A1111 layout: prompt, ``Negative prompt:`` line, then ``Key: value`` pairs."""
+    request = info.get("request", {})
+    lines = [request.get("prompt", "")]
+    if request.get("negative_prompt"):
+        lines.append(f"Negative prompt: {request['negative_prompt']}")
+    schedule = (info.get("scheduler_effective") or {}).get("schedule")
+    model = info.get("model", {})
+    pairs = [
+        ("Steps", request.get("steps")),
+        ("Sampler", info.get("sampler_effective")),
+        ("Schedule type", schedule),
+        ("CFG scale", request.get("cfg")),
+        ("Seed", info.get("seed")),
+        ("Size", f"{size[0]}x{size[1]}"),
+        ("Model", Path(str(model.get("repo_id") or model.get("label") or "")).name or None),
+        ("Denoising strength", request.get("strength")),
+        ("Hires upscale", request.get("upscale_factor")),
+        ("Batch size", request.get("batch_size") if (request.get("batch_size") or 1) > 1 else None),
+        ("Batch pos", index if (request.get("batch_size") or 1) > 1 else None),
+        ("Engine", f"{info.get('engine')} {info.get('task')}"),
+        ("Version", f"codex {info.get('versions', {}).get('codex-core')}"),
+    ]
+    lines.append(", ".join(f"{key}: {_a1111_value(value)}" for key, value in pairs if value is not None))
+    return "\n".join(lines)
+
+
+def embedded(info: dict[str, Any], index: int) -> dict[str, Any]:
+    keep = ("engine", "task", "mode", "mode_requested", "mode_ignored_reason", "model", "request",
+            "request_in", "applied_preset_patch", "seed", "sampler_in", "scheduler_in", "sampler_effective",
+            "scheduler_effective", "device", "dtype", "notes", "versions", "run_id")
+    return {**{key: info[key] for key in keep if key in info}, "batch_index": index}
+
+
+def write_png(output: ImageOutput, files: RunFiles, info: dict[str, Any]) -> list[Path]:
+    written = []
+    for index, image in enumerate(output.images):
+        meta = PngImagePlugin.PngInfo()
+        meta.add_text(PARAMETERS_KEY, parameters_text(info, image.size, index))
+        meta.add_text(CODEX_KEY, json.dumps(embedded(info, index), default=str))
+        path = files.staging_dir / f"{index:04d}.png"
+        image.save(path, pnginfo=meta)
+        written.append(path)
+    return written
+
+
+def read_png_metadata(path: Path) -> dict[str, Any]:
+    with Image.open(path) as image:
+        text = dict(getattr(image, "text", {}) or {})
+    result: dict[str, Any] = {}
+    if PARAMETERS_KEY in text:
+        result["parameters"] = text[PARAMETERS_KEY]
+    if CODEX_KEY in text:
+        result["codex"] = json.loads(text[CODEX_KEY])
+    return result

@@ -1,0 +1,26 @@
+"""The plugin surface. Every hook takes a ``register`` callback (or the CLI group)."""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("codex")
+hookimpl = pluggy.HookimplMarker("codex")
+
+
+@hookspec
+def codex_register_engines(register):
+    """Register engines: ``register(EngineSpec(...))`` once per engine key."""
+
+
+@hookspec
+def codex_register_samplers(register):
+    """Register sampler names: ``register(SamplerDef(...))`` or ``register(ScheduleType(...))``."""
+
+
+@hookspec
+def codex_register_exporters(register):
+    """Register output writers: ``register(Exporter(...))`` keyed by its format name."""
+
+
+@hookspec
+def codex_register_commands(cli):
+    """Add commands to the ``codex`` click group."""

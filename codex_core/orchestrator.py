@@ -1,0 +1,221 @@
+"""The one place that knows the whole order: validate, resolve, load, run, export, report.
+
+``prepare`` never imports torch and never touches the disk beyond reading presets and checking
+input images: every usage error surfaces there, before anything loads or is written.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import presets, registry, sources
+from .engines import EngineSpec
+from .errors import UsageError
+from .metrics import StageTimes, peak_device_memory_mb, peak_host_rss_mb, reset_device_peak
+from .outputs import new_run_id, run_folder, write_json
+from .params import MAX_SEED, Params, validate
+from .progress import Progress
+from .runtime import Runtime
+from .samplers import SchedulerChoice, resolve as resolve_sampler
+
+DEFAULT_OUT = {"image": Path("artifacts/images"), "video": Path("artifacts/videos")}
+DEFAULT_FORMATS = {"image": ("png",), "video": ("mp4",)}
+
+
+@dataclass
+class RunOptions:
+    model: str | None = None
+    out: Path | None = None
+    runtime: Runtime = field(default_factory=Runtime)
+    download: bool = False
+    formats: tuple[str, ...] | None = None
+    quiet: bool = False
+
+
+@dataclass
+class Prepared:
+    spec: EngineSpec
+    task: str
+    request_in: dict[str, Any]
+    preset_fill: presets.PresetFill
+    params: Params
+    scheduler: SchedulerChoice | None
+    mode_requested: str
+    mode_ignored_reason: str | None
+    seed_source: str
+    formats: tuple[str, ...]
+
+
+@dataclass
+class Result:
+    run_dir: Path
+    files: list[Path]
+    info: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "files": [str(f) for f in self.files], "info": self.info}
+
+
+def prepare(engine: str, task: str, request: Any, formats: tuple[str, ...] | None = None) -> Prepared:
+    if not isinstance(request, dict):
+        raise UsageError(f"the request must be a JSON object of field: value, got {type(request).__name__}")
+    spec = registry.get_engine(engine)
+    if task not in spec.tasks:
+        raise UsageError(f"engine {engine!r} has no task {task!r}; its tasks: {', '.join(spec.tasks)}")
+    fill = presets.fill(spec, task, request)
+    params = validate(spec.params_model(task), fill.request, engine, task)
+
+    scheduler = None
+    if spec.sampler_family and "sampler" in type(params).model_fields:
+        samplers, schedules = registry.samplers()
+        scheduler = resolve_sampler(spec.sampler_family, params.sampler, params.scheduler, params.model_dump(),
+                                    engine, task, samplers, schedules)
+
+    mode_requested = getattr(params, "mode", "normal")
+    mode_ignored_reason = None
+    if mode_requested not in spec.modes:
+        mode_ignored_reason = (f"mode {mode_requested!r} is not supported by engine {engine} yet "
+                               f"(it honours: {', '.join(spec.modes)}); ran in normal mode")
+    updates: dict[str, Any] = {}
+    if "mode" in type(params).model_fields:
+        updates["mode"] = "normal" if mode_ignored_reason else mode_requested
+    seed_source = "request"
+    if "seed" in type(params).model_fields and params.seed is None:
+        updates["seed"] = secrets.randbelow(MAX_SEED + 1)
+        seed_source = "random"
+    params = params.model_copy(update=updates)
+
+    kind = spec.output_kind(task)
+    formats = tuple(formats or DEFAULT_FORMATS[kind])
+    available = registry.exporters()
+    for name in formats:
+        exporter = available.get(name)
+        if exporter is None or exporter.kind != kind:
+            allowed = ", ".join(n for n, e in available.items() if e.kind == kind)
+            raise UsageError(f"--format: {name!r} is not an output format for {kind}s; allowed: {allowed}")
+    return Prepared(spec, task, request, fill, params, scheduler, mode_requested, mode_ignored_reason,
+                    seed_source, formats)
+
+
+def execute(prepared: Prepared, options: RunOptions) -> Result:
+    started = time.perf_counter()
+    spec, task, params = prepared.spec, prepared.task, prepared.params
+    timer = StageTimes()
+    progress = Progress(enabled=not options.quiet, label=f"{spec.key} {task}")
+    if prepared.mode_ignored_reason:
+        print(f"codex: warning: {prepared.mode_ignored_reason}", file=sys.stderr)
+    if not options.download:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network unless asked
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if not os.environ.get("CODEX_DEBUG"):
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # import-time chatter, not the user's concern
+    runtime = options.runtime.check()
+    source = sources.resolve(spec, options.model, download=options.download, allow_pickle=runtime.allow_pickle,
+                             marker=spec.model_marker, tiny_version=spec.tiny_version)
+
+    from .pipelines import load_cached  # imports the engine machinery, hence torch, only now
+    from .engine_api import Job
+
+    with timer.stage("load"):
+        engine = spec.load_engine()
+        runtime = runtime.resolve(spec.gpu_dtype)
+        if source.kind == "tiny":
+            engine.ensure_tiny(source.path, progress)
+            progress.message(f"model 'tiny' has random weights: the output is noise. Real weights: "
+                             f"--model PATH or see `codex run --help`")
+        progress.message(f"loading {spec.key} from {source.label} ({runtime.device}, {runtime.dtype})")
+        model, cached = load_cached(engine, source, runtime)
+    if cached:
+        timer.seconds["load"] = 0.0
+
+    job = Job(task, params, params.seed, prepared.scheduler, runtime, progress, timer)
+    reset_device_peak(runtime.device)
+    try:
+        output = engine.run(model, job)
+    finally:
+        progress.close()
+
+    kind = spec.output_kind(task)
+    out_root = Path(options.out) if options.out else DEFAULT_OUT[kind]
+    run_id = new_run_id()
+    exporters = registry.exporters()
+    export_started = time.perf_counter()
+    with run_folder(out_root, run_id) as folder:
+        info = _info(prepared, source, runtime, job, run_id, cached)
+        for name in prepared.formats:
+            folder.written.extend(exporters[name].write(output, folder, info))
+        timer.add("export", time.perf_counter() - export_started)
+        timer.add("total", time.perf_counter() - started)
+        info["timings"] = timer.as_dict()
+        denoise = timer.seconds.get("denoise")
+        info["steps_per_second"] = round(job.steps_done / denoise, 3) if denoise and job.steps_done else None
+        info["memory"] = {"peak_device_memory_mb": peak_device_memory_mb(runtime.device),
+                          "peak_host_rss_mb": peak_host_rss_mb()}
+        info["outputs"] = [str(folder.final_path(p)) for p in folder.written]
+        info_path = folder.staging_dir / "info.json"
+        write_json(info_path, info)
+        folder.written.append(info_path)
+    files = [folder.final_path(p) for p in folder.written]
+    return Result(folder.final_dir, files, info)
+
+
+def run(engine: str, task: str, request: dict[str, Any], options: RunOptions | None = None) -> Result:
+    options = options or RunOptions()
+    return execute(prepare(engine, task, request, options.formats), options)
+
+
+def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached: bool) -> dict[str, Any]:
+    spec = prepared.spec
+    info: dict[str, Any] = {
+        "run_id": run_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "engine": spec.key,
+        "task": prepared.task,
+        "mode": getattr(prepared.params, "mode", "normal"),
+        "mode_requested": prepared.mode_requested,
+        "mode_ignored_reason": prepared.mode_ignored_reason,
+        "model": {**source.info(), "reused_from_cache": cached},
+        "request_in": prepared.request_in,
+        "request": prepared.params.model_dump(mode="json"),
+        "applied_preset_patch": prepared.preset_fill.patch,
+        "preset_files": prepared.preset_fill.files,
+        "seed": getattr(prepared.params, "seed", None),
+        "seed_source": prepared.seed_source,
+    }
+    if prepared.scheduler:
+        info.update(prepared.scheduler.info())
+    info.update({
+        "device": runtime.device,
+        "dtype": runtime.dtype,
+        "offload": runtime.offload,
+        "vae_tiling": runtime.vae_tiling,
+        "steps_done": job.steps_done,
+        "notes": job.notes,
+        "versions": versions(spec.distribution),
+    })
+    return info
+
+
+@lru_cache(maxsize=None)
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions(plugin_distribution: str | None) -> dict[str, str | None]:
+    names = ["torch", "diffusers", "transformers", "codex-core"]
+    if plugin_distribution and plugin_distribution not in names:
+        names.append(plugin_distribution)
+    return {"python": platform.python_version(), **{name: _dist_version(name) for name in names}}

@@ -1,0 +1,63 @@
+"""What engines return, and the atomic run folder outputs are written into."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@dataclass
+class ImageOutput:
+    images: list  # PIL images
+
+
+@dataclass
+class VideoOutput:
+    frames: list  # PIL images, one per frame
+    fps: float
+
+
+@dataclass
+class RunFiles:
+    """Files written for one run. ``final_dir`` exists only once everything is complete."""
+
+    final_dir: Path
+    staging_dir: Path
+    written: list[Path] = field(default_factory=list)
+
+    def final_path(self, staged: Path) -> Path:
+        return self.final_dir / staged.relative_to(self.staging_dir)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+@contextmanager
+def run_folder(out_root: Path, run_id: str) -> Iterator[RunFiles]:
+    """Write into a hidden staging folder and rename it into place only when the block succeeds.
+
+    On any exception, Ctrl-C included, the staging folder is removed: no partial output remains.
+    """
+    out_root.mkdir(parents=True, exist_ok=True)
+    files = RunFiles(final_dir=out_root / run_id, staging_dir=out_root / f".{run_id}.partial")
+    files.staging_dir.mkdir()
+    try:
+        yield files
+        os.replace(files.staging_dir, files.final_dir)
+    except BaseException:
+        shutil.rmtree(files.staging_dir, ignore_errors=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

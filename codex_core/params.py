@@ -1,0 +1,232 @@
+"""Request parameters: strict pydantic models with the canonical field names.
+
+Engines subclass the task bases below and may add fields, never rename these. Validation is strict
+(``"20"`` is not an integer), unknown keys are rejected with a did-you-mean, and shape rules are
+checked here, before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import model_validator
+from pydantic_core import PydanticCustomError
+
+from .errors import ParamError
+
+TASKS = ("txt2img", "img2img", "inpaint", "upscale", "txt2vid", "img2vid")
+VIDEO_TASKS = frozenset({"txt2vid", "img2vid"})
+MODES = ("normal", "lcm", "turbo", "lightning")
+MAX_SEED = 2**32 - 1
+
+Mode = Literal["normal", "lcm", "turbo", "lightning"]
+
+
+def _readable_image(value: str) -> str:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise PydanticCustomError("image_path", "no such image file: '{path}'", {"path": value})
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise PydanticCustomError(
+            "image_path", "'{path}' is not a readable image ({reason})", {"path": value, "reason": str(exc)}
+        ) from None
+    return value
+
+
+ImagePath = Annotated[str, AfterValidator(_readable_image), Field(description="Path to an image file.")]
+
+
+def image_size(path: str) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(Path(path).expanduser()) as image:
+        return image.size
+
+
+def _nearest_multiples(value: int, multiple: int) -> str:
+    low = (value // multiple) * multiple
+    high = low + multiple
+    return f"{low} or {high}" if low >= multiple else f"{high}"
+
+
+class Params(BaseModel):
+    """Fields every generation request has."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", validate_default=False)
+
+    # Spatial stride of the engine's latent space; width and height must be multiples of it.
+    size_multiple: ClassVar[int] = 8
+
+    prompt: str = Field(description="What to generate.")
+    negative_prompt: str = Field("", description="What to steer away from.")
+    steps: int = Field(ge=1, le=1000, description="Denoising steps.")
+    cfg: float = Field(ge=0.0, le=50.0, description="Classifier-free guidance scale.")
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = Field(
+        None, description="Random seed; omitted means a random seed, recorded in info.json."
+    )
+    sampler: str | None = Field(None, description="Sampler name, e.g. 'Euler a' or 'DPM++ 2M' (`codex samplers`).")
+    scheduler: str | None = Field(None, description="Schedule type, e.g. 'Automatic' or 'Karras'.")
+    mode: Mode = Field("normal", description="Speed mode.")
+    batch_size: int = Field(1, ge=1, le=64, description="Images per request.")
+
+    @field_validator("width", "height", check_fields=False)
+    @classmethod
+    def _size_on_stride(cls, value: int | None) -> int | None:
+        multiple = cls.size_multiple
+        if value is not None and value % multiple:
+            raise PydanticCustomError(
+                "size_multiple",
+                "{value} is not a multiple of {multiple}; nearest valid values: {nearest}",
+                {"value": value, "multiple": multiple, "nearest": _nearest_multiples(value, multiple)},
+            )
+        return value
+
+
+class Txt2ImgParams(Params):
+    width: int = Field(ge=8, le=16384, description="Output width in pixels.")
+    height: int = Field(ge=8, le=16384, description="Output height in pixels.")
+
+
+class _InitImageParams(Params):
+    """img2img-like tasks: keep the init image's size unless width/height are given."""
+
+    init_image: ImagePath
+    strength: float = Field(gt=0.0, le=1.0, description="How much of the init image is re-noised (1 = all).")
+    width: int | None = Field(None, ge=8, le=16384, description="Resize the init image to this width first.")
+    height: int | None = Field(None, ge=8, le=16384, description="Resize the init image to this height first.")
+
+    def target_size(self) -> tuple[int, int]:
+        width, height = image_size(self.init_image)
+        return (self.width or width, self.height or height)
+
+    @model_validator(mode="after")
+    def _init_image_on_stride(self):
+        if (self.width is None) != (self.height is None):
+            given, missing = ("width", "height") if self.height is None else ("height", "width")
+            raise PydanticCustomError(
+                "size_pair", "{missing}: required when {given} is given (pass both to resize the init image, "
+                "or neither to keep its size)", {"missing": missing, "given": given})
+        if self.width is not None:
+            return self
+        width, height = self.target_size()
+        multiple = self.size_multiple
+        for name, value in (("width", width), ("height", height)):
+            if value % multiple:
+                raise PydanticCustomError(
+                    "size_multiple",
+                    "init_image: its {name} {value} is not a multiple of {multiple}; pass \"{name}\" "
+                    "(nearest valid: {nearest}) to resize it first, or crop the image",
+                    {"name": name, "value": value, "multiple": multiple,
+                     "nearest": _nearest_multiples(value, multiple)},
+                )
+        return self
+
+
+class Img2ImgParams(_InitImageParams):
+    pass
+
+
+class InpaintParams(_InitImageParams):
+    mask_image: ImagePath
+
+    @model_validator(mode="after")
+    def _mask_matches_image(self):
+        if self.width is None and self.height is None and image_size(self.mask_image) != image_size(self.init_image):
+            raise PydanticCustomError(
+                "mask_size",
+                "mask_image: its size {mask} differs from init_image's {image}; give both the same size "
+                "(or pass width/height to resize both)",
+                {"mask": "x".join(map(str, image_size(self.mask_image))),
+                 "image": "x".join(map(str, image_size(self.init_image)))},
+            )
+        return self
+
+
+class UpscaleParams(Params):
+    """Hires fix: resize the init image by ``upscale_factor``, then refine it with img2img."""
+
+    init_image: ImagePath
+    upscale_factor: float = Field(gt=1.0, le=8.0, description="Target size over the init image's size.")
+    strength: float = Field(gt=0.0, le=1.0, description="How much the upscaled image is re-noised.")
+
+    def target_size(self) -> tuple[int, int]:
+        width, height = image_size(self.init_image)
+        return (round(width * self.upscale_factor), round(height * self.upscale_factor))
+
+    @model_validator(mode="after")
+    def _target_on_stride(self):
+        width, height = image_size(self.init_image)
+        multiple = self.size_multiple
+        for name, value in (("width", width), ("height", height)):
+            exact = value * self.upscale_factor
+            if exact != int(exact) or int(exact) % multiple:
+                raise PydanticCustomError(
+                    "upscale_size",
+                    "upscale_factor: {factor} turns the init image's {name} {value} into {exact:g}, which is not "
+                    "a whole multiple of {multiple}; nearest valid {name}s: {nearest}",
+                    {"factor": self.upscale_factor, "name": name, "value": value, "exact": exact,
+                     "multiple": multiple, "nearest": _nearest_multiples(int(exact), multiple)},
+                )
+        return self
+
+
+# --- turning pydantic errors into one clear line per field ------------------------------------
+
+
+def _allowed(model: type[BaseModel], field: str) -> str | None:
+    prop = model.model_json_schema().get("properties", {}).get(field)
+    if not prop:
+        return None
+    options = prop.get("anyOf", [prop])
+    parts = []
+    for option in options:
+        kind = option.get("type")
+        if kind == "null":
+            continue
+        if "enum" in option:
+            parts.append("one of " + ", ".join(repr(v) for v in option["enum"]))
+            continue
+        bounds = []
+        for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+            if key in option:
+                bounds.append(f"{sign} {option[key]}")
+        parts.append(" ".join(filter(None, [{"integer": "an integer", "number": "a number", "string": "a string",
+                                                 "boolean": "true or false"}.get(kind, kind), " and ".join(bounds)])))
+    return " or ".join(p for p in parts if p) or None
+
+
+def format_errors(model: type[BaseModel], error: ValidationError) -> list[str]:
+    fields = list(model.model_fields)
+    problems = []
+    for err in error.errors(include_url=False):
+        loc = ".".join(str(part) for part in err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            guess = difflib.get_close_matches(loc, fields, n=1, cutoff=0.6)
+            suggestion = f"did you mean '{guess[0]}'? " if guess else ""
+            problems.append(f"{loc}: unknown field; {suggestion}allowed fields: {', '.join(fields)}")
+        elif kind == "missing":
+            problems.append(f"{loc}: required field is missing")
+        elif not loc:
+            problems.append(err["msg"])
+        else:
+            allowed = _allowed(model, err["loc"][0]) if kind not in {"image_path", "size_multiple"} else None
+            text = f"{loc}: got {err['input']!r}: {err['msg']}"
+            problems.append(f"{text} (allowed: {allowed})" if allowed else text)
+    return problems
+
+
+def validate(model: type[Params], data: dict[str, Any], engine: str, task: str) -> Params:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ParamError(format_errors(model, exc), engine, task,
+                         hint=f"see `codex schema {engine} {task}` for every field") from None

@@ -1,0 +1,70 @@
+"""YAML presets at ``presets/<engine>/<task>[.<mode>].yaml``. Fill-only: a field in the request wins."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .engines import EngineSpec
+from .errors import CodexError
+
+
+def locate(module_file: str, engine: str) -> Path | None:
+    """Find an engine's presets for a plugin module.
+
+    ``CODEX_PRESETS_DIR`` wins; a wheel carries them as ``<package>/presets/<engine>``; a source
+    checkout (editable install) uses the repository's ``presets/<engine>``, the one place they are
+    edited.
+    """
+    override = os.environ.get("CODEX_PRESETS_DIR")
+    if override:
+        return Path(override) / engine
+    package_dir = Path(module_file).resolve().parent
+    for base in (package_dir, *package_dir.parents):
+        candidate = base / "presets" / engine
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@dataclass
+class PresetFill:
+    request: dict[str, Any]
+    patch: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+
+def preset_paths(spec: EngineSpec, task: str, mode: str = "normal") -> list[Path]:
+    """Most specific first: ``<task>.<mode>.yaml`` then ``<task>.yaml``."""
+    if spec.presets_dir is None:
+        return []
+    names = ([f"{task}.{mode}.yaml"] if mode != "normal" else []) + [f"{task}.yaml"]
+    return [spec.presets_dir / name for name in names if (spec.presets_dir / name).is_file()]
+
+
+def load_preset(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle) or {}
+    if not isinstance(data, dict):
+        raise CodexError(f"preset {path} must be a mapping of field: value, got {type(data).__name__}")
+    return data
+
+
+def fill(spec: EngineSpec, task: str, request: dict[str, Any]) -> PresetFill:
+    mode = request.get("mode", "normal")
+    result = PresetFill(dict(request))
+    for path in preset_paths(spec, task, mode if isinstance(mode, str) else "normal"):
+        for key, value in load_preset(path).items():
+            if key not in result.request:
+                result.request[key] = value
+                result.patch[key] = value
+        result.files.append(str(path))
+    return result
+
+
+def merged(spec: EngineSpec, task: str, mode: str = "normal") -> dict[str, Any]:
+    return fill(spec, task, {"mode": mode} if mode != "normal" else {}).patch

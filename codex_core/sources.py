@@ -1,0 +1,123 @@
+"""Where model weights come from. Nothing here reaches the network unless ``download`` is asked for."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .engines import EngineSpec
+from .errors import ModelNotFoundError, UsageError
+
+TINY = "tiny"
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
+# Pickle-based weight formats are fetched/loaded only with --allow-pickle.
+PICKLE_PATTERNS = ["*.bin", "*.ckpt", "*.pt", "*.pth", "*.pkl"]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "folder", "tiny" or "hub"
+    path: Path
+    label: str  # what the user asked for, as they would say it again
+    repo_id: str | None = None
+    found_via: str = "--model"
+
+    def info(self) -> dict:
+        return {"kind": self.kind, "label": self.label, "path": str(self.path), "repo_id": self.repo_id,
+                "found_via": self.found_via}
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("CODEX_CACHE_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "codex"
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("CODEX_MODELS_DIR", "models"))
+
+
+def tiny_path(spec: EngineSpec, version: str) -> Path:
+    return cache_dir() / "tiny" / f"{spec.key}-{version}"
+
+
+def _env_name(spec: EngineSpec) -> str:
+    return "CODEX_MODEL_" + re.sub(r"\W", "_", spec.key).upper()
+
+
+def _is_model_folder(path: Path, marker: str | None) -> bool:
+    return path.is_dir() and (marker is None or (path / marker).is_file())
+
+
+def _from_hub_cache(repo_id: str, download: bool, allow_pickle: bool) -> Path | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        if download:
+            return Path(snapshot_download(repo_id, ignore_patterns=None if allow_pickle else PICKLE_PATTERNS))
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+
+
+def _explicit(spec: EngineSpec, value: str, via: str, download: bool, allow_pickle: bool, marker: str | None,
+              tiny_version: str | None) -> ModelSource:
+    if value == TINY:
+        if tiny_version is None:
+            raise UsageError(f"{via}: engine {spec.key!r} has no tiny test model")
+        return ModelSource("tiny", tiny_path(spec, tiny_version), TINY, found_via=via)
+    path = Path(value).expanduser()
+    if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
+        raise UsageError(
+            f"{via}: {value!r} is a single-file checkpoint; codex loads diffusers-format folders",
+            hint="convert it once with diffusers (`Pipeline.from_single_file(...).save_pretrained(DIR)`) "
+                 "and pass the folder")
+    if path.exists():
+        if _is_model_folder(path, marker):
+            return ModelSource("folder", path.resolve(), value, found_via=via)
+        raise UsageError(f"{via}: {value!r} is not a diffusers-format model folder (no {marker} inside)")
+    if REPO_ID.match(value):
+        snapshot = _from_hub_cache(value, download, allow_pickle)
+        if snapshot is not None:
+            return ModelSource("hub", snapshot, value, repo_id=value, found_via=via)
+        raise ModelNotFoundError(
+            f"{via}: {value!r} is not in the local Hugging Face cache ({_hf_cache_dir()})",
+            hint="pass --download to fetch it (needs network), or point --model at a local folder")
+    raise UsageError(f"{via}: no such folder {value!r}, and it is not a hub repo id (org/name)")
+
+
+def _hf_cache_dir() -> str:
+    return os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME", "~/.cache/huggingface") + "/hub"
+
+
+def resolve(spec: EngineSpec, model: str | None, *, download: bool = False, allow_pickle: bool = False,
+            marker: str | None = "model_index.json", tiny_version: str | None = None) -> ModelSource:
+    """``--model``, then ``CODEX_MODEL_<ENGINE>``, then ``<models dir>/<engine>/``, then the default repo id."""
+    if model:
+        return _explicit(spec, model, "--model", download, allow_pickle, marker, tiny_version)
+    env = _env_name(spec)
+    if os.environ.get(env):
+        return _explicit(spec, os.environ[env], env, download, allow_pickle, marker, tiny_version)
+    looked = [f"--model (not given)", f"${env} (not set)"]
+    local = models_dir() / spec.key
+    if _is_model_folder(local, marker):
+        return ModelSource("folder", local.resolve(), str(local), found_via="models dir")
+    looked.append(f"{local.resolve()} (no {marker})" if local.exists() else f"{local.resolve()} (missing)")
+    if spec.default_repo:
+        snapshot = _from_hub_cache(spec.default_repo, download, allow_pickle)
+        if snapshot is not None:
+            return ModelSource("hub", snapshot, spec.default_repo, repo_id=spec.default_repo, found_via="default repo")
+        looked.append(f"{spec.default_repo} in the Hugging Face cache {_hf_cache_dir()} (not there)")
+    places = "\n".join(f"    {p}" for p in looked)
+    fixes = [f"--model PATH (a diffusers folder) or --model ORG/NAME", f"{env}=PATH",
+             f"a diffusers folder at {local} (CODEX_MODELS_DIR sets the models dir)"]
+    if spec.default_repo:
+        fixes.append(f"--download to fetch {spec.default_repo} (needs network)")
+    if tiny_version:
+        fixes.append("--model tiny for a random-weight test model")
+    raise ModelNotFoundError(f"no model found for {spec.key}; looked in:\n{places}", hint="; ".join(fixes))
