@@ -187,11 +187,12 @@ def _read_request(value: str) -> Any:
             raise UsageError(f"--json: no such file {str(path)!r}")
         text, where = path.read_text(encoding="utf-8"), str(path)
     else:
-        text, where = value, "--json"
+        text, where = value, None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--json: {where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        source = f"{where} is not valid JSON" if where else "not valid JSON"
+        raise UsageError(f"--json: {source}: {exc.msg} at line {exc.lineno} column {exc.colno}")
 
 
 @cli.command(context_settings={"max_content_width": 100})

@@ -6,6 +6,7 @@ details (dtype, offload, tiling) take the same code path on CPU and GPU and only
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -17,6 +18,9 @@ import transformers
 # Our own progress bar covers the denoising loop; library bars for weight loading are noise.
 diffusers.utils.logging.disable_progress_bar()
 transformers.utils.logging.disable_progress_bar()
+if not os.environ.get("CODEX_DEBUG"):
+    # e.g. from_pipe's "modules that should be kept in float32: []" on every task switch
+    diffusers.utils.logging.set_verbosity_error()
 
 from .engine_api import Job
 from .errors import ModelNotFoundError

@@ -87,6 +87,8 @@ def prepare(engine: str, task: str, request: Any, formats: tuple[str, ...] | Non
         mode_ignored_reason = (f"mode {mode_requested!r} is not supported by engine {engine} yet "
                                f"(it honours: {', '.join(spec.modes)}); ran in normal mode")
     updates: dict[str, Any] = {}
+    if scheduler is not None:  # the effective request names what ran, e.g. "DPM++ 2M Karras" -> sampler + schedule
+        updates.update(sampler=scheduler.sampler, scheduler=scheduler.schedule)
     if "mode" in type(params).model_fields:
         updates["mode"] = "normal" if mode_ignored_reason else mode_requested
     seed_source = "request"

@@ -170,9 +170,9 @@ class UpscaleParams(Params):
             if exact != int(exact) or int(exact) % multiple:
                 raise PydanticCustomError(
                     "upscale_size",
-                    "upscale_factor: {factor} turns the init image's {name} {value} into {exact:g}, which is not "
+                    "upscale_factor: {factor} turns the init image's {name} {value} into {exact}, which is not "
                     "a whole multiple of {multiple}; nearest valid {name}s: {nearest}",
-                    {"factor": self.upscale_factor, "name": name, "value": value, "exact": exact,
+                    {"factor": self.upscale_factor, "name": name, "value": value, "exact": f"{exact:g}",
                      "multiple": multiple, "nearest": _nearest_multiples(int(exact), multiple)},
                 )
         return self

@@ -54,11 +54,19 @@ def load_preset(path: Path) -> dict[str, Any]:
     return data
 
 
+# A preset value of the key is filled only if the request did not set the field named as value:
+# the preset's schedule type belongs to the preset's sampler, so a request that picks its own
+# sampler gets that sampler's "Automatic" schedule rather than a schedule chosen for another one.
+FILLED_ONLY_WITH = {"scheduler": "sampler"}
+
+
 def fill(spec: EngineSpec, task: str, request: dict[str, Any]) -> PresetFill:
     mode = request.get("mode", "normal")
     result = PresetFill(dict(request))
     for path in preset_paths(spec, task, mode if isinstance(mode, str) else "normal"):
         for key, value in load_preset(path).items():
+            if FILLED_ONLY_WITH.get(key) in request:
+                continue
             if key not in result.request:
                 result.request[key] = value
                 result.patch[key] = value

@@ -57,10 +57,13 @@ def _from_hub_cache(repo_id: str, download: bool, allow_pickle: bool) -> Path | 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    # The cache folder is read from the environment now, not when huggingface_hub was imported.
+    cache = _hf_cache_dir()
     try:
         if download:
-            return Path(snapshot_download(repo_id, ignore_patterns=None if allow_pickle else PICKLE_PATTERNS))
-        return Path(snapshot_download(repo_id, local_files_only=True))
+            return Path(snapshot_download(repo_id, cache_dir=cache,
+                                          ignore_patterns=None if allow_pickle else PICKLE_PATTERNS))
+        return Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=True))
     except LocalEntryNotFoundError:
         return None
 
@@ -92,7 +95,10 @@ def _explicit(spec: EngineSpec, value: str, via: str, download: bool, allow_pick
 
 
 def _hf_cache_dir() -> str:
-    return os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME", "~/.cache/huggingface") + "/hub"
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return os.path.expanduser(os.path.join(home, "hub"))
 
 
 def resolve(spec: EngineSpec, model: str | None, *, download: bool = False, allow_pickle: bool = False,

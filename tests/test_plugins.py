@@ -1,0 +1,99 @@
+"""Plugin discovery, allow/deny lists, broken plugins, and the hook surface itself."""
+
+import importlib.metadata
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from codex_core import hookimpl, hookspecs, plugins, registry
+from codex_core.engines import EngineSpec
+from codex_core.params import Txt2ImgParams
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+
+
+@pytest.fixture
+def fresh_plugins():
+    plugins.reset_for_tests()
+    yield
+    plugins.reset_for_tests()
+
+
+def test_installed_plugins_are_discovered(fresh_plugins):
+    assert {"sd15", "sdxl"} <= set(registry.engines())
+    spec = registry.get_engine("sd15")
+    assert (spec.plugin, spec.distribution) == ("sd", "codex-sd")
+
+
+def test_load_list_empty_loads_no_entry_points(fresh_plugins, monkeypatch):
+    monkeypatch.setenv("CODEX_LOAD_PLUGINS", "")
+    assert registry.engines() == {}
+    assert registry.exporters()["png"].kind == "image"  # default plugins still there
+
+
+def test_disable_list_by_distribution_name(fresh_plugins, monkeypatch):
+    monkeypatch.setenv("CODEX_DISABLE_PLUGINS", "codex-sd")
+    assert "sd15" not in registry.engines()
+
+
+def test_broken_plugin_is_reported_and_does_not_stop_others(fresh_plugins, monkeypatch, capsys):
+    real = importlib.metadata.entry_points
+
+    def with_broken(**kwargs):
+        found = list(real(**kwargs))
+        if kwargs.get("group") == "codex":
+            found.append(importlib.metadata.EntryPoint("broken", "no_such_module_xyz", "codex"))
+        return found
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", with_broken)
+    assert "sd15" in registry.engines()
+    assert "ModuleNotFoundError" in plugins.load_errors["broken"]
+    assert 'error importing plugin "broken"' in capsys.readouterr().err
+    assert {"name": "broken", "error": plugins.load_errors["broken"]} in plugins.describe_plugins()
+
+
+def test_an_in_process_plugin_can_register_an_engine(fresh_plugins):
+    class InTestPlugin:
+        @hookimpl
+        def codex_register_engines(self, register):
+            register(EngineSpec(key="in_test", family="t", tasks={"txt2img": Txt2ImgParams},
+                                engine="nowhere:Nothing", sampler_family=None))
+
+    plugins.load_plugins()
+    plugins.pm.register(InTestPlugin(), name="in-test")
+    try:
+        registry.clear_cache()
+        assert registry.get_engine("in_test").plugin == "in-test"
+    finally:
+        plugins.pm.unregister(name="in-test")
+        registry.clear_cache()
+
+
+def test_unknown_engine_names_installed_ones_and_the_package_to_install():
+    with pytest.raises(Exception) as caught:
+        registry.get_engine("wan_ti2v_5b")
+    assert "installed engines: sd15, sdxl" in str(caught.value)
+    assert "pip install codex-wan" in str(caught.value)
+
+
+HOOKS = [name for name in dir(hookspecs) if name.startswith("codex_")]
+# Which test exercises each hook: a new hook without one fails here.
+HOOK_TESTS = {
+    "codex_register_engines": "test_an_in_process_plugin_can_register_an_engine",
+    "codex_register_samplers": "tests/test_samplers.py",
+    "codex_register_exporters": "test_load_list_empty_loads_no_entry_points",
+    "codex_register_commands": "tests/test_cli.py::test_plugin_commands_are_added",
+}
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_tested(hook):
+    assert hook in HOOK_TESTS
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented_with_its_signature(hook):
+    signature = f"{hook}({', '.join(inspect.signature(getattr(hookspecs, hook)).parameters)})"
+    assert re.search(rf"^### `{re.escape(signature)}`$", DOCS.read_text(), re.M), f"docs/plugins.md lacks {signature}"
