@@ -20,7 +20,7 @@ from typing import Any
 
 from . import presets, registry, sources
 from .engines import EngineSpec
-from .errors import UsageError
+from .errors import ParamError, UsageError
 from .metrics import StageTimes, peak_device_memory_mb, peak_host_rss_mb, reset_device_peak
 from .outputs import new_run_id, run_folder, write_json
 from .params import MAX_SEED, Params, validate
@@ -76,7 +76,12 @@ def prepare(engine: str, task: str, request: Any, formats: tuple[str, ...] | Non
     params = validate(spec.params_model(task), fill.request, engine, task)
 
     scheduler = None
-    if spec.sampler_family and "sampler" in type(params).model_fields:
+    if not spec.sampler_family:  # nothing would honour a sampler: say so rather than ignore it
+        chosen = [name for name in ("sampler", "scheduler") if getattr(params, name, None) is not None]
+        if chosen:
+            raise ParamError([f"{name}: got {getattr(params, name)!r}: engine {engine} has no sampler choice; "
+                              "leave it out" for name in chosen], engine, task)
+    elif "sampler" in type(params).model_fields:
         samplers, schedules = registry.samplers()
         scheduler = resolve_sampler(spec.sampler_family, params.sampler, params.scheduler, params.model_dump(),
                                     engine, task, samplers, schedules)
@@ -133,8 +138,8 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
         runtime = runtime.resolve(spec.gpu_dtype)
         if source.kind == "tiny":
             engine.ensure_tiny(source.path, progress)
-            progress.message(f"model 'tiny' has random weights: the output is noise. Real weights: "
-                             f"--model PATH or see `codex run --help`")
+            progress.message("model 'tiny' has random weights, so the output is noise; for real output pass "
+                             f"--model PATH (a diffusers folder) or put one in ./models/{spec.key}/")
         progress.message(f"loading {spec.key} from {source.label} ({runtime.device}, {runtime.dtype})")
         model, cached = load_cached(engine, source, runtime)
     if cached:

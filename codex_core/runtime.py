@@ -31,11 +31,20 @@ class Runtime:
         return self
 
     def resolve(self, gpu_dtype: str) -> "Runtime":
-        """Pick a concrete device (cuda > mps > cpu) and dtype (the engine's GPU dtype, fp32 on CPU)."""
-        import torch
+        """Pick a concrete device (cuda > mps > cpu) and dtype (the engine's GPU dtype, fp32 on CPU).
 
+        Without torch installed (an engine that does not use it) the only device is the CPU.
+        """
+        try:
+            import torch
+        except ImportError:
+            torch = None
         device = self.device
-        if device == "auto":
+        if torch is None and device.split(":")[0] in ("cuda", "mps"):
+            raise UsageError(f"--device {device}: torch is not installed", hint="pip install torch, or drop --device")
+        if torch is None:
+            device = "cpu"
+        elif device == "auto":
             if torch.cuda.is_available():
                 device = "cuda"
             elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():

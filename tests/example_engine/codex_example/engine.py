@@ -1,0 +1,36 @@
+"""The gradient "model": a JSON file holding a base colour. Pure Python and Pillow."""
+
+import json
+import random
+from pathlib import Path
+
+from PIL import Image
+
+from codex_core.engine_api import Engine, Job
+from codex_core.outputs import ImageOutput
+
+
+class GradientEngine(Engine):
+    def build_tiny(self, dest: Path) -> None:
+        dest.mkdir(parents=True)
+        (dest / self.spec.model_marker).write_text(json.dumps({"base": [32, 64, 96]}), encoding="utf-8")
+
+    def load(self, source, runtime) -> dict:
+        return json.loads((source.path / self.spec.model_marker).read_text(encoding="utf-8"))
+
+    def run(self, model: dict, job: Job) -> ImageOutput:
+        params, rng = job.params, random.Random(job.seed)
+        images = []
+        with job.timer.stage("denoise"):
+            for _ in range(params.batch_size):
+                start = [(b + rng.randrange(256)) % 256 for b in model["base"]]
+                end = [rng.randrange(256) for _ in range(3)]
+                image = Image.new("RGB", (params.width, params.height))
+                span = max(params.width + params.height - 2, 1)
+                image.putdata([tuple(round(s + (e - s) * (x + y) / span) for s, e in zip(start, end))
+                               for y in range(params.height) for x in range(params.width)])
+                images.append(image)
+            for k in range(1, params.steps + 1):
+                job.progress.step(k, params.steps)
+                job.steps_done = k
+        return ImageOutput(images)
