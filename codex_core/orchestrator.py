@@ -110,6 +110,11 @@ def prepare(engine: str, task: str, request: Any, formats: tuple[str, ...] | Non
         if exporter is None or exporter.kind != kind:
             allowed = ", ".join(n for n, e in available.items() if e.kind == kind)
             raise UsageError(f"--format: {name!r} is not an output format for {kind}s; allowed: {allowed}")
+        problem = exporter.unavailable() if exporter.unavailable else None
+        if problem:
+            others = [n for n, e in available.items() if e.kind == kind and not e.unavailable]
+            raise UsageError(f"--format {name}: {problem}",
+                             hint=f"fix that, or choose a format that needs nothing more: {', '.join(others)}")
     return Prepared(spec, task, request, fill, params, scheduler, mode_requested, mode_ignored_reason,
                     seed_source, formats)
 

@@ -180,6 +180,8 @@ class UpscaleParams(Params):
 
 # --- turning pydantic errors into one clear line per field ------------------------------------
 
+CUSTOM_ERRORS = frozenset({"image_path", "size_multiple", "size_pair", "mask_size", "upscale_size", "frame_multiple"})
+
 
 def _allowed(model: type[BaseModel], field: str) -> str | None:
     prop = model.model_json_schema().get("properties", {}).get(field)
@@ -218,7 +220,8 @@ def format_errors(model: type[BaseModel], error: ValidationError) -> list[str]:
         elif not loc:
             problems.append(err["msg"])
         else:
-            allowed = _allowed(model, err["loc"][0]) if kind not in {"image_path", "size_multiple"} else None
+            # our own checks already say what is allowed; pydantic's type/range errors get the field's range
+            allowed = _allowed(model, err["loc"][0]) if kind not in CUSTOM_ERRORS else None
             text = f"{loc}: got {err['input']!r}: {err['msg']}"
             problems.append(f"{text} (allowed: {allowed})" if allowed else text)
     return problems
@@ -230,3 +233,38 @@ def validate(model: type[Params], data: dict[str, Any], engine: str, task: str) 
     except ValidationError as exc:
         raise ParamError(format_errors(model, exc), engine, task,
                          hint=f"see `codex schema {engine} {task}` for every field") from None
+
+
+# --- video ------------------------------------------------------------------------------------
+
+
+class _VideoParams(Params):
+    """Video tasks. ``frame_multiple``: the VAE's temporal stride; ``num_frames`` must be k*stride + 1."""
+
+    frame_multiple: ClassVar[int] = 4
+
+    width: int = Field(ge=16, le=8192, description="Frame width in pixels.")
+    height: int = Field(ge=16, le=8192, description="Frame height in pixels.")
+    num_frames: int = Field(ge=1, le=1024, description="Frames in the video (temporal stride k + 1).")
+    fps: float = Field(gt=0, le=240, description="Frames per second of the exported video.")
+    batch_size: int = Field(1, ge=1, le=1, description="Videos per request (one).")
+
+    @field_validator("num_frames")
+    @classmethod
+    def _frames_on_stride(cls, value: int) -> int:
+        stride = cls.frame_multiple
+        if stride > 1 and value % stride != 1:
+            low = (value - 1) // stride * stride + 1
+            nearest = f"{low} or {low + stride}" if low >= 1 and low != value else f"{low + stride}"
+            raise PydanticCustomError(
+                "frame_multiple", "{value} is not {stride}k+1 frames; nearest valid values: {nearest}",
+                {"value": value, "stride": stride, "nearest": nearest})
+        return value
+
+
+class Txt2VidParams(_VideoParams):
+    pass
+
+
+class Img2VidParams(_VideoParams):
+    init_image: ImagePath = Field(description="The first frame / conditioning image.")

@@ -110,33 +110,55 @@ class EngineConformance:
         spec = get_engine(self.engine)
         assert set(self.cases) == set(spec.tasks), "every task of the engine needs a conformance case"
 
-    def test_output_equals_direct_diffusers_call(self, task, tmp_path):
+    def is_video(self, task: str) -> bool:
+        from .registry import get_engine
+
+        return get_engine(self.engine).output_kind(task) == "video"
+
+    def run_case(self, task: str, tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         self.prepare_inputs(tmp_path)
         request = self.request_for(task, tmp_path)
-        result = run_json(self.engine, task, request, tmp_path / "out")
+        extra = ("--format", "frames,mp4") if self.is_video(task) else ()
+        return request, run_json(self.engine, task, request, tmp_path / "out", "tiny", *extra)
+
+    def test_output_equals_direct_diffusers_call(self, task, tmp_path):
+        request, result = self.run_case(task, tmp_path)
         info = result["info"]
         expected = self.direct(task, info["request"], tiny_model_dir(self.engine))
-        images = [f for f in result["files"] if f.endswith(".png")]
-        assert len(images) == len(expected) == info["request"].get("batch_size", 1)
-        for ours, theirs in zip(images, expected):
-            assert pixels(ours).shape == pixels(theirs).shape
-            assert np.array_equal(pixels(ours), pixels(theirs)), "codex output differs from diffusers"
+        if self.is_video(task):
+            ours = sorted(f for f in result["files"] if Path(f).parent.name == "frames")
+            assert len(ours) == len(expected) == info["request"]["num_frames"]
+        else:
+            ours = [f for f in result["files"] if f.endswith(".png")]
+            assert len(ours) == len(expected) == info["request"].get("batch_size", 1)
+        for mine, theirs in zip(ours, expected):
+            assert pixels(mine).shape == pixels(theirs).shape
+            assert np.array_equal(pixels(mine), pixels(theirs)), f"codex output {mine} differs from diffusers"
         assert info["seed"] == request["seed"] and info["task"] == task and info["engine"] == self.engine
         assert info["steps_done"] > 0 and set(info["timings"]) >= {"load", "denoise", "decode", "export", "total"}
 
     def test_outputs_record_the_run(self, task, tmp_path):
         from .inspect_outputs import read_info
 
-        self.prepare_inputs(tmp_path)
-        request = self.request_for(task, tmp_path)
-        result = run_json(self.engine, task, request, tmp_path / "out")
+        request, result = self.run_case(task, tmp_path)
         run_dir = Path(result["run_dir"])
-        assert sorted(p.name for p in run_dir.iterdir()) == sorted(Path(f).name for f in result["files"])
         on_disk = json.loads((run_dir / "info.json").read_text())
         assert on_disk["request"] == result["info"]["request"]
-        embedded = read_info(run_dir / "0000.png")
+        if self.is_video(task):
+            from .exporters.video import probe
+
+            video = on_disk["video"]
+            seen = probe(Path(video["path"]))
+            assert seen["frames"] == video["frames"] == on_disk["request"]["num_frames"]
+            assert seen["fps"] == video["fps"] == on_disk["request"]["fps"]
+            assert (seen["width"], seen["height"]) == (video["width"], video["height"]) == (
+                on_disk["request"]["width"], on_disk["request"]["height"])
+            embedded = read_info(Path(video["path"]))
+        else:
+            assert sorted(p.name for p in run_dir.iterdir()) == sorted(Path(f).name for f in result["files"])
+            embedded = read_info(run_dir / "0000.png")
+            assert f"Seed: {request['seed']}" in embedded["parameters"]
         assert embedded["codex"]["request"] == on_disk["request"]
-        assert f"Seed: {request['seed']}" in embedded["parameters"]
         # fill-only: everything the request gave is unchanged, the patch is exactly the rest
         for key, value in request.items():
             assert on_disk["request"][key] == value and key not in on_disk["applied_preset_patch"]

@@ -17,3 +17,5 @@ class Exporter:
     kind: str  # "image" or "video": which outputs it writes
     write: WriteFn  # writes into files.staging_dir, returns the staged paths
     description: str = ""
+    # Returns why the exporter cannot work on this machine (checked before anything loads), or None.
+    unavailable: Callable[[], str | None] | None = None

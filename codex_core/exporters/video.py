@@ -1,0 +1,133 @@
+"""Video writers through imageio-ffmpeg's bundled ffmpeg (MP4/H.264, WebM/VP9, GIF) and PNG frames.
+
+The request and effective settings go into the container's ``comment`` tag (MP4, WebM; GIF has no
+place for them) and ``info["video"]`` describes the first container written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CodexError
+from ..outputs import RunFiles, VideoOutput
+from .png import embedded
+
+
+@dataclass(frozen=True)
+class Container:
+    format: str
+    codec: str  # ffmpeg encoder
+    codec_name: str  # what info.json reports
+    pix_fmt: str | None
+    output_params: tuple[str, ...]
+    carries_metadata: bool = True
+
+
+CONTAINERS = {
+    "mp4": Container("mp4", "libx264", "h264", "yuv420p", ("-crf", "17", "-preset", "medium", "-movflags", "+faststart")),
+    "webm": Container("webm", "libvpx-vp9", "vp9", "yuv420p", ("-crf", "30", "-b:v", "0", "-row-mt", "1")),
+    # One palette for the whole clip (palettegen/paletteuse) instead of ffmpeg's fixed 256 colours.
+    "gif": Container("gif", "gif", "gif", None,
+                     ("-filter_complex", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0"),
+                     carries_metadata=False),
+}
+
+
+def ffmpeg_problem() -> str | None:
+    """Why ffmpeg cannot be used, or None when it can."""
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except ImportError:
+        return "imageio-ffmpeg is not installed (pip install imageio-ffmpeg)"
+    except RuntimeError as exc:  # no bundled binary and none on PATH / IMAGEIO_FFMPEG_EXE
+        return f"no ffmpeg binary found ({exc})"
+    return None
+
+
+def _frames_as_arrays(output: VideoOutput) -> list[np.ndarray]:
+    return [np.ascontiguousarray(np.asarray(frame.convert("RGB"))) for frame in output.frames]
+
+
+def write_container(container: Container, output: VideoOutput, files: RunFiles, info: dict[str, Any]) -> list[Path]:
+    import imageio_ffmpeg
+
+    frames = _frames_as_arrays(output)
+    if not frames:
+        raise CodexError("the engine returned no frames to export")
+    height, width = frames[0].shape[:2]
+    if container.pix_fmt == "yuv420p" and (width % 2 or height % 2):
+        raise CodexError(f"{container.format} (yuv420p) needs even width and height, got {width}x{height}")
+    params = list(container.output_params)
+    if container.carries_metadata:
+        params += ["-metadata", "comment=" + json.dumps(embedded(info, 0), default=str)]
+    path = files.staging_dir / f"video.{container.format}"
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (width, height), fps=output.fps, codec=container.codec, pix_fmt_in="rgb24",
+        pix_fmt_out=container.pix_fmt, macro_block_size=1,  # never let imageio resize the frames
+        output_params=params, ffmpeg_log_level="error",
+    )
+    writer.send(None)  # start ffmpeg
+    try:
+        for frame in frames:
+            writer.send(frame)
+    finally:
+        writer.close()
+    fps = output.fps
+    if container.format == "gif":  # GIF delays are whole centiseconds: 16 fps plays as 100/6 = 16.67
+        fps = round(100 / max(1, round(100 / output.fps)), 3)
+    entry = {"path": str(files.final_path(path)), "format": container.format, "codec": container.codec_name,
+             "fps": fps, "frames": len(frames), "width": width, "height": height,
+             "metadata_embedded": container.carries_metadata}
+    info.setdefault("video", entry)
+    info.setdefault("videos", []).append(entry)
+    return [path]
+
+
+def write_frames(output: VideoOutput, files: RunFiles, info: dict[str, Any]) -> list[Path]:
+    """Lossless PNG per frame, in ``frames/``."""
+    folder = files.staging_dir / "frames"
+    folder.mkdir()
+    written = []
+    for index, frame in enumerate(output.frames):
+        path = folder / f"{index:04d}.png"
+        frame.save(path)
+        written.append(path)
+    info["frames"] = {"path": str(files.final_path(folder)), "count": len(written), "fps": output.fps}
+    return written
+
+
+def read_video_metadata(path: Path) -> dict[str, Any]:
+    """The ``codex`` JSON embedded in an MP4/WebM ``comment`` tag (empty if there is none)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    dump = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+                          capture_output=True, text=True)
+    if dump.returncode != 0:
+        raise CodexError(f"{path}: ffmpeg cannot read it ({dump.stderr.strip()})")
+    for line in dump.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.lower() == "comment":
+            # ffmetadata escapes '=', ';', '#', '\\' and newlines with a backslash
+            text = value.replace("\\=", "=").replace("\\;", ";").replace("\\#", "#").replace("\\\\", "\\")
+            return {"codex": json.loads(text)}
+    return {}
+
+
+def probe(path: Path) -> dict[str, Any]:
+    """Frame count and fps as a player sees them (decodes the whole file)."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    count = sum(1 for _ in reader)
+    return {"frames": count, "fps": meta["fps"], "width": meta["size"][0], "height": meta["size"][1],
+            "codec": meta.get("codec")}
