@@ -132,8 +132,9 @@ def schema(engine: str, task: str):
 @click.argument("engine")
 @click.argument("task", required=False)
 @click.option("--mode", default="normal", show_default=True, help="Speed mode whose preset to show.")
+@click.option("--variant", help="Checkpoint variant (engines whose presets differ per variant; default: all).")
 @_handle_errors
-def presets(engine: str, task: str | None, mode: str):
+def presets(engine: str, task: str | None, mode: str, variant: str | None):
     """Show the preset values that fill a request's missing fields.
 
     \b
@@ -149,10 +150,15 @@ def presets(engine: str, task: str | None, mode: str):
     for name in tasks:
         if name not in spec.tasks:
             raise UsageError(f"engine {engine!r} has no task {name!r}; its tasks: {', '.join(spec.tasks)}")
+    if variant and variant not in spec.variants:
+        raise UsageError(f"--variant: {engine} has no variant {variant!r}; "
+                         f"its variants: {', '.join(spec.variants) or 'none'}")
     result = {}
     for name in tasks:
-        files = presets_module.preset_paths(spec, name, mode)
-        result[name] = {"files": [str(f) for f in files], "values": presets_module.merged(spec, name, mode)}
+        for chosen in ([variant] if variant else list(spec.variants) or [None]):
+            files = presets_module.preset_paths(spec, name, mode, chosen)
+            key = f"{name} ({chosen})" if chosen else name
+            result[key] = {"files": [str(f) for f in files], "values": presets_module.merged(spec, name, mode, chosen)}
     _echo_json(result)
 
 
@@ -235,10 +241,9 @@ def run(engine, task, request, model, out, formats, device, dtype, offload, vae_
     from .runtime import Runtime
 
     format_list = tuple(f.strip() for f in formats.split(",") if f.strip()) if formats else None
-    prepared = prepare(engine, task, _read_request(request), format_list)
     options = RunOptions(model=model, out=out, runtime=Runtime(device, dtype, offload, vae_tiling, allow_pickle),
                          download=download, formats=format_list, quiet=quiet)
-    result = execute(prepared, options)
+    result = execute(prepare(engine, task, _read_request(request), options), options)
     if not quiet:
         click.echo(f"codex: wrote {result.run_dir}", err=True)
     _echo_json(result.as_json())

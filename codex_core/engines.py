@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .params import MODES, TASKS, VIDEO_TASKS, Params
 
@@ -30,6 +30,13 @@ class EngineSpec:
     default_repo: str | None = None
     model_marker: str | None = "model_index.json"  # the file that marks a loadable model folder
     tiny_version: str | None = None  # set when the engine can build a tiny random-weight model
+    # Checkpoint variants whose presets differ (e.g. flux "dev"/"schnell"): presets live in
+    # presets/<engine>/<variant>/. ``detect_variant(model_folder)`` reads configs only (no torch).
+    variants: tuple[str, ...] = ()
+    detect_variant: Callable[[Path], str] | None = None
+    tiny_variant: str | None = None
+    # Tasks that need their own checkpoint (e.g. an image-to-video model): task -> default repo id.
+    task_default_repos: Mapping[str, str] = field(default_factory=dict)
     gpu_dtype: str = "float16"
     presets_dir: Path | None = None
     description: str = ""
@@ -70,6 +77,8 @@ class EngineSpec:
             "sampler_family": self.sampler_family,
             "default_repo": self.default_repo,
             "tiny_model": self.tiny_version is not None,
+            "variants": list(self.variants),
+            "task_default_repos": dict(self.task_default_repos),
             "plugin": self.plugin,
             "distribution": self.distribution,
             "version": self.version,

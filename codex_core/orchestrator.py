@@ -54,6 +54,8 @@ class Prepared:
     mode_ignored_reason: str | None
     seed_source: str
     formats: tuple[str, ...]
+    source: sources.ModelSource | None = None  # resolved early only when presets depend on the checkpoint
+    variant: str | None = None
 
 
 @dataclass
@@ -66,13 +68,18 @@ class Result:
         return {"run_dir": str(self.run_dir), "files": [str(f) for f in self.files], "info": self.info}
 
 
-def prepare(engine: str, task: str, request: Any, formats: tuple[str, ...] | None = None) -> Prepared:
+def prepare(engine: str, task: str, request: Any, options: RunOptions | None = None) -> Prepared:
+    options = options or RunOptions()
     if not isinstance(request, dict):
         raise UsageError(f"the request must be a JSON object of field: value, got {type(request).__name__}")
     spec = registry.get_engine(engine)
     if task not in spec.tasks:
         raise UsageError(f"engine {engine!r} has no task {task!r}; its tasks: {', '.join(spec.tasks)}")
-    fill = presets.fill(spec, task, request)
+    source = variant = None
+    if spec.variants:  # variant presets: find the checkpoint first (reads configs, loads nothing)
+        source = _resolve_source(spec, task, options)
+        variant = sources.variant_of(spec, source)
+    fill = presets.fill(spec, task, request, variant)
     params = validate(spec.params_model(task), fill.request, engine, task)
 
     scheduler = None
@@ -103,7 +110,7 @@ def prepare(engine: str, task: str, request: Any, formats: tuple[str, ...] | Non
     params = params.model_copy(update=updates)
 
     kind = spec.output_kind(task)
-    formats = tuple(formats or DEFAULT_FORMATS[kind])
+    formats = tuple(options.formats or DEFAULT_FORMATS[kind])
     available = registry.exporters()
     for name in formats:
         exporter = available.get(name)
@@ -116,7 +123,14 @@ def prepare(engine: str, task: str, request: Any, formats: tuple[str, ...] | Non
             raise UsageError(f"--format {name}: {problem}",
                              hint=f"fix that, or choose a format that needs nothing more: {', '.join(others)}")
     return Prepared(spec, task, request, fill, params, scheduler, mode_requested, mode_ignored_reason,
-                    seed_source, formats)
+                    seed_source, formats, source, variant)
+
+
+def _resolve_source(spec: EngineSpec, task: str, options: RunOptions) -> sources.ModelSource:
+    if not options.download:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network unless asked
+    return sources.resolve(spec, options.model, task=task, download=options.download,
+                           allow_pickle=options.runtime.allow_pickle)
 
 
 def execute(prepared: Prepared, options: RunOptions) -> Result:
@@ -126,14 +140,11 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     progress = Progress(enabled=not options.quiet, label=f"{spec.key} {task}")
     if prepared.mode_ignored_reason:
         print(f"codex: warning: {prepared.mode_ignored_reason}", file=sys.stderr)
-    if not options.download:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network unless asked
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if not os.environ.get("CODEX_DEBUG"):
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # import-time chatter, not the user's concern
     runtime = options.runtime.check()
-    source = sources.resolve(spec, options.model, download=options.download, allow_pickle=runtime.allow_pickle,
-                             marker=spec.model_marker, tiny_version=spec.tiny_version)
+    source = prepared.source or _resolve_source(spec, task, options)
 
     from .pipelines import load_cached  # imports the engine machinery, hence torch, only now
     from .engine_api import Job
@@ -183,7 +194,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
 
 def run(engine: str, task: str, request: dict[str, Any], options: RunOptions | None = None) -> Result:
     options = options or RunOptions()
-    return execute(prepare(engine, task, request, options.formats), options)
+    return execute(prepare(engine, task, request, options), options)
 
 
 def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached: bool) -> dict[str, Any]:
@@ -196,7 +207,7 @@ def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached
         "mode": getattr(prepared.params, "mode", "normal"),
         "mode_requested": prepared.mode_requested,
         "mode_ignored_reason": prepared.mode_ignored_reason,
-        "model": {**source.info(), "reused_from_cache": cached},
+        "model": {**source.info(), "variant": prepared.variant, "reused_from_cache": cached},
         "request_in": prepared.request_in,
         "request": prepared.params.model_dump(mode="json"),
         "applied_preset_patch": prepared.preset_fill.patch,

@@ -38,12 +38,13 @@ class PresetFill:
     files: list[str] = field(default_factory=list)
 
 
-def preset_paths(spec: EngineSpec, task: str, mode: str = "normal") -> list[Path]:
-    """Most specific first: ``<task>.<mode>.yaml`` then ``<task>.yaml``."""
+def preset_paths(spec: EngineSpec, task: str, mode: str = "normal", variant: str | None = None) -> list[Path]:
+    """Most specific first: ``<task>.<mode>.yaml`` then ``<task>.yaml``, in the variant's folder if any."""
     if spec.presets_dir is None:
         return []
+    folder = spec.presets_dir / variant if variant else spec.presets_dir
     names = ([f"{task}.{mode}.yaml"] if mode != "normal" else []) + [f"{task}.yaml"]
-    return [spec.presets_dir / name for name in names if (spec.presets_dir / name).is_file()]
+    return [folder / name for name in names if (folder / name).is_file()]
 
 
 def load_preset(path: Path) -> dict[str, Any]:
@@ -60,10 +61,10 @@ def load_preset(path: Path) -> dict[str, Any]:
 FILLED_ONLY_WITH = {"scheduler": "sampler"}
 
 
-def fill(spec: EngineSpec, task: str, request: dict[str, Any]) -> PresetFill:
+def fill(spec: EngineSpec, task: str, request: dict[str, Any], variant: str | None = None) -> PresetFill:
     mode = request.get("mode", "normal")
     result = PresetFill(dict(request))
-    for path in preset_paths(spec, task, mode if isinstance(mode, str) else "normal"):
+    for path in preset_paths(spec, task, mode if isinstance(mode, str) else "normal", variant):
         for key, value in load_preset(path).items():
             if FILLED_ONLY_WITH.get(key) in request:
                 continue
@@ -74,5 +75,5 @@ def fill(spec: EngineSpec, task: str, request: dict[str, Any]) -> PresetFill:
     return result
 
 
-def merged(spec: EngineSpec, task: str, mode: str = "normal") -> dict[str, Any]:
-    return fill(spec, task, {"mode": mode} if mode != "normal" else {}).patch
+def merged(spec: EngineSpec, task: str, mode: str = "normal", variant: str | None = None) -> dict[str, Any]:
+    return fill(spec, task, {"mode": mode} if mode != "normal" else {}, variant).patch

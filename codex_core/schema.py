@@ -16,7 +16,11 @@ def request_schema(engine: str, task: str) -> dict[str, Any]:
     schema = model.model_json_schema()
     schema["title"] = f"{engine} {task} request"
     properties = schema.get("properties", {})
-    filled = presets.merged(spec, task)
+    variant = spec.variants[0] if spec.variants else None
+    filled = presets.merged(spec, task, variant=variant)
+    if variant:
+        schema["description"] = (f"Defaults shown are the {variant!r} variant's; other variants "
+                                 f"({', '.join(spec.variants[1:])}) have their own presets (`codex presets {engine}`).")
     for name, value in filled.items():
         if name in properties:
             properties[name]["default"] = value

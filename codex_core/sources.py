@@ -45,8 +45,13 @@ def tiny_path(spec: EngineSpec, version: str) -> Path:
     return cache_dir() / "tiny" / f"{spec.key}-{version}"
 
 
-def _env_name(spec: EngineSpec) -> str:
-    return "CODEX_MODEL_" + re.sub(r"\W", "_", spec.key).upper()
+def _slot(spec: EngineSpec, task: str | None) -> str:
+    """The name models are looked up under: the engine key, or ``<engine>_<task>`` for a task with its own checkpoint."""
+    return f"{spec.key}_{task}" if task in spec.task_default_repos else spec.key
+
+
+def _env_name(slot: str) -> str:
+    return "CODEX_MODEL_" + re.sub(r"\W", "_", slot).upper()
 
 
 def _is_model_folder(path: Path, marker: str | None) -> bool:
@@ -101,29 +106,49 @@ def _hf_cache_dir() -> str:
     return os.path.expanduser(os.path.join(home, "hub"))
 
 
-def resolve(spec: EngineSpec, model: str | None, *, download: bool = False, allow_pickle: bool = False,
-            marker: str | None = "model_index.json", tiny_version: str | None = None) -> ModelSource:
-    """``--model``, then ``CODEX_MODEL_<ENGINE>``, then ``<models dir>/<engine>/``, then the default repo id."""
+def resolve(spec: EngineSpec, model: str | None, *, task: str | None = None, download: bool = False,
+            allow_pickle: bool = False) -> ModelSource:
+    """``--model``, then ``CODEX_MODEL_<ENGINE>``, then ``<models dir>/<engine>/``, then the default repo id.
+
+    A task with its own checkpoint (``spec.task_default_repos``) looks under ``<engine>_<task>``.
+    """
+    marker, tiny_version = spec.model_marker, spec.tiny_version
     if model:
         return _explicit(spec, model, "--model", download, allow_pickle, marker, tiny_version)
-    env = _env_name(spec)
+    slot = _slot(spec, task)
+    env = _env_name(slot)
     if os.environ.get(env):
         return _explicit(spec, os.environ[env], env, download, allow_pickle, marker, tiny_version)
     looked = [f"--model (not given)", f"${env} (not set)"]
-    local = models_dir() / spec.key
+    local = models_dir() / slot
     if _is_model_folder(local, marker):
         return ModelSource("folder", local.resolve(), str(local), found_via="models dir")
     looked.append(f"{local.resolve()} (no {marker})" if local.exists() else f"{local.resolve()} (missing)")
-    if spec.default_repo:
-        snapshot = _from_hub_cache(spec.default_repo, download, allow_pickle)
+    repo = spec.task_default_repos.get(task) or spec.default_repo
+    if repo:
+        snapshot = _from_hub_cache(repo, download, allow_pickle)
         if snapshot is not None:
-            return ModelSource("hub", snapshot, spec.default_repo, repo_id=spec.default_repo, found_via="default repo")
-        looked.append(f"{spec.default_repo} in the Hugging Face cache {_hf_cache_dir()} (not there)")
+            return ModelSource("hub", snapshot, repo, repo_id=repo, found_via="default repo")
+        looked.append(f"{repo} in the Hugging Face cache {_hf_cache_dir()} (not there)")
     places = "\n".join(f"    {p}" for p in looked)
     fixes = [f"--model PATH (a diffusers folder) or --model ORG/NAME", f"{env}=PATH",
              f"a diffusers folder at {local} (CODEX_MODELS_DIR sets the models dir)"]
-    if spec.default_repo:
-        fixes.append(f"--download to fetch {spec.default_repo} (needs network)")
+    if repo:
+        fixes.append(f"--download to fetch {repo} (needs network)")
     if tiny_version:
         fixes.append("--model tiny for a random-weight test model")
-    raise ModelNotFoundError(f"no model found for {spec.key}; looked in:\n{places}", hint="; ".join(fixes))
+    what = f"{spec.key} {task}" if task in spec.task_default_repos else spec.key
+    raise ModelNotFoundError(f"no model found for {what}; looked in:\n{places}", hint="; ".join(fixes))
+
+
+def variant_of(spec: EngineSpec, source: ModelSource) -> str | None:
+    """Which checkpoint variant a source holds (for variant-specific presets), read from its configs."""
+    if not spec.variants:
+        return None
+    if source.kind == "tiny":
+        return spec.tiny_variant or spec.variants[0]
+    variant = spec.detect_variant(source.path) if spec.detect_variant else None
+    if variant not in spec.variants:
+        raise UsageError(f"{source.label}: cannot tell which {spec.key} variant this checkpoint is "
+                         f"(known: {', '.join(spec.variants)})")
+    return variant

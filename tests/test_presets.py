@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from codex_core import presets, registry
-from codex_core.orchestrator import prepare
+from codex_core.params import validate
+from codex_core.samplers import resolve
 from codex_core.testing import write_test_image
 
 REPO_PRESETS = Path(__file__).resolve().parents[1] / "presets"
@@ -31,16 +32,52 @@ def test_engine_presets_are_the_repository_presets():
     assert registry.get_engine("sd15").presets_dir.resolve() == REPO_PRESETS / "sd15"
 
 
-@pytest.mark.parametrize("preset", sorted(REPO_PRESETS.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def _preset_id(path):
+    return str(path.relative_to(REPO_PRESETS))
+
+
+@pytest.mark.parametrize("preset", sorted(REPO_PRESETS.rglob("*.yaml")), ids=_preset_id)
 def test_every_preset_validates_against_its_engine_schema(preset, tmp_path):
-    engine, task = preset.parent.name, preset.name.split(".")[0]
+    """presets/<engine>/[<variant>/]<task>[.<mode>].yaml: every value must pass the engine's own schema."""
+    engine, *variant, _ = preset.relative_to(REPO_PRESETS).parts
+    task, _, mode = preset.name.removesuffix(".yaml").partition(".")
     spec = registry.get_engine(engine)
-    assert task in spec.tasks
-    first_line = preset.read_text().splitlines()[0]
-    assert first_line.startswith("#"), "each preset says where its values come from"
+    assert task in spec.tasks and (not variant or variant[0] in spec.variants)
+    assert preset.read_text().startswith("#"), "each preset says where its values come from"
     inputs = {"init_image": write_test_image(tmp_path / "i.png", (64, 64)),
               "mask_image": write_test_image(tmp_path / "m.png", (64, 64), mode="L")}
     fields = spec.params_model(task).model_fields
-    request = {"prompt": "x", **{k: v for k, v in inputs.items() if k in fields}}
-    prepared = prepare(engine, task, request)  # raises on any preset value the schema rejects
-    assert set(presets.load_preset(preset)) <= set(prepared.params.model_dump())
+    request = {"prompt": "x", **{k: v for k, v in inputs.items() if k in fields}, **({"mode": mode} if mode else {})}
+    filled = presets.fill(spec, task, request, variant[0] if variant else None)
+    assert str(preset) in filled.files
+    params = validate(spec.params_model(task), filled.request, engine, task)  # raises on a rejected value
+    if spec.sampler_family:
+        resolve(spec.sampler_family, params.sampler, params.scheduler, params.model_dump(), engine, task,
+                *registry.samplers())
+
+
+def test_variant_presets_follow_the_checkpoint(tmp_path):
+    """An engine with checkpoint variants reads presets/<engine>/<variant>/ for the variant it finds."""
+    import dataclasses
+    import json as jsonlib
+
+    from codex_core import sources
+    from codex_core.errors import UsageError
+
+    for variant, steps in (("fast", 4), ("full", 28)):
+        (tmp_path / "presets" / variant).mkdir(parents=True)
+        (tmp_path / "presets" / variant / "txt2img.yaml").write_text(f"# test\nsteps: {steps}\n")
+    spec = dataclasses.replace(
+        registry.get_engine("sd15"), presets_dir=tmp_path / "presets", variants=("full", "fast"),
+        detect_variant=lambda path: jsonlib.loads((path / "model_index.json").read_text()).get("variant"),
+        tiny_variant="fast")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_index.json").write_text('{"variant": "full"}')
+    source = sources.resolve(spec, str(model))
+    assert sources.variant_of(spec, source) == "full"
+    assert presets.fill(spec, "txt2img", {}, "full").patch == {"steps": 28}
+    assert sources.variant_of(spec, sources.resolve(spec, "tiny")) == "fast"
+    (model / "model_index.json").write_text("{}")
+    with pytest.raises(UsageError, match="cannot tell which sd15 variant"):
+        sources.variant_of(spec, source)

@@ -64,5 +64,23 @@ def test_single_file_checkpoints_and_non_diffusers_folders_are_explained(spec, t
 
 def test_tiny_lives_in_the_cache_dir(spec, tmp_path, monkeypatch):
     monkeypatch.setenv("CODEX_CACHE_DIR", str(tmp_path))
-    source = sources.resolve(spec, "tiny", tiny_version="1")
+    source = sources.resolve(spec, "tiny")
     assert source.path == tmp_path / "tiny" / "sd15-1"
+
+
+def test_a_task_with_its_own_checkpoint_has_its_own_slot(tmp_path, monkeypatch):
+    import dataclasses
+
+    spec = dataclasses.replace(registry.get_engine("sd15"), task_default_repos={"inpaint": "org/inpaint-model"})
+    monkeypatch.setenv("CODEX_MODELS_DIR", str(tmp_path))
+    general = diffusers_folder(tmp_path / "sd15")
+    special = diffusers_folder(tmp_path / "sd15_inpaint")
+    assert sources.resolve(spec, None, task="txt2img").path == general
+    assert sources.resolve(spec, None, task="inpaint").path == special
+    monkeypatch.setenv("CODEX_MODEL_SD15_INPAINT", str(general))
+    assert sources.resolve(spec, None, task="inpaint").found_via == "CODEX_MODEL_SD15_INPAINT"
+    monkeypatch.delenv("CODEX_MODEL_SD15_INPAINT")
+    special.joinpath("model_index.json").unlink()
+    with pytest.raises(ModelNotFoundError, match="no model found for sd15 inpaint") as caught:
+        sources.resolve(spec, None, task="inpaint")
+    assert "org/inpaint-model in the Hugging Face cache" in str(caught.value)

@@ -69,7 +69,7 @@ def test_missing_ffmpeg_is_a_usage_error_before_loading(monkeypatch):
     from codex_core.engines import EngineSpec
     from codex_core.errors import UsageError
     from codex_core.exporters import Exporter
-    from codex_core.orchestrator import prepare
+    from codex_core.orchestrator import RunOptions, prepare
     from codex_core.params import Txt2VidParams
 
     class VideoPlugin:
@@ -88,7 +88,8 @@ def test_missing_ffmpeg_is_a_usage_error_before_loading(monkeypatch):
         with pytest.raises(UsageError, match="--format mp4: no ffmpeg binary found") as caught:
             prepare("video_test", "txt2vid", request)  # mp4 is the default format for videos
         assert "frames" in caught.value.hint
-        assert prepare("video_test", "txt2vid", request, ("frames",)).formats == ("frames",)
+        options = RunOptions(formats=("frames",))
+        assert prepare("video_test", "txt2vid", request, options).formats == ("frames",)
     finally:
         plugins.pm.unregister(name="video-test")
         registry.clear_cache()
