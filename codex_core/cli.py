@@ -169,13 +169,13 @@ def presets(engine: str, task: str | None, mode: str, variant: str | None):
 def samplers(engine: str, as_json: bool):
     """List the sampler and schedule-type names ENGINE accepts, and what they map to."""
     from . import samplers as samplers_module
-    from .registry import get_engine, samplers as registered
+    from .registry import get_engine, samplers_for
 
     spec = get_engine(engine)
     if not spec.sampler_family:
         click.echo(f"engine {engine} has no sampler choice")
         return
-    table = samplers_module.describe(spec.sampler_family, *registered())
+    table = samplers_module.describe(spec.sampler_family, *samplers_for(spec))
     if as_json:
         _echo_json(table)
         return

@@ -14,7 +14,7 @@ from typing import Any
 from .engines import EngineSpec
 from .metrics import StageTimes
 from .outputs import ImageOutput, VideoOutput
-from .params import Params
+from .params import ParamsBase
 from .progress import Progress
 from .runtime import Runtime
 from .samplers import SchedulerChoice
@@ -26,7 +26,7 @@ class Job:
     """Everything one run needs, already validated and resolved."""
 
     task: str
-    params: Params
+    params: ParamsBase
     seed: int
     scheduler: SchedulerChoice | None
     runtime: Runtime

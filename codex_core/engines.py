@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .params import MODES, TASKS, VIDEO_TASKS, Params
+from .params import MODES, TASKS, VIDEO_TASKS, ParamsBase
 
 if TYPE_CHECKING:
     from .engine_api import Engine
@@ -23,7 +23,7 @@ class EngineSpec:
 
     key: str
     family: str
-    tasks: Mapping[str, type[Params]]
+    tasks: Mapping[str, type[ParamsBase]]
     engine: str
     sampler_family: str | None = "discrete"  # "discrete", "flow" or None (no sampler fields)
     modes: tuple[str, ...] = ("normal",)  # modes this engine honours; others run as normal, with a reason
@@ -35,6 +35,10 @@ class EngineSpec:
     variants: tuple[str, ...] = ()
     detect_variant: Callable[[Path], str] | None = None
     tiny_variant: str | None = None
+    # Optional allow-lists within the sampler family, for checkpoints only some samplers suit
+    # (e.g. SVD's continuous-time Euler); None allows every name of the family.
+    samplers: tuple[str, ...] | None = None
+    schedule_types: tuple[str, ...] | None = None
     # Tasks that need their own checkpoint (e.g. an image-to-video model): task -> default repo id.
     task_default_repos: Mapping[str, str] = field(default_factory=dict)
     gpu_dtype: str = "float16"
@@ -54,7 +58,7 @@ class EngineSpec:
         if bad_modes:
             raise ValueError(f"engine {self.key!r}: unknown modes {sorted(bad_modes)}; modes are {', '.join(MODES)}")
 
-    def params_model(self, task: str) -> type[Params]:
+    def params_model(self, task: str) -> type[ParamsBase]:
         return self.tasks[task]
 
     def output_kind(self, task: str) -> str:

@@ -23,7 +23,7 @@ from .engines import EngineSpec
 from .errors import ParamError, UsageError
 from .metrics import StageTimes, peak_device_memory_mb, peak_host_rss_mb, reset_device_peak
 from .outputs import new_run_id, run_folder, write_json
-from .params import MAX_SEED, Params, validate
+from .params import MAX_SEED, ParamsBase, validate
 from .progress import Progress
 from .runtime import Runtime
 from .samplers import SchedulerChoice, resolve as resolve_sampler
@@ -48,7 +48,7 @@ class Prepared:
     task: str
     request_in: dict[str, Any]
     preset_fill: presets.PresetFill
-    params: Params
+    params: ParamsBase
     scheduler: SchedulerChoice | None
     mode_requested: str
     mode_ignored_reason: str | None
@@ -89,7 +89,7 @@ def prepare(engine: str, task: str, request: Any, options: RunOptions | None = N
             raise ParamError([f"{name}: got {getattr(params, name)!r}: engine {engine} has no sampler choice; "
                               "leave it out" for name in chosen], engine, task)
     elif "sampler" in type(params).model_fields:
-        samplers, schedules = registry.samplers()
+        samplers, schedules = registry.samplers_for(spec)
         scheduler = resolve_sampler(spec.sampler_family, params.sampler, params.scheduler, params.model_dump(),
                                     engine, task, samplers, schedules)
 

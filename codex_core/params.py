@@ -57,18 +57,15 @@ def _nearest_multiples(value: int, multiple: int) -> str:
     return f"{low} or {high}" if low >= multiple else f"{high}"
 
 
-class Params(BaseModel):
-    """Fields every generation request has."""
+class ParamsBase(BaseModel):
+    """Fields every request has, text-conditioned or not (SVD has no prompt)."""
 
     model_config = ConfigDict(strict=True, extra="forbid", validate_default=False)
 
     # Spatial stride of the engine's latent space; width and height must be multiples of it.
     size_multiple: ClassVar[int] = 8
 
-    prompt: str = Field(description="What to generate.")
-    negative_prompt: str = Field("", description="What to steer away from.")
     steps: int = Field(ge=1, le=1000, description="Denoising steps.")
-    cfg: float = Field(ge=0.0, le=50.0, description="Classifier-free guidance scale.")
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = Field(
         None, description="Random seed; omitted means a random seed, recorded in info.json."
     )
@@ -88,6 +85,14 @@ class Params(BaseModel):
                 {"value": value, "multiple": multiple, "nearest": _nearest_multiples(value, multiple)},
             )
         return value
+
+
+class Params(ParamsBase):
+    """Text-conditioned requests: the canonical prompt fields."""
+
+    prompt: str = Field(description="What to generate.")
+    negative_prompt: str = Field("", description="What to steer away from.")
+    cfg: float = Field(ge=0.0, le=50.0, description="Classifier-free guidance scale.")
 
 
 class Txt2ImgParams(Params):
@@ -205,8 +210,20 @@ def _allowed(model: type[BaseModel], field: str) -> str | None:
     return " or ".join(p for p in parts if p) or None
 
 
+# The order fields are shown in (schema, error messages): what a user reads first comes first.
+CANONICAL_ORDER = ("prompt", "negative_prompt", "init_image", "mask_image", "width", "height", "num_frames", "fps",
+                   "steps", "cfg", "cfg_2", "true_cfg", "strength", "upscale_factor", "seed", "sampler", "scheduler",
+                   "mode", "batch_size")
+
+
+def ordered_fields(model: type[BaseModel]) -> list[str]:
+    names = list(model.model_fields)
+    rank = {name: i for i, name in enumerate(CANONICAL_ORDER)}
+    return sorted(names, key=lambda name: (rank.get(name, len(rank)), names.index(name)))
+
+
 def format_errors(model: type[BaseModel], error: ValidationError) -> list[str]:
-    fields = list(model.model_fields)
+    fields = ordered_fields(model)
     problems = []
     for err in error.errors(include_url=False):
         loc = ".".join(str(part) for part in err["loc"])
@@ -238,7 +255,7 @@ def validate(model: type[Params], data: dict[str, Any], engine: str, task: str) 
 # --- video ------------------------------------------------------------------------------------
 
 
-class _VideoParams(Params):
+class VideoFields(ParamsBase):
     """Video tasks. ``frame_multiple``: the VAE's temporal stride; ``num_frames`` must be k*stride + 1."""
 
     frame_multiple: ClassVar[int] = 4
@@ -262,9 +279,15 @@ class _VideoParams(Params):
         return value
 
 
-class Txt2VidParams(_VideoParams):
+class Txt2VidParams(Params, VideoFields):
     pass
 
 
-class Img2VidParams(_VideoParams):
+class Img2VidParams(Params, VideoFields):
+    init_image: ImagePath = Field(description="The first frame / conditioning image.")
+
+
+class ImageOnlyImg2VidParams(VideoFields):
+    """img2vid conditioned on the image alone (no prompt), e.g. Stable Video Diffusion."""
+
     init_image: ImagePath = Field(description="The first frame / conditioning image.")

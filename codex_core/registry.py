@@ -79,6 +79,16 @@ def samplers():
     return _cache["samplers"]
 
 
+def samplers_for(spec: EngineSpec):
+    """The sampler names and schedule types this engine accepts: its family, narrowed by its allow-lists."""
+    sampler_defs, schedules = samplers()
+    family = spec.sampler_family
+    sampler_defs = [s for s in sampler_defs if s.family == family and (spec.samplers is None or s.name in spec.samplers)]
+    schedules = [s for s in schedules
+                 if s.family == family and (spec.schedule_types is None or s.name in spec.schedule_types)]
+    return sampler_defs, schedules
+
+
 def exporters() -> dict[str, Any]:
     if "exporters" not in _cache:
         table = {}

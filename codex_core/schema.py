@@ -6,6 +6,7 @@ from typing import Any
 
 from . import presets, registry
 from .errors import UsageError
+from .params import ordered_fields
 
 
 def request_schema(engine: str, task: str) -> dict[str, Any]:
@@ -15,7 +16,8 @@ def request_schema(engine: str, task: str) -> dict[str, Any]:
     model = spec.params_model(task)
     schema = model.model_json_schema()
     schema["title"] = f"{engine} {task} request"
-    properties = schema.get("properties", {})
+    schema["properties"] = {name: schema["properties"][name] for name in ordered_fields(model)}
+    properties = schema["properties"]
     variant = spec.variants[0] if spec.variants else None
     filled = presets.merged(spec, task, variant=variant)
     if variant:
@@ -27,7 +29,7 @@ def request_schema(engine: str, task: str) -> dict[str, Any]:
             properties[name]["description"] = (properties[name].get("description", "") + " (preset default)").strip()
     schema["required"] = [name for name in schema.get("required", []) if name not in filled]
     if spec.sampler_family and "sampler" in properties:
-        sampler_defs, schedules = registry.samplers()
+        sampler_defs, schedules = registry.samplers_for(spec)
         properties["sampler"]["examples"] = [s.name for s in sampler_defs if s.family == spec.sampler_family]
         properties["scheduler"]["examples"] = [s.name for s in schedules if s.family == spec.sampler_family]
     return schema

@@ -1,6 +1,7 @@
 """The `codex` CLI: light commands stay torch-free, outputs and errors are what users read."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,16 @@ import pytest
 
 from codex_core import hookimpl, plugins, registry
 from codex_core.testing import cli_run, run_json
+
+@pytest.fixture
+def only_codex_sd(monkeypatch):
+    """Only the codex-sd plugin loaded, whatever else is installed here."""
+    monkeypatch.setenv("CODEX_LOAD_PLUGINS", "sd")
+    plugins.reset_for_tests()
+    yield
+    monkeypatch.delenv("CODEX_LOAD_PLUGINS")
+    plugins.reset_for_tests()
+
 
 LIGHT_COMMANDS = [
     ["--help"], ["engines"], ["engines", "--json"], ["plugins"], ["schema", "sd15", "txt2img"],
@@ -28,8 +39,9 @@ register_commands(cli)
 codes = [CliRunner().invoke(cli, args).exit_code for args in {LIGHT_COMMANDS!r}]
 print(json.dumps({{"codes": codes, "heavy": sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules)}}))
 """
+    env = {**os.environ, "CODEX_LOAD_PLUGINS": "sd"}  # so that wan_ti2v_5b is an engine that is not installed
     result = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                                       check=True).stdout)
+                                       check=True, env=env).stdout)
     assert result["heavy"] == []
     assert result["codes"] == [0] * 8 + [2, 2]
 
@@ -69,7 +81,7 @@ def test_presets_and_samplers_commands():
     (["run", "sd15", "txt2img", "--json", '{"prompt": "x"}', "--device", "tpu"], "--device: unknown device"),
     (["schema", "sd15", "nope"], "has no task 'nope'"),
 ])
-def test_usage_errors_exit_2_with_a_clear_message(args, message, tmp_path):
+def test_usage_errors_exit_2_with_a_clear_message(args, message, tmp_path, only_codex_sd):
     result = cli_run([*args, "--out", str(tmp_path / "out")] if args[0] == "run" else args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr

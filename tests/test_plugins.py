@@ -71,7 +71,8 @@ def test_an_in_process_plugin_can_register_an_engine(fresh_plugins):
         registry.clear_cache()
 
 
-def test_unknown_engine_names_installed_ones_and_the_package_to_install():
+def test_unknown_engine_names_installed_ones_and_the_package_to_install(fresh_plugins, monkeypatch):
+    monkeypatch.setenv("CODEX_LOAD_PLUGINS", "codex-sd")
     with pytest.raises(Exception) as caught:
         registry.get_engine("wan_ti2v_5b")
     assert "installed engines: sd15, sdxl" in str(caught.value)

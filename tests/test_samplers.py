@@ -68,3 +68,15 @@ def test_flow_engines_only_take_flow_samplers_with_the_shift_from_the_request():
             resolve_names("flow", name)
     with pytest.raises(ParamError, match="scheduler"):
         resolve_names("flow", "Euler", "Karras")
+
+
+def test_an_engine_can_narrow_its_family(monkeypatch):
+    import dataclasses
+
+    spec = dataclasses.replace(registry.get_engine("sd15"), samplers=("Euler",), schedule_types=("Automatic", "Karras"))
+    samplers, schedules = registry.samplers_for(spec)
+    assert [s.name for s in samplers] == ["Euler"] and [s.name for s in schedules] == ["Automatic", "Karras"]
+    with pytest.raises(ParamError, match="allowed: Euler\n"):
+        resolve("discrete", "DDIM", None, {}, "eng", "t", samplers, schedules)
+    with pytest.raises(ParamError, match="allowed with 'Euler': Automatic, Karras"):
+        resolve("discrete", "Euler", "Simple", {}, "eng", "t", samplers, schedules)
