@@ -39,6 +39,9 @@ class EngineSpec:
     # (e.g. SVD's continuous-time Euler); None allows every name of the family.
     samplers: tuple[str, ...] | None = None
     schedule_types: tuple[str, ...] | None = None
+    # Checks that depend on the checkpoint variant (e.g. flux schnell ignores cfg): called after
+    # validation with (task, params, variant); returns problems as "field: message" lines.
+    check_request: Callable[[str, Any, str | None], list[str]] | None = None
     # Tasks that need their own checkpoint (e.g. an image-to-video model): task -> default repo id.
     task_default_repos: Mapping[str, str] = field(default_factory=dict)
     gpu_dtype: str = "float16"

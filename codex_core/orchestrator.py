@@ -81,6 +81,11 @@ def prepare(engine: str, task: str, request: Any, options: RunOptions | None = N
         variant = sources.variant_of(spec, source)
     fill = presets.fill(spec, task, request, variant)
     params = validate(spec.params_model(task), fill.request, engine, task)
+    if spec.check_request:
+        problems = spec.check_request(task, params, variant)
+        if problems:
+            raise ParamError(problems, engine, task,
+                             hint=f"`codex presets {engine}` shows the settings of each variant" if variant else None)
 
     scheduler = None
     if not spec.sampler_family:  # nothing would honour a sampler: say so rather than ignore it

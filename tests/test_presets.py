@@ -81,3 +81,21 @@ def test_variant_presets_follow_the_checkpoint(tmp_path):
     (model / "model_index.json").write_text("{}")
     with pytest.raises(UsageError, match="cannot tell which sd15 variant"):
         sources.variant_of(spec, source)
+
+
+def test_engine_checks_that_depend_on_the_variant_run_before_loading(tmp_path, monkeypatch):
+    import dataclasses
+
+    from codex_core.errors import ParamError
+    from codex_core.orchestrator import RunOptions, prepare
+
+    def no_cfg_on_fast(task, params, variant):
+        return [f"cfg: got {params.cfg}: the {variant} variant has no guidance; use 0"] if params.cfg else []
+
+    spec = dataclasses.replace(registry.get_engine("sd15"), variants=("fast",), tiny_variant="fast",
+                               check_request=no_cfg_on_fast)
+    monkeypatch.setattr(registry, "get_engine", lambda key: spec)
+    request = {"prompt": "x", "width": 32, "height": 32}
+    with pytest.raises(ParamError, match="cfg: got 7.0: the fast variant has no guidance"):
+        prepare("sd15", "txt2img", request, RunOptions(model="tiny"))
+    assert prepare("sd15", "txt2img", {**request, "cfg": 0.0}, RunOptions(model="tiny")).variant == "fast"
