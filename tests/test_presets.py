@@ -95,7 +95,7 @@ def test_engine_checks_that_depend_on_the_variant_run_before_loading(tmp_path, m
     spec = dataclasses.replace(registry.get_engine("sd15"), variants=("fast",), tiny_variant="fast",
                                check_request=no_cfg_on_fast)
     monkeypatch.setattr(registry, "get_engine", lambda key: spec)
-    request = {"prompt": "x", "width": 32, "height": 32}
+    request = {"prompt": "x", "width": 32, "height": 32, "steps": 2, "cfg": 7.0, "sampler": "Euler"}
     with pytest.raises(ParamError, match="cfg: got 7.0: the fast variant has no guidance"):
         prepare("sd15", "txt2img", request, RunOptions(model="tiny"))
     assert prepare("sd15", "txt2img", {**request, "cfg": 0.0}, RunOptions(model="tiny")).variant == "fast"
