@@ -1,0 +1,75 @@
+"""Request models for flux. Only pydantic here: `codex schema` must not import torch.
+
+- Sizes are multiples of 16: the VAE downsamples by 8 and the transformer packs latents in 2x2
+  patches. diffusers' Flux pipelines would silently round other sizes down; we reject them.
+- ``cfg`` is FLUX.1-dev's embedded (distilled) guidance, diffusers' ``guidance_scale``: one
+  transformer pass per step. Real classifier-free guidance against ``negative_prompt`` is
+  ``true_cfg`` (diffusers' ``true_cfg_scale``, two passes per step); a negative prompt without it
+  would be silently ignored by diffusers, so that is an error here.
+- No ``flow_shift`` field: FLUX.1 schedulers derive the shift from the image size (dynamic
+  shifting, dev) or use the checkpoint's own (schnell); a field would be ignored.
+- Variant rules (schnell has no guidance embedding) need the checkpoint: see variants.py.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from codex_core.params import Img2ImgParams, InpaintParams, Params, Txt2ImgParams
+
+MAX_SEQUENCE_LENGTH = 512  # FluxPipeline refuses more T5 tokens
+
+
+class _FluxFields(Params):
+    negative_prompt: str = Field("", description="What to steer away from; used only with true_cfg above 1.")
+    cfg: float = Field(ge=0.0, le=50.0, description="Embedded guidance of FLUX.1-dev (diffusers' guidance_scale; "
+                                                    "one pass per step). schnell has none: keep 0.")
+    true_cfg: float = Field(1.0, ge=1.0, le=50.0, description="True classifier-free guidance against negative_prompt "
+                                                              "(diffusers' true_cfg_scale): 1.0 = off; above 1 runs "
+                                                              "the transformer twice per step.")
+    sampler: str | None = Field(None, description="'Euler' (FlowMatchEulerDiscreteScheduler, the checkpoint's own) "
+                                                  "or 'UniPC' (txt2img only); `codex samplers flux`.")
+    max_sequence_length: int = Field(ge=1, le=MAX_SEQUENCE_LENGTH, description="T5 prompt tokens (longer prompts "
+                                                                               "are truncated; info.json says so).")
+
+    @model_validator(mode="after")
+    def _negative_prompt_needs_true_cfg(self):
+        if self.negative_prompt and self.true_cfg == 1.0:
+            raise PydanticCustomError(
+                "true_cfg", "negative_prompt: FLUX.1 uses a negative prompt only with true classifier-free guidance; "
+                "set true_cfg above 1 (e.g. 4.0; each step then runs the transformer twice), or leave "
+                "negative_prompt out")
+        return self
+
+
+class _FluxInitImageFields(_FluxFields):
+    @model_validator(mode="after")
+    def _euler_only(self):
+        # diffusers' FluxImg2ImgPipeline / FluxInpaintPipeline call scheduler.scale_noise, which only
+        # FlowMatchEulerDiscreteScheduler has (checked against diffusers in the tests).
+        if (self.sampler or "").casefold() == "unipc":
+            raise PydanticCustomError(
+                "flux_sampler", "sampler: 'UniPC' does not run with diffusers' Flux img2img/inpaint pipelines (they "
+                "need FlowMatchEulerDiscreteScheduler); allowed: 'Euler'")
+        return self
+
+
+# _FluxFields first, so its Flux descriptions of cfg, negative_prompt and sampler win over the core's.
+class FluxTxt2Img(_FluxFields, Txt2ImgParams):
+    size_multiple = 16
+
+
+class FluxImg2Img(_FluxInitImageFields, Img2ImgParams):
+    """The output keeps the init image's size unless width and height are given (then it is resized first)."""
+
+    size_multiple = 16
+
+
+class FluxInpaint(_FluxInitImageFields, InpaintParams):
+    """White pixels of mask_image are repainted; the output keeps the init image's size unless width/height are given."""
+
+    size_multiple = 16
+
+
+TASKS = {"txt2img": FluxTxt2Img, "img2img": FluxImg2Img, "inpaint": FluxInpaint}

@@ -1,0 +1,108 @@
+"""Tiny randomly initialised FLUX.1 models of the real architecture (diffusers format).
+
+Component sizes follow shared/reference/TINY_MODELS.md (from diffusers' own Flux fast tests), with
+two changes that keep the tiny model honest about real checkpoints:
+- the VAE has four blocks, so ``vae_scale_factor`` is 8 like the real one and the size rule
+  (multiples of 16 = VAE stride 8 x 2x2 latent packing) is the real rule;
+- the scheduler carries the real checkpoints' configs (dev: dynamic shifting; schnell: shift 1.0).
+The variant is the transformer's ``guidance_embeds``: dev has a guidance embedding, schnell not.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+from codex_core.tiny import TINY_VOCAB, clip_tokenizer
+
+TEXT_DIM = 32  # T5 d_model = the transformer's joint_attention_dim
+POOLED_DIM = 32  # CLIP hidden size = the transformer's pooled_projection_dim
+
+# scheduler/scheduler_config.json of black-forest-labs/FLUX.1-dev and FLUX.1-schnell
+SCHEDULERS = {
+    "dev": dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                base_image_seq_len=256, max_image_seq_len=4096),
+    "schnell": dict(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False, base_shift=0.5,
+                    max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096),
+}
+
+_CHARS = string.ascii_letters + string.digits + string.punctuation
+
+
+def t5_tokenizer(max_length: int = 512):
+    """A character-level T5 tokenizer built offline (no sentencepiece model, no hub).
+
+    A ``tokenizers`` Unigram model over single characters (with and without the ``▁`` word-start
+    marker), T5's pre-tokenizer (whitespace split + Metaspace) and an ``$A </s>`` post-processor,
+    wrapped in transformers' T5 tokenizer class via ``tokenizer_object=``. Ids: ``<pad>`` 0,
+    ``</s>`` 1, ``<unk>`` 2 like t5-v1_1-xxl; every id is below ``TINY_VOCAB``.
+    (Belongs in codex_core/tiny.py: codex-wan builds the same for UMT5.)
+    """
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+    from transformers import T5TokenizerFast
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    vocab += [("\u2581" + char, -2.5) for char in _CHARS] + [(char, -3.0) for char in _CHARS]
+    assert len(vocab) < TINY_VOCAB
+    backend = Tokenizer(Unigram(vocab, unk_id=2, byte_fallback=False))
+    metaspace = dict(replacement="\u2581", prepend_scheme="always", split=True)
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                     pre_tokenizers.Metaspace(**metaspace)])
+    backend.decoder = decoders.Metaspace(**metaspace)
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                           special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                           extra_ids=0, model_max_length=max_length)
+
+
+def _clip() -> CLIPTextModel:
+    torch.manual_seed(0)
+    config = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=POOLED_DIM,
+                            intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=TINY_VOCAB,
+                            layer_norm_eps=1e-5, max_position_embeddings=77)
+    return CLIPTextModel(config).eval()
+
+
+def _t5() -> T5EncoderModel:
+    torch.manual_seed(0)
+    # gated-gelu: the T5 v1.1 feed-forward of the real text_encoder_2 (t5-v1_1-xxl)
+    config = T5Config(vocab_size=TINY_VOCAB, d_model=TEXT_DIM, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                      relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0,
+                      eos_token_id=1, decoder_start_token_id=0)
+    return T5EncoderModel(config).eval()  # eval: no dropout
+
+
+def _vae() -> AutoencoderKL:
+    torch.manual_seed(0)
+    # Four blocks: scale factor 8 like the real VAE. One latent channel feeds the transformer's
+    # in_channels 4 after 2x2 packing (the real one: 16 channels -> 64).
+    return AutoencoderKL(
+        block_out_channels=(4, 4, 8, 8), in_channels=3, out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        layers_per_block=1, latent_channels=1, norm_num_groups=1, sample_size=32,
+        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+    )
+
+
+def _transformer(guidance_embeds: bool) -> FluxTransformer2DModel:
+    torch.manual_seed(0)
+    return FluxTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=TEXT_DIM, pooled_projection_dim=POOLED_DIM,
+        axes_dims_rope=[4, 4, 8], guidance_embeds=guidance_embeds,
+    )
+
+
+def build(dest: Path, variant: str = "dev") -> None:
+    """Write a tiny FLUX.1-dev (``variant="dev"``) or FLUX.1-schnell model into ``dest``."""
+    pipe = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULERS[variant]), vae=_vae(),
+        text_encoder=_clip(), tokenizer=clip_tokenizer(), text_encoder_2=_t5(), tokenizer_2=t5_tokenizer(),
+        transformer=_transformer(guidance_embeds=variant == "dev"),
+    )
+    pipe.save_pretrained(dest, safe_serialization=True)
