@@ -29,12 +29,20 @@ from .samplers import SchedulerChoice
 from .sources import ModelSource
 
 
-def load_pipeline(pipeline_cls, source: ModelSource, runtime: Runtime, **overrides) -> Any:
-    """``from_pretrained`` on a local folder: safetensors only unless --allow-pickle, never remote code."""
+def load_pipeline(pipeline_cls, source: ModelSource, runtime: Runtime,
+                  component_dtypes: dict[str, str] | None = None, **overrides) -> Any:
+    """``from_pretrained`` on a local folder: safetensors only unless --allow-pickle, never remote code.
+
+    ``component_dtypes`` keeps some components in another dtype than the runtime's, e.g.
+    ``{"vae": "float32"}`` for a VAE that decodes better in full precision.
+    """
+    dtype = runtime.torch_dtype()
+    if component_dtypes:
+        dtype = {"default": dtype, **{name: getattr(torch, value) for name, value in component_dtypes.items()}}
     try:
         pipe = pipeline_cls.from_pretrained(
             str(source.path),
-            dtype=runtime.torch_dtype(),
+            dtype=dtype,
             use_safetensors=None if runtime.allow_pickle else True,
             local_files_only=True,
             **overrides,
@@ -74,8 +82,15 @@ class PipelineFamily:
 
     def for_class(self, pipeline_cls):
         if pipeline_cls not in self._by_class:
-            # from_pipe casts to fp32 unless told otherwise, which would also cast the shared modules.
+            # from_pipe casts every module, the shared ones included, to one dtype (fp32 unless told):
+            # modules loaded in another dtype (e.g. a float32 VAE) are put back.
+            kept = {name: module.dtype for name, module in self.base.components.items()
+                    if isinstance(module, torch.nn.Module) and hasattr(module, "dtype")}
             pipe = pipeline_cls.from_pipe(self.base, dtype=self.runtime.torch_dtype())
+            for name, dtype in kept.items():
+                module = getattr(pipe, name, None)
+                if isinstance(module, torch.nn.Module) and module.dtype != dtype:
+                    module.to(dtype=dtype)
             if self.runtime.offload != "none":
                 place(pipe, self.runtime)
             pipe.set_progress_bar_config(disable=True)
@@ -117,14 +132,16 @@ def _wrap_timed(obj, name: str, job: Job, stage: str) -> None:
 
 @contextmanager
 def measured(pipe, job: Job, text_encoder: str = "encode_prompt", decoder: tuple[str, str] = ("vae", "decode"),
-             denoiser: str = "unet") -> Iterator[None]:
+             denoiser: str | tuple[str, ...] = "unet") -> Iterator[None]:
     """Time text encoding, denoising and decoding of one pipeline call without changing it.
 
     Text encoding and decoding are timed by wrapping the pipeline's own methods for the duration of
-    the call; denoising is the span from the denoiser's first forward to its last.
+    the call; denoising is the span from the first forward of any denoiser (several for
+    mixture-of-experts models) to the last return.
     """
     decoder_obj = getattr(pipe, decoder[0])
-    model = getattr(pipe, denoiser)
+    names = (denoiser,) if isinstance(denoiser, str) else denoiser
+    models = [model for model in (getattr(pipe, name, None) for name in names) if model is not None]
     span: list[float] = []
 
     def first_call(*_):
@@ -134,7 +151,8 @@ def measured(pipe, job: Job, text_encoder: str = "encode_prompt", decoder: tuple
     def each_return(*_):
         span[1:] = [time.perf_counter()]
 
-    handles = [model.register_forward_pre_hook(first_call), model.register_forward_hook(each_return)]
+    handles = [handle for model in models
+               for handle in (model.register_forward_pre_hook(first_call), model.register_forward_hook(each_return))]
     _wrap_timed(pipe, text_encoder, job, "text_encode")
     _wrap_timed(decoder_obj, decoder[1], job, "decode")
     try:
@@ -162,7 +180,7 @@ def step_callback(job: Job):
     return on_step_end
 
 
-def call(pipe, job: Job, denoiser: str = "unet", **kwargs):
+def call(pipe, job: Job, denoiser: str | tuple[str, ...] = "unet", **kwargs):
     """Run one pipeline call with timing, progress and the job's seed."""
     kwargs.setdefault("generator", generator(job.seed))
     with measured(pipe, job, denoiser=denoiser), torch.inference_mode():
