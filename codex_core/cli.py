@@ -133,8 +133,9 @@ def schema(engine: str, task: str):
 @click.argument("task", required=False)
 @click.option("--mode", default="normal", show_default=True, help="Speed mode whose preset to show.")
 @click.option("--variant", help="Checkpoint variant (engines whose presets differ per variant; default: all).")
+@click.option("--preset", "profile", help="A named preset profile, as `codex run --preset` takes it.")
 @_handle_errors
-def presets(engine: str, task: str | None, mode: str, variant: str | None):
+def presets(engine: str, task: str | None, mode: str, variant: str | None, profile: str | None):
     """Show the preset values that fill a request's missing fields.
 
     \b
@@ -156,9 +157,11 @@ def presets(engine: str, task: str | None, mode: str, variant: str | None):
     result = {}
     for name in tasks:
         for chosen in ([variant] if variant else list(spec.variants) or [None]):
-            files = presets_module.preset_paths(spec, name, mode, chosen)
+            files = presets_module.preset_paths(spec, name, mode, chosen, profile)
             key = f"{name} ({chosen})" if chosen else name
-            result[key] = {"files": [str(f) for f in files], "values": presets_module.merged(spec, name, mode, chosen)}
+            result[key] = {"files": [str(f) for f in files],
+                           "values": presets_module.merged(spec, name, mode, chosen, profile),
+                           "profiles": presets_module.profiles(spec, name, chosen)}
     _echo_json(result)
 
 
@@ -217,9 +220,10 @@ def _read_request(value: str) -> Any:
 @click.option("--download", is_flag=True, help="Allow fetching a hub repo id that is not in the local cache.")
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle-based weights (.bin/.ckpt). Only for files you trust.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or log lines on stderr.")
+@click.option("--preset", help="A named preset profile (presets/<engine>/<task>@NAME.yaml), e.g. a lighter size.")
 @_handle_errors
 def run(engine, task, request, model, out, formats, device, dtype, offload, vae_tiling, download, allow_pickle,
-        quiet):
+        quiet, preset):
     """Validate a request, run ENGINE on TASK, write outputs and print the result as JSON.
 
     Missing fields are filled from the engine's presets (`codex presets ENGINE TASK`); the result's
@@ -242,7 +246,7 @@ def run(engine, task, request, model, out, formats, device, dtype, offload, vae_
 
     format_list = tuple(f.strip() for f in formats.split(",") if f.strip()) if formats else None
     options = RunOptions(model=model, out=out, runtime=Runtime(device, dtype, offload, vae_tiling, allow_pickle),
-                         download=download, formats=format_list, quiet=quiet)
+                         download=download, formats=format_list, quiet=quiet, preset=preset)
     result = execute(prepare(engine, task, _read_request(request), options), options)
     if not quiet:
         click.echo(f"codex: wrote {result.run_dir}", err=True)

@@ -40,6 +40,7 @@ class RunOptions:
     download: bool = False
     formats: tuple[str, ...] | None = None
     quiet: bool = False
+    preset: str | None = None  # a named preset profile: presets/<engine>/<task>@<preset>.yaml
 
 
 @dataclass
@@ -79,7 +80,7 @@ def prepare(engine: str, task: str, request: Any, options: RunOptions | None = N
     if spec.variants:  # variant presets: find the checkpoint first (reads configs, loads nothing)
         source = _resolve_source(spec, task, options)
         variant = sources.variant_of(spec, source)
-    fill = presets.fill(spec, task, request, variant)
+    fill = presets.fill(spec, task, request, variant, options.preset)
     params = validate(spec.params_model(task), fill.request, engine, task)
     if spec.check_request:
         problems = spec.check_request(task, params, variant)
@@ -217,6 +218,7 @@ def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached
         "request": prepared.params.model_dump(mode="json"),
         "applied_preset_patch": prepared.preset_fill.patch,
         "preset_files": prepared.preset_fill.files,
+        "preset_profile": prepared.preset_fill.profile,
         "seed": getattr(prepared.params, "seed", None),
         "seed_source": prepared.seed_source,
     }

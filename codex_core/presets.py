@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from .engines import EngineSpec
-from .errors import CodexError
+from .errors import CodexError, UsageError
 
 
 def locate(module_file: str, engine: str) -> Path | None:
@@ -36,14 +36,27 @@ class PresetFill:
     request: dict[str, Any]
     patch: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    profile: str | None = None
 
 
-def preset_paths(spec: EngineSpec, task: str, mode: str = "normal", variant: str | None = None) -> list[Path]:
-    """Most specific first: ``<task>.<mode>.yaml`` then ``<task>.yaml``, in the variant's folder if any."""
+def preset_paths(spec: EngineSpec, task: str, mode: str = "normal", variant: str | None = None,
+                 profile: str | None = None) -> list[Path]:
+    """Most specific first: ``<task>@<profile>.yaml``, ``<task>.<mode>.yaml``, then ``<task>.yaml``.
+
+    A profile is a named set of settings the user picks with ``--preset`` (e.g. a lighter resolution);
+    it must exist, while mode and base files are optional.
+    """
     if spec.presets_dir is None:
+        if profile:
+            raise UsageError(f"--preset {profile}: engine {spec.key} has no presets")
         return []
     folder = spec.presets_dir / variant if variant else spec.presets_dir
-    names = ([f"{task}.{mode}.yaml"] if mode != "normal" else []) + [f"{task}.yaml"]
+    if profile and not (folder / f"{task}@{profile}.yaml").is_file():
+        found = profiles(spec, task, variant)
+        raise UsageError(f"--preset: {spec.key} {task} has no preset {profile!r}; "
+                         f"available: {', '.join(found) or 'none'}")
+    names = ([f"{task}@{profile}.yaml"] if profile else []) + ([f"{task}.{mode}.yaml"] if mode != "normal" else [])
+    names.append(f"{task}.yaml")
     return [folder / name for name in names if (folder / name).is_file()]
 
 
@@ -61,10 +74,11 @@ def load_preset(path: Path) -> dict[str, Any]:
 FILLED_ONLY_WITH = {"scheduler": "sampler"}
 
 
-def fill(spec: EngineSpec, task: str, request: dict[str, Any], variant: str | None = None) -> PresetFill:
+def fill(spec: EngineSpec, task: str, request: dict[str, Any], variant: str | None = None,
+         profile: str | None = None) -> PresetFill:
     mode = request.get("mode", "normal")
-    result = PresetFill(dict(request))
-    for path in preset_paths(spec, task, mode if isinstance(mode, str) else "normal", variant):
+    result = PresetFill(dict(request), profile=profile)
+    for path in preset_paths(spec, task, mode if isinstance(mode, str) else "normal", variant, profile):
         for key, value in load_preset(path).items():
             if FILLED_ONLY_WITH.get(key) in request:
                 continue
@@ -75,5 +89,14 @@ def fill(spec: EngineSpec, task: str, request: dict[str, Any], variant: str | No
     return result
 
 
-def merged(spec: EngineSpec, task: str, mode: str = "normal", variant: str | None = None) -> dict[str, Any]:
-    return fill(spec, task, {"mode": mode} if mode != "normal" else {}, variant).patch
+def merged(spec: EngineSpec, task: str, mode: str = "normal", variant: str | None = None,
+           profile: str | None = None) -> dict[str, Any]:
+    return fill(spec, task, {"mode": mode} if mode != "normal" else {}, variant, profile).patch
+
+
+def profiles(spec: EngineSpec, task: str, variant: str | None = None) -> list[str]:
+    """Named preset profiles (``<task>@<name>.yaml``) a run can pick with ``--preset``."""
+    if spec.presets_dir is None:
+        return []
+    folder = spec.presets_dir / variant if variant else spec.presets_dir
+    return sorted(p.name.removesuffix(".yaml").partition("@")[2] for p in folder.glob(f"{task}@*.yaml"))

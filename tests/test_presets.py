@@ -38,9 +38,10 @@ def _preset_id(path):
 
 @pytest.mark.parametrize("preset", sorted(REPO_PRESETS.rglob("*.yaml")), ids=_preset_id)
 def test_every_preset_validates_against_its_engine_schema(preset, tmp_path):
-    """presets/<engine>/[<variant>/]<task>[.<mode>].yaml: every value must pass the engine's own schema."""
+    """presets/<engine>/[<variant>/]<task>[@<profile>][.<mode>].yaml: every value must pass the engine's schema."""
     engine, *variant, _ = preset.relative_to(REPO_PRESETS).parts
-    task, _, mode = preset.name.removesuffix(".yaml").partition(".")
+    base, _, profile = preset.name.removesuffix(".yaml").partition("@")
+    task, _, mode = base.partition(".")
     spec = registry.get_engine(engine)
     assert task in spec.tasks and (not variant or variant[0] in spec.variants)
     assert preset.read_text().startswith("#"), "each preset says where its values come from"
@@ -48,7 +49,7 @@ def test_every_preset_validates_against_its_engine_schema(preset, tmp_path):
               "mask_image": write_test_image(tmp_path / "m.png", (64, 64), mode="L")}
     fields = spec.params_model(task).model_fields
     request = {"prompt": "x", **{k: v for k, v in inputs.items() if k in fields}, **({"mode": mode} if mode else {})}
-    filled = presets.fill(spec, task, request, variant[0] if variant else None)
+    filled = presets.fill(spec, task, request, variant[0] if variant else None, profile or None)
     assert str(preset) in filled.files
     params = validate(spec.params_model(task), filled.request, engine, task)  # raises on a rejected value
     if spec.sampler_family:
@@ -99,3 +100,18 @@ def test_engine_checks_that_depend_on_the_variant_run_before_loading(tmp_path, m
     with pytest.raises(ParamError, match="cfg: got 7.0: the fast variant has no guidance"):
         prepare("sd15", "txt2img", request, RunOptions(model="tiny"))
     assert prepare("sd15", "txt2img", {**request, "cfg": 0.0}, RunOptions(model="tiny")).variant == "fast"
+
+
+def test_named_profiles_are_picked_with_preset_and_fill_before_the_base(tmp_path):
+    import dataclasses
+
+    from codex_core.errors import UsageError
+
+    (tmp_path / "txt2img.yaml").write_text("# base\nwidth: 1024\nheight: 1024\nsteps: 30\n")
+    (tmp_path / "txt2img@light.yaml").write_text("# light\nwidth: 512\nheight: 512\n")
+    spec = dataclasses.replace(registry.get_engine("sd15"), presets_dir=tmp_path)
+    filled = presets.fill(spec, "txt2img", {"height": 768}, profile="light")
+    assert filled.patch == {"width": 512, "steps": 30} and filled.profile == "light"
+    assert presets.profiles(spec, "txt2img") == ["light"]
+    with pytest.raises(UsageError, match="has no preset 'tiny'; available: light"):
+        presets.fill(spec, "txt2img", {}, profile="tiny")

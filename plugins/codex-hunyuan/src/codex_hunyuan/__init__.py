@@ -1,0 +1,1 @@
+"""Codex engine for HunyuanVideo (``hunyuan_video``): text-to-video and image-to-video."""
