@@ -180,8 +180,11 @@ def step_callback(job: Job):
     return on_step_end
 
 
-def call(pipe, job: Job, denoiser: str | tuple[str, ...] = "unet", **kwargs):
-    """Run one pipeline call with timing, progress and the job's seed."""
+def call(pipe, job: Job, denoiser: str | tuple[str, ...] = "unet", encoder: str = "encode_prompt", **kwargs):
+    """Run one pipeline call with timing, progress and the job's seed.
+
+    ``encoder`` names the pipeline method that encodes the conditioning (``_encode_image`` for SVD).
+    """
     kwargs.setdefault("generator", generator(job.seed))
-    with measured(pipe, job, denoiser=denoiser), torch.inference_mode():
+    with measured(pipe, job, text_encoder=encoder, denoiser=denoiser), torch.inference_mode():
         return pipe(callback_on_step_end=step_callback(job), **kwargs)

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 from .errors import ParamError
 
 AUTOMATIC = "Automatic"
+# Sigma schedules a scheduler class may switch on; diffusers refuses two at once.
+SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,10 @@ def resolve(
     for argument, param_name in sampler.param_flags.items():
         if params.get(param_name) is not None:
             flags[argument] = params[param_name]
+    if schedule.name != AUTOMATIC:
+        # An explicit schedule type replaces whatever sigma schedule the checkpoint's config turns on
+        # (a Karras-configured checkpoint asked for "Simple" gets simple sigmas, not an error or Karras).
+        flags.update({flag: False for flag in SIGMA_FLAGS if flag in sampler.accepts})
     flags.update(schedule.flags)
     return SchedulerChoice(sampler_in, scheduler_in, sampler.name, schedule.name, sampler.scheduler_class, flags)
 

@@ -48,13 +48,14 @@ def test_every_preset_validates_against_its_engine_schema(preset, tmp_path):
     inputs = {"init_image": write_test_image(tmp_path / "i.png", (64, 64)),
               "mask_image": write_test_image(tmp_path / "m.png", (64, 64), mode="L")}
     fields = spec.params_model(task).model_fields
-    request = {"prompt": "x", **{k: v for k, v in inputs.items() if k in fields}, **({"mode": mode} if mode else {})}
+    request = {**({"prompt": "x"} if "prompt" in fields else {}),
+               **{k: v for k, v in inputs.items() if k in fields}, **({"mode": mode} if mode else {})}
     filled = presets.fill(spec, task, request, variant[0] if variant else None, profile or None)
     assert str(preset) in filled.files
     params = validate(spec.params_model(task), filled.request, engine, task)  # raises on a rejected value
     if spec.sampler_family:
         resolve(spec.sampler_family, params.sampler, params.scheduler, params.model_dump(), engine, task,
-                *registry.samplers())
+                *registry.samplers_for(spec))
 
 
 def test_variant_presets_follow_the_checkpoint(tmp_path):
