@@ -88,7 +88,8 @@ def engines(as_json: bool):
     if not specs:
         click.echo("no engines installed; install an engine package, e.g. pip install codex-sd")
         return
-    rows = [[s.key, ", ".join(s.tasks), ", ".join(s.modes), f"{s.distribution} {s.version}"] for s in specs.values()]
+    rows = [[s.key, ", ".join(s.tasks), ", ".join(s.modes), f"{s.distribution} {s.version}"]
+            for s in sorted(specs.values(), key=lambda s: s.key)]
     _table(rows, ["engine", "tasks", "modes", "package"])
 
 

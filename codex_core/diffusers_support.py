@@ -117,10 +117,13 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
 
-def _wrap_timed(obj, name: str, job: Job, stage: str) -> None:
+def _wrap_timed(obj, name: str, job: Job, stage: str, announce: str | None = None) -> None:
     original = getattr(obj, name)
 
     def timed(*args, **kwargs):
+        if announce and stage not in job.timer.seconds:
+            job.progress.close()  # the denoising bar is done
+            job.progress.message(announce)
         start = time.perf_counter()
         try:
             return original(*args, **kwargs)
@@ -154,7 +157,7 @@ def measured(pipe, job: Job, text_encoder: str = "encode_prompt", decoder: tuple
     handles = [handle for model in models
                for handle in (model.register_forward_pre_hook(first_call), model.register_forward_hook(each_return))]
     _wrap_timed(pipe, text_encoder, job, "text_encode")
-    _wrap_timed(decoder_obj, decoder[1], job, "decode")
+    _wrap_timed(decoder_obj, decoder[1], job, "decode", announce="decoding latents with the VAE")
     try:
         yield
     finally:

@@ -98,3 +98,11 @@ def test_every_hook_is_tested(hook):
 def test_every_hook_is_documented_with_its_signature(hook):
     signature = f"{hook}({', '.join(inspect.signature(getattr(hookspecs, hook)).parameters)})"
     assert re.search(rf"^### `{re.escape(signature)}`$", DOCS.read_text(), re.M), f"docs/plugins.md lacks {signature}"
+
+
+def test_every_first_party_engine_is_installed_here_from_its_package():
+    """The development environment has every plugin under plugins/: all eight engine keys."""
+    installed = registry.engines()
+    assert set(registry.FIRST_PARTY_PACKAGES) <= set(installed)
+    for key, package in registry.FIRST_PARTY_PACKAGES.items():
+        assert installed[key].distribution == package
