@@ -10,14 +10,13 @@ The variant is the transformer's ``guidance_embeds``: dev has a guidance embeddi
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-from codex_core.tiny import TINY_VOCAB, clip_tokenizer
+from codex_core.tiny import TINY_VOCAB, clip_tokenizer, t5_tokenizer
 
 TEXT_DIM = 32  # T5 d_model = the transformer's joint_attention_dim
 POOLED_DIM = 32  # CLIP hidden size = the transformer's pooled_projection_dim
@@ -30,34 +29,6 @@ SCHEDULERS = {
                     max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096),
 }
 
-_CHARS = string.ascii_letters + string.digits + string.punctuation
-
-
-def t5_tokenizer(max_length: int = 512):
-    """A character-level T5 tokenizer built offline (no sentencepiece model, no hub).
-
-    A ``tokenizers`` Unigram model over single characters (with and without the ``▁`` word-start
-    marker), T5's pre-tokenizer (whitespace split + Metaspace) and an ``$A </s>`` post-processor,
-    wrapped in transformers' T5 tokenizer class via ``tokenizer_object=``. Ids: ``<pad>`` 0,
-    ``</s>`` 1, ``<unk>`` 2 like t5-v1_1-xxl; every id is below ``TINY_VOCAB``.
-    (Belongs in codex_core/tiny.py: codex-wan builds the same for UMT5.)
-    """
-    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
-    from tokenizers.models import Unigram
-    from transformers import T5TokenizerFast
-
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
-    vocab += [("\u2581" + char, -2.5) for char in _CHARS] + [(char, -3.0) for char in _CHARS]
-    assert len(vocab) < TINY_VOCAB
-    backend = Tokenizer(Unigram(vocab, unk_id=2, byte_fallback=False))
-    metaspace = dict(replacement="\u2581", prepend_scheme="always", split=True)
-    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
-                                                     pre_tokenizers.Metaspace(**metaspace)])
-    backend.decoder = decoders.Metaspace(**metaspace)
-    backend.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                           special_tokens=[("</s>", 1)])
-    return T5TokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                           extra_ids=0, model_max_length=max_length)
 
 
 def _clip() -> CLIPTextModel:

@@ -14,7 +14,6 @@ into the official Wan 2.2 Diffusers repos: UniPC with flow sigmas, flow_shift 5.
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 import torch
@@ -27,40 +26,12 @@ from diffusers import (
 )
 from transformers import UMT5Config, UMT5EncoderModel
 
-from codex_core.tiny import TINY_VOCAB
+from codex_core.tiny import TINY_VOCAB, t5_tokenizer
 
 TEXT_DIM = 32  # the UMT5 encoder's d_model; the transformers' text_dim must match
 CHECKPOINT_SHIFT = {"ti2v_5b": 5.0, "a14b": 3.0}
 BOUNDARY_RATIO = {"t2v": 0.875, "i2v": 0.9}
 
-_CHARS = string.ascii_letters + string.digits + string.punctuation
-
-
-def umt5_tokenizer(max_length: int = 512):
-    """A character-level T5/UMT5 tokenizer built offline (no sentencepiece model, no hub).
-
-    A ``tokenizers`` Unigram model over single characters (with and without the ``▁`` word-start
-    marker), the T5 pre-tokenizer (whitespace split + Metaspace) and an ``$A </s>`` post-processor,
-    wrapped as ``T5TokenizerFast`` (in transformers 5 the same class as ``T5Tokenizer``). Ids:
-    ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2 like umt5-xxl; every id is below ``TINY_VOCAB``. It saves
-    with ``save_pretrained`` and loads back with ``AutoTokenizer`` to the same ids.
-    """
-    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
-    from tokenizers.models import Unigram
-    from transformers import T5TokenizerFast
-
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
-    vocab += [("\u2581" + char, -2.5) for char in _CHARS] + [(char, -3.0) for char in _CHARS]
-    assert len(vocab) < TINY_VOCAB
-    backend = Tokenizer(Unigram(vocab, unk_id=2, byte_fallback=False))
-    metaspace = dict(replacement="\u2581", prepend_scheme="always", split=True)
-    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
-                                                     pre_tokenizers.Metaspace(**metaspace)])
-    backend.decoder = decoders.Metaspace(**metaspace)
-    backend.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                           special_tokens=[("</s>", 1)])
-    return T5TokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                           extra_ids=0, model_max_length=max_length)
 
 
 def _text_encoder() -> UMT5EncoderModel:
@@ -93,7 +64,7 @@ def build_ti2v_5b(dest: Path) -> None:
         scale_factor_spatial=16, scale_factor_temporal=4, temperal_downsample=[False, True, True],
     )
     pipe = WanPipeline(
-        tokenizer=umt5_tokenizer(), text_encoder=_text_encoder(), vae=vae,
+        tokenizer=t5_tokenizer(), text_encoder=_text_encoder(), vae=vae,
         scheduler=_scheduler(CHECKPOINT_SHIFT["ti2v_5b"]), transformer=_transformer(48, 48, seed=0),
         transformer_2=None, expand_timesteps=True,
     )
@@ -106,7 +77,7 @@ def _build_a14b(dest: Path, pipeline_cls, in_channels: int, boundary_ratio: floa
                            temperal_downsample=[False, True, True])
     extra = {"image_encoder": None, "image_processor": None} if pipeline_cls is WanImageToVideoPipeline else {}
     pipe = pipeline_cls(
-        tokenizer=umt5_tokenizer(), text_encoder=_text_encoder(), vae=vae,
+        tokenizer=t5_tokenizer(), text_encoder=_text_encoder(), vae=vae,
         scheduler=_scheduler(CHECKPOINT_SHIFT["a14b"]),
         transformer=_transformer(in_channels, 16, seed=0),  # high-noise expert
         transformer_2=_transformer(in_channels, 16, seed=1),  # low-noise expert: different weights
