@@ -36,6 +36,17 @@ class Job:
     # Facts the engine wants in info.json (e.g. that the init image was resized).
     notes: dict[str, Any] = field(default_factory=dict)
 
+    def input_image(self, name: str, size: tuple[int, int], mode: str = "RGB"):
+        """The image of request field ``name`` at ``size`` (Lanczos resize, recorded in ``notes.resized``)."""
+        from PIL import Image
+
+        with Image.open(Path(getattr(self.params, name)).expanduser()) as opened:
+            image = opened.convert(mode)
+        if image.size == tuple(size):
+            return image
+        self.notes.setdefault("resized", {})[name] = {"from": list(image.size), "to": list(size), "resample": "lanczos"}
+        return image.resize(tuple(size), Image.Resampling.LANCZOS)
+
 
 class Engine:
     """Base class for engines (``EngineSpec.tiny_version`` says whether ``build_tiny`` exists)."""

@@ -119,7 +119,7 @@ def resolve(spec: EngineSpec, model: str | None, *, task: str | None = None, dow
     env = _env_name(slot)
     if os.environ.get(env):
         return _explicit(spec, os.environ[env], env, download, allow_pickle, marker, tiny_version)
-    looked = [f"--model (not given)", f"${env} (not set)"]
+    looked = ["--model (not given)", f"${env} (not set)"]
     local = models_dir() / slot
     if _is_model_folder(local, marker):
         return ModelSource("folder", local.resolve(), str(local), found_via="models dir")
@@ -131,7 +131,7 @@ def resolve(spec: EngineSpec, model: str | None, *, task: str | None = None, dow
             return ModelSource("hub", snapshot, repo, repo_id=repo, found_via="default repo")
         looked.append(f"{repo} in the Hugging Face cache {_hf_cache_dir()} (not there)")
     places = "\n".join(f"    {p}" for p in looked)
-    fixes = [f"--model PATH (a diffusers folder) or --model ORG/NAME", f"{env}=PATH",
+    fixes = ["--model PATH (a diffusers folder) or --model ORG/NAME", f"{env}=PATH",
              f"a diffusers folder at {local} (CODEX_MODELS_DIR sets the models dir)"]
     if repo:
         fixes.append(f"--download to fetch {repo} (needs network)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffusers import FluxImg2ImgPipeline, FluxInpaintPipeline, FluxPipeline
-from PIL import Image
 
 from codex_core.diffusers_support import PipelineFamily, call, load_pipeline
 from codex_core.engine_api import Engine, Job
@@ -13,18 +12,6 @@ from codex_core.errors import UsageError
 from codex_core.outputs import ImageOutput
 
 from . import tiny
-
-
-def _open(path: str, mode: str) -> Image.Image:
-    with Image.open(Path(path).expanduser()) as image:
-        return image.convert(mode)
-
-
-def _sized(image: Image.Image, size: tuple[int, int], job: Job, field: str) -> Image.Image:
-    if image.size == size:
-        return image
-    job.notes.setdefault("resized", {})[field] = {"from": list(image.size), "to": list(size), "resample": "lanczos"}
-    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def _note_truncation(pipe, job: Job, field: str, text: str, limit: int) -> None:
@@ -72,10 +59,10 @@ class FluxEngine(Engine):
         elif task in ("img2img", "inpaint"):
             # The Flux pipelines default to 1024x1024, not the init image's size: always pass the size.
             size = params.target_size()
-            kwargs.update(image=_sized(_open(params.init_image, "RGB"), size, job, "init_image"),
+            kwargs.update(image=job.input_image("init_image", size),
                           width=size[0], height=size[1], strength=params.strength)
             if task == "inpaint":
-                kwargs["mask_image"] = _sized(_open(params.mask_image, "L"), size, job, "mask_image")
+                kwargs["mask_image"] = job.input_image("mask_image", size, "L")
         else:  # the spec lists only the tasks above; reaching here is a bug, not a user error
             raise AssertionError(f"unexpected task {task}")
         return ImageOutput(call(pipe, job, denoiser="transformer", **kwargs).images)

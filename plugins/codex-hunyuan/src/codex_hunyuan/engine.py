@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from diffusers import HunyuanVideoImageToVideoPipeline, HunyuanVideoPipeline
-from PIL import Image
 
 from codex_core.diffusers_support import PipelineFamily, call, load_pipeline
 from codex_core.engine_api import Engine, Job
@@ -48,16 +47,6 @@ def checkpoint_task(folder: Path, label: str) -> str:
                          f"not {' or '.join(TASK_OF_PIPELINE)}",
                          hint="point --model at a HunyuanVideo folder in diffusers format")
     return TASK_OF_PIPELINE[class_name]
-
-
-def _open_sized(path: str, size: tuple[int, int], job: Job) -> Image.Image:
-    with Image.open(Path(path).expanduser()) as image:
-        image = image.convert("RGB")
-    if image.size == size:
-        return image
-    job.notes.setdefault("resized", {})["init_image"] = {"from": list(image.size), "to": list(size),
-                                                         "resample": "lanczos"}
-    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 class HunyuanVideoModel:
@@ -144,7 +133,7 @@ class HunyuanVideoEngine(Engine):
             if condition not in ("latent_concat", "token_replace"):
                 raise UsageError(f"{model.source.label}: unknown image_condition_type {condition!r} in the "
                                  "transformer config; expected latent_concat or token_replace")
-            kwargs["image"] = _open_sized(params.init_image, (params.width, params.height), job)
+            kwargs["image"] = job.input_image("init_image", (params.width, params.height))
             kwargs["num_frames"] = model.frames_to_ask(pipe, params.num_frames)
             job.notes["image_condition_type"] = condition
             if kwargs["num_frames"] != params.num_frames:

@@ -12,25 +12,12 @@ from diffusers import (
     StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
 )
-from PIL import Image
 
 from codex_core.diffusers_support import PipelineFamily, call, load_pipeline
 from codex_core.engine_api import Engine, Job
 from codex_core.outputs import ImageOutput
 
 from . import tiny
-
-
-def _open(path: str, mode: str) -> Image.Image:
-    with Image.open(Path(path).expanduser()) as image:
-        return image.convert(mode)
-
-
-def _sized(image: Image.Image, size: tuple[int, int], job: Job, field: str) -> Image.Image:
-    if image.size == size:
-        return image
-    job.notes.setdefault("resized", {})[field] = {"from": list(image.size), "to": list(size), "resample": "lanczos"}
-    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 class _StableDiffusionEngine(Engine):
@@ -56,16 +43,16 @@ class _StableDiffusionEngine(Engine):
         if task == "txt2img":
             kwargs.update(width=params.width, height=params.height)
         elif task == "img2img":
-            image = _sized(_open(params.init_image, "RGB"), params.target_size(), job, "init_image")
+            image = job.input_image("init_image", params.target_size())
             kwargs.update(image=image, strength=params.strength)
         elif task == "inpaint":
             size = params.target_size()
-            image = _sized(_open(params.init_image, "RGB"), size, job, "init_image")
-            mask = _sized(_open(params.mask_image, "L"), size, job, "mask_image")
+            image = job.input_image("init_image", size)
+            mask = job.input_image("mask_image", size, "L")
             kwargs.update(image=image, mask_image=mask, width=size[0], height=size[1], strength=params.strength)
         elif task == "upscale":
             # Hires fix: resize to the target size, then refine with img2img at `strength`.
-            image = _sized(_open(params.init_image, "RGB"), params.target_size(), job, "init_image")
+            image = job.input_image("init_image", params.target_size())
             kwargs.update(image=image, strength=params.strength)
         else:  # the spec lists only the tasks above; reaching here is a bug, not a user error
             raise AssertionError(f"unexpected task {task}")

@@ -5,25 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffusers import StableVideoDiffusionPipeline
-from PIL import Image
 
 from codex_core.diffusers_support import PipelineFamily, call, load_pipeline
 from codex_core.engine_api import Engine, Job
 from codex_core.outputs import VideoOutput
 
 from . import tiny
-
-
-def _init_image(path: str, size: tuple[int, int], job: Job) -> Image.Image:
-    """The init image at the output size. The pipeline would resize it for the VAE by itself (and
-    encode the unresized one with CLIP); resizing here gives both the same image and records it."""
-    with Image.open(Path(path).expanduser()) as opened:
-        image = opened.convert("RGB")
-    if image.size != size:
-        job.notes.setdefault("resized", {})["init_image"] = {"from": list(image.size), "to": list(size),
-                                                              "resample": "lanczos"}
-        image = image.resize(size, Image.Resampling.LANCZOS)
-    return image
 
 
 class StableVideoDiffusionEngine(Engine):
@@ -37,7 +24,9 @@ class StableVideoDiffusionEngine(Engine):
         params = job.params
         pipe = family.scheduled(StableVideoDiffusionPipeline, job.scheduler)
         kwargs = dict(
-            image=_init_image(params.init_image, (params.width, params.height), job),
+            # The pipeline would resize for the VAE by itself (and CLIP-encode the unresized image):
+            # resizing here gives both the same image, and records it.
+            image=job.input_image("init_image", (params.width, params.height)),
             width=params.width,
             height=params.height,
             num_frames=params.num_frames,

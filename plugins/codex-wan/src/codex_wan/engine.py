@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffusers import WanImageToVideoPipeline, WanPipeline
-from PIL import Image
 
 from codex_core.diffusers_support import PipelineFamily, call, load_pipeline
 from codex_core.engine_api import Engine, Job
@@ -16,18 +15,6 @@ from . import tiny
 
 VAE_FP32_NOTE = ("the VAE runs in float32 while the transformers run in {dtype}, as the Wan authors and the "
                  "diffusers Wan docs advise for decoding quality")
-
-
-def _open(path: str, mode: str) -> Image.Image:
-    with Image.open(Path(path).expanduser()) as image:
-        return image.convert(mode)
-
-
-def _sized(image: Image.Image, size: tuple[int, int], job: Job, field: str) -> Image.Image:
-    if image.size == size:
-        return image
-    job.notes.setdefault("resized", {})[field] = {"from": list(image.size), "to": list(size), "resample": "lanczos"}
-    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 class _WanEngine(Engine):
@@ -75,7 +62,7 @@ class _WanEngine(Engine):
             output_type="pil",
         )
         if task == "img2vid":
-            kwargs["image"] = _sized(_open(params.init_image, "RGB"), (params.width, params.height), job, "init_image")
+            kwargs["image"] = job.input_image("init_image", (params.width, params.height))
         elif task != "txt2vid":  # the spec lists only these tasks; reaching here is a bug, not a user error
             raise AssertionError(f"unexpected task {task}")
         if self.two_experts:
