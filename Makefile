@@ -30,9 +30,10 @@ test: setup
 	$(VENV)/bin/python -m pytest
 
 bench: setup
+	$(PIP) install -q --disable-pip-version-check -r bench/requirements.txt
 	$(VENV)/bin/python bench/overhead.py
 
-# A fresh environment with only codex-core and codex-sd installed from wheels (not editable).
+# Wheels (not editable) in a fresh environment: codex-core alone, then each plugin alone with it.
 check-wheels: setup
 	bash tests/check_wheels.sh
 

@@ -1,16 +1,21 @@
-"""How much codex costs on top of what it wraps, on the tiny sd15 model (a benchmark, not a test).
+"""How much codex costs on top of what it wraps, on tiny models (a benchmark, not a test).
 
-1. In-process: ``orchestrator.run`` vs a direct diffusers call that also saves its PNG (the fair
-   baseline for a tool that writes files). Target: median ratio <= 1.05.
-2. CLI start-up: ``codex engines`` vs ``python -c "import torch"``. Target: ratio <= 0.5, i.e. a
+1. sd15 txt2img in-process: ``orchestrator.run`` vs a direct diffusers call that also saves its PNG
+   (the fair baseline for a tool that writes files). Target: median ratio <= 1.05.
+2. wan_ti2v_5b txt2vid in-process: ``orchestrator.run`` (default format mp4) vs what a user would
+   write with diffusers: ``WanPipeline(..., output_type="np").frames[0]`` then
+   ``diffusers.utils.export_to_video(frames, path, fps=FPS)``. Target: median ratio <= 1.05.
+3. CLI start-up: ``codex engines`` vs ``python -c "import torch"``. Target: ratio <= 0.5, i.e. a
    command that needs no model must not pay for importing torch.
 
-Run from the repo root: ``.venv/bin/python bench/overhead.py`` (or ``make bench``).
+Run from the repo root: ``.venv/bin/python bench/overhead.py`` (or ``make bench``). Needs imageio
+(bench/requirements.txt): diffusers' export_to_video writes through it.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import shutil
 import statistics
@@ -19,36 +24,50 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 TMP = Path(tempfile.mkdtemp(prefix="codex-bench-"))
 atexit.register(shutil.rmtree, TMP, ignore_errors=True)
-os.environ["CODEX_CACHE_DIR"] = str(TMP / "cache")  # build the tiny model here, never in the user's cache
+os.environ["CODEX_CACHE_DIR"] = str(TMP / "cache")  # build the tiny models here, never in the user's cache
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # codex sets this too; keeps import chatter out
 
+if importlib.util.find_spec("imageio") is None:  # diffusers' export_to_video, the direct Wan baseline, needs it
+    sys.exit("bench/overhead.py needs imageio: pip install -r bench/requirements.txt")
 import diffusers  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline  # noqa: E402
+from diffusers import (  # noqa: E402
+    DPMSolverMultistepScheduler, StableDiffusionPipeline, UniPCMultistepScheduler, WanPipeline)
+from diffusers.utils import export_to_video  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from codex_core import registry, sources  # noqa: E402
+from codex_core.exporters.video import probe  # noqa: E402
 from codex_core.orchestrator import RunOptions, run  # noqa: E402
-from codex_core.progress import Progress  # noqa: E402
+from codex_core.testing import tiny_model_dir  # noqa: E402  (builds through the engine's own builder)
 
 # 384x384 x 20 steps takes ~0.45 s per call on a 2-core CPU: long enough that timer noise is small,
 # short enough that 15 interleaved pairs fit well inside the time budget.
 PROMPT, SIZE, STEPS, CFG, SEED = "a lighthouse on a cliff at dawn, oil painting", 384, 20, 7.0, 1234
-REPS, CLI_REPS = 15, 7
 REQUEST = {"prompt": PROMPT, "width": SIZE, "height": SIZE, "steps": STEPS, "cfg": CFG,
            "sampler": "DPM++ 2M", "scheduler": "Karras", "seed": SEED}
+# Wan: 192x192 x 33 frames x 10 steps takes ~0.55 s per call on an idle 2-core CPU (VAE decode ~0.3 s,
+# MP4 encoding ~0.1 s). The tiny model's frames are noise, the hardest content for H.264, so the
+# encoder's share here is far above a real run's, where generation takes minutes.
+W_PROMPT, W_SIZE, W_FRAMES, W_FPS = "a red fox running in snow", 192, 33, 24
+W_STEPS, W_CFG, W_SHIFT, W_SEED = 10, 5.0, 5.0, 7
+# export_to_video's quality q is libx264 -crf int((1 - q/10) * 51): the default 5 is crf 25; 6.6 is
+# crf 17, codex's mp4 setting. The second direct side tells codex's own overhead from its encoder choice.
+EXPORT_KWARGS = {"direct": {}, "direct crf 17": {"quality": 6.6}}
+W_REQUEST = {"prompt": W_PROMPT, "width": W_SIZE, "height": W_SIZE, "num_frames": W_FRAMES, "fps": W_FPS,
+             "steps": W_STEPS, "cfg": W_CFG, "flow_shift": W_SHIFT, "sampler": "UniPC", "seed": W_SEED}
+REPS, W_REPS, CLI_REPS = 15, 15, 7
 
-
-spec = registry.get_engine("sd15")
-tiny_dir = sources.tiny_path(spec, spec.tiny_version)
-spec.load_engine().ensure_tiny(tiny_dir, Progress(False))
-
-pipe = StableDiffusionPipeline.from_pretrained(str(tiny_dir), safety_checker=None, requires_safety_checker=False)
+pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model_dir("sd15")), safety_checker=None,
+                                               requires_safety_checker=False)
 pipe.set_progress_bar_config(disable=True)  # codex disables it too; tqdm output is not what we measure
+wan = WanPipeline.from_pretrained(str(tiny_model_dir("wan_ti2v_5b")))
+wan.set_progress_bar_config(disable=True)
+wan_scheduler_config = dict(wan.scheduler.config)  # the checkpoint's, as codex keeps it
 
 
 def direct(path: Path) -> Image.Image:
@@ -65,7 +84,24 @@ def codex() -> Path:
     return run("sd15", "txt2img", REQUEST, RunOptions(model="tiny", out=TMP / "codex", quiet=True)).files[0]
 
 
-def timed(fn, *args, **kwargs) -> float:
+def wan_direct(path: Path | None, output_type: str = "np", **export_kwargs) -> list:
+    # What "UniPC" with flow_shift resolves to for a flow-matching checkpoint, fresh per call.
+    wan.scheduler = UniPCMultistepScheduler.from_config(
+        wan_scheduler_config, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=W_SHIFT)
+    frames = wan(prompt=W_PROMPT, height=W_SIZE, width=W_SIZE, num_frames=W_FRAMES, num_inference_steps=W_STEPS,
+                 guidance_scale=W_CFG, output_type=output_type,
+                 generator=torch.Generator("cpu").manual_seed(W_SEED)).frames[0]
+    if path is not None:
+        export_to_video(frames, str(path), fps=W_FPS, **export_kwargs)
+    return frames
+
+
+def wan_codex(formats: tuple[str, ...] | None = None) -> list[Path]:  # None: the default, mp4
+    return run("wan_ti2v_5b", "txt2vid", W_REQUEST,
+               RunOptions(model="tiny", out=TMP / "codex-wan", formats=formats, quiet=True)).files
+
+
+def timed(fn: Callable, *args, **kwargs) -> float:
     start = time.perf_counter()
     fn(*args, **kwargs)
     return time.perf_counter() - start
@@ -80,54 +116,100 @@ def cpu_seconds() -> tuple[float, float]:
             own.user + own.system + own.children_user + own.children_system)
 
 
-# Warm-up: codex's first run loads the pipeline into its per-process cache; later runs reuse it, as
-# the direct side reuses `pipe`. The outputs double as the pixel-identity check.
+def interleaved(sides: dict[str, Callable[[], object]], reps: int) -> tuple[dict[str, list[float]], float]:
+    """Times of each side over ``reps`` alternating rounds, and the share of the CPUs others used meanwhile.
+
+    Interleaving, with who goes first alternating, makes drift (thermal, page cache, other load) hit
+    both sides alike. torch's OpenMP threads spin-wait, so other processes on the same cores make
+    single runs several times slower (median >> min): the share tells how much to trust the medians.
+    """
+    wall0, (machine0, own0) = time.perf_counter(), cpu_seconds()
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for i in range(reps):
+        for name in list(sides) if i % 2 == 0 else reversed(list(sides)):
+            times[name].append(timed(sides[name]))
+    machine1, own1 = cpu_seconds()
+    others = max(0.0, (machine1 - machine0) - (own1 - own0)) / ((time.perf_counter() - wall0) * os.cpu_count())
+    return times, others
+
+
+# 1. sd15. Warm-up: codex's first run loads the pipeline into its per-process cache; later runs reuse
+# it, as the direct side reuses `pipe`. The outputs double as the pixel-identity check.
 direct_image = direct(TMP / "direct.png")
-codex_png = codex()
-same_pixels = np.array_equal(np.asarray(Image.open(codex_png).convert("RGB")), np.asarray(direct_image))
+same_pixels = np.array_equal(np.asarray(Image.open(codex()).convert("RGB")), np.asarray(direct_image))
+sd_times, sd_others = interleaved({"codex": codex, "direct": lambda: direct(TMP / "direct.png")}, REPS)
 
-# torch's OpenMP threads spin-wait, so other processes on the same cores make single runs several
-# times slower (median >> min). Record how much CPU everything else used while we measured.
-wall0, (machine0, own0) = time.perf_counter(), cpu_seconds()
+# 2. wan. Warm-up as above, with the frame-identity check: codex's lossless PNG frames against the
+# direct call's PIL frames (the same 8-bit frames codex encodes). MP4 bytes differ by encoder settings.
+direct_frames = wan_direct(None, output_type="pil")
+codex_frames = sorted(p for p in wan_codex(("frames",)) if p.suffix == ".png")
+same_frames = len(codex_frames) == len(direct_frames) == W_FRAMES and all(
+    np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(frame))
+    for path, frame in zip(codex_frames, direct_frames))
+videos = {"codex": next(p for p in wan_codex() if p.suffix == ".mp4")}
+wan_sides: dict[str, Callable[[], object]] = {"codex": wan_codex}
+for name, kwargs in EXPORT_KWARGS.items():
+    videos[name] = TMP / f"{name.replace(' ', '-')}.mp4"
+    wan_sides[name] = lambda path=videos[name], kwargs=kwargs: wan_direct(path, **kwargs)
+    wan_sides[name]()  # warm-up: export_to_video's first call also probes ffmpeg and libx264
+wan_times, wan_others = interleaved(wan_sides, W_REPS)
+shapes = {name: probe(path) for name, path in videos.items()}
 
-# Interleave and alternate who goes first, so drift (thermal, page cache, other load) hits both sides.
-times: dict[str, list[float]] = {"codex": [], "direct": []}
-for i in range(REPS):
-    pair = [("codex", codex, ()), ("direct", direct, (TMP / "direct.png",))]
-    for name, fn, args in pair if i % 2 == 0 else reversed(pair):
-        times[name].append(timed(fn, *args))
-
-# CLI start-up, in fresh processes: the same interpreter importing torch is the yardstick.
+# 3. CLI start-up, in fresh processes: the same interpreter importing torch is the yardstick.
 bin_dir = Path(sys.executable).parent
 cli = {"codex engines": [str(bin_dir / "codex"), "engines"], "import torch": [sys.executable, "-c", "import torch"]}
-cli_times: dict[str, list[float]] = {name: [] for name in cli}
-for i in range(CLI_REPS):
-    for name in list(cli) if i % 2 == 0 else reversed(list(cli)):
-        cli_times[name].append(timed(subprocess.run, cli[name], check=True, capture_output=True))
-
-med = {name: statistics.median(values) for name, values in {**times, **cli_times}.items()}
-low = {name: min(values) for name, values in {**times, **cli_times}.items()}
-ratio_run = med["codex"] / med["direct"]
-ratio_cli = med["codex engines"] / med["import torch"]
-machine1, own1 = cpu_seconds()
-others = max(0.0, (machine1 - machine0) - (own1 - own0)) / ((time.perf_counter() - wall0) * os.cpu_count())
+cli_times, cli_others = interleaved(
+    {name: lambda argv=argv: subprocess.run(argv, check=True, capture_output=True) for name, argv in cli.items()},
+    CLI_REPS)
 
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def report(title: str, times: dict[str, list[float]], others: float, labels: dict[str, str]) -> None:
+    # Other guests on the host can slow the cores without showing in /proc/stat: the same work then
+    # takes longer (and more of our own CPU time) in some runs. The spread shows that too.
+    spread = max(statistics.median(values) / min(values) for values in times.values())
+    print(f"\n{title}")
+    print(f"other processes used {others:.0%} of the CPUs while measuring; the same work took up to "
+          f"{spread:.2f}x its fastest time (median/min)"
+          + ("  (noisy machine: medians are unreliable, compare the mins)" if others > 0.1 or spread > 1.15 else ""))
+    print(f"{'':<46}{'median s':>10}{'min s':>10}")
+    for name, label in labels.items():
+        print(f"{label:<46}{statistics.median(times[name]):>10.3f}{min(times[name]):>10.3f}")
+
+
+def ratio(times: dict[str, list[float]], a: str, b: str, label: str, target: float | None) -> None:
+    """Median ratio a/b against the target (None: for reference only), and the ratio of the mins."""
+    median = statistics.median(times[a]) / statistics.median(times[b])
+    judged = f"target <= {target}  {verdict(median <= target)}" if target else "(for reference)"
+    print(f"ratio {label:<34} median {median:.3f}  min {min(times[a]) / min(times[b]):.3f}  {judged}")
+
+
 print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
       f"diffusers {diffusers.__version__}, python {sys.version.split()[0]}")
-print(f"other processes used {others:.0%} of the CPUs while measuring"
-      + ("  (busy machine: medians are noisy, compare the mins)" if others > 0.1 else ""))
-print(f"workload: tiny sd15 txt2img {SIZE}x{SIZE}, {STEPS} steps, DPM++ 2M Karras, cfg {CFG}; "
-      f"{REPS} interleaved runs each (after warm-up), CLI {CLI_REPS} runs each")
-print(f"{'':<28}{'median s':>10}{'min s':>10}")
-for name in ("direct", "codex", "import torch", "codex engines"):
-    label = {"direct": "direct diffusers + save", "codex": "codex orchestrator.run"}.get(name, name)
-    print(f"{label:<28}{med[name]:>10.3f}{low[name]:>10.3f}")
-print(f"in-process ratio codex/direct (median) {ratio_run:.3f}  target <= 1.05  {verdict(ratio_run <= 1.05)}")
-print(f"in-process ratio codex/direct (min)    {low['codex'] / low['direct']:.3f}  (for reference)")
-print(f"CLI ratio codex engines/import torch   {ratio_cli:.3f}  target <= 0.5   {verdict(ratio_cli <= 0.5)}")
+
+report(f"[1] tiny sd15 txt2img {SIZE}x{SIZE}, {STEPS} steps, DPM++ 2M Karras, cfg {CFG}; "
+       f"{REPS} interleaved runs each (after warm-up)", sd_times, sd_others,
+       {"direct": "direct diffusers + image.save", "codex": "codex orchestrator.run (png)"})
+ratio(sd_times, "codex", "direct", "codex/direct", 1.05)
 print(f"pixels identical (codex PNG vs direct image): {same_pixels}  {verdict(same_pixels)}")
+
+report(f"[2] tiny wan_ti2v_5b txt2vid {W_SIZE}x{W_SIZE}, {W_FRAMES} frames @ {W_FPS} fps, {W_STEPS} steps, "
+       f"UniPC flow_shift {W_SHIFT}, cfg {W_CFG}; {W_REPS} interleaved runs each (after warm-up)",
+       wan_times, wan_others, {"direct": 'direct WanPipeline("np") + export_to_video',
+                               "direct crf 17": "  the same, export_to_video(quality=6.6)",
+                               "codex": "codex orchestrator.run (mp4, crf 17)"})
+ratio(wan_times, "codex", "direct", "codex/direct", 1.05)
+ratio(wan_times, "codex", "direct crf 17", "codex/direct at codex's crf 17", None)
+ratio(wan_times, "direct crf 17", "direct", "encoder alone: crf 17/crf 25", None)
+print(f"frames identical (codex --format frames vs direct output_type='pil'): {same_frames}  {verdict(same_frames)}")
+for name, path in videos.items():
+    shape = shapes[name]
+    print(f"{name + ' mp4:':<19}{shape['frames']} frames {shape['width']}x{shape['height']} @ {shape['fps']:g} fps, "
+          f"{path.stat().st_size / 1024:.0f} KiB")
+
+report(f"[3] CLI start-up; {CLI_REPS} interleaved runs each", cli_times, cli_others,
+       {"import torch": "python -c 'import torch'", "codex engines": "codex engines"})
+ratio(cli_times, "codex engines", "import torch", "codex engines/import torch", 0.5)

@@ -1,10 +1,27 @@
 #!/usr/bin/env bash
-# Build the codex-core and codex-sd wheels, install them (not editable) into a fresh venv, and check
-# the installed CLI from a folder outside the source tree, so nothing can come from the checkout.
+# Build the wheels of codex-core and of every engine plugin, and show that each plugin installs and
+# works alone: in one fresh venv (torch installed once), each plugin in turn is installed from its
+# wheel with codex-core, everything it does not require is removed, and the installed CLI is checked
+# from a folder outside the source tree, so nothing can come from the checkout. Then the plugin is
+# uninstalled before the next one. codex-core alone is checked first, before torch.
 #
 # Run from the repository root: `make check-wheels` (or `bash tests/check_wheels.sh`).
 # Honours TORCH_SPEC / TORCH_INDEX like the Makefile, and PYTHON for the interpreter of the new venv.
 set -euo pipefail
+
+# One row per plugin: the folder plugins/codex-<NAME> and distribution codex-<NAME> (package
+# codex_<NAME>); the engines it must register, exactly (each with its presets/<engine>/ folder);
+# and one cheap tiny-model run: engine, task, output format, request. The run must write one file of
+# that format with the request's width x height (and num_frames frames for a video), after `steps`
+# steps. {init} in a request is an RGB image made here with Pillow.
+PLUGINS=(
+  # name  | engines                              | engine        | task    | format | request
+  'sd      | sd15 sdxl                            | sd15          | txt2img | png | {"prompt":"x","seed":1,"width":64,"height":64,"steps":2}'
+  'flux    | flux                                 | flux          | txt2img | png | {"prompt":"x","seed":1,"width":32,"height":32,"steps":2,"max_sequence_length":16}'
+  'wan     | wan_ti2v_5b wan_t2v_14b wan_i2v_14b  | wan_ti2v_5b   | img2vid | mp4 | {"prompt":"x","init_image":"{init}","seed":1,"width":32,"height":32,"num_frames":5,"steps":2}'
+  'hunyuan | hunyuan_video                        | hunyuan_video | txt2vid | mp4 | {"prompt":"x","seed":1,"width":32,"height":16,"num_frames":5,"steps":2}'
+  'svd     | svd                                  | svd           | img2vid | mp4 | {"init_image":"{init}","seed":1,"width":32,"height":32,"num_frames":3,"steps":2}'
+)
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_python=${BUILD_PYTHON:-$repo/.venv/bin/python}
@@ -15,153 +32,323 @@ started=$SECONDS
 failures=0
 
 step() { echo "== $* ($((SECONDS - started))s)"; }
-die() { echo "FAIL: $*"; exit 1; }
+die() { echo "FAIL: $*"; echo "FAIL: check-wheels"; exit 1; }
 # Runs a setup command with its output in a log, shown only when it fails.
 quietly() {
   local log=$tmp/setup.log
   "$@" >"$log" 2>&1 || { sed 's/^/    | /' "$log" | tail -n 40; return 1; }
 }
+trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; echo "${s%"${s##*[![:space:]]}"}"; }
 
 # Runs one check: `check NAME COMMAND...`; the command's output is shown only when it fails. The
 # command runs under `set -e` (bash ignores -e inside an `if` or `||`, hence the set +e around it).
 check() {
-  local name=$1 rc; shift
+  local title=$1 rc; shift
   set +e
   (set -e; "$@") >"$tmp/check.log" 2>&1
   rc=$?
   set -e
   if [[ $rc -eq 0 ]]; then
-    echo "PASS: $name"
+    echo "PASS: $title"
   else
-    echo "FAIL: $name"
+    echo "FAIL: $title"
     sed 's/^/    | /' "$tmp/check.log" | tail -n 40
     failures=$((failures + 1))
   fi
 }
 
-step "building wheels into $tmp/wheels"
-(cd "$repo" && quietly "$build_python" -m pip wheel -q --no-deps --no-build-isolation -w "$tmp/wheels" . plugins/codex-sd) \
-  || die "building the wheels"
-core_whl=$(ls "$tmp"/wheels/codex_core-*.whl)
-sd_whl=$(ls "$tmp"/wheels/codex_sd-*.whl)
+# The table, parsed: names in order, and per name its engines, run engine, task, format, request.
+declare -a names=()
+declare -A engines_of=() run_engine=() run_task=() run_format=() run_request=() package_of=()
+for row in "${PLUGINS[@]}"; do
+  IFS='|' read -r name engines engine task format request <<<"$row"
+  name=$(trim "$name")
+  names+=("$name")
+  engines_of[$name]=$(trim "$engines")
+  run_engine[$name]=$(trim "$engine") run_task[$name]=$(trim "$task")
+  run_format[$name]=$(trim "$format") run_request[$name]=$(trim "$request")
+  for key in ${engines_of[$name]}; do package_of[$key]=codex-$name; done
+done
 
-wheel_carries_presets() {
-  "$build_python" - "$sd_whl" "$repo/presets" <<'EOF'
-import sys, zipfile
-from pathlib import Path
-
-wheel, presets = zipfile.ZipFile(sys.argv[1]), Path(sys.argv[2])
-names = set(wheel.namelist())
-for engine in ("sd15", "sdxl"):
-    sources = sorted((presets / engine).glob("*.yaml"))
-    assert sources, f"no presets in {presets / engine}"
-    for source in sources:
-        member = f"codex_sd/presets/{engine}/{source.name}"
-        assert member in names, f"{member} missing from {sys.argv[1]}"
-        assert wheel.read(member) == source.read_bytes(), f"{member} differs from {source}"
-        print("ok", member)
-EOF
+table_covers_the_plugins() {
+  local found listed
+  found=$(cd "$repo/plugins" && ls -d */pyproject.toml | sed 's|/pyproject.toml$||' | sort | tr '\n' ' ')
+  listed=$(printf 'codex-%s\n' "${names[@]}" | sort | tr '\n' ' ')
+  echo "plugins/: $found"
+  echo "table:    $listed"
+  [[ $found == "$listed" ]]
 }
-check "codex-sd wheel carries presets/sd15 and presets/sdxl" wheel_carries_presets
+check "[table] one row per folder under plugins/" table_covers_the_plugins
+
+step "building wheels into $tmp/wheels"
+(cd "$repo" && quietly "$build_python" -m pip wheel -q --no-deps --no-build-isolation -w "$tmp/wheels" \
+  . $(printf 'plugins/codex-%s ' "${names[@]}")) || die "building the wheels"
+core_whl=$(ls "$tmp"/wheels/codex_core-*.whl)
+declare -A wheel_of=()
+for name in "${names[@]}"; do wheel_of[$name]=$(ls "$tmp"/wheels/codex_"$name"-*.whl); done
 
 step "creating a fresh venv in $tmp/venv"
 quietly "${PYTHON:-python3}" -m venv "$tmp/venv" || die "creating the venv"
 py=$tmp/venv/bin/python
 codex=$tmp/venv/bin/codex
-
-step "installing $torch_spec"
-quietly "$py" -m pip install -q --disable-pip-version-check "$torch_spec" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} \
-  || die "installing $torch_spec"
-step "installing $(basename "$core_whl") and $(basename "$sd_whl") with their dependencies"
-quietly "$py" -m pip install -q --disable-pip-version-check "$core_whl" "$sd_whl" || die "installing the wheels"
+pip_install() { quietly "$py" -m pip install -q --disable-pip-version-check "$@"; }
+pip_uninstall() { quietly "$py" -m pip uninstall -y -q --disable-pip-version-check "$@"; }
 
 # From here on: outside the source tree, with nothing of the checkout or the user's setup in reach.
 cd "$tmp"
 unset PYTHONPATH CODEX_PRESETS_DIR CODEX_LOAD_PLUGINS CODEX_DISABLE_PLUGINS CODEX_DEBUG
-for name in $(compgen -e | grep '^CODEX_MODEL_' || true); do unset "$name"; done
+for var in $(compgen -e | grep '^CODEX_MODEL_' || true); do unset "$var"; done
 export CODEX_CACHE_DIR=$tmp/cache CODEX_MODELS_DIR=$tmp/models HF_HOME=$tmp/hf HF_HUB_OFFLINE=1
 site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-step "checking the installed CLI from $tmp (site-packages: $site)"
+# What the bare venv holds (pip, setuptools): kept when pruning the environment down to one plugin.
+baseline=$("$py" -c 'from importlib.metadata import distributions as d; print(*sorted({x.metadata["Name"] for x in d()}))')
 
-installed_not_editable() {
-  "$py" - "$site" <<'EOF'
-import sys
+# `missing_engine_hint ENGINE TASK PACKAGE`: running an engine that is not installed exits 2 and
+# names the package to install.
+missing_engine_hint() {
+  local engine=$1 task=$2 package=$3 rc=0
+  "$codex" run "$engine" "$task" --json '{"prompt":"x"}' >"$tmp/missing.out" 2>"$tmp/missing.err" || rc=$?
+  cat "$tmp/missing.err"
+  [[ $rc -eq 2 ]] || { echo "exit status $rc, expected 2"; return 1; }
+  grep -qF "pip install $package" "$tmp/missing.err" || { echo "stderr lacks 'pip install $package'"; return 1; }
+}
+
+# ---- codex-core alone (no torch, no plugin) ----
+step "installing $(basename "$core_whl") alone"
+pip_install "$core_whl" || die "installing codex-core"
+
+core_alone() {
+  "$codex" engines --json >"$tmp/engines.json"
+  "$py" - "$tmp/engines.json" "$site" <<'EOF'
+import json, sys
+from importlib.util import find_spec
 from pathlib import Path
 
-import codex_core, codex_sd
+import codex_core
+
+print("engines:", json.load(open(sys.argv[1])))
+assert json.load(open(sys.argv[1])) == [], "engines registered without any plugin"
+where = Path(codex_core.__file__).resolve()
+assert where.is_relative_to(Path(sys.argv[2]).resolve()), f"codex_core imported from {where}"
+assert find_spec("torch") is None, "torch is installed with codex-core alone"
+EOF
+}
+check "[core] codex-core alone: from site-packages, no torch, codex engines --json lists none" core_alone
+
+table_matches_first_party() {
+  local pairs
+  pairs=$(for key in "${!package_of[@]}"; do echo "$key=${package_of[$key]}"; done)
+  "$py" - $pairs <<'EOF'
+import sys
+from codex_core.registry import FIRST_PARTY_PACKAGES
+
+table = dict(arg.split("=", 1) for arg in sys.argv[1:])
+print("table:", sorted(table.items()))
+print("core: ", sorted(FIRST_PARTY_PACKAGES.items()))
+assert table == FIRST_PARTY_PACKAGES
+EOF
+}
+check "[core] the table's engines and packages are codex_core.registry.FIRST_PARTY_PACKAGES" table_matches_first_party
+first=${names[0]}
+check "[core] (d) ${run_engine[$first]} exits 2 with 'pip install codex-$first'" \
+  missing_engine_hint "${run_engine[$first]}" "${run_task[$first]}" "codex-$first"
+
+step "installing $torch_spec"
+pip_install "$torch_spec" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} || die "installing $torch_spec"
+
+# ---- each plugin alone ----
+"$py" -c 'from PIL import Image; Image.new("RGB", (48, 40), (200, 120, 40)).save("init.png")'
+
+# Prints, one a line, what is installed but neither the baseline nor required (recursively, extras
+# and markers included) by distribution $1: what a fresh `pip install $1` would not have brought.
+not_required_by() {
+  "$py" - "$1" $baseline <<'EOF'
+import sys
+from importlib.metadata import distributions
+
+try:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+except ImportError:  # the same code pip resolves with
+    from pip._vendor.packaging.requirements import Requirement
+    from pip._vendor.packaging.utils import canonicalize_name
+
+installed = {canonicalize_name(d.metadata["Name"]): d for d in distributions()}
+needed, seen, todo = set(), set(), [(canonicalize_name(sys.argv[1]), "")]
+while todo:
+    name, extra = todo.pop()
+    if (name, extra) in seen:
+        continue
+    seen.add((name, extra))
+    needed.add(name)
+    for text in (installed[name].requires or []) if name in installed else []:
+        req = Requirement(text)
+        if req.marker is None or req.marker.evaluate({"extra": extra}):
+            todo += [(canonicalize_name(req.name), e) for e in ("", *req.extras)]
+for name in sorted(set(installed) - needed - {canonicalize_name(n) for n in sys.argv[2:]}):
+    print(name)
+EOF
+}
+
+environment_is_consistent() {
+  "$py" -m pip check --disable-pip-version-check
+  local extra
+  extra=$(not_required_by "$dist")
+  [[ -z $extra ]] || { echo "installed but not required by $dist:" $extra; return 1; }
+}
+
+imports_from_site() {
+  "$py" - "$site" "codex_$name" <<'EOF'
+import importlib, sys
+from pathlib import Path
 
 site = Path(sys.argv[1]).resolve()
-for module in (codex_core, codex_sd):
-    where = Path(module.__file__).resolve()
-    print(module.__name__, where)
-    assert where.is_relative_to(site), f"{module.__name__} imported from {where}, not from {site}"
+for module in ("codex_core", sys.argv[2]):
+    where = Path(importlib.import_module(module).__file__).resolve()
+    print(module, where)
+    assert where.is_relative_to(site), f"{module} imported from {where}, not from {site}"
 EOF
 }
-check "codex_core and codex_sd import from the venv's site-packages" installed_not_editable
 
-engines_exactly_sd() {
+engines_exactly() {
   "$codex" engines --json >"$tmp/engines.json"
-  "$py" - "$tmp/engines.json" <<'EOF'
+  "$codex" plugins --json >"$tmp/plugins.json"
+  "$py" - "$tmp/engines.json" "$tmp/plugins.json" "$dist" ${engines_of[$name]} <<'EOF'
 import json, sys
 
-rows = json.load(open(sys.argv[1]))
+rows, plugins = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+dist, expected = sys.argv[3], sorted(sys.argv[4:])
 keys = sorted(row["engine"] for row in rows)
-print("engines:", keys)
-assert keys == ["sd15", "sdxl"], keys
-assert {row["distribution"] for row in rows} == {"codex-sd"}, rows
+print("engines:", keys, "from", sorted({row["distribution"] for row in rows}))
+assert keys == expected, f"{keys} != {expected}"
+assert {row["distribution"] for row in rows} == {dist}, rows
+errors = [row for row in plugins if "error" in row]
+assert not errors, f"plugins failed to load: {errors}"
 EOF
 }
-check "(a) codex engines --json lists exactly sd15 and sdxl" engines_exactly_sd
 
-presets_from_wheel() {
-  "$codex" presets sd15 txt2img >"$tmp/presets.json"
-  "$py" - "$tmp/presets.json" "$site" "$repo/presets/sd15/txt2img.yaml" <<'EOF'
-import json, sys
+wheel_carries_presets() {
+  "$py" - "${wheel_of[$name]}" "codex_$name" "$repo/presets" ${engines_of[$name]} <<'EOF'
+import sys, zipfile
+from pathlib import Path
+
+wheel, package, presets = zipfile.ZipFile(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+names = wheel.namelist()
+for engine in sys.argv[4:]:
+    folder = presets / engine
+    sources = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+    assert sources, f"no presets in {folder}"
+    prefix = f"{package}/presets/{engine}/"
+    members = {n[len(prefix):] for n in names if n.startswith(prefix) and not n.endswith("/")}
+    assert members == set(sources), (f"{prefix}: missing {sorted(set(sources) - members)}, "
+                                     f"extra {sorted(members - set(sources))}")
+    for rel, source in sorted(sources.items()):
+        assert wheel.read(prefix + rel) == source.read_bytes(), f"{prefix + rel} differs from {source}"
+        print("ok", prefix + rel)
+EOF
+}
+
+# `codex presets` finds every preset file of presets/<engine>/ (variants, modes and profiles
+# included), each one in site-packages and byte-identical to the source; base presets' values are
+# the file's.
+presets_from_site() {
+  "$py" - "$codex" "$site" "$repo/presets" ${engines_of[$name]} <<'EOF'
+import json, subprocess, sys
 from pathlib import Path
 
 import yaml
 
-shown = json.load(open(sys.argv[1]))["txt2img"]
-site, source = Path(sys.argv[2]).resolve(), Path(sys.argv[3])
-print(json.dumps(shown, indent=2))
-assert shown["files"], "no preset file found"
-for name in shown["files"]:
-    assert Path(name).resolve().is_relative_to(site), f"{name} is not inside {site}"
-expected = yaml.safe_load(source.read_text())
-assert shown["values"] == expected, f"values {shown['values']} != {expected} ({source})"
+codex, site, presets = sys.argv[1], Path(sys.argv[2]).resolve(), Path(sys.argv[3])
+for engine in sys.argv[4:]:
+    folder = presets / engine
+    sources = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*.yaml")}
+    calls = [[]]  # `codex presets ENGINE`: every task and variant, base files
+    for rel in sources:
+        *variant, file = rel.split("/")
+        task, at, profile = file.removesuffix(".yaml").partition("@")
+        task, dot, mode = task.partition(".")
+        if at or dot:
+            calls.append([task, *(["--variant", *variant] if variant else []),
+                          *(["--mode", mode] if dot else []), *(["--preset", profile] if at else [])])
+    found = {}
+    for args in calls:
+        shown = subprocess.run([codex, "presets", engine, *args], capture_output=True, text=True)
+        assert shown.returncode == 0, f"codex presets {engine} {' '.join(args)}: {shown.stderr}"
+        for key, entry in json.loads(shown.stdout).items():
+            assert entry["files"], f"codex presets {engine} {' '.join(args)}: no file for {key}"
+            for name in entry["files"]:
+                path = Path(name).resolve()
+                assert path.is_relative_to(site), f"{name} is not inside {site}"
+                rel = path.as_posix().split(f"/presets/{engine}/", 1)[1]
+                found[rel] = path
+                print(f"{engine} {' '.join(args)} [{key}]: {rel} -> {path}")
+            if not args:  # base presets: one file each, whose values they are
+                assert len(entry["files"]) == 1, entry["files"]
+                expected = yaml.safe_load(sources[rel].read_text())
+                assert entry["values"] == expected, f"{key}: values {entry['values']} != {expected}"
+    assert set(found) == set(sources), (f"{engine}: not shown {sorted(set(sources) - set(found))}, "
+                                        f"unknown {sorted(set(found) - set(sources))}")
+    for rel, path in found.items():
+        assert path.read_bytes() == sources[rel].read_bytes(), f"{path} differs from {sources[rel]}"
 EOF
 }
-check "(b) codex presets sd15 txt2img: the values, read from the wheel in site-packages" presets_from_wheel
 
 tiny_run() {
-  "$codex" run sd15 txt2img --model tiny \
-    --json '{"prompt":"x","seed":1,"width":64,"height":64,"steps":2}' --out "$tmp/out" -q >"$tmp/run.json"
-  "$py" - "$tmp/run.json" "$tmp/out" <<'EOF'
+  local request=${run_request[$name]//\{init\}/$tmp/init.png}
+  "$codex" run "${run_engine[$name]}" "${run_task[$name]}" --model tiny --json "$request" \
+    --format "${run_format[$name]}" --out "$tmp/out-$name" -q >"$tmp/run.json"
+  "$py" - "$tmp/run.json" "$tmp/out-$name" "${run_format[$name]}" "$request" <<'EOF'
 import json, sys
 from pathlib import Path
 
-from PIL import Image
-
-result = json.load(open(sys.argv[1]))
-pngs = [Path(f) for f in result["files"] if f.endswith(".png")]
+result, out, fmt, request = json.load(open(sys.argv[1])), Path(sys.argv[2]).resolve(), sys.argv[3], json.loads(sys.argv[4])
+size = (request["width"], request["height"])
+files = [Path(f) for f in result["files"] if f.endswith("." + fmt)]
 print("files:", result["files"])
-assert len(pngs) == 1 and pngs[0].is_file(), result["files"]
-assert pngs[0].resolve().is_relative_to(Path(sys.argv[2]).resolve()), pngs[0]
-with Image.open(pngs[0]) as image:
-    assert image.format == "PNG" and image.size == (64, 64), (image.format, image.size)
-assert result["info"]["steps_done"] == 2, result["info"]["steps_done"]
+assert len(files) == 1 and files[0].is_file(), result["files"]
+assert files[0].resolve().is_relative_to(out), files[0]
+if fmt == "png":
+    from PIL import Image
+
+    with Image.open(files[0]) as image:
+        assert image.format == "PNG" and image.size == size, (image.format, image.size)
+else:  # decode the whole video with ffmpeg: what a player sees
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(files[0]))
+    meta = next(reader)
+    frames = sum(1 for _ in reader)
+    print("video:", meta["codec"], meta["size"], frames, "frames")
+    assert tuple(meta["size"]) == size and frames == request["num_frames"], (meta["size"], frames)
+assert result["info"]["steps_done"] == request["steps"], result["info"]["steps_done"]
 EOF
 }
-check "(c) tiny sd15 txt2img run writes a 64x64 PNG" tiny_run
 
-missing_engine_hint() {
-  local rc=0
-  "$codex" run wan_ti2v_5b txt2vid --json '{"prompt":"x"}' >"$tmp/wan.out" 2>"$tmp/wan.err" || rc=$?
-  cat "$tmp/wan.err"
-  [[ $rc -eq 2 ]] || { echo "exit status $rc, expected 2"; return 1; }
-  grep -qF 'pip install codex-wan' "$tmp/wan.err" || { echo "stderr lacks 'pip install codex-wan'"; return 1; }
-}
-check "(d) an engine that is not installed exits 2 with 'pip install codex-wan'" missing_engine_hint
+for i in "${!names[@]}"; do
+  name=${names[$i]} dist=codex-${names[$i]}
+  other=${names[$(((i + 1) % ${#names[@]}))]}
+  step "[$name] installing $(basename "${wheel_of[$name]}") with codex-core and their dependencies"
+  pip_install "$core_whl" "${wheel_of[$name]}" || die "installing $dist"
+  pruned=$(not_required_by "$dist" | tr '\n' ' ')
+  if [[ -n $pruned ]]; then
+    step "[$name] removing what $dist does not require: $pruned"
+    pip_uninstall $pruned || die "removing $pruned"
+  fi
+  check "[$name] only $dist's requirements are installed, and pip check passes" environment_is_consistent
+  check "[$name] codex_core and codex_$name import from the venv's site-packages" imports_from_site
+  check "[$name] (a) codex engines --json lists exactly ${engines_of[$name]// /, } from $dist" engines_exactly
+  check "[$name] (b) the wheel carries every file of presets/{${engines_of[$name]// /,}}/, byte-identical" \
+    wheel_carries_presets
+  check "[$name] (b) codex presets shows each of those files, read from site-packages" presets_from_site
+  expect="one ${run_format[$name]}"
+  [[ ${run_request[$name]} =~ \"width\":([0-9]+) ]] && expect+=" ${BASH_REMATCH[1]}"
+  [[ ${run_request[$name]} =~ \"height\":([0-9]+) ]] && expect+="x${BASH_REMATCH[1]}"
+  [[ ${run_request[$name]} =~ \"num_frames\":([0-9]+) ]] && expect+=" of ${BASH_REMATCH[1]} frames"
+  check "[$name] (c) tiny ${run_engine[$name]} ${run_task[$name]} run exits 0 and writes $expect" tiny_run
+  check "[$name] (d) ${run_engine[$other]} (not installed) exits 2 with 'pip install codex-$other'" \
+    missing_engine_hint "${run_engine[$other]}" "${run_task[$other]}" "codex-$other"
+  pip_uninstall "$dist" || die "uninstalling $dist"
+done
 
 echo "== done in $((SECONDS - started))s: $failures check(s) failed"
 [[ $failures -eq 0 ]] && echo "PASS: check-wheels" || { echo "FAIL: check-wheels"; exit 1; }

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import CodexError
 from ..outputs import RunFiles, VideoOutput
 from .png import embedded
@@ -32,7 +30,8 @@ CONTAINERS = {
     "mp4": Container("mp4", "libx264", "h264", "yuv420p", ("-crf", "17", "-preset", "medium", "-movflags", "+faststart")),
     "webm": Container("webm", "libvpx-vp9", "vp9", "yuv420p", ("-crf", "30", "-b:v", "0", "-row-mt", "1")),
     # One palette for the whole clip (palettegen/paletteuse) instead of ffmpeg's fixed 256 colours.
-    "gif": Container("gif", "gif", "gif", None,
+    # pal8: without it imageio-ffmpeg asks for yuv420p and ffmpeg falls back to a fixed rgb8 palette.
+    "gif": Container("gif", "gif", "gif", "pal8",
                      ("-filter_complex", "split[a][b];[a]palettegen[p];[b][p]paletteuse", "-loop", "0"),
                      carries_metadata=False),
 }
@@ -52,6 +51,8 @@ def ffmpeg_problem() -> str | None:
 
 
 def _frames_as_arrays(output: VideoOutput) -> list[np.ndarray]:
+    import numpy as np  # only needed for video: codex-core alone does not require numpy
+
     return [np.ascontiguousarray(np.asarray(frame.convert("RGB"))) for frame in output.frames]
 
 
@@ -71,6 +72,7 @@ def write_container(container: Container, output: VideoOutput, files: RunFiles, 
     writer = imageio_ffmpeg.write_frames(
         str(path), (width, height), fps=output.fps, codec=container.codec, pix_fmt_in="rgb24",
         pix_fmt_out=container.pix_fmt, macro_block_size=1,  # never let imageio resize the frames
+        quality=None,  # the container's own rate control only (imageio would add -crf 25 / -qscale:v first)
         output_params=params, ffmpeg_log_level="error",
     )
     writer.send(None)  # start ffmpeg
