@@ -130,23 +130,33 @@ def schema(engine: str, task: str):
 
 
 @cli.command()
-@click.argument("engine")
+@click.argument("engine", required=False)
 @click.argument("task", required=False)
 @click.option("--mode", default="normal", show_default=True, help="Speed mode whose preset to show.")
 @click.option("--variant", help="Checkpoint variant (engines whose presets differ per variant; default: all).")
 @click.option("--preset", "profile", help="A named preset profile, as `codex run --preset` takes it.")
+@click.option("--matrix", is_flag=True, help="Every engine x task x mode: its preset, or why it is unsupported.")
+@click.option("--json", "as_json", is_flag=True, help="With --matrix: print JSON instead of a table.")
 @_handle_errors
-def presets(engine: str, task: str | None, mode: str, variant: str | None, profile: str | None):
+def presets(engine: str | None, task: str | None, mode: str, variant: str | None, profile: str | None,
+            matrix: bool, as_json: bool):
     """Show the preset values that fill a request's missing fields.
 
     \b
     Examples:
       codex presets sdxl
       codex presets sd15 upscale
+      codex presets sd15 txt2img --mode lcm
+      codex presets --matrix            # all engines (or: codex presets sdxl --matrix)
     """
     from . import presets as presets_module
-    from .registry import get_engine
+    from .registry import engines as installed, get_engine
 
+    if matrix:
+        _print_matrix([get_engine(engine)] if engine else list(installed().values()), task, as_json)
+        return
+    if not engine:
+        raise UsageError("presets: name an ENGINE (`codex engines` lists them), or pass --matrix")
     spec = get_engine(engine)
     tasks = [task] if task else list(spec.tasks)
     for name in tasks:
@@ -164,6 +174,41 @@ def presets(engine: str, task: str | None, mode: str, variant: str | None, profi
                            "values": presets_module.merged(spec, name, mode, chosen, profile),
                            "profiles": presets_module.profiles(spec, name, chosen)}
     _echo_json(result)
+
+
+def _print_matrix(specs, task: str | None, as_json: bool) -> None:
+    from .matrix import matrix_table, mode_matrix, unsupported_reasons
+
+    rows = [row for row in mode_matrix(specs) if task is None or row["task"] == task]
+    if as_json:
+        _echo_json(rows)
+        return
+    header, table = matrix_table(rows)
+    _table(table, header)
+    reasons = unsupported_reasons(rows)
+    if reasons:
+        click.echo("")
+        for engine, mode, reason in reasons:
+            click.echo(f"{engine} {mode}: {reason}")
+
+
+@cli.group()
+def docs():
+    """Generate the checked-in reference docs (no torch needed)."""
+
+
+@docs.command("param-matrix")
+@_handle_errors
+def docs_param_matrix():
+    """Print docs/param-matrix.md: fields, types, ranges, defaults and presets per engine and task.
+
+    \b
+    Example:
+      codex docs param-matrix > docs/param-matrix.md
+    """
+    from .matrix import param_matrix_markdown
+
+    click.echo(param_matrix_markdown(), nl=False)
 
 
 @cli.command()
@@ -267,6 +312,67 @@ def info(file: Path, parameters: bool):
         if "parameters" not in data:
             raise UsageError(f"{file}: has no A1111 'parameters' text")
         click.echo(data["parameters"])
+        return
+    _echo_json(data)
+
+
+@cli.command(context_settings={"max_content_width": 100})
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@click.option("--check", is_flag=True, help="Compare the new output with the original, pixel by pixel.")
+@click.option("--model", help="Use this model instead of the recorded one (a folder, a hub repo id or 'tiny').")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output root [default: ./artifacts/images or ./artifacts/videos].")
+@click.option("--device", help="Device instead of the recorded one: auto, cpu, cuda, cuda:N or mps.")
+@click.option("--dtype", help="Dtype instead of the recorded one: auto, fp32, fp16 or bf16.")
+@click.option("--download", is_flag=True, help="Allow fetching a hub repo id that is not in the local cache.")
+@click.option("--allow-pickle", is_flag=True, help="Allow pickle-based weights (.bin/.ckpt). Only for files you trust.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or log lines on stderr.")
+@_handle_errors
+def replay(file, check, model, out, device, dtype, download, allow_pickle, quiet):
+    """Run the request recorded in FILE again and write a new run, like `codex run`.
+
+    FILE is a PNG, an MP4/WebM, an info.json or a run folder. The same engine, task, effective
+    request (seed included), model, device, dtype, preset profile and output formats are used
+    unless an option overrides them; a warning says when the model's fingerprint differs from the
+    recorded one. The new info.json names the original in `replay_of`.
+
+    \b
+    With --check the new output is compared with the original (each image; for videos the frames/
+    PNGs, or the decoded MP4/WebM frames) and the JSON gets
+    "check": {"identical": ..., "max_pixel_difference": ..., "compared": N}.
+    Exit codes: 0 ok (with --check: identical), 1 failure or (with --check) different,
+    2 unusable FILE or request, 130 interrupted.
+
+    \b
+    Examples:
+      codex replay artifacts/images/<run-id>/0000.png --check
+      codex replay artifacts/videos/<run-id> --device cuda --dtype bf16
+    """
+    from . import replay as replay_module
+    from .orchestrator import RunOptions, execute, prepare
+    from .runtime import Runtime
+
+    old = replay_module.load(file)
+    info = old.info
+    runtime = Runtime(device or info.get("device") or "auto", dtype or info.get("dtype") or "auto",
+                      info.get("offload") or "none", bool(info.get("vae_tiling")), allow_pickle)
+    options = RunOptions(model=model or replay_module.model_argument(info), out=out, runtime=runtime,
+                         download=download, formats=replay_module.formats_of(info), quiet=quiet,
+                         preset=info.get("preset_profile"),
+                         replay_of={"run_id": info.get("run_id"), "path": str(file),
+                                    "model_fingerprint": (info.get("model") or {}).get("fingerprint")})
+    prepared = prepare(info["engine"], info["task"], info["request"], options)
+    result = execute(prepared, options)
+    if not quiet:
+        click.echo(f"codex: wrote {result.run_dir} (replay of {info.get('run_id') or file})", err=True)
+    data = result.as_json()
+    if check:
+        outcome = replay_module.compare(old, result.run_dir, prepared.spec.output_kind(prepared.task))
+        click.echo(replay_module.check_line(outcome), err=True)
+        data["check"] = outcome
+        _echo_json(data)
+        if not outcome["identical"]:
+            sys.exit(1)
         return
     _echo_json(data)
 

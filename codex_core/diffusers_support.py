@@ -6,6 +6,7 @@ details (dtype, offload, tiling) take the same code path on CPU and GPU and only
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from contextlib import contextmanager
@@ -97,19 +98,44 @@ class PipelineFamily:
             self._by_class[pipeline_cls] = pipe
         return self._by_class[pipeline_cls]
 
-    def scheduled(self, pipeline_cls, choice: SchedulerChoice | None):
+    def scheduled(self, pipeline_cls, choice: SchedulerChoice | None, job: Job | None = None):
         pipe = self.for_class(pipeline_cls)
-        apply_scheduler(pipe, choice, self.scheduler_config)
+        apply_scheduler(pipe, choice, self.scheduler_config, job)
         return pipe
 
 
-def apply_scheduler(pipe, choice: SchedulerChoice | None, checkpoint_config: dict) -> None:
-    """A fresh scheduler per run: ``Class.from_config(checkpoint config, **flags)``."""
+def apply_scheduler(pipe, choice: SchedulerChoice | None, checkpoint_config: dict, job: Job | None = None) -> None:
+    """A fresh scheduler per run: ``Class.from_config(checkpoint config, **flags)``.
+
+    With a ``job``, the scheduler's class and full config as applied go into ``job.scheduler_applied``
+    (``call`` records it too, so engines that do not pass the job are covered).
+    """
     if choice is None:
         pipe.scheduler = type(pipe.scheduler).from_config(checkpoint_config)
-        return
-    scheduler_cls = getattr(diffusers, choice.scheduler_class)
-    pipe.scheduler = scheduler_cls.from_config(checkpoint_config, **choice.flags)
+    else:
+        scheduler_cls = getattr(diffusers, choice.scheduler_class)
+        pipe.scheduler = scheduler_cls.from_config(checkpoint_config, **choice.flags)
+    if job is not None:
+        job.scheduler_applied = scheduler_record(pipe.scheduler)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # e.g. lambda_min_clipped = -inf: "-inf", so that info.json stays strict JSON
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, tensors
+        return _json_safe(value.tolist())
+    return str(value)
+
+
+def scheduler_record(scheduler) -> dict[str, Any]:
+    """``{"class": ..., "config": ...}`` of a scheduler, JSON-safe, for info.json."""
+    return {"class": type(scheduler).__name__, "config": _json_safe(dict(scheduler.config))}
 
 
 def generator(seed: int) -> torch.Generator:
@@ -189,5 +215,7 @@ def call(pipe, job: Job, denoiser: str | tuple[str, ...] = "unet", encoder: str 
     ``encoder`` names the pipeline method that encodes the conditioning (``_encode_image`` for SVD).
     """
     kwargs.setdefault("generator", generator(job.seed))
+    if getattr(pipe, "scheduler", None) is not None:
+        job.scheduler_applied = scheduler_record(pipe.scheduler)
     with measured(pipe, job, text_encoder=encoder, denoiser=denoiser), torch.inference_mode():
         return pipe(callback_on_step_end=step_callback(job), **kwargs)

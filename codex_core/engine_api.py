@@ -35,6 +35,8 @@ class Job:
     steps_done: int = 0
     # Facts the engine wants in info.json (e.g. that the init image was resized).
     notes: dict[str, Any] = field(default_factory=dict)
+    # The scheduler that ran: {"class": name, "config": its full config as applied} (JSON-safe).
+    scheduler_applied: dict[str, Any] | None = None
 
     def input_image(self, name: str, size: tuple[int, int], mode: str = "RGB"):
         """The image of request field ``name`` at ``size`` (Lanczos resize, recorded in ``notes.resized``)."""

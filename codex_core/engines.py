@@ -27,6 +27,15 @@ class EngineSpec:
     engine: str
     sampler_family: str | None = "discrete"  # "discrete", "flow" or None (no sampler fields)
     modes: tuple[str, ...] = ("normal",)  # modes this engine honours; others run as normal, with a reason
+    # Why a mode the engine does not honour is unsupported (shown by `codex presets --matrix`); a
+    # mode missing here gets a generic reason.
+    mode_unsupported: Mapping[str, str] = field(default_factory=dict)
+    # Which honoured modes a checkpoint folder supports by itself, read from its configs (no torch):
+    # ``detect_modes(model_folder) -> set of modes``. None: every honoured mode is assumed supported.
+    detect_modes: Callable[[Path], set[str]] | None = None
+    # What would enable a mode the checkpoint does not support (e.g. "pass mode_lora with ..."): the
+    # text goes into info.mode_ignored_reason.
+    mode_hints: Mapping[str, str] = field(default_factory=dict)
     default_repo: str | None = None
     model_marker: str | None = "model_index.json"  # the file that marks a loadable model folder
     tiny_version: str | None = None  # set when the engine can build a tiny random-weight model
@@ -57,9 +66,15 @@ class EngineSpec:
         unknown = set(self.tasks) - set(TASKS)
         if unknown:
             raise ValueError(f"engine {self.key!r}: unknown tasks {sorted(unknown)}; tasks are {', '.join(TASKS)}")
-        bad_modes = set(self.modes) - set(MODES)
+        bad_modes = (set(self.modes) | set(self.mode_unsupported) | set(self.mode_hints)) - set(MODES)
         if bad_modes:
             raise ValueError(f"engine {self.key!r}: unknown modes {sorted(bad_modes)}; modes are {', '.join(MODES)}")
+
+    def unsupported_reason(self, mode: str) -> str | None:
+        """None for a mode this engine honours; otherwise why it does not."""
+        if mode in self.modes:
+            return None
+        return self.mode_unsupported.get(mode) or f"engine {self.key} does not implement mode {mode!r}"
 
     def params_model(self, task: str) -> type[ParamsBase]:
         return self.tasks[task]

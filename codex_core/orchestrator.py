@@ -23,7 +23,7 @@ from .engines import EngineSpec
 from .errors import ParamError, UsageError
 from .metrics import StageTimes, peak_device_memory_mb, peak_host_rss_mb, reset_device_peak
 from .outputs import new_run_id, run_folder, write_json
-from .params import MAX_SEED, ParamsBase, validate
+from .params import MAX_SEED, MODES, ParamsBase, validate
 from .progress import Progress
 from .runtime import Runtime
 from .samplers import SchedulerChoice, resolve as resolve_sampler
@@ -41,6 +41,8 @@ class RunOptions:
     formats: tuple[str, ...] | None = None
     quiet: bool = False
     preset: str | None = None  # a named preset profile: presets/<engine>/<task>@<preset>.yaml
+    # set by `codex replay`: {"run_id", "path", "model_fingerprint"} of the run being replayed
+    replay_of: dict[str, Any] | None = None
 
 
 @dataclass
@@ -80,7 +82,12 @@ def prepare(engine: str, task: str, request: Any, options: RunOptions | None = N
     if spec.variants:  # variant presets: find the checkpoint first (reads configs, loads nothing)
         source = _resolve_source(spec, task, options)
         variant = sources.variant_of(spec, source)
-    fill = presets.fill(spec, task, request, variant, options.preset)
+    # Speed mode: decided before presets fill, so a mode that will be ignored gets the normal presets.
+    mode_requested, mode_ignored_reason, source = _mode_support(spec, task, request, source, options)
+    fill = presets.fill(spec, task, {**request, "mode": "normal"} if mode_ignored_reason else request,
+                        variant, options.preset)
+    if mode_ignored_reason:  # validated as asked; it runs as normal (below)
+        fill.request["mode"] = request["mode"]
     params = validate(spec.params_model(task), fill.request, engine, task)
     if spec.check_request:
         problems = spec.check_request(task, params, variant)
@@ -99,12 +106,9 @@ def prepare(engine: str, task: str, request: Any, options: RunOptions | None = N
         scheduler = resolve_sampler(spec.sampler_family, params.sampler, params.scheduler, params.model_dump(),
                                     engine, task, samplers, schedules)
 
-    mode_requested = getattr(params, "mode", "normal")
-    mode_ignored_reason = None
-    if mode_requested not in spec.modes:
-        mode_ignored_reason = (f"mode {mode_requested!r} is not supported by engine {engine} yet "
-                               f"(it honours: {', '.join(spec.modes)}); ran in normal mode")
     updates: dict[str, Any] = {}
+    if mode_ignored_reason and getattr(params, "mode_lora", None) is not None:
+        updates["mode_lora"] = None  # the LoRA was for the mode that does not run
     if scheduler is not None:  # the effective request names what ran, e.g. "DPM++ 2M Karras" -> sampler + schedule
         updates.update(sampler=scheduler.sampler, scheduler=scheduler.schedule)
     if "mode" in type(params).model_fields:
@@ -130,6 +134,29 @@ def prepare(engine: str, task: str, request: Any, options: RunOptions | None = N
                              hint=f"fix that, or choose a format that needs nothing more: {', '.join(others)}")
     return Prepared(spec, task, request, fill, params, scheduler, mode_requested, mode_ignored_reason,
                     seed_source, formats, source, variant)
+
+
+def _mode_support(spec: EngineSpec, task: str, request: dict[str, Any], source, options: RunOptions):
+    """(mode requested, why it is ignored or None, source): torch-free, before presets fill.
+
+    A mode the engine does not honour is ignored. One it honours runs when the request brings an
+    accelerator LoRA (``mode_lora``) or the checkpoint supports it by itself, which the engine's
+    ``detect_modes`` reads from the checkpoint's configs (the source is resolved early for that).
+    """
+    mode = request.get("mode", "normal")
+    if mode == "normal" or mode not in MODES:  # an unknown value is the validator's to report
+        return mode, None, source
+    if mode not in spec.modes:
+        return mode, (f"mode {mode!r} is not supported by engine {spec.key}: {spec.unsupported_reason(mode)} "
+                      f"(it honours: {', '.join(spec.modes)}); ran in normal mode with the normal presets"), source
+    if request.get("mode_lora") is not None or spec.detect_modes is None:
+        return mode, None, source
+    source = source or _resolve_source(spec, task, options)
+    if mode in spec.detect_modes(source.path):
+        return mode, None, source
+    hint = spec.mode_hints.get(mode)
+    return mode, (f"mode {mode!r} is not supported by the checkpoint {source.label}; ran in normal mode with the "
+                  f"normal presets" + (f". To enable it: {hint}" if hint else "")), source
 
 
 def _resolve_source(spec: EngineSpec, task: str, options: RunOptions) -> sources.ModelSource:
@@ -166,6 +193,10 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
         model, cached = load_cached(engine, source, runtime)
     if cached:
         timer.seconds["load"] = 0.0
+    from .fingerprint import model_fingerprint
+
+    fingerprint = model_fingerprint(source.path)  # names, sizes and config contents; cached per folder
+    replay_of = _replay_note(options.replay_of, fingerprint)
 
     job = Job(task, params, params.seed, prepared.scheduler, runtime, progress, timer)
     reset_device_peak(runtime.device)
@@ -180,7 +211,9 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     exporters = registry.exporters()
     export_started = time.perf_counter()
     with run_folder(out_root, run_id) as folder:
-        info = _info(prepared, source, runtime, job, run_id, cached)
+        info = _info(prepared, source, runtime, job, run_id, cached, fingerprint)
+        if replay_of:
+            info["replay_of"] = replay_of
         for name in prepared.formats:
             folder.written.extend(exporters[name].write(output, folder, info))
         timer.add("export", time.perf_counter() - export_started)
@@ -203,7 +236,25 @@ def run(engine: str, task: str, request: dict[str, Any], options: RunOptions | N
     return execute(prepare(engine, task, request, options), options)
 
 
-def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached: bool) -> dict[str, Any]:
+def _replay_note(replay_of: dict[str, Any] | None, fingerprint: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What info.replay_of says; warns when the model is not the one the replayed run used."""
+    if not replay_of:
+        return None
+    note = dict(replay_of)
+    recorded = note.pop("model_fingerprint", None)
+    matches = None
+    if recorded and fingerprint:
+        matches = recorded.get("sha256") == fingerprint.get("sha256")
+        if not matches:
+            print(f"codex: warning: the model differs from the one run {note.get('run_id')} used (fingerprint "
+                  f"{str(recorded.get('sha256'))[:12]}, now {fingerprint['sha256'][:12]}); the output may differ",
+                  file=sys.stderr)
+    note["model_fingerprint_matches"] = matches
+    return note
+
+
+def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached: bool,
+          fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = prepared.spec
     info: dict[str, Any] = {
         "run_id": run_id,
@@ -213,7 +264,8 @@ def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached
         "mode": getattr(prepared.params, "mode", "normal"),
         "mode_requested": prepared.mode_requested,
         "mode_ignored_reason": prepared.mode_ignored_reason,
-        "model": {**source.info(), "variant": prepared.variant, "reused_from_cache": cached},
+        "model": {**source.info(), "variant": prepared.variant, "reused_from_cache": cached,
+                  "fingerprint": fingerprint},
         "request_in": prepared.request_in,
         "request": prepared.params.model_dump(mode="json"),
         "applied_preset_patch": prepared.preset_fill.patch,
@@ -221,9 +273,13 @@ def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached
         "preset_profile": prepared.preset_fill.profile,
         "seed": getattr(prepared.params, "seed", None),
         "seed_source": prepared.seed_source,
+        "formats": list(prepared.formats),
     }
     if prepared.scheduler:
         info.update(prepared.scheduler.info())
+    applied = getattr(job, "scheduler_applied", None)  # the scheduler as it ran (class + full config)
+    info["scheduler_class"] = applied["class"] if applied else None
+    info["scheduler_config"] = applied["config"] if applied else None
     info.update({
         "device": runtime.device,
         "dtype": runtime.dtype,

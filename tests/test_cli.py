@@ -23,7 +23,8 @@ def only_codex_sd(monkeypatch):
 
 LIGHT_COMMANDS = [
     ["--help"], ["engines"], ["engines", "--json"], ["plugins"], ["schema", "sd15", "txt2img"],
-    ["presets", "sd15"], ["samplers", "sd15"], ["run", "--help"],
+    ["presets", "sd15"], ["samplers", "sd15"], ["run", "--help"], ["presets", "--matrix"],
+    ["docs", "param-matrix"],
     ["run", "sd15", "txt2img", "--json", '{"prompt": "x", "steps": "20"}'],
     ["run", "wan_ti2v_5b", "txt2vid", "--json", '{"prompt": "x"}'],
 ]
@@ -43,14 +44,14 @@ print(json.dumps({{"codes": codes, "heavy": sorted(m for m in ("torch", "diffuse
     result = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                                        check=True, env=env).stdout)
     assert result["heavy"] == []
-    assert result["codes"] == [0] * 8 + [2, 2]
+    assert result["codes"] == [0] * 10 + [2, 2]
 
 
 def test_engines_json_lists_tasks_modes_and_package():
     rows = json.loads(cli_run(["engines", "--json"]).stdout)
     sd15 = next(r for r in rows if r["engine"] == "sd15")
     assert sd15["tasks"] == ["txt2img", "img2img", "inpaint", "upscale"]
-    assert sd15["modes"] == ["normal"] and sd15["distribution"] == "codex-sd" and sd15["tiny_model"] is True
+    assert sd15["modes"] == ["normal", "lcm", "turbo"] and sd15["distribution"] == "codex-sd" and sd15["tiny_model"] is True
 
 
 def test_schema_is_strict_and_shows_preset_defaults():

@@ -50,7 +50,8 @@ def parameters_text(info: dict[str, Any], size: tuple[int, int], index: int = 0)
 def embedded(info: dict[str, Any], index: int) -> dict[str, Any]:
     keep = ("engine", "task", "mode", "mode_requested", "mode_ignored_reason", "model", "request",
             "request_in", "applied_preset_patch", "seed", "sampler_in", "scheduler_in", "sampler_effective",
-            "scheduler_effective", "device", "dtype", "notes", "versions", "run_id")
+            "scheduler_effective", "scheduler_class", "scheduler_config", "preset_profile", "formats", "device",
+            "dtype", "offload", "vae_tiling", "notes", "versions", "run_id", "replay_of")
     return {**{key: info[key] for key in keep if key in info}, "batch_index": index}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from diffusers import (
@@ -18,6 +19,29 @@ from codex_core.engine_api import Engine, Job
 from codex_core.outputs import ImageOutput
 
 from . import tiny
+
+MODE_ADAPTER = "codex_mode_lora"
+
+
+@contextmanager
+def mode_lora(pipe, job: Job):
+    """Apply the request's accelerator LoRA (``mode_lora``) for one call, then unload it.
+
+    The UNet and text encoders are shared by every cached task pipeline, so the LoRA must not
+    outlive the run: ``unload_lora_weights`` restores the original modules for the next request.
+    """
+    lora = getattr(job.params, "mode_lora", None)
+    if lora is None or job.params.mode == "normal":
+        yield
+        return
+    pipe.load_lora_weights(lora.path, adapter_name=MODE_ADAPTER)
+    try:
+        pipe.set_adapters([MODE_ADAPTER], adapter_weights=[lora.scale])
+        job.notes["mode_lora"] = {"path": lora.path, "scale": lora.scale, "mode": job.params.mode,
+                                  "unloaded_after_run": True}
+        yield
+    finally:
+        pipe.unload_lora_weights()
 
 
 class _StableDiffusionEngine(Engine):
@@ -56,7 +80,8 @@ class _StableDiffusionEngine(Engine):
             kwargs.update(image=image, strength=params.strength)
         else:  # the spec lists only the tasks above; reaching here is a bug, not a user error
             raise AssertionError(f"unexpected task {task}")
-        return ImageOutput(call(pipe, job, **kwargs).images)
+        with mode_lora(pipe, job):
+            return ImageOutput(call(pipe, job, **kwargs).images)
 
 
 class StableDiffusion15Engine(_StableDiffusionEngine):

@@ -4,6 +4,7 @@ from codex_core import hookimpl
 from codex_core.engines import EngineSpec
 from codex_core.presets import locate
 
+from .modes import HINTS, UNSUPPORTED_SD15, detect_modes
 from .params import TASKS
 
 SD15 = EngineSpec(
@@ -12,6 +13,10 @@ SD15 = EngineSpec(
     tasks=TASKS,
     engine="codex_sd.engine:StableDiffusion15Engine",
     sampler_family="discrete",
+    modes=("normal", "lcm", "turbo"),
+    mode_unsupported=UNSUPPORTED_SD15,
+    detect_modes=detect_modes,
+    mode_hints=HINTS,
     default_repo="stable-diffusion-v1-5/stable-diffusion-v1-5",
     gpu_dtype="float16",
     tiny_version="1",
@@ -25,6 +30,9 @@ SDXL = EngineSpec(
     tasks=TASKS,
     engine="codex_sd.engine:StableDiffusionXLEngine",
     sampler_family="discrete",
+    modes=("normal", "lcm", "turbo", "lightning"),
+    detect_modes=detect_modes,
+    mode_hints=HINTS,
     default_repo="stabilityai/stable-diffusion-xl-base-1.0",
     gpu_dtype="float16",
     tiny_version="1",

@@ -50,12 +50,13 @@ def _text_config(hidden: int, projection_dim: int | None = None) -> CLIPTextConf
                           max_position_embeddings=77, **extra)
 
 
-def build_sd15(dest: Path) -> None:
+def build_sd15(dest: Path, time_cond_proj_dim: int | None = None) -> None:
+    """``time_cond_proj_dim`` set: an LCM-style UNet that embeds the guidance scale (as LCM checkpoints do)."""
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         block_out_channels=(4, 8), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=2,
+        cross_attention_dim=32, norm_num_groups=2, time_cond_proj_dim=time_cond_proj_dim,
     )
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(_text_config(32)).eval()
@@ -67,7 +68,8 @@ def build_sd15(dest: Path) -> None:
     pipe.save_pretrained(dest, safe_serialization=True)
 
 
-def build_sdxl(dest: Path) -> None:
+def build_sdxl(dest: Path, time_cond_proj_dim: int | None = None) -> None:
+    """``time_cond_proj_dim`` set: an LCM-style UNet that embeds the guidance scale (as LCM checkpoints do)."""
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         block_out_channels=(4, 8), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
@@ -76,7 +78,7 @@ def build_sdxl(dest: Path) -> None:
         addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=80,  # 6 * addition_time_embed_dim + text_encoder_2 projection
         cross_attention_dim=64,  # text_encoder hidden + text_encoder_2 hidden
-        norm_num_groups=1,
+        norm_num_groups=1, time_cond_proj_dim=time_cond_proj_dim,
     )
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(_text_config(32)).eval()

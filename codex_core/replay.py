@@ -1,0 +1,180 @@
+"""Running a recorded request again (``codex replay``) and comparing the new output with the old.
+
+A run records everything that decides its pixels: the effective request (seed included), the
+engine and task, the model (its label and a fingerprint), dtype, device, the preset profile and the
+output formats. Replay feeds exactly that back through ``prepare``/``execute``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import UsageError
+from .inspect_outputs import read_info
+
+VIDEO_CONTAINERS = ("mp4", "webm")
+
+
+@dataclass
+class Recorded:
+    """What a replay starts from: the run's info and where its outputs are."""
+
+    info: dict[str, Any]
+    path: Path  # what the user pointed at
+    run_dir: Path | None  # the run folder, when the info came from (or sits beside) its info.json
+    file: Path | None = None  # a single PNG or video given on its own (no run folder around it)
+    batch_index: int = 0
+
+
+def load(path: Path) -> Recorded:
+    """The recorded run behind a PNG, a video, an ``info.json`` or a run folder."""
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() == ".json":
+        folder = path if path.is_dir() else path.parent
+        return Recorded(_complete(read_info(path), path), path, folder)
+    data = read_info(path)
+    embedded = data.get("codex")
+    if not embedded:
+        raise UsageError(f"{path}: no codex metadata to replay (only A1111 parameters)")
+    beside = path.parent / "info.json"
+    if beside.is_file():  # the run folder's info.json is complete; the PNG/video carries a subset
+        try:
+            full = json.loads(beside.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            full = None
+        if full and full.get("run_id") == embedded.get("run_id"):
+            return Recorded(_complete(full, path), path, path.parent, batch_index=embedded.get("batch_index", 0))
+    return Recorded(_complete(embedded, path), path, None, file=path, batch_index=embedded.get("batch_index", 0))
+
+
+def _complete(info: dict[str, Any], path: Path) -> dict[str, Any]:
+    missing = [key for key in ("engine", "task", "request", "model") if not info.get(key)]
+    if missing:
+        raise UsageError(f"{path}: the recorded run lacks {', '.join(missing)}; cannot replay it")
+    return info
+
+
+def model_argument(info: dict[str, Any]) -> str:
+    """``--model`` as the original run resolved it: tiny, a folder's path or a hub repo id."""
+    model = info["model"]
+    if model.get("kind") == "tiny":
+        return "tiny"
+    if model.get("kind") == "hub" and model.get("repo_id"):
+        return model["repo_id"]
+    return model.get("path") or model["label"]
+
+
+def formats_of(info: dict[str, Any]) -> tuple[str, ...] | None:
+    """The output formats of the original run (None: the default for its kind)."""
+    if info.get("formats"):
+        return tuple(info["formats"])
+    found = [entry["format"] for entry in info.get("videos") or [] if entry.get("format")]
+    if info.get("frames"):
+        found.insert(0, "frames")
+    return tuple(found) or None
+
+
+# -- comparing outputs ------------------------------------------------------------------------------
+
+
+def _png(path: Path):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def _decoded(path: Path) -> Iterator[Any]:
+    import imageio_ffmpeg
+    import numpy as np
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    width, height = meta["size"]
+    for frame in reader:
+        yield np.frombuffer(frame, dtype=np.uint8).reshape(height, width, 3).astype(np.int16)
+
+
+def _numbered_pngs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.png") if p.stem.isdigit())
+
+
+def _pairs(old: Recorded, new_dir: Path, kind: str) -> tuple[str, list[tuple[Any, Any]] | None, str | None]:
+    """(what is compared, pairs of frames/images or None, why nothing could be compared)."""
+    if kind == "image":
+        if old.run_dir is not None:
+            mine = _numbered_pngs(old.run_dir)
+            return "images", [(a, b) for a, b in _zip_all(mine, _numbered_pngs(new_dir))], None
+        return "images", [(old.file, new_dir / f"{old.batch_index:04d}.png")], None
+    if old.run_dir is not None and (old.run_dir / "frames").is_dir() and (new_dir / "frames").is_dir():
+        return "frames", list(_zip_all(_numbered_pngs(old.run_dir / "frames"),
+                                      _numbered_pngs(new_dir / "frames"))), None
+    candidates = [old.file] if old.file is not None else [old.run_dir / f"video.{c}" for c in VIDEO_CONTAINERS]
+    for original in candidates:
+        if original is not None and original.is_file() and (new_dir / original.name).is_file():
+            return f"{original.suffix[1:]} frames", [("video", original, new_dir / original.name)], None
+    return "frames", None, "no frames/ PNGs or MP4/WebM video in both runs"
+
+
+def _zip_all(a: list, b: list) -> Iterator[tuple[Any, Any]]:
+    for index in range(max(len(a), len(b))):
+        yield (a[index] if index < len(a) else None, b[index] if index < len(b) else None)
+
+
+def _frame_pairs(pairs: list) -> Iterator[tuple[Any, Any]]:
+    for pair in pairs:
+        if pair[0] == "video":
+            yield from _zip_all(list(_decoded(pair[1])), list(_decoded(pair[2])))
+        else:
+            a, b = pair
+            yield (_png(a) if a is not None and Path(a).is_file() else None,
+                   _png(b) if b is not None and Path(b).is_file() else None)
+
+
+def compare(old: Recorded, new_dir: Path, kind: str) -> dict[str, Any]:
+    """``{"identical", "max_pixel_difference", "compared", "differing", "what"}`` of old vs new output."""
+    import numpy as np
+
+    what, pairs, reason = _pairs(old, new_dir, kind)
+    if pairs is None:
+        return {"identical": False, "max_pixel_difference": None, "compared": 0, "differing": 0, "what": what,
+                "reason": reason}
+    compared = differing = worst = 0
+    notes = []
+    for index, (a, b) in enumerate(_frame_pairs(pairs)):
+        compared += 1
+        if a is None or b is None:
+            differing += 1
+            worst = 255
+            notes.append(f"{what} {index}: only in the {'new' if a is None else 'original'} run")
+            continue
+        if a.shape != b.shape:
+            differing += 1
+            worst = 255
+            notes.append(f"{what} {index}: size {a.shape[1]}x{a.shape[0]} became {b.shape[1]}x{b.shape[0]}")
+            continue
+        difference = int(np.abs(a - b).max()) if a.size else 0
+        if difference:
+            differing += 1
+            worst = max(worst, difference)
+    result = {"identical": compared > 0 and differing == 0, "max_pixel_difference": worst, "compared": compared,
+              "differing": differing, "what": what}
+    if notes:
+        result["notes"] = notes
+    if not compared:
+        result["reason"] = "the original run has no outputs to compare"
+    return result
+
+
+def check_line(check: dict[str, Any]) -> str:
+    if check.get("reason") and not check["compared"]:
+        return f"codex: replay check: cannot compare: {check['reason']}"
+    if check["identical"]:
+        return (f"codex: replay check: identical ({check['compared']} {check['what']} compared, "
+                "max pixel difference 0)")
+    return (f"codex: replay check: DIFFERENT: {check['differing']} of {check['compared']} {check['what']} differ, "
+            f"max pixel difference {check['max_pixel_difference']}")

@@ -1,0 +1,149 @@
+"""Reproducibility: info records what decides the pixels, `codex replay` makes them again, `--check` proves it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from codex_core.fingerprint import model_fingerprint
+from codex_core.testing import cli_run, run_json, tiny_model_dir, write_test_image
+
+SD_REQUEST = {"prompt": "a red fox in snow", "negative_prompt": "blurry", "width": 64, "height": 48, "steps": 2,
+              "seed": 42, "batch_size": 2}
+WAN_REQUEST = {"prompt": "a red fox running in snow", "negative_prompt": "blurry", "width": 64, "height": 32,
+               "num_frames": 5, "steps": 2, "seed": 42}
+
+
+def replay(target: Path, out: Path, *extra: str):
+    result = cli_run(["replay", str(target), "--out", str(out), "--quiet", *extra])
+    data = json.loads(result.stdout) if result.stdout.strip() else None
+    return result, data
+
+
+@pytest.fixture(scope="module")
+def sd_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sd")
+    return run_json("sd15", "txt2img", SD_REQUEST, out / "runs")
+
+
+def test_info_records_what_decides_the_pixels(sd_run):
+    info = sd_run["info"]
+    assert info["request"]["seed"] == 42 and info["request"]["sampler"]  # the effective request
+    assert info["scheduler_class"] == "DPMSolverMultistepScheduler"  # the preset's DPM++ 2M Karras
+    assert info["scheduler_config"]["use_karras_sigmas"] is True
+    assert info["scheduler_config"]["num_train_timesteps"] == 1000
+    json.dumps(info["scheduler_config"], allow_nan=False)  # JSON-safe
+    fingerprint = info["model"]["fingerprint"]
+    assert fingerprint == model_fingerprint(tiny_model_dir("sd15"))
+    assert len(fingerprint["sha256"]) == 64 and fingerprint["files"] > 0 and fingerprint["bytes"] > 0
+    assert info["model"]["label"] == "tiny" and info["dtype"] == "float32" and info["device"] == "cpu"
+    assert info["formats"] == ["png"] and info["versions"]["torch"]
+    run_dir = Path(sd_run["run_dir"])
+    for target in (run_dir / "info.json", run_dir / "0000.png", run_dir):
+        shown = json.loads(cli_run(["info", str(target)]).stdout)
+        shown = shown.get("codex", shown)
+        assert shown["request"] == info["request"] and shown["scheduler_config"] == info["scheduler_config"]
+
+
+@pytest.mark.parametrize("target", ["0001.png", "info.json", "."])
+def test_replay_is_identical(sd_run, tmp_path, target):
+    original = Path(sd_run["run_dir"])
+    result, data = replay(original / target, tmp_path / "again", "--check")
+    assert result.exit_code == 0, result.stderr
+    check = data["check"]
+    assert check["identical"] is True and check["max_pixel_difference"] == 0
+    assert check["compared"] == 2  # the whole batch: a PNG in its run folder replays the run
+    info = data["info"]
+    assert info["request"] == sd_run["info"]["request"] and info["seed_source"] == "request"
+    assert info["replay_of"]["run_id"] == sd_run["info"]["run_id"]
+    assert info["replay_of"]["model_fingerprint_matches"] is True
+    assert Path(data["run_dir"]).parent == tmp_path / "again"
+
+
+def test_replay_of_a_png_on_its_own(sd_run, tmp_path):
+    lone = tmp_path / "lone.png"
+    shutil.copy(Path(sd_run["run_dir"]) / "0001.png", lone)  # no info.json beside it: the PNG chunk is enough
+    result, data = replay(lone, tmp_path / "again", "--check")
+    assert result.exit_code == 0, result.stderr
+    assert data["check"] == {"identical": True, "max_pixel_difference": 0, "compared": 1, "differing": 0,
+                             "what": "images"}
+
+
+def test_tampered_request_is_reported_different(sd_run, tmp_path):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(sd_run["run_dir"], tampered)
+    info = json.loads((tampered / "info.json").read_text())
+    info["request"]["seed"] = 43
+    (tampered / "info.json").write_text(json.dumps(info))
+    result, data = replay(tampered / "info.json", tmp_path / "again", "--check")
+    assert result.exit_code == 1
+    assert data["check"]["identical"] is False and data["check"]["max_pixel_difference"] > 0
+    assert data["check"]["compared"] == 2 and data["check"]["differing"] == 2
+    assert "replay check: DIFFERENT" in result.stderr
+
+
+def test_img2img_replay_is_identical(tmp_path):
+    init = write_test_image(tmp_path / "init.png", (64, 64), seed=1)
+    request = {"prompt": "a fox, winter", "init_image": init, "strength": 0.6, "steps": 3, "seed": 7,
+               "sampler": "Euler a"}
+    first = run_json("sd15", "img2img", request, tmp_path / "runs")
+    result, data = replay(Path(first["run_dir"]) / "0000.png", tmp_path / "again", "--check")
+    assert result.exit_code == 0, result.stderr
+    assert data["check"]["identical"] and data["check"]["compared"] == 1
+    assert data["info"]["request"]["init_image"] == init and data["info"]["scheduler_class"] == "EulerAncestralDiscreteScheduler"
+
+
+def test_changed_model_warns(sd_run, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir("sd15"), model)
+    first = run_json("sd15", "txt2img", {**SD_REQUEST, "batch_size": 1}, tmp_path / "runs", str(model))
+    assert first["info"]["model"]["kind"] == "folder"
+    assert first["info"]["model"]["fingerprint"]["sha256"] == sd_run["info"]["model"]["fingerprint"]["sha256"]
+    index = model / "model_index.json"
+    index.write_text(index.read_text() + "\n")  # same model, different bytes: the fingerprint notices
+    result = cli_run(["replay", first["run_dir"], "--out", str(tmp_path / "again"), "--check"])
+    assert result.exit_code == 0, result.stderr
+    assert "the model differs from the one run" in result.stderr
+    data = json.loads(result.stdout)
+    assert data["info"]["replay_of"]["model_fingerprint_matches"] is False
+    assert data["info"]["model"]["path"] == str(model.resolve())
+
+
+def test_fingerprint_is_cheap_and_notices_changes(tmp_path):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "config.json").write_text('{"a": 1}')
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "lock").write_text("ignored")
+    first = model_fingerprint(tmp_path)
+    assert first["files"] == 2 and first["bytes"] == 108
+    assert model_fingerprint(tmp_path) == first
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"y" * 100)  # same name and size
+    assert model_fingerprint(tmp_path)["sha256"] == first["sha256"]  # weights are never read
+    (tmp_path / "unet" / "config.json").write_text('{"a": 2}')
+    assert model_fingerprint(tmp_path)["sha256"] != first["sha256"]
+    assert model_fingerprint(tmp_path / "missing") is None
+
+
+def test_video_replay_is_identical(tmp_path):
+    first = run_json("wan_ti2v_5b", "txt2vid", WAN_REQUEST, tmp_path / "runs", "tiny", "--format", "frames,mp4")
+    run_dir = Path(first["run_dir"])
+    assert first["info"]["formats"] == ["frames", "mp4"] and first["info"]["scheduler_config"]
+    for target in (run_dir / "info.json", run_dir / "video.mp4"):
+        shown = json.loads(cli_run(["info", str(target)]).stdout)
+        assert shown.get("codex", shown)["request"] == first["info"]["request"]
+    # from the run folder: frames/ PNGs compared one by one
+    result, data = replay(run_dir, tmp_path / "again", "--check")
+    assert result.exit_code == 0, result.stderr
+    assert data["check"]["identical"] and data["check"]["compared"] == 5 and data["check"]["what"] == "frames"
+    assert data["info"]["formats"] == ["frames", "mp4"]
+    # an MP4 on its own: its comment tag is the record, decoded frames are compared
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(run_dir / "video.mp4", lone / "video.mp4")
+    result, data = replay(lone / "video.mp4", tmp_path / "again2", "--check")
+    assert result.exit_code == 0, result.stderr
+    assert data["check"]["identical"] and data["check"]["compared"] == 5 and data["check"]["what"] == "mp4 frames"
