@@ -39,6 +39,9 @@ def _handle_errors(func):
             sys.exit(EXIT_INTERRUPTED)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:  # e.g. `codex presets --matrix | head`: the reader has gone, not an error
+            sys.stderr.close()
+            os._exit(0)
         except Exception as exc:  # an engine or library failure: short message, traceback on request
             if os.environ.get("CODEX_DEBUG"):
                 raise

@@ -50,7 +50,7 @@ def ffmpeg_problem() -> str | None:
     return None
 
 
-def _frames_as_arrays(output: VideoOutput) -> list[np.ndarray]:
+def _frames_as_arrays(output: VideoOutput) -> list:
     import numpy as np  # only needed for video: codex-core alone does not require numpy
 
     return [np.ascontiguousarray(np.asarray(frame.convert("RGB"))) for frame in output.frames]
