@@ -71,6 +71,20 @@ def tiny_model_dir(engine: str) -> Path:
     return path
 
 
+_direct_pipes: dict = {}
+
+
+def direct_pipe(pipeline_cls, folder: Path, **overrides):
+    """A pipeline loaded straight from ``folder`` with diffusers (fp32, CPU), once per class, folder and
+    overrides, with the checkpoint's own scheduler config: the reference side of a conformance test."""
+    key = (pipeline_cls, str(folder), tuple(sorted(overrides.items(), key=lambda item: item[0])))
+    if key not in _direct_pipes:
+        pipe = pipeline_cls.from_pretrained(folder, **overrides)
+        pipe.set_progress_bar_config(disable=True)
+        _direct_pipes[key] = (pipe, dict(pipe.scheduler.config))
+    return _direct_pipes[key]
+
+
 def pytest_generate_tests(metafunc):
     """Parametrise conformance tests over the subclass's tasks and bad requests."""
     cls = metafunc.cls

@@ -21,6 +21,7 @@ from PIL import Image
 from codex_core.errors import ParamError, UsageError
 from codex_core.orchestrator import RunOptions, prepare
 from codex_core.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
+    direct_pipe,
     EngineConformance,
     cli_run,
     pixels,
@@ -39,19 +40,6 @@ SCHEDULERS = {
     "UniPC": (UniPCMultistepScheduler, FLOW_SIGMAS),
 }
 CLASSES = {"txt2img": FluxPipeline, "img2img": FluxImg2ImgPipeline, "inpaint": FluxInpaintPipeline}
-
-_direct_pipes: dict = {}
-
-
-def direct_pipe(pipeline_cls, model_dir: Path):
-    """A pipeline loaded straight from the folder with diffusers (fp32, CPU), once per class and folder."""
-    key = (pipeline_cls, str(model_dir))
-    if key not in _direct_pipes:
-        pipe = pipeline_cls.from_pretrained(model_dir)
-        pipe.set_progress_bar_config(disable=True)
-        _direct_pipes[key] = (pipe, dict(pipe.scheduler.config))
-    return _direct_pipes[key]
-
 
 def direct_call(task: str, request: dict, model_dir: Path) -> list[Image.Image]:
     pipe, checkpoint_config = direct_pipe(CLASSES[task], model_dir)

@@ -18,6 +18,7 @@ from diffusers import (
 from PIL import Image
 
 from codex_core.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
+    direct_pipe,
     EngineConformance,
     cli_run,
     pixels,
@@ -37,18 +38,6 @@ SCHEDULERS = {
 T2V_CALL = {"prompt_template": {"template": "{}", "crop_start": 0}, "max_sequence_length": 64}
 I2V_CALL = {"prompt_template": {"template": "{}", "crop_start": 0, "image_emb_len": 49, "image_emb_start": 5,
                                 "image_emb_end": 54}, "max_sequence_length": 64}
-
-_direct_pipes: dict = {}
-
-
-def direct_pipe(pipeline_cls, folder: Path):
-    """A pipeline loaded straight from the folder with diffusers (fp32, CPU), once per folder."""
-    if folder not in _direct_pipes:
-        pipe = pipeline_cls.from_pretrained(folder)
-        pipe.set_progress_bar_config(disable=True)
-        _direct_pipes[folder] = (pipe, dict(pipe.scheduler.config))
-    return _direct_pipes[folder]
-
 
 def direct_call(pipeline_cls, folder: Path, request: dict, num_frames: int, call: dict) -> list[Image.Image]:
     pipe, checkpoint_config = direct_pipe(pipeline_cls, folder)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from diffusers import (
 from PIL import Image
 
 from codex_core.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
+    direct_pipe,
     EngineConformance,
     pixels,
     pytest_generate_tests,
@@ -37,19 +37,6 @@ SCHEDULERS = {
     ("Euler a", "Automatic"): (EulerAncestralDiscreteScheduler, {}),
     ("DDIM", "Simple"): (DDIMScheduler, {"timestep_spacing": "trailing"}),
 }
-
-_direct_pipes: dict = {}
-
-
-def direct_pipe(pipeline_cls, model_dir: Path, **overrides):
-    """A pipeline loaded straight from the folder with diffusers (fp32, CPU), once per class."""
-    key = (pipeline_cls, model_dir)
-    if key not in _direct_pipes:
-        pipe = pipeline_cls.from_pretrained(model_dir, **overrides)
-        pipe.set_progress_bar_config(disable=True)
-        _direct_pipes[key] = (pipe, dict(pipe.scheduler.config))
-    return _direct_pipes[key]
-
 
 class _StableDiffusionDirect(EngineConformance):
     classes: dict[str, type] = {}

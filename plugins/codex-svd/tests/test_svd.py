@@ -11,6 +11,7 @@ from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
 from PIL import Image
 
 from codex_core.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
+    direct_pipe,
     EngineConformance,
     pytest_generate_tests,
     run_json,
@@ -22,18 +23,6 @@ from codex_core.testing import (  # noqa: F401  (pytest_generate_tests parametri
 SCHEDULERS = {
     ("Euler", "Karras"): (EulerDiscreteScheduler, {"use_karras_sigmas": True}),
 }
-
-_direct_pipes: dict = {}
-
-
-def direct_pipe(model_dir: Path):
-    """The pipeline loaded straight from the folder with diffusers (fp32, CPU), once."""
-    if model_dir not in _direct_pipes:
-        pipe = StableVideoDiffusionPipeline.from_pretrained(model_dir)
-        pipe.set_progress_bar_config(disable=True)
-        _direct_pipes[model_dir] = (pipe, dict(pipe.scheduler.config))
-    return _direct_pipes[model_dir]
-
 
 class TestSVD(EngineConformance):
     engine = "svd"
@@ -64,7 +53,7 @@ class TestSVD(EngineConformance):
     ]
 
     def direct(self, task, request, model_dir):
-        pipe, checkpoint_config = direct_pipe(model_dir)
+        pipe, checkpoint_config = direct_pipe(StableVideoDiffusionPipeline, model_dir)
         scheduler_cls, flags = SCHEDULERS[(request["sampler"], request["scheduler"])]
         pipe.scheduler = scheduler_cls.from_config(checkpoint_config, **flags)
         return pipe(
@@ -122,7 +111,7 @@ def test_tiny_model_has_the_real_architecture():
     folder = tiny_model_dir("svd")
     index = json.loads((folder / "model_index.json").read_text())
     assert index["feature_extractor"] == ["transformers", "CLIPImageProcessor"]  # as in the real repos
-    pipe, scheduler = direct_pipe(folder)
+    pipe, scheduler = direct_pipe(StableVideoDiffusionPipeline, folder)
     assert pipe.vae_scale_factor == 8  # like the real VAE, so size rules and latent shapes match
     assert pipe.image_encoder.config.image_size == 224 and pipe.unet.config.num_frames == 14
     assert {k: scheduler[k] for k in ("timestep_type", "prediction_type", "use_karras_sigmas", "sigma_max")} == {

@@ -17,6 +17,7 @@ from diffusers import (
 from PIL import Image
 
 from codex_core.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
+    direct_pipe,
     EngineConformance,
     cli_run,
     pytest_generate_tests,
@@ -34,19 +35,6 @@ SCHEDULERS = {
                  lambda shift: {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": shift,
                                 "algorithm_type": "dpmsolver++", "solver_order": 2}),
 }
-
-_direct_pipes: dict = {}
-
-
-def direct_pipe(pipeline_cls, model_dir: Path):
-    """A pipeline loaded straight from the folder with diffusers (fp32, CPU), once per class."""
-    key = (pipeline_cls, model_dir)
-    if key not in _direct_pipes:
-        pipe = pipeline_cls.from_pretrained(model_dir)
-        pipe.set_progress_bar_config(disable=True)
-        _direct_pipes[key] = (pipe, dict(pipe.scheduler.config))
-    return _direct_pipes[key]
-
 
 class _WanDirect(EngineConformance):
     classes: dict[str, type] = {}
