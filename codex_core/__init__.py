@@ -1,11 +1,54 @@
 """Codex core: plugin discovery, strict requests, presets, sampler policy, orchestration, export.
 
 Nothing in this package knows a model family; engines arrive as plugins (entry-point group
-``codex``). Importing this package does not import torch.
+``codex``). Importing it imports neither torch nor any other heavy library: the names below load
+on first use.
+
+The public API for engine and plugin authors::
+
+    from codex_core import hookimpl, Engine, Job, Plan, ImageOutput, VideoOutput
+    from codex_core import Txt2ImgParams, Img2ImgParams, ...  # params bases to subclass
 """
+
+from __future__ import annotations
+
+import importlib
 
 from .hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["hookimpl", "__version__"]
+# name -> module that defines it; imported on first access (PEP 562)
+_EXPORTS = {
+    # the engine contract
+    "Engine": "engine", "Job": "engine", "Plan": "engine", "PlanContext": "engine", "BASELINE_MODE": "engine",
+    "locate_presets": "engine",
+    "ImageOutput": "outputs", "VideoOutput": "outputs",
+    # request parameters
+    "ParamsBase": "params", "Params": "params", "Txt2ImgParams": "params", "Img2ImgParams": "params",
+    "InpaintParams": "params", "UpscaleParams": "params", "VideoFields": "params", "Txt2VidParams": "params",
+    "Img2VidParams": "params", "ImageOnlyImg2VidParams": "params", "ImagePath": "params",
+    # errors
+    "CodexError": "errors", "UsageError": "errors", "ParamError": "errors", "ModelNotFoundError": "errors",
+    "UnknownEngineError": "errors",
+    # what engines receive
+    "Runtime": "runtime", "ModelSource": "sources", "SchedulerChoice": "samplers", "Progress": "progress",
+    # other plugin kinds
+    "SamplerDef": "samplers", "ScheduleType": "samplers", "Exporter": "exporters",
+    # running from Python
+    "run": "orchestrator", "RunOptions": "orchestrator",
+}
+
+__all__ = ["hookimpl", "__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'codex_core' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -67,13 +67,16 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 def cli():
     """Run image and video diffusion models from the command line.
 
+    Engines come from installed plugin packages; `codex engines` lists them. ENGINE below is one
+    of those keys.
+
     \b
     Examples:
-      codex engines                                  # what is installed
-      codex presets sd15 txt2img                     # the defaults a request starts from
-      codex run sd15 txt2img --model tiny --json '{"prompt": "a red fox"}'
-      codex run sdxl txt2img --model ./models/sdxl --json @request.json
-      codex info artifacts/images/<run-id>/0000.png  # what made an image
+      codex engines                                    # what is installed
+      codex presets ENGINE txt2img                     # the defaults a request starts from
+      codex run ENGINE txt2img --model tiny --json '{"prompt": "a red fox"}'
+      codex run ENGINE txt2img --model ./models/mine --json @request.json
+      codex info artifacts/images/<run-id>/0000.png    # what made an image
     """
 
 
@@ -84,15 +87,15 @@ def engines(as_json: bool):
     """List installed engines with their tasks, modes and plugin package."""
     from .registry import engines as installed
 
-    specs = installed()
+    found = installed()
     if as_json:
-        _echo_json([spec.describe() for spec in specs.values()])
+        _echo_json([engine.describe() for engine in found.values()])
         return
-    if not specs:
-        click.echo("no engines installed; install an engine package, e.g. pip install codex-sd")
+    if not found:
+        click.echo("no engines installed; install an engine plugin package (`codex plugins` shows what is loaded)")
         return
-    rows = [[s.key, ", ".join(s.tasks), ", ".join(s.modes), f"{s.distribution} {s.version}"]
-            for s in sorted(specs.values(), key=lambda s: s.key)]
+    rows = [[e.key, ", ".join(e.tasks), ", ".join(e.all_modes) or "-", f"{e.distribution} {e.version}"]
+            for e in sorted(found.values(), key=lambda e: e.key)]
     _table(rows, ["engine", "tasks", "modes", "package"])
 
 
@@ -125,7 +128,7 @@ def schema(engine: str, task: str):
 
     \b
     Example:
-      codex schema sd15 img2img
+      codex schema ENGINE img2img
     """
     from .schema import request_schema
 
@@ -147,10 +150,10 @@ def presets(engine: str | None, task: str | None, mode: str, variant: str | None
 
     \b
     Examples:
-      codex presets sdxl
-      codex presets sd15 upscale
-      codex presets sd15 txt2img --mode lcm
-      codex presets --matrix            # all engines (or: codex presets sdxl --matrix)
+      codex presets ENGINE
+      codex presets ENGINE upscale
+      codex presets ENGINE txt2img --mode lcm
+      codex presets --matrix            # all engines (or: codex presets ENGINE --matrix)
     """
     from . import presets as presets_module
     from .registry import engines as installed, get_engine
@@ -160,22 +163,26 @@ def presets(engine: str | None, task: str | None, mode: str, variant: str | None
         return
     if not engine:
         raise UsageError("presets: name an ENGINE (`codex engines` lists them), or pass --matrix")
-    spec = get_engine(engine)
-    tasks = [task] if task else list(spec.tasks)
+    found = get_engine(engine)
+    tasks = [task] if task else list(found.tasks)
     for name in tasks:
-        if name not in spec.tasks:
-            raise UsageError(f"engine {engine!r} has no task {name!r}; its tasks: {', '.join(spec.tasks)}")
-    if variant and variant not in spec.variants:
+        if name not in found.tasks:
+            raise UsageError(f"engine {engine!r} has no task {name!r}; its tasks: {', '.join(found.tasks)}")
+    if variant and variant not in found.variants:
         raise UsageError(f"--variant: {engine} has no variant {variant!r}; "
-                         f"its variants: {', '.join(spec.variants) or 'none'}")
+                         f"its variants: {', '.join(found.variants) or 'none'}")
+    reason = found.unsupported_reason(mode)
+    if reason:
+        raise UsageError(f"--mode: {reason}; engine {engine} honours: {', '.join(found.all_modes) or 'no modes'}")
+    layers = presets_module.mode_layers(mode)
     result = {}
     for name in tasks:
-        for chosen in ([variant] if variant else list(spec.variants) or [None]):
-            files = presets_module.preset_paths(spec, name, mode, chosen, profile)
+        for chosen in ([variant] if variant else list(found.variants) or [None]):
+            files = presets_module.preset_paths(found, name, layers, chosen, profile)
             key = f"{name} ({chosen})" if chosen else name
             result[key] = {"files": [str(f) for f in files],
-                           "values": presets_module.merged(spec, name, mode, chosen, profile),
-                           "profiles": presets_module.profiles(spec, name, chosen)}
+                           "values": presets_module.merged(found, name, layers, chosen, profile),
+                           "profiles": presets_module.profiles(found, name, chosen)}
     _echo_json(result)
 
 
@@ -214,6 +221,20 @@ def docs_param_matrix():
     click.echo(param_matrix_markdown(), nl=False)
 
 
+@docs.command("engine-catalog")
+@_handle_errors
+def docs_engine_catalog():
+    """Print codex_core/engine_catalog.json: the project's engines and their packages (install hints).
+
+    \b
+    Example:
+      codex docs engine-catalog > codex_core/engine_catalog.json
+    """
+    from .matrix import engine_catalog_json
+
+    click.echo(engine_catalog_json(), nl=False)
+
+
 @cli.command()
 @click.argument("engine")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -223,11 +244,11 @@ def samplers(engine: str, as_json: bool):
     from . import samplers as samplers_module
     from .registry import get_engine, samplers_for
 
-    spec = get_engine(engine)
-    if not spec.sampler_family:
+    found = get_engine(engine)
+    if not found.sampler_family:
         click.echo(f"engine {engine} has no sampler choice")
         return
-    table = samplers_module.describe(spec.sampler_family, *samplers_for(spec))
+    table = samplers_module.describe(found.sampler_family, *samplers_for(found))
     if as_json:
         _echo_json(table)
         return
@@ -279,11 +300,11 @@ def run(engine, task, request, model, out, formats, device, dtype, offload, vae_
     info.applied_preset_patch lists exactly what was filled.
 
     \b
-    Examples:
-      codex run sd15 txt2img --model tiny --json '{"prompt": "a red fox", "seed": 1}'
-      codex run sd15 img2img --model ./models/sd15 --json '{"prompt": "winter", "init_image": "in.png"}'
-      codex run sdxl txt2img --json @request.json --out ./renders
-      echo '{"prompt": "a cat"}' | codex run sd15 txt2img --json -
+    Examples (ENGINE: a key from `codex engines`):
+      codex run ENGINE txt2img --model tiny --json '{"prompt": "a red fox", "seed": 1}'
+      codex run ENGINE img2img --model ./models/mine --json '{"prompt": "winter", "init_image": "in.png"}'
+      codex run ENGINE txt2img --json @request.json --out ./renders
+      echo '{"prompt": "a cat"}' | codex run ENGINE txt2img --json -
 
     \b
     Models: --model PATH | ORG/NAME | tiny; without it CODEX_MODEL_<ENGINE>, then ./models/<engine>/
@@ -370,7 +391,7 @@ def replay(file, check, model, out, device, dtype, download, allow_pickle, quiet
         click.echo(f"codex: wrote {result.run_dir} (replay of {info.get('run_id') or file})", err=True)
     data = result.as_json()
     if check:
-        outcome = replay_module.compare(old, result.run_dir, prepared.spec.output_kind(prepared.task))
+        outcome = replay_module.compare(old, result.run_dir, prepared.engine.output_kind(prepared.task))
         click.echo(replay_module.check_line(outcome), err=True)
         data["check"] = outcome
         _echo_json(data)

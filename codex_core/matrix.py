@@ -1,35 +1,52 @@
-"""The preset matrix (engine x task x mode) and the generated docs/param-matrix.md. Torch-free.
+"""The preset matrix (engine x task x mode), the generated docs/param-matrix.md and the engine
+catalog. Torch-free.
 
-Every engine x task x mode either has a preset or is declared unsupported with a reason:
+Modes are the engines' own vocabulary; the matrix's columns are every mode any listed engine
+honours or declares unsupported. Every engine x task x mode either has a preset or a reason:
 
-- a mode the engine honours (``EngineSpec.modes``) needs ``presets/<engine>/[<variant>/]<task>.<mode>.yaml``
+- a mode the engine honours (``Engine.modes``) needs ``presets/<engine>/[<variant>/]<task>.<mode>.yaml``
   (``<task>.yaml`` for normal), in every variant folder where the engine has variants;
-- a mode it does not honour shows as "unsupported" with ``EngineSpec.unsupported_reason(mode)``.
+- a mode it does not honour shows as "unsupported" with ``Engine.unsupported_reason(mode)``.
 
+The project's own engines are those of the installed plugin distributions whose source is this
+checkout's ``plugins/`` folder (all installed engines when codex-core runs from a wheel).
 ``python -m codex_core.matrix --write`` (or ``codex docs param-matrix > docs/param-matrix.md``)
-regenerates the checked-in docs; tests/test_matrix.py fails when they are stale.
+regenerates the checked-in docs, ``--write-catalog`` the engine catalog; tests fail when stale.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterable
 
 from . import presets, registry
-from .engines import EngineSpec
-from .params import MODES, ordered_fields
+from .engine import BASELINE_MODE, Engine
+from .params import ordered_fields
 
-DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "param-matrix.md"
+REPO = Path(__file__).resolve().parents[1]
+DOC_PATH = REPO / "docs" / "param-matrix.md"
+CATALOG_PATH = Path(__file__).resolve().parent / "engine_catalog.json"
 
 
 def preset_name(task: str, mode: str) -> str:
-    return f"{task}.yaml" if mode == "normal" else f"{task}.{mode}.yaml"
+    return f"{task}.yaml" if mode == BASELINE_MODE else f"{task}.{mode}.yaml"
 
 
-def _folders(spec: EngineSpec) -> list[tuple[str | None, Path | None]]:
+def modes_of(engines: Iterable[Engine]) -> list[str]:
+    """Every mode the engines honour or declare unsupported: normal first, then in order of appearance."""
+    found = [BASELINE_MODE]
+    for engine in engines:
+        for mode in (*engine.modes, *engine.mode_unsupported):
+            if mode not in found:
+                found.append(mode)
+    return found if len(found) > 1 else []
+
+
+def _folders(spec: Engine) -> list[tuple[str | None, Path | None]]:
     if spec.presets_dir is None:
         return [(None, None)]
     if spec.variants:
@@ -37,13 +54,16 @@ def _folders(spec: EngineSpec) -> list[tuple[str | None, Path | None]]:
     return [(None, spec.presets_dir)]
 
 
-def mode_matrix(specs: Iterable[EngineSpec] | None = None) -> list[dict[str, Any]]:
-    """One row per engine x task x mode: status "preset", "missing" or "unsupported"."""
+def mode_matrix(specs: Iterable[Engine] | None = None, modes: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per engine x task x mode: status "preset", "missing" or "unsupported".
+
+    The modes are every installed engine's (``modes_of``) unless given."""
     specs = sorted(specs if specs is not None else registry.engines().values(), key=lambda s: s.key)
+    modes = modes or modes_of(registry.engines().values()) or [BASELINE_MODE]
     rows = []
     for spec in specs:
         for task in spec.tasks:
-            for mode in MODES:
+            for mode in modes:
                 row: dict[str, Any] = {"engine": spec.key, "task": task, "mode": mode}
                 reason = spec.unsupported_reason(mode)
                 if reason:
@@ -74,8 +94,9 @@ def matrix_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]
         else:
             text = "unsupported"
         cells.setdefault((row["engine"], row["task"]), {})[row["mode"]] = text
-    return ["engine", "task", *MODES], [[engine, task, *(modes[m] for m in MODES)]
-                                        for (engine, task), modes in cells.items()]
+    columns = list(dict.fromkeys(row["mode"] for row in rows))
+    return ["engine", "task", *columns], [[engine, task, *(modes[m] for m in columns)]
+                                          for (engine, task), modes in cells.items()]
 
 
 def unsupported_reasons(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
@@ -90,10 +111,31 @@ def unsupported_reasons(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]
 # --- docs/param-matrix.md ---------------------------------------------------------------------
 
 
-def first_party_specs() -> list[EngineSpec]:
-    """The engines of this repository's plugins (not whatever else is installed), sorted."""
-    installed = registry.engines()
-    return [installed[key] for key in sorted(registry.FIRST_PARTY_PACKAGES) if key in installed]
+def project_distributions() -> set[str] | None:
+    """The distributions of this checkout's plugins/*/pyproject.toml (None when not run from a checkout)."""
+    folder = REPO / "plugins"
+    if not folder.is_dir():
+        return None
+    names = set()
+    for pyproject in folder.glob("*/pyproject.toml"):  # [project] name = "..." (tomllib is 3.11+)
+        match = re.search(r'^name\s*=\s*"([^"]+)"', pyproject.read_text(encoding="utf-8"), re.M)
+        if match:
+            names.add(match.group(1))
+    return names
+
+
+def first_party_specs() -> list[Engine]:
+    """The installed engines of this checkout's plugins (not whatever else is installed), by key."""
+    own = project_distributions()
+    return sorted((engine for engine in registry.engines().values() if own is None or engine.distribution in own),
+                  key=lambda engine: engine.key)
+
+
+def engine_catalog_json() -> str:
+    """codex_core/engine_catalog.json: engine key -> distribution of the project's own engines."""
+    catalog = {engine.key: engine.distribution for engine in first_party_specs()}
+    return json.dumps({"comment": "Generated by `codex docs engine-catalog`; install hints for engines that are "
+                                  "not installed. Do not edit by hand.", "engines": catalog}, indent=2) + "\n"
 
 
 def _cell(value: Any) -> str:
@@ -127,23 +169,23 @@ def _range(prop: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _preset_values(spec: EngineSpec, task: str) -> dict[str, list[str]]:
+def _preset_values(spec: Engine, task: str) -> dict[str, list[str]]:
     """field -> ["25", "lcm: 4", ...]: the normal preset value(s), then each mode preset's."""
     values: dict[str, list[str]] = {}
     variants = list(spec.variants) or [None]
-    for mode in (m for m in MODES if m in spec.modes):
+    for mode in (BASELINE_MODE, *spec.modes):
         for variant in variants:
             folder = spec.presets_dir / variant if spec.presets_dir and variant else spec.presets_dir
             if folder is None or not (folder / preset_name(task, mode)).is_file():
                 continue
             data = presets.load_preset(folder / preset_name(task, mode))
-            label = ":".join(filter(None, [variant, None if mode == "normal" else mode]))
+            label = ":".join(filter(None, [variant, None if mode == BASELINE_MODE else mode]))
             for name, value in data.items():
                 values.setdefault(name, []).append(f"{label}: {json.dumps(value)}" if label else json.dumps(value))
     return values
 
 
-def _task_section(spec: EngineSpec, task: str) -> list[str]:
+def _task_section(spec: Engine, task: str) -> list[str]:
     model = spec.params_model(task)
     schema = model.model_json_schema()
     properties, required = schema.get("properties", {}), set(schema.get("required", []))
@@ -174,7 +216,7 @@ def _task_section(spec: EngineSpec, task: str) -> list[str]:
     return lines + [""]
 
 
-def param_matrix_markdown(specs: list[EngineSpec] | None = None) -> str:
+def param_matrix_markdown(specs: list[Engine] | None = None) -> str:
     specs = specs if specs is not None else first_party_specs()
     rows = mode_matrix(specs)
     header, table = matrix_table(rows)
@@ -197,7 +239,7 @@ def param_matrix_markdown(specs: list[EngineSpec] | None = None) -> str:
     lines.append("")
     for spec in specs:
         lines += [f"## {spec.key}", "", f"{spec.description} (package `{spec.distribution or '?'}`). "
-                  f"Tasks: {', '.join(spec.tasks)}. Modes: {', '.join(spec.modes)}."
+                  f"Tasks: {', '.join(spec.tasks)}. Modes: {', '.join(spec.all_modes) or BASELINE_MODE}."
                   + (f" Variants: {', '.join(spec.variants)}." if spec.variants else ""), ""]
         for task in spec.tasks:
             lines += _task_section(spec, task)
@@ -207,6 +249,7 @@ def param_matrix_markdown(specs: list[EngineSpec] | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codex_core.matrix", description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help=f"write {DOC_PATH} instead of printing")
+    parser.add_argument("--write-catalog", action="store_true", help=f"write {CATALOG_PATH} too")
     args = parser.parse_args(argv)
     text = param_matrix_markdown()
     if args.write:
@@ -214,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {DOC_PATH}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    if args.write_catalog:
+        CATALOG_PATH.write_text(engine_catalog_json(), encoding="utf-8")
+        print(f"wrote {CATALOG_PATH}", file=sys.stderr)
     return 0
 
 

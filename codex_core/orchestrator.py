@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from . import presets, registry, sources
-from .engines import EngineSpec
+from .engine import Engine, Job, Plan, PlanContext
 from .errors import ParamError, UsageError
 from .metrics import StageTimes, peak_device_memory_mb, peak_host_rss_mb, reset_device_peak
 from .outputs import new_run_id, run_folder, write_json
-from .params import MAX_SEED, MODES, ParamsBase, validate
+from .params import MAX_SEED, ParamsBase, validate
 from .progress import Progress
 from .runtime import Runtime
 from .samplers import SchedulerChoice, resolve as resolve_sampler
@@ -47,14 +47,13 @@ class RunOptions:
 
 @dataclass
 class Prepared:
-    spec: EngineSpec
+    engine: Engine
     task: str
     request_in: dict[str, Any]
     preset_fill: presets.PresetFill
     params: ParamsBase
     scheduler: SchedulerChoice | None
-    mode_requested: str
-    mode_ignored_reason: str | None
+    plan: Plan
     seed_source: str
     formats: tuple[str, ...]
     source: sources.ModelSource | None = None  # resolved early only when presets depend on the checkpoint
@@ -71,55 +70,46 @@ class Result:
         return {"run_dir": str(self.run_dir), "files": [str(f) for f in self.files], "info": self.info}
 
 
-def prepare(engine: str, task: str, request: Any, options: RunOptions | None = None) -> Prepared:
+def prepare(engine_key: str, task: str, request: Any, options: RunOptions | None = None) -> Prepared:
     options = options or RunOptions()
     if not isinstance(request, dict):
         raise UsageError(f"the request must be a JSON object of field: value, got {type(request).__name__}")
-    spec = registry.get_engine(engine)
-    if task not in spec.tasks:
-        raise UsageError(f"engine {engine!r} has no task {task!r}; its tasks: {', '.join(spec.tasks)}")
-    source = variant = None
-    if spec.variants:  # variant presets: find the checkpoint first (reads configs, loads nothing)
-        source = _resolve_source(spec, task, options)
-        variant = sources.variant_of(spec, source)
-    # Speed mode: decided before presets fill, so a mode that will be ignored gets the normal presets.
-    mode_requested, mode_ignored_reason, source = _mode_support(spec, task, request, source, options)
-    fill = presets.fill(spec, task, {**request, "mode": "normal"} if mode_ignored_reason else request,
-                        variant, options.preset)
-    if mode_ignored_reason:  # validated as asked; it runs as normal (below)
-        fill.request["mode"] = request["mode"]
-    params = validate(spec.params_model(task), fill.request, engine, task)
-    if spec.check_request:
-        problems = spec.check_request(task, params, variant)
-        if problems:
-            raise ParamError(problems, engine, task,
-                             hint=f"`codex presets {engine}` shows the settings of each variant" if variant else None)
+    engine = registry.get_engine(engine_key)
+    if task not in engine.tasks:
+        raise UsageError(f"engine {engine_key!r} has no task {task!r}; its tasks: {', '.join(engine.tasks)}")
+    context = PlanContext(None, lambda: _resolve_source(engine, task, options))
+    if engine.variants:  # variant presets: find the checkpoint first (reads configs, loads nothing)
+        context.variant = sources.variant_of(engine, context.source())
+    plan = engine.plan(task, request, context)
+    fill = presets.fill(engine, task, request, context.variant, options.preset, plan.layers)
+    model = engine.params_model(task)
+    params = validate(model, fill.request, engine_key, task)
+    problems = engine.check_request(task, params, context.variant)
+    if problems:
+        raise ParamError(problems, engine_key, task, hint=f"`codex presets {engine_key}` shows the settings of each "
+                                                         "variant" if context.variant else None)
 
     scheduler = None
-    if not spec.sampler_family:  # nothing would honour a sampler: say so rather than ignore it
+    if not engine.sampler_family:  # nothing would honour a sampler: say so rather than ignore it
         chosen = [name for name in ("sampler", "scheduler") if getattr(params, name, None) is not None]
         if chosen:
-            raise ParamError([f"{name}: got {getattr(params, name)!r}: engine {engine} has no sampler choice; "
-                              "leave it out" for name in chosen], engine, task)
-    elif "sampler" in type(params).model_fields:
-        samplers, schedules = registry.samplers_for(spec)
-        scheduler = resolve_sampler(spec.sampler_family, params.sampler, params.scheduler, params.model_dump(),
-                                    engine, task, samplers, schedules)
+            raise ParamError([f"{name}: got {getattr(params, name)!r}: engine {engine_key} has no sampler choice; "
+                              "leave it out" for name in chosen], engine_key, task)
+    elif "sampler" in model.model_fields:
+        samplers, schedules = registry.samplers_for(engine)
+        scheduler = resolve_sampler(engine.sampler_family, params.sampler, params.scheduler, params.model_dump(),
+                                    engine_key, task, samplers, schedules)
 
-    updates: dict[str, Any] = {}
-    if mode_ignored_reason and getattr(params, "mode_lora", None) is not None:
-        updates["mode_lora"] = None  # the LoRA was for the mode that does not run
+    updates = {name: value for name, value in plan.overrides.items() if name in model.model_fields}
     if scheduler is not None:  # the effective request names what ran, e.g. "DPM++ 2M Karras" -> sampler + schedule
         updates.update(sampler=scheduler.sampler, scheduler=scheduler.schedule)
-    if "mode" in type(params).model_fields:
-        updates["mode"] = "normal" if mode_ignored_reason else mode_requested
     seed_source = "request"
-    if "seed" in type(params).model_fields and params.seed is None:
+    if "seed" in model.model_fields and params.seed is None:
         updates["seed"] = secrets.randbelow(MAX_SEED + 1)
         seed_source = "random"
     params = params.model_copy(update=updates)
 
-    kind = spec.output_kind(task)
+    kind = engine.output_kind(task)
     formats = tuple(options.formats or DEFAULT_FORMATS[kind])
     available = registry.exporters()
     for name in formats:
@@ -132,65 +122,40 @@ def prepare(engine: str, task: str, request: Any, options: RunOptions | None = N
             others = [n for n, e in available.items() if e.kind == kind and not e.unavailable]
             raise UsageError(f"--format {name}: {problem}",
                              hint=f"fix that, or choose a format that needs nothing more: {', '.join(others)}")
-    return Prepared(spec, task, request, fill, params, scheduler, mode_requested, mode_ignored_reason,
-                    seed_source, formats, source, variant)
+    return Prepared(engine, task, request, fill, params, scheduler, plan, seed_source, formats,
+                    context._source, context.variant)
 
 
-def _mode_support(spec: EngineSpec, task: str, request: dict[str, Any], source, options: RunOptions):
-    """(mode requested, why it is ignored or None, source): torch-free, before presets fill.
-
-    A mode the engine does not honour is ignored. One it honours runs when the request brings an
-    accelerator LoRA (``mode_lora``) or the checkpoint supports it by itself, which the engine's
-    ``detect_modes`` reads from the checkpoint's configs (the source is resolved early for that).
-    """
-    mode = request.get("mode", "normal")
-    if mode == "normal" or mode not in MODES:  # an unknown value is the validator's to report
-        return mode, None, source
-    if mode not in spec.modes:
-        return mode, (f"mode {mode!r} is not supported by engine {spec.key}: {spec.unsupported_reason(mode)} "
-                      f"(it honours: {', '.join(spec.modes)}); ran in normal mode with the normal presets"), source
-    if request.get("mode_lora") is not None or spec.detect_modes is None:
-        return mode, None, source
-    source = source or _resolve_source(spec, task, options)
-    if mode in spec.detect_modes(source.path):
-        return mode, None, source
-    hint = spec.mode_hints.get(mode)
-    return mode, (f"mode {mode!r} is not supported by the checkpoint {source.label}; ran in normal mode with the "
-                  f"normal presets" + (f". To enable it: {hint}" if hint else "")), source
-
-
-def _resolve_source(spec: EngineSpec, task: str, options: RunOptions) -> sources.ModelSource:
+def _resolve_source(engine: Engine, task: str, options: RunOptions) -> sources.ModelSource:
     if not options.download:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network unless asked
-    return sources.resolve(spec, options.model, task=task, download=options.download,
+    return sources.resolve(engine, options.model, task=task, download=options.download,
                            allow_pickle=options.runtime.allow_pickle)
 
 
 def execute(prepared: Prepared, options: RunOptions) -> Result:
     started = time.perf_counter()
-    spec, task, params = prepared.spec, prepared.task, prepared.params
+    engine, task, params = prepared.engine, prepared.task, prepared.params
     timer = StageTimes()
-    progress = Progress(enabled=not options.quiet, label=f"{spec.key} {task}")
-    if prepared.mode_ignored_reason:
-        print(f"codex: warning: {prepared.mode_ignored_reason}", file=sys.stderr)
+    progress = Progress(enabled=not options.quiet, label=f"{engine.key} {task}")
+    for warning in prepared.plan.warnings:
+        print(f"codex: warning: {warning}", file=sys.stderr)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if not os.environ.get("CODEX_DEBUG"):
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # import-time chatter, not the user's concern
     runtime = options.runtime.check()
-    source = prepared.source or _resolve_source(spec, task, options)
+    source = prepared.source or _resolve_source(engine, task, options)
 
-    from .pipelines import load_cached  # imports the engine machinery, hence torch, only now
-    from .engine_api import Job
+    from .model_cache import cache
 
     with timer.stage("load"):
-        engine = spec.load_engine()
-        runtime = runtime.resolve(spec.gpu_dtype)
+        runtime = runtime.resolve(engine.gpu_dtype)
         if source.kind == "tiny":
             engine.ensure_tiny(source.path, progress)
             progress.message("model 'tiny' has random weights, so the output is noise; for real output pass "
-                             f"--model PATH (a diffusers folder) or put one in ./models/{spec.key}/")
-        progress.message(f"loading {spec.key} from {source.label} ({runtime.device}, {runtime.dtype})")
-        model, cached = load_cached(engine, source, runtime)
+                             f"--model PATH (a diffusers folder) or put one in ./models/{engine.key}/")
+        progress.message(f"loading {engine.key} from {source.label} ({runtime.device}, {runtime.dtype})")
+        model, cached = cache.load(engine, source, runtime)
     if cached:
         timer.seconds["load"] = 0.0
     from .fingerprint import model_fingerprint
@@ -198,14 +163,14 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     fingerprint = model_fingerprint(source.path)  # names, sizes and config contents; cached per folder
     replay_of = _replay_note(options.replay_of, fingerprint)
 
-    job = Job(task, params, params.seed, prepared.scheduler, runtime, progress, timer)
+    job = Job(task, params, getattr(params, "seed", None), prepared.scheduler, runtime, progress, timer)
     reset_device_peak(runtime.device)
     try:
         output = engine.run(model, job)
     finally:
         progress.close()
 
-    kind = spec.output_kind(task)
+    kind = engine.output_kind(task)
     out_root = Path(options.out) if options.out else DEFAULT_OUT[kind]
     run_id = new_run_id()
     exporters = registry.exporters()
@@ -232,6 +197,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
 
 
 def run(engine: str, task: str, request: dict[str, Any], options: RunOptions | None = None) -> Result:
+    """Validate, fill, load (or reuse), run and export one request; the Python entry point."""
     options = options or RunOptions()
     return execute(prepare(engine, task, request, options), options)
 
@@ -255,15 +221,13 @@ def _replay_note(replay_of: dict[str, Any] | None, fingerprint: dict[str, Any] |
 
 def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached: bool,
           fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
-    spec = prepared.spec
+    engine = prepared.engine
     info: dict[str, Any] = {
         "run_id": run_id,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "engine": spec.key,
+        "engine": engine.key,
         "task": prepared.task,
-        "mode": getattr(prepared.params, "mode", "normal"),
-        "mode_requested": prepared.mode_requested,
-        "mode_ignored_reason": prepared.mode_ignored_reason,
+        **prepared.plan.info,
         "model": {**source.info(), "variant": prepared.variant, "reused_from_cache": cached,
                   "fingerprint": fingerprint},
         "request_in": prepared.request_in,
@@ -287,7 +251,7 @@ def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached
         "vae_tiling": runtime.vae_tiling,
         "steps_done": job.steps_done,
         "notes": job.notes,
-        "versions": versions(spec.distribution),
+        "versions": versions(engine.distribution),
     })
     return info
 

@@ -2,14 +2,15 @@
 
 Engines subclass the task bases below and may add fields, never rename these. Validation is strict
 (``"20"`` is not an integer), unknown keys are rejected with a did-you-mean, and shape rules are
-checked here, before anything is loaded.
+checked here, before anything is loaded. Task names are open: a params model says what its task
+produces with ``output_kind`` ("image" or "video"), and an engine maps any task name to one.
 """
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic import model_validator
@@ -17,12 +18,8 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ParamError
 
-TASKS = ("txt2img", "img2img", "inpaint", "upscale", "txt2vid", "img2vid")
-VIDEO_TASKS = frozenset({"txt2vid", "img2vid"})
-MODES = ("normal", "lcm", "turbo", "lightning")
+OUTPUT_KINDS = ("image", "video")
 MAX_SEED = 2**32 - 1
-
-Mode = Literal["normal", "lcm", "turbo", "lightning"]
 
 
 def _readable_image(value: str) -> str:
@@ -62,8 +59,13 @@ class ParamsBase(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", validate_default=False)
 
+    # What the task produces: "image" (PNG by default) or "video" (MP4 by default).
+    output_kind: ClassVar[str] = "image"
     # Spatial stride of the engine's latent space; width and height must be multiples of it.
     size_multiple: ClassVar[int] = 8
+    # Where an engine's own fields are shown (schema, errors, docs): field -> the field it follows
+    # (merged over the class and its bases).
+    show_after: ClassVar[dict[str, str]] = {}
 
     steps: int = Field(ge=1, le=1000, description="Denoising steps.")
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = Field(
@@ -71,7 +73,6 @@ class ParamsBase(BaseModel):
     )
     sampler: str | None = Field(None, description="Sampler name, e.g. 'Euler a' or 'DPM++ 2M' (`codex samplers`).")
     scheduler: str | None = Field(None, description="Schedule type, e.g. 'Automatic' or 'Karras'.")
-    mode: Mode = Field("normal", description="Speed mode.")
     batch_size: int = Field(1, ge=1, le=64, description="Images per request.")
 
     @field_validator("width", "height", check_fields=False)
@@ -185,7 +186,11 @@ class UpscaleParams(Params):
 
 # --- turning pydantic errors into one clear line per field ------------------------------------
 
-CUSTOM_ERRORS = frozenset({"image_path", "size_multiple", "size_pair", "mask_size", "upscale_size", "frame_multiple"})
+# pydantic's own range errors; with "*_type" and "*_parsing" errors they get the field's allowed
+# values appended. Our own checks (PydanticCustomError) already say what is allowed.
+RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error",
+                          "enum", "finite_number", "multiple_of", "string_too_short", "string_too_long",
+                          "too_short", "too_long"})
 
 
 def _allowed(model: type[BaseModel], field: str) -> str | None:
@@ -212,14 +217,24 @@ def _allowed(model: type[BaseModel], field: str) -> str | None:
 
 # The order fields are shown in (schema, error messages): what a user reads first comes first.
 CANONICAL_ORDER = ("prompt", "negative_prompt", "init_image", "mask_image", "width", "height", "num_frames", "fps",
-                   "steps", "cfg", "cfg_2", "true_cfg", "strength", "upscale_factor", "seed", "sampler", "scheduler",
-                   "mode", "batch_size")
+                   "steps", "cfg", "strength", "upscale_factor", "seed", "sampler", "scheduler", "mode", "batch_size")
 
 
 def ordered_fields(model: type[BaseModel]) -> list[str]:
+    """Canonical fields in canonical order; an engine's own fields after the field its ``show_after``
+    names, else at the end, in declaration order."""
     names = list(model.model_fields)
-    rank = {name: i for i, name in enumerate(CANONICAL_ORDER)}
-    return sorted(names, key=lambda name: (rank.get(name, len(rank)), names.index(name)))
+    ordered = sorted((n for n in names if n in CANONICAL_ORDER), key=CANONICAL_ORDER.index)
+    after: dict[str, str] = {}
+    for klass in reversed(model.__mro__):  # every class's own show_after, mixins included
+        after.update(vars(klass).get("show_after", {}))
+    rest = [n for n in names if n not in CANONICAL_ORDER]
+    for name in [n for n in rest if after.get(n) in ordered]:
+        anchor = ordered.index(after[name])
+        while anchor + 1 < len(ordered) and after.get(ordered[anchor + 1]) == after[name]:
+            anchor += 1  # several fields after one anchor keep their declaration order
+        ordered.insert(anchor + 1, name)
+    return ordered + [n for n in rest if n not in ordered]
 
 
 def format_errors(model: type[BaseModel], error: ValidationError) -> list[str]:
@@ -238,13 +253,14 @@ def format_errors(model: type[BaseModel], error: ValidationError) -> list[str]:
             problems.append(err["msg"])
         else:
             # our own checks already say what is allowed; pydantic's type/range errors get the field's range
-            allowed = _allowed(model, err["loc"][0]) if kind not in CUSTOM_ERRORS else None
+            builtin = kind.endswith(("_type", "_parsing")) or kind in RANGE_ERRORS
+            allowed = _allowed(model, err["loc"][0]) if builtin else None
             text = f"{loc}: got {err['input']!r}: {err['msg']}"
             problems.append(f"{text} (allowed: {allowed})" if allowed else text)
     return problems
 
 
-def validate(model: type[Params], data: dict[str, Any], engine: str, task: str) -> Params:
+def validate(model: type[ParamsBase], data: dict[str, Any], engine: str, task: str) -> Params:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -258,6 +274,7 @@ def validate(model: type[Params], data: dict[str, Any], engine: str, task: str) 
 class VideoFields(ParamsBase):
     """Video tasks. ``frame_multiple``: the VAE's temporal stride; ``num_frames`` must be k*stride + 1."""
 
+    output_kind = "video"
     frame_multiple: ClassVar[int] = 4
 
     width: int = Field(ge=16, le=8192, description="Frame width in pixels.")

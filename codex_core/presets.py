@@ -1,34 +1,22 @@
-"""YAML presets at ``presets/<engine>/<task>[.<mode>].yaml``. Fill-only: a field in the request wins."""
+"""YAML presets at ``presets/<engine>/[<variant>/]<task>[@<profile>][.<layer>].yaml``. Fill-only.
+
+A field in the request always wins; ``PresetFill.patch`` lists exactly what the presets filled.
+Files are read most specific first: the profile the user picked (``--preset NAME``), then the
+layers the engine's plan names (speed modes use ``<task>.<mode>.yaml``), then ``<task>.yaml``.
+"""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .engines import EngineSpec
 from .errors import CodexError, UsageError
 
-
-def locate(module_file: str, engine: str) -> Path | None:
-    """Find an engine's presets for a plugin module.
-
-    ``CODEX_PRESETS_DIR`` wins; a wheel carries them as ``<package>/presets/<engine>``; a source
-    checkout (editable install) uses the repository's ``presets/<engine>``, the one place they are
-    edited.
-    """
-    override = os.environ.get("CODEX_PRESETS_DIR")
-    if override:
-        return Path(override) / engine
-    package_dir = Path(module_file).resolve().parent
-    for base in (package_dir, *package_dir.parents):
-        candidate = base / "presets" / engine
-        if candidate.is_dir():
-            return candidate
-    return None
+if TYPE_CHECKING:
+    from .engine import Engine
 
 
 @dataclass
@@ -39,23 +27,25 @@ class PresetFill:
     profile: str | None = None
 
 
-def preset_paths(spec: EngineSpec, task: str, mode: str = "normal", variant: str | None = None,
-                 profile: str | None = None) -> list[Path]:
-    """Most specific first: ``<task>@<profile>.yaml``, ``<task>.<mode>.yaml``, then ``<task>.yaml``.
+def _folder(engine: "Engine", variant: str | None) -> Path | None:
+    if engine.presets_dir is None:
+        return None
+    return engine.presets_dir / variant if variant else engine.presets_dir
 
-    A profile is a named set of settings the user picks with ``--preset`` (e.g. a lighter resolution);
-    it must exist, while mode and base files are optional.
-    """
-    if spec.presets_dir is None:
+
+def preset_paths(engine: "Engine", task: str, layers: tuple[str, ...] = (), variant: str | None = None,
+                 profile: str | None = None) -> list[Path]:
+    """The preset files that apply, most specific first. A profile must exist; layers and the base are optional."""
+    folder = _folder(engine, variant)
+    if folder is None:
         if profile:
-            raise UsageError(f"--preset {profile}: engine {spec.key} has no presets")
+            raise UsageError(f"--preset {profile}: engine {engine.key} has no presets")
         return []
-    folder = spec.presets_dir / variant if variant else spec.presets_dir
     if profile and not (folder / f"{task}@{profile}.yaml").is_file():
-        found = profiles(spec, task, variant)
-        raise UsageError(f"--preset: {spec.key} {task} has no preset {profile!r}; "
+        found = profiles(engine, task, variant)
+        raise UsageError(f"--preset: {engine.key} {task} has no preset {profile!r}; "
                          f"available: {', '.join(found) or 'none'}")
-    names = ([f"{task}@{profile}.yaml"] if profile else []) + ([f"{task}.{mode}.yaml"] if mode != "normal" else [])
+    names = ([f"{task}@{profile}.yaml"] if profile else []) + [f"{task}.{layer}.yaml" for layer in layers]
     names.append(f"{task}.yaml")
     return [folder / name for name in names if (folder / name).is_file()]
 
@@ -74,11 +64,10 @@ def load_preset(path: Path) -> dict[str, Any]:
 FILLED_ONLY_WITH = {"scheduler": "sampler"}
 
 
-def fill(spec: EngineSpec, task: str, request: dict[str, Any], variant: str | None = None,
-         profile: str | None = None) -> PresetFill:
-    mode = request.get("mode", "normal")
+def fill(engine: "Engine", task: str, request: dict[str, Any], variant: str | None = None,
+         profile: str | None = None, layers: tuple[str, ...] = ()) -> PresetFill:
     result = PresetFill(dict(request), profile=profile)
-    for path in preset_paths(spec, task, mode if isinstance(mode, str) else "normal", variant, profile):
+    for path in preset_paths(engine, task, layers, variant, profile):
         for key, value in load_preset(path).items():
             if FILLED_ONLY_WITH.get(key) in request:
                 continue
@@ -89,14 +78,22 @@ def fill(spec: EngineSpec, task: str, request: dict[str, Any], variant: str | No
     return result
 
 
-def merged(spec: EngineSpec, task: str, mode: str = "normal", variant: str | None = None,
+def merged(engine: "Engine", task: str, layers: tuple[str, ...] = (), variant: str | None = None,
            profile: str | None = None) -> dict[str, Any]:
-    return fill(spec, task, {"mode": mode} if mode != "normal" else {}, variant, profile).patch
+    """Everything the presets would fill into an empty request."""
+    return fill(engine, task, {}, variant, profile, layers).patch
 
 
-def profiles(spec: EngineSpec, task: str, variant: str | None = None) -> list[str]:
+def profiles(engine: "Engine", task: str, variant: str | None = None) -> list[str]:
     """Named preset profiles (``<task>@<name>.yaml``) a run can pick with ``--preset``."""
-    if spec.presets_dir is None:
+    folder = _folder(engine, variant)
+    if folder is None:
         return []
-    folder = spec.presets_dir / variant if variant else spec.presets_dir
     return sorted(p.name.removesuffix(".yaml").partition("@")[2] for p in folder.glob(f"{task}@*.yaml"))
+
+
+def mode_layers(mode: str | None) -> tuple[str, ...]:
+    """The preset layer of a speed mode: ``<task>.<mode>.yaml`` (the baseline mode has none)."""
+    from .engine import BASELINE_MODE
+
+    return (mode,) if mode and mode != BASELINE_MODE else ()

@@ -1,27 +1,21 @@
-"""What the loaded plugins contributed: engines, samplers, exporters. Collected once per process."""
+"""What the loaded plugins contributed: engines, samplers, exporters. Collected once per process.
+
+Every hook is called through pluggy, so hook wrappers and ``tryfirst``/``trylast`` take effect. A
+key registered twice (an engine key, an exporter format, a sampler or schedule-type name within
+its family) keeps the registration pluggy calls first (the plugin registered last, unless a hook
+says ``tryfirst``/``trylast``) and warns, naming both plugins and the winner.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import sys
+from importlib import resources
 from typing import Any, Callable
 
-from .engines import EngineSpec
+from .engine import Engine
 from .errors import UnknownEngineError
 from .plugins import load_plugins, plugin_distributions
-
-# First-party engines and the distribution that provides each, for install hints only: the core
-# has no closed list of engines, any installed plugin may register any key.
-FIRST_PARTY_PACKAGES = {
-    "sd15": "codex-sd",
-    "sdxl": "codex-sd",
-    "flux": "codex-flux",
-    "wan_ti2v_5b": "codex-wan",
-    "wan_t2v_14b": "codex-wan",
-    "wan_i2v_14b": "codex-wan",
-    "hunyuan_video": "codex-hunyuan",
-    "svd": "codex-svd",
-}
 
 _cache: dict[str, Any] = {}
 
@@ -30,71 +24,134 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-def _collect(hook_name: str) -> list[tuple[str, Any]]:
-    """Call every implementation of a register-style hook, remembering which plugin gave what."""
-    pm = load_plugins()
-    collected: list[tuple[str, Any]] = []
-    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):  # registration order
-        def register(item, _plugin=impl.plugin_name):
-            collected.append((_plugin, item))
+def _warn(text: str) -> None:
+    print(f"codex: warning: {text}", file=sys.stderr)
 
-        impl.function(**{name: register for name in impl.argnames})
+
+def _collect(hook_name: str) -> list[tuple[str | None, Any]]:
+    """Call a register-style hook through pluggy; return (plugin name, item) in pluggy's call order.
+
+    pluggy passes the same ``register`` to every implementation and does not say which one is
+    running, so ``register`` finds its caller on the stack: the frame of a hook implementation's
+    code (its own frame or, through helpers, an outer one).
+    """
+    pm = load_plugins()
+    caller = getattr(pm.hook, hook_name)
+    owners = {}
+    for impl in caller.get_hookimpls():
+        code = getattr(impl.function, "__code__", None)
+        if code is not None:
+            owners[code] = impl.plugin_name
+    collected: list[tuple[str | None, Any]] = []
+
+    def register(item):
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code not in owners:
+            frame = frame.f_back
+        collected.append((owners[frame.f_code] if frame is not None else None, item))
+
+    caller(register=register)
     return collected
 
 
-def engines() -> dict[str, EngineSpec]:
+def _first_wins(kind: str, items: list[tuple[str | None, Any]], key: Callable[[Any], Any],
+                label: Callable[[Any], str]) -> dict[Any, tuple[str | None, Any]]:
+    table: dict[Any, tuple[str | None, Any]] = {}
+    for plugin, item in items:
+        name = key(item)
+        if name in table:
+            winner = table[name][0]
+            _warn(f"{kind} {label(item)!r} is registered by plugin {winner!r} and by plugin {plugin!r}; "
+                  f"{winner!r} wins (pluggy calls it first)")
+            continue
+        table[name] = (plugin, item)
+    return table
+
+
+def engines() -> dict[str, Engine]:
     if "engines" not in _cache:
-        specs: dict[str, EngineSpec] = {}
-        for plugin, spec in _collect("codex_register_engines"):
-            if spec.key in specs:
-                print(f"codex: warning: engine {spec.key!r} from plugin {plugin!r} ignored; "
-                      f"plugin {specs[spec.key].plugin!r} registered it first", file=sys.stderr)
+        valid = []
+        for plugin, engine in _collect("codex_register_engines"):
+            problems = engine.problems() if isinstance(engine, Engine) else [
+                f"got {type(engine).__name__}, not a codex_core.Engine instance"]
+            if problems:
+                _warn(f"plugin {plugin!r} registered an invalid engine ({'; '.join(problems)}); skipped")
                 continue
-            dist, version = plugin_distributions.get(plugin, (None, None))
-            specs[spec.key] = dataclasses.replace(spec, plugin=plugin, distribution=dist, version=version)
-        _cache["engines"] = specs
+            valid.append((plugin, engine))
+        table = {}
+        for key, (plugin, engine) in _first_wins("engine", valid, lambda e: e.key, lambda e: e.key).items():
+            engine.plugin = plugin
+            engine.distribution, engine.version = plugin_distributions.get(plugin, (None, None))
+            table[key] = engine
+        _cache["engines"] = table
     return _cache["engines"]
 
 
-def get_engine(key: str) -> EngineSpec:
+def get_engine(key: str) -> Engine:
     installed = engines()
     if key in installed:
         return installed[key]
     names = ", ".join(sorted(installed)) or "none"
-    package = FIRST_PARTY_PACKAGES.get(key)
+    package = known_engine_packages().get(key)
     hint = (f"engine {key!r} is provided by {package}: pip install {package}" if package
             else "install a plugin package that provides it; `codex plugins` shows what is loaded")
     raise UnknownEngineError(f"unknown engine {key!r}; installed engines: {names}", hint=hint)
+
+
+def known_engine_packages() -> dict[str, str]:
+    """Engine key -> distribution of the project's own plugin packages, for install hints only.
+
+    The core has no list of engines: this is data (engine_catalog.json) generated from the plugins'
+    entry points by `codex docs engine-catalog`, so that a missing engine can still name its package
+    when that package is not installed. tests/test_catalog.py fails when it is stale.
+    """
+    if "catalog" not in _cache:
+        text = resources.files("codex_core").joinpath("engine_catalog.json").read_text(encoding="utf-8")
+        _cache["catalog"] = json.loads(text)["engines"]
+    return _cache["catalog"]
 
 
 def samplers():
     if "samplers" not in _cache:
         from .samplers import SamplerDef, ScheduleType
 
-        items = [item for _, item in _collect("codex_register_samplers")]
+        items = _collect("codex_register_samplers")
+        for plugin, item in items:
+            if not isinstance(item, (SamplerDef, ScheduleType)):
+                _warn(f"plugin {plugin!r} registered {type(item).__name__} as a sampler; skipped")
+        defs = [(p, i) for p, i in items if isinstance(i, SamplerDef)]
+        types = [(p, i) for p, i in items if isinstance(i, ScheduleType)]
+        by_name = lambda item: (item.family, item.name.casefold())  # noqa: E731
         _cache["samplers"] = (
-            [i for i in items if isinstance(i, SamplerDef)],
-            [i for i in items if isinstance(i, ScheduleType)],
+            [item for _, item in _first_wins("sampler", defs, by_name, lambda i: f"{i.family}:{i.name}").values()],
+            [item for _, item in _first_wins("schedule type", types, by_name, lambda i: f"{i.family}:{i.name}").values()],
         )
     return _cache["samplers"]
 
 
-def samplers_for(spec: EngineSpec):
+def samplers_for(engine: Engine):
     """The sampler names and schedule types this engine accepts: its family, narrowed by its allow-lists."""
     sampler_defs, schedules = samplers()
-    family = spec.sampler_family
-    sampler_defs = [s for s in sampler_defs if s.family == family and (spec.samplers is None or s.name in spec.samplers)]
+    family = engine.sampler_family
+    sampler_defs = [s for s in sampler_defs
+                    if s.family == family and (engine.samplers is None or s.name in engine.samplers)]
     schedules = [s for s in schedules
-                 if s.family == family and (spec.schedule_types is None or s.name in spec.schedule_types)]
+                 if s.family == family and (engine.schedule_types is None or s.name in engine.schedule_types)]
     return sampler_defs, schedules
 
 
 def exporters() -> dict[str, Any]:
     if "exporters" not in _cache:
-        table = {}
-        for _, exporter in _collect("codex_register_exporters"):
-            table.setdefault(exporter.format, exporter)
-        _cache["exporters"] = table
+        from .exporters import Exporter
+
+        items = []
+        for plugin, exporter in _collect("codex_register_exporters"):
+            if isinstance(exporter, Exporter):
+                items.append((plugin, exporter))
+            else:
+                _warn(f"plugin {plugin!r} registered {type(exporter).__name__} as an exporter; skipped")
+        table = _first_wins("exporter", items, lambda e: e.format, lambda e: e.format)
+        _cache["exporters"] = {name: exporter for name, (_, exporter) in table.items()}
     return _cache["exporters"]
 
 

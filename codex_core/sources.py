@@ -6,9 +6,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .engines import EngineSpec
 from .errors import ModelNotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 TINY = "tiny"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -41,11 +44,11 @@ def models_dir() -> Path:
     return Path(os.environ.get("CODEX_MODELS_DIR", "models"))
 
 
-def tiny_path(spec: EngineSpec, version: str) -> Path:
+def tiny_path(spec: "Engine", version: str) -> Path:
     return cache_dir() / "tiny" / f"{spec.key}-{version}"
 
 
-def _slot(spec: EngineSpec, task: str | None) -> str:
+def _slot(spec: "Engine", task: str | None) -> str:
     """The name models are looked up under: the engine key, or ``<engine>_<task>`` for a task with its own checkpoint."""
     return f"{spec.key}_{task}" if task in spec.task_default_repos else spec.key
 
@@ -73,7 +76,7 @@ def _from_hub_cache(repo_id: str, download: bool, allow_pickle: bool) -> Path | 
         return None
 
 
-def _explicit(spec: EngineSpec, value: str, via: str, download: bool, allow_pickle: bool, marker: str | None,
+def _explicit(spec: "Engine", value: str, via: str, download: bool, allow_pickle: bool, marker: str | None,
               tiny_version: str | None) -> ModelSource:
     if value == TINY:
         if tiny_version is None:
@@ -106,7 +109,7 @@ def _hf_cache_dir() -> str:
     return os.path.expanduser(os.path.join(home, "hub"))
 
 
-def resolve(spec: EngineSpec, model: str | None, *, task: str | None = None, download: bool = False,
+def resolve(spec: "Engine", model: str | None, *, task: str | None = None, download: bool = False,
             allow_pickle: bool = False) -> ModelSource:
     """``--model``, then ``CODEX_MODEL_<ENGINE>``, then ``<models dir>/<engine>/``, then the default repo id.
 
@@ -141,13 +144,13 @@ def resolve(spec: EngineSpec, model: str | None, *, task: str | None = None, dow
     raise ModelNotFoundError(f"no model found for {what}; looked in:\n{places}", hint="; ".join(fixes))
 
 
-def variant_of(spec: EngineSpec, source: ModelSource) -> str | None:
+def variant_of(spec: "Engine", source: ModelSource) -> str | None:
     """Which checkpoint variant a source holds (for variant-specific presets), read from its configs."""
     if not spec.variants:
         return None
     if source.kind == "tiny":
         return spec.tiny_variant or spec.variants[0]
-    variant = spec.detect_variant(source.path) if spec.detect_variant else None
+    variant = spec.detect_variant(source.path)
     if variant not in spec.variants:
         raise UsageError(f"{source.label}: cannot tell which {spec.key} variant this checkpoint is "
                          f"(known: {', '.join(spec.variants)})")

@@ -24,7 +24,7 @@ def test_run_folder_appears_only_when_complete(tmp_path):
 
 
 def test_interrupt_during_denoising_exits_130_and_keeps_nothing(tmp_path, monkeypatch):
-    engine = registry.get_engine("sd15").load_engine()
+    engine = registry.get_engine("sd15")
 
     def interrupted(model, job):
         raise KeyboardInterrupt

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from codex_core import hookimpl, hookspecs, plugins, registry
-from codex_core.engines import EngineSpec
-from codex_core.params import Txt2ImgParams
+from codex_core import Engine, Txt2ImgParams, hookimpl, hookspecs, plugins, registry
+from codex_core.matrix import project_distributions
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 
@@ -54,12 +53,16 @@ def test_broken_plugin_is_reported_and_does_not_stop_others(fresh_plugins, monke
     assert {"name": "broken", "error": plugins.load_errors["broken"]} in plugins.describe_plugins()
 
 
+class InTestEngine(Engine):
+    key = "in_test"
+    tasks = {"txt2img": Txt2ImgParams}
+
+
 def test_an_in_process_plugin_can_register_an_engine(fresh_plugins):
     class InTestPlugin:
         @hookimpl
         def codex_register_engines(self, register):
-            register(EngineSpec(key="in_test", family="t", tasks={"txt2img": Txt2ImgParams},
-                                engine="nowhere:Nothing", sampler_family=None))
+            register(InTestEngine())
 
     plugins.load_plugins()
     plugins.pm.register(InTestPlugin(), name="in-test")
@@ -100,9 +103,10 @@ def test_every_hook_is_documented_with_its_signature(hook):
     assert re.search(rf"^### `{re.escape(signature)}`$", DOCS.read_text(), re.M), f"docs/plugins.md lacks {signature}"
 
 
-def test_every_first_party_engine_is_installed_here_from_its_package():
-    """The development environment has every plugin under plugins/: all eight engine keys."""
-    installed = registry.engines()
-    assert set(registry.FIRST_PARTY_PACKAGES) <= set(installed)
-    for key, package in registry.FIRST_PARTY_PACKAGES.items():
-        assert installed[key].distribution == package
+def test_every_project_plugin_is_installed_here_with_its_engines():
+    """The development environment has every package under plugins/, each with the engines the catalog names."""
+    installed = {engine.distribution for engine in registry.engines().values()}
+    catalog = registry.known_engine_packages()
+    assert set(catalog.values()) <= installed <= project_distributions()
+    for key, package in catalog.items():
+        assert registry.get_engine(key).distribution == package

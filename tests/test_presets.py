@@ -1,5 +1,6 @@
 """Presets fill only what a request leaves out, and every preset is valid for its engine."""
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,8 @@ def test_every_preset_validates_against_its_engine_schema(preset, tmp_path):
     fields = spec.params_model(task).model_fields
     request = {**({"prompt": "x"} if "prompt" in fields else {}),
                **{k: v for k, v in inputs.items() if k in fields}, **({"mode": mode} if mode else {})}
-    filled = presets.fill(spec, task, request, variant[0] if variant else None, profile or None)
+    filled = presets.fill(spec, task, request, variant[0] if variant else None, profile or None,
+                          presets.mode_layers(mode))
     assert str(preset) in filled.files
     params = validate(spec.params_model(task), filled.request, engine, task)  # raises on a rejected value
     if spec.sampler_family:
@@ -58,21 +60,29 @@ def test_every_preset_validates_against_its_engine_schema(preset, tmp_path):
                 *registry.samplers_for(spec))
 
 
-def test_variant_presets_follow_the_checkpoint(tmp_path):
-    """An engine with checkpoint variants reads presets/<engine>/<variant>/ for the variant it finds."""
-    import dataclasses
+def _variant_engine(presets_dir=None, **attributes):
+    """A copy of sd15 with checkpoint variants "full" and "fast" (read from model_index.json's "variant")."""
     import json as jsonlib
 
+    engine = copy.copy(registry.get_engine("sd15"))
+    engine.variants, engine.tiny_variant = ("full", "fast"), "fast"
+    engine.detect_variant = lambda path: jsonlib.loads((path / "model_index.json").read_text()).get("variant")
+    if presets_dir is not None:
+        engine.presets_dir = presets_dir
+    for name, value in attributes.items():
+        setattr(engine, name, value)
+    return engine
+
+
+def test_variant_presets_follow_the_checkpoint(tmp_path):
+    """An engine with checkpoint variants reads presets/<engine>/<variant>/ for the variant it finds."""
     from codex_core import sources
     from codex_core.errors import UsageError
 
     for variant, steps in (("fast", 4), ("full", 28)):
         (tmp_path / "presets" / variant).mkdir(parents=True)
         (tmp_path / "presets" / variant / "txt2img.yaml").write_text(f"# test\nsteps: {steps}\n")
-    spec = dataclasses.replace(
-        registry.get_engine("sd15"), presets_dir=tmp_path / "presets", variants=("full", "fast"),
-        detect_variant=lambda path: jsonlib.loads((path / "model_index.json").read_text()).get("variant"),
-        tiny_variant="fast")
+    spec = _variant_engine(tmp_path / "presets")
     model = tmp_path / "model"
     model.mkdir()
     (model / "model_index.json").write_text('{"variant": "full"}')
@@ -86,16 +96,13 @@ def test_variant_presets_follow_the_checkpoint(tmp_path):
 
 
 def test_engine_checks_that_depend_on_the_variant_run_before_loading(tmp_path, monkeypatch):
-    import dataclasses
-
     from codex_core.errors import ParamError
     from codex_core.orchestrator import RunOptions, prepare
 
     def no_cfg_on_fast(task, params, variant):
         return [f"cfg: got {params.cfg}: the {variant} variant has no guidance; use 0"] if params.cfg else []
 
-    spec = dataclasses.replace(registry.get_engine("sd15"), variants=("fast",), tiny_variant="fast",
-                               check_request=no_cfg_on_fast)
+    spec = _variant_engine(variants=("fast",), check_request=no_cfg_on_fast)
     monkeypatch.setattr(registry, "get_engine", lambda key: spec)
     request = {"prompt": "x", "width": 32, "height": 32, "steps": 2, "cfg": 7.0, "sampler": "Euler"}
     with pytest.raises(ParamError, match="cfg: got 7.0: the fast variant has no guidance"):
@@ -104,13 +111,12 @@ def test_engine_checks_that_depend_on_the_variant_run_before_loading(tmp_path, m
 
 
 def test_named_profiles_are_picked_with_preset_and_fill_before_the_base(tmp_path):
-    import dataclasses
-
     from codex_core.errors import UsageError
 
     (tmp_path / "txt2img.yaml").write_text("# base\nwidth: 1024\nheight: 1024\nsteps: 30\n")
     (tmp_path / "txt2img@light.yaml").write_text("# light\nwidth: 512\nheight: 512\n")
-    spec = dataclasses.replace(registry.get_engine("sd15"), presets_dir=tmp_path)
+    spec = copy.copy(registry.get_engine("sd15"))
+    spec.presets_dir = tmp_path
     filled = presets.fill(spec, "txt2img", {"height": 768}, profile="light")
     assert filled.patch == {"width": 512, "steps": 30} and filled.profile == "light"
     assert presets.profiles(spec, "txt2img") == ["light"]

@@ -69,9 +69,10 @@ def test_tiny_lives_in_the_cache_dir(spec, tmp_path, monkeypatch):
 
 
 def test_a_task_with_its_own_checkpoint_has_its_own_slot(tmp_path, monkeypatch):
-    import dataclasses
+    import copy
 
-    spec = dataclasses.replace(registry.get_engine("sd15"), task_default_repos={"inpaint": "org/inpaint-model"})
+    spec = copy.copy(registry.get_engine("sd15"))
+    spec.task_default_repos = {"inpaint": "org/inpaint-model"}
     monkeypatch.setenv("CODEX_MODELS_DIR", str(tmp_path))
     general = diffusers_folder(tmp_path / "sd15")
     special = diffusers_folder(tmp_path / "sd15_inpaint")

@@ -2,7 +2,8 @@
 
 import json
 
-import numpy as np
+import random
+
 import pytest
 from PIL import Image
 
@@ -16,9 +17,9 @@ INFO = {"engine": "eng", "task": "txt2vid", "request": {"prompt": "waves", "num_
 
 
 def clip(count=9, size=(48, 32)):
-    rng = np.random.default_rng(0)
-    return VideoOutput([Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-                        for _ in range(count)], fps=12.0)
+    rng = random.Random(0)
+    return VideoOutput([Image.frombytes("RGB", size, rng.randbytes(size[0] * size[1] * 3)) for _ in range(count)],
+                       fps=12.0)
 
 
 def export(tmp_path, formats, output=None):
@@ -54,7 +55,7 @@ def test_frames_are_lossless(tmp_path):
     files = sorted((run_dir / "frames").iterdir())
     assert [f.name for f in files] == [f"{i:04d}.png" for i in range(5)]
     for file, frame in zip(files, output.frames):
-        assert np.array_equal(np.asarray(Image.open(file)), np.asarray(frame))
+        assert Image.open(file).convert("RGB").tobytes() == frame.tobytes()
     assert info["frames"]["count"] == 5
 
 
@@ -65,18 +66,19 @@ def test_odd_sizes_are_refused_for_yuv420p_and_nothing_remains(tmp_path):
 
 
 def test_missing_ffmpeg_is_a_usage_error_before_loading(monkeypatch):
-    from codex_core import hookimpl, plugins
-    from codex_core.engines import EngineSpec
+    from codex_core import Engine, Txt2VidParams, hookimpl, plugins
     from codex_core.errors import UsageError
     from codex_core.exporters import Exporter
     from codex_core.orchestrator import RunOptions, prepare
-    from codex_core.params import Txt2VidParams
+
+    class VideoEngine(Engine):
+        key = "video_test"
+        tasks = {"txt2vid": Txt2VidParams}
 
     class VideoPlugin:
         @hookimpl
         def codex_register_engines(self, register):
-            register(EngineSpec(key="video_test", family="t", tasks={"txt2vid": Txt2VidParams},
-                                engine="nowhere:Nothing", sampler_family=None))
+            register(VideoEngine())
 
     plugins.load_plugins()
     plugins.pm.register(VideoPlugin(), name="video-test")

@@ -1,4 +1,5 @@
-"""The core's sampler tables (see shared reference DEFAULTS.md, from the diffusers scheduler docs)."""
+"""The core's sampler tables: A1111/Forge names for discrete (noise-predicting) checkpoints and the
+flow-matching names, from the diffusers scheduler docs (shared/reference/DEFAULTS.md)."""
 
 from codex_core.hookspecs import hookimpl
 from codex_core.samplers import SamplerDef, ScheduleType
@@ -37,7 +38,7 @@ DISCRETE_SCHEDULES = [
     ScheduleType("Simple", "discrete", {"timestep_spacing": "trailing"}, aliases=("SGM Uniform",)),
 ]
 
-# Flow-matching checkpoints (Flux, Wan, HunyuanVideo) predict flow: only flow variants apply.
+# Flow-matching checkpoints predict flow (velocity), not noise: only the flow variants apply.
 FLOW_SIGMAS = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
 FLOW = [
     SamplerDef("Euler", "flow", "FlowMatchEulerDiscreteScheduler", param_flags={"shift": "flow_shift"}),

@@ -47,12 +47,14 @@ def parameters_text(info: dict[str, Any], size: tuple[int, int], index: int = 0)
     return "\n".join(lines)
 
 
+# What an output file's own copy of info leaves out: what is only known after export, or lists files.
+NOT_EMBEDDED = frozenset({"created", "preset_files", "seed_source", "steps_done", "timings", "steps_per_second",
+                          "memory", "outputs", "video", "videos", "frames"})
+
+
 def embedded(info: dict[str, Any], index: int) -> dict[str, Any]:
-    keep = ("engine", "task", "mode", "mode_requested", "mode_ignored_reason", "model", "request",
-            "request_in", "applied_preset_patch", "seed", "sampler_in", "scheduler_in", "sampler_effective",
-            "scheduler_effective", "scheduler_class", "scheduler_config", "preset_profile", "formats", "device",
-            "dtype", "offload", "vae_tiling", "notes", "versions", "run_id", "replay_of")
-    return {**{key: info[key] for key in keep if key in info}, "batch_index": index}
+    """The run's info as a PNG or video carries it: everything that decides or describes the output."""
+    return {**{key: value for key, value in info.items() if key not in NOT_EMBEDDED}, "batch_index": index}
 
 
 def write_png(output: ImageOutput, files: RunFiles, info: dict[str, Any]) -> list[Path]:

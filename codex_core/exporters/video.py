@@ -50,19 +50,13 @@ def ffmpeg_problem() -> str | None:
     return None
 
 
-def _frames_as_arrays(output: VideoOutput) -> list:
-    import numpy as np  # only needed for video: codex-core alone does not require numpy
-
-    return [np.ascontiguousarray(np.asarray(frame.convert("RGB"))) for frame in output.frames]
-
-
 def write_container(container: Container, output: VideoOutput, files: RunFiles, info: dict[str, Any]) -> list[Path]:
     import imageio_ffmpeg
 
-    frames = _frames_as_arrays(output)
+    frames = [frame.convert("RGB") for frame in output.frames]
     if not frames:
         raise CodexError("the engine returned no frames to export")
-    height, width = frames[0].shape[:2]
+    width, height = frames[0].size
     if container.pix_fmt == "yuv420p" and (width % 2 or height % 2):
         raise CodexError(f"{container.format} (yuv420p) needs even width and height, got {width}x{height}")
     params = list(container.output_params)
@@ -78,7 +72,7 @@ def write_container(container: Container, output: VideoOutput, files: RunFiles, 
     writer.send(None)  # start ffmpeg
     try:
         for frame in frames:
-            writer.send(frame)
+            writer.send(frame.tobytes())  # rgb24, row by row: what ffmpeg reads from the pipe
     finally:
         writer.close()
     fps = output.fps

@@ -18,10 +18,12 @@ from diffusers import (
 )
 from PIL import Image
 
+from codex_core import registry
 from codex_core.errors import ParamError, UsageError
 from codex_core.orchestrator import RunOptions, prepare
-from codex_core.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
+from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
     direct_pipe,
+    loaded_family,
     EngineConformance,
     cli_run,
     pixels,
@@ -31,7 +33,10 @@ from codex_core.testing import (  # noqa: F401  (pytest_generate_tests parametri
     write_test_image,
 )
 from codex_flux import tiny
-from codex_flux.variants import detect_variant
+
+
+def detect_variant(folder):
+    return registry.get_engine("flux").detect_variant(folder)
 
 # What the sampler names in the cases below must mean, written out independently of codex's table.
 FLOW_SIGMAS = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
@@ -181,15 +186,13 @@ def test_truncated_prompt_is_recorded(tmp_path):
 
 
 def test_tasks_share_components(tmp_path):
-    from codex_core import pipelines
-
     write_test_image(tmp_path / "init.png", (32, 32), seed=1)
     run_json("flux", "txt2img", {"prompt": "x", "width": 32, "height": 32, "steps": 1, "seed": 1,
                                  "max_sequence_length": 8}, tmp_path / "out")
     second = run_json("flux", "img2img", {"prompt": "x", "init_image": str(tmp_path / "init.png"), "steps": 2,
                                           "seed": 1, "max_sequence_length": 8}, tmp_path / "out")
     assert second["info"]["model"]["reused_from_cache"] is True
-    family = next(m for k, m in pipelines._loaded.items() if k[0] == "flux" and k[1] == str(tiny_model_dir("flux")))
+    family = loaded_family("flux")
     for cls in (FluxImg2ImgPipeline, FluxInpaintPipeline):
         pipe = family.for_class(cls)
         assert pipe.transformer is family.base.transformer and pipe.text_encoder_2 is family.base.text_encoder_2

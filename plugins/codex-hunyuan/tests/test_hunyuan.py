@@ -17,8 +17,10 @@ from diffusers import (
 )
 from PIL import Image
 
-from codex_core.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
+from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
     direct_pipe,
+    loaded_family,
+    loaded_model,
     EngineConformance,
     cli_run,
     pixels,
@@ -146,8 +148,7 @@ def test_each_task_rejects_the_other_tasks_checkpoint(tmp_path):
         result = cli_run(["run", "hunyuan_video", task, "--model", str(folder), "--out", str(out), "--quiet",
                           "--json", json.dumps(request)])
         assert result.exit_code == 2, result.stderr
-        assert f"is a HunyuanVideo {'txt2vid' if task == 'img2vid' else 'img2vid'} checkpoint ({holds})" \
-            in result.stderr
+        assert f"is a {'txt2vid' if task == 'img2vid' else 'img2vid'} checkpoint ({holds})" in result.stderr
         assert not out.exists() or not any(out.iterdir())
 
 
@@ -162,17 +163,18 @@ def test_img2vid_has_its_own_checkpoint_slot(tmp_path, monkeypatch):
 
 
 def test_tiny_model_loads_each_task_pipeline_once_on_first_use(tmp_path):
-    from codex_core import pipelines
+    from codex_core.model_cache import cache
 
-    pipelines.clear()
+    cache.clear()
     txt = {"prompt": "x", "width": 16, "height": 16, "num_frames": 1, "steps": 1, "seed": 1}
     first = run_json("hunyuan_video", "txt2vid", txt, tmp_path / "out")["info"]
-    model = next(m for k, m in pipelines._loaded.items() if k[0] == "hunyuan_video")
-    assert set(model._loaded) == {"txt2vid"} and first["timings"]["load"] > 0
+    model = loaded_model("hunyuan_video")
+    folders = model.folders
+    assert set(model.families) == {folders["txt2vid"]} and first["timings"]["load"] > 0
     second = run_json("hunyuan_video", "img2vid", _i2v_request(tmp_path, num_frames=1, cfg=1.0), tmp_path / "out")
     assert second["info"]["model"]["reused_from_cache"] and second["info"]["timings"]["load"] > 0  # I2V loaded now
-    assert set(model._loaded) == {"txt2vid", "img2vid"}
-    assert type(model._loaded["img2vid"][0].base) is HunyuanVideoImageToVideoPipeline
+    assert set(model.families) == {folders["txt2vid"], folders["img2vid"]}
+    assert type(loaded_family("hunyuan_video", "img2vid").base) is HunyuanVideoImageToVideoPipeline
     third = run_json("hunyuan_video", "txt2vid", txt, tmp_path / "out")["info"]
     assert third["timings"]["load"] == 0.0
 
@@ -183,15 +185,11 @@ def test_tiny_model_loads_each_task_pipeline_once_on_first_use(tmp_path):
                                                 "prediction_type": "flow_prediction"}),
 ])
 def test_flow_sampler_takes_the_requested_shift(tmp_path, sampler, shift, cls, flags):
-    from codex_core import pipelines
-
     request = {"prompt": "x", "width": 16, "height": 16, "num_frames": 1, "steps": 2, "seed": 1,
                "sampler": sampler, "flow_shift": shift}
     info = run_json("hunyuan_video", "txt2vid", request, tmp_path / "out")["info"]
     assert info["scheduler_effective"]["class"] == cls and info["scheduler_effective"]["flags"] == flags
-    model = next(m for k, m in pipelines._loaded.items() if k[0] == "hunyuan_video")
-    scheduler = model._loaded["txt2vid"][0].base.scheduler
-    assert type(scheduler).__name__ == cls and all(scheduler.config[k] == v for k, v in flags.items())
+    assert info["scheduler_class"] == cls and all(info["scheduler_config"][k] == v for k, v in flags.items())
 
 
 def test_tiny_model_has_the_real_architecture():

@@ -12,10 +12,14 @@ import torch
 from diffusers import LCMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
 from codex_core import registry
+from codex_core.model_cache import cache
 from codex_core.orchestrator import RunOptions, prepare
-from codex_core.testing import cli_run, pixels, run_json, tiny_model_dir, write_test_image
+from codex_diffusers.testing import cli_run, loaded_family, pixels, run_json, tiny_model_dir, write_test_image
 from codex_sd import tiny
-from codex_sd.modes import detect_modes
+
+
+def detect_modes(folder: Path) -> set[str]:
+    return registry.get_engine("sdxl").checkpoint_modes(folder)
 
 PRESETS = Path(__file__).resolve().parents[3] / "presets"
 BUILDERS = {"sd15": (tiny.build_sd15, StableDiffusionPipeline, {"safety_checker": None,
@@ -30,10 +34,8 @@ def lcm_models(tmp_path_factory):
     for engine, (build, _, _) in BUILDERS.items():
         build(root / engine, time_cond_proj_dim=32)
     yield root
-    from codex_core import pipelines
-
-    for key in [k for k in pipelines._loaded if k[1].startswith(str(root))]:  # other tests look up the tiny one
-        del pipelines._loaded[key]
+    for key in [k for k in cache.keys() if k[1].startswith(str(root))]:  # other tests look up the tiny one
+        cache.drop(key)
 
 
 @pytest.mark.parametrize("engine", ["sd15", "sdxl"])
@@ -87,10 +89,7 @@ def lora_file(loras):
 
 
 def _unet_has_lora(engine: str) -> bool:
-    from codex_core import pipelines
-
-    family = next(m for k, m in pipelines._loaded.items() if k[0] == engine and "tiny" in k[1])
-    return any("lora" in name for name, _ in family.base.unet.named_modules())
+    return any("lora" in name for name, _ in loaded_family(engine).base.unet.named_modules())
 
 
 @pytest.mark.parametrize("engine, task", [("sd15", "txt2img"), ("sdxl", "txt2img"), ("sd15", "img2img")])
@@ -158,8 +157,8 @@ def test_unsupported_mode_is_ignored_with_reason_and_normal_presets(tmp_path):
 
 def test_mode_the_engine_does_not_honour_is_ignored_with_reason():
     prepared = prepare("sd15", "txt2img", {"prompt": "x", "mode": "lightning"}, RunOptions(model="tiny"))
-    assert prepared.params.mode == "normal" and prepared.mode_requested == "lightning"
-    assert "SDXL-Lightning exists only for SDXL" in prepared.mode_ignored_reason
+    assert prepared.params.mode == "normal" and prepared.plan.info["mode_requested"] == "lightning"
+    assert "SDXL-Lightning exists only for SDXL" in prepared.plan.info["mode_ignored_reason"]
     assert prepared.params.steps == 25 and prepared.params.sampler == "DPM++ 2M"
 
 
@@ -181,7 +180,7 @@ def test_trailing_spacing_checkpoint_gets_the_mode_presets_at_prepare_time(tmp_p
                                                    "timestep_spacing": "trailing"}, {"time_cond_proj_dim": None})
     assert detect_modes(folder) == {"turbo", "lightning"}
     prepared = prepare("sdxl", "txt2img", {"prompt": "x", "mode": mode}, RunOptions(model=str(folder)))
-    assert prepared.mode_ignored_reason is None and prepared.params.mode == mode
+    assert prepared.plan.info["mode_ignored_reason"] is None and prepared.params.mode == mode
     assert (prepared.params.steps, prepared.params.cfg, prepared.params.sampler, prepared.params.scheduler) == (
         steps, 0.0, sampler, schedule)
     assert prepared.scheduler.flags["timestep_spacing"] == "trailing"
@@ -197,11 +196,11 @@ def test_base_checkpoint_supports_no_mode_by_itself(tmp_path):
     assert detect_modes(folder) == set()
     assert detect_modes(tmp_path / "nothing-here") == set()
     prepared = prepare("sdxl", "txt2img", {"prompt": "x", "mode": "turbo"}, RunOptions(model=str(folder)))
-    assert prepared.params.mode == "normal" and "SD-Turbo / SDXL-Turbo checkpoint" in prepared.mode_ignored_reason
+    assert prepared.params.mode == "normal" and "SD-Turbo / SDXL-Turbo checkpoint" in prepared.plan.info["mode_ignored_reason"]
     assert prepared.params.steps == 30 and prepared.params.cfg == 6.0
 
 
-def test_sd_specs_declare_mode_detection():
+def test_sd_engines_have_a_hint_for_every_mode():
     for key in ("sd15", "sdxl"):
-        spec = registry.get_engine(key)
-        assert spec.detect_modes is detect_modes and set(spec.mode_hints) >= set(spec.modes) - {"normal"}
+        engine = registry.get_engine(key)
+        assert set(engine.mode_hints) >= set(engine.modes)

@@ -20,8 +20,9 @@ from diffusers import (
 )
 from PIL import Image
 
-from codex_core.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
+from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
     direct_pipe,
+    loaded_family,
     EngineConformance,
     pixels,
     pytest_generate_tests,
@@ -132,8 +133,6 @@ def test_upscale_output_is_factor_times_input(tmp_path):
 
 
 def test_pipeline_is_loaded_once_and_tasks_share_components(tmp_path):
-    from codex_core import pipelines, registry
-
     write_test_image(tmp_path / "init.png", (64, 64), seed=1)
     first = run_json("sd15", "txt2img", {"prompt": "x", "width": 64, "height": 64, "steps": 1, "seed": 1},
                      tmp_path / "out")
@@ -141,11 +140,9 @@ def test_pipeline_is_loaded_once_and_tasks_share_components(tmp_path):
                                           "seed": 1}, tmp_path / "out")
     assert second["info"]["model"]["reused_from_cache"] is True
     assert second["info"]["timings"]["load"] == 0.0
-    engine = registry.get_engine("sd15").load_engine()
-    family = next(m for k, m in pipelines._loaded.items() if k[0] == "sd15")
+    family = loaded_family("sd15")
     img2img = family.for_class(StableDiffusionImg2ImgPipeline)
     assert img2img.unet is family.base.unet and img2img.vae is family.base.vae
-    assert engine is registry.get_engine("sd15").load_engine()
     assert first["info"]["model"]["path"] == second["info"]["model"]["path"]
 
 
@@ -174,10 +171,11 @@ def test_effective_scheduler_is_reported(tmp_path, sampler, scheduler, cls, flag
     assert info["sampler_in"] == sampler
     assert info["scheduler_effective"]["class"] == cls
     assert flags.items() <= info["scheduler_effective"]["flags"].items()
-    family = next(m for k, m in __import__("codex_core.pipelines").pipelines._loaded.items() if k[0] == "sd15")
-    assert type(family.base.scheduler).__name__ == cls
+    assert info["scheduler_class"] == cls  # the scheduler the pipeline call ran with, and its whole config
     for key, value in flags.items():
-        assert family.base.scheduler.config[key] == value
+        assert info["scheduler_config"][key] == value
+    # the run changed its own view of the pipeline, never the cached one
+    assert type(loaded_family("sd15").base.scheduler).__name__ == "PNDMScheduler"
 
 
 def test_unsupported_mode_is_reported_not_silent(tmp_path):

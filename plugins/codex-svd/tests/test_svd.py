@@ -10,7 +10,7 @@ import torch
 from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
 from PIL import Image
 
-from codex_core.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
+from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
     direct_pipe,
     EngineConformance,
     pytest_generate_tests,
@@ -85,7 +85,7 @@ def test_the_checkpoint_variant_sets_the_frame_count(tmp_path):
         model = _fake_checkpoint(tmp_path / variant, {"num_frames": frames})
         prepared = prepare("svd", "img2vid", {"init_image": init}, RunOptions(model=model))
         assert prepared.variant == variant and prepared.params.num_frames == frames
-        assert prepared.preset_fill.files == [str(prepared.spec.presets_dir / variant / "img2vid.yaml")]
+        assert prepared.preset_fill.files == [str(prepared.engine.presets_dir / variant / "img2vid.yaml")]
         assert prepare("svd", "img2vid", {"init_image": init, "num_frames": 5},
                        RunOptions(model=model)).params.num_frames == 5  # fill-only
     unknown = _fake_checkpoint(tmp_path / "other", {"num_frames": 16})
@@ -106,8 +106,9 @@ def test_init_image_is_resized_to_the_output_size_and_says_so(tmp_path):
 
 
 def test_tiny_model_has_the_real_architecture():
-    from codex_svd.plugin import detect_variant
+    from codex_core import registry
 
+    detect_variant = registry.get_engine("svd").detect_variant
     folder = tiny_model_dir("svd")
     index = json.loads((folder / "model_index.json").read_text())
     assert index["feature_extractor"] == ["transformers", "CLIPImageProcessor"]  # as in the real repos

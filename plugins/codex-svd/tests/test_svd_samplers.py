@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from codex_core.default_plugins.samplers import DISCRETE, DISCRETE_SCHEDULES
-from codex_svd.plugin import SAMPLERS, SCHEDULE_TYPES
+from codex_svd.engines import SAMPLERS, SCHEDULE_TYPES
 from codex_svd.tiny import SVD_SCHEDULER
 
 MU, S = 0.3, 0.5

@@ -1,4 +1,4 @@
-"""The gradient "model": a JSON file holding a base colour. Pure Python and Pillow."""
+"""The gradient "model": a JSON file holding a base colour. Pure Python and Pillow, no torch."""
 
 import json
 import random
@@ -6,17 +6,27 @@ from pathlib import Path
 
 from PIL import Image
 
-from codex_core.engine_api import Engine, Job
-from codex_core.outputs import ImageOutput
+from codex_core import Engine, ImageOutput, Job, Txt2ImgParams
+
+
+class GradientTxt2Img(Txt2ImgParams):
+    size_multiple = 1  # plain pixels, no latent space: any size
 
 
 class GradientEngine(Engine):
+    key = "example_gradient"
+    family = "example"
+    description = "Example third-party engine: seeded colour gradients"
+    tasks = {"txt2img": GradientTxt2Img}
+    model_marker = "gradient.json"
+    tiny_version = "1"
+
     def build_tiny(self, dest: Path) -> None:
         dest.mkdir(parents=True)
-        (dest / self.spec.model_marker).write_text(json.dumps({"base": [32, 64, 96]}), encoding="utf-8")
+        (dest / self.model_marker).write_text(json.dumps({"base": [32, 64, 96]}), encoding="utf-8")
 
     def load(self, source, runtime) -> dict:
-        return json.loads((source.path / self.spec.model_marker).read_text(encoding="utf-8"))
+        return json.loads((source.path / self.model_marker).read_text(encoding="utf-8"))
 
     def run(self, model: dict, job: Job) -> ImageOutput:
         params, rng = job.params, random.Random(job.seed)

@@ -8,7 +8,7 @@
   would be silently ignored by diffusers, so that is an error here.
 - No ``flow_shift`` field: FLUX.1 schedulers derive the shift from the image size (dynamic
   shifting, dev) or use the checkpoint's own (schnell); a field would be ignored.
-- Variant rules (schnell has no guidance embedding) need the checkpoint: see variants.py.
+- Variant rules (schnell has no guidance embedding) need the checkpoint: see engines.py.
 """
 
 from __future__ import annotations
@@ -16,31 +16,20 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core.params import Img2ImgParams, InpaintParams, Params, Txt2ImgParams
+from codex_core import Img2ImgParams, InpaintParams, Params, Txt2ImgParams
+from codex_diffusers import TrueCfgFields
 
 MAX_SEQUENCE_LENGTH = 512  # FluxPipeline refuses more T5 tokens
 
 
-class _FluxFields(Params):
+class _FluxFields(TrueCfgFields, Params):
     negative_prompt: str = Field("", description="What to steer away from; used only with true_cfg above 1.")
     cfg: float = Field(ge=0.0, le=50.0, description="Embedded guidance of FLUX.1-dev (diffusers' guidance_scale; "
                                                     "one pass per step). schnell has none: keep 0.")
-    true_cfg: float = Field(1.0, ge=1.0, le=50.0, description="True classifier-free guidance against negative_prompt "
-                                                              "(diffusers' true_cfg_scale): 1.0 = off; above 1 runs "
-                                                              "the transformer twice per step.")
     sampler: str | None = Field(None, description="'Euler' (FlowMatchEulerDiscreteScheduler, the checkpoint's own) "
                                                   "or 'UniPC' (txt2img only); `codex samplers flux`.")
     max_sequence_length: int = Field(ge=1, le=MAX_SEQUENCE_LENGTH, description="T5 prompt tokens (longer prompts "
                                                                                "are truncated; info.json says so).")
-
-    @model_validator(mode="after")
-    def _negative_prompt_needs_true_cfg(self):
-        if self.negative_prompt and self.true_cfg == 1.0:
-            raise PydanticCustomError(
-                "true_cfg", "negative_prompt: FLUX.1 uses a negative prompt only with true classifier-free guidance; "
-                "set true_cfg above 1 (e.g. 4.0; each step then runs the transformer twice), or leave "
-                "negative_prompt out")
-        return self
 
 
 class _FluxInitImageFields(_FluxFields):

@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-from codex_core.tiny import TINY_VOCAB, clip_tokenizer, t5_tokenizer
+from codex_diffusers.tiny import TINY_VOCAB, clip_tokenizer, t5_tokenizer
 
 TEXT_DIM = 32  # T5 d_model = the transformer's joint_attention_dim
 POOLED_DIM = 32  # CLIP hidden size = the transformer's pooled_projection_dim

@@ -13,12 +13,10 @@ guidance, twice the cost). A negative prompt does nothing without it, so one is 
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import Field
 
-from pydantic import Field, model_validator
-from pydantic_core import PydanticCustomError
-
-from codex_core.params import Img2VidParams, Txt2VidParams
+from codex_core import Img2VidParams, Txt2VidParams
+from codex_diffusers import NoInitImage, TrueCfgFields, flow_shift_field
 
 
 def _cfg():
@@ -27,58 +25,28 @@ def _cfg():
                                               "(HunyuanVideo-I2V-33ch) ignore it, which info.json notes.")
 
 
-def _true_cfg():
-    return Field(1.0, ge=1.0, le=50.0, description="True classifier-free guidance (diffusers true_cfg_scale): above 1 "
-                                                   "each step also runs the transformer on negative_prompt (empty = "
-                                                   "unconditional), doubling the cost; 1 = off.")
-
-
 def _flow_shift():
-    return Field(gt=0.0, le=100.0, description="Flow-matching shift of the sigma schedule (7.0 for HunyuanVideo; "
-                                               "2-5 suit low resolutions, 7-12 high ones).")
+    return flow_shift_field("7.0 for HunyuanVideo; 2-5 suit low resolutions, 7-12 high ones")
 
 
-def _check_negative_prompt(model):
-    if model.negative_prompt and model.true_cfg <= 1.0:
-        raise PydanticCustomError(
-            "true_cfg", "negative_prompt: it would be ignored: only true classifier-free guidance uses it and "
-            "true_cfg is {true_cfg}; set true_cfg above 1 (e.g. 6.0, twice the compute) or leave negative_prompt out",
-            {"true_cfg": model.true_cfg})
-    return model
+class _HunyuanFields(TrueCfgFields):
+    true_cfg_example = 6.0
 
 
-class HunyuanTxt2Vid(Txt2VidParams):
+class HunyuanTxt2Vid(NoInitImage, _HunyuanFields, Txt2VidParams):
     size_multiple = 16
     frame_multiple = 4
     cfg: float = _cfg()
-    true_cfg: float = _true_cfg()
     flow_shift: float = _flow_shift()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_init_image(cls, data: Any) -> Any:
-        # an init image would be ignored: an error that points at image-to-video instead
-        if isinstance(data, dict) and "init_image" in data:
-            raise PydanticCustomError("init_image", "init_image: txt2vid takes no init image; use task img2vid")
-        return data
 
-    @model_validator(mode="after")
-    def _negative_prompt_needs_true_cfg(self):
-        return _check_negative_prompt(self)
-
-
-class HunyuanImg2Vid(Img2VidParams):
+class HunyuanImg2Vid(_HunyuanFields, Img2VidParams):
     """The init image conditions the video; it is resized to width x height (Lanczos) if it differs."""
 
     size_multiple = 16
     frame_multiple = 4
     cfg: float = _cfg()
-    true_cfg: float = _true_cfg()
     flow_shift: float = _flow_shift()
-
-    @model_validator(mode="after")
-    def _negative_prompt_needs_true_cfg(self):
-        return _check_negative_prompt(self)
 
 
 TASKS = {"txt2vid": HunyuanTxt2Vid, "img2vid": HunyuanImg2Vid}

@@ -44,10 +44,10 @@ from transformers import (
     LlavaForConditionalGeneration,
 )
 
-from codex_core.tiny import TINY_VOCAB, clip_tokenizer
+from codex_diffusers.tiny import TINY_VOCAB, clip_tokenizer
 
-I2V_FOLDER = "i2v"
-CALL_FILE = "codex_tiny.json"
+from .engines import CALL_FILE, I2V_FOLDER
+
 TEXT_DIM = 16  # Llama hidden size = the transformer's text_embed_dim
 POOLED_DIM = 8  # CLIP hidden size = the transformer's pooled_projection_dim
 LATENT_CHANNELS = 4

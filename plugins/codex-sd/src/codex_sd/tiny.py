@@ -19,7 +19,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from codex_core.tiny import TINY_VOCAB, clip_tokenizer
+from codex_diffusers.tiny import TINY_VOCAB, clip_tokenizer
 
 # The schedulers of stable-diffusion-v1-5 and stable-diffusion-xl-base-1.0.
 SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from codex_core.params import ImageOnlyImg2VidParams
+from codex_core import ImageOnlyImg2VidParams
 
 # Fields of text-conditioned engines that SVD has no use for: say what to use instead.
 NOT_FOR_SVD = {

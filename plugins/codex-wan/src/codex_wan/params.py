@@ -8,17 +8,16 @@ Shape rules (checked before anything loads; diffusers' Wan pipelines would round
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core.params import Img2VidParams, Txt2VidParams
+from codex_core import Img2VidParams, Txt2VidParams
+from codex_diffusers import NoInitImage, flow_shift_field
 
 
 def _flow_shift():
-    return Field(gt=0.0, le=100.0, description="Flow-matching shift of the sampler's sigma schedule (the Wan "
-                                               "authors use 5.0 for TI2V-5B and I2V-A14B, 12.0 for T2V-A14B).")
+    return flow_shift_field("the Wan authors use 5.0 for TI2V-5B and I2V-A14B, 12.0 for T2V-A14B")
 
 
 def _cfg_2():
@@ -41,19 +40,9 @@ def _cfg_2_needs_guidance(model):
     return model
 
 
-class _WanTxt2Vid(Txt2VidParams):
-    img2vid_hint: ClassVar[str] = "use task img2vid for image-to-video"
+class _WanTxt2Vid(NoInitImage, Txt2VidParams):
     frame_multiple = 4
     flow_shift: float = _flow_shift()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_init_image(cls, data: Any) -> Any:
-        # an init image would be ignored: an error that points at image-to-video instead
-        if isinstance(data, dict) and "init_image" in data:
-            raise PydanticCustomError("init_image", "init_image: txt2vid takes no init image; {hint}",
-                                      {"hint": cls.img2vid_hint})
-        return data
 
 
 class _WanImg2Vid(Img2VidParams):
@@ -79,6 +68,7 @@ class WanTI2VImg2Vid(_WanImg2Vid):
 
 class WanA14BTxt2Vid(_WanTxt2Vid):
     img2vid_hint = "image-to-video is engine wan_i2v_14b (task img2vid)"
+    show_after = {"cfg_2": "cfg"}
     size_multiple = 16
     cfg_2: float = _cfg_2()
     boundary_ratio: float = _boundary_ratio()
@@ -89,6 +79,7 @@ class WanA14BTxt2Vid(_WanTxt2Vid):
 
 
 class WanA14BImg2Vid(_WanImg2Vid):
+    show_after = {"cfg_2": "cfg"}
     size_multiple = 16
     cfg_2: float = _cfg_2()
     boundary_ratio: float = _boundary_ratio()

@@ -26,7 +26,7 @@ from diffusers import (
 )
 from transformers import UMT5Config, UMT5EncoderModel
 
-from codex_core.tiny import TINY_VOCAB, t5_tokenizer
+from codex_diffusers.tiny import TINY_VOCAB, t5_tokenizer
 
 TEXT_DIM = 32  # the UMT5 encoder's d_model; the transformers' text_dim must match
 CHECKPOINT_SHIFT = {"ti2v_5b": 5.0, "a14b": 3.0}

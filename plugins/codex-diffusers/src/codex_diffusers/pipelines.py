@@ -1,20 +1,28 @@
-"""Shared plumbing for engines built on diffusers pipelines (imports torch and diffusers).
+"""Loading, placing, scheduling and calling diffusers pipelines (imports torch and diffusers).
 
-Every engine loads, places, schedules and calls its pipelines through these few functions, so GPU
-details (dtype, offload, tiling) take the same code path on CPU and GPU and only the device differs.
+Every engine goes through these few functions, so GPU details (dtype, offload, tiling) take the same
+code path on CPU and GPU and only the device differs. Loaded pipelines are shared by every run of a
+process and are read-only to a run: a run works on a *view* (``PipelineFamily.view``), a shallow
+copy of the pipeline object that shares its modules but has its own scheduler, config and call
+state, and anything a run must change in the shared modules (a LoRA) is undone exactly.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 import os
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import diffusers
 import torch
 import transformers
+
+from codex_core import Job, ModelNotFoundError, Runtime, SchedulerChoice
 
 # Our own progress bar covers the denoising loop; library bars for weight loading are noise.
 diffusers.utils.logging.disable_progress_bar()
@@ -23,14 +31,13 @@ if not os.environ.get("CODEX_DEBUG"):
     # e.g. from_pipe's "modules that should be kept in float32: []" on every task switch
     diffusers.utils.logging.set_verbosity_error()
 
-from .engine_api import Job
-from .errors import ModelNotFoundError
-from .runtime import Runtime
-from .samplers import SchedulerChoice
-from .sources import ModelSource
+
+def pipeline_class(name: str) -> type:
+    """A diffusers pipeline class by name (engines name them so that declaring one imports nothing)."""
+    return getattr(diffusers, name)
 
 
-def load_pipeline(pipeline_cls, source: ModelSource, runtime: Runtime,
+def load_pipeline(pipeline_cls, folder: Path, label: str, runtime: Runtime,
                   component_dtypes: dict[str, str] | None = None, **overrides) -> Any:
     """``from_pretrained`` on a local folder: safetensors only unless --allow-pickle, never remote code.
 
@@ -42,7 +49,7 @@ def load_pipeline(pipeline_cls, source: ModelSource, runtime: Runtime,
         dtype = {"default": dtype, **{name: getattr(torch, value) for name, value in component_dtypes.items()}}
     try:
         pipe = pipeline_cls.from_pretrained(
-            str(source.path),
+            str(folder),
             dtype=dtype,
             use_safetensors=None if runtime.allow_pickle else True,
             local_files_only=True,
@@ -51,7 +58,7 @@ def load_pipeline(pipeline_cls, source: ModelSource, runtime: Runtime,
     except (OSError, EnvironmentError) as exc:
         if not runtime.allow_pickle and "safetensors" in str(exc):
             raise ModelNotFoundError(
-                f"{source.label}: no .safetensors weights found ({exc})",
+                f"{label}: no .safetensors weights found ({exc})",
                 hint="pickle-based weights (.bin/.ckpt) load only with --allow-pickle; use it only for files you trust",
             ) from None
         raise
@@ -71,6 +78,10 @@ def place(pipe, runtime: Runtime) -> None:
     pipe.set_progress_bar_config(disable=True)
 
 
+def modules_of(pipe) -> dict[str, torch.nn.Module]:
+    return {name: module for name, module in pipe.components.items() if isinstance(module, torch.nn.Module)}
+
+
 class PipelineFamily:
     """A base pipeline plus task pipelines derived from it with ``from_pipe`` (components shared)."""
 
@@ -85,8 +96,7 @@ class PipelineFamily:
         if pipeline_cls not in self._by_class:
             # from_pipe casts every module, the shared ones included, to one dtype (fp32 unless told):
             # modules loaded in another dtype (e.g. a float32 VAE) are put back.
-            kept = {name: module.dtype for name, module in self.base.components.items()
-                    if isinstance(module, torch.nn.Module) and hasattr(module, "dtype")}
+            kept = {name: module.dtype for name, module in modules_of(self.base).items() if hasattr(module, "dtype")}
             pipe = pipeline_cls.from_pipe(self.base, dtype=self.runtime.torch_dtype())
             for name, dtype in kept.items():
                 module = getattr(pipe, name, None)
@@ -98,25 +108,30 @@ class PipelineFamily:
             self._by_class[pipeline_cls] = pipe
         return self._by_class[pipeline_cls]
 
-    def scheduled(self, pipeline_cls, choice: SchedulerChoice | None, job: Job | None = None):
-        pipe = self.for_class(pipeline_cls)
-        apply_scheduler(pipe, choice, self.scheduler_config, job)
-        return pipe
+    def view(self, pipeline_cls, choice: SchedulerChoice | None, job: Job | None = None):
+        """A per-run view of the task's pipeline with a fresh scheduler.
+
+        A shallow copy shares the modules (no weights are copied) but has its own attributes: the
+        scheduler set here, ``register_to_config`` calls (which replace the view's config dict, not
+        the cached one) and the call state a pipeline keeps on itself (guidance scale, timesteps).
+        Nothing a run does to its view reaches the cached pipeline or the next run.
+        """
+        view = copy.copy(self.for_class(pipeline_cls))
+        view.scheduler = build_scheduler(view.scheduler, choice, self.scheduler_config)
+        if job is not None:
+            job.scheduler_applied = scheduler_record(view.scheduler)
+        return view
+
+    def nbytes(self) -> int:
+        tensors = [t for module in modules_of(self.base).values() for t in (*module.parameters(), *module.buffers())]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def apply_scheduler(pipe, choice: SchedulerChoice | None, checkpoint_config: dict, job: Job | None = None) -> None:
-    """A fresh scheduler per run: ``Class.from_config(checkpoint config, **flags)``.
-
-    With a ``job``, the scheduler's class and full config as applied go into ``job.scheduler_applied``
-    (``call`` records it too, so engines that do not pass the job are covered).
-    """
+def build_scheduler(current, choice: SchedulerChoice | None, checkpoint_config: dict):
+    """``Class.from_config(checkpoint config, **flags)``: the checkpoint's own class when no sampler is chosen."""
     if choice is None:
-        pipe.scheduler = type(pipe.scheduler).from_config(checkpoint_config)
-    else:
-        scheduler_cls = getattr(diffusers, choice.scheduler_class)
-        pipe.scheduler = scheduler_cls.from_config(checkpoint_config, **choice.flags)
-    if job is not None:
-        job.scheduler_applied = scheduler_record(pipe.scheduler)
+        return type(current).from_config(checkpoint_config)
+    return getattr(diffusers, choice.scheduler_class).from_config(checkpoint_config, **choice.flags)
 
 
 def _json_safe(value: Any) -> Any:
@@ -143,6 +158,10 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
 
+def accepted_arguments(pipe) -> set[str]:
+    return set(inspect.signature(type(pipe).__call__).parameters) - {"self"}
+
+
 def _wrap_timed(obj, name: str, job: Job, stage: str, announce: str | None = None) -> None:
     original = getattr(obj, name)
 
@@ -161,7 +180,7 @@ def _wrap_timed(obj, name: str, job: Job, stage: str, announce: str | None = Non
 
 @contextmanager
 def measured(pipe, job: Job, text_encoder: str = "encode_prompt", decoder: tuple[str, str] = ("vae", "decode"),
-             denoiser: str | tuple[str, ...] = "unet") -> Iterator[None]:
+             denoisers: tuple[str, ...] = ("unet",)) -> Iterator[None]:
     """Time text encoding, denoising and decoding of one pipeline call without changing it.
 
     Text encoding and decoding are timed by wrapping the pipeline's own methods for the duration of
@@ -169,8 +188,7 @@ def measured(pipe, job: Job, text_encoder: str = "encode_prompt", decoder: tuple
     mixture-of-experts models) to the last return.
     """
     decoder_obj = getattr(pipe, decoder[0])
-    names = (denoiser,) if isinstance(denoiser, str) else denoiser
-    models = [model for model in (getattr(pipe, name, None) for name in names) if model is not None]
+    models = [model for model in (getattr(pipe, name, None) for name in denoisers) if model is not None]
     span: list[float] = []
 
     def first_call(*_):
@@ -209,13 +227,12 @@ def step_callback(job: Job):
     return on_step_end
 
 
-def call(pipe, job: Job, denoiser: str | tuple[str, ...] = "unet", encoder: str = "encode_prompt", **kwargs):
+def call(pipe, job: Job, denoisers: tuple[str, ...] = ("unet",), encoder: str = "encode_prompt", **kwargs):
     """Run one pipeline call with timing, progress and the job's seed.
 
-    ``encoder`` names the pipeline method that encodes the conditioning (``_encode_image`` for SVD).
+    ``encoder`` names the pipeline method that encodes the conditioning (``_encode_image`` for an
+    image-conditioned model).
     """
     kwargs.setdefault("generator", generator(job.seed))
-    if getattr(pipe, "scheduler", None) is not None:
-        job.scheduler_applied = scheduler_record(pipe.scheduler)
-    with measured(pipe, job, text_encoder=encoder, denoiser=denoiser), torch.inference_mode():
+    with measured(pipe, job, text_encoder=encoder, denoisers=denoisers), torch.inference_mode():
         return pipe(callback_on_step_end=step_callback(job), **kwargs)

@@ -2,7 +2,7 @@
 
 from transformers import AutoTokenizer
 
-from codex_core.tiny import TINY_VOCAB, clip_tokenizer, t5_tokenizer
+from codex_diffusers.tiny import TINY_VOCAB, clip_tokenizer, t5_tokenizer
 
 
 def test_clip_tokenizer_round_trips_and_pads_to_77(tmp_path):

@@ -1,0 +1,257 @@
+"""The engine contract: one object per engine key, registered by its plugin, carrying its behaviour.
+
+An engine class declares what it is as class attributes (key, tasks with their params models,
+sampler family, model sources) and does its work in methods. Everything that runs before a model
+loads (variant detection, the request plan, request checks) must be torch-free: the module that
+defines an engine is imported by `codex engines`, `codex schema` and `codex presets`, so it may
+import torch and the like only inside ``build_tiny``, ``load`` and ``run``.
+
+The core calls, in this order: ``detect_variant`` (engines with variants), ``plan`` (preset layers
+and adjustments that depend on the request), presets fill, params validation, ``check_request``;
+then, for a run, ``load`` (once per model and runtime, cached) and ``run``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+
+from .metrics import StageTimes
+from .outputs import ImageOutput, VideoOutput
+from .params import OUTPUT_KINDS, ParamsBase
+from .progress import Progress
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+    from .samplers import SchedulerChoice
+    from .sources import ModelSource
+
+BASELINE_MODE = "normal"  # the mode every engine runs; speed modes are the engine's own vocabulary
+TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass
+class Plan:
+    """What an engine decides about a request before presets fill it (see ``Engine.plan``)."""
+
+    # Preset layers to fill before the task's base preset, most specific first: the files
+    # presets/<engine>/[<variant>/]<task>.<layer>.yaml (a missing file is skipped).
+    layers: tuple[str, ...] = ()
+    # Field values that replace the validated ones: what actually runs (e.g. a mode that cannot run).
+    overrides: dict[str, Any] = field(default_factory=dict)
+    # Extra top-level entries for info.json.
+    info: dict[str, Any] = field(default_factory=dict)
+    # Printed on stderr when the run starts ("codex: warning: ...").
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlanContext:
+    """What ``Engine.plan`` may consult. ``source()`` finds the checkpoint (reads no weights) once."""
+
+    variant: str | None
+    _resolve: Callable[[], "ModelSource"]
+    _source: "ModelSource | None" = None
+
+    def source(self) -> "ModelSource":
+        if self._source is None:
+            self._source = self._resolve()
+        return self._source
+
+
+@dataclass
+class Job:
+    """Everything one run needs, already validated and resolved."""
+
+    task: str
+    params: ParamsBase
+    seed: int | None
+    scheduler: "SchedulerChoice | None"
+    runtime: "Runtime"
+    progress: Progress
+    timer: StageTimes
+    steps_done: int = 0
+    # Facts the engine wants in info.json (e.g. that the init image was resized).
+    notes: dict[str, Any] = field(default_factory=dict)
+    # The scheduler that ran: {"class": name, "config": its full config as applied} (JSON-safe).
+    scheduler_applied: dict[str, Any] | None = None
+
+    def input_image(self, name: str, size: tuple[int, int], mode: str = "RGB"):
+        """The image of request field ``name`` at ``size`` (Lanczos resize, recorded in ``notes.resized``)."""
+        from PIL import Image
+
+        with Image.open(Path(getattr(self.params, name)).expanduser()) as opened:
+            image = opened.convert(mode)
+        if image.size == tuple(size):
+            return image
+        self.notes.setdefault("resized", {})[name] = {"from": list(image.size), "to": list(size), "resample": "lanczos"}
+        return image.resize(tuple(size), Image.Resampling.LANCZOS)
+
+
+def locate_presets(module_file: str, engine: str) -> Path | None:
+    """Find an engine's presets folder for a plugin module.
+
+    ``CODEX_PRESETS_DIR`` wins; a wheel carries them as ``<package>/presets/<engine>``; a source
+    checkout (editable install) uses the repository's ``presets/<engine>``, the one place they are
+    edited.
+    """
+    override = os.environ.get("CODEX_PRESETS_DIR")
+    if override:
+        return Path(override) / engine
+    package_dir = Path(module_file).resolve().parent
+    for base in (package_dir, *package_dir.parents):
+        candidate = base / "presets" / engine
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+class Engine:
+    """Base class of every engine. Subclasses set the class attributes and implement the methods."""
+
+    # -- what the engine is ---------------------------------------------------------------------
+    key: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    # task name (open vocabulary, e.g. "txt2img", "vid2vid") -> params model; the model's
+    # ``output_kind`` ("image" or "video") says what the task produces.
+    tasks: ClassVar[Mapping[str, type[ParamsBase]]] = {}
+    sampler_family: ClassVar[str | None] = None  # "discrete", "flow" or None (no sampler fields)
+    # Allow-lists within the sampler family, for checkpoints only some samplers suit; None: all.
+    samplers: ClassVar[tuple[str, ...] | None] = None
+    schedule_types: ClassVar[tuple[str, ...] | None] = None
+    # Speed modes the engine honours besides "normal" (its params then have a ``mode`` field), and
+    # modes it knows of but does not honour, with the reason (`codex presets --matrix` shows them).
+    modes: ClassVar[tuple[str, ...]] = ()
+    mode_unsupported: ClassVar[Mapping[str, str]] = {}
+    # Where models come from (codex_core.sources): the default hub repo id, per-task repo ids for
+    # tasks that need their own checkpoint, and the file that marks a loadable model folder.
+    default_repo: ClassVar[str | None] = None
+    task_default_repos: ClassVar[Mapping[str, str]] = {}
+    model_marker: ClassVar[str | None] = "model_index.json"
+    tiny_version: ClassVar[str | None] = None  # set when the engine can build a tiny random-weight model
+    # Checkpoint variants with their own presets (presets/<engine>/<variant>/), told apart by
+    # ``detect_variant``; the tiny model is ``tiny_variant``.
+    variants: ClassVar[tuple[str, ...]] = ()
+    tiny_variant: ClassVar[str | None] = None
+    gpu_dtype: ClassVar[str] = "float16"  # dtype on a GPU when the user says --dtype auto
+
+    # Filled in by the registry from the plugin that registered the engine.
+    plugin: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+
+    @functools.cached_property
+    def presets_dir(self) -> Path | None:
+        """presets/<key>/ beside the engine's package (a wheel's copy) or in the source checkout.
+
+        An instance may set its own (tests point it at a temporary folder)."""
+        module = sys.modules.get(type(self).__module__)
+        return locate_presets(module.__file__, self.key) if module and getattr(module, "__file__", None) else None
+
+    @property
+    def all_modes(self) -> tuple[str, ...]:
+        return (BASELINE_MODE, *self.modes) if self.modes else ()
+
+    def params_model(self, task: str) -> type[ParamsBase]:
+        return self.tasks[task]
+
+    def output_kind(self, task: str) -> str:
+        return self.tasks[task].output_kind
+
+    def unsupported_reason(self, mode: str) -> str | None:
+        """None for a mode this engine honours; otherwise why it does not."""
+        if mode == BASELINE_MODE or mode in self.modes:
+            return None
+        return self.mode_unsupported.get(mode) or f"engine {self.key} has no speed mode {mode!r}"
+
+    def problems(self) -> list[str]:
+        """What is wrong with this engine's declaration (the registry skips an engine that has any)."""
+        found = []
+        if not isinstance(self.key, str) or not TASK_NAME.match(self.key):
+            found.append(f"key {self.key!r} is not a lower-case name")
+        if not self.tasks:
+            found.append("it declares no tasks")
+        for task, model in dict(self.tasks).items():
+            if not isinstance(task, str) or not TASK_NAME.match(task):
+                found.append(f"task {task!r} is not a lower-case name")
+            if not (isinstance(model, type) and issubclass(model, ParamsBase)):
+                found.append(f"task {task!r}: its params model must subclass codex_core.ParamsBase")
+            elif model.output_kind not in OUTPUT_KINDS:
+                found.append(f"task {task!r}: output_kind {model.output_kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
+        if self.sampler_family not in (None, "discrete", "flow"):
+            found.append(f"sampler_family {self.sampler_family!r} is not 'discrete', 'flow' or None")
+        return found
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": self.key,
+            "family": self.family,
+            "tasks": list(self.tasks),
+            "outputs": {task: self.output_kind(task) for task in self.tasks},
+            "modes": list(self.all_modes),
+            "sampler_family": self.sampler_family,
+            "default_repo": self.default_repo,
+            "tiny_model": self.tiny_version is not None,
+            "variants": list(self.variants),
+            "task_default_repos": dict(self.task_default_repos),
+            "plugin": self.plugin,
+            "distribution": self.distribution,
+            "version": self.version,
+            "description": self.description,
+        }
+
+    # -- before loading (torch-free) --------------------------------------------------------------
+    def detect_variant(self, folder: Path) -> str | None:
+        """Which of ``variants`` a checkpoint folder holds, read from its configs; None if unknown."""
+        return None
+
+    def plan(self, task: str, request: dict[str, Any], context: PlanContext) -> Plan:
+        """Preset layers and adjustments that depend on the request (speed modes use this)."""
+        return Plan()
+
+    def check_request(self, task: str, params: ParamsBase, variant: str | None) -> list[str]:
+        """Problems only the checkpoint variant reveals, as "field: message" lines (empty: fine)."""
+        return []
+
+    # -- loading and running ------------------------------------------------------------------------
+    def build_tiny(self, dest: Path) -> None:
+        """Write a tiny randomly initialised model of the real architecture into ``dest``."""
+        raise NotImplementedError(f"engine {self.key} has no tiny model")
+
+    def load(self, source: "ModelSource", runtime: "Runtime") -> Any:
+        """Load the model once; the result is cached per (engine, model, runtime) and passed to ``run``."""
+        raise NotImplementedError
+
+    def run(self, model: Any, job: Job) -> ImageOutput | VideoOutput:
+        raise NotImplementedError
+
+    def model_bytes(self, model: Any) -> int | None:
+        """Bytes of weights a loaded model holds, for the model cache's byte bound (None: unknown)."""
+        return None
+
+    def unload(self, model: Any) -> None:
+        """Release what a loaded model holds beyond Python references (e.g. device memory)."""
+
+    def ensure_tiny(self, dest: Path, progress: Progress) -> None:
+        """Build the tiny model once, atomically (a half-built folder is never left in the cache)."""
+        if dest.is_dir():
+            return
+        progress.message(f"building the tiny {self.key} test model in {dest} (random weights, once)")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            self.build_tiny(staging)
+            os.replace(staging, dest)
+        except OSError:
+            if not dest.is_dir():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

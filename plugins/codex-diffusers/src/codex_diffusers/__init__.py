@@ -1,0 +1,38 @@
+"""The diffusers kit: what every Codex engine on diffusers pipelines shares.
+
+Engine authors import from here (and from ``codex_core``)::
+
+    from codex_diffusers import DiffusersEngine, SpeedModes, ModeFields, TrueCfgFields, read_config
+
+Importing this package imports no torch: ``DiffusersEngine`` loads torch and diffusers only when a
+model loads. The heavy helpers live in submodules: ``codex_diffusers.pipelines`` (load, place,
+schedule, call), ``codex_diffusers.tiny`` (offline tokenizers for tiny test models),
+``codex_diffusers.testing`` (the conformance suite every engine's tests subclass).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "DiffusersEngine": "engine", "DiffusersModel": "engine", "CANONICAL_ARGUMENTS": "engine",
+    "SpeedModes": "modes", "ModeFields": "modes", "ModeLora": "modes", "SPEED_MODES": "modes",
+    "TrueCfgFields": "params", "flow_shift_field": "params", "NoInitImage": "params",
+    "read_config": "configs",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'codex_diffusers' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

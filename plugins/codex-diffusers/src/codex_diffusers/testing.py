@@ -1,0 +1,197 @@
+"""The conformance suite every diffusers engine's tests subclass, and helpers for reference calls.
+
+A plugin's test module does::
+
+    from codex_diffusers.testing import EngineConformance, pytest_generate_tests  # noqa: F401
+
+    class TestMine(EngineConformance):
+        engine = "mine"
+        cases = {"txt2img": {...}, ...}          # small requests, one per task
+        bad_requests = [(id, task, request, text the error must contain), ...]
+        def direct(self, task, request, model_dir): ...  # the same call made on diffusers directly
+
+and gets, for every task: our output equals the direct diffusers call to the pixel (and again after
+another run with a different sampler: nothing leaks between runs), the run is recorded faithfully in
+info.json and the PNG or video, and bad requests exit 2 naming the field with nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from codex_core import registry
+from codex_core.testing import cli_run, run_json, tiny_model_dir, write_test_image
+
+__all__ = ["EngineConformance", "pytest_generate_tests", "pixels", "direct_pipe", "cli_run", "run_json",
+           "tiny_model_dir", "write_test_image"]
+
+
+def pixels(path_or_image) -> np.ndarray:
+    image = path_or_image if isinstance(path_or_image, Image.Image) else Image.open(path_or_image)
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+_direct_pipes: dict = {}
+
+
+def direct_pipe(pipeline_cls, folder: Path, **overrides):
+    """A pipeline loaded straight from ``folder`` with diffusers (fp32, CPU), once per class, folder and
+    overrides, with the checkpoint's own scheduler config: the reference side of a conformance test.
+
+    Returns (pipeline, scheduler config). Tests set their own scheduler on it before each call."""
+    key = (pipeline_cls, str(folder), tuple(sorted(overrides.items(), key=lambda item: item[0])))
+    if key not in _direct_pipes:
+        pipe = pipeline_cls.from_pretrained(folder, **overrides)
+        pipe.set_progress_bar_config(disable=True)
+        _direct_pipes[key] = (pipe, dict(pipe.scheduler.config))
+    return _direct_pipes[key]
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrise conformance tests over the subclass's tasks and bad requests."""
+    cls = metafunc.cls
+    if cls is None or not issubclass(cls, EngineConformance):
+        return
+    if "task" in metafunc.fixturenames:
+        metafunc.parametrize("task", list(cls.cases))
+    if "bad_case" in metafunc.fixturenames:
+        metafunc.parametrize("bad_case", cls.bad_requests, ids=[c[0] for c in cls.bad_requests])
+
+
+def assert_same_pixels(ours: list, expected: list) -> None:
+    assert len(ours) == len(expected), f"{len(ours)} outputs, diffusers made {len(expected)}"
+    for mine, theirs in zip(ours, expected):
+        assert pixels(mine).shape == pixels(theirs).shape
+        assert np.array_equal(pixels(mine), pixels(theirs)), f"codex output {mine} differs from diffusers"
+
+
+class EngineConformance:
+    engine: str = ""
+    cases: dict[str, dict[str, Any]] = {}
+    # (id, task, request, text the error must contain)
+    bad_requests: list[tuple[str, str, dict[str, Any], str]] = []
+
+    def direct(self, task: str, request: dict[str, Any], model_dir: Path) -> list[Image.Image]:
+        """Make the same call on the diffusers pipeline directly, without codex code."""
+        raise NotImplementedError
+
+    def request_for(self, task: str, tmp_path: Path) -> dict[str, Any]:
+        """The case for ``task``, with ``{tmp}`` in string values replaced by the test's folder."""
+        return {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in self.cases[task].items()}
+
+    def prepare_inputs(self, tmp_path: Path) -> None:
+        """Write input images the cases refer to (override to add more)."""
+        write_test_image(tmp_path / "init.png", (64, 64), seed=1)
+        write_test_image(tmp_path / "small.png", (32, 32), seed=2)
+        write_test_image(tmp_path / "mask.png", (64, 64), mode="L")
+
+    # -- the suite ------------------------------------------------------------------------------
+
+    def test_engine_is_registered(self):
+        engine = registry.get_engine(self.engine)
+        assert set(self.cases) == set(engine.tasks), "every task of the engine needs a conformance case"
+
+    def is_video(self, task: str) -> bool:
+        return registry.get_engine(self.engine).output_kind(task) == "video"
+
+    def run_request(self, task: str, request: dict[str, Any], out: Path) -> dict[str, Any]:
+        extra = ("--format", "frames,mp4") if self.is_video(task) else ()
+        return run_json(self.engine, task, request, out, "tiny", *extra)
+
+    def run_case(self, task: str, tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        self.prepare_inputs(tmp_path)
+        request = self.request_for(task, tmp_path)
+        return request, self.run_request(task, request, tmp_path / "out")
+
+    def outputs(self, task: str, result: dict[str, Any]) -> list[str]:
+        if self.is_video(task):
+            return sorted(f for f in result["files"] if Path(f).parent.name == "frames")
+        return [f for f in result["files"] if f.endswith(".png")]
+
+    def test_output_equals_direct_diffusers_call(self, task, tmp_path):
+        request, result = self.run_case(task, tmp_path)
+        info = result["info"]
+        expected = self.direct(task, info["request"], tiny_model_dir(self.engine))
+        count = info["request"]["num_frames"] if self.is_video(task) else info["request"].get("batch_size", 1)
+        assert len(self.outputs(task, result)) == count
+        assert_same_pixels(self.outputs(task, result), expected)
+        assert info["seed"] == request["seed"] and info["task"] == task and info["engine"] == self.engine
+        assert info["steps_done"] > 0 and set(info["timings"]) >= {"load", "denoise", "decode", "export", "total"}
+
+    def other_sampler(self, task: str, sampler: str | None) -> str | None:
+        """A sampler the engine accepts for ``task`` other than ``sampler`` (None: it has no choice)."""
+        engine = registry.get_engine(self.engine)
+        if not engine.sampler_family:
+            return None
+        names = [s.name for s in registry.samplers_for(engine)[0] if s.name != sampler]
+        return names[0] if names else None
+
+    def test_a_run_leaves_nothing_behind(self, task, tmp_path):
+        """The same request before and after a run with another sampler and scheduler: both equal diffusers."""
+        request, first = self.run_case(task, tmp_path)
+        other = self.other_sampler(task, first["info"]["request"].get("sampler"))
+        between = {**request, "sampler": other, "scheduler": "Automatic"} if other else request
+        result = cli_run(["run", self.engine, task, "--model", "tiny", "--out", str(tmp_path / "between"), "-q",
+                          "--json", json.dumps(between)])
+        assert result.exit_code in (0, 2), result.stderr  # a sampler some task rejects is fine: it ran or was refused
+        again = self.run_request(task, request, tmp_path / "again")
+        expected = self.direct(task, first["info"]["request"], tiny_model_dir(self.engine))
+        assert_same_pixels(self.outputs(task, first), expected)
+        assert_same_pixels(self.outputs(task, again), expected)
+
+    def test_outputs_record_the_run(self, task, tmp_path):
+        from codex_core.inspect_outputs import read_info
+
+        request, result = self.run_case(task, tmp_path)
+        run_dir = Path(result["run_dir"])
+        on_disk = json.loads((run_dir / "info.json").read_text())
+        assert on_disk["request"] == result["info"]["request"]
+        if self.is_video(task):
+            from codex_core.exporters.video import probe
+
+            video = on_disk["video"]
+            seen = probe(Path(video["path"]))
+            assert seen["frames"] == video["frames"] == on_disk["request"]["num_frames"]
+            assert seen["fps"] == video["fps"] == on_disk["request"]["fps"]
+            assert (seen["width"], seen["height"]) == (video["width"], video["height"]) == (
+                on_disk["request"]["width"], on_disk["request"]["height"])
+            embedded = read_info(Path(video["path"]))
+        else:
+            assert sorted(p.name for p in run_dir.iterdir()) == sorted(Path(f).name for f in result["files"])
+            embedded = read_info(run_dir / "0000.png")
+            assert f"Seed: {request['seed']}" in embedded["parameters"]
+        assert embedded["codex"]["request"] == on_disk["request"]
+        # fill-only: everything the request gave is unchanged, the patch is exactly the rest
+        for key, value in request.items():
+            assert on_disk["request"][key] == value and key not in on_disk["applied_preset_patch"]
+
+    def test_bad_request_exits_2_and_writes_nothing(self, bad_case, tmp_path):
+        _, task, request, field = bad_case
+        self.prepare_inputs(tmp_path)
+        request = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in request.items()}
+        out = tmp_path / "out"
+        result = cli_run(["run", self.engine, task, "--model", "tiny", "--out", str(out), "--json", json.dumps(request)])
+        assert result.exit_code == 2, result.stderr
+        assert field in result.stderr, result.stderr
+        assert not out.exists() or not any(out.iterdir())
+
+
+def loaded_model(engine: str):
+    """The engine's most recently used loaded model (a ``DiffusersModel``) in the process's model cache."""
+    from codex_core.model_cache import cache
+
+    models = cache.loaded(engine)
+    assert models, f"no {engine} model is loaded"
+    return models[-1]
+
+
+def loaded_family(engine: str, task: str | None = None):
+    """The ``PipelineFamily`` of the engine's most recently used model (of ``task``'s checkpoint)."""
+    model = loaded_model(engine)
+    folder = model.folders[task] if task else next(iter(model.families))
+    return model.families[folder]

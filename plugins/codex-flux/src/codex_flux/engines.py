@@ -1,0 +1,86 @@
+"""The flux engine: FLUX.1 [dev] and [schnell] on the diffusers Flux pipelines (txt2img, img2img, inpaint).
+
+The variant is read from the checkpoint before anything loads (``detect_variant``): dev has a
+guidance embedding, schnell does not, and their presets differ (presets/flux/dev/, .../schnell/).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codex_core import ModelSource, UsageError
+from codex_diffusers import DiffusersEngine, read_config
+
+from .params import TASKS
+
+SCHNELL_MAX_SEQUENCE_LENGTH = 256  # schnell was distilled with 256 T5 tokens (BFL's reference code)
+
+
+def variant_from_config(config: dict) -> str | None:
+    """dev carries a guidance embedding (``guidance_embeds``: true); schnell does not."""
+    if config.get("_class_name") != "FluxTransformer2DModel":
+        return None
+    # a config without the key loads with diffusers' default (False): no guidance embedding
+    return "dev" if config.get("guidance_embeds", False) else "schnell"
+
+
+class Flux(DiffusersEngine):
+    key = "flux"
+    family = "flux"
+    description = ("FLUX.1 [dev] (black-forest-labs/FLUX.1-dev) and [schnell] (black-forest-labs/FLUX.1-schnell) "
+                   "in diffusers format; the variant is read from the checkpoint")
+    tasks = TASKS
+    pipelines = {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline"}
+    arguments = {"max_sequence_length": "max_sequence_length"}
+    denoisers = ("transformer",)
+    sampler_family = "flow"
+    # Euler (FlowMatchEulerDiscreteScheduler) is the checkpoints' own. UniPC runs txt2img with the
+    # same dynamic shift; img2img/inpaint are Euler-only (params.py). DPM++ 2M is left out: diffusers
+    # fails with it on schnell (set_timesteps asserts dynamic shifting) and on img2img/inpaint (it
+    # takes no custom sigmas). No flow_shift field: the checkpoint's scheduler config decides the shift.
+    samplers = ("Euler", "UniPC")
+    default_repo = "black-forest-labs/FLUX.1-dev"
+    variants = ("dev", "schnell")
+    tiny_variant = "dev"
+    gpu_dtype = "bfloat16"
+    tiny_version = "1"
+
+    def detect_variant(self, folder: Path) -> str | None:
+        return variant_from_config(read_config(folder, "transformer/config.json"))
+
+    def check_request(self, task, params, variant) -> list[str]:
+        """schnell has no guidance embedding and was distilled with at most 256 T5 tokens."""
+        problems = []
+        if variant == "schnell":
+            if params.cfg != 0.0:
+                problems.append(f"cfg: got {params.cfg!r}: FLUX.1-schnell has no guidance embedding, so cfg would "
+                                "be ignored; leave it out (the schnell preset sets 0.0). For classifier-free guidance "
+                                "against a negative prompt use true_cfg")
+            if params.max_sequence_length > SCHNELL_MAX_SEQUENCE_LENGTH:
+                problems.append(f"max_sequence_length: got {params.max_sequence_length}: FLUX.1-schnell takes at "
+                                f"most {SCHNELL_MAX_SEQUENCE_LENGTH} T5 tokens (allowed: an integer >= 1 and "
+                                f"<= {SCHNELL_MAX_SEQUENCE_LENGTH})")
+        return problems
+
+    def check_model(self, pipe, source: ModelSource) -> None:
+        # FLUX.1 Fill/Depth/Canny transformers take extra conditioning channels: not for these pipelines.
+        expected = 4 * pipe.vae.config.latent_channels  # 2x2-packed latents
+        if pipe.transformer.config.in_channels != expected:
+            raise UsageError(f"{source.label} is not a FLUX.1 dev/schnell base model: its transformer takes "
+                             f"{pipe.transformer.config.in_channels} input channels, FluxPipeline gives {expected}",
+                             hint="point --model at a FLUX.1 [dev] or [schnell] folder in diffusers format")
+
+    def extra_arguments(self, job, pipe) -> dict:
+        """diffusers truncates T5 input to max_sequence_length with only a log warning: record it."""
+        params = job.params
+        texts = {"prompt": params.prompt, "negative_prompt": params.negative_prompt if params.true_cfg > 1 else ""}
+        for field, text in texts.items():
+            tokens = len(pipe.tokenizer_2(text).input_ids) if text else 0
+            if tokens > params.max_sequence_length:
+                job.notes.setdefault("truncated", {})[field] = {"t5_tokens": tokens, "kept": params.max_sequence_length}
+        return {}
+
+    def build_tiny(self, dest: Path) -> None:
+        from .tiny import build
+
+        build(dest, self.tiny_variant)

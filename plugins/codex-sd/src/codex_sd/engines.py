@@ -1,0 +1,87 @@
+"""The sd15 and sdxl engines: Stable Diffusion 1.x/2.x and SDXL on the diffusers SD pipelines.
+
+Both honour speed modes: a checkpoint supports a mode by itself when its configs say so (read
+before anything loads, see ``checkpoint_modes``), or the request brings an accelerator LoRA.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codex_diffusers import DiffusersEngine, SpeedModes, read_config
+
+from .params import TASKS
+
+MODE_HINTS = {
+    "lcm": "pass mode_lora with an LCM-LoRA .safetensors (e.g. latent-consistency/lcm-lora-sdv1-5 or "
+           "lcm-lora-sdxl), or use an LCM checkpoint (its unet/config.json sets time_cond_proj_dim)",
+    "turbo": "use an SD-Turbo / SDXL-Turbo checkpoint (its scheduler config has timestep_spacing "
+             "\"trailing\"), or pass mode_lora with a Turbo LoRA .safetensors",
+    "lightning": "pass mode_lora with an SDXL-Lightning LoRA .safetensors (e.g. sdxl_lightning_4step_lora), "
+                 "or use an SDXL-Lightning checkpoint folder (scheduler timestep_spacing \"trailing\")",
+}
+
+
+class _StableDiffusion(SpeedModes, DiffusersEngine):
+    tasks = TASKS
+    sampler_family = "discrete"
+    gpu_dtype = "float16"
+    tiny_version = "1"
+    mode_hints = MODE_HINTS
+
+    def checkpoint_modes(self, folder: Path) -> set[str]:
+        """The modes an SD checkpoint folder supports by itself, from its configs (no torch).
+
+        - ``lcm``: a latent-consistency-distilled UNet embeds the guidance scale, so its
+          ``unet/config.json`` sets ``time_cond_proj_dim`` (e.g. 256 in SimianLuo/LCM_Dreamshaper_v7
+          and latent-consistency/lcm-sdxl); an ordinary UNet has it null. A folder whose scheduler is
+          already ``LCMScheduler`` counts too.
+        - ``turbo`` and ``lightning``: adversarially distilled few-step checkpoints (SD-Turbo,
+          SDXL-Turbo, SDXL-Lightning) are sampled with trailing timesteps, and their diffusers folders
+          ship a scheduler config with ``timestep_spacing: "trailing"``; base checkpoints ship
+          "leading" (or none). The distillation leaves the UNet architecture unchanged, so the
+          scheduler config is the only hint a folder carries; it cannot tell Turbo from Lightning,
+          so it enables both.
+        """
+        unet = read_config(folder, "unet/config.json")
+        scheduler = read_config(folder, "scheduler/scheduler_config.json")
+        found = set()
+        if unet.get("time_cond_proj_dim") is not None or scheduler.get("_class_name") == "LCMScheduler":
+            found.add("lcm")
+        if scheduler.get("timestep_spacing") == "trailing":
+            found.update({"turbo", "lightning"})
+        return found & set(self.modes)
+
+
+class StableDiffusion15(_StableDiffusion):
+    key = "sd15"
+    family = "stable-diffusion"
+    description = "Stable Diffusion 1.x / 2.x checkpoints in diffusers format"
+    default_repo = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    modes = ("lcm", "turbo")
+    mode_unsupported = {"lightning": "SDXL-Lightning exists only for SDXL (ByteDance distilled the SDXL base); "
+                                     "use engine sdxl"}
+    pipelines = {"txt2img": "StableDiffusionPipeline", "img2img": "StableDiffusionImg2ImgPipeline",
+                 "inpaint": "StableDiffusionInpaintPipeline", "upscale": "StableDiffusionImg2ImgPipeline"}
+    # Like every local SD tool, no NSFW safety checker is loaded (it also costs ~1.2 GB).
+    load_options = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+
+    def build_tiny(self, dest: Path) -> None:
+        from .tiny import build_sd15
+
+        build_sd15(dest)
+
+
+class StableDiffusionXL(_StableDiffusion):
+    key = "sdxl"
+    family = "stable-diffusion-xl"
+    description = "SDXL base checkpoints in diffusers format"
+    default_repo = "stabilityai/stable-diffusion-xl-base-1.0"
+    modes = ("lcm", "turbo", "lightning")
+    pipelines = {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline",
+                 "inpaint": "StableDiffusionXLInpaintPipeline", "upscale": "StableDiffusionXLImg2ImgPipeline"}
+
+    def build_tiny(self, dest: Path) -> None:
+        from .tiny import build_sdxl
+
+        build_sdxl(dest)
