@@ -8,7 +8,8 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP := $(VENV)/bin/python -m pip
-PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
+# every package under plugins/ except the engine template (placeholders, not a package until rendered)
+PLUGIN_DIRS := $(filter-out plugins/_template,$(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml)))
 STAMP := $(VENV)/.codex-setup
 
 .PHONY: setup demo test bench check-wheels docs clean

@@ -27,7 +27,12 @@ class _CodexClickError(click.ClickException):
         click.echo(f"codex: error: {self.message}", err=True)
 
 
-def _handle_errors(func):
+def handle_errors(func):
+    """Wrap a command so that errors reach the user as one line and an exit status (plugin commands use it too).
+
+    CodexError: its exit code (2 usage, 1 other); Ctrl-C / SIGTERM: 130; anything else: 1, with the
+    traceback when CODEX_DEBUG is set.
+    """
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
@@ -82,7 +87,7 @@ def cli():
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_handle_errors
+@handle_errors
 def engines(as_json: bool):
     """List installed engines with their tasks, modes and plugin package."""
     from .registry import engines as installed
@@ -101,7 +106,7 @@ def engines(as_json: bool):
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_handle_errors
+@handle_errors
 def plugins(as_json: bool):
     """List loaded plugins, the hooks they implement and any import errors."""
     from .plugins import describe_plugins
@@ -120,7 +125,7 @@ def plugins(as_json: bool):
 @cli.command()
 @click.argument("engine")
 @click.argument("task")
-@_handle_errors
+@handle_errors
 def schema(engine: str, task: str):
     """Print the JSON Schema of a request for ENGINE and TASK.
 
@@ -143,7 +148,7 @@ def schema(engine: str, task: str):
 @click.option("--preset", "profile", help="A named preset profile, as `codex run --preset` takes it.")
 @click.option("--matrix", is_flag=True, help="Every engine x task x mode: its preset, or why it is unsupported.")
 @click.option("--json", "as_json", is_flag=True, help="With --matrix: print JSON instead of a table.")
-@_handle_errors
+@handle_errors
 def presets(engine: str | None, task: str | None, mode: str, variant: str | None, profile: str | None,
             matrix: bool, as_json: bool):
     """Show the preset values that fill a request's missing fields.
@@ -152,7 +157,7 @@ def presets(engine: str | None, task: str | None, mode: str, variant: str | None
     Examples:
       codex presets ENGINE
       codex presets ENGINE upscale
-      codex presets ENGINE txt2img --mode lcm
+      codex presets ENGINE txt2img --mode MODE
       codex presets --matrix            # all engines (or: codex presets ENGINE --matrix)
     """
     from . import presets as presets_module
@@ -208,7 +213,7 @@ def docs():
 
 
 @docs.command("param-matrix")
-@_handle_errors
+@handle_errors
 def docs_param_matrix():
     """Print docs/param-matrix.md: fields, types, ranges, defaults and presets per engine and task.
 
@@ -222,7 +227,7 @@ def docs_param_matrix():
 
 
 @docs.command("engine-catalog")
-@_handle_errors
+@handle_errors
 def docs_engine_catalog():
     """Print codex_core/engine_catalog.json: the project's engines and their packages (install hints).
 
@@ -238,7 +243,7 @@ def docs_engine_catalog():
 @cli.command()
 @click.argument("engine")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_handle_errors
+@handle_errors
 def samplers(engine: str, as_json: bool):
     """List the sampler and schedule-type names ENGINE accepts, and what they map to."""
     from . import samplers as samplers_module
@@ -291,7 +296,7 @@ def _read_request(value: str) -> Any:
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle-based weights (.bin/.ckpt). Only for files you trust.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or log lines on stderr.")
 @click.option("--preset", help="A named preset profile (presets/<engine>/<task>@NAME.yaml), e.g. a lighter size.")
-@_handle_errors
+@handle_errors
 def run(engine, task, request, model, out, formats, device, dtype, offload, vae_tiling, download, allow_pickle,
         quiet, preset):
     """Validate a request, run ENGINE on TASK, write outputs and print the result as JSON.
@@ -326,7 +331,7 @@ def run(engine, task, request, model, out, formats, device, dtype, offload, vae_
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, path_type=Path))
 @click.option("--parameters", is_flag=True, help="Print only the A1111-style parameters text.")
-@_handle_errors
+@handle_errors
 def info(file: Path, parameters: bool):
     """Print the parameters embedded in an output (a PNG, an info.json or a run folder)."""
     from .inspect_outputs import read_info
@@ -351,7 +356,7 @@ def info(file: Path, parameters: bool):
 @click.option("--download", is_flag=True, help="Allow fetching a hub repo id that is not in the local cache.")
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle-based weights (.bin/.ckpt). Only for files you trust.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or log lines on stderr.")
-@_handle_errors
+@handle_errors
 def replay(file, check, model, out, device, dtype, download, allow_pickle, quiet):
     """Run the request recorded in FILE again and write a new run, like `codex run`.
 

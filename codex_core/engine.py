@@ -232,6 +232,21 @@ class Engine:
     def run(self, model: Any, job: Job) -> ImageOutput | VideoOutput:
         raise NotImplementedError
 
+    def resolve_runtime(self, runtime: "Runtime") -> "Runtime":
+        """The runtime on a concrete device. This base runs on the CPU only; engines on torch find GPUs."""
+        from .errors import UsageError
+
+        if runtime.device not in ("auto", "cpu"):
+            raise UsageError(f"--device {runtime.device}: engine {self.key} runs on the CPU only", hint="drop --device")
+        return runtime.on_device("cpu", self.gpu_dtype)
+
+    def reset_peak_memory(self, device: str) -> None:
+        """Start measuring peak device memory for a run (engines on a GPU library implement it)."""
+
+    def peak_memory_mb(self, device: str) -> float | None:
+        """Peak device memory since ``reset_peak_memory``, in MiB (None: not measured on this device)."""
+        return None
+
     def model_bytes(self, model: Any) -> int | None:
         """Bytes of weights a loaded model holds, for the model cache's byte bound (None: unknown)."""
         return None

@@ -170,7 +170,7 @@ def _range(prop: dict[str, Any]) -> str:
 
 
 def _preset_values(spec: Engine, task: str) -> dict[str, list[str]]:
-    """field -> ["25", "lcm: 4", ...]: the normal preset value(s), then each mode preset's."""
+    """field -> ["25", "<mode>: 4", ...]: the normal preset value(s), then each mode preset's."""
     values: dict[str, list[str]] = {}
     variants = list(spec.variants) or [None]
     for mode in (BASELINE_MODE, *spec.modes):

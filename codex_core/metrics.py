@@ -1,4 +1,4 @@
-"""Timings per stage and peak memory."""
+"""Timings per stage and peak host memory (device memory is the engine's to measure: ``Engine.peak_memory_mb``)."""
 
 from __future__ import annotations
 
@@ -34,22 +34,3 @@ def peak_host_rss_mb() -> float:
     """Peak resident set size of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
-
-
-def reset_device_peak(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_device_memory_mb(device: str) -> float | None:
-    if device.startswith("cuda"):
-        import torch
-
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    if device == "mps":
-        import torch
-
-        return round(torch.mps.driver_allocated_memory() / 2**20, 1)
-    return None

@@ -21,7 +21,7 @@ from typing import Any
 from . import presets, registry, sources
 from .engine import Engine, Job, Plan, PlanContext
 from .errors import ParamError, UsageError
-from .metrics import StageTimes, peak_device_memory_mb, peak_host_rss_mb, reset_device_peak
+from .metrics import StageTimes, peak_host_rss_mb
 from .outputs import new_run_id, run_folder, write_json
 from .params import MAX_SEED, ParamsBase, validate
 from .progress import Progress
@@ -149,7 +149,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     from .model_cache import cache
 
     with timer.stage("load"):
-        runtime = runtime.resolve(engine.gpu_dtype)
+        runtime = engine.resolve_runtime(runtime)
         if source.kind == "tiny":
             engine.ensure_tiny(source.path, progress)
             progress.message("model 'tiny' has random weights, so the output is noise; for real output pass "
@@ -164,7 +164,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     replay_of = _replay_note(options.replay_of, fingerprint)
 
     job = Job(task, params, getattr(params, "seed", None), prepared.scheduler, runtime, progress, timer)
-    reset_device_peak(runtime.device)
+    engine.reset_peak_memory(runtime.device)
     try:
         output = engine.run(model, job)
     finally:
@@ -186,7 +186,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
         info["timings"] = timer.as_dict()
         denoise = timer.seconds.get("denoise")
         info["steps_per_second"] = round(job.steps_done / denoise, 3) if denoise and job.steps_done else None
-        info["memory"] = {"peak_device_memory_mb": peak_device_memory_mb(runtime.device),
+        info["memory"] = {"peak_device_memory_mb": engine.peak_memory_mb(runtime.device),
                           "peak_host_rss_mb": peak_host_rss_mb()}
         info["outputs"] = [str(folder.final_path(p)) for p in folder.written]
         info_path = folder.staging_dir / "info.json"

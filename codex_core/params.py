@@ -55,7 +55,7 @@ def _nearest_multiples(value: int, multiple: int) -> str:
 
 
 class ParamsBase(BaseModel):
-    """Fields every request has, text-conditioned or not (SVD has no prompt)."""
+    """Fields every request has, text-conditioned or not (an image-conditioned model takes no prompt)."""
 
     model_config = ConfigDict(strict=True, extra="forbid", validate_default=False)
 
@@ -305,6 +305,6 @@ class Img2VidParams(Params, VideoFields):
 
 
 class ImageOnlyImg2VidParams(VideoFields):
-    """img2vid conditioned on the image alone (no prompt), e.g. Stable Video Diffusion."""
+    """img2vid conditioned on the image alone (no prompt)."""
 
     init_image: ImagePath = Field(description="The first frame / conditioning image.")

@@ -1,4 +1,8 @@
-"""Device, dtype and memory options. Resolving ``auto`` imports torch, so it happens at run time only."""
+"""Device, dtype and memory options, as the user gives them and as a run resolves them.
+
+Which devices exist is the engine's to say (``Engine.resolve_runtime``: an engine on torch asks
+torch); the rules for dtype and offload are the same for every engine and live here.
+"""
 
 from __future__ import annotations
 
@@ -30,35 +34,9 @@ class Runtime:
             raise UsageError(f"--offload: unknown mode {self.offload!r}; allowed: {', '.join(OFFLOAD)}")
         return self
 
-    def resolve(self, gpu_dtype: str) -> "Runtime":
-        """Pick a concrete device (cuda > mps > cpu) and dtype (the engine's GPU dtype, fp32 on CPU).
-
-        Without torch installed (an engine that does not use it) the only device is the CPU.
-        """
-        try:
-            import torch
-        except ImportError:
-            torch = None
-        device = self.device
-        if torch is None and device.split(":")[0] in ("cuda", "mps"):
-            raise UsageError(f"--device {device}: torch is not installed", hint="pip install torch, or drop --device")
-        if torch is None:
-            device = "cpu"
-        elif device == "auto":
-            if torch.cuda.is_available():
-                device = "cuda"
-            elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-                device = "mps"
-            else:
-                device = "cpu"
-        elif device.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available in this torch build ({torch.__version__})")
+    def on_device(self, device: str, gpu_dtype: str) -> "Runtime":
+        """This runtime on a concrete ``device``: dtype ``auto`` is the engine's GPU dtype off the CPU, fp32 on it."""
         dtype = DTYPES[self.dtype] or ("float32" if device == "cpu" else gpu_dtype)
         if self.offload != "none" and device == "cpu":
             raise UsageError(f"--offload {self.offload} needs a GPU; the device is cpu", hint="drop --offload")
         return Runtime(device, dtype, self.offload, self.vae_tiling, self.allow_pickle)
-
-    def torch_dtype(self):
-        import torch
-
-        return getattr(torch, self.dtype)

@@ -86,3 +86,10 @@ def test_param_matrix_lists_fields_with_types_ranges_and_presets():
             line != "## Speed modes"] == [s.key for s in SPECS]
     assert "| `steps` | preset fills | integer | >= 1 and <= 1000 |  | 25, lcm: 4, turbo: 1 |" in text
     assert "| `cfg` | preset fills | number | >= 0.0 and <= 50.0 |  | dev: 3.5, schnell: 0.0 |" in text
+
+
+def test_checked_in_engine_catalog_is_up_to_date():
+    """Install hints for engines that are not installed come from this generated file, not from core code."""
+    assert matrix.CATALOG_PATH.read_text(encoding="utf-8") == matrix.engine_catalog_json(), (
+        "codex_core/engine_catalog.json is stale: regenerate it with `python -m codex_core.matrix --write-catalog`")
+    assert cli_run(["docs", "engine-catalog"]).stdout == matrix.engine_catalog_json()

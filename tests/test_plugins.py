@@ -110,3 +110,98 @@ def test_every_project_plugin_is_installed_here_with_its_engines():
     assert set(catalog.values()) <= installed <= project_distributions()
     for key, package in catalog.items():
         assert registry.get_engine(key).distribution == package
+
+
+def _register_in_test(*plugin_objects):
+    plugins.load_plugins()
+    for index, plugin in enumerate(plugin_objects):
+        plugins.pm.register(plugin, name=f"in-test-{index}")
+    registry.clear_cache()
+
+
+class OtherInTestEngine(InTestEngine):
+    description = "the other one"
+
+
+def test_hook_wrappers_run_because_hooks_are_called_through_pluggy(fresh_plugins):
+    seen = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def codex_register_engines(self, register):
+            seen.append("before")
+            result = yield
+            register(InTestEngine())  # a wrapper can add its own after the others
+            seen.append("after")
+            return result
+
+    _register_in_test(Wrapper())
+    assert registry.get_engine("in_test").plugin == "in-test-0" and seen == ["before", "after"]
+    assert "sd15" in registry.engines()
+
+
+def test_a_key_registered_twice_warns_naming_both_plugins_and_the_winner(fresh_plugins, capsys):
+    class First:
+        @hookimpl
+        def codex_register_engines(self, register):
+            register(InTestEngine())
+
+    class Second:
+        @hookimpl
+        def codex_register_engines(self, register):
+            register(OtherInTestEngine())
+
+    _register_in_test(First(), Second())  # pluggy calls the plugin registered last first: it wins
+    assert registry.get_engine("in_test").description == "the other one"
+    assert registry.get_engine("in_test").plugin == "in-test-1"
+    err = capsys.readouterr().err
+    assert "engine 'in_test' is registered by plugin 'in-test-1' and by plugin 'in-test-0'; 'in-test-1' wins" in err
+
+
+def test_tryfirst_decides_the_winner_as_pluggy_orders_the_calls(fresh_plugins, capsys):
+    class First:
+        @hookimpl(tryfirst=True)
+        def codex_register_engines(self, register):
+            register(InTestEngine())
+
+    class Second:
+        @hookimpl
+        def codex_register_engines(self, register):
+            register(OtherInTestEngine())
+
+    _register_in_test(First(), Second())
+    assert registry.get_engine("in_test").plugin == "in-test-0"
+    assert "'in-test-0' wins" in capsys.readouterr().err
+
+
+def test_a_plugin_can_override_a_core_sampler_and_is_told_so(fresh_plugins, capsys):
+    from codex_core import SamplerDef
+
+    class Samplers:
+        @hookimpl
+        def codex_register_samplers(self, register):
+            register(SamplerDef("euler", "discrete", "EulerDiscreteScheduler", {"timestep_spacing": "trailing"}))
+
+    _register_in_test(Samplers())
+    euler = next(s for s in registry.samplers()[0] if s.family == "discrete" and s.name.casefold() == "euler")
+    assert euler.flags == {"timestep_spacing": "trailing"}
+    assert ("sampler 'discrete:Euler' is registered by plugin 'in-test-0' and by plugin "
+            "'codex_core.default_plugins.samplers'; 'in-test-0' wins") in capsys.readouterr().err
+
+
+def test_garbage_and_invalid_engines_are_skipped_with_a_warning(fresh_plugins, capsys):
+    class BadTask(InTestEngine):
+        key = "bad_task"
+        tasks = {"Text To Image": Txt2ImgParams}
+
+    class Garbage:
+        @hookimpl
+        def codex_register_engines(self, register):
+            register("not an engine")
+            register(BadTask())
+
+    _register_in_test(Garbage())
+    assert "bad_task" not in registry.engines() and "sd15" in registry.engines()
+    err = capsys.readouterr().err
+    assert "plugin 'in-test-0' registered an invalid engine (got str, not a codex_core.Engine instance)" in err
+    assert "task 'Text To Image' is not a lower-case name" in err

@@ -14,7 +14,8 @@ from diffusers import LCMScheduler, StableDiffusionPipeline, StableDiffusionXLPi
 from codex_core import registry
 from codex_core.model_cache import cache
 from codex_core.orchestrator import RunOptions, prepare
-from codex_diffusers.testing import cli_run, loaded_family, pixels, run_json, tiny_model_dir, write_test_image
+from codex_diffusers.testing import (cli_run, loaded_family, make_unet_lora, pixels, run_json, tiny_model_dir,
+                                    write_test_image)
 from codex_sd import tiny
 
 
@@ -60,27 +61,10 @@ def test_lcm_checkpoint_is_recognised_and_equals_diffusers_with_lcm_scheduler(en
     assert np.array_equal(pixels(info["outputs"][0]), pixels(direct))
 
 
-def _make_lora(engine: str, dest: Path) -> Path:
-    """A tiny LoRA on the tiny model's UNet attention projections, with random non-zero B weights."""
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig, get_peft_model_state_dict
-
-    _, pipeline_cls, overrides = BUILDERS[engine]
-    unet = pipeline_cls.from_pretrained(tiny_model_dir(engine), **overrides).unet
-    torch.manual_seed(0)
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    state = get_peft_model_state_dict(unet)
-    assert any("lora_B" in key and value.abs().sum() > 0 for key, value in state.items())
-    pipeline_cls.save_lora_weights(dest, unet_lora_layers=convert_state_dict_to_diffusers(state),
-                                   weight_name=f"tiny_{engine}_lora.safetensors")
-    return dest / f"tiny_{engine}_lora.safetensors"
-
-
 @pytest.fixture(scope="module")
 def loras(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lora")
-    return {engine: _make_lora(engine, folder) for engine in BUILDERS}
+    return {engine: make_unet_lora(engine, folder) for engine in BUILDERS}
 
 
 @pytest.fixture(scope="module")

@@ -130,6 +130,21 @@ class DiffusersEngine(Engine):
     def check_model(self, pipe, source: ModelSource) -> None:
         """Refuse a loaded checkpoint that this engine would run with the wrong wiring (raise UsageError)."""
 
+    def resolve_runtime(self, runtime: Runtime) -> Runtime:
+        from .devices import resolve_runtime
+
+        return resolve_runtime(runtime, self.gpu_dtype)
+
+    def reset_peak_memory(self, device: str) -> None:
+        from .devices import reset_peak_memory
+
+        reset_peak_memory(device)
+
+    def peak_memory_mb(self, device: str) -> float | None:
+        from .devices import peak_memory_mb
+
+        return peak_memory_mb(device)
+
     def model_bytes(self, model: DiffusersModel) -> int:
         return model.nbytes()
 
@@ -163,7 +178,8 @@ class DiffusersEngine(Engine):
         """The validated request as the pipeline's ``__call__`` arguments: the one mapping for every engine.
 
         - canonical fields by ``CANONICAL_ARGUMENTS``, the engine's own by ``arguments``; an empty
-          negative prompt is None (no negative branch);
+          negative prompt is left to the pipeline's own default (None for most, which some treat
+          differently from "": SDXL then zeroes the negative embedding);
         - ``true_cfg`` (true classifier-free guidance against the negative prompt, for
           guidance-distilled models): ``true_cfg_scale``, and the negative prompt is passed only
           when true_cfg > 1 ("" is then the unconditional prompt, which diffusers needs to run it);
@@ -179,8 +195,8 @@ class DiffusersEngine(Engine):
         accepted = accepted_arguments(pipe)
         arguments = {argument: getattr(params, field)
                      for field, argument in {**CANONICAL_ARGUMENTS, **self.arguments}.items() if field in fields}
-        if "negative_prompt" in arguments:
-            arguments["negative_prompt"] = params.negative_prompt or None
+        if arguments.get("negative_prompt") == "":
+            del arguments["negative_prompt"]
         if "true_cfg" in fields:
             arguments["true_cfg_scale"] = params.true_cfg
             arguments["negative_prompt"] = params.negative_prompt if params.true_cfg > 1.0 else None

@@ -24,6 +24,8 @@ import transformers
 
 from codex_core import Job, ModelNotFoundError, Runtime, SchedulerChoice
 
+from .devices import torch_dtype
+
 # Our own progress bar covers the denoising loop; library bars for weight loading are noise.
 diffusers.utils.logging.disable_progress_bar()
 transformers.utils.logging.disable_progress_bar()
@@ -44,7 +46,7 @@ def load_pipeline(pipeline_cls, folder: Path, label: str, runtime: Runtime,
     ``component_dtypes`` keeps some components in another dtype than the runtime's, e.g.
     ``{"vae": "float32"}`` for a VAE that decodes better in full precision.
     """
-    dtype = runtime.torch_dtype()
+    dtype = torch_dtype(runtime)
     if component_dtypes:
         dtype = {"default": dtype, **{name: getattr(torch, value) for name, value in component_dtypes.items()}}
     try:
@@ -97,7 +99,7 @@ class PipelineFamily:
             # from_pipe casts every module, the shared ones included, to one dtype (fp32 unless told):
             # modules loaded in another dtype (e.g. a float32 VAE) are put back.
             kept = {name: module.dtype for name, module in modules_of(self.base).items() if hasattr(module, "dtype")}
-            pipe = pipeline_cls.from_pipe(self.base, dtype=self.runtime.torch_dtype())
+            pipe = pipeline_cls.from_pipe(self.base, dtype=torch_dtype(self.runtime))
             for name, dtype in kept.items():
                 module = getattr(pipe, name, None)
                 if isinstance(module, torch.nn.Module) and module.dtype != dtype:
@@ -216,15 +218,34 @@ def measured(pipe, job: Job, text_encoder: str = "encode_prompt", decoder: tuple
             job.timer.add("denoise", span[1] - span[0])
 
 
-def step_callback(job: Job):
-    """A ``callback_on_step_end`` that drives the progress bar and counts steps."""
+def _total_steps(pipe, done: int) -> int:
+    total = getattr(pipe, "num_timesteps", None)
+    if not total:  # pipelines that do not record it: the scheduler's schedule for this call
+        timesteps = getattr(pipe.scheduler, "timesteps", None)
+        total = len(timesteps) if timesteps is not None else 0
+    return total or done
 
+
+def step_callbacks(pipe, job: Job) -> dict[str, Any]:
+    """The step callback arguments the pipeline takes: they drive the progress bar and count steps.
+
+    Most pipelines take ``callback_on_step_end``; some older ones only ``callback``/``callback_steps``.
+    """
     def on_step_end(pipe, step_index, timestep, callback_kwargs):
         job.steps_done = step_index + 1
-        job.progress.step(step_index + 1, getattr(pipe, "num_timesteps", None) or job.steps_done)
+        job.progress.step(step_index + 1, _total_steps(pipe, job.steps_done))
         return callback_kwargs
 
-    return on_step_end
+    def on_step(step_index, timestep, latents):
+        job.steps_done = step_index + 1
+        job.progress.step(step_index + 1, _total_steps(pipe, job.steps_done))
+
+    accepted = accepted_arguments(pipe)
+    if "callback_on_step_end" in accepted:
+        return {"callback_on_step_end": on_step_end}
+    if "callback" in accepted:
+        return {"callback": on_step, "callback_steps": 1}
+    return {}
 
 
 def call(pipe, job: Job, denoisers: tuple[str, ...] = ("unet",), encoder: str = "encode_prompt", **kwargs):
@@ -235,4 +256,4 @@ def call(pipe, job: Job, denoisers: tuple[str, ...] = ("unet",), encoder: str = 
     """
     kwargs.setdefault("generator", generator(job.seed))
     with measured(pipe, job, text_encoder=encoder, denoisers=denoisers), torch.inference_mode():
-        return pipe(callback_on_step_end=step_callback(job), **kwargs)
+        return pipe(**step_callbacks(pipe, job), **kwargs)

@@ -195,3 +195,25 @@ def loaded_family(engine: str, task: str | None = None):
     model = loaded_model(engine)
     folder = model.folders[task] if task else next(iter(model.families))
     return model.families[folder]
+
+
+def make_unet_lora(engine: str, dest: Path) -> Path:
+    """A tiny LoRA (diffusers format) on the attention projections of an engine's tiny UNet, with random
+    non-zero weights, so that loading it changes the output. Needs peft."""
+    import torch
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    from .pipelines import pipeline_class
+
+    found = registry.get_engine(engine)
+    pipeline_cls = pipeline_class(found.pipelines[next(iter(found.pipelines))])
+    unet = pipeline_cls.from_pretrained(tiny_model_dir(engine), **found.load_options).unet
+    torch.manual_seed(0)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    state = get_peft_model_state_dict(unet)
+    assert any("lora_B" in key and value.abs().sum() > 0 for key, value in state.items())
+    name = f"tiny_{engine}_lora.safetensors"
+    pipeline_cls.save_lora_weights(dest, unet_lora_layers=convert_state_dict_to_diffusers(state), weight_name=name)
+    return dest / name

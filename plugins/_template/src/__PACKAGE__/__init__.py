@@ -1,0 +1,1 @@
+"""Codex engine ``__NAME__``."""

@@ -1,0 +1,35 @@
+"""The kit's own plugin: the ``codex new-engine`` command. Imports no torch."""
+
+from pathlib import Path
+
+import click
+
+from codex_core import hookimpl
+from codex_core.cli import handle_errors
+
+
+@hookimpl
+def codex_register_commands(cli):
+    @cli.command("new-engine")
+    @click.argument("name")
+    @click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+                  help="Folder to create the package in (as <dest>/codex-<name>/).")
+    @handle_errors
+    def new_engine(name: str, dest: Path):
+        """Create a new engine package NAME from the diffusers engine template.
+
+        The package runs as it is (PixArt-Sigma text-to-image, with a tiny random-weight model
+        and the conformance tests); change its pipeline, params, tiny builder and presets to your
+        model family. docs/plugins.md describes the whole contract.
+
+        \b
+        Example:
+          codex new-engine my_model --dest ./plugins
+          pip install -e "./plugins/codex-my-model[test]" && pytest plugins/codex-my-model/tests
+        """
+        from .scaffold import new_engine as render
+
+        folder = render(name, dest)
+        click.echo(str(folder))
+        click.echo(f"codex: created engine {name!r} in {folder}; install it with pip install -e \"{folder}[test]\"",
+                   err=True)

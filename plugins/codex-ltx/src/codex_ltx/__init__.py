@@ -1,0 +1,1 @@
+"""Codex engine for LTX-Video (``ltx_video``): text-to-video and image-to-video."""

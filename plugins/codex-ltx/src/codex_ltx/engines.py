@@ -1,0 +1,33 @@
+"""The ltx_video engine: LTX-Video on the diffusers LTX pipelines (LTXPipeline, LTXImageToVideoPipeline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codex_diffusers import DiffusersEngine
+
+from .params import TASKS
+
+
+class LTXVideo(DiffusersEngine):
+    key = "ltx_video"
+    family = "ltx-video"
+    description = "LTX-Video (Lightricks): text- and image-to-video, one 2B transformer, 32x/8x VAE (diffusers format)"
+    tasks = TASKS
+    pipelines = {"txt2vid": "LTXPipeline", "img2vid": "LTXImageToVideoPipeline"}
+    arguments = {"fps": "frame_rate", "decode_timestep": "decode_timestep", "decode_noise_scale": "decode_noise_scale"}
+    denoisers = ("transformer",)
+    sampler_family = "flow"
+    # The pipelines pass their own sigma schedule and a resolution-dependent shift (mu) to the
+    # scheduler: FlowMatchEuler (the checkpoint's) and flow UniPC take both; DPM++ 2M takes no
+    # custom sigmas and fails inside diffusers (tests/test_ltx.py shows it). No flow_shift field:
+    # the checkpoint's dynamic shifting decides the shift, as for FLUX.1-dev.
+    samplers = ("Euler", "UniPC")
+    default_repo = "Lightricks/LTX-Video"
+    gpu_dtype = "bfloat16"
+    tiny_version = "1"
+
+    def build_tiny(self, dest: Path) -> None:
+        from .tiny import build
+
+        build(dest)
