@@ -12,7 +12,7 @@ PIP := $(VENV)/bin/python -m pip
 PLUGIN_DIRS := $(filter-out plugins/_template,$(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml)))
 STAMP := $(VENV)/.codex-setup
 
-.PHONY: setup demo test bench check-wheels docs clean
+.PHONY: setup demo test test-orders bench check-wheels docs clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest
+
+# The suite again in a random order (pytest-randomly; the seed is fixed and printed: rerun a failure
+# with the same RANDOM_SEED) and in the reverse order: no test may depend on what ran before it.
+RANDOM_SEED ?= 20261130
+test-orders: setup
+	$(VENV)/bin/python -m pytest -q -p randomly --randomly-seed=$(RANDOM_SEED)
+	$(VENV)/bin/python -m pytest -q --reverse
 
 bench: setup
 	$(PIP) install -q --disable-pip-version-check -r bench/requirements.txt

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Build the wheels of codex-core and of every engine plugin, and show that each plugin installs and
-# works alone: in one fresh venv (torch installed once), each plugin in turn is installed from its
-# wheel with codex-core, everything it does not require is removed, and the installed CLI is checked
-# from a folder outside the source tree, so nothing can come from the checkout. Then the plugin is
-# uninstalled before the next one. codex-core alone is checked first, before torch.
+# Build the wheels of codex-core, the codex-diffusers kit and every engine plugin, and show that each
+# plugin installs and works alone: in one fresh venv (torch installed once), each plugin in turn is
+# installed from its wheel with codex-core and the kit, everything it does not require is removed, and
+# the installed CLI is checked from a folder outside the source tree, so nothing can come from the
+# checkout. Then the plugin is uninstalled before the next one. codex-core alone is checked first,
+# before torch, and then with a torch-free third-party engine (tests/example_engine). Last, the
+# engine template: `codex new-engine` from the kit's wheel, built as a wheel, installed, and its own
+# conformance tests run.
 #
 # Run from the repository root: `make check-wheels` (or `bash tests/check_wheels.sh`).
 # Honours TORCH_SPEC / TORCH_INDEX like the Makefile, and PYTHON for the interpreter of the new venv.
@@ -21,7 +24,11 @@ PLUGINS=(
   'wan     | wan_ti2v_5b wan_t2v_14b wan_i2v_14b  | wan_ti2v_5b   | img2vid | mp4 | {"prompt":"x","init_image":"{init}","seed":1,"width":32,"height":32,"num_frames":5,"steps":2}'
   'hunyuan | hunyuan_video                        | hunyuan_video | txt2vid | mp4 | {"prompt":"x","seed":1,"width":32,"height":16,"num_frames":5,"steps":2}'
   'svd     | svd                                  | svd           | img2vid | mp4 | {"init_image":"{init}","seed":1,"width":32,"height":32,"num_frames":3,"steps":2}'
+  'ltx     | ltx_video                            | ltx_video     | txt2vid | mp4 | {"prompt":"x","seed":1,"width":64,"height":32,"num_frames":9,"steps":2}'
 )
+# Packages under plugins/ that are not engine plugins: the kit every plugin depends on, and the template.
+KIT=codex-diffusers
+NOT_PLUGINS=("$KIT" _template)
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_python=${BUILD_PYTHON:-$repo/.venv/bin/python}
@@ -72,7 +79,8 @@ done
 
 table_covers_the_plugins() {
   local found listed
-  found=$(cd "$repo/plugins" && ls -d */pyproject.toml | sed 's|/pyproject.toml$||' | sort | tr '\n' ' ')
+  found=$(cd "$repo/plugins" && ls -d */pyproject.toml | sed 's|/pyproject.toml$||' \
+    | grep -vxF -f <(printf '%s\n' "${NOT_PLUGINS[@]}") | sort | tr '\n' ' ')
   listed=$(printf 'codex-%s\n' "${names[@]}" | sort | tr '\n' ' ')
   echo "plugins/: $found"
   echo "table:    $listed"
@@ -82,8 +90,10 @@ check "[table] one row per folder under plugins/" table_covers_the_plugins
 
 step "building wheels into $tmp/wheels"
 (cd "$repo" && quietly "$build_python" -m pip wheel -q --no-deps --no-build-isolation -w "$tmp/wheels" \
-  . $(printf 'plugins/codex-%s ' "${names[@]}")) || die "building the wheels"
+  . "plugins/$KIT" tests/example_engine $(printf 'plugins/codex-%s ' "${names[@]}")) || die "building the wheels"
 core_whl=$(ls "$tmp"/wheels/codex_core-*.whl)
+kit_whl=$(ls "$tmp"/wheels/codex_diffusers-*.whl)
+example_whl=$(ls "$tmp"/wheels/codex_example_engine-*.whl)
 declare -A wheel_of=()
 for name in "${names[@]}"; do wheel_of[$name]=$(ls "$tmp"/wheels/codex_"$name"-*.whl); done
 
@@ -135,23 +145,54 @@ EOF
 }
 check "[core] codex-core alone: from site-packages, no torch, codex engines --json lists none" core_alone
 
-table_matches_first_party() {
+table_matches_the_catalog() {
   local pairs
   pairs=$(for key in "${!package_of[@]}"; do echo "$key=${package_of[$key]}"; done)
   "$py" - $pairs <<'EOF'
 import sys
-from codex_core.registry import FIRST_PARTY_PACKAGES
+from codex_core.registry import known_engine_packages
 
 table = dict(arg.split("=", 1) for arg in sys.argv[1:])
-print("table:", sorted(table.items()))
-print("core: ", sorted(FIRST_PARTY_PACKAGES.items()))
-assert table == FIRST_PARTY_PACKAGES
+print("table:  ", sorted(table.items()))
+print("catalog:", sorted(known_engine_packages().items()))
+assert table == known_engine_packages()
 EOF
 }
-check "[core] the table's engines and packages are codex_core.registry.FIRST_PARTY_PACKAGES" table_matches_first_party
+check "[core] the table's engines and packages are the wheel's engine catalog (install hints)" table_matches_the_catalog
 first=${names[0]}
 check "[core] (d) ${run_engine[$first]} exits 2 with 'pip install codex-$first'" \
   missing_engine_hint "${run_engine[$first]}" "${run_task[$first]}" "codex-$first"
+
+step "installing $(basename "$example_whl") (a torch-free third-party engine) with codex-core"
+pip_install "$example_whl" || die "installing the example engine"
+
+core_with_a_torch_free_engine() {
+  "$codex" engines --json >"$tmp/engines.json"
+  "$codex" schema example_gradient txt2img >"$tmp/schema.json"
+  "$codex" presets example_gradient >"$tmp/presets.json"
+  "$codex" run example_gradient txt2img --model tiny -q --out "$tmp/out-example" \
+    --json '{"prompt":"x","seed":1,"width":24,"height":16}' >"$tmp/run.json"
+  "$py" - "$tmp" <<'EOF'
+import json, sys
+from importlib.util import find_spec
+from pathlib import Path
+
+tmp = Path(sys.argv[1])
+engines = json.loads((tmp / "engines.json").read_text())
+print("engines:", [(e["engine"], e["distribution"]) for e in engines])
+assert [e["engine"] for e in engines] == ["example_gradient"]
+schema = json.loads((tmp / "schema.json").read_text())
+assert schema["title"] == "example_gradient txt2img request" and schema["required"] == ["prompt"], schema
+presets = json.loads((tmp / "presets.json").read_text())
+assert presets["txt2img"]["values"]["steps"], presets
+run = json.loads((tmp / "run.json").read_text())
+assert run["info"]["engine"] == "example_gradient" and Path(run["files"][0]).is_file(), run
+assert find_spec("torch") is None and find_spec("numpy") is None, "torch or numpy is installed"
+EOF
+}
+check "[core] codex-core + a torch-free engine: engines, schema, presets and a run work without torch or numpy" \
+  core_with_a_torch_free_engine
+pip_uninstall codex-example-engine || die "uninstalling the example engine"
 
 step "installing $torch_spec"
 pip_install "$torch_spec" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} || die "installing $torch_spec"
@@ -327,8 +368,8 @@ EOF
 for i in "${!names[@]}"; do
   name=${names[$i]} dist=codex-${names[$i]}
   other=${names[$(((i + 1) % ${#names[@]}))]}
-  step "[$name] installing $(basename "${wheel_of[$name]}") with codex-core and their dependencies"
-  pip_install "$core_whl" "${wheel_of[$name]}" || die "installing $dist"
+  step "[$name] installing $(basename "${wheel_of[$name]}") with codex-core, the kit and their dependencies"
+  pip_install "$core_whl" "$kit_whl" "${wheel_of[$name]}" || die "installing $dist"
   pruned=$(not_required_by "$dist" | tr '\n' ' ')
   if [[ -n $pruned ]]; then
     step "[$name] removing what $dist does not require: $pruned"
@@ -349,6 +390,20 @@ for i in "${!names[@]}"; do
     missing_engine_hint "${run_engine[$other]}" "${run_task[$other]}" "codex-$other"
   pip_uninstall "$dist" || die "uninstalling $dist"
 done
+
+# ---- the engine template, from the kit's wheel ----
+step "[template] codex new-engine from $(basename "$kit_whl"), built as a wheel and installed"
+pip_install "$core_whl" "$kit_whl[testing]" || die "installing the kit"
+template_engine() {
+  local folder
+  folder=$("$codex" new-engine wheel_pix --dest "$tmp/new") || return 1
+  "$build_python" -m pip wheel -q --no-deps --no-build-isolation --disable-pip-version-check \
+    -w "$tmp/template-wheel" "$folder" || return 1
+  pip_install "$tmp"/template-wheel/codex_wheel_pix-*.whl || return 1
+  "$codex" engines --json | "$py" -c 'import json, sys; keys = [r["engine"] for r in json.load(sys.stdin)]; print(keys); assert "wheel_pix" in keys'
+  (cd "$folder" && "$py" -m pytest -q -p no:randomly tests)
+}
+check "[template] the new engine installs from its wheel, is listed, and passes its conformance tests" template_engine
 
 echo "== done in $((SECONDS - started))s: $failures check(s) failed"
 [[ $failures -eq 0 ]] && echo "PASS: check-wheels" || { echo "FAIL: check-wheels"; exit 1; }

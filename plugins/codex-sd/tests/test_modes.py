@@ -14,8 +14,7 @@ from diffusers import LCMScheduler, StableDiffusionPipeline, StableDiffusionXLPi
 from codex_core import registry
 from codex_core.model_cache import cache
 from codex_core.orchestrator import RunOptions, prepare
-from codex_diffusers.testing import (cli_run, loaded_family, make_unet_lora, pixels, run_json, tiny_model_dir,
-                                    write_test_image)
+from codex_diffusers.testing import (cli_run, loaded_family, make_unet_lora, pixels, run_json, write_test_image)
 from codex_sd import tiny
 
 

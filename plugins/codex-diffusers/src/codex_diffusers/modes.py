@@ -114,5 +114,5 @@ class SpeedModes:
         from .lora import lora_for_run
 
         job.notes["mode_lora"] = {"path": lora.path, "scale": lora.scale, "mode": job.params.mode,
-                                  "unloaded_after_run": True}
-        return lora_for_run(pipe, lora.path, lora.scale)
+                                  "unloaded_after_run": False}
+        return lora_for_run(pipe, lora.path, lora.scale, job.notes["mode_lora"])
