@@ -12,9 +12,8 @@ The public API for engine and plugin authors::
 
 from __future__ import annotations
 
-import importlib
-
 from .hookspecs import hookimpl
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -42,13 +41,4 @@ _EXPORTS = {
 __all__ = ["hookimpl", "__version__", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'codex_core' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -12,7 +12,7 @@ schedule, call), ``codex_diffusers.tiny`` (offline tokenizers for tiny test mode
 
 from __future__ import annotations
 
-import importlib
+from codex_core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -26,13 +26,4 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'codex_diffusers' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
