@@ -67,7 +67,20 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
         click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Lists each command with its whole first sentence, wrapped, where click would cut it at the width."""
+
+    group_class = type  # subgroups (`codex docs`) list their commands the same way
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, command.get_short_help_str(limit=1000)) for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="codex")
 def cli():
     """Run image and video diffusion models from the command line.
@@ -262,23 +275,6 @@ def samplers(engine: str, as_json: bool):
     _table(rows, ["sampler", "diffusers scheduler", "schedule types (\"scheduler\" field)"])
 
 
-def _read_request(value: str) -> Any:
-    if value == "-":
-        text, where = sys.stdin.read(), "stdin"
-    elif value.startswith("@"):
-        path = Path(value[1:])
-        if not path.is_file():
-            raise UsageError(f"--json: no such file {str(path)!r}")
-        text, where = path.read_text(encoding="utf-8"), str(path)
-    else:
-        text, where = value, None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        source = f"{where} is not valid JSON" if where else "not valid JSON"
-        raise UsageError(f"--json: {source}: {exc.msg} at line {exc.lineno} column {exc.colno}")
-
-
 @cli.command(context_settings={"max_content_width": 100})
 @click.argument("engine")
 @click.argument("task")
@@ -322,7 +318,9 @@ def run(engine, task, request, model, out, formats, device, dtype, offload, vae_
     format_list = tuple(f.strip() for f in formats.split(",") if f.strip()) if formats else None
     options = RunOptions(model=model, out=out, runtime=Runtime(device, dtype, offload, vae_tiling, allow_pickle),
                          download=download, formats=format_list, quiet=quiet, preset=preset)
-    result = execute(prepare(engine, task, _read_request(request), options), options)
+    from .requests import read_request
+
+    result = execute(prepare(engine, task, read_request(request), options), options)
     if not quiet:
         click.echo(f"codex: wrote {result.run_dir}", err=True)
     _echo_json(result.as_json())
@@ -333,16 +331,22 @@ def run(engine, task, request, model, out, formats, device, dtype, offload, vae_
 @click.option("--parameters", is_flag=True, help="Print only the A1111-style parameters text.")
 @handle_errors
 def info(file: Path, parameters: bool):
-    """Print the parameters embedded in an output (a PNG, an info.json or a run folder)."""
-    from .inspect_outputs import read_info
+    """Print the parameters embedded in an output (a PNG, an MP4/WebM, an info.json or a run folder).
 
-    data = read_info(file)
+    A damaged record (corrupt, truncated or misshapen JSON) exits 2 saying what is wrong, after
+    printing whatever else the file holds that could be read.
+    """
+    from .inspect_outputs import inspect
+
+    result = inspect(file)
     if parameters:
-        if "parameters" not in data:
-            raise UsageError(f"{file}: has no A1111 'parameters' text")
-        click.echo(data["parameters"])
-        return
-    _echo_json(data)
+        if "parameters" not in result.data:
+            raise UsageError("; ".join(result.problems) or f"{file}: has no A1111 'parameters' text")
+        click.echo(result.data["parameters"])
+    elif result.data:
+        _echo_json(result.data)  # what could be read is shown even when another part is damaged
+    if result.problems:
+        raise UsageError("; ".join(result.problems))
 
 
 @cli.command(context_settings={"max_content_width": 100})

@@ -64,6 +64,11 @@ class PlanContext:
             self._source = self._resolve()
         return self._source
 
+    @property
+    def resolved(self) -> "ModelSource | None":
+        """The source if something asked for it already (then a run reuses it), else None."""
+        return self._source
+
 
 @dataclass
 class Job:

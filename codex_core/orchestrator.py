@@ -22,7 +22,7 @@ from . import presets, registry, sources
 from .engine import Engine, Job, Plan, PlanContext
 from .errors import ParamError, UsageError
 from .metrics import StageTimes, peak_host_rss_mb
-from .outputs import new_run_id, run_folder, write_json
+from .outputs import check_writable, new_run_id, run_folder, write_json
 from .params import MAX_SEED, ParamsBase, validate
 from .progress import Progress
 from .runtime import Runtime
@@ -110,6 +110,7 @@ def prepare(engine_key: str, task: str, request: Any, options: RunOptions | None
     params = params.model_copy(update=updates)
 
     kind = engine.output_kind(task)
+    check_writable(Path(options.out) if options.out else DEFAULT_OUT[kind])
     formats = tuple(options.formats or DEFAULT_FORMATS[kind])
     available = registry.exporters()
     for name in formats:
@@ -123,7 +124,7 @@ def prepare(engine_key: str, task: str, request: Any, options: RunOptions | None
             raise UsageError(f"--format {name}: {problem}",
                              hint=f"fix that, or choose a format that needs nothing more: {', '.join(others)}")
     return Prepared(engine, task, request, fill, params, scheduler, plan, seed_source, formats,
-                    context._source, context.variant)
+                    context.resolved, context.variant)
 
 
 def _resolve_source(engine: Engine, task: str, options: RunOptions) -> sources.ModelSource:

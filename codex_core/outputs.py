@@ -36,6 +36,27 @@ class RunFiles:
         return self.final_dir / staged.relative_to(self.staging_dir)
 
 
+def check_writable(out_root: Path, option: str = "--out") -> None:
+    """Raise UsageError when ``out_root`` could not be created or written, without creating anything.
+
+    Checked before a model loads, so that a bad output folder fails at once, not after the run.
+    """
+    from .errors import UsageError
+
+    target = Path(out_root).expanduser()
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{option}: {str(target)!r} is a file, not a folder")
+    existing = target
+    while not existing.exists():  # the nearest folder that exists: the run folder is made below it
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option}: cannot create {str(target)!r}: {str(existing)!r} is a file, not a folder")
+    if hasattr(os, "statvfs") and os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise UsageError(f"{option}: cannot write {str(target)!r}: {str(existing)!r} is on a read-only file system")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option}: cannot write {str(target)!r}: no permission to write in {str(existing)!r}")
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 

@@ -9,12 +9,14 @@ produces with ``output_kind`` ("image" or "video"), and an engine maps any task 
 from __future__ import annotations
 
 import difflib
+import math
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic import model_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .errors import ParamError
 
@@ -54,10 +56,45 @@ def _nearest_multiples(value: int, multiple: int) -> str:
     return f"{low} or {high}" if low >= multiple else f"{high}"
 
 
+def _text_problem(text: str) -> str | None:
+    """Why a request string cannot be used as text (lone surrogates, control characters), or None."""
+    for index, char in enumerate(text):
+        code = ord(char)
+        if 0xD800 <= code <= 0xDFFF:
+            return f"contains a lone surrogate (U+{code:04X}) at character {index}; the text must be valid Unicode"
+        if unicodedata.category(char) == "Cc" and char not in "\t\n\r":
+            return (f"contains the control character U+{code:04X} at character {index}; remove it (tabs and "
+                    "line breaks are fine)")
+    return None
+
+
+def _strings(value: Any, path: tuple) -> list[tuple[tuple, str]]:
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [item for key, sub in value.items() for item in _strings(sub, (*path, key))]
+    if isinstance(value, list):
+        return [item for index, sub in enumerate(value) for item in _strings(sub, (*path, index))]
+    return []
+
+
 class ParamsBase(BaseModel):
     """Fields every request has, text-conditioned or not (an image-conditioned model takes no prompt)."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", validate_default=False)
+    # allow_inf_nan=False: NaN and infinities (which Python's JSON reader accepts) are "not a finite number"
+    model_config = ConfigDict(strict=True, extra="forbid", validate_default=False, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_text(cls, data: Any) -> Any:
+        """Strings a tokenizer, a PNG text chunk or a file system would reject fail here, naming the field."""
+        if isinstance(data, dict):
+            problems = [(path, problem) for path, text in _strings(data, ()) if (problem := _text_problem(text))]
+            if problems:
+                raise ValidationError.from_exception_data(cls.__name__, [
+                    InitErrorDetails(type=PydanticCustomError("text", problem), loc=path, input="<text>")
+                    for path, problem in problems])
+        return data
 
     # What the task produces: "image" (PNG by default) or "video" (MP4 by default).
     output_kind: ClassVar[str] = "image"
@@ -249,6 +286,12 @@ def format_errors(model: type[BaseModel], error: ValidationError) -> list[str]:
             problems.append(f"{loc}: unknown field; {suggestion}allowed fields: {', '.join(fields)}")
         elif kind == "missing":
             problems.append(f"{loc}: required field is missing")
+        elif kind == "finite_number" or (isinstance(err.get("input"), float) and not math.isfinite(err["input"])):
+            allowed = _allowed(model, err["loc"][0])
+            problems.append(f"{loc}: got {err['input']!r}: not a finite number" + (f" (allowed: {allowed})"
+                                                                                     if allowed else ""))
+        elif kind == "text":
+            problems.append(f"{loc}: {err['msg']}")
         elif not loc:
             problems.append(err["msg"])
         else:

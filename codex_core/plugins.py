@@ -36,6 +36,10 @@ def _names(variable: str) -> set[str] | None:
     return {name.strip() for name in value.split(",") if name.strip()}
 
 
+# What the allow/deny lists left out this process: entry-point or distribution name -> why.
+skipped: dict[str, str] = {}
+
+
 def load_plugins() -> pluggy.PluginManager:
     global _loaded
     if _loaded:
@@ -48,22 +52,37 @@ def load_plugins() -> pluggy.PluginManager:
 
     allowed = _names("CODEX_LOAD_PLUGINS")
     disabled = _names("CODEX_DISABLE_PLUGINS") or set()
+    seen: set[str] = set()
     for entry_point in importlib.metadata.entry_points(group="codex"):
         dist = entry_point.dist.name if entry_point.dist else "?"
         names = {entry_point.name, dist}
-        if (allowed is not None and not names & allowed) or names & disabled:
+        seen |= names
+        if allowed is not None and not names & allowed:
+            skipped[dist] = "not in CODEX_LOAD_PLUGINS"
+            continue
+        if names & disabled:
+            skipped[dist] = "named in CODEX_DISABLE_PLUGINS"
             continue
         if pm.has_plugin(entry_point.name):
             continue
         try:
             module = entry_point.load()
             pm.register(module, name=entry_point.name)
-        except Exception as exc:  # a broken plugin must not take the others down
+        except (Exception, SystemExit) as exc:  # a broken plugin must not take the others (or the CLI) down
             load_errors[entry_point.name] = f"{type(exc).__name__}: {exc}"
-            print(f'codex: warning: error importing plugin "{entry_point.name}" ({dist}): {exc}', file=sys.stderr)
+            _warn(f'error importing plugin "{entry_point.name}" ({dist}): {type(exc).__name__}: {exc}; skipped')
             continue
         plugin_distributions[entry_point.name] = (dist, entry_point.dist.version if entry_point.dist else "?")
+    for variable, listed in (("CODEX_LOAD_PLUGINS", allowed or set()), ("CODEX_DISABLE_PLUGINS", disabled)):
+        unknown = sorted(listed - seen)
+        if unknown:
+            _warn(f"{variable} names {', '.join(repr(n) for n in unknown)}, which no installed plugin is called; "
+                  f"installed plugins: {', '.join(sorted(seen)) or 'none'}")
     return pm
+
+
+def _warn(text: str) -> None:
+    print(f"codex: warning: {text}", file=sys.stderr)
 
 
 def _version(distribution: str) -> str:
@@ -79,6 +98,7 @@ def reset_for_tests() -> None:
     for name, _ in list(pm.list_name_plugin()):
         pm.unregister(name=name)
     load_errors.clear()
+    skipped.clear()
     plugin_distributions.clear()
     _loaded = False
     from . import registry

@@ -91,10 +91,16 @@ def get_engine(key: str) -> Engine:
     installed = engines()
     if key in installed:
         return installed[key]
+    from .plugins import skipped
+
     names = ", ".join(sorted(installed)) or "none"
     package = known_engine_packages().get(key)
-    hint = (f"engine {key!r} is provided by {package}: pip install {package}" if package
-            else "install a plugin package that provides it; `codex plugins` shows what is loaded")
+    if package and package in skipped:  # installed, but the allow/deny lists left it out
+        hint = f"engine {key!r} is provided by {package}, which is installed but {skipped[package]}"
+    elif package:
+        hint = f"engine {key!r} is provided by {package}: pip install {package}"
+    else:
+        hint = "install a plugin package that provides it; `codex plugins` shows what is loaded"
     raise UnknownEngineError(f"unknown engine {key!r}; installed engines: {names}", hint=hint)
 
 

@@ -96,8 +96,15 @@ def resolve(
                 suffix = " " + alias
                 if sampler_in.casefold().endswith(suffix.casefold()):
                     base = by_name.get(sampler_in[: -len(suffix)].casefold())
-                    if base and scheduler_in in (None, AUTOMATIC, schedule.name):
-                        sampler, schedule_name = base, schedule.name
+                    if base is None:
+                        continue
+                    given = schedule_by_name.get((scheduler_in or AUTOMATIC).casefold())
+                    if given is not None and given.name not in (AUTOMATIC, schedule.name):
+                        raise ParamError([f"sampler: {sampler_in!r} names the schedule type {schedule.name!r} and "
+                                          f"scheduler is {scheduler_in!r}: the two conflict; ask for sampler "
+                                          f"{base.name!r} with the scheduler you want, or leave scheduler out"],
+                                         engine, task)
+                    sampler, schedule_name = base, schedule.name
     if sampler is None:
         raise ParamError([f"sampler: unknown sampler {sampler_in!r} for {engine} ({family} sampling); "
                           f"allowed: {', '.join(canonical_samplers)}"], engine, task,

@@ -62,6 +62,8 @@ def test_schema_is_strict_and_shows_preset_defaults():
     assert "DPM++ 2M" in schema["properties"]["sampler"]["examples"]
     img2img = json.loads(cli_run(["schema", "sd15", "img2img"]).stdout)
     assert img2img["required"] == ["prompt", "init_image"]
+    assert "mode" in schema["properties"]  # sd15 has speed modes; an engine without them has no mode field
+    assert "mode" not in json.loads(cli_run(["schema", "flux", "txt2img"]).stdout)["properties"]
 
 
 def test_presets_and_samplers_commands():
@@ -73,7 +75,7 @@ def test_presets_and_samplers_commands():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "wan_ti2v_5b", "txt2vid"], "pip install codex-wan"),
+    (["run", "wan_ti2v_5b", "txt2vid"], "provided by codex-wan, which is installed but not in CODEX_LOAD_PLUGINS"),
     (["run", "sd15", "txt2vid"], "engine 'sd15' has no task 'txt2vid'; its tasks: txt2img"),
     (["run", "sd15", "txt2img", "--json", "{bad"], "--json: not valid JSON: Expecting property name"),
     (["run", "sd15", "txt2img", "--json", "[1]"], "must be a JSON object"),

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, PngImagePlugin
+from PIL import PngImagePlugin
 
 from ..outputs import ImageOutput, RunFiles
 
@@ -67,14 +67,3 @@ def write_png(output: ImageOutput, files: RunFiles, info: dict[str, Any]) -> lis
         image.save(path, pnginfo=meta)
         written.append(path)
     return written
-
-
-def read_png_metadata(path: Path) -> dict[str, Any]:
-    with Image.open(path) as image:
-        text = dict(getattr(image, "text", {}) or {})
-    result: dict[str, Any] = {}
-    if PARAMETERS_KEY in text:
-        result["parameters"] = text[PARAMETERS_KEY]
-    if CODEX_KEY in text:
-        result["codex"] = json.loads(text[CODEX_KEY])
-    return result

@@ -99,23 +99,31 @@ def write_frames(output: VideoOutput, files: RunFiles, info: dict[str, Any]) -> 
     return written
 
 
-def read_video_metadata(path: Path) -> dict[str, Any]:
-    """The ``codex`` JSON embedded in an MP4/WebM ``comment`` tag (empty if there is none)."""
+def read_video_comment(path: Path) -> str | None:
+    """The text of an MP4/WebM ``comment`` tag (None if there is none); UsageError if ffmpeg cannot read the file."""
     import subprocess
 
     import imageio_ffmpeg
 
+    from ..errors import UsageError
+
     dump = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, errors="replace")
     if dump.returncode != 0:
-        raise CodexError(f"{path}: ffmpeg cannot read it ({dump.stderr.strip()})")
+        reason = dump.stderr.strip().splitlines()[-1] if dump.stderr.strip() else f"exit status {dump.returncode}"
+        raise UsageError(f"{path}: not a readable video ({reason})")
     for line in dump.stdout.splitlines():
         key, _, value = line.partition("=")
         if key.lower() == "comment":
             # ffmetadata escapes '=', ';', '#', '\\' and newlines with a backslash
-            text = value.replace("\\=", "=").replace("\\;", ";").replace("\\#", "#").replace("\\\\", "\\")
-            return {"codex": json.loads(text)}
-    return {}
+            return value.replace("\\=", "=").replace("\\;", ";").replace("\\#", "#").replace("\\\\", "\\")
+    return None
+
+
+def read_video_metadata(path: Path) -> dict[str, Any]:
+    """The ``codex`` JSON embedded in an MP4/WebM ``comment`` tag (empty if there is none)."""
+    comment = read_video_comment(path)
+    return {"codex": json.loads(comment)} if comment is not None else {}
 
 
 def probe(path: Path) -> dict[str, Any]:

@@ -196,6 +196,9 @@ def measured(pipe, job: Job, text_encoder: str = "encode_prompt", decoder: tuple
     def first_call(*_):
         if not span:
             span.append(time.perf_counter())
+            total = _total_steps(pipe, 0)
+            if total:  # the bar appears as the first step starts, at 0 of N
+                job.progress.step(0, total)
 
     def each_return(*_):
         span[1:] = [time.perf_counter()]

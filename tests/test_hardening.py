@@ -1,0 +1,212 @@
+"""Inputs nobody typed by hand: each is refused before anything loads with a message naming it, or runs."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codex_core import plugins, registry
+from codex_core.errors import UsageError
+from codex_core.orchestrator import RunOptions, prepare
+from codex_core.testing import cli_run
+
+CODEX = Path(sys.executable).parent / "codex"
+SMALL = {"prompt": "x", "width": 32, "height": 32, "steps": 2, "seed": 1}
+
+
+def run_usage_error(tmp_path, *args, input=None):
+    out = tmp_path / "out"
+    result = cli_run(["run", "sd15", "txt2img", "--model", "tiny", "--out", str(out), *args], input=input)
+    assert result.exit_code == 2, result.stderr
+    assert not out.exists()
+    return result.stderr
+
+
+def test_a_request_file_that_is_not_utf8_names_the_file_and_the_byte(tmp_path):
+    request = tmp_path / "request.json"
+    request.write_bytes('{"prompt": "caf\u00e9"}'.encode("latin-1"))
+    err = run_usage_error(tmp_path, "--json", f"@{request}")
+    assert f"--json: {request} is not UTF-8 text (byte 0xe9 at offset 15" in err
+
+
+def test_stdin_that_is_not_utf8_is_a_usage_error(tmp_path):
+    completed = subprocess.run([str(CODEX), "run", "sd15", "txt2img", "--model", "tiny", "--json", "-", "--out",
+                                str(tmp_path / "out")], input=b'{"prompt": "\xff"}', capture_output=True, timeout=120)
+    assert completed.returncode == 2 and b"--json: stdin is not UTF-8 text (byte 0xff" in completed.stderr
+
+
+def test_a_utf8_byte_order_mark_is_fine(tmp_path):
+    request = tmp_path / "request.json"
+    request.write_bytes(b"\xef\xbb\xbf" + json.dumps(SMALL).encode())
+    result = cli_run(["run", "sd15", "txt2img", "--model", "tiny", "-q", "--out", str(tmp_path / "out"),
+                      "--json", f"@{request}"])
+    assert result.exit_code == 0, result.stderr
+
+
+def test_a_key_given_twice_is_refused_not_overwritten(tmp_path):
+    err = run_usage_error(tmp_path, "--json", '{"prompt": "x", "steps": 2, "steps": 30}')
+    assert "the key 'steps' appears twice in one object" in err
+
+
+@pytest.mark.parametrize("text, message", [
+    ('"a\\ud800b"', "prompt: contains a lone surrogate (U+D800) at character 1"),
+    ('"a\\u0000b"', "prompt: contains the control character U+0000 at character 1"),
+])
+def test_text_a_tokenizer_or_png_chunk_would_reject_names_the_field(tmp_path, text, message):
+    err = run_usage_error(tmp_path, "--json", '{"prompt": %s}' % text)
+    assert message in err
+
+
+def test_tabs_and_line_breaks_are_text(tmp_path):
+    result = cli_run(["run", "sd15", "txt2img", "--model", "tiny", "-q", "--out", str(tmp_path / "out"),
+                      "--json", json.dumps({**SMALL, "prompt": "a fox\n\tin snow"})])
+    assert result.exit_code == 0, result.stderr
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinities_are_not_finite_numbers(tmp_path, value):
+    err = run_usage_error(tmp_path, "--json", '{"prompt": "x", "cfg": %s, "width": %s}' % (value, value))
+    assert "cfg: got " in err and "width: got " in err and err.count("not a finite number") == 2
+
+
+def test_a_sampler_with_a_schedule_and_a_conflicting_scheduler_names_both(tmp_path):
+    err = run_usage_error(tmp_path, "--json", '{"prompt": "x", "sampler": "DPM++ 2M Karras", "scheduler": "Exponential"}')
+    assert "'DPM++ 2M Karras' names the schedule type 'Karras' and scheduler is 'Exponential': the two conflict" in err
+
+
+def test_an_output_folder_that_cannot_be_created_fails_before_loading(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(UsageError, match="cannot create .* is a file, not a folder"):
+        prepare("sd15", "txt2img", SMALL, RunOptions(model="tiny", out=tmp_path / "a-file" / "runs"))
+    with pytest.raises(UsageError, match="is a file, not a folder"):
+        prepare("sd15", "txt2img", SMALL, RunOptions(model="tiny", out=tmp_path / "a-file"))
+    err = run_usage_error(tmp_path, "--json", json.dumps(SMALL), "--out", str(tmp_path / "a-file" / "runs"))
+    assert "--out: cannot create" in err
+
+
+@pytest.fixture
+def fresh_plugins():
+    plugins.reset_for_tests()
+    yield
+    plugins.reset_for_tests()
+
+
+def test_load_list_naming_nothing_installed_says_so(fresh_plugins, monkeypatch, capsys):
+    monkeypatch.setenv("CODEX_LOAD_PLUGINS", "sd,no-such-plugin")
+    assert set(registry.engines()) == {"sd15", "sdxl"}
+    err = capsys.readouterr().err
+    assert "CODEX_LOAD_PLUGINS names 'no-such-plugin', which no installed plugin is called" in err
+
+
+def test_a_disabled_plugin_is_not_answered_with_pip_install(fresh_plugins, monkeypatch):
+    monkeypatch.setenv("CODEX_DISABLE_PLUGINS", "codex-sd")
+    with pytest.raises(UsageError) as caught:
+        registry.get_engine("sd15")
+    assert "provided by codex-sd, which is installed but named in CODEX_DISABLE_PLUGINS" in caught.value.hint
+    assert "pip install" not in str(caught.value)
+
+
+def test_a_plugin_that_exits_at_import_is_reported_and_skipped(fresh_plugins, monkeypatch, tmp_path, capsys):
+    (tmp_path / "exits_at_import.py").write_text("raise SystemExit('bye')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    real = importlib.metadata.entry_points
+
+    def with_broken(**kwargs):
+        found = list(real(**kwargs))
+        if kwargs.get("group") == "codex":
+            found.append(importlib.metadata.EntryPoint("exits", "exits_at_import", "codex"))
+        return found
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", with_broken)
+    assert "sd15" in registry.engines()
+    assert plugins.load_errors["exits"] == "SystemExit: bye"
+    assert 'error importing plugin "exits"' in capsys.readouterr().err
+
+
+def test_help_lists_whole_command_descriptions():
+    text = cli_run(["--help"]).stdout
+    assert "List installed engines with their tasks, modes and plugin package." in " ".join(text.split())
+
+
+def test_the_progress_bar_appears_when_the_first_step_starts(tmp_path):
+    env = {**os.environ, "COLUMNS": "120"}
+    completed = subprocess.run([str(CODEX), "run", "sd15", "txt2img", "--model", "tiny", "--out", str(tmp_path),
+                                "--json", json.dumps({**SMALL, "steps": 3})], capture_output=True, text=True,
+                               env=env, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    frames = completed.stderr.replace("\r", "\n").splitlines()
+    counts = [line.split("|")[-1].split()[0] for line in frames if line.startswith("sd15 txt2img:")]
+    assert counts[0] == "0/3" and counts[-1] == "3/3", counts
+
+
+# -- metadata: corrupt, truncated, misshapen, or not a codex output at all ---------------------------
+
+
+@pytest.fixture(scope="module")
+def png_run(tmp_path_factory):
+    from codex_core.testing import run_json
+
+    return run_json("sd15", "txt2img", SMALL, tmp_path_factory.mktemp("png") / "runs")
+
+
+def _png_with_chunks(path: Path, **chunks: str) -> Path:
+    from PIL import Image, PngImagePlugin
+
+    meta = PngImagePlugin.PngInfo()
+    for key, value in chunks.items():
+        meta.add_text(key, value)
+    Image.new("RGB", (8, 8)).save(path, pnginfo=meta)
+    return path
+
+
+def test_info_prints_the_valid_chunks_and_exits_2_on_the_damaged_one(tmp_path):
+    png = _png_with_chunks(tmp_path / "damaged.png", parameters="a fox\nSteps: 2", codex='{"engine": "sd15", "tas')
+    result = cli_run(["info", str(png)])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {"parameters": "a fox\nSteps: 2"}
+    assert "its 'codex' text chunk is not valid JSON" in result.stderr and "truncated or corrupt" in result.stderr
+    assert cli_run(["info", str(png), "--parameters"]).stdout == "a fox\nSteps: 2\n"
+
+
+@pytest.mark.parametrize("chunk, message", [
+    ('[1, 2]', "is a JSON list, not an object"),
+    ('{"engine": "sd15", "task": "txt2img", "request": "x", "model": {}}', "'request' is str, not dict"),
+])
+def test_a_record_of_the_wrong_shape_is_named(tmp_path, chunk, message):
+    png = _png_with_chunks(tmp_path / "odd.png", codex=chunk)
+    for command in (["info", str(png)], ["replay", str(png), "--out", str(tmp_path / "out")]):
+        result = cli_run(command)
+        assert result.exit_code == 2 and message in result.stderr, (command, result.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("fake.png", b"not a png at all", "not a readable PNG image"),
+    ("truncated.png", None, "not a readable PNG image"),
+    ("photo.png", "jpeg", "is a JPEG image, not a PNG"),
+    ("fake.mp4", b"\x00\x00\x00\x18ftypmp42 but then nothing", "not a readable video"),
+    ("info.json", b'{"engine": "sd15", "request": {"prompt"', "not valid JSON"),
+    ("latin.json", '{"prompt": "caf\u00e9"}'.encode("latin-1"), "not UTF-8 text"),
+    ("notes.txt", b"hello", "unsupported file"),
+])
+def test_a_file_that_is_not_a_codex_output_exits_2_saying_what_it_is(tmp_path, png_run, name, content, message):
+    path = tmp_path / name
+    if content is None:
+        data = (Path(png_run["run_dir"]) / "0000.png").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif content == "jpeg":
+        from PIL import Image
+
+        Image.new("RGB", (8, 8)).save(path, format="JPEG")
+    else:
+        path.write_bytes(content)
+    for command in ("info", "replay"):
+        result = cli_run([command, str(path), "--out", str(tmp_path / "out")] if command == "replay"
+                         else [command, str(path)])
+        assert result.exit_code == 2 and message in result.stderr, (command, result.stderr)
