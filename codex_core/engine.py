@@ -221,6 +221,14 @@ class Engine:
         """Preset layers and adjustments that depend on the request (speed modes use this)."""
         return Plan()
 
+    # Engines that can tell their checkpoints from others' by their configs (``checkpoint_problem``);
+    # they are the ones named when a folder fits another engine.
+    recognises_checkpoints: ClassVar[bool] = False
+
+    def checkpoint_problem(self, folder: Path) -> str | None:
+        """Why the model folder is not a checkpoint of this engine, read from its configs; None if it is."""
+        return None
+
     def check_request(self, task: str, params: ParamsBase, variant: str | None) -> list[str]:
         """Problems only the checkpoint variant reveals, as "field: message" lines (empty: fine)."""
         return []

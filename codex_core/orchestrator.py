@@ -77,7 +77,7 @@ def prepare(engine_key: str, task: str, request: Any, options: RunOptions | None
     engine = registry.get_engine(engine_key)
     if task not in engine.tasks:
         raise UsageError(f"engine {engine_key!r} has no task {task!r}; its tasks: {', '.join(engine.tasks)}")
-    context = PlanContext(None, lambda: _resolve_source(engine, task, options))
+    context = PlanContext(None, lambda: _resolve_source(engine, task, options))  # checked as it is found
     if engine.variants:  # variant presets: find the checkpoint first (reads configs, loads nothing)
         context.variant = sources.variant_of(engine, context.source())
     plan = engine.plan(task, request, context)
@@ -128,10 +128,26 @@ def prepare(engine_key: str, task: str, request: Any, options: RunOptions | None
 
 
 def _resolve_source(engine: Engine, task: str, options: RunOptions) -> sources.ModelSource:
+    """The model source, refused at once when its configs say it is another engine's checkpoint."""
     if not options.download:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network unless asked
-    return sources.resolve(engine, options.model, task=task, download=options.download,
-                           allow_pickle=options.runtime.allow_pickle)
+    source = sources.resolve(engine, options.model, task=task, download=options.download,
+                             allow_pickle=options.runtime.allow_pickle)
+    if source.kind != "tiny":
+        _check_checkpoint(engine, source)
+    return source
+
+
+def _check_checkpoint(engine: Engine, source: sources.ModelSource) -> None:
+    """A model folder of another family or variant is refused before loading, naming the engines that fit it."""
+    problem = engine.checkpoint_problem(source.path)
+    if problem is None:
+        return
+    fits = [other.key for other in registry.engines().values()
+            if other.recognises_checkpoints and other.key != engine.key and other.checkpoint_problem(source.path) is None]
+    raise UsageError(f"{source.found_via}: {source.label} is not a {engine.key} checkpoint: {problem}",
+                     hint=(f"engines that fit it: {', '.join(sorted(fits))}" if fits else
+                           f"no installed engine recognises it; point {source.found_via} at a {engine.key} checkpoint"))
 
 
 def execute(prepared: Prepared, options: RunOptions) -> Result:

@@ -24,7 +24,8 @@ DEFAULT_PLUGINS = (
 pm = pluggy.PluginManager("codex")
 pm.add_hookspecs(hookspecs)
 
-load_errors: dict[str, str] = {}
+load_errors: dict[str, str] = {}  # plugin name -> why it failed to import
+hook_errors: dict[str, str] = {}  # plugin name -> which of its hooks raised what (the plugin is then left out)
 plugin_distributions: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
 _loaded = False
 
@@ -98,6 +99,7 @@ def reset_for_tests() -> None:
     for name, _ in list(pm.list_name_plugin()):
         pm.unregister(name=name)
     load_errors.clear()
+    hook_errors.clear()
     skipped.clear()
     plugin_distributions.clear()
     _loaded = False
@@ -112,7 +114,10 @@ def describe_plugins() -> list[dict]:
     for name, plugin in sorted(pm.list_name_plugin()):
         dist, version = plugin_distributions.get(name, ("?", "?"))
         hooks = sorted(impl.name for impl in pm.get_hookcallers(plugin) or [])
-        rows.append({"name": name, "distribution": dist, "version": version, "hooks": hooks})
+        row = {"name": name, "distribution": dist, "version": version, "hooks": hooks}
+        if name in hook_errors:
+            row["error"] = hook_errors[name]
+        rows.append(row)
     for name, error in sorted(load_errors.items()):
         rows.append({"name": name, "error": error})
     return rows

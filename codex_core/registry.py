@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from .engine import Engine
 from .errors import UnknownEngineError
-from .plugins import load_plugins, plugin_distributions
+from .plugins import hook_errors, load_plugins, plugin_distributions
 
 _cache: dict[str, Any] = {}
 
@@ -28,20 +28,60 @@ def _warn(text: str) -> None:
     print(f"codex: warning: {text}", file=sys.stderr)
 
 
+def _owners(hook_name: str) -> dict[Any, str]:
+    """Code object of each implementation of the hook -> its plugin's name."""
+    owners = {}
+    for impl in getattr(load_plugins().hook, hook_name).get_hookimpls():
+        code = getattr(impl.function, "__code__", None)
+        if code is not None:
+            owners[code] = impl.plugin_name
+    return owners
+
+
+def _culprit(error: BaseException, owners: dict[Any, str]) -> str | None:
+    """The plugin whose hook implementation raised: the deepest frame of the traceback that is one."""
+    found, tb = None, error.__traceback__
+    while tb is not None:
+        found = owners.get(tb.tb_frame.f_code, found)
+        tb = tb.tb_next
+    return found
+
+
+def call_hook(hook_name: str, kwargs: dict[str, Any], on_retry: Callable[[], None] = lambda: None) -> None:
+    """Call a hook through pluggy; a plugin whose implementation raises is reported and left out.
+
+    pluggy stops a hook call at the first exception, so the call is made again without the plugin
+    that raised (``subset_hook_caller``), until it completes: one broken plugin costs the others
+    nothing. Its error shows in `codex plugins` and as a warning. ``on_retry`` runs before each new
+    call (to forget what the failed call collected).
+    """
+    pm, owners, excluded = load_plugins(), _owners(hook_name), []
+    while True:
+        caller = pm.subset_hook_caller(hook_name, remove_plugins=excluded) if excluded else getattr(pm.hook, hook_name)
+        try:
+            caller(**kwargs)
+            return
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit from a plugin too: it must not end `codex --help`
+            name = _culprit(exc, owners)
+            if name is None:
+                raise
+            error = f"{hook_name} raised {type(exc).__name__}: {exc}"
+            hook_errors[name] = "; ".join(filter(None, [hook_errors.get(name), error]))
+            _warn(f"plugin {name!r}: {error}; skipped")
+            excluded.append(pm.get_plugin(name))
+            on_retry()
+
+
 def _collect(hook_name: str) -> list[tuple[str | None, Any]]:
-    """Call a register-style hook through pluggy; return (plugin name, item) in pluggy's call order.
+    """Call a register-style hook; return (plugin name, item) in pluggy's call order.
 
     pluggy passes the same ``register`` to every implementation and does not say which one is
     running, so ``register`` finds its caller on the stack: the frame of a hook implementation's
     code (its own frame or, through helpers, an outer one).
     """
-    pm = load_plugins()
-    caller = getattr(pm.hook, hook_name)
-    owners = {}
-    for impl in caller.get_hookimpls():
-        code = getattr(impl.function, "__code__", None)
-        if code is not None:
-            owners[code] = impl.plugin_name
+    owners = _owners(hook_name)
     collected: list[tuple[str | None, Any]] = []
 
     def register(item):
@@ -50,7 +90,7 @@ def _collect(hook_name: str) -> list[tuple[str | None, Any]]:
             frame = frame.f_back
         collected.append((owners[frame.f_code] if frame is not None else None, item))
 
-    caller(register=register)
+    call_hook(hook_name, {"register": register}, on_retry=collected.clear)
     return collected
 
 
@@ -162,4 +202,4 @@ def exporters() -> dict[str, Any]:
 
 
 def register_commands(cli: Callable) -> None:
-    load_plugins().hook.codex_register_commands(cli=cli)
+    call_hook("codex_register_commands", {"cli": cli})

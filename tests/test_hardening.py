@@ -210,3 +210,64 @@ def test_a_file_that_is_not_a_codex_output_exits_2_saying_what_it_is(tmp_path, p
         result = cli_run([command, str(path), "--out", str(tmp_path / "out")] if command == "replay"
                          else [command, str(path)])
         assert result.exit_code == 2 and message in result.stderr, (command, result.stderr)
+
+
+# -- plugins whose hooks fail ------------------------------------------------------------------------
+
+
+def test_a_plugin_whose_hook_raises_is_reported_and_skipped(fresh_plugins, capsys):
+    from codex_core import hookimpl
+
+    class Raising:
+        @hookimpl(tryfirst=True)  # called first: the others still get their turn
+        def codex_register_engines(self, register):
+            raise RuntimeError("no GPU driver found")
+
+        @hookimpl
+        def codex_register_commands(self, cli):
+            raise SystemExit(3)
+
+    plugins.load_plugins()
+    plugins.pm.register(Raising(), name="raising")
+    registry.clear_cache()
+    assert {"sd15", "sdxl", "flux"} <= set(registry.engines())
+    assert "plugin 'raising': codex_register_engines raised RuntimeError: no GPU driver found; skipped" in (
+        capsys.readouterr().err)
+    help_result = cli_run(["--help"])
+    assert help_result.exit_code == 0 and "engines" in help_result.stdout
+    rows = {row["name"]: row for row in json.loads(cli_run(["plugins", "--json"]).stdout)}
+    assert "codex_register_commands raised SystemExit" in rows["raising"]["error"]
+    assert "error" not in rows["sd"]
+
+
+# -- a model folder of another family or variant ------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine, task, folder_of, what, fits", [
+    ("sdxl", "txt2img", "sd15", "it is a StableDiffusionPipeline checkpoint", "sd15"),
+    ("wan_ti2v_5b", "txt2vid", "sd15", "it is a StableDiffusionPipeline checkpoint", "sd15"),
+    ("wan_ti2v_5b", "txt2vid", "wan_t2v_14b", "it has two expert transformers (an A14B model)", "wan_t2v_14b"),
+    ("wan_i2v_14b", "img2vid", "wan_t2v_14b", "it is a WanPipeline checkpoint", "wan_t2v_14b"),
+    ("flux", "txt2img", "ltx_video", "it is a LTXPipeline checkpoint", "ltx_video"),
+])
+def test_a_folder_of_another_family_is_named_before_loading(engine, task, folder_of, what, fits, tmp_path):
+    from codex_core.testing import tiny_model_dir, write_test_image
+
+    folder = tmp_path / "model"  # a copy: the tiny folder itself would be taken as the tiny model
+    import shutil
+
+    shutil.copytree(tiny_model_dir(folder_of), folder)
+    request = {"prompt": "x"}
+    if task == "img2vid":
+        request["init_image"] = write_test_image(tmp_path / "init.png", (32, 32))
+    script = ("import json, sys; from codex_core.testing import cli_run; "
+              f"r = cli_run(['run', {engine!r}, {task!r}, '--model', {str(folder)!r}, '--out', {str(tmp_path / 'out')!r},"
+              f" '--json', {json.dumps(request)!r}]); "
+              "print(json.dumps({'code': r.exit_code, 'err': r.stderr, 'torch': 'torch' in sys.modules}))")
+    result = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                                       env={**os.environ, "CODEX_CACHE_DIR": os.environ["CODEX_CACHE_DIR"]}).stdout)
+    assert result["code"] == 2, result["err"]
+    assert f"--model: {folder} is not a {engine} checkpoint: " in result["err"] and what in result["err"]
+    assert f"engines that fit it: {fits}" in result["err"]
+    assert not result["torch"]  # recognised from its configs: nothing was loaded
+    assert not (tmp_path / "out").exists()

@@ -116,9 +116,12 @@ def test_variant_is_read_from_the_transformer_config(schnell_dir, tmp_path):
     assert detect_variant(tiny_model_dir("flux")) == "dev"
     assert detect_variant(schnell_dir) == "schnell"
     assert detect_variant(tmp_path) is None  # no transformer/config.json
-    (tmp_path / "model_index.json").write_text("{}")
+    (tmp_path / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
     (tmp_path / "transformer").mkdir()
-    (tmp_path / "transformer" / "config.json").write_text(json.dumps({"_class_name": "SD3Transformer2DModel"}))
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "config.json").write_text('{"latent_channels": 16}')
+    (tmp_path / "transformer" / "config.json").write_text(json.dumps({"_class_name": "SD3Transformer2DModel",
+                                                                      "in_channels": 64}))
     with pytest.raises(UsageError, match="cannot tell which flux variant"):
         prepare("flux", "txt2img", {"prompt": "x"}, RunOptions(model=str(tmp_path)))
 

@@ -113,6 +113,24 @@ class DiffusersEngine(Engine):
                 f"pass --model with a {self.pipelines[task]} folder, or leave --model out to use the {task} "
                 f"checkpoint slot ({env})")
 
+    recognises_checkpoints = True
+
+    def checkpoint_problem(self, folder: Path) -> str | None:
+        """A folder whose model_index.json names none of this engine's pipelines is another family's;
+        ``config_problem`` refines it (variants of one pipeline class)."""
+        index = read_config(folder, "model_index.json")
+        class_name = index.get("_class_name")
+        runs = " or ".join(dict.fromkeys(self.pipelines.values()))
+        if not class_name:
+            return f"its model_index.json names no pipeline class; {self.key} runs {runs}"
+        if class_name not in self.pipelines.values():
+            return f"it is a {class_name} checkpoint (its model_index.json); {self.key} runs {runs}"
+        return self.config_problem(folder, index)
+
+    def config_problem(self, folder: Path, index: dict[str, Any]) -> str | None:
+        """Engine-specific checks of a checkpoint of the right pipeline class (e.g. another variant)."""
+        return None
+
     def checkpoint_task(self, folder: Path, label: str) -> str:
         """Which task a checkpoint folder serves, from the pipeline class its model_index.json names."""
         class_name = read_config(folder, "model_index.json").get("_class_name")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codex_core import ModelSource, UsageError
 from codex_diffusers import DiffusersEngine, read_config
 
 from .params import TASKS
@@ -62,13 +61,14 @@ class Flux(DiffusersEngine):
                                 f"<= {SCHNELL_MAX_SEQUENCE_LENGTH})")
         return problems
 
-    def check_model(self, pipe, source: ModelSource) -> None:
+    def config_problem(self, folder: Path, index: dict) -> str | None:
         # FLUX.1 Fill/Depth/Canny transformers take extra conditioning channels: not for these pipelines.
-        expected = 4 * pipe.vae.config.latent_channels  # 2x2-packed latents
-        if pipe.transformer.config.in_channels != expected:
-            raise UsageError(f"{source.label} is not a FLUX.1 dev/schnell base model: its transformer takes "
-                             f"{pipe.transformer.config.in_channels} input channels, FluxPipeline gives {expected}",
-                             hint="point --model at a FLUX.1 [dev] or [schnell] folder in diffusers format")
+        in_channels = read_config(folder, "transformer/config.json").get("in_channels")
+        expected = 4 * read_config(folder, "vae/config.json").get("latent_channels", 16)  # 2x2-packed latents
+        if in_channels != expected:
+            return (f"it is not a FLUX.1 dev/schnell base model: its transformer takes {in_channels} input channels, "
+                    f"FluxPipeline gives {expected} (FLUX.1 Fill/Depth/Canny need their own pipelines)")
+        return None
 
     def extra_arguments(self, job, pipe) -> dict:
         """diffusers truncates T5 input to max_sequence_length with only a log warning: record it."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from codex_core import Job, ModelSource, Runtime, UsageError
+from codex_core import Job, Runtime
 from codex_diffusers import DiffusersEngine
 
 from .params import I2V_A14B_TASKS, T2V_A14B_TASKS, TI2V_5B_TASKS
@@ -41,19 +41,17 @@ class _Wan(DiffusersEngine):
     def component_dtypes(self, runtime: Runtime) -> dict[str, str] | None:
         return {"vae": "float32"} if runtime.dtype != "float32" else None
 
-    def check_model(self, pipe, source: ModelSource) -> None:
-        """Refuse a folder of another Wan variant before running it with the wrong wiring."""
+    def config_problem(self, folder: Path, index: dict) -> str | None:
+        """Another Wan variant, told from model_index.json before anything loads."""
         problems = []
-        if self.two_experts and pipe.transformer_2 is None:
+        has_expert_2 = (index.get("transformer_2") or [None])[0] is not None
+        if self.two_experts and not has_expert_2:
             problems.append("it has no transformer_2 (low-noise expert)")
-        if not self.two_experts and pipe.transformer_2 is not None:
+        if not self.two_experts and has_expert_2:
             problems.append("it has two expert transformers (an A14B model)")
-        if not self.two_experts and not pipe.config.expand_timesteps:
+        if not self.two_experts and not index.get("expand_timesteps"):
             problems.append("its model_index.json does not set expand_timesteps (a Wan 2.1 model?)")
-        if problems:
-            raise UsageError(f"{source.label} is not a {self.model_name} model: {'; '.join(problems)}",
-                             hint=f"point --model at a {self.model_name} folder in diffusers format, "
-                                  "or pick the engine that matches the model")
+        return f"it is not a {self.model_name} model: {'; '.join(problems)}" if problems else None
 
     def prepare_view(self, pipe, job: Job) -> None:
         if job.runtime.dtype != "float32":
