@@ -192,6 +192,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     run_id = new_run_id()
     exporters = registry.exporters()
     export_started = time.perf_counter()
+    progress.message(f"writing {', '.join(prepared.formats)} into {out_root / run_id}")
     with run_folder(out_root, run_id) as folder:
         info = _info(prepared, source, runtime, job, run_id, cached, fingerprint)
         if replay_of:
