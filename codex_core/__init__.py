@@ -27,6 +27,7 @@ _EXPORTS = {
     "ParamsBase": "params", "Params": "params", "Txt2ImgParams": "params", "Img2ImgParams": "params",
     "InpaintParams": "params", "UpscaleParams": "params", "VideoFields": "params", "Txt2VidParams": "params",
     "Img2VidParams": "params", "ImageOnlyImg2VidParams": "params", "ImagePath": "params",
+    "INPUT_FILE": "params",
     # errors
     "CodexError": "errors", "UsageError": "errors", "ParamError": "errors", "ModelNotFoundError": "errors",
     "UnknownEngineError": "errors",

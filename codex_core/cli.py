@@ -367,12 +367,15 @@ def replay(file, check, model, out, device, dtype, download, allow_pickle, quiet
     FILE is a PNG, an MP4/WebM, an info.json or a run folder. The same engine, task, effective
     request (seed included), model, device, dtype, preset profile and output formats are used
     unless an option overrides them; a warning says when the model's fingerprint differs from the
-    recorded one. The new info.json names the original in `replay_of`.
+    recorded one. Input files (init images, LoRAs) are read where the original run found them,
+    whatever the current folder; a warning names any whose content changed (sha256) or that is
+    gone. The new info.json names the original in `replay_of`.
 
     \b
     With --check the new output is compared with the original (each image; for videos the frames/
     PNGs, or the decoded MP4/WebM frames) and the JSON gets
-    "check": {"identical": ..., "max_pixel_difference": ..., "compared": N}.
+    "check": {"identical": ..., "max_pixel_difference": ..., "compared": N}, and
+    "changed_inputs" when an input is not what the original run read.
     Exit codes: 0 ok (with --check: identical), 1 failure or (with --check) different,
     2 unusable FILE or request, 130 interrupted.
 
@@ -394,13 +397,20 @@ def replay(file, check, model, out, device, dtype, download, allow_pickle, quiet
                          preset=info.get("preset_profile"),
                          replay_of={"run_id": info.get("run_id"), "path": str(file),
                                     "model_fingerprint": (info.get("model") or {}).get("fingerprint")})
-    prepared = prepare(info["engine"], info["task"], info["request"], options)
+    changed = replay_module.changed_inputs(info)
+    for entry in changed:
+        state = "is gone" if entry["reason"] == "gone" else "has changed (sha256)"
+        click.echo(f"codex: warning: input {entry['field']} ({entry['path']}) {state} since run "
+                   f"{info.get('run_id')}; the output may differ", err=True)
+    prepared = prepare(info["engine"], info["task"], replay_module.request_with_inputs(info), options)
     result = execute(prepared, options)
     if not quiet:
         click.echo(f"codex: wrote {result.run_dir} (replay of {info.get('run_id') or file})", err=True)
     data = result.as_json()
     if check:
         outcome = replay_module.compare(old, result.run_dir, prepared.engine.output_kind(prepared.task))
+        if changed:
+            outcome["changed_inputs"] = changed
         click.echo(replay_module.check_line(outcome), err=True)
         data["check"] = outcome
         _echo_json(data)

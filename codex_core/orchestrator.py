@@ -6,6 +6,7 @@ input images: every usage error surfaces there, before anything loads or is writ
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import secrets
@@ -23,7 +24,7 @@ from .engine import Engine, Job, Plan, PlanContext
 from .errors import ParamError, UsageError
 from .metrics import StageTimes, peak_host_rss_mb
 from .outputs import check_writable, new_run_id, run_folder, write_json
-from .params import MAX_SEED, ParamsBase, validate
+from .params import MAX_SEED, ParamsBase, input_files, validate
 from .progress import Progress
 from .runtime import Runtime
 from .samplers import SchedulerChoice, resolve as resolve_sampler
@@ -138,6 +139,19 @@ def _resolve_source(engine: Engine, task: str, options: RunOptions) -> sources.M
     return source
 
 
+def input_records(params: ParamsBase) -> dict[str, dict[str, Any]]:
+    """Each input file of the request: its absolute path, size and sha256 (what `codex replay` compares)."""
+    records = {}
+    for name, value in input_files(params).items():
+        path = Path(value).expanduser().resolve()
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        records[name] = {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return records
+
+
 def _check_checkpoint(engine: Engine, source: sources.ModelSource) -> None:
     """A model folder of another family or variant is refused before loading, naming the engines that fit it."""
     problem = engine.checkpoint_problem(source.path)
@@ -180,6 +194,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     fingerprint = model_fingerprint(source.path)  # names, sizes and config contents; cached per folder
     replay_of = _replay_note(options.replay_of, fingerprint)
 
+    inputs = input_records(params)  # before the run: the content it ran on
     job = Job(task, params, getattr(params, "seed", None), prepared.scheduler, runtime, progress, timer)
     engine.reset_peak_memory(runtime.device)
     try:
@@ -195,6 +210,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     progress.message(f"writing {', '.join(prepared.formats)} into {out_root / run_id}")
     with run_folder(out_root, run_id) as folder:
         info = _info(prepared, source, runtime, job, run_id, cached, fingerprint)
+        info["cwd"], info["inputs"] = os.getcwd(), inputs
         if replay_of:
             info["replay_of"] = replay_of
         for name in prepared.formats:

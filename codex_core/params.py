@@ -40,7 +40,25 @@ def _readable_image(value: str) -> str:
     return value
 
 
-ImagePath = Annotated[str, AfterValidator(_readable_image), Field(description="Path to an image file.")]
+class InputFile:
+    """Marks a request field whose value is the path of an input file: info.json records its sha256,
+    and `codex replay` finds it as the original run did and says when its content changed."""
+
+
+INPUT_FILE = InputFile()
+ImagePath = Annotated[str, AfterValidator(_readable_image), Field(description="Path to an image file."), INPUT_FILE]
+
+
+def input_files(params: BaseModel, prefix: str = "") -> dict[str, str]:
+    """``{"init_image": path, "mode_lora.path": path, ...}``: every input-file field that is set, nested ones too."""
+    found = {}
+    for name, info in type(params).model_fields.items():
+        value = getattr(params, name)
+        if isinstance(value, BaseModel):
+            found.update(input_files(value, f"{prefix}{name}."))
+        elif isinstance(value, str) and any(isinstance(item, InputFile) for item in info.metadata):
+            found[prefix + name] = value
+    return found
 
 
 def image_size(path: str) -> tuple[int, int]:

@@ -67,6 +67,41 @@ def model_argument(info: dict[str, Any]) -> str:
     return model.get("path") or model["label"]
 
 
+def request_with_inputs(info: dict[str, Any]) -> dict[str, Any]:
+    """The recorded request with each input file where the original run found it.
+
+    ``info.inputs`` holds each input's absolute path as the run resolved it (a relative path against
+    its working directory, ``info.cwd``), so a replay from another folder reads the same files. Runs
+    recorded before ``info.inputs`` existed keep their paths as written.
+    """
+    request = json.loads(json.dumps(info["request"]))
+    for field, record in (info.get("inputs") or {}).items():
+        *parents, name = field.split(".")
+        target = request
+        for parent in parents:
+            target = target.get(parent) if isinstance(target, dict) else None
+        if isinstance(target, dict) and name in target and record.get("path"):
+            target[name] = record["path"]
+    return request
+
+
+def changed_inputs(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recorded input files whose content is not what the run read: missing, or another sha256."""
+    import hashlib
+
+    changed = []
+    for field, record in (info.get("inputs") or {}).items():
+        path = Path(record.get("path", ""))
+        if not path.is_file():
+            changed.append({"field": field, "path": str(path), "reason": "gone"})
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != record.get("sha256"):
+            changed.append({"field": field, "path": str(path), "reason": "changed",
+                            "sha256_recorded": record.get("sha256"), "sha256_now": digest})
+    return changed
+
+
 def formats_of(info: dict[str, Any]) -> tuple[str, ...] | None:
     """The output formats of the original run (None: the default for its kind)."""
     if info.get("formats"):
@@ -181,5 +216,8 @@ def check_line(check: dict[str, Any]) -> str:
     if check["identical"]:
         return (f"codex: replay check: identical ({check['compared']} {check['what']} compared, "
                 "max pixel difference 0)")
+    changed = check.get("changed_inputs") or []
+    because = ("; the input " + ", ".join(f"{c['field']} ({c['path']}, {c['reason']})" for c in changed)
+               + " is not what the original run read") if changed else ""
     return (f"codex: replay check: DIFFERENT: {check['differing']} of {check['compared']} {check['what']} differ, "
-            f"max pixel difference {check['max_pixel_difference']}")
+            f"max pixel difference {check['max_pixel_difference']}{because}")

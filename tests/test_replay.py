@@ -147,3 +147,43 @@ def test_video_replay_is_identical(tmp_path):
     result, data = replay(lone / "video.mp4", tmp_path / "again2", "--check")
     assert result.exit_code == 0, result.stderr
     assert data["check"]["identical"] and data["check"]["compared"] == 5 and data["check"]["what"] == "mp4 frames"
+
+
+def test_info_records_each_input_file_with_its_sha256_and_the_working_folder(tmp_path):
+    import hashlib
+
+    init = write_test_image(tmp_path / "init.png", (32, 32), seed=1)
+    info = run_json("sd15", "img2img", {"prompt": "x", "init_image": init, "steps": 2, "seed": 1},
+                    tmp_path / "runs")["info"]
+    assert info["inputs"] == {"init_image": {"path": init, "bytes": Path(init).stat().st_size,
+                                             "sha256": hashlib.sha256(Path(init).read_bytes()).hexdigest()}}
+    assert info["cwd"] == str(Path.cwd())
+
+
+def test_a_relative_input_is_found_as_the_original_run_found_it(tmp_path, monkeypatch):
+    first_dir, other_dir = tmp_path / "first", tmp_path / "other"
+    first_dir.mkdir(), other_dir.mkdir()
+    write_test_image(first_dir / "in.png", (32, 32), seed=3)
+    monkeypatch.chdir(first_dir)
+    first = run_json("sd15", "img2img", {"prompt": "x", "init_image": "in.png", "steps": 2, "seed": 1},
+                     tmp_path / "runs")
+    assert first["info"]["request"]["init_image"] == "in.png"  # the request as given
+    write_test_image(other_dir / "in.png", (32, 32), seed=4)  # another image of that name elsewhere
+    monkeypatch.chdir(other_dir)
+    result, data = replay(Path(first["run_dir"]), tmp_path / "again", "--check")
+    assert result.exit_code == 0, result.stderr
+    assert data["check"]["identical"] and "warning" not in result.stderr
+
+
+def test_a_changed_input_is_warned_about_and_named_by_check(tmp_path):
+    init = write_test_image(tmp_path / "init.png", (32, 32), seed=1)
+    first = run_json("sd15", "img2img", {"prompt": "x", "init_image": init, "steps": 2, "seed": 1, "strength": 0.9},
+                     tmp_path / "runs")
+    write_test_image(tmp_path / "init.png", (32, 32), seed=2)  # same name and size, other pixels
+    result = cli_run(["replay", first["run_dir"], "--out", str(tmp_path / "again"), "--check"])
+    assert result.exit_code == 1
+    assert (f"warning: input init_image ({init}) has changed (sha256) since run {first['info']['run_id']}"
+            in result.stderr)
+    check = json.loads(result.stdout)["check"]
+    assert [c["field"] for c in check["changed_inputs"]] == ["init_image"]
+    assert "the input init_image" in result.stderr and "is not what the original run read" in result.stderr

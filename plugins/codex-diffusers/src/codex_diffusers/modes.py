@@ -15,12 +15,12 @@ from __future__ import annotations
 import importlib.util
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Annotated, Any, ClassVar, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core import BASELINE_MODE, Job, Plan, PlanContext
+from codex_core import BASELINE_MODE, INPUT_FILE, Job, Plan, PlanContext
 
 # The speed modes the kit knows; an engine honours a subset (``modes``).
 SPEED_MODES = (BASELINE_MODE, "lcm", "turbo", "lightning")
@@ -32,7 +32,7 @@ class ModeLora(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    path: str = Field(description="A LoRA .safetensors file in diffusers, kohya or PEFT format.")
+    path: Annotated[str, INPUT_FILE] = Field(description="A LoRA .safetensors file in diffusers, kohya or PEFT format.")
     scale: float = Field(1.0, ge=0.0, le=4.0, description="LoRA strength (1.0 as trained; 0 turns it off).")
 
     @field_validator("path")
