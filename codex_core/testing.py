@@ -7,7 +7,10 @@ The conformance suite for engines on diffusers pipelines, with pixel comparisons
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -52,3 +55,21 @@ def tiny_model_dir(engine: str) -> Path:
     path = sources.tiny_path(found, found.tiny_version)
     found.ensure_tiny(path, Progress(enabled=False))
     return path
+
+
+def interrupted(args: list[str], marker: bytes, sig: int) -> tuple[int, str]:
+    """Start `codex ARGS` in a subprocess, send ``sig`` once ``marker`` shows on its stderr; (exit status, stderr)."""
+    codex = Path(sys.executable).parent / "codex"
+    proc = subprocess.Popen([str(codex), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = rest = b""
+    try:
+        while marker not in seen:
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, f"codex ended before {marker!r}: {seen.decode(errors='replace')}"
+            seen += chunk
+        proc.send_signal(sig)
+        _, rest = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, (seen + rest).decode(errors="replace")

@@ -1,17 +1,13 @@
 """Nothing half-written: failures and interrupts leave no partial run folder."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from codex_core import registry
 from codex_core.outputs import run_folder
-from codex_core.testing import cli_run
+from codex_core.testing import cli_run, interrupted
 
 REQUEST = json.dumps({"prompt": "x", "width": 32, "height": 32, "steps": 2, "seed": 1})
 
@@ -28,7 +24,6 @@ def test_run_folder_appears_only_when_complete(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run-2"]
 
 
-CODEX = Path(sys.executable).parent / "codex"
 # long enough to be interrupted in the middle: 400 tiny denoising steps; a 65-frame WebM takes seconds to encode
 DENOISING = ["run", "sd15", "txt2img", "--model", "tiny", "--json",
              json.dumps({"prompt": "x", "width": 64, "height": 64, "steps": 400, "seed": 1})]
@@ -36,29 +31,12 @@ EXPORTING = ["run", "ltx_video", "txt2vid", "--model", "tiny", "--format", "webm
              json.dumps({"prompt": "x", "width": 128, "height": 128, "num_frames": 65, "steps": 2, "seed": 1})]
 
 
-def interrupted(args: list[str], out: Path, marker: bytes, sig: int) -> tuple[int, str]:
-    """Start `codex`, send ``sig`` once ``marker`` shows on its stderr, return (exit status, stderr)."""
-    proc = subprocess.Popen([str(CODEX), *args, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    seen = b""
-    try:
-        while marker not in seen:
-            chunk = os.read(proc.stderr.fileno(), 4096)
-            assert chunk, f"codex ended before {marker!r}: {seen.decode(errors='replace')}"
-            seen += chunk
-        proc.send_signal(sig)
-        _, rest = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc.returncode, (seen + rest).decode(errors="replace")
-
-
 @pytest.mark.parametrize("args, marker", [(DENOISING, b"/400 ["), (EXPORTING, b"codex: writing webm")],
                          ids=["mid-denoise", "mid-export"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_real_interrupt_exits_130_and_keeps_nothing(tmp_path, args, marker, sig):
     out = tmp_path / "out"
-    status, err = interrupted(args, out, marker, sig)
+    status, err = interrupted(args + ["--out", str(out)], marker, sig)
     assert status == 130, err
     assert "interrupted; no partial output was kept" in err
     assert not out.exists() or list(out.iterdir()) == []  # no run folder, no staging folder

@@ -1,0 +1,117 @@
+"""Every command reaches each exit code the README's table gives it, and no other.
+
+0 success; 1 a failure that is not the user's input (or, for `replay --check`, outputs that differ);
+2 a usage or validation error (nothing loaded, nothing written); 130 interrupted (SIGINT/SIGTERM).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from codex_core import registry
+from codex_core.testing import cli_run, interrupted, run_json, write_test_image
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SMALL = {"prompt": "x", "width": 32, "height": 32, "steps": 2, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def a_run(tmp_path_factory) -> dict:
+    return run_json("sd15", "txt2img", SMALL, tmp_path_factory.mktemp("exit-codes") / "runs")
+
+
+def _cases(tmp: Path, a_run: dict) -> dict[str, list[tuple[int, list[str]]]]:
+    png = str(Path(a_run["run_dir"]) / "0000.png")
+    (tmp / "notes.txt").write_text("not an output")
+    (tmp / "taken").mkdir(exist_ok=True)
+    (tmp / "taken" / "codex-taken").mkdir(exist_ok=True)
+    run = ["run", "sd15", "txt2img", "--model", "tiny", "-q", "--out", str(tmp / "out")]
+    return {
+        "run": [(0, [*run, "--json", json.dumps(SMALL)]), (2, [*run, "--json", '{"prompt": "x", "steps": "2"}'])],
+        "replay": [(0, ["replay", png, "--check", "-q", "--out", str(tmp / "again")]),
+                   (2, ["replay", str(tmp / "notes.txt")])],
+        "info": [(0, ["info", png]), (2, ["info", str(tmp / "notes.txt")])],
+        "schema": [(0, ["schema", "sd15", "txt2img"]), (2, ["schema", "sd15", "txt2vid"])],
+        "presets": [(0, ["presets", "sd15"]), (2, ["presets", "sd15", "--mode", "warp"])],
+        "samplers": [(0, ["samplers", "sd15"]), (2, ["samplers", "no_such_engine"])],
+        "engines": [(0, ["engines"]), (2, ["engines", "--bogus"])],
+        "plugins": [(0, ["plugins", "--json"]), (2, ["plugins", "--bogus"])],
+        "docs": [(0, ["docs", "engine-catalog"]), (2, ["docs", "no-such-doc"])],
+        "new-engine": [(0, ["new-engine", "fresh_one", "--dest", str(tmp / "new")]),
+                       (2, ["new-engine", "taken", "--dest", str(tmp / "taken")])],
+    }
+
+
+def readme_table() -> dict[str, set[int]]:
+    """command -> the exit codes README.md's table lists for it."""
+    table, inside = {}, False
+    for line in README.read_text(encoding="utf-8").splitlines():
+        if line.startswith("| command | 0 | 1 | 2 | 130 |"):
+            inside = True
+            continue
+        if inside and not line.startswith("|"):
+            break
+        if inside and not line.startswith("|---"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            for command in cells[0].replace("`", "").split(", "):
+                table[command] = {code for code, cell in zip((0, 1, 2, 130), cells[1:]) if cell != "-"}
+    return table
+
+
+def test_the_readme_table_covers_every_command():
+    from codex_core.cli import cli
+
+    registry.register_commands(cli)
+    assert set(readme_table()) == set(cli.commands)
+
+
+@pytest.mark.parametrize("command", sorted(readme_table()))
+def test_each_command_exits_0_and_2_as_the_table_says(command, a_run, tmp_path):
+    cases = _cases(tmp_path, a_run)[command]
+    assert {code for code, _ in cases} == readme_table()[command] & {0, 2}
+    for code, args in cases:
+        result = cli_run(args)
+        assert result.exit_code == code, (args, result.stderr)
+
+
+def test_run_exits_1_when_the_engine_fails(tmp_path, monkeypatch):
+    engine = registry.get_engine("sd15")
+    monkeypatch.setattr(engine, "run", lambda model, job: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    result = cli_run(["run", "sd15", "txt2img", "--model", "tiny", "--out", str(tmp_path), "--json", json.dumps(SMALL)])
+    assert result.exit_code == 1 and "RuntimeError: out of memory" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_replay_check_exits_1_when_the_outputs_differ(a_run, tmp_path):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(a_run["run_dir"], tampered)
+    info = json.loads((tampered / "info.json").read_text())
+    info["request"]["seed"] += 1
+    (tampered / "info.json").write_text(json.dumps(info))
+    assert cli_run(["replay", str(tampered), "--check", "-q", "--out", str(tmp_path / "again")]).exit_code == 1
+
+
+def test_run_and_replay_exit_130_when_interrupted(tmp_path):
+    long_run = {"prompt": "x", "width": 64, "height": 64, "steps": 400, "seed": 1}
+    status, err = interrupted(["run", "sd15", "txt2img", "--model", "tiny", "--out", str(tmp_path / "a"),
+                               "--json", json.dumps(long_run)], b"/400 [", signal.SIGINT)
+    assert status == 130, err
+    info = {"engine": "sd15", "task": "txt2img", "request": {**long_run, "negative_prompt": "", "cfg": 7.0,
+                                                            "batch_size": 1, "mode": "normal"},
+            "model": {"kind": "tiny", "label": "tiny"}}
+    (tmp_path / "info.json").write_text(json.dumps(info))
+    status, err = interrupted(["replay", str(tmp_path / "info.json"), "--out", str(tmp_path / "b")], b"/400 [",
+                              signal.SIGTERM)
+    assert status == 130, err
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_the_1_and_130_codes_of_the_table_are_the_ones_tested_here():
+    table = readme_table()
+    assert {command for command, codes in table.items() if 1 in codes} == {"run", "replay"}
+    assert {command for command, codes in table.items() if 130 in codes} == {"run", "replay"}
