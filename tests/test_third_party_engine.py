@@ -130,3 +130,44 @@ def test_bad_request_exits_2_and_writes_nothing(codex, tmp_path, field, value):
     assert proc.stdout == ""
     assert f"{field}: got {value!r}" in proc.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+# -- every hook, implemented by this installed plugin and exercised through the CLI --------------------
+
+
+def _exercise_engines(codex, tmp_path):
+    assert "example_gradient" in _engines(codex)
+    assert _run(codex, tmp_path / "out")["info"]["engine"] == "example_gradient"
+
+
+def _exercise_samplers(codex, tmp_path):
+    table = json.loads(codex("samplers", "sd15", "--json").stdout)
+    row = next(r for r in table["samplers"] if r["sampler"] == "Euler Trailing")
+    assert row["class"] == "EulerDiscreteScheduler" and row["flags"] == {"timestep_spacing": "trailing"}
+
+
+def _exercise_exporters(codex, tmp_path):
+    proc = codex("run", "example_gradient", "txt2img", "--model", "tiny", "-q", "--format", "png,txt",
+                 "--json", json.dumps(REQUEST), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    [txt] = [Path(f) for f in json.loads(proc.stdout)["files"] if f.endswith(".txt")]
+    assert txt.read_text().startswith("x\nSteps: ") and "Seed: 3" in txt.read_text()
+
+
+def _exercise_commands(codex, tmp_path):
+    proc = codex("example-hello", "tests")
+    assert proc.returncode == 0 and proc.stdout == "hello, tests, from codex-example-engine\n"
+    assert "example-hello" in codex("--help").stdout
+
+
+EXERCISES = {"codex_register_engines": _exercise_engines, "codex_register_samplers": _exercise_samplers,
+             "codex_register_exporters": _exercise_exporters, "codex_register_commands": _exercise_commands}
+
+
+@pytest.mark.parametrize("hook", sorted(name for name in dir(__import__("codex_core.hookspecs").hookspecs)
+                                        if name.startswith("codex_")))
+def test_every_hook_is_implemented_by_an_installed_plugin_and_takes_effect(codex, hook, tmp_path):
+    rows = {row["name"]: row for row in json.loads(codex("plugins", "--json").stdout)}
+    assert hook in rows["example"]["hooks"], f"the example plugin does not implement {hook}"
+    assert hook in EXERCISES, f"no test shows {hook} taking effect"
+    EXERCISES[hook](codex, tmp_path)

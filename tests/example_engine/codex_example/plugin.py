@@ -1,6 +1,14 @@
-"""Registers ``example_gradient``. Imports only codex_core: it has no heavy imports at all."""
+"""The example plugin: one implementation of every Codex hook. Imports only codex_core (no torch).
 
-from codex_core import hookimpl
+tests/test_third_party_engine.py installs this package and exercises each hook through the
+`codex` CLI; a new hookspec fails there until this plugin implements it and a test shows its effect.
+"""
+
+from pathlib import Path
+
+import click
+
+from codex_core import Exporter, SamplerDef, hookimpl
 
 from .engine import GradientEngine
 
@@ -8,3 +16,36 @@ from .engine import GradientEngine
 @hookimpl
 def codex_register_engines(register):
     register(GradientEngine())
+
+
+@hookimpl
+def codex_register_samplers(register):
+    # A1111's "Euler" with trailing timesteps under a name of its own, for discrete engines
+    register(SamplerDef("Euler Trailing", "discrete", "EulerDiscreteScheduler", {"timestep_spacing": "trailing"},
+                        accepts=frozenset({"use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"})))
+
+
+def write_parameters_txt(output, files, info) -> list[Path]:
+    """A1111's sidecar text file: the `parameters` text of each image as <index>.txt."""
+    from codex_core.exporters.png import parameters_text
+
+    written = []
+    for index, image in enumerate(output.images):
+        path = files.staging_dir / f"{index:04d}.txt"
+        path.write_text(parameters_text(info, image.size, index) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+@hookimpl
+def codex_register_exporters(register):
+    register(Exporter("txt", "image", write_parameters_txt, "the A1111 parameters text of each image, as .txt"))
+
+
+@hookimpl
+def codex_register_commands(cli):
+    @cli.command("example-hello")
+    @click.argument("name", default="world")
+    def example_hello(name):
+        """Say hello from the example plugin."""
+        click.echo(f"hello, {name}, from codex-example-engine")
