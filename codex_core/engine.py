@@ -88,11 +88,19 @@ class Job:
     scheduler_applied: dict[str, Any] | None = None
 
     def input_image(self, name: str, size: tuple[int, int], mode: str = "RGB"):
-        """The image of request field ``name`` at ``size`` (Lanczos resize, recorded in ``notes.resized``)."""
+        """The image of request field ``name`` as 8-bit RGB (``mode="L"``: a mask) at ``size``.
+
+        Orientation, bit depth, palette and transparency are converted by their meaning
+        (``codex_core.images``) and recorded in ``notes.converted``; a resize (Lanczos) in ``notes.resized``.
+        """
         from PIL import Image
 
-        with Image.open(Path(getattr(self.params, name)).expanduser()) as opened:
-            image = opened.convert(mode)
+        from .images import open_image, prepare
+
+        with open_image(getattr(self.params, name)) as opened:
+            image, converted = prepare(opened, mask=mode == "L")
+        if converted:
+            self.notes.setdefault("converted", {})[name] = converted
         if image.size == tuple(size):
             return image
         self.notes.setdefault("resized", {})[name] = {"from": list(image.size), "to": list(size), "resample": "lanczos"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import math
 import unicodedata
-from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -25,18 +24,10 @@ MAX_SEED = 2**32 - 1
 
 
 def _readable_image(value: str) -> str:
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise PydanticCustomError("image_path", "no such image file: '{path}'", {"path": value})
-    from PIL import Image, UnidentifiedImageError
+    """The image decodes in full (a folder, an unreadable file or a decompression bomb is refused here)."""
+    from .images import open_image
 
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise PydanticCustomError(
-            "image_path", "'{path}' is not a readable image ({reason})", {"path": value, "reason": str(exc)}
-        ) from None
+    open_image(value).close()
     return value
 
 
@@ -62,10 +53,13 @@ def input_files(params: BaseModel, prefix: str = "") -> dict[str, str]:
 
 
 def image_size(path: str) -> tuple[int, int]:
-    from PIL import Image
+    """The image's size as viewers show it (EXIF orientation applied)."""
+    from .images import oriented_size
 
-    with Image.open(Path(path).expanduser()) as image:
-        return image.size
+    return oriented_size(path)
+
+
+MAX_SIZE = 16384  # the largest width or height an image task takes (an engine may lower it)
 
 
 def _nearest_multiples(value: int, multiple: int) -> str:
@@ -116,6 +110,8 @@ class ParamsBase(BaseModel):
 
     # What the task produces: "image" (PNG by default) or "video" (MP4 by default).
     output_kind: ClassVar[str] = "image"
+    # The largest output width or height, also for sizes that come from an init image.
+    max_size: ClassVar[int] = MAX_SIZE
     # Spatial stride of the engine's latent space; width and height must be multiples of it.
     size_multiple: ClassVar[int] = 8
     # Where an engine's own fields are shown (schema, errors, docs): field -> the field it follows
@@ -180,6 +176,10 @@ class _InitImageParams(Params):
         width, height = self.target_size()
         multiple = self.size_multiple
         for name, value in (("width", width), ("height", height)):
+            if value > self.max_size:
+                raise PydanticCustomError(
+                    "image_size", "init_image: its {name} {value} is over the largest output {name}, {limit}; pass "
+                    "width and height to resize it first", {"name": name, "value": value, "limit": self.max_size})
             if value % multiple:
                 raise PydanticCustomError(
                     "size_multiple",
@@ -228,6 +228,11 @@ class UpscaleParams(Params):
         multiple = self.size_multiple
         for name, value in (("width", width), ("height", height)):
             exact = value * self.upscale_factor
+            if exact > self.max_size:
+                raise PydanticCustomError(
+                    "image_size", "upscale_factor: {factor} turns the init image's {name} {value} into {exact}, over "
+                    "the largest output {name}, {limit}", {"factor": self.upscale_factor, "name": name, "value": value,
+                                                           "exact": f"{exact:g}", "limit": self.max_size})
             if exact != int(exact) or int(exact) % multiple:
                 raise PydanticCustomError(
                     "upscale_size",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from codex_core import registry
-from codex_core.testing import cli_run, interrupted, run_json, write_test_image
+from codex_core.testing import cli_run, interrupted, run_json
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SMALL = {"prompt": "x", "width": 32, "height": 32, "steps": 2, "seed": 1}

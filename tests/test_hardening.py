@@ -20,9 +20,9 @@ CODEX = Path(sys.executable).parent / "codex"
 SMALL = {"prompt": "x", "width": 32, "height": 32, "steps": 2, "seed": 1}
 
 
-def run_usage_error(tmp_path, *args, input=None):
+def run_usage_error(tmp_path, *args, input=None, task="txt2img"):
     out = tmp_path / "out"
-    result = cli_run(["run", "sd15", "txt2img", "--model", "tiny", "--out", str(out), *args], input=input)
+    result = cli_run(["run", "sd15", task, "--model", "tiny", "--out", str(out), *args], input=input)
     assert result.exit_code == 2, result.stderr
     assert not out.exists()
     return result.stderr
@@ -271,3 +271,114 @@ def test_a_folder_of_another_family_is_named_before_loading(engine, task, folder
     assert f"engines that fit it: {fits}" in result["err"]
     assert not result["torch"]  # recognised from its configs: nothing was loaded
     assert not (tmp_path / "out").exists()
+
+
+# -- input images: every mode, orientation, transparency, and what cannot be an image ---------------
+
+
+def _image(path: Path, mode: str, size=(64, 48), value=None, **save) -> str:
+    from PIL import Image
+
+    image = Image.new(mode, size, value if value is not None else 0)
+    image.save(path, **save)
+    return str(path)
+
+
+@pytest.mark.parametrize("mode, value, suffix, expected", [
+    ("I;16", 32896, ".png", (128, 128, 128)),           # 16-bit: scaled by 1/257, not clipped to 255
+    ("I", 65535, ".tiff", (255, 255, 255)),
+    ("F", 0.5, ".tiff", (128, 128, 128)),              # float in [0, 1]: scaled by 255
+    ("1", 1, ".png", (255, 255, 255)),
+    ("L", 77, ".png", (77, 77, 77)),
+    ("CMYK", (0, 255, 255, 0), ".tiff", (255, 0, 0)),
+    ("RGB", (10, 20, 30), ".png", (10, 20, 30)),
+])
+def test_every_image_mode_becomes_rgb_by_its_meaning(tmp_path, mode, value, suffix, expected):
+    from codex_core.images import open_image, prepare
+
+    path = _image(tmp_path / f"in{suffix}", mode, value=value)
+    image, notes = prepare(open_image(path))
+    assert image.mode == "RGB" and image.size == (64, 48)
+    assert image.getpixel((5, 5)) == expected, (mode, notes)
+
+
+def test_transparency_is_flattened_onto_white_and_a_uniform_mask_uses_its_alpha(tmp_path):
+    from PIL import Image
+
+    from codex_core.images import open_image, prepare
+
+    rgba = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    rgba.putpixel((0, 0), (200, 10, 10, 255))
+    rgba.save(tmp_path / "init.png")
+    image, notes = prepare(open_image(str(tmp_path / "init.png")))
+    assert image.getpixel((0, 0)) == (200, 10, 10) and image.getpixel((4, 4)) == (255, 255, 255)
+    assert notes == {"mode": "RGBA", "alpha": "flattened onto white"}
+    mask = Image.new("LA", (8, 8), (255, 0))
+    mask.putpixel((1, 1), (255, 255))
+    mask.save(tmp_path / "mask.png")
+    image, notes = prepare(open_image(str(tmp_path / "mask.png")), mask=True)
+    assert image.mode == "L" and image.getpixel((1, 1)) == 255 and image.getpixel((4, 4)) == 0
+    assert notes["alpha"].startswith("used as the mask")
+    palette = Image.new("P", (8, 8), 0)
+    palette.putpalette([0, 0, 255] * 256)
+    palette.info["transparency"] = 0
+    palette.save(tmp_path / "palette.png", transparency=0)
+    image, notes = prepare(open_image(str(tmp_path / "palette.png")))
+    assert image.getpixel((4, 4)) == (255, 255, 255) and notes["alpha"] == "flattened onto white"
+
+
+def test_exif_orientation_is_applied_and_the_run_says_what_was_converted(tmp_path):
+    from PIL import Image
+
+    from codex_core.testing import run_json
+
+    image = Image.new("RGB", (48, 32), (30, 60, 90))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees when shown
+    image.save(tmp_path / "photo.jpg", exif=exif)
+    request = {"prompt": "x", "init_image": str(tmp_path / "photo.jpg"), "steps": 2, "seed": 1}
+    result = run_json("sd15", "img2img", request, tmp_path / "out")
+    assert Image.open(result["files"][0]).size == (32, 48)  # as a viewer shows it
+    assert result["info"]["notes"]["converted"]["init_image"] == {"exif_orientation": 6}
+
+
+def test_a_sixteen_bit_png_runs_end_to_end(tmp_path):
+    from codex_core.testing import run_json
+
+    path = _image(tmp_path / "deep.png", "I;16", value=40000)
+    info = run_json("sd15", "img2img", {"prompt": "x", "init_image": path, "steps": 2, "seed": 1}, tmp_path / "out")["info"]
+    assert info["notes"]["converted"]["init_image"]["scaled"].startswith("16-bit values to 8 bits")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: (tmp / "folder").mkdir() or str(tmp / "folder"), "is a folder, not an image file"),
+    (lambda tmp: [(tmp / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n broken"), str(tmp / "x.png")][1],
+     "not a readable image"),
+    (lambda tmp: _image(tmp / "wide.png", "L", size=(16392, 8)), "its width 16392 is over the largest output width, 16384"),
+])
+def test_images_that_cannot_run_are_refused_naming_the_field(tmp_path, make, message):
+    path = make(tmp_path)
+    err = run_usage_error(tmp_path, "--json", json.dumps({"prompt": "x", "init_image": path}),
+                          task="img2img").replace("\n", " ")
+    assert "init_image" in err and message in err
+
+
+def test_an_upscale_over_the_largest_size_names_the_factor_and_the_limit(tmp_path):
+    path = _image(tmp_path / "long.png", "RGB", size=(8192, 8))
+    result = cli_run(["run", "sd15", "upscale", "--model", "tiny", "--out", str(tmp_path / "out"),
+                      "--json", json.dumps({"prompt": "x", "init_image": path, "upscale_factor": 4.0})])
+    assert result.exit_code == 2
+    assert "upscale_factor: 4.0 turns the init image's width 8192 into 32768, over the largest output width, 16384" in (
+        result.stderr)
+
+
+def test_a_decompression_bomb_is_refused_naming_the_limit(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from codex_core.params import Img2ImgParams, validate
+    from codex_core.errors import ParamError
+
+    path = _image(tmp_path / "big.png", "L", size=(64, 64))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: over a limit of 1000
+    with pytest.raises(ParamError, match="init_image: got .*decompression-bomb limit \\(1,000 pixels\\)"):
+        validate(Img2ImgParams, {"prompt": "x", "init_image": path, "steps": 2, "cfg": 7.0, "strength": 0.5}, "e", "t")
