@@ -12,3 +12,9 @@ os.environ.pop("CODEX_LOAD_PLUGINS", None)
 os.environ.pop("CODEX_DISABLE_PLUGINS", None)
 for name in [n for n in os.environ if n.startswith("CODEX_MODEL_")]:
     del os.environ[name]
+
+
+def pytest_report_header(config):
+    seed = os.environ.get("CODEX_PROPERTY_SEED", "20261130")
+    examples = os.environ.get("CODEX_PROPERTY_EXAMPLES", "6")
+    return f"codex property tests: hypothesis seed {seed} (CODEX_PROPERTY_SEED), {examples} examples per engine and task"

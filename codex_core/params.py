@@ -152,7 +152,29 @@ class Txt2ImgParams(Params):
     height: int = Field(ge=8, le=16384, description="Output height in pixels.")
 
 
-class _InitImageParams(Params):
+class _Strength(Params):
+    """Tasks that re-noise an image by ``strength`` and denoise only that part of the schedule."""
+
+    def denoising_steps(self) -> int:
+        """Steps the pipeline runs: diffusers' SD-style img2img runs int(steps x strength) of them.
+        An engine whose pipeline counts otherwise overrides this (some keep the fraction)."""
+        return min(int(self.steps * self.strength), self.steps)
+
+    @model_validator(mode="after")
+    def _some_denoising(self):
+        if self.denoising_steps() < 1:
+            # the fewest steps that leave one at this strength, if the steps range (<= 1000) has one
+            least = math.ceil(1 / self.strength - 1e-9) if self.strength * 1000 >= 1 else None
+            steps_hint = f"raise steps to {least} or " if least else ""
+            raise PydanticCustomError(
+                "strength_steps", "strength: {strength} of steps {steps} leaves no denoising step (the pipeline runs "
+                "int(steps x strength) = 0); {steps_hint}raise strength to {strength_needed}",
+                {"strength": self.strength, "steps": self.steps, "steps_hint": steps_hint,
+                 "strength_needed": f"{1 / self.steps:g}"})
+        return self
+
+
+class _InitImageParams(_Strength):
     """img2img-like tasks: keep the init image's size unless width/height are given."""
 
     init_image: ImagePath
@@ -211,7 +233,7 @@ class InpaintParams(_InitImageParams):
         return self
 
 
-class UpscaleParams(Params):
+class UpscaleParams(_Strength):
     """Hires fix: resize the init image by ``upscale_factor``, then refine it with img2img."""
 
     init_image: ImagePath
@@ -362,11 +384,11 @@ class VideoFields(ParamsBase):
         return value
 
 
-class Txt2VidParams(Params, VideoFields):
+class Txt2VidParams(VideoFields, Params):
     pass
 
 
-class Img2VidParams(Params, VideoFields):
+class Img2VidParams(VideoFields, Params):
     init_image: ImagePath = Field(description="The first frame / conditioning image.")
 
 

@@ -163,6 +163,11 @@ class DiffusersEngine(Engine):
 
         return peak_memory_mb(device)
 
+    def ensure_tiny(self, dest: Path, progress) -> None:
+        from . import pipelines  # noqa: F401  (quiets the libraries' progress bars while the tiny model is saved)
+
+        super().ensure_tiny(dest, progress)
+
     def model_bytes(self, model: DiffusersModel) -> int:
         return model.nbytes()
 

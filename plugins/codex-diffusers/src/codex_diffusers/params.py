@@ -37,9 +37,15 @@ class TrueCfgFields(BaseModel):
         return self
 
 
+FLOW_SHIFT_MIN = 0.1  # below it the shifted sigmas collapse towards 0: NaN frames, or an empty schedule that fails
+
+
 def flow_shift_field(description: str):
-    """A ``flow_shift`` field (> 0): the shift of the flow-matching sigma schedule, as the flow samplers apply it."""
-    return Field(gt=0.0, le=100.0, description=f"Flow-matching shift of the sampler's sigma schedule ({description}).")
+    """A ``flow_shift`` field (0.1 to 100): the shift of the flow-matching sigma schedule, as the flow samplers
+    apply it. The models' own values are 1 to 17; far below, the schedule collapses (found by
+    tests/test_property_requests.py: NaN output at 1e-8, an IndexError after loading near 0)."""
+    return Field(ge=FLOW_SHIFT_MIN, le=100.0,
+                 description=f"Flow-matching shift of the sampler's sigma schedule ({description}).")
 
 
 class NoInitImage(BaseModel):

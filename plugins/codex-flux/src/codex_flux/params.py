@@ -33,6 +33,10 @@ class _FluxFields(TrueCfgFields, Params):
 
 
 class _FluxInitImageFields(_FluxFields):
+    def denoising_steps(self) -> int:
+        # diffusers' Flux img2img/inpaint keep the fraction: steps - int(steps - steps x strength)
+        return self.steps - int(max(self.steps - self.steps * self.strength, 0))
+
     @model_validator(mode="after")
     def _euler_only(self):
         # diffusers' FluxImg2ImgPipeline / FluxInpaintPipeline call scheduler.scale_noise, which only

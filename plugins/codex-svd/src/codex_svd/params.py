@@ -65,6 +65,14 @@ class SVDImg2Vid(ImageOnlyImg2VidParams):
             raise PydanticCustomError(
                 "cfg_ramp", "min_cfg: {min_cfg} is above max_cfg {max_cfg}; guidance ramps from min_cfg (first "
                 "frame) up to max_cfg (last frame)", {"min_cfg": self.min_cfg, "max_cfg": self.max_cfg})
+        # One frame's ramp is min_cfg alone, but diffusers prepares the image conditioning for guidance
+        # from max_cfg and then decides from the ramp: min_cfg <= 1 < max_cfg fails after loading
+        # (found by tests/test_property_requests.py).
+        if self.num_frames == 1 and self.min_cfg != self.max_cfg:
+            raise PydanticCustomError(
+                "cfg_ramp", "num_frames: a single frame takes one guidance value, but min_cfg {min_cfg} and max_cfg "
+                "{max_cfg} differ; set them equal (or ask for more frames)",
+                {"min_cfg": self.min_cfg, "max_cfg": self.max_cfg})
         # diffusers turns guidance on or off for the whole video from max_cfg alone: a ramp that ends
         # at or below 1 would run without guidance, silently ignoring min_cfg.
         if self.max_cfg <= 1.0 and self.min_cfg != self.max_cfg:
