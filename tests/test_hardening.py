@@ -382,3 +382,27 @@ def test_a_decompression_bomb_is_refused_naming_the_limit(tmp_path, monkeypatch)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: over a limit of 1000
     with pytest.raises(ParamError, match="init_image: got .*decompression-bomb limit \\(1,000 pixels\\)"):
         validate(Img2ImgParams, {"prompt": "x", "init_image": path, "steps": 2, "cfg": 7.0, "strength": 0.5}, "e", "t")
+
+
+# -- prompts longer than the text encoder's window ----------------------------------------------------
+
+
+@pytest.mark.parametrize("engine, extra, tokenizer, kept", [
+    ("sd15", {"width": 32, "height": 32}, "tokenizer", 77),  # CLIP's 77 tokens
+    ("sdxl", {"width": 32, "height": 32}, "tokenizer_2", 77),
+    ("flux", {"width": 32, "height": 32, "max_sequence_length": 16}, "tokenizer_2", 16),  # T5: the window asked for
+])
+def test_a_prompt_over_the_window_is_warned_about_and_recorded(tmp_path, engine, extra, tokenizer, kept):
+    request = {"prompt": "a red fox " * 12, "steps": 1, "seed": 1, **extra}  # 120 characters: tokens of the tiny models
+    result = cli_run(["run", engine, "txt2img", "--model", "tiny", "--out", str(tmp_path), "--json",
+                      json.dumps(request)])
+    assert result.exit_code == 0, result.stderr
+    truncated = json.loads(result.stdout)["info"]["notes"]["truncated"]["prompt"]
+    assert truncated[tokenizer]["kept"] == kept and truncated[tokenizer]["tokens"] > kept
+    assert f"warning: prompt has {truncated[tokenizer]['tokens']} tokens for {tokenizer}" in result.stderr
+
+
+def test_a_prompt_within_the_window_has_no_note(tmp_path):
+    from codex_core.testing import run_json
+
+    assert "truncated" not in run_json("sd15", "txt2img", {**SMALL, "prompt": "a fox"}, tmp_path)["info"]["notes"]

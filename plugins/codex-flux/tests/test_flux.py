@@ -184,8 +184,9 @@ def test_img2img_resizes_init_image_when_size_given_and_says_so(tmp_path):
 def test_truncated_prompt_is_recorded(tmp_path):
     info = run_json("flux", "txt2img", {"prompt": "a very long prompt", "width": 32, "height": 32, "steps": 1,
                                         "seed": 1, "max_sequence_length": 8}, tmp_path / "out")["info"]
-    assert info["notes"]["truncated"]["prompt"]["kept"] == 8
-    assert info["notes"]["truncated"]["prompt"]["t5_tokens"] > 8
+    assert info["notes"]["truncated"]["prompt"]["tokenizer_2"]["kept"] == 8  # the T5 window asked for
+    assert info["notes"]["truncated"]["prompt"]["tokenizer_2"]["tokens"] > 8
+    assert "tokenizer" not in info["notes"]["truncated"]["prompt"]  # within CLIP's 77
 
 
 def test_tasks_share_components(tmp_path):

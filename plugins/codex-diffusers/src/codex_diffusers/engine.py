@@ -186,6 +186,7 @@ class DiffusersEngine(Engine):
         pipe = family.view(pipeline_class(self.pipelines[job.task]), job.scheduler, job)
         self.prepare_view(pipe, job)
         arguments = self.pipeline_arguments(job, pipe)
+        self.note_truncation(job, pipe, arguments)
         with self.run_context(pipe, job):
             result = call(pipe, job, denoisers=self.denoisers, encoder=self.encoder, **arguments)
         return self.output(result, job, arguments)
@@ -241,6 +242,36 @@ class DiffusersEngine(Engine):
         if unknown:  # a wiring bug in the engine, not a user error: say exactly what
             raise CodexError(f"engine {self.key}: {type(pipe).__name__}.__call__ takes no {', '.join(unknown)}")
         return arguments
+
+    def note_truncation(self, job: Job, pipe, arguments: dict[str, Any]) -> None:
+        """Prompts longer than a text encoder's window are cut by diffusers with at most a log line: say so.
+
+        Each tokenizer of the pipeline counts the prompt's tokens; the window is a CLIP tokenizer's own
+        length (77) and, for the others (T5, UMT5, Llama), the ``max_sequence_length`` the call uses.
+        A prompt over it gets a warning and ``info.notes.truncated[field][tokenizer] = {tokens, kept}``.
+        """
+        from .pipelines import accepted_arguments, argument_default
+
+        window = arguments.get("max_sequence_length")
+        if window is None and "max_sequence_length" in accepted_arguments(pipe):
+            window = argument_default(pipe, "max_sequence_length")
+        for field in ("prompt", "negative_prompt"):
+            text = arguments.get(field)
+            if not isinstance(text, str) or not text:
+                continue
+            for name in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+                tokenizer = getattr(pipe, name, None)
+                if tokenizer is None or not callable(tokenizer):
+                    continue
+                limit = tokenizer.model_max_length if "CLIP" in type(tokenizer).__name__ else window
+                if not limit or limit > 100_000:
+                    continue
+                tokens = len(tokenizer(text).input_ids)
+                if tokens > limit:
+                    job.notes.setdefault("truncated", {}).setdefault(field, {})[name] = {"tokens": tokens,
+                                                                                       "kept": limit}
+                    job.progress.message(f"warning: {field} has {tokens} tokens for {name} "
+                                         f"({type(tokenizer).__name__}); the text encoder sees the first {limit}")
 
     def extra_arguments(self, job: Job, pipe) -> dict[str, Any]:
         """Arguments beyond the field mapping (e.g. call settings a checkpoint needs)."""

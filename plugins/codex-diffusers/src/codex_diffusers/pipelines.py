@@ -164,6 +164,12 @@ def accepted_arguments(pipe) -> set[str]:
     return set(inspect.signature(type(pipe).__call__).parameters) - {"self"}
 
 
+def argument_default(pipe, name: str) -> Any:
+    """The default of a ``__call__`` argument (None when it has none)."""
+    parameter = inspect.signature(type(pipe).__call__).parameters.get(name)
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
+
 def _wrap_timed(obj, name: str, job: Job, stage: str, announce: str | None = None) -> None:
     original = getattr(obj, name)
 

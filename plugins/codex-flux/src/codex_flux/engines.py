@@ -70,16 +70,6 @@ class Flux(DiffusersEngine):
                     f"FluxPipeline gives {expected} (FLUX.1 Fill/Depth/Canny need their own pipelines)")
         return None
 
-    def extra_arguments(self, job, pipe) -> dict:
-        """diffusers truncates T5 input to max_sequence_length with only a log warning: record it."""
-        params = job.params
-        texts = {"prompt": params.prompt, "negative_prompt": params.negative_prompt if params.true_cfg > 1 else ""}
-        for field, text in texts.items():
-            tokens = len(pipe.tokenizer_2(text).input_ids) if text else 0
-            if tokens > params.max_sequence_length:
-                job.notes.setdefault("truncated", {})[field] = {"t5_tokens": tokens, "kept": params.max_sequence_length}
-        return {}
-
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build
 
