@@ -69,7 +69,9 @@ def load_plugins() -> pluggy.PluginManager:
         try:
             module = entry_point.load()
             pm.register(module, name=entry_point.name)
-        except (Exception, SystemExit) as exc:  # a broken plugin must not take the others (or the CLI) down
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a broken plugin must not take the others (or the CLI) down
             load_errors[entry_point.name] = f"{type(exc).__name__}: {exc}"
             _warn(f'error importing plugin "{entry_point.name}" ({dist}): {type(exc).__name__}: {exc}; skipped')
             continue

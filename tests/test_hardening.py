@@ -112,8 +112,13 @@ def test_a_disabled_plugin_is_not_answered_with_pip_install(fresh_plugins, monke
     assert "pip install" not in str(caught.value)
 
 
-def test_a_plugin_that_exits_at_import_is_reported_and_skipped(fresh_plugins, monkeypatch, tmp_path, capsys):
-    (tmp_path / "exits_at_import.py").write_text("raise SystemExit('bye')\n")
+@pytest.mark.parametrize("raised, shown", [("SystemExit('bye')", "SystemExit: bye"),
+                                           ("type('Odd', (BaseException,), {})('odd')", "Odd: odd"),
+                                           ("ImportError('no module named cuda_thing')",
+                                            "ImportError: no module named cuda_thing")])
+def test_a_plugin_that_fails_at_import_is_reported_and_skipped(fresh_plugins, monkeypatch, tmp_path, capsys, raised,
+                                                               shown):
+    (tmp_path / "exits_at_import.py").write_text(f"raise {raised}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     real = importlib.metadata.entry_points
 
@@ -125,7 +130,7 @@ def test_a_plugin_that_exits_at_import_is_reported_and_skipped(fresh_plugins, mo
 
     monkeypatch.setattr(importlib.metadata, "entry_points", with_broken)
     assert "sd15" in registry.engines()
-    assert plugins.load_errors["exits"] == "SystemExit: bye"
+    assert plugins.load_errors["exits"] == shown
     assert 'error importing plugin "exits"' in capsys.readouterr().err
 
 
