@@ -8,7 +8,7 @@ hookimpl = pluggy.HookimplMarker("codex")
 
 @hookspec
 def codex_register_engines(register):
-    """Register engines: ``register(EngineSpec(...))`` once per engine key."""
+    """Register engines: ``register(MyEngine())`` once per engine key (a ``codex_core.Engine`` instance)."""
 
 
 @hookspec
