@@ -47,7 +47,8 @@ def _culprit(error: BaseException, owners: dict[Any, str]) -> str | None:
     return found
 
 
-def call_hook(hook_name: str, kwargs: dict[str, Any], on_retry: Callable[[], None] = lambda: None) -> None:
+def call_hook(hook_name: str, kwargs: dict[str, Any], on_retry: Callable[[], None] = lambda: None,
+              owners: dict[Any, str] | None = None) -> None:
     """Call a hook through pluggy; a plugin whose implementation raises is reported and left out.
 
     pluggy stops a hook call at the first exception, so the call is made again without the plugin
@@ -55,7 +56,8 @@ def call_hook(hook_name: str, kwargs: dict[str, Any], on_retry: Callable[[], Non
     nothing. Its error shows in `codex plugins` and as a warning. ``on_retry`` runs before each new
     call (to forget what the failed call collected).
     """
-    pm, owners, excluded = load_plugins(), _owners(hook_name), []
+    pm, excluded = load_plugins(), []
+    owners = owners if owners is not None else _owners(hook_name)
     while True:
         caller = pm.subset_hook_caller(hook_name, remove_plugins=excluded) if excluded else getattr(pm.hook, hook_name)
         try:
@@ -90,7 +92,7 @@ def _collect(hook_name: str) -> list[tuple[str | None, Any]]:
             frame = frame.f_back
         collected.append((owners[frame.f_code] if frame is not None else None, item))
 
-    call_hook(hook_name, {"register": register}, on_retry=collected.clear)
+    call_hook(hook_name, {"register": register}, on_retry=collected.clear, owners=owners)
     return collected
 
 

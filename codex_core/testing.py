@@ -73,3 +73,18 @@ def interrupted(args: list[str], marker: bytes, sig: int) -> tuple[int, str]:
         if proc.poll() is None:
             proc.kill()
     return proc.returncode, (seen + rest).decode(errors="replace")
+
+
+def add_entry_point(monkeypatch, name: str, module: str) -> None:
+    """Make ``importlib.metadata.entry_points`` list one more ``codex`` plugin (e.g. a broken one) for a test."""
+    import importlib.metadata
+
+    real = importlib.metadata.entry_points
+
+    def with_extra(**kwargs):
+        found = list(real(**kwargs))
+        if kwargs.get("group") == "codex":
+            found.append(importlib.metadata.EntryPoint(name, module, "codex"))
+        return found
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", with_extra)

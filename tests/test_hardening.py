@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 from codex_core import plugins, registry
 from codex_core.errors import UsageError
 from codex_core.orchestrator import RunOptions, prepare
-from codex_core.testing import cli_run
+from codex_core.testing import add_entry_point, cli_run
 
 CODEX = Path(sys.executable).parent / "codex"
 SMALL = {"prompt": "x", "width": 32, "height": 32, "steps": 2, "seed": 1}
@@ -120,15 +119,7 @@ def test_a_plugin_that_fails_at_import_is_reported_and_skipped(fresh_plugins, mo
                                                                shown):
     (tmp_path / "exits_at_import.py").write_text(f"raise {raised}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    real = importlib.metadata.entry_points
-
-    def with_broken(**kwargs):
-        found = list(real(**kwargs))
-        if kwargs.get("group") == "codex":
-            found.append(importlib.metadata.EntryPoint("exits", "exits_at_import", "codex"))
-        return found
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", with_broken)
+    add_entry_point(monkeypatch, "exits", "exits_at_import")
     assert "sd15" in registry.engines()
     assert plugins.load_errors["exits"] == shown
     assert 'error importing plugin "exits"' in capsys.readouterr().err

@@ -1,6 +1,5 @@
 """Plugin discovery, allow/deny lists, broken plugins, and the hook surface itself."""
 
-import importlib.metadata
 import inspect
 import re
 from pathlib import Path
@@ -9,6 +8,7 @@ import pytest
 
 from codex_core import Engine, Txt2ImgParams, hookimpl, hookspecs, plugins, registry
 from codex_core.matrix import project_distributions
+from codex_core.testing import add_entry_point
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 
@@ -38,15 +38,7 @@ def test_disable_list_by_distribution_name(fresh_plugins, monkeypatch):
 
 
 def test_broken_plugin_is_reported_and_does_not_stop_others(fresh_plugins, monkeypatch, capsys):
-    real = importlib.metadata.entry_points
-
-    def with_broken(**kwargs):
-        found = list(real(**kwargs))
-        if kwargs.get("group") == "codex":
-            found.append(importlib.metadata.EntryPoint("broken", "no_such_module_xyz", "codex"))
-        return found
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", with_broken)
+    add_entry_point(monkeypatch, "broken", "no_such_module_xyz")
     assert "sd15" in registry.engines()
     assert "ModuleNotFoundError" in plugins.load_errors["broken"]
     assert 'error importing plugin "broken"' in capsys.readouterr().err
