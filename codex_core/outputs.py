@@ -62,6 +62,22 @@ def new_run_id() -> str:
 
 
 @contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends (then they are delivered): for steps that must not be cut in two."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: nothing to hold them with
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
 def run_folder(out_root: Path, run_id: str) -> Iterator[RunFiles]:
     """Write into a hidden staging folder and rename it into place only when the block succeeds.
 
@@ -69,8 +85,8 @@ def run_folder(out_root: Path, run_id: str) -> Iterator[RunFiles]:
     """
     out_root.mkdir(parents=True, exist_ok=True)
     files = RunFiles(final_dir=out_root / run_id, staging_dir=out_root / f".{run_id}.partial")
-    files.staging_dir.mkdir()
     try:
+        files.staging_dir.mkdir()
         yield files
         os.replace(files.staging_dir, files.final_dir)
     except BaseException:

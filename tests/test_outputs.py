@@ -39,7 +39,7 @@ def test_a_real_interrupt_exits_130_and_keeps_nothing(tmp_path, args, marker, si
     status, err = interrupted(args + ["--out", str(out)], marker, sig)
     assert status == 130, err
     assert "interrupted; no partial output was kept" in err
-    assert not out.exists() or list(out.iterdir()) == []  # no run folder, no staging folder
+    assert not out.exists() or list(out.iterdir()) == [], err  # no run folder, no staging folder
 
 
 def test_failure_while_exporting_leaves_no_files(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CodexError
-from ..outputs import RunFiles, VideoOutput
+from ..outputs import RunFiles, VideoOutput, signals_deferred
 from .png import embedded
 
 
@@ -51,8 +51,6 @@ def ffmpeg_problem() -> str | None:
 
 
 def write_container(container: Container, output: VideoOutput, files: RunFiles, info: dict[str, Any]) -> list[Path]:
-    import imageio_ffmpeg
-
     frames = [frame.convert("RGB") for frame in output.frames]
     if not frames:
         raise CodexError("the engine returned no frames to export")
@@ -63,18 +61,7 @@ def write_container(container: Container, output: VideoOutput, files: RunFiles, 
     if container.carries_metadata:
         params += ["-metadata", "comment=" + json.dumps(embedded(info, 0), default=str)]
     path = files.staging_dir / f"video.{container.format}"
-    writer = imageio_ffmpeg.write_frames(
-        str(path), (width, height), fps=output.fps, codec=container.codec, pix_fmt_in="rgb24",
-        pix_fmt_out=container.pix_fmt, macro_block_size=1,  # never let imageio resize the frames
-        quality=None,  # the container's own rate control only (imageio would add -crf 25 / -qscale:v first)
-        output_params=params, ffmpeg_log_level="error",
-    )
-    writer.send(None)  # start ffmpeg
-    try:
-        for frame in frames:
-            writer.send(frame.tobytes())  # rgb24, row by row: what ffmpeg reads from the pipe
-    finally:
-        writer.close()
+    encode(path, frames, output.fps, container, params)
     fps = output.fps
     if container.format == "gif":  # GIF delays are whole centiseconds: 16 fps plays as 100/6 = 16.67
         fps = round(100 / max(1, round(100 / output.fps)), 3)
@@ -84,6 +71,52 @@ def write_container(container: Container, output: VideoOutput, files: RunFiles, 
     info.setdefault("video", entry)
     info.setdefault("videos", []).append(entry)
     return [path]
+
+
+def encode(path: Path, frames: list, fps: float, container: Container, params: list[str]) -> None:
+    """Pipe rgb24 frames into imageio-ffmpeg's ffmpeg binary and wait for it, whatever happens.
+
+    Our own pipe rather than ``imageio_ffmpeg.write_frames`` because, on Ctrl-C or SIGTERM, that
+    generator closes ffmpeg's stdin and kills it without waiting: ffmpeg could still create or
+    finish the file after the run folder's cleanup had removed it, leaving a partial folder behind.
+    The command line is the one imageio-ffmpeg builds (rate as a fraction, no audio, no resizing).
+    """
+    import subprocess
+    import tempfile
+    from fractions import Fraction
+
+    import imageio_ffmpeg
+
+    width, height = frames[0].size
+    rate = str(Fraction(fps).limit_denominator())
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}",
+           "-pix_fmt", "rgb24", "-r", rate, "-i", "-", "-an", "-vcodec", container.codec]
+    if container.pix_fmt:
+        cmd += ["-pix_fmt", container.pix_fmt]
+    cmd += ["-v", "error", *params, str(path)]
+    with tempfile.TemporaryFile() as log:
+        # Its own session: a Ctrl-C at the terminal reaches us, and we decide when ffmpeg stops. Signals wait
+        # until Popen returns: interrupted while waiting for exec, Popen would leave ffmpeg running unowned.
+        with signals_deferred():
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log,
+                                    start_new_session=True)
+        try:
+            try:
+                for frame in frames:
+                    proc.stdin.write(frame.tobytes())  # rgb24, row by row
+                proc.stdin.close()
+            except BrokenPipeError:  # ffmpeg stopped reading: its log says why (not the CLI's "reader has gone")
+                pass
+            status = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()  # dead before the caller removes the staging folder
+            raise
+        if status != 0:
+            log.seek(0)
+            reason = log.read().decode(errors="replace").strip().splitlines()
+            raise CodexError(f"ffmpeg could not write {container.format}: "
+                             f"{reason[-1] if reason else f'exit status {status}'}")
 
 
 def write_frames(output: VideoOutput, files: RunFiles, info: dict[str, Any]) -> list[Path]:
