@@ -7,6 +7,8 @@ _root = tempfile.mkdtemp(prefix="codex-tests-")
 os.environ["CODEX_CACHE_DIR"] = os.path.join(_root, "cache")  # tiny models are built here once per session
 os.environ["CODEX_MODELS_DIR"] = os.path.join(_root, "models")
 os.environ["HF_HOME"] = os.path.join(_root, "hf")
+os.environ["XDG_CONFIG_HOME"] = os.path.join(_root, "config")  # no user config file (models roots)
+os.environ.pop("CODEX_CONFIG", None)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("CODEX_LOAD_PLUGINS", None)
 os.environ.pop("CODEX_DISABLE_PLUGINS", None)

@@ -118,6 +118,65 @@ def engines(as_json: bool):
 
 
 @cli.command()
+@click.option("--kind", type=click.Choice(["checkpoints", "diffusion_models", "loras", "vae", "embeddings"]),
+              multiple=True, help="Only these kinds (repeatable).")
+@click.option("--engine", help="Only files this engine can use.")
+@click.option("--no-hash", is_flag=True, help="Skip the sha256 (hashing a large file takes seconds, once; cached).")
+@click.option("--roots", "show_roots", is_flag=True, help="Show the folders searched, and where each is configured.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handle_errors
+def models(kind, engine, no_hash, show_roots, as_json):
+    """List the model files in the models folders: kind, name, family, engines, size and hash.
+
+    The folders: $CODEX_MODELS_DIR (default ./models) with checkpoints/, diffusion_models/, loras/,
+    vae/, embeddings/, plus roots from the config file ($CODEX_CONFIG or ~/.config/codex/config.yaml),
+    e.g. an A1111, Forge or ComfyUI install used in place. HASH is A1111's "Model hash" (sha256, first
+    10 hex digits). NAME is what --model, --component and a request's loras/vae/embeddings accept.
+
+    \b
+    Examples:
+      codex models
+      codex models --kind loras --engine ENGINE
+      codex models --roots
+    """
+    from . import model_files
+
+    if engine:
+        from .registry import get_engine
+
+        get_engine(engine)  # an unknown engine is an error, not an empty list
+    if show_roots:
+        rows = [[root.origin, root.layout, kind_name, str(folder), "yes" if folder.is_dir() else "missing"]
+                for root in model_files.roots() for kind_name in model_files.KINDS for folder in root.folders(kind_name)]
+        if as_json:
+            _echo_json([dict(zip(["origin", "layout", "kind", "folder", "exists"], row)) for row in rows])
+        else:
+            _table(rows, ["configured by", "layout", "kind", "folder", "exists"])
+        return
+    rows = model_files.describe(kind or model_files.KINDS, engine, hashes=not no_hash,
+                                progress=lambda text: click.echo(f"codex: {text}", err=True))
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        where = ", ".join(str(folder) for folder in model_files.folders("checkpoints"))
+        click.echo(f"no model files found (checkpoints are looked for in {where}; `codex models --roots` "
+                   "shows every folder searched)")
+        return
+    table = [[r["kind"], r["name"], r["family"] or "-", ", ".join(r["engines"]) or (r["problem"] or "-"),
+              _size(r["bytes"]), r["hash"] or "-"] for r in rows]
+    _table(table, ["kind", "name", "family", "engines", "size", "hash"])
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return str(count)
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @handle_errors
 def plugins(as_json: bool):
@@ -280,7 +339,14 @@ def samplers(engine: str, as_json: bool):
 @click.argument("task")
 @click.option("--json", "request", default="{}", metavar="JSON|@FILE|-",
               help="The request: inline JSON, @path to a JSON file, or - for stdin.")
-@click.option("--model", help="Model: a diffusers folder, a hub repo id (local cache only), or 'tiny'.")
+@click.option("--model", help="Model: a diffusers folder, a single-file checkpoint (.safetensors/.gguf), a name "
+                                "from `codex models`, a hub repo id (local cache only), or 'tiny'.")
+@click.option("--config", "config", metavar="DIR",
+              help="For a single-file checkpoint: a diffusers folder with its configs and tokenizers "
+                   "[default: the ones the engine ships].")
+@click.option("--component", "components", multiple=True, metavar="NAME=FILE",
+              help="Load one component from its own file (a name from `codex models` or a path), e.g. "
+                   "transformer=wan22-5b-Q8_0.gguf; repeatable. `codex engines --json` lists each engine's.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output root [default: ./artifacts/images or ./artifacts/videos].")
 @click.option("--format", "formats", help="Output formats, comma separated [default: png for images].")
@@ -293,8 +359,8 @@ def samplers(engine: str, as_json: bool):
 @click.option("--quiet", "-q", is_flag=True, help="No progress or log lines on stderr.")
 @click.option("--preset", help="A named preset profile (presets/<engine>/<task>@NAME.yaml), e.g. a lighter size.")
 @handle_errors
-def run(engine, task, request, model, out, formats, device, dtype, offload, vae_tiling, download, allow_pickle,
-        quiet, preset):
+def run(engine, task, request, model, config, components, out, formats, device, dtype, offload, vae_tiling, download,
+        allow_pickle, quiet, preset):
     """Validate a request, run ENGINE on TASK, write outputs and print the result as JSON.
 
     Missing fields are filled from the engine's presets (`codex presets ENGINE TASK`); the result's
@@ -308,8 +374,9 @@ def run(engine, task, request, model, out, formats, device, dtype, offload, vae_
       echo '{"prompt": "a cat"}' | codex run ENGINE txt2img --json -
 
     \b
-    Models: --model PATH | ORG/NAME | tiny; without it CODEX_MODEL_<ENGINE>, then ./models/<engine>/
-    (CODEX_MODELS_DIR), then the engine's default repo id in the local Hugging Face cache.
+    Models: --model FOLDER | FILE.safetensors | NAME | ORG/NAME | tiny; without it CODEX_MODEL_<ENGINE>,
+    then ./models/<engine>/ (CODEX_MODELS_DIR), then the engine's default repo id in the local Hugging
+    Face cache. NAME: a checkpoint in the models folders (`codex models`), e.g. an A1111 install's.
     Exit codes: 0 ok, 2 invalid request or model not found (nothing written), 1 failure, 130 interrupted.
     """
     from .orchestrator import RunOptions, execute, prepare
@@ -317,7 +384,8 @@ def run(engine, task, request, model, out, formats, device, dtype, offload, vae_
 
     format_list = tuple(f.strip() for f in formats.split(",") if f.strip()) if formats else None
     options = RunOptions(model=model, out=out, runtime=Runtime(device, dtype, offload, vae_tiling, allow_pickle),
-                         download=download, formats=format_list, quiet=quiet, preset=preset)
+                         download=download, formats=format_list, quiet=quiet, preset=preset, config=config,
+                         components=tuple(components))
     from .requests import read_request
 
     result = execute(prepare(engine, task, read_request(request), options), options)
@@ -392,9 +460,15 @@ def replay(file, check, model, out, device, dtype, download, allow_pickle, quiet
     info = old.info
     runtime = Runtime(device or info.get("device") or "auto", dtype or info.get("dtype") or "auto",
                       info.get("offload") or "none", bool(info.get("vae_tiling")), allow_pickle)
-    options = RunOptions(model=model or replay_module.model_argument(info), out=out, runtime=runtime,
-                         download=download, formats=replay_module.formats_of(info), quiet=quiet,
-                         preset=info.get("preset_profile"),
+    located = replay_module.model_files_of(info, replay_module.request_with_inputs(info))
+    for line in located.moved:
+        click.echo(f"codex: {line}", err=True)
+    for line in located.missing:
+        click.echo(f"codex: warning: {line}", err=True)
+    options = RunOptions(model=model or located.model or replay_module.model_argument(info), out=out,
+                         runtime=runtime, download=download, formats=replay_module.formats_of(info), quiet=quiet,
+                         preset=info.get("preset_profile"), config=None if model else located.config,
+                         components=located.components,
                          replay_of={"run_id": info.get("run_id"), "path": str(file),
                                     "model_fingerprint": (info.get("model") or {}).get("fingerprint")})
     changed = replay_module.changed_inputs(info)
@@ -402,7 +476,7 @@ def replay(file, check, model, out, device, dtype, download, allow_pickle, quiet
         state = "is gone" if entry["reason"] == "gone" else "has changed (sha256)"
         click.echo(f"codex: warning: input {entry['field']} ({entry['path']}) {state} since run "
                    f"{info.get('run_id')}; the output may differ", err=True)
-    prepared = prepare(info["engine"], info["task"], replay_module.request_with_inputs(info), options)
+    prepared = prepare(info["engine"], info["task"], located.request, options)
     result = execute(prepared, options)
     if not quiet:
         click.echo(f"codex: wrote {result.run_dir} (replay of {info.get('run_id') or file})", err=True)

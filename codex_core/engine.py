@@ -86,6 +86,9 @@ class Job:
     notes: dict[str, Any] = field(default_factory=dict)
     # The scheduler that ran: {"class": name, "config": its full config as applied} (JSON-safe).
     scheduler_applied: dict[str, Any] | None = None
+    # Model files the run read besides the checkpoint (LoRAs, a VAE, embeddings): label -> record
+    # (``codex_core.model_files.file_record``: path, bytes, sha256, A1111's short hash).
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def input_image(self, name: str, size: tuple[int, int], mode: str = "RGB"):
         """The image of request field ``name`` as 8-bit RGB (``mode="L"``: a mask) at ``size``.
@@ -154,6 +157,9 @@ class Engine:
     variants: ClassVar[tuple[str, ...]] = ()
     tiny_variant: ClassVar[str | None] = None
     gpu_dtype: ClassVar[str] = "float16"  # dtype on a GPU when the user says --dtype auto
+    # Components a user may load from their own weight file (``--component NAME=FILE``), e.g. a
+    # transformer-only or GGUF-quantised file combined with a base folder for the rest.
+    replaceable_components: ClassVar[tuple[str, ...]] = ()
 
     # Filled in by the registry from the plugin that registered the engine.
     plugin: str | None = None
@@ -214,6 +220,7 @@ class Engine:
             "tiny_model": self.tiny_version is not None,
             "variants": list(self.variants),
             "task_default_repos": dict(self.task_default_repos),
+            "replaceable_components": list(self.replaceable_components),
             "plugin": self.plugin,
             "distribution": self.distribution,
             "version": self.version,
@@ -233,8 +240,21 @@ class Engine:
     # they are the ones named when a folder fits another engine.
     recognises_checkpoints: ClassVar[bool] = False
 
-    def checkpoint_problem(self, folder: Path) -> str | None:
-        """Why the model folder is not a checkpoint of this engine, read from its configs; None if it is."""
+    def checkpoint_problem(self, path: Path) -> str | None:
+        """Why the model folder or single file is not a checkpoint of this engine, read from its configs or
+        the file's header (no weights loaded); None if it is."""
+        return None
+
+    def file_problem(self, kind: str, path: Path) -> str | None:
+        """Why this engine cannot use the model file or folder ``path`` of ``kind`` (a models-folder kind:
+        checkpoints, diffusion_models, loras, vae, embeddings), from its header; None if it can.
+        `codex models` asks every engine, to say which engines run each file."""
+        if kind == "checkpoints" and self.recognises_checkpoints:
+            return self.checkpoint_problem(path)
+        return f"engine {self.key} does not use {kind.replace('_', ' ')} files"
+
+    def component_problem(self, name: str, path: Path, source: "ModelSource") -> str | None:
+        """Why the weight file at ``path`` cannot replace component ``name`` of ``source``; None if it can."""
         return None
 
     def check_request(self, task: str, params: ParamsBase, variant: str | None) -> list[str]:

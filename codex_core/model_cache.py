@@ -66,7 +66,7 @@ class ModelCache:
 
     @staticmethod
     def key(engine: "Engine", source: "ModelSource", runtime: "Runtime") -> tuple:
-        return (engine.key, str(source.path), runtime)
+        return (engine.key, source.cache_key(), runtime)
 
     def load(self, engine: "Engine", source: "ModelSource", runtime: "Runtime") -> tuple[Any, bool]:
         """Return (model, was_cached); loads through ``engine.load`` on a miss."""

@@ -12,7 +12,7 @@ import platform
 import secrets
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
@@ -44,6 +44,8 @@ class RunOptions:
     preset: str | None = None  # a named preset profile: presets/<engine>/<task>@<preset>.yaml
     # set by `codex replay`: {"run_id", "path", "model_fingerprint"} of the run being replayed
     replay_of: dict[str, Any] | None = None
+    config: str | None = None  # --config: a diffusers folder with the configs of a single-file checkpoint
+    components: tuple[str, ...] = ()  # --component NAME=FILE
 
 
 @dataclass
@@ -134,8 +136,24 @@ def _resolve_source(engine: Engine, task: str, options: RunOptions) -> sources.M
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network unless asked
     source = sources.resolve(engine, options.model, task=task, download=options.download,
                              allow_pickle=options.runtime.allow_pickle)
+    if options.config:
+        config = Path(options.config).expanduser()
+        if source.kind != "file":
+            raise UsageError(f"--config: applies to a single-file checkpoint; {source.label} is a {source.kind} "
+                             "model with its own configs", hint="drop --config")
+        if not (config / "model_index.json").is_file():
+            raise UsageError(f"--config: {options.config!r} is not a diffusers folder (no model_index.json)",
+                             hint="pass a diffusers-format folder of the same architecture (weights not needed)")
+        source = replace(source, config=config.resolve())
+    if options.components:
+        source = replace(source, components=sources.component_files(engine, options.components,
+                                                                     options.runtime.allow_pickle))
     if source.kind != "tiny":
         _check_checkpoint(engine, source)
+    for name, path in source.components:
+        problem = engine.component_problem(name, path, source)
+        if problem:
+            raise UsageError(f"--component {name}={path}: {problem}")
     return source
 
 
@@ -190,8 +208,13 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     if cached:
         timer.seconds["load"] = 0.0
     from .fingerprint import model_fingerprint
+    from .model_files import file_record
 
     fingerprint = model_fingerprint(source.path)  # names, sizes and config contents; cached per folder
+    file_records = {name: file_record(path, progress.message) for name, path in source.files().items()}
+    if source.kind == "file":  # a single file is its own fingerprint: its content hash
+        fingerprint = {"sha256": file_records["checkpoint"]["sha256"], "files": 1,
+                       "bytes": file_records["checkpoint"]["bytes"]}
     replay_of = _replay_note(options.replay_of, fingerprint)
 
     inputs = input_records(params)  # before the run: the content it ran on
@@ -210,6 +233,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     progress.message(f"writing {', '.join(prepared.formats)} into {out_root / run_id}")
     with run_folder(out_root, run_id) as folder:
         info = _info(prepared, source, runtime, job, run_id, cached, fingerprint)
+        info["model"]["files"] = {**file_records, **job.files}
         info["cwd"], info["inputs"] = os.getcwd(), inputs
         if replay_of:
             info["replay_of"] = replay_of

@@ -41,12 +41,17 @@ ImagePath = Annotated[str, AfterValidator(_readable_image), Field(description="P
 
 
 def input_files(params: BaseModel, prefix: str = "") -> dict[str, str]:
-    """``{"init_image": path, "mode_lora.path": path, ...}``: every input-file field that is set, nested ones too."""
+    """``{"init_image": path, "mode_lora.path": path, "loras.0.path": ...}``: every input-file field that is set,
+    nested ones and list items too."""
     found = {}
     for name, info in type(params).model_fields.items():
         value = getattr(params, name)
         if isinstance(value, BaseModel):
             found.update(input_files(value, f"{prefix}{name}."))
+        elif isinstance(value, list):  # e.g. "loras.1.path"
+            for index, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    found.update(input_files(item, f"{prefix}{name}.{index}."))
         elif isinstance(value, str) and any(isinstance(item, InputFile) for item in info.metadata):
             found[prefix + name] = value
     return found
@@ -283,7 +288,7 @@ def _allowed(model: type[BaseModel], field: str) -> str | None:
     parts = []
     for option in options:
         kind = option.get("type")
-        if kind == "null":
+        if kind in ("null", "array", "object"):  # a list or object's own errors say what is allowed
             continue
         if "enum" in option:
             parts.append("one of " + ", ".join(repr(v) for v in option["enum"]))

@@ -79,7 +79,10 @@ def request_with_inputs(info: dict[str, Any]) -> dict[str, Any]:
         *parents, name = field.split(".")
         target = request
         for parent in parents:
-            target = target.get(parent) if isinstance(target, dict) else None
+            if isinstance(target, list) and parent.isdigit() and int(parent) < len(target):
+                target = target[int(parent)]
+            else:
+                target = target.get(parent) if isinstance(target, dict) else None
         if isinstance(target, dict) and name in target and record.get("path"):
             target[name] = record["path"]
     return request
@@ -221,3 +224,72 @@ def check_line(check: dict[str, Any]) -> str:
                + " is not what the original run read") if changed else ""
     return (f"codex: replay check: DIFFERENT: {check['differing']} of {check['compared']} {check['what']} differ, "
             f"max pixel difference {check['max_pixel_difference']}{because}")
+
+
+# -- model files, found again by content ---------------------------------------------------------------
+
+
+@dataclass
+class ModelFiles:
+    """The model files a replay uses: where the run found them, or where their content is now."""
+
+    model: str | None
+    config: str | None
+    components: tuple[str, ...]
+    request: dict[str, Any]
+    moved: list[str]  # one line per file found elsewhere by its sha256
+    missing: list[str]  # one line per file found nowhere (the replay then fails or differs)
+
+
+def _same_content(path: Path, sha256: str | None) -> bool:
+    from .model_files import file_sha256
+
+    return path.is_file() and (sha256 is None or file_sha256(path) == sha256)
+
+
+def _relocate(what: str, path: str | None, sha256: str | None, kinds: tuple[str, ...], found: ModelFiles) -> str | None:
+    """``path`` if it still holds the recorded content, else the first file of ``kinds`` with that sha256."""
+    from .model_files import find_by_sha256
+
+    if path and _same_content(Path(path), sha256):
+        return path
+    for kind in kinds:
+        match = find_by_sha256(kind, sha256) if sha256 else None
+        if match is not None:
+            found.moved.append(f"{what}: {path} {'has changed' if path and Path(path).exists() else 'is gone'}; "
+                               f"the same content (sha256 {sha256[:10]}) is at {match.path}")
+            return str(match.path)
+    found.missing.append(f"{what}: {path} {'has changed' if path and Path(path).exists() else 'is gone'} and no "
+                         f"file in the {'/'.join(kinds)} folders has its sha256")
+    return path
+
+
+def model_files_of(info: dict[str, Any], request: dict[str, Any]) -> ModelFiles:
+    """The checkpoint file, component files, LoRAs and VAE of a recorded run, found again by their sha256 in
+    the models folders when they moved (A1111's hashes make the same lookup across installs)."""
+    model = info.get("model") or {}
+    files = model.get("files") or {}
+    found = ModelFiles(None, model.get("config"), (), json.loads(json.dumps(request)), [], [])
+    if model.get("kind") == "file":
+        found.model = _relocate("the checkpoint", model.get("path"), (files.get("checkpoint") or {}).get("sha256"),
+                                ("checkpoints",), found)
+    components = []
+    for name, path in (model.get("components") or {}).items():
+        sha = (files.get(f"component:{name}") or {}).get("sha256")
+        components.append(f"{name}={_relocate(f'component {name}', path, sha, ('diffusion_models', 'checkpoints'), found)}")
+    found.components = tuple(components)
+    for index, entry in enumerate(found.request.get("loras") or []):
+        if not isinstance(entry, dict):
+            continue
+        label = entry.get("name") or Path(str(entry.get("path"))).stem
+        record = files.get(f"lora:{label}") or {}
+        if not record.get("path"):
+            continue
+        where = _relocate(f"loras[{index}]", record["path"], record.get("sha256"), ("loras",), found)
+        if where != record["path"] or entry.get("name") is None:
+            entry.pop("name", None)
+            entry["path"] = where
+    if found.request.get("vae") and (files.get("vae") or {}).get("path"):
+        record = files["vae"]
+        found.request["vae"] = _relocate("vae", record["path"], record.get("sha256"), ("vae",), found)
+    return found

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from . import model_files
 from .errors import ModelNotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -15,22 +16,39 @@ if TYPE_CHECKING:
 
 TINY = "tiny"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
+SINGLE_FILE_SUFFIXES = model_files.WEIGHT_SUFFIXES
 # Pickle-based weight formats are fetched/loaded only with --allow-pickle.
 PICKLE_PATTERNS = ["*.bin", "*.ckpt", "*.pt", "*.pth", "*.pkl"]
 
 
 @dataclass(frozen=True)
 class ModelSource:
-    kind: str  # "folder", "tiny" or "hub"
+    kind: str  # "folder", "file" (a single-file checkpoint), "tiny" or "hub"
     path: Path
     label: str  # what the user asked for, as they would say it again
     repo_id: str | None = None
     found_via: str = "--model"
+    config: Path | None = None  # --config: a diffusers folder with the configs a single file lacks
+    # --component NAME=FILE: components loaded from their own files in place of the checkpoint's
+    components: tuple[tuple[str, Path], ...] = field(default=())
 
-    def info(self) -> dict:
-        return {"kind": self.kind, "label": self.label, "path": str(self.path), "repo_id": self.repo_id,
-                "found_via": self.found_via}
+    def cache_key(self) -> tuple:
+        return (self.kind, str(self.path), str(self.config), self.components)
+
+    def files(self) -> dict[str, Path]:
+        """Every weight file this source reads by itself (single-file checkpoint, component files)."""
+        found = {"checkpoint": self.path} if self.kind == "file" else {}
+        found.update({f"component:{name}": path for name, path in self.components})
+        return found
+
+    def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"kind": self.kind, "label": self.label, "path": str(self.path),
+                                "repo_id": self.repo_id, "found_via": self.found_via}
+        if self.config:
+            info["config"] = str(self.config)
+        if self.components:
+            info["components"] = {name: str(path) for name, path in self.components}
+        return info
 
 
 def cache_dir() -> Path:
@@ -40,8 +58,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "codex"
 
 
-def models_dir() -> Path:
-    return Path(os.environ.get("CODEX_MODELS_DIR", "models"))
+models_dir = model_files.models_dir
 
 
 def tiny_path(spec: "Engine", version: str) -> Path:
@@ -83,15 +100,17 @@ def _explicit(spec: "Engine", value: str, via: str, download: bool, allow_pickle
             raise UsageError(f"{via}: engine {spec.key!r} has no tiny test model")
         return ModelSource("tiny", tiny_path(spec, tiny_version), TINY, found_via=via)
     path = Path(value).expanduser()
-    if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
-        raise UsageError(
-            f"{via}: {value!r} is a single-file checkpoint; codex loads diffusers-format folders",
-            hint="convert it once with diffusers (`Pipeline.from_single_file(...).save_pretrained(DIR)`) "
-                 "and pass the folder")
+    if path.is_file():
+        return ModelSource("file", weight_file(path, via, allow_pickle), value, found_via=via)
     if path.exists():
         if _is_model_folder(path, marker):
             return ModelSource("folder", path.resolve(), value, found_via=via)
         raise UsageError(f"{via}: {value!r} is not a diffusers-format model folder (no {marker} inside)")
+    named = _named_checkpoint(value, via)
+    if named is not None:
+        if named.format == "diffusers":
+            return ModelSource("folder", named.path.resolve(), value, found_via=f"{via} (models folder)")
+        return ModelSource("file", weight_file(named.path, via, allow_pickle), value, found_via=f"{via} (models folder)")
     if REPO_ID.match(value):
         snapshot = _from_hub_cache(value, download, allow_pickle)
         if snapshot is not None:
@@ -99,7 +118,54 @@ def _explicit(spec: "Engine", value: str, via: str, download: bool, allow_pickle
         raise ModelNotFoundError(
             f"{via}: {value!r} is not in the local Hugging Face cache ({_hf_cache_dir()})",
             hint="pass --download to fetch it (needs network), or point --model at a local folder")
-    raise UsageError(f"{via}: no such folder {value!r}, and it is not a hub repo id (org/name)")
+    raise UsageError(f"{via}: no such file or folder {value!r}, no checkpoint of that name in the models folders, "
+                     "and it is not a hub repo id (org/name)", hint="`codex models` lists the checkpoints it finds")
+
+
+def _named_checkpoint(value: str, via: str) -> "model_files.ModelFile | None":
+    """A checkpoint of the models folders called ``value`` (a name as `codex models` shows it)."""
+    return model_files.lookup("checkpoints", value, via)
+
+
+def weight_file(path: Path, via: str, allow_pickle: bool) -> Path:
+    """A single weight file the user named: safetensors/GGUF, or a pickle format only with --allow-pickle."""
+    suffix = path.suffix.lower()
+    if suffix in model_files.PICKLE_SUFFIXES and not allow_pickle:
+        raise UsageError(f"{via}: {str(path)!r} is a pickle-based file ({suffix}); loading one can run code",
+                         hint="prefer a .safetensors copy; pass --allow-pickle only for files you trust "
+                              "(they are then read with torch.load(weights_only=True))")
+    if suffix not in model_files.WEIGHT_SUFFIXES:
+        raise UsageError(f"{via}: {str(path)!r} is not a weight file; allowed: "
+                         f"{', '.join(model_files.SAFE_SUFFIXES)} (and {', '.join(model_files.PICKLE_SUFFIXES)} "
+                         "with --allow-pickle), or a diffusers folder")
+    if suffix == ".safetensors":
+        model_files.read_safetensors_header(path, via)  # a corrupt header is a usage error, now
+    return path.resolve()
+
+
+def component_files(spec: "Engine", values: tuple[str, ...] | list[str], allow_pickle: bool
+                    ) -> tuple[tuple[str, Path], ...]:
+    """``--component NAME=FILE`` values: FILE a path, or a name in the diffusion_models (then checkpoints) folders."""
+    found: dict[str, Path] = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        via = f"--component {value}"
+        if not sep or not name or not target:
+            raise UsageError(f"--component: expected NAME=FILE (e.g. transformer=wan22_5b.gguf), got {value!r}")
+        if name not in spec.replaceable_components:
+            allowed = ", ".join(spec.replaceable_components) or "none"
+            raise UsageError(f"--component: engine {spec.key} has no replaceable component {name!r}; "
+                             f"allowed: {allowed}")
+        if name in found:
+            raise UsageError(f"--component: {name} given twice")
+        path = Path(target).expanduser()
+        if not path.exists():
+            named = model_files.lookup("diffusion_models", target, via) or model_files.lookup("checkpoints", target, via)
+            path = named.path if named else model_files.find("diffusion_models", target, via).path
+        if path.is_dir():
+            raise UsageError(f"{via}: {target!r} is a folder; a component is one weight file")
+        found[name] = weight_file(path, via, allow_pickle)
+    return tuple(sorted(found.items()))
 
 
 def _hf_cache_dir() -> str:

@@ -41,6 +41,7 @@ def _cases(tmp: Path, a_run: dict) -> dict[str, list[tuple[int, list[str]]]]:
         "samplers": [(0, ["samplers", "sd15"]), (2, ["samplers", "no_such_engine"])],
         "engines": [(0, ["engines"]), (2, ["engines", "--bogus"])],
         "plugins": [(0, ["plugins", "--json"]), (2, ["plugins", "--bogus"])],
+        "models": [(0, ["models", "--json"]), (2, ["models", "--engine", "no_such_engine"]), (2, ["models", "--bogus"])],
         "docs": [(0, ["docs", "engine-catalog"]), (2, ["docs", "no-such-doc"])],
         "new-engine": [(0, ["new-engine", "fresh_one", "--dest", str(tmp / "new")]),
                        (2, ["new-engine", "taken", "--dest", str(tmp / "taken")])],

@@ -384,8 +384,9 @@ def test_a_decompression_bomb_is_refused_naming_the_limit(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("engine, extra, tokenizer, kept", [
-    ("sd15", {"width": 32, "height": 32}, "tokenizer", 77),  # CLIP's 77 tokens
-    ("sdxl", {"width": 32, "height": 32}, "tokenizer_2", 77),
+    # CLIP's 77 tokens; with the SD default "a1111" syntax long prompts are chunked instead (test_a1111_prompts.py)
+    ("sd15", {"width": 32, "height": 32, "prompt_syntax": "plain"}, "tokenizer", 77),
+    ("sdxl", {"width": 32, "height": 32, "prompt_syntax": "plain"}, "tokenizer_2", 77),
     ("flux", {"width": 32, "height": 32, "max_sequence_length": 16}, "tokenizer_2", 16),  # T5: the window asked for
 ])
 def test_a_prompt_over_the_window_is_warned_about_and_recorded(tmp_path, engine, extra, tokenizer, kept):

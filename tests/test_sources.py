@@ -53,10 +53,17 @@ def test_repo_id_is_looked_up_in_the_local_cache_only(spec, tmp_path, monkeypatc
     assert "--download" in caught.value.hint
 
 
-def test_single_file_checkpoints_and_non_diffusers_folders_are_explained(spec, tmp_path):
+def test_single_files_are_sources_checked_and_non_diffusers_folders_are_explained(spec, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(UsageError, match="single-file checkpoint"):
+    with pytest.raises(UsageError, match="not a valid safetensors file"):  # checked now, not when loading
         sources.resolve(spec, str(tmp_path / "model.safetensors"))
+    (tmp_path / "model.ckpt").write_bytes(b"")
+    with pytest.raises(UsageError, match="(?s)pickle-based file.*--allow-pickle"):
+        sources.resolve(spec, str(tmp_path / "model.ckpt"))
+    assert sources.resolve(spec, str(tmp_path / "model.ckpt"), allow_pickle=True).kind == "file"
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UsageError, match="not a weight file"):
+        sources.resolve(spec, str(tmp_path / "notes.txt"))
     (tmp_path / "plain").mkdir()
     with pytest.raises(UsageError, match="no model_index.json inside"):
         sources.resolve(spec, str(tmp_path / "plain"))
@@ -65,7 +72,7 @@ def test_single_file_checkpoints_and_non_diffusers_folders_are_explained(spec, t
 def test_tiny_lives_in_the_cache_dir(spec, tmp_path, monkeypatch):
     monkeypatch.setenv("CODEX_CACHE_DIR", str(tmp_path))
     source = sources.resolve(spec, "tiny")
-    assert source.path == tmp_path / "tiny" / "sd15-1"
+    assert source.path == tmp_path / "tiny" / f"sd15-{spec.tiny_version}"
 
 
 def test_a_task_with_its_own_checkpoint_has_its_own_slot(tmp_path, monkeypatch):

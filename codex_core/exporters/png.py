@@ -28,6 +28,14 @@ def parameters_text(info: dict[str, Any], size: tuple[int, int], index: int = 0)
         lines.append(f"Negative prompt: {request['negative_prompt']}")
     schedule = (info.get("scheduler_effective") or {}).get("schedule")
     model = info.get("model", {})
+    files = model.get("files") or {}
+    checkpoint, vae = files.get("checkpoint") or {}, files.get("vae") or {}
+
+    def hashes(prefix: str) -> str | None:  # A1111's "Lora hashes"/"TI hashes": name: first 12 hex digits
+        found = [f"{label[len(prefix):]}: {record['sha256'][:12]}" for label, record in files.items()
+                 if label.startswith(prefix) and record.get("sha256")]
+        return ", ".join(found) or None
+
     pairs = [
         ("Steps", request.get("steps")),
         ("Sampler", info.get("sampler_effective")),
@@ -35,7 +43,14 @@ def parameters_text(info: dict[str, Any], size: tuple[int, int], index: int = 0)
         ("CFG scale", request.get("cfg")),
         ("Seed", info.get("seed")),
         ("Size", f"{size[0]}x{size[1]}"),
-        ("Model", Path(str(model.get("repo_id") or model.get("label") or "")).name or None),
+        ("Model hash", checkpoint.get("hash")),
+        ("Model", (Path(checkpoint["path"]).stem if checkpoint.get("path") else
+                   Path(str(model.get("repo_id") or model.get("label") or "")).name) or None),
+        ("VAE hash", vae.get("hash")),
+        ("VAE", Path(vae["path"]).name if vae.get("path") else None),
+        ("Clip skip", request.get("clip_skip") if (request.get("clip_skip") or 1) > 1 else None),
+        ("Lora hashes", hashes("lora:")),
+        ("TI hashes", hashes("embedding:")),
         ("Denoising strength", request.get("strength")),
         ("Hires upscale", request.get("upscale_factor")),
         ("Batch size", request.get("batch_size") if (request.get("batch_size") or 1) > 1 else None),
