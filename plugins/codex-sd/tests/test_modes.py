@@ -34,7 +34,7 @@ def lcm_models(tmp_path_factory):
     for engine, (build, _, _) in BUILDERS.items():
         build(root / engine, time_cond_proj_dim=32)
     yield root
-    for key in [k for k in cache.keys() if k[1].startswith(str(root))]:  # other tests look up the tiny one
+    for key in [k for k in cache.keys() if k[1][1].startswith(str(root))]:  # other tests look up the tiny one
         cache.drop(key)
 
 

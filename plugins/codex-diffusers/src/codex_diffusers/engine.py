@@ -40,6 +40,31 @@ CANONICAL_ARGUMENTS = {
 }
 
 
+LORA_KEY_MARKERS = ("lora_down", "lora_up", "lora_A", "lora_B", "lora.down", "lora.up", ".alpha", "lora_te", "lora_unet")
+
+
+def is_lora(shapes: Mapping[str, Any]) -> bool:
+    """Whether tensor names are a LoRA's (kohya/A1111, PEFT/diffusers and the community layouts)."""
+    return bool(shapes) and sum(any(m in key for m in LORA_KEY_MARKERS) for key in shapes) >= len(shapes) / 2
+
+
+def file_keys(path: Path) -> set[str] | None:
+    """The tensor names of a safetensors or GGUF file (None for a pickle file: not opened to look)."""
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from codex_core.model_files import read_safetensors_header
+
+        return {key for key in read_safetensors_header(path) if key != "__metadata__"}
+    if suffix == ".gguf":
+        try:
+            from gguf import GGUFReader
+
+            return {tensor.name for tensor in GGUFReader(str(path)).tensors}
+        except (ValueError, OSError, KeyError) as exc:
+            raise UsageError(f"{path}: not a readable GGUF file ({exc})") from None
+    return None
+
+
 class DiffusersModel:
     """What ``DiffusersEngine.load`` returns: the pipeline family of each checkpoint folder, loaded once.
 
@@ -53,6 +78,7 @@ class DiffusersModel:
         self.runtime = runtime
         self.folders = engine.task_folders(source)
         self.families: dict[Path, Any] = {}
+        self._vae: tuple[tuple, Any] | None = None  # the last request's own VAE: (path, mtime, size), module
         if len(set(self.folders.values())) == 1:
             self._load(next(iter(self.folders.values())))
 
@@ -60,8 +86,20 @@ class DiffusersModel:
         from .pipelines import PipelineFamily, load_pipeline, pipeline_class
 
         served = [task for task, path in self.folders.items() if path == folder]
-        base = load_pipeline(pipeline_class(self.engine.pipelines[served[0]]), folder, self.source.label, self.runtime,
-                             self.engine.component_dtypes(self.runtime), **self.engine.load_options)
+        cls, dtypes, options = (pipeline_class(self.engine.pipelines[served[0]]), self.engine.component_dtypes(self.runtime),
+                                dict(self.engine.load_options))
+        if self.source.kind == "file":
+            from .single_file import load_single_file
+
+            config = self.source.config or self.engine.single_file_config(self.engine.file_variant(folder))
+            base = load_single_file(cls, folder, config, self.source.label, self.runtime, dtypes, **options)
+        else:
+            if self.source.components:
+                from .single_file import load_component
+
+                options.update({name: load_component(name, path, folder, self.runtime)
+                                for name, path in self.source.components})
+            base = load_pipeline(cls, folder, self.source.label, self.runtime, dtypes, **options)
         self.engine.check_model(base, self.source)
         self.families[folder] = PipelineFamily(base, self.runtime)
         return self.families[folder]
@@ -76,6 +114,48 @@ class DiffusersModel:
             self._load(folder)
             job.timer.add("load", time.perf_counter() - started)  # the core timed only the lookup
         return self.families[folder]
+
+    def vae(self, job: Job):
+        """The request's ``vae``, loaded once and kept for the next run that asks for it (one at a time).
+
+        A file in A1111/original or diffusers layout loads with ``from_single_file`` against the
+        checkpoint's own VAE config; a folder with ``from_pretrained``. Recorded in ``job.files``."""
+        import torch
+        from codex_core.model_files import file_record
+
+        from .devices import torch_dtype
+        from .params import vae_path
+        from .single_file import LOAD_FAILURES
+
+        path = vae_path(job.params.vae).resolve()
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        job.files["vae"] = file_record(path, job.progress.message)
+        if self._vae is not None and self._vae[0] == key:
+            return self._vae[1]
+        base = next(iter(self.families.values())).base
+        config = self.source.config or self.source.path
+        if self.source.kind == "file" and self.source.config is None:
+            config = self.engine.single_file_config(self.engine.file_variant(self.source.path))
+        dtypes = self.engine.component_dtypes(self.runtime) or {}
+        dtype = getattr(torch, dtypes["vae"]) if "vae" in dtypes else torch_dtype(self.runtime)
+        cls = type(base.vae)
+        started = time.perf_counter()
+        try:
+            if path.is_dir():
+                vae = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+            else:
+                vae = cls.from_single_file(str(path), config=str(config), subfolder="vae", torch_dtype=dtype,
+                                           local_files_only=True)
+        except LOAD_FAILURES as exc:
+            raise UsageError(f"vae: {path} is not a {cls.__name__} this model can use: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:300]}") from None
+        vae.to(self.runtime.device)
+        if self.runtime.vae_tiling and hasattr(vae, "enable_tiling"):
+            vae.enable_tiling()
+        job.timer.add("load", time.perf_counter() - started)
+        self._vae = (key, vae)
+        return vae
 
     def nbytes(self) -> int:
         return sum(family.nbytes() for family in self.families.values())
@@ -100,7 +180,10 @@ class DiffusersEngine(Engine):
         return DiffusersModel(self, source, runtime)
 
     def task_folders(self, source: ModelSource) -> dict[str, Path]:
-        """The checkpoint folder of each task a source serves. Default: one checkpoint for every task."""
+        """The checkpoint folder (or single file) of each task a source serves. Default: one for every task;
+        a single file serves the tasks of its variant (``single_file_tasks``)."""
+        if source.kind == "file":
+            return {task: source.path for task in self.single_file_tasks(self.file_variant(source.path))}
         return {task: source.path for task in self.pipelines}
 
     def missing_task_checkpoint(self, task: str, source: ModelSource, folders: dict[str, Path]) -> tuple[str, str]:
@@ -115,9 +198,110 @@ class DiffusersEngine(Engine):
 
     recognises_checkpoints = True
 
+    # -- single files ----------------------------------------------------------------------------------
+    # An engine that loads single-file checkpoints overrides ``single_file_variant`` (which checkpoint
+    # kind a file's tensors are), ``single_file_config`` (the diffusers config folder it ships for
+    # that variant) and, where a variant serves fewer tasks, ``single_file_tasks``.
+    # ``component_markers``: for each replaceable component, key fragments that mark a file of it.
+    component_markers: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    loads_single_files: ClassVar[bool] = False
+
+    def single_file_variant(self, shapes: dict[str, tuple[int, ...]]) -> tuple[str | None, str | None]:
+        """(variant, None) when a single-file checkpoint with these tensors is this engine's; (None, why) if not."""
+        hint = (f"; for a transformer-only file use --component {self.replaceable_components[0]}=FILE with "
+                "--model BASE_FOLDER" if self.replaceable_components else "")
+        return None, f"engine {self.key} loads diffusers-format folders, not single-file checkpoints{hint}"
+
+    def single_file_config(self, variant: str) -> Path:
+        raise NotImplementedError(f"engine {self.key} ships no single-file configs")
+
+    def single_file_tasks(self, variant: str | None) -> tuple[str, ...]:
+        return tuple(self.pipelines)
+
+    def file_variant(self, path: Path) -> str | None:
+        """The variant of a single-file checkpoint (None for a pickle file, which is not opened to look)."""
+        from codex_core.model_files import read_safetensors_header, tensor_shapes
+
+        if path.suffix.lower() != ".safetensors":
+            return None
+        return self.single_file_variant(tensor_shapes(read_safetensors_header(path)))[0]
+
+    def _file_checkpoint_problem(self, path: Path) -> str | None:
+        from codex_core.model_files import PICKLE_SUFFIXES, read_safetensors_header, tensor_shapes
+
+        suffix = path.suffix.lower()
+        if suffix == ".gguf" or suffix in PICKLE_SUFFIXES:
+            if suffix in PICKLE_SUFFIXES and self.loads_single_files:
+                return None  # a pickle checkpoint is not opened before --allow-pickle loads it
+            return (f"a {suffix} file holds one component, not a whole checkpoint; "
+                    + (f"pass it as --component {self.replaceable_components[0]}=FILE with --model BASE_FOLDER"
+                       if self.replaceable_components else f"engine {self.key} takes no component files"))
+        shapes = tensor_shapes(read_safetensors_header(path))
+        if is_lora(shapes):
+            return "it is a LoRA, not a checkpoint; pass it in the request's loras: [{\"path\": ...}]"
+        return self.single_file_variant(shapes)[1]
+
+    def file_problem(self, kind: str, path: Path) -> str | None:
+        if kind == "checkpoints":
+            return self.checkpoint_problem(path)
+        if kind == "diffusion_models":
+            for name in self.replaceable_components:
+                if self.component_problem(name, path, None) is None:
+                    return None
+            return f"not a {' or '.join(self.replaceable_components) or 'component'} file of engine {self.key}"
+        if kind == "loras" and path.is_file():
+            return self.lora_problem(path)
+        return super().file_problem(kind, path)
+
+    def component_problem(self, name: str, path: Path, source: ModelSource | None) -> str | None:
+        """A component file whose tensor names carry none of the component's markers is another model's."""
+        keys = file_keys(path)
+        if keys and is_lora(dict.fromkeys(keys)):
+            return "it is a LoRA, not a component; pass it in the request's loras: [{\"path\": ...}]"
+        markers = self.component_markers.get(name, ())
+        if not markers or keys is None:
+            return None
+        # original files prefix their keys (model.diffusion_model., diffusion_model.); compare without it
+        stripped = {key.removeprefix("model.").removeprefix("diffusion_model.") for key in keys}
+        if any(key.startswith(marker) for key in stripped for marker in markers):
+            return None
+        return (f"its tensors are not a {self.key} {name} (none named like {markers[0]}...; found e.g. "
+                f"{', '.join(sorted(keys)[:3])})")
+
+    # LoRA files of this family: key prefixes (kohya, PEFT, community layouts) and, for UNet families,
+    # the cross-attention context widths a LoRA's attn2 to_k input must have (SD 1.x 768, SDXL 2048).
+    lora_prefixes: ClassVar[tuple[str, ...]] = ("transformer.", "diffusion_model.", "lora_transformer_")
+    lora_context_dims: ClassVar[tuple[int, ...]] = ()
+
+    def lora_problem(self, path: Path) -> str | None:
+        """Why a LoRA file is not for this engine's family, from its tensor names and shapes (for listings:
+        a run loads it and reports what does not fit)."""
+        if not self.supports_loras():
+            return f"engine {self.key} takes no LoRAs"
+        if path.suffix.lower() != ".safetensors":
+            return "not a .safetensors LoRA"
+        from codex_core.model_files import read_safetensors_header, tensor_shapes
+
+        shapes = tensor_shapes(read_safetensors_header(path, "lora"))
+        if not is_lora(shapes):
+            return "not a LoRA file"
+        if not any(key.startswith(self.lora_prefixes) for key in shapes):
+            return f"its keys are not a {self.family} LoRA's (e.g. {sorted(shapes)[0]})"
+        widths = {shape[1] for key, shape in shapes.items() if len(shape) == 2 and "attn2" in key
+                  and ("to_k" in key) and any(m in key for m in ("lora_down", "lora_A", "lora.down"))}
+        if self.lora_context_dims and widths and not widths & set(self.lora_context_dims):
+            return (f"its cross-attention inputs are {sorted(widths)} wide; {self.key} models take "
+                    f"{', '.join(map(str, self.lora_context_dims))}")
+        return None
+
+    def supports_loras(self) -> bool:
+        return any("loras" in model.model_fields for model in self.tasks.values())
+
     def checkpoint_problem(self, folder: Path) -> str | None:
         """A folder whose model_index.json names none of this engine's pipelines is another family's;
-        ``config_problem`` refines it (variants of one pipeline class)."""
+        ``config_problem`` refines it (variants of one pipeline class). A single file: its header."""
+        if folder.is_file():
+            return self._file_checkpoint_problem(folder)
         index = read_config(folder, "model_index.json")
         class_name = index.get("_class_name")
         runs = " or ".join(dict.fromkeys(self.pipelines.values()))
@@ -184,10 +368,14 @@ class DiffusersEngine(Engine):
 
         family = model.family(job.task, job)
         pipe = family.view(pipeline_class(self.pipelines[job.task]), job.scheduler, job)
+        if getattr(job.params, "vae", None):  # on this run's view only: the cached pipeline keeps its own
+            pipe.vae = model.vae(job)
         self.prepare_view(pipe, job)
-        arguments = self.pipeline_arguments(job, pipe)
-        self.note_truncation(job, pipe, arguments)
+        # LoRAs (text-encoder parts included) and embeddings are in place before the prompt is encoded,
+        # which may happen in pipeline_arguments (A1111 prompts through compel)
         with self.run_context(pipe, job):
+            arguments = self.pipeline_arguments(job, pipe)
+            self.note_truncation(job, pipe, arguments)
             result = call(pipe, job, denoisers=self.denoisers, encoder=self.encoder, **arguments)
         return self.output(result, job, arguments)
 
@@ -195,8 +383,30 @@ class DiffusersEngine(Engine):
         """Set per-run state on the run's own view of the pipeline (e.g. ``register_to_config``)."""
 
     def run_context(self, pipe, job: Job) -> AbstractContextManager:
-        """A context the pipeline call runs in (e.g. a LoRA loaded for this run only, then undone)."""
-        return nullcontext()
+        """A context the pipeline call runs in: the run's LoRAs (``run_loras``) loaded, then undone exactly."""
+        loras = self.run_loras(job)
+        if not loras:
+            return nullcontext()
+        from .lora import loras_for_run
+
+        # info.notes says the LoRAs were undone: on the speed mode's own note when its LoRA is among them
+        state = job.notes["mode_lora"] if "mode_lora" in job.notes else job.notes.setdefault(
+            "loras", {"count": len(loras), "unloaded_after_run": False})
+        return loras_for_run(pipe, loras, state)
+
+    def run_loras(self, job: Job) -> list:
+        """The LoRAs of this run (``lora.RunLora``): the request's ``loras`` field, each recorded in
+        ``job.files`` (path, sha256, A1111's hash) with its scale."""
+        from codex_core.model_files import file_record
+
+        from .lora import RunLora
+
+        loras = []
+        for index, ref in enumerate(getattr(job.params, "loras", None) or []):
+            path = ref.file()
+            loras.append(RunLora(f"loras[{index}]", path, ref.scale))
+            job.files[f"lora:{ref.label()}"] = {**file_record(path, job.progress.message), "scale": ref.scale}
+        return loras
 
     def pipeline_arguments(self, job: Job, pipe) -> dict[str, Any]:
         """The validated request as the pipeline's ``__call__`` arguments: the one mapping for every engine.

@@ -13,11 +13,24 @@ on some CPUs. So the flags are recorded before and restored after.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from codex_core import UsageError
+
 ADAPTER = "codex_run_lora"
+# what diffusers/PEFT raise for a LoRA whose keys or shapes do not fit the model
+LOAD_FAILURES = (ValueError, KeyError, RuntimeError, TypeError, IndexError, AttributeError)
+
+
+@dataclass(frozen=True)
+class RunLora:
+    field: str  # the request field it came from, for errors: "loras[0]", "prompt <lora:x:0.8>", "mode_lora"
+    path: Path
+    scale: float
 
 
 def _lora_modules(pipe) -> list[torch.nn.Module]:
@@ -25,19 +38,47 @@ def _lora_modules(pipe) -> list[torch.nn.Module]:
     return [module for module in (getattr(pipe, name, None) for name in names) if isinstance(module, torch.nn.Module)]
 
 
-@contextmanager
-def lora_for_run(pipe, path: str, scale: float, notes: dict | None = None) -> Iterator[None]:
-    """Load the LoRA at ``path`` with ``scale`` for the block; afterwards the modules are as before.
+def _injected(pipe, adapter: str) -> bool:
+    return any(adapter in (getattr(module, "peft_config", None) or {}) for module in _lora_modules(pipe))
 
-    ``notes["unloaded_after_run"]`` becomes True once the LoRA is gone and the modules restored."""
+
+@contextmanager
+def loras_for_run(pipe, loras: list[RunLora], notes: dict | None = None) -> Iterator[None]:
+    """Load every LoRA with its scale for the block (stacked, as ``set_adapters`` does); afterwards the
+    modules are as before, bit for bit.
+
+    A LoRA whose keys fit none of the pipeline's modules (another family's) or whose shapes do not
+    fit is a UsageError naming its field, raised before the pipeline runs.
+    ``notes["unloaded_after_run"]`` becomes True once the LoRAs are gone and the modules restored."""
     requires_grad = [(param, param.requires_grad) for module in _lora_modules(pipe) for param in module.parameters()]
+    names = []
     try:
-        pipe.load_lora_weights(path, adapter_name=ADAPTER)
-        pipe.set_adapters([ADAPTER], adapter_weights=[scale])
+        for index, lora in enumerate(loras):
+            adapter = f"{ADAPTER}_{index}"
+            try:
+                pipe.load_lora_weights(str(lora.path), adapter_name=adapter)
+            except LOAD_FAILURES as exc:
+                raise UsageError(f"{lora.field}: {lora.path} does not fit this model ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:300]})",
+                                 hint="is it a LoRA for another model family or size?") from None
+            if not _injected(pipe, adapter):
+                raise UsageError(f"{lora.field}: {lora.path} has no weights for any layer of this model "
+                                 f"({type(pipe).__name__})", hint="is it a LoRA for another model family?")
+            names.append(adapter)
+        if names:
+            pipe.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
         yield
     finally:
-        pipe.unload_lora_weights()  # a no-op when loading failed before anything was injected
+        if names or loras:
+            pipe.unload_lora_weights()  # a no-op when loading failed before anything was injected
         for param, flag in requires_grad:
             param.requires_grad_(flag)
         if notes is not None:
             notes["unloaded_after_run"] = True
+
+
+@contextmanager
+def lora_for_run(pipe, path: str, scale: float, notes: dict | None = None) -> Iterator[None]:
+    """One LoRA for the block (see ``loras_for_run``)."""
+    with loras_for_run(pipe, [RunLora("lora", Path(path), scale)], notes):
+        yield

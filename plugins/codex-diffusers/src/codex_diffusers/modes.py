@@ -13,7 +13,6 @@ enable it. Either way ``info`` records ``mode``, ``mode_requested`` and ``mode_i
 from __future__ import annotations
 
 import importlib.util
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Mapping
 
@@ -107,12 +106,14 @@ class SpeedModes:
         return (f"mode {mode!r} is not supported by the checkpoint {source.label}; ran in normal mode with the "
                 f"normal presets" + (f". To enable it: {hint}" if hint else ""))
 
-    def run_context(self, pipe, job: Job) -> AbstractContextManager:
+    def run_loras(self, job: Job) -> list:
+        """The request's LoRAs, then the accelerator LoRA of the speed mode (``mode_lora``) when the mode runs."""
+        loras = super().run_loras(job)
         lora = getattr(job.params, "mode_lora", None)
         if lora is None or job.params.mode == BASELINE_MODE:
-            return nullcontext()
-        from .lora import lora_for_run
+            return loras
+        from .lora import RunLora
 
         job.notes["mode_lora"] = {"path": lora.path, "scale": lora.scale, "mode": job.params.mode,
                                   "unloaded_after_run": False}
-        return lora_for_run(pipe, lora.path, lora.scale, job.notes["mode_lora"])
+        return [*loras, RunLora("mode_lora", Path(lora.path).expanduser(), lora.scale)]

@@ -10,10 +10,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+from codex_core import INPUT_FILE, UsageError, model_files
 
 
 class TrueCfgFields(BaseModel):
@@ -61,3 +64,108 @@ class NoInitImage(BaseModel):
             raise PydanticCustomError("init_image", "init_image: txt2vid takes no init image; {hint}",
                                       {"hint": cls.img2vid_hint})
         return data
+
+
+MAX_LORAS = 8
+LORA_SCALE = (-4.0, 4.0)  # A1111 users go past 1 and below 0; beyond this range a LoRA only breaks the image
+
+
+class LoraRef(BaseModel):
+    """One LoRA for a run: a ``name`` from the models folders' loras (`codex models --kind loras`) or a ``path``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: str | None = Field(None, description="A LoRA in the loras folders, as `codex models --kind loras` names it.")
+    path: Annotated[str | None, INPUT_FILE] = Field(None, description="A LoRA .safetensors file (kohya/A1111, "
+                                                                      "diffusers/PEFT, or a community layout).")
+    scale: float = Field(1.0, ge=LORA_SCALE[0], le=LORA_SCALE[1], description="Strength (1.0 as trained, 0 = off).")
+
+    @model_validator(mode="after")
+    def _one_file(self):
+        if (self.name is None) == (self.path is None):
+            raise PydanticCustomError("lora", "give exactly one of name (from the loras folders) or path", {})
+        if self.path is not None:
+            path = Path(self.path).expanduser()
+            if path.suffix.lower() != ".safetensors":
+                raise PydanticCustomError("lora", "path: '{path}' is not a .safetensors file (pickle-based LoRAs are "
+                                          "not loaded)", {"path": self.path})
+            if not path.is_file():
+                raise PydanticCustomError("lora", "path: no such file: '{path}'", {"path": self.path})
+        else:
+            try:
+                model_files.find("loras", self.name, "name")
+            except UsageError as exc:
+                raise PydanticCustomError("lora", "{message}", {"message": f"{exc.message} ({exc.hint})"}) from None
+        return self
+
+    def file(self) -> Path:
+        """The LoRA file (a name resolved in the loras folders)."""
+        if self.path is not None:
+            return Path(self.path).expanduser()
+        return model_files.find("loras", self.name, "name").path
+
+    def label(self) -> str:
+        return self.name if self.name is not None else Path(self.path).stem
+
+
+class LoraFields(BaseModel):
+    """The ``loras`` request field: LoRAs applied for one run and unloaded after it (several stack)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    loras: list[LoraRef] = Field(default_factory=list, max_length=MAX_LORAS,
+                                 description="LoRAs for this run: [{\"name\": \"x\", \"scale\": 0.8}] or "
+                                             "[{\"path\": \"x.safetensors\"}]; unloaded after the run.")
+
+
+class A1111PromptFields(BaseModel):
+    """``prompt_syntax`` and ``clip_skip`` for the CLIP-conditioned (SD 1.x / SDXL) pipelines."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    show_after: ClassVar[dict[str, str]] = {"prompt_syntax": "negative_prompt"}
+
+    prompt_syntax: Literal["a1111", "plain"] = Field(
+        "a1111", description="a1111: (word:1.2) / [word] weights, BREAK, <lora:NAME:0.8> tags and prompts past "
+                             "75 tokens in chunks, as A1111 reads them; plain: the text as it is, cut at the "
+                             "encoder's 77 tokens (with a warning).")
+    clip_skip: int = Field(1, ge=1, le=12, description="A1111's Clip skip: 1 = the last CLIP layer, 2 = the one "
+                                                       "before it.")
+
+
+class VaeFields(BaseModel):
+    """The ``vae`` request field: another VAE for this run (A1111's "SD VAE")."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    vae: str | None = Field(None, description="A VAE for this run: a name from the vae folders (`codex models "
+                                              "--kind vae`), a .safetensors file (A1111 or diffusers layout) or a "
+                                              "diffusers VAE folder; empty: the checkpoint's own.")
+
+    @field_validator("vae")
+    @classmethod
+    def _vae_exists(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                vae_path(value)
+            except UsageError as exc:
+                raise PydanticCustomError("vae", "{message}", {"message": exc.message + (
+                    f" ({exc.hint})" if exc.hint else "")}) from None
+        return value
+
+
+def vae_path(value: str) -> Path:
+    """A ``vae`` value as a file or folder: a path, else a name in the vae folders."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(f"'{value}' is a folder without config.json (not a diffusers VAE folder)")
+        return path
+    if path.is_file():
+        if path.suffix.lower() != ".safetensors":
+            raise UsageError(f"'{value}' is not a .safetensors file (pickle-based VAEs are not loaded)")
+        return path
+    found = model_files.lookup("vae", value, "vae")
+    if found is None:
+        raise UsageError(f"no such file or folder '{value}', and no VAE of that name in "
+                         f"{', '.join(str(f) for f in model_files.folders('vae'))}", hint="`codex models --kind vae`")
+    return found.path

@@ -24,6 +24,9 @@ def variant_from_config(config: dict) -> str | None:
 
 
 class Flux(DiffusersEngine):
+    replaceable_components = ("transformer",)  # a transformer-only or GGUF file with --component
+    lora_prefixes = ("transformer.", "lora_transformer_", "diffusion_model.double_blocks", "diffusion_model.single_blocks",
+                     "lora_unet_double_blocks", "lora_unet_single_blocks")  # diffusers/PEFT, BFL, kohya
     key = "flux"
     family = "flux"
     description = ("FLUX.1 [dev] (black-forest-labs/FLUX.1-dev) and [schnell] (black-forest-labs/FLUX.1-schnell) "

@@ -46,6 +46,8 @@ def frames_to_ask(pipe, num_frames: int) -> int:
 
 
 class HunyuanVideo(DiffusersEngine):
+    replaceable_components = ("transformer",)  # a transformer-only or GGUF file with --component
+    lora_prefixes = ("transformer.", "diffusion_model.double_blocks", "lora_unet_double_blocks")
     key = "hunyuan_video"
     family = "hunyuan-video"
     description = "HunyuanVideo 13B: text-to-video and image-to-video (HunyuanVideo-I2V), diffusers format"

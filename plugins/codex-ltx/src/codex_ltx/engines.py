@@ -10,6 +10,8 @@ from .params import TASKS
 
 
 class LTXVideo(DiffusersEngine):
+    replaceable_components = ("transformer",)  # a transformer-only or GGUF file with --component
+    lora_prefixes = ("transformer.", "diffusion_model.transformer_blocks")
     key = "ltx_video"
     family = "ltx-video"
     description = "LTX-Video (Lightricks): text- and image-to-video, one 2B transformer, 32x/8x VAE (diffusers format)"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codex_diffusers import DiffusersEngine, SpeedModes, read_config
+from codex_diffusers import A1111Prompts, DiffusersEngine, SpeedModes, read_config
 
 from .params import TASKS
 
@@ -22,12 +22,36 @@ MODE_HINTS = {
 }
 
 
-class _StableDiffusion(SpeedModes, DiffusersEngine):
+class _StableDiffusion(A1111Prompts, SpeedModes, DiffusersEngine):
     tasks = TASKS
     sampler_family = "discrete"
     gpu_dtype = "float16"
-    tiny_version = "1"
+    tiny_version = "2"
     mode_hints = MODE_HINTS
+
+    loads_single_files = True
+    lora_prefixes = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "unet.", "text_encoder.", "text_encoder_2.")
+
+    def single_file_variant(self, shapes: dict[str, tuple[int, ...]]) -> tuple[str | None, str | None]:
+        """A1111/Civitai single files: the family from the text conditioner's keys, inpainting from the
+        UNet's input channels (``detect.sd_checkpoint``)."""
+        from .detect import ENGINE_OF, sd_checkpoint
+
+        variant, what = sd_checkpoint(shapes)
+        if variant is not None and variant.removesuffix("_inpaint") == self.key:
+            return variant, None
+        family = variant.removesuffix("_inpaint") if variant else None
+        where = f"; engine {ENGINE_OF[family]} runs it" if family in ENGINE_OF else ""
+        return None, f"it is {what}{where}"
+
+    def single_file_config(self, variant: str) -> Path:
+        from .single_file import config_folder
+
+        return config_folder(variant)
+
+    def single_file_tasks(self, variant: str | None) -> tuple[str, ...]:
+        # an inpainting UNet (9 input channels) runs only the inpainting pipeline
+        return ("inpaint",) if variant and variant.endswith("_inpaint") else tuple(self.pipelines)
 
     def checkpoint_modes(self, folder: Path) -> set[str]:
         """The modes an SD checkpoint folder supports by itself, from its configs (no torch).
@@ -59,6 +83,7 @@ class StableDiffusion15(_StableDiffusion):
     description = "Stable Diffusion 1.x / 2.x checkpoints in diffusers format"
     default_repo = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     modes = ("lcm", "turbo")
+    lora_context_dims = (768, 1024)  # SD 1.x CLIP ViT-L, SD 2.x OpenCLIP ViT-H
     mode_unsupported = {"lightning": "SDXL-Lightning exists only for SDXL (ByteDance distilled the SDXL base); "
                                      "use engine sdxl"}
     pipelines = {"txt2img": "StableDiffusionPipeline", "img2img": "StableDiffusionImg2ImgPipeline",
@@ -78,6 +103,8 @@ class StableDiffusionXL(_StableDiffusion):
     description = "SDXL base checkpoints in diffusers format"
     default_repo = "stabilityai/stable-diffusion-xl-base-1.0"
     modes = ("lcm", "turbo", "lightning")
+    clip_skip_max = 1  # SDXL conditions on the penultimate CLIP layer by design
+    lora_context_dims = (2048,)  # CLIP ViT-L + OpenCLIP ViT-bigG
     pipelines = {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline",
                  "inpaint": "StableDiffusionXLInpaintPipeline", "upscale": "StableDiffusionXLImg2ImgPipeline"}
 

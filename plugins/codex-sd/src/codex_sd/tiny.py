@@ -27,6 +27,12 @@ SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_
 SDXL_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
                       timestep_spacing="leading", interpolation_type="linear", prediction_type="epsilon")
 
+# SDXL's second text encoder (OpenCLIP bigG in the real model) is wider than the first: diffusers'
+# single-file loader tells the two apart by hidden size (768 vs 1280), so a tiny SDXL whose encoders
+# had the same width would load encoder 1's weights into encoder 2 from an A1111 checkpoint.
+SDXL_TE2_HIDDEN = 48
+SDXL_TE2_PROJECTION = 32
+
 
 def _vae() -> AutoencoderKL:
     torch.manual_seed(0)
@@ -76,14 +82,15 @@ def build_sdxl(dest: Path, time_cond_proj_dim: int | None = None) -> None:
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
         addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=80,  # 6 * addition_time_embed_dim + text_encoder_2 projection
-        cross_attention_dim=64,  # text_encoder hidden + text_encoder_2 hidden
+        # 6 * addition_time_embed_dim + text_encoder_2's projection (its pooled output)
+        projection_class_embeddings_input_dim=6 * 8 + SDXL_TE2_PROJECTION,
+        cross_attention_dim=32 + SDXL_TE2_HIDDEN,  # text_encoder hidden + text_encoder_2 hidden
         norm_num_groups=1, time_cond_proj_dim=time_cond_proj_dim,
     )
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(_text_config(32)).eval()
     torch.manual_seed(1)
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config(32, projection_dim=32)).eval()
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(SDXL_TE2_HIDDEN, SDXL_TE2_PROJECTION)).eval()
     pipe = StableDiffusionXLPipeline(
         vae=_vae(), text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=clip_tokenizer(),
         tokenizer_2=clip_tokenizer(), unet=unet, scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER),

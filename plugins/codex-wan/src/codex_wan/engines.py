@@ -34,6 +34,11 @@ class _Wan(DiffusersEngine):
     two_experts = False
     model_name = ""
     repo = ""
+    # transformer-only files (diffusers or Wan-AI key layout, or GGUF) with --component
+    replaceable_components = ("transformer",)
+    lora_prefixes = ("transformer.", "diffusion_model.blocks.", "lora_unet_blocks_", "blocks.")
+    component_markers = {name: ("blocks.0.self_attn.q.", "blocks.0.attn1.to_q.", "patch_embedding.")
+                         for name in ("transformer", "transformer_2")}
 
     def __init__(self):
         self.default_repo = os.environ.get(REPO_ENV) or self.repo
@@ -61,6 +66,7 @@ class _Wan(DiffusersEngine):
 
 class _WanA14B(_Wan):
     two_experts = True
+    replaceable_components = ("transformer", "transformer_2")  # high- and low-noise experts
     arguments = {"cfg_2": "guidance_scale_2"}
 
     def prepare_view(self, pipe, job: Job) -> None:
