@@ -53,20 +53,21 @@ def tiny(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("writers")
 
 
+def _tiny(engine: str) -> Path:
+    """The engine's tiny model of the session (built once, shared with the other tests; only read here)."""
+    from codex_core.testing import tiny_model_dir
+
+    return tiny_model_dir(engine)
+
+
 @pytest.fixture(scope="module")
-def sd15(tiny) -> Path:
-    from codex_sd.tiny import build_sd15
-
-    build_sd15(tiny / "sd15")
-    return tiny / "sd15"
+def sd15() -> Path:
+    return _tiny("sd15")
 
 
 @pytest.fixture(scope="module")
-def sdxl(tiny) -> Path:
-    from codex_sd.tiny import build_sdxl
-
-    build_sdxl(tiny / "sdxl")
-    return tiny / "sdxl"
+def sdxl() -> Path:
+    return _tiny("sdxl")
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +84,8 @@ def sd15_inpaint(tiny, sd15) -> Path:
 
 
 @pytest.fixture(scope="module")
-def wan(tiny) -> Path:
-    from codex_wan.tiny import build_ti2v_5b
-
-    build_ti2v_5b(tiny / "wan")
-    return tiny / "wan"
+def wan() -> Path:
+    return _tiny("wan_ti2v_5b")
 
 
 @pytest.fixture(scope="module")
