@@ -153,3 +153,21 @@ def test_replay_finds_a_moved_checkpoint_and_lora_by_their_hash(files, tmp_path,
     assert "the checkpoint" in result.stderr and "renamed.safetensors" in result.stderr
     assert "loras[0]" in result.stderr and "ink-v2.safetensors" in result.stderr
     assert json.loads(result.stdout)["check"]["identical"] is True
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 320),
+      "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": (320, 4)},
+     "it is a LoRA, not a checkpoint; pass it in the request's loras"),
+    (_shapes(**{"cond_stage_model.model.ln_final.weight": (1024,)}), "it is an SD 2.x checkpoint"),
+    ({"blocks.0.self_attn.q.weight": (24, 24)}, "not a whole SD/SDXL checkpoint"),
+])
+def test_a_file_no_engine_runs_as_a_checkpoint_exits_2_saying_what_it_is(shapes, message, tmp_path):
+    header = {name: {"dtype": "F16", "shape": list(shape), "data_offsets": [0, 0]} for name, shape in shapes.items()}
+    raw = json.dumps(header).encode()
+    path = tmp_path / "file.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    result = cli_run(["run", "sd15", "txt2img", "--model", str(path), "--out", str(tmp_path / "o"),
+                      "--json", json.dumps(REQUEST)])
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "o").exists()

@@ -38,8 +38,8 @@ def sd_checkpoint(shapes: dict[str, tuple[int, ...]]) -> tuple[str | None, str]:
         return None, "an SD-style UNet without a text encoder Codex knows (no cond_stage_model / conditioner keys)"
     channels = shapes[UNET_INPUT][1] if len(shapes[UNET_INPUT]) > 1 else None
     if channels not in (4, 9):
-        return None, f"a {NAMES[family]} checkpoint whose UNet takes {channels} input channels (4, or 9 for inpainting)"
+        return None, f"an {NAMES[family]} checkpoint whose UNet takes {channels} input channels (4, or 9 for inpainting)"
     inpaint = channels == 9
     if family not in ENGINE_OF:
-        return None, f"a {NAMES[family]}{' inpainting' if inpaint else ''} checkpoint"
-    return f"{family}_inpaint" if inpaint else family, f"a {NAMES[family]}{' inpainting' if inpaint else ''} checkpoint"
+        return None, f"an {NAMES[family]}{' inpainting' if inpaint else ''} checkpoint"
+    return f"{family}_inpaint" if inpaint else family, f"an {NAMES[family]}{' inpainting' if inpaint else ''} checkpoint"
