@@ -494,6 +494,60 @@ def replay(file, check, model, out, device, dtype, download, allow_pickle, quiet
     _echo_json(data)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@cli.command(context_settings={"max_content_width": 100})
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; any but loopback needs --token.")
+@click.option("--port", default=7861, show_default=True, type=int, help="Port to listen on.")
+@click.option("--token", envvar="CODEX_SERVE_TOKEN", help="Bearer token every route but /v1/health requires "
+                                                          "(or CODEX_SERVE_TOKEN).")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without --token (anyone on the network "
+                                               "can run jobs).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("codex-serve"),
+              show_default=True, help="The job database, inputs and outputs.")
+@click.option("--input-root", "input_roots", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A folder requests may name files in (repeatable); the models roots are always readable.")
+@click.option("--max-body-bytes", default=64 * 1024 * 1024, show_default=True, type=int)
+@click.option("--max-image-pixels", default=16384 * 16384, show_default=True, type=int)
+@click.option("--max-batch-size", default=8, show_default=True, type=int)
+@click.option("--max-queue", default=100, show_default=True, type=int, help="Queued jobs before 429.")
+@handle_errors
+def serve(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_image_pixels, max_batch_size,
+          max_queue):
+    """Run the service: a durable job queue and the /v1 HTTP API (OpenAPI at /docs).
+
+    Models stay loaded between jobs. A job accepted with 202 is never lost: after a crash or kill
+    and a restart, queued jobs run, and a job that was running is run once more (info.attempt 2).
+
+    \b
+    Examples:
+      codex serve
+      codex serve --port 8000 --state-dir /srv/codex --input-root ~/pictures
+      CODEX_SERVE_TOKEN=secret codex serve --host 0.0.0.0
+    """
+    try:
+        import uvicorn
+
+        from .serve.app import Settings, create_app
+    except ImportError as exc:
+        raise UsageError(f"codex serve needs the service packages ({exc.name} is missing)",
+                         hint="pip install 'codex-core[serve]'") from None
+    if host not in LOOPBACK and not token:
+        if not insecure:
+            raise UsageError(f"--host {host}: binding a non-loopback address needs --token (or CODEX_SERVE_TOKEN)",
+                             hint="pass --token SECRET, or --insecure to let anyone on the network run jobs")
+        click.echo(f"codex: WARNING: serving on {host} WITHOUT A TOKEN (--insecure): anyone who can reach "
+                   "this port can run jobs and read their outputs", err=True)
+    settings = Settings(state_dir.resolve(), token, [Path(root).expanduser() for root in input_roots],
+                        max_body_bytes, max_image_pixels, max_batch_size, max_queue)
+    app = create_app(settings)
+    for entry in app.state.recovered:
+        click.echo(f"codex: job {entry['id']} was running when the service stopped: {entry['action']}", err=True)
+    click.echo(f"codex: serving on http://{host}:{port} (state {settings.state_dir}; API docs at /docs)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 def _on_sigterm(signum, frame):
     raise KeyboardInterrupt  # unwind through the same cleanup as Ctrl-C
 

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import presets, registry, sources
 from .engine import Engine, Job, Plan, PlanContext
@@ -46,6 +46,8 @@ class RunOptions:
     replay_of: dict[str, Any] | None = None
     config: str | None = None  # --config: a diffusers folder with the configs of a single-file checkpoint
     components: tuple[str, ...] = ()  # --component NAME=FILE
+    # receives every progress event (codex_core.progress.Progress); may raise to stop the run
+    on_progress: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass
@@ -186,7 +188,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     started = time.perf_counter()
     engine, task, params = prepared.engine, prepared.task, prepared.params
     timer = StageTimes()
-    progress = Progress(enabled=not options.quiet, label=f"{engine.key} {task}")
+    progress = Progress(enabled=not options.quiet, label=f"{engine.key} {task}", sink=options.on_progress)
     for warning in prepared.plan.warnings:
         print(f"codex: warning: {warning}", file=sys.stderr)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

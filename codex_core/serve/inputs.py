@@ -1,0 +1,139 @@
+"""What a served request may read: images sent inline, and files only inside the configured roots.
+
+Before a served request is validated (validation opens image files), every input-file field of the
+engine's params model (``INPUT_FILE``: ``init_image``, ``mask_image``, ``loras[].path``,
+``mode_lora.path``, ...) and ``vae`` is settled:
+
+- a data URL (``data:image/png;base64,...``) or bare base64 is decoded, checked to be an image
+  within the pixel limit, and written to the job's own inputs folder; the field then names it;
+- a path is allowed only when its real path (symlinks followed) is inside an input root
+  (``--input-root``) or a models root (`codex models --roots`): ``/etc/passwd``, ``../`` escapes
+  and symlinks out of a root are refused with 422 before anything is opened.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..errors import UsageError
+from ..params import InputFile
+
+
+def input_fields(model: type[BaseModel]) -> dict[str, Any]:
+    """The input-file fields of a params model as a tree: name -> True (a file) or a nested tree."""
+    tree: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if any(isinstance(item, InputFile) for item in info.metadata):
+            tree[name] = True
+            continue
+        for candidate in _models_in(info.annotation):
+            nested = input_fields(candidate)
+            if nested:
+                tree[name] = nested
+    return tree
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [found for arg in typing.get_args(annotation) for found in _models_in(arg)]
+
+
+class Inputs:
+    def __init__(self, roots: list[Path], max_pixels: int):
+        self.roots = [Path(os.path.realpath(root)) for root in roots]
+        self.max_pixels = max_pixels
+
+    def allowed(self, path: str) -> bool:
+        real = Path(os.path.realpath(Path(path).expanduser()))
+        return any(real == root or real.is_relative_to(root) for root in self.roots)
+
+    def settle(self, model: type[BaseModel], request: dict[str, Any], folder: Path) -> dict[str, Any]:
+        """The request with inline images written under ``folder`` and every path checked; UsageError if not."""
+        problems: list[str] = []
+        settled = self._walk(input_fields(model), request, folder, "", problems)
+        if isinstance(settled.get("vae"), str) and ("/" in settled["vae"] or os.sep in settled["vae"]
+                                                    or Path(settled["vae"]).exists()):
+            if not self.allowed(settled["vae"]):
+                problems.append(self._outside("vae", settled["vae"]))
+        if problems:
+            raise UsageError("invalid request: " + "; ".join(problems),
+                             hint="send images inline (base64 or a data URL), or start the service with "
+                                  "--input-root DIR for the files it may read")
+        return settled
+
+    def _outside(self, field: str, value: str) -> str:
+        return (f"{field}: {value!r} is outside the folders this service may read (the input roots and the "
+                "models roots)")
+
+    def _walk(self, tree: dict[str, Any], data: Any, folder: Path, prefix: str, problems: list[str]) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name, sub in tree.items():
+            value = data.get(name)
+            field = f"{prefix}{name}"
+            if value is None:
+                continue
+            if sub is True:
+                if isinstance(value, str):
+                    data[name] = self._file(field, value, folder, problems)
+            elif isinstance(value, list):
+                data[name] = [self._walk(sub, item, folder, f"{field}.{index}.", problems)
+                              for index, item in enumerate(value)]
+            else:
+                data[name] = self._walk(sub, value, folder, f"{field}.", problems)
+        return data
+
+    def _file(self, field: str, value: str, folder: Path, problems: list[str]) -> str:
+        raw = _inline(value)
+        if raw is None:
+            if not self.allowed(value):
+                problems.append(self._outside(field, value))
+            return value
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(raw)) as image:
+                width, height = image.size
+                if width * height > self.max_pixels:
+                    problems.append(f"{field}: the image is {width}x{height} = {width * height} pixels; this "
+                                    f"service takes at most {self.max_pixels} (--max-image-pixels)")
+                    return value[:40]
+                suffix = "." + (image.format or "png").lower()
+        except Exception as exc:  # not an image Pillow can open: say so with the field
+            problems.append(f"{field}: inline data is not an image ({type(exc).__name__})")
+            return value[:40]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (field.replace(".", "_") + suffix)
+        path.write_bytes(raw)
+        return str(path)
+
+
+def _inline(value: str) -> bytes | None:
+    """The bytes of a data URL or bare base64 string; None when the value is (meant as) a path."""
+    if value.startswith("data:"):
+        _, _, payload = value.partition(",")
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            return b""
+    if len(value) < 64:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None  # not base64: a path
+    return raw if raw.startswith(IMAGE_MAGIC) else None
+
+
+# PNG, JPEG, GIF, WebP/RIFF, BMP, TIFF: what bare base64 (A1111 clients send it) must decode to
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")

@@ -1,0 +1,243 @@
+"""`codex serve` over real HTTP on loopback: a real service process, real clients, a real database file."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from codex_core.testing import cli_run, write_test_image
+
+CODEX = str(Path(sys.executable).parent / "codex")
+SMALL = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2, "seed": 11}
+LONG = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 400, "seed": 1}  # seconds of denoising
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Service:
+    def __init__(self, state_dir: Path, *args: str):
+        self.state_dir, self.args, self.proc = state_dir, args, None
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Service":
+        self.log = open(self.state_dir.parent / f"serve-{self.port}.log", "ab")
+        self.proc = subprocess.Popen([CODEX, "serve", "--port", str(self.port), "--state-dir", str(self.state_dir),
+                                      *self.args], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+            assert self.proc.poll() is None, self.output()
+        raise AssertionError("the service did not start: " + self.output())
+
+    def output(self) -> str:
+        return (self.state_dir.parent / f"serve-{self.port}.log").read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+
+    def client(self, **headers) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, headers=headers)
+
+
+def wait(client: httpx.Client, job_id: str, states=("done", "failed", "cancelled"), timeout=120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} still {job['state']}")
+
+
+@pytest.fixture(scope="module")
+def inputs_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("inputs")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, inputs_root):
+    state = tmp_path_factory.mktemp("serve") / "state"
+    running = Service(state, "--input-root", str(inputs_root), "--max-image-pixels", str(256 * 256)).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(service):
+    with service.client() as open_client:
+        yield open_client
+
+
+def submit(client, request, engine="sd15", task="txt2img", **extra) -> httpx.Response:
+    return client.post("/v1/jobs", json={"engine": engine, "task": task, "model": "tiny", "request": request, **extra})
+
+
+def test_the_api_describes_engines_schemas_presets_and_samplers(client):
+    assert client.get("/v1/health").json()["status"] == "ok"
+    assert "sd15" in {engine["engine"] for engine in client.get("/v1/engines").json()}
+    schema = client.get("/v1/engines/sd15/txt2img/schema").json()
+    assert schema == json.loads(cli_run(["schema", "sd15", "txt2img"]).stdout)
+    assert client.get("/v1/presets/sd15/txt2img").json()["values"]["steps"] == 25
+    assert "DPM++ 2M" in {row["sampler"] for row in client.get("/v1/samplers/sd15").json()["samplers"]}
+    assert client.get("/docs").status_code == 200 and client.get("/openapi.json").json()["info"]["title"] == "Codex"
+    assert client.get("/v1/engines/nope/txt2img/schema").status_code == 422
+
+
+def test_a_job_runs_and_gives_the_clis_pixels(client, tmp_path):
+    response = submit(client, SMALL)
+    assert response.status_code == 202, response.text
+    job = wait(client, response.json()["id"])
+    assert job["state"] == "done", job
+    served = client.get(f"/v1/jobs/{job['id']}/files/0000.png")
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    (tmp_path / "served.png").write_bytes(served.content)
+    local = json.loads(cli_run(["run", "sd15", "txt2img", "--model", "tiny", "--quiet", "--out", str(tmp_path / "cli"),
+                                "--json", json.dumps(SMALL)]).stdout)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "served.png")), np.asarray(Image.open(local["files"][0])))
+    assert job["result"]["info"]["request"] == local["info"]["request"]
+    assert job["result"]["attempt"] == 1
+    assert client.get(f"/v1/jobs/{job['id']}/files/nope.png").status_code == 404
+
+
+def test_an_invalid_request_is_422_with_the_clis_problems_and_nothing_is_queued(client):
+    before = len(client.get("/v1/jobs").json())
+    response = submit(client, {"prompt": "x", "steps": 0, "cfg": "high"})
+    assert response.status_code == 422
+    problems = response.json()["problems"]
+    assert any(p.startswith("steps: got 0") for p in problems) and any(p.startswith("cfg:") for p in problems)
+    assert submit(client, SMALL, task="vid2vid").status_code == 422
+    assert client.post("/v1/jobs", json={"engine": "sd15", "task": "txt2img", "bogus": 1}).status_code == 422
+    assert len(client.get("/v1/jobs").json()) == before
+
+
+def test_images_come_inline_and_paths_only_from_the_input_roots(client, inputs_root, tmp_path):
+    image = write_test_image(tmp_path / "in.png", (32, 32), seed=3)
+    encoded = base64.b64encode(Path(image).read_bytes()).decode()
+    request = {"prompt": "x", "steps": 2, "strength": 0.5, "seed": 2}
+    for value in (encoded, "data:image/png;base64," + encoded):
+        job = wait(client, submit(client, {**request, "init_image": value}, task="img2img").json()["id"])
+        assert job["state"] == "done", job
+    inside = write_test_image(inputs_root / "inside.png", (32, 32), seed=3)
+    assert wait(client, submit(client, {**request, "init_image": inside}, task="img2img").json()["id"])["state"] == "done"
+    os.symlink(image, inputs_root / "link-out.png")  # a symlink out of the root is outside it
+    for path in ("/etc/passwd", str(inputs_root / ".." / Path(image).parent.name / "in.png"),
+                 str(inputs_root / "link-out.png"), image):
+        response = submit(client, {**request, "init_image": path}, task="img2img")
+        assert response.status_code == 422, path
+        assert "init_image" in response.json()["detail"] and "outside the folders" in response.json()["detail"]
+    big = tmp_path / "big.png"
+    Image.new("RGB", (512, 512)).save(big)
+    response = submit(client, {**request, "init_image": base64.b64encode(big.read_bytes()).decode()}, task="img2img")
+    assert response.status_code == 422 and "at most 65536" in response.json()["detail"]
+
+
+def test_the_event_stream_delivers_every_step(client):
+    job_id = submit(client, {**SMALL, "steps": 6}).json()["id"]
+    events = []
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
+        name = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+                if name == "end":
+                    break
+    steps = [data["step"] for name, data in events if name == "step"]
+    assert steps == sorted(steps) and steps[-1] == 6 and len(steps) >= 2
+    assert events[-1] == ("end", {"id": job_id, "state": "done"})
+
+
+def test_cancel_a_queued_and_a_running_job(client, service):
+    running = submit(client, LONG).json()["id"]
+    queued = submit(client, SMALL).json()["id"]
+    wait(client, running, states=("running",))
+    cancelled = client.delete(f"/v1/jobs/{queued}")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    while (client.get(f"/v1/jobs/{running}").json().get("step") or 0) < 1:
+        time.sleep(0.05)
+    assert client.delete(f"/v1/jobs/{running}").status_code == 202
+    job = wait(client, running)
+    assert job["state"] == "cancelled" and "no partial output" in job["error"]
+    outputs = service.state_dir / "outputs"
+    assert not [p for p in outputs.iterdir() if p.name.endswith(".partial")]
+    assert client.delete(f"/v1/jobs/{running}").json() == {"id": running, "deleted": True}
+    assert client.get(f"/v1/jobs/{running}").status_code == 404
+
+
+def test_a_token_guards_every_route_but_health_and_limits_hold(tmp_path):
+    service = Service(tmp_path / "state", "--token", "s3cret", "--max-body-bytes", "2000").start()
+    try:
+        with service.client() as anonymous, service.client(Authorization="Bearer wrong") as wrong, \
+                service.client(Authorization="Bearer s3cret") as right:
+            assert anonymous.get("/v1/health").status_code == 200
+            for open_client, status in ((anonymous, 401), (wrong, 401), (right, 200)):
+                assert open_client.get("/v1/engines").status_code == status
+                assert open_client.get("/v1/jobs").status_code == status
+            too_big = submit(right, {"prompt": "x" * 5000})
+            assert too_big.status_code == 413
+            assert right.get("/v1/jobs").json() == []
+    finally:
+        service.stop()
+
+
+def test_sigterm_stops_the_service_cleanly_with_exit_0(tmp_path):
+    service = Service(tmp_path / "state").start()
+    service.proc.send_signal(signal.SIGTERM)
+    assert service.proc.wait(30) == 0
+
+
+def test_one_state_dir_serves_one_service(service):
+    result = subprocess.run([CODEX, "serve", "--port", str(free_port()), "--state-dir", str(service.state_dir)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "another codex serve is using it" in result.stderr
+
+
+def test_a_non_loopback_bind_needs_a_token(tmp_path):
+    result = subprocess.run([CODEX, "serve", "--host", "0.0.0.0", "--port", str(free_port()), "--state-dir",
+                             str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "needs --token" in result.stderr
+
+
+def test_a_killed_service_loses_no_accepted_job(tmp_path):
+    state = tmp_path / "state"
+    service = Service(state).start()
+    with service.client() as client:
+        first = submit(client, LONG).json()["id"]
+        rest = [submit(client, {**SMALL, "seed": seed}).json()["id"] for seed in (1, 2)]
+        wait(client, first, states=("running",))
+    service.stop(signal.SIGKILL)  # mid-job, no cleanup
+    again = Service(state).start()
+    try:
+        with again.client() as client:
+            jobs = {job_id: wait(client, job_id, timeout=300) for job_id in [first, *rest]}
+        assert all(job["state"] == "done" for job in jobs.values()), jobs
+        assert jobs[first]["attempts"] == 2 and jobs[first]["result"]["attempt"] == 2  # re-run once, and says so
+        assert all(jobs[job_id]["attempts"] == 1 for job_id in rest)
+        assert "was running when the service stopped: requeued" in again.output()
+        assert not [p for p in (state / "outputs").iterdir() if p.name.endswith(".partial")]
+    finally:
+        again.stop()
