@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import signal
@@ -241,3 +242,94 @@ def test_a_killed_service_loses_no_accepted_job(tmp_path):
         assert not [p for p in (state / "outputs").iterdir() if p.name.endswith(".partial")]
     finally:
         again.stop()
+
+
+# -- the A1111-compatible API, through the real webuiapi client -------------------------------------
+
+
+@pytest.fixture
+def webui(service):
+    import webuiapi
+
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=service.port)
+    api.set_options({"sd_model_checkpoint": "tiny-sd15"})
+    return api
+
+
+def test_a1111_models_options_samplers_and_schedulers(webui, client):
+    titles = [model["title"] for model in webui.get_sd_models()]
+    assert "tiny-sd15" in titles and "tiny-sdxl" in titles
+    webui.set_options({"sd_model_checkpoint": "tiny-sdxl"})
+    assert webui.get_options()["sd_model_checkpoint"] == "tiny-sdxl"
+    webui.set_options({"sd_model_checkpoint": "tiny-sd15"})
+    assert webui.get_options()["sd_model_checkpoint"] == "tiny-sd15"
+    names = [sampler["name"] for sampler in webui.get_samplers()]
+    assert {"Euler a", "DPM++ 2M"} <= set(names)
+    assert {"name": "karras", "label": "Karras"}.items() <= next(
+        row for row in webui.get_schedulers() if row["name"] == "karras").items()
+    refused = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "no-such-model"})
+    assert refused.status_code == 422 and "no model titled 'no-such-model'" in refused.json()["detail"]
+
+
+def test_a1111_txt2img_with_a_seed_gives_the_native_jobs_pixels(webui, client, tmp_path):
+    result = webui.txt2img(prompt="a fox", seed=5, width=64, height=64, steps=3, cfg_scale=6.0,
+                           sampler_name="DPM++ 2M", scheduler="karras")
+    assert result.image.size == (64, 64)
+    assert result.info["seed"] == 5 and result.info["all_seeds"] == [5]
+    assert result.info["infotexts"][0].startswith("a fox\nSteps: 3, Sampler: DPM++ 2M, Schedule type: Karras")
+    assert result.info["codex_ignored"] == []  # webuiapi's defaults are all neutral
+    native = wait(client, submit(client, {"prompt": "a fox", "seed": 5, "width": 64, "height": 64, "steps": 3,
+                                          "cfg": 6.0, "sampler": "DPM++ 2M", "scheduler": "Karras"}).json()["id"])
+    expected = Image.open(io.BytesIO(client.get(f"/v1/jobs/{native['id']}/files/0000.png").content))
+    assert np.array_equal(np.asarray(result.image.convert("RGB")), np.asarray(expected.convert("RGB")))
+
+
+def test_a1111_img2img_and_inpaint_with_a_mask(webui, client, tmp_path):
+    init = Image.open(write_test_image(tmp_path / "in.png", (64, 64), seed=4))
+    mask = Image.open(write_test_image(tmp_path / "mask.png", (64, 64), mode="L"))
+    plain = webui.img2img(images=[init], prompt="snow", seed=3, width=64, height=64, steps=4, denoising_strength=0.5)
+    assert plain.image.size == (64, 64) and plain.info["codex_task"] == "img2img"
+    inpainted = webui.img2img(images=[init], mask_image=mask, prompt="snow", seed=3, width=64, height=64, steps=4,
+                              denoising_strength=0.9, sampler_name="Euler a")
+    assert inpainted.info["codex_task"] == "inpaint"
+    encoded = {name: base64.b64encode((tmp_path / f"{name}.png").read_bytes()).decode() for name in ("in", "mask")}
+    native = wait(client, submit(client, {"prompt": "snow", "seed": 3, "width": 64, "height": 64, "steps": 4,
+                                          "strength": 0.9, "sampler": "Euler a", "cfg": 7.0,
+                                          "init_image": encoded["in"], "mask_image": encoded["mask"]},
+                                 task="inpaint").json()["id"])
+    expected = Image.open(io.BytesIO(client.get(f"/v1/jobs/{native['id']}/files/0000.png").content))
+    assert np.array_equal(np.asarray(inpainted.image.convert("RGB")), np.asarray(expected.convert("RGB")))
+
+
+def test_a1111_png_info_reads_our_parameters(webui):
+    image = webui.txt2img(prompt="a fox", seed=9, width=32, height=32, steps=2).image
+    info = webui.png_info(image)
+    assert info.info.startswith("a fox\nSteps: 2")
+    assert info.json["parameters"]["Seed"] == "9" and info.json["parameters"]["Prompt"] == "a fox"
+
+
+def test_a1111_a_value_it_would_have_to_change_is_422_and_unknown_settings_are_listed(webui):
+    with pytest.raises(RuntimeError, match="422"):
+        webui.txt2img(prompt="x", width=60, height=64, steps=2)  # not a multiple of 8
+    result = webui.txt2img(prompt="x", seed=1, width=32, height=32, steps=2, restore_faces=True, tiling=True)
+    assert "restore_faces=True" in result.info["codex_ignored"] and "tiling=True" in result.info["codex_ignored"]
+
+
+def test_a1111_progress_and_interrupt(webui, service):
+    import threading
+
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(
+        result=webui.txt2img(prompt="x", seed=1, width=64, height=64, steps=400)))
+    thread.start()
+    deadline = time.monotonic() + 60
+    progress = webui.get_progress()
+    while progress["state"]["sampling_step"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        progress = webui.get_progress()
+    assert progress["state"]["sampling_steps"] == 400 and 0 < progress["progress"] < 1
+    assert progress["state"]["job_count"] >= 1
+    webui.interrupt()
+    thread.join(60)
+    assert outcome["result"].images == [] and outcome["result"].info["interrupted"] is True
+    assert webui.get_progress()["state"]["job_count"] == 0

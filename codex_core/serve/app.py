@@ -158,6 +158,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/v1/jobs", status_code=202, dependencies=auth)
     def submit(spec: JobSpec) -> dict[str, Any]:
+        return submit_spec(spec)
+
+    def submit_spec(spec: JobSpec) -> dict[str, Any]:
+        """Validate (the CLI's prepare: nothing loads), settle the inputs, store: the job, queued."""
         from ..orchestrator import RunOptions, prepare
         from ..registry import get_engine
 
@@ -184,6 +188,11 @@ def create_app(settings: Settings) -> FastAPI:
         job = store.submit(data)
         worker.wake.set()
         return job
+
+    app.state.submit = lambda data: submit_spec(JobSpec(**data))
+    from .a1111 import router as a1111_router
+
+    app.include_router(a1111_router(app.state, auth))
 
     @app.get("/v1/jobs", dependencies=auth)
     def jobs(state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

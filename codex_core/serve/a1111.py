@@ -1,0 +1,346 @@
+"""The A1111-compatible API (``/sdapi/v1``) for existing clients (webuiapi, Krita/Photoshop plugins, bots).
+
+Requests are translated into a Codex request for the current model's engine and run through the
+same queue and worker as ``/v1`` jobs; responses have A1111's shape (``images`` as base64 PNG,
+``parameters``, ``info`` as a JSON string). Field reference: shared/reference/A1111_API.md.
+
+Translation rules: clients send many fields by default, often null. A field that maps is passed on
+(and strictly validated by the engine: a value it would have to change is a 422). A field with its
+neutral value (``null``, ``false``, ``0``, ``[]``, ``{}``, ``""``, the defaults clients send) is
+dropped silently; one set to something Codex does not do (``restore_faces``, ``enable_hr``,
+``tiling``, ``styles``, scripts...) is listed in ``info.codex_ignored`` instead of failing the call.
+
+The current model (``sd_model_checkpoint``) is a title from ``GET /sdapi/v1/sd-models``: each
+checkpoint in the models folders that an installed engine runs (A1111's "name [hash]"), and
+``tiny-<engine>`` for each engine's random-weight test model.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import JSONResponse
+
+from ..errors import UsageError
+
+# A1111 field -> Codex field, for the fields whose meaning is the same
+FIELDS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps", "cfg_scale": "cfg",
+          "width": "width", "height": "height", "batch_size": "batch_size", "denoising_strength": "strength",
+          "clip_skip": "clip_skip"}
+# Fields clients send that decide nothing here when neutral, or that Codex cannot honour when set.
+NEUTRAL = (None, False, 0, 0.0, "", [], {}, -1)
+# Fields _translate reads itself (or _run: images, n_iter)
+TRANSLATED = {"seed", "sampler_name", "scheduler", "sampler_index", "init_images", "mask", "n_iter",
+              "inpainting_mask_invert"}
+HANDLED = {"seed", "sampler_name", "scheduler", "sampler_index", "init_images", "mask", "n_iter",
+           "inpainting_mask_invert", "send_images", "save_images", "override_settings_restore_afterwards",
+           "include_init_images", "resize_mode", "mask_blur", "mask_blur_x", "mask_blur_y", "inpainting_fill",
+           "inpaint_full_res", "inpaint_full_res_padding", "do_not_save_samples", "do_not_save_grid",
+           "script_args", "alwayson_scripts", "subseed", "seed_resize_from_h", "seed_resize_from_w",
+           "firstphase_width", "firstphase_height", "hr_scale", "hr_upscaler", "hr_second_pass_steps",
+           "hr_resize_x", "hr_resize_y", "hr_sampler_name", "hr_prompt", "hr_negative_prompt", "hr_checkpoint_name",
+           "hr_scheduler", "s_churn", "s_tmax", "s_tmin", "s_noise", "s_min_uncond", "eta", "refiner_checkpoint",
+           "refiner_switch_at", "disable_extra_networks", "comments", "force_task_id", "infotext",
+           "initial_noise_multiplier", "latent_mask", "image_cfg_scale", "sampler", "override_settings", "styles",
+           "script_name", "restore_faces", "tiling", "enable_hr", "subseed_strength", "user", "use_async",
+           "send_images"} | set(FIELDS)
+# What clients send by default for settings that change nothing here (webuiapi 0.9.17's defaults
+# and A1111's): not worth a line in info.codex_ignored.
+DEFAULT_IGNORED = {"send_images": (True,), "save_images": (False,), "resize_mode": (0,), "mask_blur": (4,),
+                   "mask_blur_x": (4,), "mask_blur_y": (4,), "inpainting_fill": (0, 1), "inpaint_full_res": (True, False),
+                   "inpaint_full_res_padding": (0, 32), "include_init_images": (False,),
+                   "override_settings_restore_afterwards": (True,), "initial_noise_multiplier": (1.0,),
+                   "image_cfg_scale": (1.5,), "s_noise": (1.0,), "s_churn": (0, 0.0), "s_tmin": (0, 0.0),
+                   "s_tmax": (0, 0.0, None), "eta": (0, 1.0), "hr_scale": (2, 2.0), "hr_upscaler": ("Latent",),
+                   "hr_second_pass_steps": (0,), "refiner_switch_at": (0.8, None), "firstphase_width": (0,),
+                   "firstphase_height": (0,), "seed_resize_from_h": (-1, 0), "seed_resize_from_w": (-1, 0),
+                   "subseed": (-1,), "hr_sampler_name": ("",), "sampler_index": ("Euler",),
+                   "do_not_save_samples": (False,), "do_not_save_grid": (False,), "use_async": (False,)}
+
+
+
+def models() -> list[dict[str, Any]]:
+    """What ``sd-models`` lists: (title, engine, model argument) for each runnable checkpoint and tiny model."""
+    from .. import model_files
+    from ..registry import engines
+
+    found = []
+    image_engines = [e for e in engines().values() if "txt2img" in e.tasks]
+    for row in model_files.describe(["checkpoints"], hashes=True):
+        for engine_key in row["engines"]:
+            if engine_key in {e.key for e in image_engines}:
+                title = f"{Path(row['path']).name} [{row['hash']}]" if row["hash"] else row["name"]
+                found.append({"title": title, "model_name": row["name"], "hash": row["hash"],
+                              "sha256": None, "filename": row["path"], "config": None,
+                              "engine": engine_key, "model": row["path"]})
+                break
+    for engine in image_engines:
+        if engine.tiny_version:
+            found.append({"title": f"tiny-{engine.key}", "model_name": f"tiny-{engine.key}", "hash": None,
+                          "sha256": None, "filename": "tiny", "config": None, "engine": engine.key, "model": "tiny"})
+    return found
+
+
+def router(app_state, auth: list) -> APIRouter:
+    api = APIRouter(prefix="/sdapi/v1", dependencies=auth)
+    current: dict[str, Any] = {"model": None}
+
+    def model() -> dict[str, Any]:
+        if current["model"] is None:
+            available = models()
+            if not available or all(entry["model"] == "tiny" for entry in available):
+                raise UsageError("no model selected: POST /sdapi/v1/options {\"sd_model_checkpoint\": TITLE} with a "
+                                 "title from GET /sdapi/v1/sd-models")
+            current["model"] = next(entry for entry in available if entry["model"] != "tiny")
+        return current["model"]
+
+    @api.get("/scripts")
+    def scripts() -> dict[str, list]:
+        return {"txt2img": [], "img2img": []}
+
+    @api.get("/sd-models")
+    def sd_models() -> list[dict[str, Any]]:
+        return [{key: entry[key] for key in ("title", "model_name", "hash", "sha256", "filename", "config")}
+                for entry in models()]
+
+    @api.get("/options")
+    def options() -> dict[str, Any]:
+        selected = current["model"]
+        return {"sd_model_checkpoint": selected["title"] if selected else None, "codex_engine":
+                selected["engine"] if selected else None}
+
+    @api.post("/options")
+    def set_options(body: dict[str, Any]) -> dict[str, Any]:
+        title = body.get("sd_model_checkpoint")
+        if title is not None:
+            match = [entry for entry in models() if title in (entry["title"], entry["model_name"])]
+            if not match:
+                raise UsageError(f"sd_model_checkpoint: no model titled {title!r}; see GET /sdapi/v1/sd-models")
+            current["model"] = match[0]
+        return {}
+
+    def _engine():
+        from ..registry import get_engine
+
+        return get_engine(model()["engine"])
+
+    @api.get("/samplers")
+    def samplers() -> list[dict[str, Any]]:
+        from ..registry import samplers_for
+
+        engine = _engine()
+        names = [sampler.name for sampler in samplers_for(engine)[0] if sampler.family == engine.sampler_family]
+        return [{"name": name, "aliases": [], "options": {}} for name in names]
+
+    @api.get("/schedulers")
+    def schedulers() -> list[dict[str, Any]]:
+        from ..registry import samplers_for
+
+        engine = _engine()
+        names = [s.name for s in samplers_for(engine)[1] if s.family == engine.sampler_family]
+        return [{"name": name.lower(), "label": name, "aliases": None, "default_rho": -1, "need_inner_model": False}
+                for name in names]
+
+    def _translate(body: dict[str, Any], task: str, engine) -> tuple[dict[str, Any], list[str]]:
+        request: dict[str, Any] = {}
+        ignored = []
+        fields = engine.params_model(task).model_fields
+        for key, value in body.items():
+            if key == "denoising_strength" and task == "txt2img":
+                if body.get("enable_hr"):
+                    ignored.append("denoising_strength (hires fix: enable_hr is not supported)")
+                continue  # txt2img uses it only for the hires-fix pass
+            if key in FIELDS and value is not None and FIELDS[key] in fields:
+                if key == "negative_prompt" and value == "":
+                    continue
+                request[FIELDS[key]] = value
+            elif key in FIELDS and value is not None and value not in NEUTRAL:
+                ignored.append(f"{key} (engine {engine.key} {task} has no such setting)")
+            elif key not in HANDLED and value not in NEUTRAL:
+                ignored.append(f"{key} (not an A1111 field Codex knows)")
+            elif key in HANDLED and key not in FIELDS and value not in NEUTRAL \
+                    and value not in DEFAULT_IGNORED.get(key, ()) and key not in TRANSLATED:
+                ignored.append(f"{key}={value!r}")
+        seed = body.get("seed")
+        if isinstance(seed, int) and seed >= 0:
+            request["seed"] = seed
+        sampler = body.get("sampler_name") or body.get("sampler_index")
+        if sampler and "sampler" in fields:
+            request["sampler"] = sampler
+            schedule = body.get("scheduler")
+            if schedule and "scheduler" in fields:
+                from ..registry import samplers_for
+
+                names = {s.name.lower(): s.name for s in samplers_for(engine)[1] if s.family == engine.sampler_family}
+                request["scheduler"] = names.get(str(schedule).lower(), schedule)
+        return request, ignored
+
+    def _run(body: dict[str, Any], task: str, images: dict[str, str]) -> dict[str, Any]:
+        from .worker import Worker
+
+        worker: Worker = app_state.worker
+        store = app_state.store
+        engine = _engine()
+        if task not in engine.tasks:
+            raise UsageError(f"the current model's engine {engine.key} has no {task} task")
+        request, ignored = _translate(body, task, engine)
+        request.update(images)
+        n_iter = body.get("n_iter") or 1
+        if not isinstance(n_iter, int) or n_iter < 1 or n_iter > 16:
+            raise UsageError(f"n_iter: got {n_iter!r}; 1 to 16")
+        job_ids = []
+        for index in range(n_iter):  # A1111 gives each batch the next seeds
+            part = dict(request)
+            if "seed" in part and index:
+                part["seed"] = request["seed"] + index * (request.get("batch_size") or 1)
+            job_ids.append(app_state.submit({"engine": engine.key, "task": task, "request": part,
+                                             "model": model()["model"], "formats": None, "preset": None})["id"])
+        worker.wake.set()
+        jobs = [_wait(store, job_id) for job_id in job_ids]
+        pngs, infotexts, seeds = [], [], []
+        for job in jobs:
+            if job["state"] == "failed":
+                return JSONResponse({"error": "failed", "detail": job["error"], "body": "", "errors": job["error"]},
+                                    500)
+            if job["state"] != "done":
+                continue  # interrupted: A1111 returns what finished
+            for path in job["result"]["files"]:
+                if path.endswith(".png"):
+                    raw = Path(path).read_bytes()
+                    pngs.append(base64.b64encode(raw).decode())
+                    infotexts.append(_png_text(raw).get("parameters", ""))
+                    seeds.append(job["result"]["info"]["seed"])
+        first = jobs[0]["result"]["info"] if jobs[0]["state"] == "done" else {}
+        request_used = first.get("request", request)
+        info = {"prompt": request_used.get("prompt"), "all_prompts": [request_used.get("prompt")] * len(pngs),
+                "negative_prompt": request_used.get("negative_prompt", ""), "seed": seeds[0] if seeds else None,
+                "all_seeds": seeds, "subseed": -1, "all_subseeds": [-1] * len(seeds),
+                "sampler_name": request_used.get("sampler"), "scheduler": request_used.get("scheduler"),
+                "steps": request_used.get("steps"), "cfg_scale": request_used.get("cfg"),
+                "width": request_used.get("width"), "height": request_used.get("height"),
+                "sd_model_name": model()["model_name"], "sd_model_hash": model()["hash"],
+                "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "infotexts": infotexts,
+                "interrupted": any(job["state"] == "cancelled" for job in jobs),
+                "codex_engine": engine.key, "codex_task": task, "codex_ignored": ignored,
+                "codex_jobs": job_ids}
+        return {"images": pngs, "parameters": body, "info": json.dumps(info)}
+
+    @api.post("/txt2img")
+    def txt2img(body: dict[str, Any]):
+        return _run(body, "txt2img", {})
+
+    @api.post("/img2img")
+    def img2img(body: dict[str, Any]):
+        init = body.get("init_images") or []
+        if not init:
+            raise UsageError("init_images: img2img needs one image (base64 or a data URL)")
+        if len(init) > 1:
+            raise UsageError(f"init_images: got {len(init)} images; Codex takes one per request")
+        images = {"init_image": init[0]}
+        task = "img2img"
+        if body.get("mask"):
+            task = "inpaint"
+            images["mask_image"] = _inverted(body["mask"]) if body.get("inpainting_mask_invert") else body["mask"]
+        return _run(body, task, images)
+
+    @api.get("/progress")
+    def progress(skip_current_image: bool = False) -> dict[str, Any]:
+        store = app_state.store
+        running = store.list("running", 1)
+        queued = store.queued_count()
+        job = running[0] if running else None
+        step, steps = (job or {}).get("step") or 0, (job or {}).get("steps") or 0
+        return {"progress": round(step / steps, 4) if steps else 0.0,
+                "eta_relative": (job or {}).get("eta_seconds") or 0.0,
+                "state": {"skipped": False, "interrupted": False, "job": job["id"] if job else "",
+                          "job_count": queued + (1 if job else 0), "job_timestamp": "", "job_no": 0,
+                          "sampling_step": step, "sampling_steps": steps},
+                "current_image": None, "textinfo": job["stage"] if job else None}
+
+    @api.post("/interrupt")
+    def interrupt() -> dict[str, Any]:
+        current_job = app_state.worker.current
+        if current_job:
+            app_state.worker.cancel(current_job)
+        return {}
+
+    @api.post("/skip")
+    def skip() -> dict[str, Any]:
+        return interrupt()
+
+    @api.post("/png-info")
+    def png_info(body: dict[str, Any]) -> dict[str, Any]:
+        from .inputs import _inline
+
+        raw = _inline(body.get("image") or "")
+        if not raw:
+            raise UsageError("image: a PNG as base64 or a data URL is required")
+        try:
+            text = _png_text(raw)
+        except Exception as exc:
+            raise UsageError(f"image: not a readable image ({type(exc).__name__})") from None
+        parameters = text.pop("parameters", "")
+        return {"info": parameters, "items": text, "parameters": parse_parameters(parameters)}
+
+    return api
+
+
+def _wait(store, job_id: str, timeout: float = 24 * 3600) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = store.get(job_id)
+        if job["state"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise HTTPException(504, f"job {job_id} did not finish")
+
+
+def _png_text(raw: bytes) -> dict[str, str]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(raw)) as image:
+        return dict(getattr(image, "text", {}) or {})
+
+
+def _inverted(mask: str) -> str:
+    from PIL import Image, ImageOps
+
+    from .inputs import _inline
+
+    raw = _inline(mask)
+    if not raw:
+        raise UsageError("mask: not a base64 image")
+    with Image.open(io.BytesIO(raw)) as image:
+        out = io.BytesIO()
+        ImageOps.invert(image.convert("L")).save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def parse_parameters(text: str) -> dict[str, Any]:
+    """A1111's parameters text as a dict: Prompt, Negative prompt and each ``Key: value`` of the last line."""
+    if not text:
+        return {}
+    lines = text.strip().split("\n")
+    result: dict[str, Any] = {}
+    settings = lines[-1] if len(lines) > 1 and ": " in lines[-1] else ""
+    body = lines[:-1] if settings else lines
+    negative = [i for i, line in enumerate(body) if line.startswith("Negative prompt: ")]
+    if negative:
+        result["Prompt"] = "\n".join(body[:negative[0]])
+        result["Negative prompt"] = "\n".join(body[negative[0]:])[len("Negative prompt: "):]
+    else:
+        result["Prompt"] = "\n".join(body)
+    import re
+
+    for key, value in re.findall(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)', settings):
+        value = value.strip()
+        if value.startswith('"'):
+            value = json.loads(value)
+        result[key.strip()] = value
+    return result
