@@ -358,9 +358,12 @@ def samplers(engine: str, as_json: bool):
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle-based weights (.bin/.ckpt). Only for files you trust.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or log lines on stderr.")
 @click.option("--preset", help="A named preset profile (presets/<engine>/<task>@NAME.yaml), e.g. a lighter size.")
+@click.option("--server", metavar="URL", help="Run on a `codex serve` at URL instead of here (e.g. "
+                                              "http://127.0.0.1:7861); with --out the outputs are downloaded.")
+@click.option("--token", envvar="CODEX_SERVE_TOKEN", help="With --server: its bearer token (or CODEX_SERVE_TOKEN).")
 @handle_errors
 def run(engine, task, request, model, config, components, out, formats, device, dtype, offload, vae_tiling, download,
-        allow_pickle, quiet, preset):
+        allow_pickle, quiet, preset, server, token):
     """Validate a request, run ENGINE on TASK, write outputs and print the result as JSON.
 
     Missing fields are filled from the engine's presets (`codex presets ENGINE TASK`); the result's
@@ -383,6 +386,20 @@ def run(engine, task, request, model, config, components, out, formats, device, 
     from .runtime import Runtime
 
     format_list = tuple(f.strip() for f in formats.split(",") if f.strip()) if formats else None
+    if server:
+        from .requests import read_request
+        from .serve.client import run_remote
+
+        local_only = [name for name, value, default in (("--config", config, None), ("--component", components, ()),
+                      ("--device", device, "auto"), ("--dtype", dtype, "auto"), ("--offload", offload, "none"),
+                      ("--vae-tiling", vae_tiling, False), ("--download", download, False),
+                      ("--allow-pickle", allow_pickle, False)) if value != default]
+        if local_only:
+            raise UsageError(f"{', '.join(local_only)}: not with --server (the service decides how it runs models)")
+        spec = {"engine": engine, "task": task, "request": read_request(request), "model": model,
+                "formats": list(format_list) if format_list else None, "preset": preset}
+        _echo_json(run_remote(server, token, spec, out, quiet))
+        return
     options = RunOptions(model=model, out=out, runtime=Runtime(device, dtype, offload, vae_tiling, allow_pickle),
                          download=download, formats=format_list, quiet=quiet, preset=preset, config=config,
                          components=tuple(components))

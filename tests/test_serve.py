@@ -333,3 +333,23 @@ def test_a1111_progress_and_interrupt(webui, service):
     thread.join(60)
     assert outcome["result"].images == [] and outcome["result"].info["interrupted"] is True
     assert webui.get_progress()["state"]["job_count"] == 0
+
+
+def test_codex_run_server_prints_what_a_local_run_prints(service, tmp_path):
+    init = write_test_image(tmp_path / "init.png", (32, 32), seed=6)
+    request = json.dumps({"prompt": "a fox", "init_image": init, "strength": 0.5, "steps": 2, "seed": 4})
+    remote = cli_run(["run", "sd15", "img2img", "--model", "tiny", "--server", service.url, "--quiet",
+                      "--out", str(tmp_path / "remote"), "--json", request])
+    assert remote.exit_code == 0, remote.stderr
+    local = cli_run(["run", "sd15", "img2img", "--model", "tiny", "--quiet", "--out", str(tmp_path / "local"),
+                     "--json", request])
+    remote_data, local_data = json.loads(remote.stdout), json.loads(local.stdout)
+    assert np.array_equal(np.asarray(Image.open(remote_data["files"][0])), np.asarray(Image.open(local_data["files"][0])))
+    assert remote_data["run_dir"].startswith(str(tmp_path / "remote"))
+    assert remote_data["info"]["request"]["seed"] == local_data["info"]["request"]["seed"] == 4
+    bad = cli_run(["run", "sd15", "txt2img", "--server", service.url, "--json", '{"prompt": "x", "steps": 0}'])
+    assert bad.exit_code == 2 and "steps: got 0" in bad.stderr
+    assert cli_run(["run", "sd15", "txt2img", "--server", service.url, "--device", "cuda",
+                    "--json", '{"prompt": "x"}']).exit_code == 2
+    gone = cli_run(["run", "sd15", "txt2img", "--server", f"http://127.0.0.1:{free_port()}", "--json", '{"prompt": "x"}'])
+    assert gone.exit_code == 2 and "cannot reach" in gone.stderr
