@@ -40,6 +40,7 @@ test-orders: setup
 bench: setup
 	$(PIP) install -q --disable-pip-version-check -r bench/requirements.txt
 	$(VENV)/bin/python bench/overhead.py
+	$(VENV)/bin/python bench/serve.py
 
 # Wheels (not editable) in a fresh environment: codex-core alone, then each plugin alone with it.
 check-wheels: setup

@@ -353,3 +353,42 @@ def test_codex_run_server_prints_what_a_local_run_prints(service, tmp_path):
                     "--json", '{"prompt": "x"}']).exit_code == 2
     gone = cli_run(["run", "sd15", "txt2img", "--server", f"http://127.0.0.1:{free_port()}", "--json", '{"prompt": "x"}'])
     assert gone.exit_code == 2 and "cannot reach" in gone.stderr
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_bounded_load_every_job_correct_and_memory_flat_after_warm_up(tmp_path):
+    """8 concurrent clients, 48 jobs over 4 seeds: each output equals its seed's reference, nothing is lost,
+    and the service's resident memory grows by less than 64 MiB after a warm-up (bench/serve.py: 200 jobs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    service = Service(tmp_path / "state").start()
+    try:
+        with service.client() as client:
+            references = {}
+            for seed in range(4):  # warm-up, and the reference image of each seed
+                job = wait(client, submit(client, {**SMALL, "seed": seed}).json()["id"])
+                references[seed] = client.get(f"/v1/jobs/{job['id']}/files/0000.png").content
+            warm = rss_mb(service.proc.pid)
+
+            def one(index: int) -> bool:
+                with service.client() as own:
+                    seed = index % 4
+                    job = wait(own, submit(own, {**SMALL, "seed": seed}).json()["id"], timeout=300)
+                    png = own.get(f"/v1/jobs/{job['id']}/files/0000.png").content
+                    same = np.array_equal(np.asarray(Image.open(io.BytesIO(png))),
+                                          np.asarray(Image.open(io.BytesIO(references[seed]))))
+                    return job["state"] == "done" and same
+
+            with ThreadPoolExecutor(8) as pool:
+                outcomes = list(pool.map(one, range(48)))
+            assert all(outcomes) and len(outcomes) == 48
+            assert len([job for job in client.get("/v1/jobs?limit=1000").json() if job["state"] == "done"]) == 52
+            assert rss_mb(service.proc.pid) - warm < 64
+    finally:
+        service.stop()

@@ -1,0 +1,115 @@
+"""`codex serve` under load, and a warm service against a cold `codex run` (a benchmark, not a test).
+
+1. Load: 200 tiny sd15 txt2img jobs (4 seeds) from 8 concurrent clients on loopback. Every output
+   must equal its seed's reference; reports jobs/s, p50/p95 latency (submit to done), the service's
+   peak RSS and its RSS growth after the warm-up.
+2. Warm vs cold: the same tiny sd15 request through a warm service (submit, wait, fetch the PNG) vs
+   a cold whole-process `codex run`, both measured here in one run. Target: ratio <= 0.1.
+
+Run from the repo root: ``.venv/bin/python bench/serve.py`` (or ``make bench``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+TMP = Path(tempfile.mkdtemp(prefix="codex-bench-serve-"))
+atexit.register(shutil.rmtree, TMP, ignore_errors=True)
+os.environ["CODEX_CACHE_DIR"] = str(TMP / "cache")
+CODEX = str(Path(sys.executable).parent / "codex")
+REQUEST = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2}
+JOBS, CLIENTS, SEEDS = 200, 8, 4
+
+
+def rss_mb(pid: int, key: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([CODEX, "serve", "--port", str(port), "--state-dir", str(TMP / "state"),
+                             "--max-queue", str(JOBS + 10)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit("the service did not start")
+
+
+def run_job(url: str, seed: int) -> tuple[float, bytes, str]:
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=600) as client:
+        job = client.post("/v1/jobs", json={"engine": "sd15", "task": "txt2img", "model": "tiny",
+                                            "request": {**REQUEST, "seed": seed}}).json()
+        while job["state"] not in ("done", "failed", "cancelled"):
+            time.sleep(0.02)
+            job = client.get(f"/v1/jobs/{job['id']}").json()
+        png = client.get(f"/v1/jobs/{job['id']}/files/0000.png").content if job["state"] == "done" else b""
+    return time.perf_counter() - started, png, job["state"]
+
+
+def main() -> None:
+    proc, url = start()
+    try:
+        references = {seed: run_job(url, seed)[1] for seed in range(SEEDS)}  # warm-up and references
+        warm_rss = rss_mb(proc.pid)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            results = list(pool.map(lambda i: (i % SEEDS, *run_job(url, i % SEEDS)), range(JOBS)))
+        wall = time.perf_counter() - started
+        correct = sum(state == "done" and np.array_equal(np.asarray(Image.open(io.BytesIO(png))),
+                                                         np.asarray(Image.open(io.BytesIO(references[seed]))))
+                      for seed, _, png, state in results)
+        latencies = sorted(latency for _, latency, _, _ in results)
+        end_rss, peak_rss = rss_mb(proc.pid), rss_mb(proc.pid, "VmHWM")
+        print(f"load: {JOBS} jobs from {CLIENTS} clients in {wall:.1f} s = {JOBS / wall:.2f} jobs/s; "
+              f"correct {correct}/{JOBS}; latency p50 {statistics.median(latencies):.2f} s, "
+              f"p95 {latencies[int(0.95 * len(latencies)) - 1]:.2f} s; RSS after warm-up {warm_rss:.0f} MiB, "
+              f"at the end {end_rss:.0f} MiB (+{end_rss - warm_rss:.0f}), peak {peak_rss:.0f} MiB")
+
+        warm = [run_job(url, 1)[0] for _ in range(5)]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    cold = []
+    for index in range(3):
+        started = time.perf_counter()
+        subprocess.run([CODEX, "run", "sd15", "txt2img", "--model", "tiny", "--quiet", "--out",
+                        str(TMP / f"cold{index}"), "--json", json.dumps({**REQUEST, "seed": 1})],
+                       check=True, stdout=subprocess.DEVNULL)
+        cold.append(time.perf_counter() - started)
+    ratio = statistics.median(warm) / statistics.median(cold)
+    print(f"warm service {statistics.median(warm):.3f} s vs cold codex run {statistics.median(cold):.3f} s "
+          f"(medians of {len(warm)} and {len(cold)}): ratio {ratio:.3f} (target <= 0.1)")
+
+
+if __name__ == "__main__":
+    main()
