@@ -529,9 +529,11 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option("--max-image-pixels", default=16384 * 16384, show_default=True, type=int)
 @click.option("--max-batch-size", default=8, show_default=True, type=int)
 @click.option("--max-queue", default=100, show_default=True, type=int, help="Queued jobs before 429.")
+@click.option("--devices", default="auto", show_default=True,
+              help="One worker per device, comma separated (e.g. cuda:0,cuda:1); auto: the best device.")
 @handle_errors
 def serve(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_image_pixels, max_batch_size,
-          max_queue):
+          max_queue, devices):
     """Run the service: a durable job queue and the /v1 HTTP API (OpenAPI at /docs).
 
     Models stay loaded between jobs. A job accepted with 202 is never lost: after a crash or kill
@@ -556,8 +558,16 @@ def serve(host, port, token, insecure, state_dir, input_roots, max_body_bytes, m
                              hint="pass --token SECRET, or --insecure to let anyone on the network run jobs")
         click.echo(f"codex: WARNING: serving on {host} WITHOUT A TOKEN (--insecure): anyone who can reach "
                    "this port can run jobs and read their outputs", err=True)
+    from .runtime import Runtime
+
+    device_list = [device.strip() for device in devices.split(",") if device.strip()]
+    for device in device_list:
+        Runtime(device=device).check()
+    if len(set(device_list)) != len(device_list) or not device_list:
+        raise UsageError(f"--devices: {devices!r}: give each device once (workers on one device would share, and "
+                         "race on, its loaded models)")
     settings = Settings(state_dir.resolve(), token, [Path(root).expanduser() for root in input_roots],
-                        max_body_bytes, max_image_pixels, max_batch_size, max_queue)
+                        max_body_bytes, max_image_pixels, max_batch_size, max_queue, device_list)
     app = create_app(settings)
     for entry in app.state.recovered:
         click.echo(f"codex: job {entry['id']} was running when the service stopped: {entry['action']}", err=True)

@@ -190,7 +190,8 @@ def test_cancel_a_queued_and_a_running_job(client, service):
 
 
 def test_a_token_guards_every_route_but_health_and_limits_hold(tmp_path):
-    service = Service(tmp_path / "state", "--token", "s3cret", "--max-body-bytes", "2000").start()
+    service = Service(tmp_path / "state", "--token", "s3cret", "--max-body-bytes", "2000", "--max-queue", "1",
+                      "--max-batch-size", "2").start()
     try:
         with service.client() as anonymous, service.client(Authorization="Bearer wrong") as wrong, \
                 service.client(Authorization="Bearer s3cret") as right:
@@ -200,7 +201,19 @@ def test_a_token_guards_every_route_but_health_and_limits_hold(tmp_path):
                 assert open_client.get("/v1/jobs").status_code == status
             too_big = submit(right, {"prompt": "x" * 5000})
             assert too_big.status_code == 413
+            assert submit(right, {**SMALL, "batch_size": 3}).status_code == 422
+            outside = right.post("/v1/jobs", json={"engine": "sd15", "task": "txt2img", "model": "/etc",
+                                                   "request": SMALL})
+            assert outside.status_code == 422 and "outside the folders" in outside.json()["detail"]
             assert right.get("/v1/jobs").json() == []
+            first = submit(right, LONG).json()["id"]
+            wait(right, first, states=("running",))
+            second = submit(right, LONG)
+            assert second.status_code == 202
+            full = submit(right, LONG)
+            assert full.status_code == 429 and "the queue is full" in full.json()["detail"]
+            for job_id in (first, second.json()["id"]):
+                right.delete(f"/v1/jobs/{job_id}")
     finally:
         service.stop()
 
@@ -392,3 +405,26 @@ def test_a_bounded_load_every_job_correct_and_memory_flat_after_warm_up(tmp_path
             assert rss_mb(service.proc.pid) - warm < 64
     finally:
         service.stop()
+
+
+def test_a_worker_takes_jobs_for_the_model_it_holds_first_but_none_starves(tmp_path):
+    from codex_core.serve.store import JobStore
+
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    a, b, c = (store.submit({"engine": "e", "task": "t", "request": {}, "model": model})["id"] for model in "xyx")
+    assert store.claim(prefer=("e", "x"))["id"] == a
+    assert store.claim(prefer=("e", "x"))["id"] == c  # b waits: its model is not loaded here
+    assert store.claim(prefer=("e", "x"))["id"] == b  # nothing else left
+    d, e = (store.submit({"engine": "e", "task": "t", "request": {}, "model": model})["id"] for model in "yx")
+    assert store.claim(prefer=("e", "x"), patience=0)["id"] == d  # the oldest has waited long enough
+    assert store.claim()["id"] == e
+
+
+def test_devices_are_one_worker_each_and_given_once(client, tmp_path):
+    assert client.get("/v1/health").json()["workers"] == [{"device": "auto", "running": None}]
+    result = subprocess.run([CODEX, "serve", "--devices", "cpu,cpu", "--port", str(free_port()), "--state-dir",
+                             str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "give each device once" in result.stderr
+    result = subprocess.run([CODEX, "serve", "--devices", "tpu", "--port", str(free_port()), "--state-dir",
+                             str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "unknown device 'tpu'" in result.stderr

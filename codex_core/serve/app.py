@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from collections import OrderedDict
 import secrets
 import shutil
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ class Settings:
     max_image_pixels: int = 16384 * 16384
     max_batch_size: int = 8
     max_queue: int = 100
+    devices: list[str] = field(default_factory=lambda: ["auto"])  # one worker each
 
 
 class JobSpec(BaseModel):
@@ -55,6 +58,40 @@ def _problem(status: int, exc: CodexError) -> JSONResponse:
     if isinstance(exc, ParamError):
         body["problems"] = exc.problems
     return JSONResponse(body, status_code=status)
+
+
+class Workers:
+    """The service's workers, one per device, as one: wake, cancel and event logs span them all."""
+
+    def __init__(self, workers: list[Worker], events):
+        self.workers, self.events = workers, events
+        self.wake = _AllEvents(workers)
+
+    @property
+    def current(self) -> str | None:
+        return next((w.current for w in self.workers if w.current), None)
+
+    def start(self) -> None:
+        for w in self.workers:
+            w.start()
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stopping = True
+            w.wake.set()
+
+    def cancel(self, job_id: str) -> None:
+        for w in self.workers:
+            w.cancel(job_id)
+
+
+class _AllEvents:
+    def __init__(self, workers: list[Worker]):
+        self.workers = workers
+
+    def set(self) -> None:
+        for w in self.workers:
+            w.wake.set()
 
 
 def _lock_state_dir(state_dir: Path):
@@ -80,20 +117,25 @@ def create_app(settings: Settings) -> FastAPI:
     outputs = settings.state_dir / "outputs"
     for stale in outputs.glob(".*.partial") if outputs.is_dir() else ():  # a run the last process died in
         shutil.rmtree(stale, ignore_errors=True)
-    worker = Worker(store, outputs)
+    events: "OrderedDict[str, list[dict[str, Any]]]" = OrderedDict()
+    workers = [Worker(store, outputs, device, events) for device in settings.devices]
+    if len(workers) > 1 and not os.environ.get("CODEX_MODEL_CACHE_MODELS"):
+        from ..model_cache import cache
+
+        cache.configure(max_models=len(workers))  # each worker keeps its model loaded
+    worker = Workers(workers, events)
     inputs = Inputs([*settings.input_roots, settings.state_dir / "inputs", *(r.path for r in model_roots())],
                     settings.max_image_pixels)
     app = FastAPI(title="Codex", version=__version__, summary="Image and video diffusion jobs")
     app.state.store, app.state.worker, app.state.recovered, app.state.lock = store, worker, recovered, lock
 
     @app.on_event("startup")
-    def _start_worker() -> None:
+    def _start_workers() -> None:
         worker.start()
 
     @app.on_event("shutdown")
-    def _stop_worker() -> None:
-        worker.stopping = True
-        worker.wake.set()
+    def _stop_workers() -> None:
+        worker.stop()
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next):
@@ -121,7 +163,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "queued": store.queued_count(), "running": worker.current}
+        return {"status": "ok", "version": __version__, "queued": store.queued_count(),
+                "workers": [{"device": w.device, "running": w.current} for w in worker.workers]}
 
     @app.get("/v1/engines", dependencies=auth)
     def engines() -> list[dict[str, Any]]:

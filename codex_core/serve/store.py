@@ -21,6 +21,7 @@ from typing import Any
 
 TERMINAL = ("done", "failed", "cancelled")
 MAX_ATTEMPTS = 2  # the first run and one re-run after the service died during it
+PATIENCE = 30.0  # seconds a job may wait while workers prefer jobs for the models they hold
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -67,12 +68,21 @@ class JobStore:
                            (job_id, json.dumps(spec), time.time()))
         return self.get(job_id)
 
-    def claim(self) -> dict[str, Any] | None:
-        """The oldest queued job, now ``running`` (atomically: two workers never claim the same job)."""
+    def claim(self, prefer: tuple[str, str | None] | None = None, patience: float = PATIENCE) -> dict[str, Any] | None:
+        """The next job for a worker, now ``running`` (atomically: two workers never claim the same job).
+
+        ``prefer`` is the (engine, model) the worker holds loaded: its oldest queued job for that model
+        goes first, unless the oldest job of all has waited longer than ``patience`` seconds (so no
+        model's jobs starve behind another's)."""
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1").fetchone()
+            row = db.execute("SELECT id, submitted FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1").fetchone()
+            if row is not None and prefer is not None and time.time() - row["submitted"] < patience:
+                same = db.execute("SELECT id, submitted FROM jobs WHERE state = 'queued' AND "
+                                  "json_extract(spec, '$.engine') = ? AND json_extract(spec, '$.model') IS ? "
+                                  "ORDER BY seq LIMIT 1", prefer).fetchone()
+                row = same or row
             if row is None:
                 db.execute("COMMIT")
                 return None

@@ -23,34 +23,41 @@ class Cancelled(Exception):
     """Raised inside a running job when it was cancelled."""
 
 
-def run_spec(spec: dict[str, Any], out: Path, on_progress=None):
+def run_spec(spec: dict[str, Any], out: Path, on_progress=None, device: str = "auto"):
     """One job spec ``{engine, task, request, model?, formats?, preset?}`` through prepare/execute."""
     from ..orchestrator import RunOptions, execute, prepare
+    from ..runtime import Runtime
 
     options = RunOptions(model=spec.get("model"), out=out, formats=tuple(spec["formats"]) if spec.get("formats")
-                         else None, quiet=True, preset=spec.get("preset"), on_progress=on_progress)
+                         else None, quiet=True, preset=spec.get("preset"), on_progress=on_progress,
+                         runtime=Runtime(device=device))
     return execute(prepare(spec["engine"], spec["task"], spec["request"], options), options)
 
 
 class Worker(threading.Thread):
-    def __init__(self, store: JobStore, out: Path):
-        super().__init__(name="codex-worker", daemon=True)
+    """One worker per device; it prefers queued jobs for the model it last ran (still loaded)."""
+
+    def __init__(self, store: JobStore, out: Path, device: str = "auto",
+                 events: "OrderedDict[str, list[dict[str, Any]]] | None" = None):
+        super().__init__(name=f"codex-worker-{device}", daemon=True)
         self.store = store
         self.out = out
+        self.device = device
+        self.holds: tuple[str, str | None] | None = None
         self.cancelled: set[str] = set()
         self.current: str | None = None
         self.wake = threading.Event()
         self.stopping = False
         # every progress event of the last jobs run here, for the event streams (polling the store
         # would miss steps that finish faster than it looks)
-        self.events: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self.events: OrderedDict[str, list[dict[str, Any]]] = OrderedDict() if events is None else events
 
     def cancel(self, job_id: str) -> None:
         self.cancelled.add(job_id)
 
     def run(self) -> None:
         while not self.stopping:
-            job = self.store.claim()
+            job = self.store.claim(self.holds)
             if job is None:
                 self.wake.wait(0.5)
                 self.wake.clear()
@@ -79,9 +86,11 @@ class Worker(threading.Thread):
         job_id = job["id"]
         self.current = job_id
         try:
-            result = run_spec(job["spec"], self.out, self._sink(job_id))
+            self.holds = (job["spec"]["engine"], job["spec"].get("model"))
+            result = run_spec(job["spec"], self.out, self._sink(job_id), self.device)
             data = result.as_json()
             data["attempt"] = job["attempts"]
+            data["device"] = self.device
             self.store.finish(job_id, "done", result=data)
         except Cancelled:
             self.store.finish(job_id, "cancelled", error="cancelled while running; no partial output was kept")
