@@ -134,7 +134,7 @@ def test_an_invalid_request_is_422_with_the_clis_problems_and_nothing_is_queued(
     assert len(client.get("/v1/jobs").json()) == before
 
 
-def test_images_come_inline_and_paths_only_from_the_input_roots(client, inputs_root, tmp_path):
+def test_images_come_inline_and_paths_only_from_the_input_roots(client, service, inputs_root, tmp_path):
     image = write_test_image(tmp_path / "in.png", (32, 32), seed=3)
     encoded = base64.b64encode(Path(image).read_bytes()).decode()
     request = {"prompt": "x", "steps": 2, "strength": 0.5, "seed": 2}
@@ -149,6 +149,9 @@ def test_images_come_inline_and_paths_only_from_the_input_roots(client, inputs_r
         response = submit(client, {**request, "init_image": path}, task="img2img")
         assert response.status_code == 422, path
         assert "init_image" in response.json()["detail"] and "outside the folders" in response.json()["detail"]
+    before = sorted((service.state_dir / "inputs").iterdir())
+    refused = submit(client, {**request, "init_image": encoded, "steps": 0}, task="img2img")
+    assert refused.status_code == 422 and sorted((service.state_dir / "inputs").iterdir()) == before  # nothing kept
     big = tmp_path / "big.png"
     Image.new("RGB", (512, 512)).save(big)
     response = submit(client, {**request, "init_image": base64.b64encode(big.read_bytes()).decode()}, task="img2img")

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 from collections import OrderedDict
+from contextlib import asynccontextmanager
 import secrets
 import shutil
 from dataclasses import dataclass, field
@@ -126,16 +127,14 @@ def create_app(settings: Settings) -> FastAPI:
     worker = Workers(workers, events)
     inputs = Inputs([*settings.input_roots, settings.state_dir / "inputs", *(r.path for r in model_roots())],
                     settings.max_image_pixels)
-    app = FastAPI(title="Codex", version=__version__, summary="Image and video diffusion jobs")
-    app.state.store, app.state.worker, app.state.recovered, app.state.lock = store, worker, recovered, lock
-
-    @app.on_event("startup")
-    def _start_workers() -> None:
+    @asynccontextmanager
+    async def lifespan(_app):
         worker.start()
-
-    @app.on_event("shutdown")
-    def _stop_workers() -> None:
+        yield
         worker.stop()
+
+    app = FastAPI(title="Codex", version=__version__, summary="Image and video diffusion jobs", lifespan=lifespan)
+    app.state.store, app.state.worker, app.state.recovered, app.state.lock = store, worker, recovered, lock
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next):
@@ -221,13 +220,16 @@ def create_app(settings: Settings) -> FastAPI:
             raise UsageError(f"batch_size: got {batch}; this service takes at most {settings.max_batch_size} "
                              "(--max-batch-size)")
         staging = settings.state_dir / "inputs" / secrets.token_hex(8)
-        request = inputs.settle(engine.params_model(spec.task), spec.request, staging)
-        data = spec.model_dump()
-        data["request"] = request
-        # the CLI's validation: field-named problems, nothing queued (prepare loads nothing)
-        prepare(spec.engine, spec.task, request, RunOptions(model=spec.model, out=outputs, quiet=True,
-                                                            formats=tuple(spec.formats) if spec.formats else None,
-                                                            preset=spec.preset))
+        try:
+            request = inputs.settle(engine.params_model(spec.task), spec.request, staging)
+            # the CLI's validation: field-named problems, nothing queued (prepare loads nothing)
+            prepare(spec.engine, spec.task, request, RunOptions(model=spec.model, out=outputs, quiet=True,
+                                                                formats=tuple(spec.formats) if spec.formats else None,
+                                                                preset=spec.preset))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # a refused request leaves nothing behind
+            raise
+        data = {**spec.model_dump(), "request": request, "inputs_dir": str(staging) if staging.exists() else None}
         job = store.submit(data)
         worker.wake.set()
         return job
@@ -260,8 +262,9 @@ def create_app(settings: Settings) -> FastAPI:
             worker.cancel(job_id)
             return JSONResponse({**store.get(job_id), "cancel_requested": True}, 202)
         run_dir = (found.get("result") or {}).get("run_dir")
-        if run_dir and Path(run_dir).resolve().is_relative_to(outputs.resolve()):
-            shutil.rmtree(run_dir, ignore_errors=True)
+        for folder in (run_dir, found["spec"].get("inputs_dir")):  # its outputs and the images it was sent
+            if folder and Path(folder).resolve().is_relative_to(settings.state_dir.resolve()):
+                shutil.rmtree(folder, ignore_errors=True)
         store.delete(job_id)
         return JSONResponse({"id": job_id, "deleted": True}, 200)
 
