@@ -289,6 +289,23 @@ def model_files_of(info: dict[str, Any], request: dict[str, Any]) -> ModelFiles:
         if where != record["path"] or entry.get("name") is None:
             entry.pop("name", None)
             entry["path"] = where
+    # LoRAs of <lora:NAME> tags and embeddings are looked up by name again: say when the name now
+    # means other content (or nothing), since the prompt cannot carry a path
+    from .model_files import file_sha256, lookup
+
+    handled = {f"lora:{entry.get('name') or Path(str(entry.get('path'))).stem}"
+               for entry in request.get("loras") or [] if isinstance(entry, dict)}
+    for label, record in files.items():
+        kind = "loras" if label.startswith("lora:") else "embeddings" if label.startswith("embedding:") else None
+        if kind is None or label in handled or not record.get("sha256"):
+            continue
+        name = label.split(":", 1)[1]
+        now = lookup(kind, name, label)
+        if now is None:
+            found.missing.append(f"{label}: no {kind} file is named {name!r} any more (the prompt names it)")
+        elif file_sha256(now.path) != record["sha256"]:
+            found.missing.append(f"{label}: {now.path} has other content than the run used (sha256 "
+                                 f"{record['sha256'][:10]}); the prompt names it, so it is used as it is")
     if found.request.get("vae") and (files.get("vae") or {}).get("path"):
         record = files["vae"]
         found.request["vae"] = _relocate("vae", record["path"], record.get("sha256"), ("vae",), found)

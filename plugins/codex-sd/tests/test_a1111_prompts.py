@@ -106,3 +106,11 @@ def test_clip_skip_2_changes_sd15_and_sdxl_refuses_it(tmp_path):
     result = cli_run(["run", "sdxl", "txt2img", "--model", "tiny", "--json",
                       json.dumps({**BASE, "prompt": "x", "clip_skip": 2})])
     assert result.exit_code == 2 and "clip_skip: got 2: engine sdxl takes 1" in result.stderr
+
+
+def test_replay_warns_when_a_tag_names_other_content_now(models, tmp_path):
+    run = run_json("sd15", "txt2img", {**BASE, "prompt": "a red fox <lora:ink:0.7>"}, tmp_path / "a")
+    write_kohya_sd_lora(tiny_model_dir("sd15"), models / "loras" / "ink.safetensors", seed=9)  # replaced
+    result = cli_run(["replay", run["files"][0], "--out", str(tmp_path / "b"), "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    assert "warning: lora:ink:" in result.stderr and "other content than the run used" in result.stderr

@@ -80,3 +80,25 @@ def test_a_wan_lora_in_the_original_layout_changes_the_output_and_is_undone(base
     assert all(np.array_equal(a, b) for a, b in zip(frames(plain), frames(off)))
     again = run(tmp_path, "d", model=base)
     assert all(np.array_equal(a, b) for a, b in zip(frames(plain), frames(again)))
+
+
+def test_an_a14b_lora_goes_into_the_expert_it_names(tmp_path):
+    base = tiny_model_dir("wan_t2v_14b")
+    lora = write_wan_lora(base, tmp_path / "low_noise.safetensors", seed=6, subfolder="transformer_2")
+    request = {"prompt": "waves", "seed": 2, "width": 32, "height": 32, "num_frames": 5, "steps": 4}
+
+    def run_a14b(name, **extra):
+        result = run_json("wan_t2v_14b", "txt2vid", {**request, **extra}, tmp_path / name, "tiny", "--format", "frames")
+        return [pixels(f"{result['run_dir']}/frames/{index:04d}.png") for index in range(5)]
+
+    plain = run_a14b("plain")
+    low = run_a14b("low", loras=[{"path": str(lora), "into": "transformer_2"}])
+    high = run_a14b("high", loras=[{"path": str(lora)}])
+    assert not all(np.array_equal(a, b) for a, b in zip(plain, low))
+    assert not all(np.array_equal(a, b) for a, b in zip(low, high))  # another expert, another output
+    transformer_2 = loaded_family("wan_t2v_14b").base.transformer_2
+    assert not any("lora" in name for name, _ in transformer_2.named_modules())  # unloaded after the run
+    assert all(np.array_equal(a, b) for a, b in zip(plain, run_a14b("again")))
+    refused = cli_run(["run", "wan_ti2v_5b", "txt2vid", "--model", "tiny", "--json",
+                       json.dumps({**REQUEST, "loras": [{"path": str(lora), "into": "transformer_2"}]})])
+    assert refused.exit_code == 2 and "loras.0.into: got 'transformer_2'" in refused.stderr

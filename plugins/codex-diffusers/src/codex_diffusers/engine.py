@@ -272,6 +272,17 @@ class DiffusersEngine(Engine):
     # the cross-attention context widths a LoRA's attn2 to_k input must have (SD 1.x 768, SDXL 2048).
     lora_prefixes: ClassVar[tuple[str, ...]] = ("transformer.", "diffusion_model.", "lora_transformer_")
     lora_context_dims: ClassVar[tuple[int, ...]] = ()
+    # where a request's LoRA may go besides the default (``loras[].into``): e.g. Wan A14B's two experts
+    lora_targets: ClassVar[tuple[str, ...]] = ()
+
+    def check_request(self, task: str, params, variant: str | None) -> list[str]:
+        problems = list(super().check_request(task, params, variant))
+        for index, ref in enumerate(getattr(params, "loras", None) or []):
+            if ref.into is not None and ref.into not in self.lora_targets:
+                allowed = (f"one of {', '.join(self.lora_targets)}" if self.lora_targets else
+                           f"nothing: engine {self.key} has one denoiser; leave it out")
+                problems.append(f"loras.{index}.into: got {ref.into!r}; allowed: {allowed}")
+        return problems
 
     def lora_problem(self, path: Path) -> str | None:
         """Why a LoRA file is not for this engine's family, from its tensor names and shapes (for listings:
@@ -404,7 +415,7 @@ class DiffusersEngine(Engine):
         loras = []
         for index, ref in enumerate(getattr(job.params, "loras", None) or []):
             path = ref.file()
-            loras.append(RunLora(f"loras[{index}]", path, ref.scale))
+            loras.append(RunLora(f"loras[{index}]", path, ref.scale, ref.into))
             job.files[f"lora:{ref.label()}"] = {**file_record(path, job.progress.message), "scale": ref.scale}
         return loras
 

@@ -31,6 +31,7 @@ class RunLora:
     field: str  # the request field it came from, for errors: "loras[0]", "prompt <lora:x:0.8>", "mode_lora"
     path: Path
     scale: float
+    into: str | None = None  # a second denoiser (Wan A14B's transformer_2) instead of the first
 
 
 def _lora_modules(pipe) -> list[torch.nn.Module]:
@@ -56,7 +57,8 @@ def loras_for_run(pipe, loras: list[RunLora], notes: dict | None = None) -> Iter
         for index, lora in enumerate(loras):
             adapter = f"{ADAPTER}_{index}"
             try:
-                pipe.load_lora_weights(str(lora.path), adapter_name=adapter)
+                options = {"load_into_transformer_2": True} if lora.into == "transformer_2" else {}
+                pipe.load_lora_weights(str(lora.path), adapter_name=adapter, **options)
             except LOAD_FAILURES as exc:
                 raise UsageError(f"{lora.field}: {lora.path} does not fit this model ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:300]})",

@@ -79,6 +79,9 @@ class LoraRef(BaseModel):
     path: Annotated[str | None, INPUT_FILE] = Field(None, description="A LoRA .safetensors file (kohya/A1111, "
                                                                       "diffusers/PEFT, or a community layout).")
     scale: float = Field(1.0, ge=LORA_SCALE[0], le=LORA_SCALE[1], description="Strength (1.0 as trained, 0 = off).")
+    into: str | None = Field(None, description="Where a model has several denoisers, the one to load it into "
+                                               "(Wan 2.2 A14B: transformer, the high-noise expert and the default, "
+                                               "or transformer_2, the low-noise expert).")
 
     @model_validator(mode="after")
     def _one_file(self):

@@ -52,7 +52,7 @@ class Flux(DiffusersEngine):
 
     def check_request(self, task, params, variant) -> list[str]:
         """schnell has no guidance embedding and was distilled with at most 256 T5 tokens."""
-        problems = []
+        problems = super().check_request(task, params, variant)
         if variant == "schnell":
             if params.cfg != 0.0:
                 problems.append(f"cfg: got {params.cfg!r}: FLUX.1-schnell has no guidance embedding, so cfg would "

@@ -67,6 +67,7 @@ class _Wan(DiffusersEngine):
 class _WanA14B(_Wan):
     two_experts = True
     replaceable_components = ("transformer", "transformer_2")  # high- and low-noise experts
+    lora_targets = ("transformer", "transformer_2")  # Wan 2.2 LoRAs come in pairs, one per expert
     arguments = {"cfg_2": "guidance_scale_2"}
 
     def prepare_view(self, pipe, job: Job) -> None:
