@@ -277,10 +277,16 @@ def _hash_cache_path() -> Path:
     return cache_dir() / "file-hashes.json"
 
 
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, for this process
+
+
 def file_sha256(path: Path, progress: Callable[[str], None] | None = None) -> str:
     """The sha256 of a file's content, cached by (absolute path, size, mtime) in the codex cache folder."""
     path = Path(path).resolve()
     stat = path.stat()
+    known = (str(path), stat.st_size, stat.st_mtime_ns)
+    if known in _HASHES:  # this process read or computed it already: no need to re-read the cache file
+        return _HASHES[known]
     cache_file = _hash_cache_path()
     try:
         cached = json.loads(cache_file.read_text(encoding="utf-8"))
@@ -288,6 +294,7 @@ def file_sha256(path: Path, progress: Callable[[str], None] | None = None) -> st
         cached = {}
     entry = cached.get(str(path))
     if isinstance(entry, dict) and entry.get("bytes") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+        _HASHES[known] = entry["sha256"]
         return entry["sha256"]
     if progress and stat.st_size > 64 * 1024 * 1024:
         progress(f"hashing {path.name} ({stat.st_size / 2**30:.1f} GiB, once; the result is cached)")
@@ -295,7 +302,7 @@ def file_sha256(path: Path, progress: Callable[[str], None] | None = None) -> st
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
-    sha = digest.hexdigest()
+    sha = _HASHES[known] = digest.hexdigest()
     try:  # re-read and merge: another process may have added entries meanwhile
         cached = json.loads(cache_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):

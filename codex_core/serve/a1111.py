@@ -48,8 +48,8 @@ HANDLED = {"seed", "sampler_name", "scheduler", "sampler_index", "init_images", 
            "hr_scheduler", "s_churn", "s_tmax", "s_tmin", "s_noise", "s_min_uncond", "eta", "refiner_checkpoint",
            "refiner_switch_at", "disable_extra_networks", "comments", "force_task_id", "infotext",
            "initial_noise_multiplier", "latent_mask", "image_cfg_scale", "sampler", "override_settings", "styles",
-           "script_name", "restore_faces", "tiling", "enable_hr", "subseed_strength", "user", "use_async",
-           "send_images"} | set(FIELDS)
+           "script_name", "restore_faces", "tiling", "enable_hr", "subseed_strength", "user",
+           "use_async"} | set(FIELDS)
 # What clients send by default for settings that change nothing here (webuiapi 0.9.17's defaults
 # and A1111's): not worth a line in info.codex_ignored.
 DEFAULT_IGNORED = {"send_images": (True,), "save_images": (False,), "resize_mode": (0,), "mask_blur": (4,),
@@ -182,9 +182,6 @@ def router(app_state, auth: list) -> APIRouter:
         return request, ignored
 
     def _run(body: dict[str, Any], task: str, images: dict[str, str]) -> dict[str, Any]:
-        from .worker import Worker
-
-        worker: Worker = app_state.worker
         store = app_state.store
         engine = _engine()
         if task not in engine.tasks:
@@ -201,7 +198,6 @@ def router(app_state, auth: list) -> APIRouter:
                 part["seed"] = request["seed"] + index * (request.get("batch_size") or 1)
             job_ids.append(app_state.submit({"engine": engine.key, "task": task, "request": part,
                                              "model": model()["model"], "formats": None, "preset": None})["id"])
-        worker.wake.set()
         jobs = [_wait(store, job_id) for job_id in job_ids]
         pngs, infotexts, seeds = [], [], []
         for job in jobs:

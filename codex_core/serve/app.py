@@ -66,7 +66,6 @@ class Workers:
 
     def __init__(self, workers: list[Worker], events):
         self.workers, self.events = workers, events
-        self.wake = _AllEvents(workers)
 
     @property
     def current(self) -> str | None:
@@ -76,6 +75,11 @@ class Workers:
         for w in self.workers:
             w.start()
 
+    def wake(self) -> None:
+        """A job was queued: idle workers look now rather than at their next poll."""
+        for w in self.workers:
+            w.wake.set()
+
     def stop(self) -> None:
         for w in self.workers:
             w.stopping = True
@@ -84,15 +88,6 @@ class Workers:
     def cancel(self, job_id: str) -> None:
         for w in self.workers:
             w.cancel(job_id)
-
-
-class _AllEvents:
-    def __init__(self, workers: list[Worker]):
-        self.workers = workers
-
-    def set(self) -> None:
-        for w in self.workers:
-            w.wake.set()
 
 
 def _lock_state_dir(state_dir: Path):
@@ -212,7 +207,7 @@ def create_app(settings: Settings) -> FastAPI:
         engine = get_engine(spec.engine)
         if spec.task not in engine.tasks:
             raise UsageError(f"engine {spec.engine!r} has no task {spec.task!r}; its tasks: {', '.join(engine.tasks)}")
-        if isinstance(spec.model, str) and spec.model not in ("tiny",) and Path(spec.model).expanduser().exists() \
+        if spec.model and spec.model != "tiny" and Path(spec.model).expanduser().exists() \
                 and not inputs.allowed(spec.model):
             raise UsageError(f"model: {spec.model!r} is outside the folders this service may read")
         batch = spec.request.get("batch_size")
@@ -231,7 +226,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise
         data = {**spec.model_dump(), "request": request, "inputs_dir": str(staging) if staging.exists() else None}
         job = store.submit(data)
-        worker.wake.set()
+        worker.wake()
         return job
 
     app.state.submit = lambda data: submit_spec(JobSpec(**data))

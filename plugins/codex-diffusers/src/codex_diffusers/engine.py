@@ -91,8 +91,8 @@ class DiffusersModel:
         if self.source.kind == "file":
             from .single_file import load_single_file
 
-            config = self.source.config or self.engine.single_file_config(self.engine.file_variant(folder))
-            base = load_single_file(cls, folder, config, self.source.label, self.runtime, dtypes, **options)
+            base = load_single_file(cls, folder, self.config_folder(), self.source.label, self.runtime, dtypes,
+                                    **options)
         else:
             if self.source.components:
                 from .single_file import load_component
@@ -115,6 +115,13 @@ class DiffusersModel:
             job.timer.add("load", time.perf_counter() - started)  # the core timed only the lookup
         return self.families[folder]
 
+    def config_folder(self) -> Path:
+        """The diffusers folder whose configs describe this model: the folder itself, or for a single file
+        ``--config`` or the folder the engine ships for the file's variant."""
+        if self.source.kind != "file":
+            return self.source.path
+        return self.source.config or self.engine.single_file_config(self.engine.file_variant(self.source.path))
+
     def vae(self, job: Job):
         """The request's ``vae``, loaded once and kept for the next run that asks for it (one at a time).
 
@@ -134,9 +141,7 @@ class DiffusersModel:
         if self._vae is not None and self._vae[0] == key:
             return self._vae[1]
         base = next(iter(self.families.values())).base
-        config = self.source.config or self.source.path
-        if self.source.kind == "file" and self.source.config is None:
-            config = self.engine.single_file_config(self.engine.file_variant(self.source.path))
+        config = self.config_folder()
         dtypes = self.engine.component_dtypes(self.runtime) or {}
         dtype = getattr(torch, dtypes["vae"]) if "vae" in dtypes else torch_dtype(self.runtime)
         cls = type(base.vae)
