@@ -12,7 +12,7 @@ PIP := $(VENV)/bin/python -m pip
 PLUGIN_DIRS := $(filter-out plugins/_template,$(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml)))
 STAMP := $(VENV)/.codex-setup
 
-.PHONY: setup demo test test-orders bench check-wheels docs clean
+.PHONY: setup browser demo test test-orders bench check-wheels docs clean
 
 setup: $(STAMP)
 
@@ -27,13 +27,17 @@ demo: setup
 	$(VENV)/bin/codex run sd15 txt2img --model tiny \
 	  --json '{"prompt": "a lighthouse on a cliff at dawn, oil painting"}'
 
-test: setup
+# The UI's browser tests drive Chromium (/usr/bin/chromium, or CODEX_CHROMIUM): installed with apt if missing.
+browser:
+	bash tests/install_chromium.sh
+
+test: setup browser
 	$(VENV)/bin/python -m pytest
 
 # The suite again in a random order (pytest-randomly; the seed is fixed and printed: rerun a failure
 # with the same RANDOM_SEED) and in the reverse order: no test may depend on what ran before it.
 RANDOM_SEED ?= 20261130
-test-orders: setup
+test-orders: setup browser
 	$(VENV)/bin/python -m pytest -q -p randomly --randomly-seed=$(RANDOM_SEED)
 	$(VENV)/bin/python -m pytest -q --reverse
 

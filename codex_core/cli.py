@@ -514,50 +514,54 @@ def replay(file, check, model, out, device, dtype, download, allow_pickle, quiet
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-@cli.command(context_settings={"max_content_width": 100})
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; any but loopback needs --token.")
-@click.option("--port", default=7861, show_default=True, type=int, help="Port to listen on.")
-@click.option("--token", envvar="CODEX_SERVE_TOKEN", help="Bearer token every route but /v1/health requires "
-                                                          "(or CODEX_SERVE_TOKEN).")
-@click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without --token (anyone on the network "
-                                               "can run jobs).")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("codex-serve"),
-              show_default=True, help="The job database, inputs and outputs.")
-@click.option("--input-root", "input_roots", multiple=True, type=click.Path(file_okay=False, path_type=Path),
-              help="A folder requests may name files in (repeatable); the models roots are always readable.")
-@click.option("--max-body-bytes", default=64 * 1024 * 1024, show_default=True, type=int)
-@click.option("--max-image-pixels", default=16384 * 16384, show_default=True, type=int)
-@click.option("--max-batch-size", default=8, show_default=True, type=int)
-@click.option("--max-queue", default=100, show_default=True, type=int, help="Queued jobs before 429.")
-@click.option("--devices", default="auto", show_default=True,
-              help="One worker per device, comma separated (e.g. cuda:0,cuda:1); auto: the best device.")
-@handle_errors
-def serve(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_image_pixels, max_batch_size,
-          max_queue, devices):
-    """Run the service: a durable job queue and the /v1 HTTP API (OpenAPI at /docs).
+SERVE_OPTIONS = [
+    click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; any but loopback needs --token."),
+    click.option("--port", default=7861, show_default=True, type=int, help="Port to listen on."),
+    click.option("--token", envvar="CODEX_SERVE_TOKEN", help="Bearer token every route but /v1/health requires "
+                                                             "(or CODEX_SERVE_TOKEN)."),
+    click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without --token (anyone on the network "
+                                                  "can run jobs)."),
+    click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("codex-serve"),
+                 show_default=True, help="The job database, inputs and outputs."),
+    click.option("--input-root", "input_roots", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+                 help="A folder requests may name files in (repeatable); the models roots are always readable."),
+    click.option("--max-body-bytes", default=64 * 1024 * 1024, show_default=True, type=int),
+    click.option("--max-image-pixels", default=16384 * 16384, show_default=True, type=int),
+    click.option("--max-batch-size", default=8, show_default=True, type=int),
+    click.option("--max-queue", default=100, show_default=True, type=int, help="Queued jobs before 429."),
+    click.option("--devices", default="auto", show_default=True,
+                 help="One worker per device, comma separated (e.g. cuda:0,cuda:1); auto: the best device."),
+]
 
-    Models stay loaded between jobs. A job accepted with 202 is never lost: after a crash or kill
-    and a restart, queued jobs run, and a job that was running is run once more (info.attempt 2).
 
-    \b
-    Examples:
-      codex serve
-      codex serve --port 8000 --state-dir /srv/codex --input-root ~/pictures
-      CODEX_SERVE_TOKEN=secret codex serve --host 0.0.0.0
-    """
-    try:
-        import uvicorn
+def serve_options(command):
+    """The options of `codex serve`, for every command that runs the service (`codex ui` too)."""
+    for option in reversed(SERVE_OPTIONS):
+        command = option(command)
+    return command
 
-        from .serve.app import Settings, create_app
-    except ImportError as exc:
-        raise UsageError(f"codex serve needs the service packages ({exc.name} is missing)",
-                         hint="pip install 'codex-core[serve]'") from None
+
+def check_bind(host: str, token: str | None, insecure: bool) -> None:
+    """A non-loopback bind needs a token, or --insecure (with a warning)."""
     if host not in LOOPBACK and not token:
         if not insecure:
             raise UsageError(f"--host {host}: binding a non-loopback address needs --token (or CODEX_SERVE_TOKEN)",
                              hint="pass --token SECRET, or --insecure to let anyone on the network run jobs")
         click.echo(f"codex: WARNING: serving on {host} WITHOUT A TOKEN (--insecure): anyone who can reach "
                    "this port can run jobs and read their outputs", err=True)
+
+
+def build_service(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_image_pixels,
+                  max_batch_size, max_queue, devices):
+    """The service app from `codex serve`'s options, checked (UsageError names the option)."""
+    try:
+        import uvicorn  # noqa: F401  (checked here: the service cannot run without it)
+
+        from .serve.app import Settings, create_app
+    except ImportError as exc:
+        raise UsageError(f"codex serve needs the service packages ({exc.name} is missing)",
+                         hint="pip install 'codex-core[serve]'") from None
+    check_bind(host, token, insecure)
     from .runtime import Runtime
 
     device_list = [device.strip() for device in devices.split(",") if device.strip()]
@@ -571,7 +575,30 @@ def serve(host, port, token, insecure, state_dir, input_roots, max_body_bytes, m
     app = create_app(settings)
     for entry in app.state.recovered:
         click.echo(f"codex: job {entry['id']} was running when the service stopped: {entry['action']}", err=True)
-    click.echo(f"codex: serving on http://{host}:{port} (state {settings.state_dir}; API docs at /docs)", err=True)
+    return app
+
+
+@cli.command(context_settings={"max_content_width": 100})
+@serve_options
+@handle_errors
+def serve(host, port, **options):
+    """Run the service: a durable job queue and the /v1 HTTP API (OpenAPI at /docs).
+
+    Models stay loaded between jobs. A job accepted with 202 is never lost: after a crash or kill
+    and a restart, queued jobs run, and a job that was running is run once more (info.attempt 2).
+    With codex-ui installed, `codex ui` runs the same service with the web UI on it.
+
+    \b
+    Examples:
+      codex serve
+      codex serve --port 8000 --state-dir /srv/codex --input-root ~/pictures
+      CODEX_SERVE_TOKEN=secret codex serve --host 0.0.0.0
+    """
+    import uvicorn
+
+    app = build_service(host, port, **options)
+    click.echo(f"codex: serving on http://{host}:{port} (state {app.state.settings.state_dir}; API docs at /docs)",
+               err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -37,7 +37,10 @@ class InputFile:
 
 
 INPUT_FILE = InputFile()
-ImagePath = Annotated[str, AfterValidator(_readable_image), Field(description="Path to an image file."), INPUT_FILE]
+# "x-codex-input" tells a form (codex-ui) to offer an image upload for the field
+ImagePath = Annotated[str, AfterValidator(_readable_image),
+                      Field(description="Path to an image file.", json_schema_extra={"x-codex-input": "image"}),
+                      INPUT_FILE]
 
 
 def input_files(params: BaseModel, prefix: str = "") -> dict[str, str]:

@@ -26,9 +26,11 @@ PLUGINS=(
   'svd     | svd                                  | svd           | img2vid | mp4 | {"init_image":"{init}","seed":1,"width":32,"height":32,"num_frames":3,"steps":2}'
   'ltx     | ltx_video                            | ltx_video     | txt2vid | mp4 | {"prompt":"x","seed":1,"width":64,"height":32,"num_frames":9,"steps":2}'
 )
-# Packages under plugins/ that are not engine plugins: the kit every plugin depends on, and the template.
+# Packages under plugins/ that are not engine plugins: the kit every plugin depends on, the web UI
+# (checked on its own below), and the template.
 KIT=codex-diffusers
-NOT_PLUGINS=("$KIT" _template)
+UI=codex-ui
+NOT_PLUGINS=("$KIT" "$UI" _template)
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_python=${BUILD_PYTHON:-$repo/.venv/bin/python}
@@ -90,10 +92,12 @@ check "[table] one row per folder under plugins/" table_covers_the_plugins
 
 step "building wheels into $tmp/wheels"
 (cd "$repo" && quietly "$build_python" -m pip wheel -q --no-deps --no-build-isolation -w "$tmp/wheels" \
-  . "plugins/$KIT" tests/example_engine $(printf 'plugins/codex-%s ' "${names[@]}")) || die "building the wheels"
+  . "plugins/$KIT" "plugins/$UI" tests/example_engine $(printf 'plugins/codex-%s ' "${names[@]}")) \
+  || die "building the wheels"
 core_whl=$(ls "$tmp"/wheels/codex_core-*.whl)
 kit_whl=$(ls "$tmp"/wheels/codex_diffusers-*.whl)
 example_whl=$(ls "$tmp"/wheels/codex_example_engine-*.whl)
+ui_whl=$(ls "$tmp"/wheels/codex_ui-*.whl)
 declare -A wheel_of=()
 for name in "${names[@]}"; do wheel_of[$name]=$(ls "$tmp"/wheels/codex_"$name"-*.whl); done
 
@@ -193,6 +197,22 @@ EOF
 check "[core] codex-core + a torch-free engine: engines, schema, presets and a run work without torch or numpy" \
   core_with_a_torch_free_engine
 pip_uninstall codex-example-engine || die "uninstalling the example engine"
+
+# ---- the web UI with codex-core alone: its command is there, and says what it lacks ----
+step "installing $(basename "$ui_whl") with codex-core (no engine, no torch)"
+pip_install "$core_whl" "$ui_whl" || die "installing codex-ui"
+ui_alone() {
+  "$codex" ui --help >"$tmp/ui-help.txt"
+  grep -q "Run the web UI" "$tmp/ui-help.txt" || { cat "$tmp/ui-help.txt"; return 1; }
+  "$codex" plugins --json | "$py" -c 'import json, sys; rows = json.load(sys.stdin); print(rows); assert any(r["name"] == "ui" and r["distribution"] == "codex-ui" and "error" not in r for r in rows)'
+  local rc=0
+  "$codex" ui --port 0 --state-dir "$tmp/ui-state" >"$tmp/ui.out" 2>"$tmp/ui.err" || rc=$?
+  cat "$tmp/ui.err"
+  [[ $rc -eq 2 ]] && grep -q "no engines installed" "$tmp/ui.err"
+  "$py" -c 'from importlib.util import find_spec; assert find_spec("torch") is None, "torch came with codex-ui"'
+}
+check "[ui] codex-ui with codex-core alone: codex ui --help works; without an engine it exits 2 saying so" ui_alone
+pip_uninstall codex-ui || die "uninstalling codex-ui"
 
 step "installing $torch_spec"
 pip_install "$torch_spec" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} || die "installing $torch_spec"

@@ -45,6 +45,9 @@ def _cases(tmp: Path, a_run: dict) -> dict[str, list[tuple[int, list[str]]]]:
         "docs": [(0, ["docs", "engine-catalog"]), (2, ["docs", "no-such-doc"])],
         # serve's 0, a clean stop on SIGTERM, needs a running service: tests/test_serve.py
         "serve": [(2, ["serve", "--host", "0.0.0.0", "--state-dir", str(tmp / "serve")]), (2, ["serve", "--bogus"])],
+        # ui's 0, a clean stop on SIGTERM, needs a running UI: plugins/codex-ui/tests/test_ui_browser.py
+        "ui": [(2, ["ui", "--engine", "no_such_engine", "--state-dir", str(tmp / "ui")]), (2, ["ui", "--bogus"]),
+               (2, ["ui", "--server", "http://127.0.0.1:9", "--state-dir", str(tmp / "ui")])],
         "new-engine": [(0, ["new-engine", "fresh_one", "--dest", str(tmp / "new")]),
                        (2, ["new-engine", "taken", "--dest", str(tmp / "taken")])],
     }
@@ -61,7 +64,7 @@ def readme_table() -> dict[str, set[int]]:
             break
         if inside and not line.startswith("|---"):
             cells = [cell.strip() for cell in line.strip("|").split("|")]
-            for command in cells[0].replace("`", "").split(", "):
+            for command in cells[0].replace("`", "").split(" (")[0].split(", "):
                 table[command] = {code for code, cell in zip((0, 1, 2, 130), cells[1:]) if cell != "-"}
     return table
 
@@ -76,7 +79,7 @@ def test_the_readme_table_covers_every_command():
 @pytest.mark.parametrize("command", sorted(readme_table()))
 def test_each_command_exits_0_and_2_as_the_table_says(command, a_run, tmp_path):
     cases = _cases(tmp_path, a_run)[command]
-    expected = readme_table()[command] & ({2} if command == "serve" else {0, 2})
+    expected = readme_table()[command] & ({2} if command in ("serve", "ui") else {0, 2})
     assert {code for code, _ in cases} == expected
     for code, args in cases:
         result = cli_run(args)

@@ -158,6 +158,47 @@ def test_images_come_inline_and_paths_only_from_the_input_roots(client, service,
     assert response.status_code == 422 and "at most 65536" in response.json()["detail"]
 
 
+def test_an_uploaded_image_is_kept_by_its_content_and_a_request_may_name_it(client, tmp_path):
+    image = write_test_image(tmp_path / "in.png", (32, 32), seed=4)
+    raw = Path(image).read_bytes()
+    first, again = client.post("/v1/inputs", content=raw), client.post("/v1/inputs", content=raw)
+    assert first.status_code == again.status_code == 201
+    assert first.json()["path"] == again.json()["path"]  # the same image twice is one file
+    stored = Path(first.json()["path"])
+    assert stored.read_bytes() == raw and stored.suffix == ".png"
+    request = {"prompt": "x", "init_image": str(stored), "steps": 2, "strength": 0.5, "seed": 2}
+    job = wait(client, submit(client, request, task="img2img").json()["id"])
+    assert job["state"] == "done", job
+    refused = client.post("/v1/inputs", content=b"not an image")
+    assert refused.status_code == 422 and "not an image" in refused.json()["detail"]
+    big = tmp_path / "big.png"
+    Image.new("RGB", (300, 300)).save(big)  # the service takes at most 256 x 256 pixels
+    assert "--max-image-pixels" in client.post("/v1/inputs", content=big.read_bytes()).json()["detail"]
+
+
+def test_the_models_route_lists_the_models_folders_by_engine(tmp_path, monkeypatch):
+    from safetensors.numpy import save_file
+
+    models = tmp_path / "models"
+    (models / "loras").mkdir(parents=True)
+    lora = models / "loras" / "ink.safetensors"
+    block = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"  # kohya's names, SD 1.x shapes
+    save_file({f"{block}.lora_down.weight": np.zeros((4, 768), np.float16),
+               f"{block}.lora_up.weight": np.zeros((320, 4), np.float16)}, lora)
+    monkeypatch.setenv("CODEX_MODELS_DIR", str(models))  # the service's own models folders
+    running = Service(tmp_path / "state").start()
+    try:
+        with running.client() as client:
+            rows = client.get("/v1/models", params={"kind": "loras", "engine": "sd15"}).json()
+            assert [(row["kind"], row["path"], row["engines"]) for row in rows] == [("loras", str(lora), ["sd15"])]
+            assert client.get("/v1/models", params={"engine": "sd15"}).json() == []  # no checkpoints
+            assert client.get("/v1/models", params={"kind": "loras", "engine": "wan_ti2v_5b"}).json() == []
+            assert client.get("/v1/models", params={"kind": "weights"}).status_code == 422
+            assert client.get("/v1/models", params={"engine": "nope"}).status_code == 422
+    finally:
+        running.stop()
+
+
 def test_the_event_stream_delivers_every_step(client):
     job_id = submit(client, {**SMALL, "steps": 6}).json()["id"]
     events = []

@@ -8,6 +8,7 @@ writes them, under the state dir. OpenAPI is served at ``/docs``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 from collections import OrderedDict
@@ -130,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Codex", version=__version__, summary="Image and video diffusion jobs", lifespan=lifespan)
     app.state.store, app.state.worker, app.state.recovered, app.state.lock = store, worker, recovered, lock
+    app.state.settings = settings
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next):
@@ -193,6 +195,30 @@ def create_app(settings: Settings) -> FastAPI:
             return {"sampler_family": None, "samplers": []}
         return samplers_module.describe(found.sampler_family, *samplers_for(found))
 
+    @app.get("/v1/models", dependencies=auth)
+    def models(engine: str | None = None, kind: str = "checkpoints") -> list[dict[str, Any]]:
+        """The model files of the models folders (`codex models`), of one kind, optionally those an engine runs."""
+        from ..model_files import KINDS, describe
+        from ..registry import get_engine
+
+        if kind not in KINDS:
+            raise UsageError(f"kind: {kind!r} is not a kind of model file; the kinds: {', '.join(KINDS)}")
+        if engine is not None:
+            get_engine(engine)
+        return describe([kind], engine, hashes=False)
+
+    @app.post("/v1/inputs", status_code=201, dependencies=auth)
+    async def upload(request: Request) -> dict[str, Any]:
+        """An image sent as the body, kept under the state dir by its content's sha256: its path can be a
+        request's image field (a short value in place of an inline data URL; the same image twice is one file)."""
+        raw = await request.body()
+        digest = hashlib.sha256(raw).hexdigest()
+        problems: list[str] = []
+        path = inputs.write_image("body", raw, settings.state_dir / "inputs" / "uploads", digest[:32], problems)
+        if path is None:
+            raise UsageError("; ".join(problems), hint="send the bytes of a PNG, JPEG, WebP, BMP, GIF or TIFF image")
+        return {"path": str(path), "sha256": digest, "bytes": len(raw)}
+
     @app.post("/v1/jobs", status_code=202, dependencies=auth)
     def submit(spec: JobSpec) -> dict[str, Any]:
         return submit_spec(spec)
@@ -218,7 +244,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             request = inputs.settle(engine.params_model(spec.task), spec.request, staging)
             # the CLI's validation: field-named problems, nothing queued (prepare loads nothing)
-            prepare(spec.engine, spec.task, request, RunOptions(model=spec.model, out=outputs, quiet=True,
+            prepared = prepare(spec.engine, spec.task, request, RunOptions(model=spec.model, out=outputs, quiet=True,
                                                                 formats=tuple(spec.formats) if spec.formats else None,
                                                                 preset=spec.preset))
         except BaseException:
@@ -227,7 +253,8 @@ def create_app(settings: Settings) -> FastAPI:
         data = {**spec.model_dump(), "request": request, "inputs_dir": str(staging) if staging.exists() else None}
         job = store.submit(data)
         worker.wake()
-        return job
+        # what the run will say before it starts (e.g. a speed mode the checkpoint does not support, and why)
+        return {**job, "warnings": list(prepared.plan.warnings)}
 
     app.state.submit = lambda data: submit_spec(JobSpec(**data))
     from .a1111 import router as a1111_router

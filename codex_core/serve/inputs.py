@@ -99,6 +99,11 @@ class Inputs:
             if not self.allowed(value):
                 problems.append(self._outside(field, value))
             return value
+        path = self.write_image(field, raw, folder, field.replace(".", "_"), problems)
+        return str(path) if path else value[:40]
+
+    def write_image(self, field: str, raw: bytes, folder: Path, stem: str, problems: list[str]) -> Path | None:
+        """``raw`` written as ``folder/stem.<format>`` if it is an image within the pixel limit; else a problem."""
         from PIL import Image
 
         try:
@@ -107,15 +112,15 @@ class Inputs:
                 if width * height > self.max_pixels:
                     problems.append(f"{field}: the image is {width}x{height} = {width * height} pixels; this "
                                     f"service takes at most {self.max_pixels} (--max-image-pixels)")
-                    return value[:40]
+                    return None
                 suffix = "." + (image.format or "png").lower()
         except Exception as exc:  # not an image Pillow can open: say so with the field
-            problems.append(f"{field}: inline data is not an image ({type(exc).__name__})")
-            return value[:40]
+            problems.append(f"{field}: the data is not an image ({type(exc).__name__})")
+            return None
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / (field.replace(".", "_") + suffix)
+        path = folder / (stem + suffix)
         path.write_bytes(raw)
-        return str(path)
+        return path
 
 
 def _inline(value: str) -> bytes | None:

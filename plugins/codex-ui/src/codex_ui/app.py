@@ -1,0 +1,472 @@
+"""The Gradio app: engine and model in a top bar, a tab per task, forms from the schemas, the Request
+JSON panel, progress, queue and results. Every action is a call to the service API (``client``).
+
+State kept per browser session:
+- ``values``: per task, the fields the user set (the request as it will be sent);
+- ``errors``: per field, what the service said about the last refused submit;
+- ``rev``: bumped whenever ``values`` or ``errors`` change from code (engine switch, refused submit,
+  reuse seed, send to a tab): the forms are re-rendered from it, with the values and errors shown.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from .client import Refused, ServiceClient
+from .forms import UNSET, FieldSpec, form_fields, parse_request, problems_by_field, show_request, value_of, with_value
+from .pnginfo import read_parameters
+
+# Tabs in the order people know them from A1111/Forge; a task a plugin adds comes after these.
+TASK_ORDER = ("txt2img", "img2img", "inpaint", "upscale", "txt2vid", "img2vid")
+QUEUE_COLUMNS = ["job", "engine", "task", "state", "position", "step", "error"]
+CSS = """
+.codex-error textarea, .codex-error input { border-color: #d33 !important; }
+.codex-error [data-testid="block-info"], .codex-error .info, .codex-error span { color: #d33; }
+#codex-progress .bar { height: 10px; background: #ddd; border-radius: 5px; overflow: hidden; }
+#codex-progress .bar > div { height: 100%; background: #f97316; }
+"""
+KEYS_JS = (Path(__file__).with_name("keys.js")).read_text()
+# Every handler that changes the session's request values runs in one queue, one at a time: each
+# reads the values the one before wrote (run concurrently, two quick field edits lose one).
+ONE_AT_A_TIME = {"concurrency_id": "codex-values", "concurrency_limit": 1}
+
+
+def ordered_tasks(engines: dict[str, dict[str, Any]]) -> list[str]:
+    found = [task for engine in engines.values() for task in engine["tasks"]]
+    return [task for task in TASK_ORDER if task in found] + sorted(set(found) - set(TASK_ORDER))
+
+
+def model_choices(client: ServiceClient | None, engine: dict[str, Any]) -> list[tuple[str, str]]:
+    """The Model dropdown: the engine's default, its tiny test model, then its files in the models folders
+    (asked of the service; ``client`` None: not yet, the page asks when it loads)."""
+    choices = [(f"default ({engine.get('default_repo') or 'the engine default'})", "")]
+    if engine.get("tiny_model"):
+        choices.append(("tiny (random weights, for tests)", "tiny"))
+    if client is None:
+        return choices
+    try:
+        rows = client.models(engine["engine"])
+    except Refused:
+        rows = []
+    for row in rows:
+        choices.append((f"{row['name']} ({row['format']})", row["path"]))
+    return choices
+
+
+def progress_html(step: int | None, steps: int | None, started: float | None, stage: str | None = None) -> str:
+    if not steps:
+        return f"<div class='stage'>{stage or ''}</div>"
+    percent = 100 * (step or 0) / steps
+    eta = ""
+    if step and started:
+        remaining = (time.monotonic() - started) / step * (steps - step)
+        eta = f" · ETA {remaining:.0f} s"
+    return (f"<div class='bar'><div style='width:{percent:.0f}%'></div></div>"
+            f"<div class='stage'>step {step or 0}/{steps}{eta}{' · ' + stage if stage else ''}</div>")
+
+
+def summary(info: dict[str, Any]) -> dict[str, Any]:
+    """The info panel: what people look at after a run (the whole info.json is among the files)."""
+    request = info.get("request", {})
+    keys = ("width", "height", "num_frames", "fps", "steps", "cfg", "strength")
+    shown = {
+        "seed": info.get("seed"),
+        "sampler": info.get("sampler_effective"), "scheduler": info.get("scheduler_effective"),
+        "mode": info.get("mode"), "mode_ignored_reason": info.get("mode_ignored_reason"),
+        **{key: request[key] for key in keys if key in request},
+        "timings": info.get("timings"), "memory": info.get("memory"),
+        "applied_preset_patch": info.get("applied_preset_patch"),
+        "notes": info.get("notes") or None, "run_id": info.get("run_id"),
+    }
+    return {key: value for key, value in shown.items() if value is not None}
+
+
+def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Path,
+          initial: str | None = None) -> gr.Blocks:
+    """The UI for the service's engines (``/v1/engines``). ``workdir``: where result files are fetched to."""
+    engines = {row["engine"]: row for row in engine_rows}
+    if not engines:
+        from codex_core.errors import UsageError
+
+        raise UsageError("the service has no engines installed: there is nothing to show",
+                         hint="install an engine plugin, e.g. pip install codex-sd")
+    # the engine shown first: the one asked for, else the one with the most tasks (A1111's txt2img first)
+    first = initial if initial in engines else min(engines, key=lambda k: (-len(engines[k]["tasks"]), k))
+
+    page: dict[str, Any] = {}  # components the forms' handlers update, made after the forms
+    with gr.Blocks(title="Codex", analytics_enabled=False) as ui:
+        values = gr.State({})
+        errors = gr.State({})
+        rev = gr.State(0)
+        current = gr.State(engines[first]["tasks"][0])
+        following = gr.State(None)
+        result_image = gr.State(None)
+        pending = gr.State(None)  # values to apply after an engine switch (PNG Info: send to tab)
+
+        with gr.Row(equal_height=True):
+            engine = gr.Dropdown([(f"{key} — {row['family'] or ''}", key) for key, row in engines.items()],
+                                 value=first, label="Engine", elem_id="codex-engine", scale=2)
+            model = gr.Dropdown(model_choices(None, engines[first]), value="", label="Model",
+                                allow_custom_value=True, elem_id="codex-model", scale=3,
+                                info="a file from the models folders, a diffusers folder, a repo id or tiny")
+            mode = gr.Dropdown(engines[first]["modes"] or ["normal"], value=None, label="Mode", scale=1,
+                               elem_id="codex-mode", visible=bool(engines[first]["modes"]),
+                               info="speed mode (left empty: the preset's)")
+
+        _tabs(client, engines, engine, values, errors, rev, current, pending, ui, page)
+
+        request_json = gr.Code("{}", language="json", label="Request JSON (exactly what Generate sends; editable)",
+                               interactive=True, elem_id="codex-request", lines=6)
+        with gr.Row():
+            generate = gr.Button("Generate (Ctrl+Enter)", variant="primary", elem_id="codex-generate")
+            interrupt = gr.Button("Interrupt (Esc)", variant="stop", elem_id="codex-interrupt")
+            skip = gr.Button("Skip (Alt+Enter)", elem_id="codex-skip")
+        status = gr.Markdown(elem_id="codex-status")
+        page.update(request_json=request_json, status=status)
+        progress = gr.HTML(elem_id="codex-progress")
+        with gr.Row():
+            with gr.Column(scale=3):
+                gallery = gr.Gallery(label="Images", elem_id="codex-gallery", columns=4, height=360)
+                video = gr.Video(label="Video", elem_id="codex-video", visible=False, autoplay=False)
+                files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="codex-files")
+            with gr.Column(scale=2):
+                info = gr.JSON(label="Info", elem_id="codex-info")
+                with gr.Row():
+                    reuse_seed = gr.Button("Reuse seed", elem_id="codex-reuse-seed")
+                    send_img2img = gr.Button("Send to img2img", elem_id="codex-send-img2img")
+        with gr.Accordion("Queue", open=True):
+            queue = gr.Dataframe(headers=QUEUE_COLUMNS, interactive=False, elem_id="codex-queue", wrap=True)
+            with gr.Row():
+                cancel_id = gr.Dropdown([], label="Job", elem_id="codex-cancel-id", scale=3)
+                cancel = gr.Button("Cancel job", elem_id="codex-cancel", scale=1)
+        timer = gr.Timer(1.0)
+
+        # ---- engine switch: model list, modes; the tabs and forms re-render for the new engine ----
+        def on_engine(key, task, pending_values, rev_value):
+            row = engines[key]
+            task = task if task in row["tasks"] else row["tasks"][0]
+            new_values = pending_values or {}
+            return [new_values, {}, rev_value + 1, task, None,
+                    gr.Dropdown(choices=model_choices(client, row), value=""),
+                    gr.Dropdown(choices=row["modes"] or ["normal"], value=None, visible=bool(row["modes"])),
+                    show_request(new_values.get(task, {}))]
+
+        engine.change(on_engine, [engine, current, pending, rev],
+                      [values, errors, rev, current, pending, model, mode, request_json], **ONE_AT_A_TIME)
+
+        def on_mode(chosen, task, stored):
+            request = with_value(stored.get(task, {}), "mode", chosen if chosen else UNSET)
+            return {**stored, task: request}, show_request(request)
+
+        mode.input(on_mode, [mode, current, values], [values, request_json], **ONE_AT_A_TIME)
+
+        def on_json(text, task, stored):
+            try:
+                return {**stored, task: parse_request(text)}, ""
+            except ValueError as exc:
+                return stored, f"⚠ {exc}"
+
+        request_json.input(on_json, [request_json, current, values], [values, status], **ONE_AT_A_TIME)
+
+        # ---- generate: submit (after the field edits before it), then follow the job and show its files ----
+        outputs = [errors, rev, following, status, progress, gallery, video, files, info, result_image,
+                   request_json]
+        names = ["errors", "rev", "following", "status", "progress", "gallery", "video", "files", "info",
+                 "result_image", "request_json"]
+
+        def update(**changed):
+            return {outputs[names.index(name)]: value for name, value in changed.items()}
+
+        submitted = gr.State(None)
+
+        def submit(key, model_value, task, text, stored, errors_now, rev_value):
+            """The task's request as the panel shows it, sent; refused: each problem next to its field."""
+            try:
+                parse_request(text)  # the panel's own edits are in ``stored`` already; a broken panel is not
+            except ValueError as exc:
+                return {**update(status=f"⚠ **Not queued**: {exc}"), submitted: None}
+            request = stored.get(task, {})
+            spec = {"engine": key, "task": task, "request": request, "model": model_value or None}
+            try:
+                job = client.submit(spec)
+            except Refused as exc:
+                fields = [field.name for field in form_fields(client.schema(key, task))]
+                found = problems_by_field(exc.problems, fields) if exc.problems else {"": exc.message}
+                lines = "\n".join(f"- {line}" for line in exc.problems) or exc.message
+                return {**update(errors=found, rev=rev_value + 1, progress="", request_json=show_request(request),
+                                 status=f"⚠ **Not queued** ({exc.status}):\n{lines}"
+                                        + (f"\n\n{exc.hint}" if exc.hint else "")), submitted: None}
+            cleared = {"errors": {}, "rev": rev_value + 1} if errors_now else {}
+            warnings = "".join(f"\n\n⚠ {warning}" for warning in job.get("warnings", []))
+            return {**update(**cleared, following=job["id"], request_json=show_request(request),
+                             progress=progress_html(None, None, None, "queued"),
+                             status=f"Job `{job['id']}` queued (position {job.get('position', 1)}){warnings}"),
+                    submitted: (job["id"], warnings)}
+
+        def follow(job):
+            """The job's progress from its events, then its files fetched and shown."""
+            if not job:  # refused: the page keeps what submit showed
+                yield update(status=gr.skip())
+                return
+            job_id, warnings = job
+            started, stage, step, steps = None, None, None, None
+            for event, data in client.events(job_id):
+                if event == "step":
+                    if started is None or data["step"] <= 1:
+                        started = time.monotonic()  # ETA from the steps seen here, the load excluded
+                    step, steps = data["step"], data["steps"]
+                elif event in ("stage", "state"):
+                    stage = data.get("stage") or data.get("state")
+                else:
+                    continue
+                yield update(progress=progress_html(step, steps, started, stage),
+                             status=f"Job `{job_id}` {stage or 'running'}{warnings}")
+            final = client.job(job_id)
+            if final["state"] != "done":
+                yield update(progress="", following=None, status=f"Job `{job_id}` **{final['state']}**"
+                             + (f": {final['error']}" if final.get("error") else ""))
+                return
+            result = final["result"]
+            folder = workdir / job_id
+            local = [client.download(job_id, Path(path).name, folder / Path(path).name) for path in result["files"]]
+            images = [str(path) for path in local if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")]
+            videos = [str(path) for path in local if path.suffix.lower() in (".mp4", ".webm")]
+            yield update(progress=progress_html(steps, steps, None, "done") if steps else "", following=None,
+                         status=f"Job `{job_id}` done: {len(local)} files{warnings}", gallery=images,
+                         video=gr.Video(value=videos[0] if videos else None, visible=bool(videos)),
+                         files=[str(path) for path in local], info=summary(result["info"]),
+                         result_image=images[0] if images else None)
+
+        generate.click(submit, [engine, model, current, request_json, values, errors, rev], [*outputs, submitted],
+                       show_progress="hidden", **ONE_AT_A_TIME).then(
+            follow, [submitted], outputs, concurrency_limit=None, show_progress="hidden")
+
+        def on_interrupt(job_id):
+            if not job_id:
+                return "Nothing to interrupt: this page follows no job."
+            try:
+                client.cancel(job_id)
+            except Refused as exc:
+                return f"⚠ {exc.message}"
+            return f"Job `{job_id}`: interrupt requested"
+
+        interrupt.click(on_interrupt, [following], [status], show_progress="hidden")
+
+        def on_skip():
+            running = [w["running"] for w in client.health()["workers"] if w["running"]]
+            for job_id in running:
+                client.cancel(job_id)
+            return f"Skipped {', '.join(f'`{j}`' for j in running)}" if running else "No job is running."
+
+        skip.click(on_skip, None, [status], show_progress="hidden")
+
+        # ---- queue panel ----
+        def refresh(chosen):
+            rows, open_jobs = [], []
+            for job in client.jobs(limit=30):
+                spec = job["spec"]
+                step = f"{job['step']}/{job['steps']}" if job.get("steps") else ""
+                rows.append([job["id"], spec["engine"], spec["task"], job["state"], job.get("position") or "",
+                             step, job.get("error") or ""])
+                if job["state"] in ("queued", "running"):
+                    open_jobs.append(job["id"])
+            return rows, gr.Dropdown(choices=open_jobs, value=chosen if chosen in open_jobs else None)
+
+        timer.tick(refresh, [cancel_id], [queue, cancel_id], show_progress="hidden")
+        ui.load(refresh, [cancel_id], [queue, cancel_id], show_progress="hidden")
+        ui.load(lambda key: gr.Dropdown(choices=model_choices(client, engines[key])), [engine], [model],
+                show_progress="hidden")
+
+        def on_cancel(job_id):
+            if not job_id:
+                return "Choose a queued or running job first."
+            try:
+                client.cancel(job_id)
+            except Refused as exc:
+                return f"⚠ {exc.message}"
+            return f"Job `{job_id}`: cancel requested"
+
+        cancel.click(on_cancel, [cancel_id], [status], show_progress="hidden")
+
+        # ---- reuse seed, send to img2img ----
+        def on_reuse(task, stored, shown, rev_value):
+            if not shown or "seed" not in shown:
+                return stored, rev_value, gr.skip(), "No result with a seed yet."
+            request = {**stored.get(task, {}), "seed": shown["seed"]}
+            return {**stored, task: request}, rev_value + 1, show_request(request), f"Seed {shown['seed']} reused."
+
+        reuse_seed.click(on_reuse, [current, values, info, rev], [values, rev, request_json, status], **ONE_AT_A_TIME)
+
+        def on_send(key, stored, image, rev_value):
+            if image is None:
+                return stored, rev_value, gr.skip(), gr.skip(), "No image result to send."
+            if "img2img" not in engines[key]["tasks"]:
+                return stored, rev_value, gr.skip(), gr.skip(), f"Engine {key} has no img2img task."
+            carried = {name: stored.get(prior, {}).get(name) for prior in ("txt2img",) for name in
+                       ("prompt", "negative_prompt") if stored.get(prior, {}).get(name) is not None}
+            request = {**stored.get("img2img", {}), **carried, "init_image": client.upload(image)}
+            return {**stored, "img2img": request}, rev_value + 1, "img2img", show_request(request), "Sent to img2img."
+
+        send_img2img.click(on_send, [engine, values, result_image, rev],
+                           [values, rev, current, request_json, status], **ONE_AT_A_TIME)
+
+    return ui
+
+
+def _widget(spec: FieldSpec, task: str, value: Any, error: str | None, key: str):
+    """The input for one field: its current value if the user set one, else empty with the preset shown."""
+    info = f"⚠ {error}" if error else spec.hint()
+    common = dict(label=spec.name, info=info, elem_id=f"codex-field-{task}-{spec.name}", key=key,
+                  elem_classes=["codex-error"] if error else None)
+    if spec.kind in ("int", "float"):
+        return gr.Number(value=value, placeholder=spec.placeholder(), **common)
+    if spec.kind == "choice":
+        choices = list(spec.choices)
+        if value is not None and value not in choices:
+            choices.append(value)
+        return gr.Dropdown(choices=choices, value=value, allow_custom_value=True, **common)
+    if spec.kind == "bool":
+        return gr.Dropdown(choices=["true", "false"], value=None if value is None else str(value).lower(), **common)
+    if spec.kind == "image":  # no info line on an image: its error goes below it
+        del common["info"]
+        widget = gr.Image(type="filepath", sources=["upload", "clipboard"], height=220, **common)
+        if error:
+            gr.Markdown(f"⚠ {spec.name}: {error}", elem_classes=["codex-error"])
+        return widget
+    if spec.kind == "json":
+        return gr.Textbox(value=None if value is None else json.dumps(value), lines=2, placeholder="JSON", **common)
+    return gr.Textbox(value=value, lines=3 if spec.kind == "long_text" else 1, placeholder=spec.placeholder(),
+                      **common)
+
+
+def _raw(spec: FieldSpec, raw: Any) -> Any:
+    if spec.kind == "bool" and isinstance(raw, str) and raw in ("true", "false"):
+        return raw == "true"
+    return raw
+
+
+def _tabs(client: ServiceClient, engines, engine, values, errors, rev, current, pending, ui, page) -> None:
+    """A tab per task of the selected engine, each with its form from the engine's schema, and PNG Info.
+
+    Rendered again when ``rev`` changes (an engine switch among others): Gradio 6 cannot hide a tab
+    by an update, so the tabs are made for the engine rather than shown and hidden.
+    """
+
+    # one at a time with the value handlers: Gradio's renders are not thread-safe (two at once fail with
+    # "dictionary changed size during iteration"), and a render then sees the values the handler before
+    # it wrote
+    @gr.render(inputs=[engine, current, values, errors, rev], triggers=[ui.load, rev.change], **ONE_AT_A_TIME)
+    def tabs(key, task_now, stored, errors_now, rev_value):
+        tasks = ordered_tasks({key: engines[key]})
+        with gr.Tabs(selected=task_now if task_now in tasks else tasks[0], elem_id="codex-tabs"):
+            for task in tasks:
+                with gr.Tab(task, id=task, elem_id=f"codex-tab-{task}") as tab:
+                    _form(client, key, task, stored.get(task, {}), errors_now, rev_value, values, current, page)
+                tab.select(lambda stored_now, task=task: (task, show_request(stored_now.get(task, {}))), [values],
+                           [current, page["request_json"]], **ONE_AT_A_TIME)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="codex-tab-pnginfo"):
+                _png_info(engines, key, values, rev, current, pending, engine, page)
+
+
+def _png_info(engines, key, values, rev, current, pending, engine, page) -> None:
+    info_file = gr.File(label="A PNG or video made by Codex or A1111", type="filepath", elem_id="codex-pnginfo-file")
+    info_text = gr.Textbox(label="parameters", lines=4, interactive=False, elem_id="codex-pnginfo-text")
+    info_json = gr.JSON(label="request", elem_id="codex-pnginfo-request")
+    info_target = gr.State(None)
+    send_info = gr.Button("Send to its tab", elem_id="codex-pnginfo-send")
+
+    def on_info_file(path):
+        if not path:
+            return "", None, None
+        found = read_parameters(Path(path), key, set(engines))
+        return found.text, found.request, found.target
+
+    info_file.change(on_info_file, [info_file], [info_text, info_json, info_target])
+
+    def on_send_info(target, request, stored, rev_value):
+        if not target or request is None:
+            return [gr.skip()] * 6 + ["Drop a PNG or video with parameters first."]
+        engine_key, task = target
+        if engine_key != key:  # the engine switch applies them once the new engine's tabs render
+            return (stored, rev_value, task, {task: request}, gr.Dropdown(value=engine_key), gr.skip(),
+                    f"Sent to {engine_key} {task}.")
+        return ({**stored, task: request}, rev_value + 1, task, None, gr.skip(), show_request(request),
+                f"Sent to {task}.")
+
+    send_info.click(on_send_info, [info_target, info_json, values, rev],
+                    [values, rev, current, pending, engine, page["request_json"], page["status"]], **ONE_AT_A_TIME)
+
+
+def _form(client: ServiceClient, key: str, task: str, request: dict[str, Any], errors_now: dict[str, str],
+          rev_value: int, values, current, page) -> None:
+    """The task's form, from the engine's schema, showing the values the user set and the last errors."""
+    fields = form_fields(client.schema(key, task))
+    if errors_now.get(""):
+        gr.Markdown(f"⚠ {errors_now['']}", elem_classes=["codex-error"])
+    masked = any(f.name == "mask_image" for f in fields)
+    changed = [values, current, page["request_json"]]  # what every field's handler updates
+    # prompts across the page, then the images, then everything else in a grid
+    rows = [[f for f in fields if f.kind == "long_text"], [f for f in fields if f.kind == "image"],
+            [f for f in fields if f.kind not in ("long_text", "image")]]
+    for row in rows:
+        with gr.Row(equal_height=False):
+            for spec in row:
+                if spec.name == "init_image" and masked:
+                    _inpaint_editor(client, task, changed, errors_now, rev_value)
+                    continue
+                widget = _widget(spec, task, request.get(spec.name), errors_now.get(spec.name),
+                                 key=f"{key}-{task}-{spec.name}-{rev_value}")
+                if spec.kind == "image":
+                    widget.upload(partial(_on_image, client, task, spec), [widget, values], changed, **ONE_AT_A_TIME)
+                    widget.clear(partial(_on_image, client, task, spec, None), [values], changed, **ONE_AT_A_TIME)
+                else:
+                    # numbers and choices: what the user did (.input); a number's .change also fires when it
+                    # mounts, with 0. Text boxes: .change, since their .input carries the text before the
+                    # last keystroke; when one mounts, .change carries the text it was rendered with.
+                    event = widget.change if isinstance(widget, gr.Textbox) else widget.input
+                    event(partial(_on_field, task, spec), [widget, values], changed, **ONE_AT_A_TIME)
+
+
+def _on_field(task: str, spec: FieldSpec, raw: Any, stored: dict[str, Any]):
+    request = with_value(stored.get(task, {}), spec.name, value_of(spec, _raw(spec, raw)))
+    return {**stored, task: request}, task, show_request(request)
+
+
+def _on_image(client: ServiceClient, task: str, spec: FieldSpec, path: str | None, stored: dict[str, Any]):
+    value = client.upload(path) if path else None
+    request = with_value(stored.get(task, {}), spec.name, value_of(spec, value))
+    return {**stored, task: request}, task, show_request(request)
+
+
+def _inpaint_editor(client, task, changed, errors_now, rev_value):
+    """init_image with the mask painted on it: the brush strokes become mask_image (white = repaint)."""
+    error = errors_now.get("init_image") or errors_now.get("mask_image")
+    editor = gr.ImageEditor(type="filepath", label="init_image (paint the area to repaint)",
+                            elem_id=f"codex-field-{task}-init_image", key=f"{task}-editor-{rev_value}",
+                            sources=["upload", "clipboard"], height=320,
+                            elem_classes=["codex-error"] if error else None)
+    if error:
+        gr.Markdown(f"⚠ {error}", elem_classes=["codex-error"])
+
+    def on_edit(edited, stored):
+        from .masks import mask_from_layers
+
+        current = dict(stored.get(task, {}))
+        if not edited or not edited.get("background"):
+            current.pop("init_image", None)
+            current.pop("mask_image", None)
+            return {**stored, task: current}, task, show_request(current)
+        current["init_image"] = client.upload(edited["background"])
+        mask = mask_from_layers(edited["background"], edited.get("layers") or [], Path(edited["background"]).parent)
+        if mask is not None:
+            current["mask_image"] = client.upload(mask)
+        return {**stored, task: current}, task, show_request(current)
+
+    editor.change(on_edit, [editor, changed[0]], changed, **ONE_AT_A_TIME)
+

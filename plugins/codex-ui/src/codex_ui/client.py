@@ -1,0 +1,105 @@
+"""The UI's side of the service API: every call the UI makes, over HTTP (httpx).
+
+The UI never calls the orchestrator itself: in `codex ui` it talks to the service running in the
+same process over loopback, with `--server URL` to a `codex serve` elsewhere. Either way it sees
+exactly what any other API client sees (422 problems, queue positions, events, files).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+
+class Refused(Exception):
+    """The service refused a request: ``problems`` are its field-named lines (422), ``message`` the rest."""
+
+    def __init__(self, status: int, message: str, problems: list[str] | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.problems, self.hint = status, message, problems or [], hint
+
+
+class ServiceClient:
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 60):
+        self.base_url = base_url.rstrip("/")
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._cache: dict[str, Any] = {}
+
+    def _get(self, path: str, **params: Any) -> Any:
+        return self._check(self.http.get(path, params={k: v for k, v in params.items() if v is not None})).json()
+
+    @staticmethod
+    def _check(response: httpx.Response) -> httpx.Response:
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except json.JSONDecodeError:
+                body = {"detail": response.text}
+            detail = body.get("detail")
+            message = detail if isinstance(detail, str) else json.dumps(detail)
+            raise Refused(response.status_code, message, body.get("problems"), body.get("hint"))
+        return response
+
+    def _cached(self, key: str, fetch) -> Any:
+        """Engines, schemas, presets and samplers do not change while a service runs: asked once."""
+        if key not in self._cache:
+            self._cache[key] = fetch()
+        return self._cache[key]
+
+    def health(self) -> dict[str, Any]:
+        return self._get("/v1/health")
+
+    def engines(self) -> list[dict[str, Any]]:
+        return self._cached("engines", lambda: self._get("/v1/engines"))
+
+    def schema(self, engine: str, task: str) -> dict[str, Any]:
+        return self._cached(f"schema/{engine}/{task}", lambda: self._get(f"/v1/engines/{engine}/{task}/schema"))
+
+    def samplers(self, engine: str) -> dict[str, Any]:
+        return self._cached(f"samplers/{engine}", lambda: self._get(f"/v1/samplers/{engine}"))
+
+    def models(self, engine: str) -> list[dict[str, Any]]:
+        return self._get("/v1/models", engine=engine)
+
+    def upload(self, path: str | Path) -> str:
+        """An image file sent to the service; the path the service knows it by (for a request's image field)."""
+        data = Path(path).read_bytes()
+        return self._check(self.http.post("/v1/inputs", content=data)).json()["path"]
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._check(self.http.post("/v1/jobs", json=spec)).json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._get(f"/v1/jobs/{job_id}")
+
+    def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self._get("/v1/jobs", limit=limit)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._check(self.http.delete(f"/v1/jobs/{job_id}")).json()
+
+    def download(self, job_id: str, name: str, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/files/{name}") as response:
+            self._check(response)
+            with open(dest, "wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+        return dest
+
+    def events(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The job's server-sent events as (name, data) until its end event."""
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=httpx.Timeout(60, read=None)) as response:
+            self._check(response)
+            name = None
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    yield name or "message", json.loads(line[6:])
+                    if name == "end":
+                        return

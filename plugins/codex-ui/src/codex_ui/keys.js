@@ -1,0 +1,16 @@
+// Keyboard shortcuts (Gradio has no page-wide key bindings): Ctrl+Enter generates, Esc interrupts
+// the job this page follows, Alt+Enter skips the job running on the service. Each one clicks the
+// button that does the same, so a key and a click are one code path.
+document.addEventListener("keydown", (event) => {
+  const press = (id) => {
+    const button = document.getElementById(id);
+    if (!button) return;
+    event.preventDefault();
+    event.stopPropagation();
+    // a field's last keystroke reaches the server first: its change is queued before the click
+    setTimeout(() => button.click(), 150);
+  };
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) press("codex-generate");
+  else if (event.key === "Enter" && event.altKey) press("codex-skip");
+  else if (event.key === "Escape") press("codex-interrupt");
+}, true);

@@ -1,0 +1,132 @@
+"""The UI's pure parts on real schemas and files: forms from schemas, field values, problems by field,
+PNG Info (Codex and A1111 files), inpainting masks from brush layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from codex_core import registry
+from codex_core.schema import request_schema
+from codex_ui.forms import (UNSET, FieldSpec, form_fields, parse_request, problems_by_field, show_request, value_of,
+                            with_value)
+from codex_ui.masks import mask_from_layers
+from codex_ui.pnginfo import from_a1111, read_parameters
+
+
+def fields_of(engine: str, task: str) -> dict[str, FieldSpec]:
+    return {spec.name: spec for spec in form_fields(request_schema(engine, task))}
+
+
+def test_every_installed_engine_and_task_has_a_form_of_known_kinds():
+    for key, engine in registry.engines().items():
+        for task in engine.tasks:
+            fields = fields_of(key, task)
+            assert fields, (key, task)
+            assert {spec.kind for spec in fields.values()} <= {"text", "long_text", "int", "float", "bool", "choice",
+                                                              "image", "json"}
+            assert "mode" not in fields  # the top bar's
+
+
+def test_sd15_txt2img_form_kinds_ranges_presets_and_samplers():
+    fields = fields_of("sd15", "txt2img")
+    assert fields["prompt"].kind == "long_text" and fields["prompt"].required
+    width = fields["width"]
+    assert (width.kind, width.minimum, width.maximum, width.default) == ("int", 8, 16384, 512)
+    assert width.placeholder() == "512" and "preset: 512" in width.hint()
+    assert fields["cfg"].kind == "float"
+    assert fields["sampler"].kind == "choice" and {"Euler a", "DPM++ 2M"} <= set(fields["sampler"].choices)
+    assert fields["prompt_syntax"].choices == ("a1111", "plain")
+    assert fields["loras"].kind == "json"
+    assert fields["seed"].placeholder() is None and "preset: none" in fields["seed"].hint()
+
+
+def test_image_fields_and_flow_sampler_choices():
+    inpaint = fields_of("sd15", "inpaint")
+    assert inpaint["init_image"].kind == inpaint["mask_image"].kind == "image"
+    flux = fields_of("flux", "txt2img")
+    served = {sampler.name for sampler in registry.samplers_for(registry.get_engine("flux"))[0]}
+    assert set(flux["sampler"].choices) == served and "Euler a" not in served
+
+
+@pytest.mark.parametrize("kind, raw, expected", [
+    ("int", 64.0, 64), ("int", 64.5, 64.5), ("int", None, UNSET), ("float", 7.5, 7.5), ("text", "", UNSET),
+    ("long_text", "  ", UNSET), ("long_text", "a cat", "a cat"), ("json", '[{"name": "x"}]', [{"name": "x"}]),
+    ("json", "[oops", "[oops"), ("choice", "Euler", "Euler"), ("bool", True, True),
+])
+def test_values_are_sent_as_typed_never_rounded(kind, raw, expected):
+    assert value_of(FieldSpec(name="f", kind=kind, label="f"), raw) == expected
+
+
+def test_a_cleared_field_leaves_the_request():
+    request = with_value({"width": 64}, "steps", 2)
+    assert request == {"width": 64, "steps": 2}
+    assert with_value(request, "width", UNSET) == {"steps": 2}
+
+
+def test_problems_go_to_their_fields():
+    problems = ["width: got 65: 65 is not a multiple of 8", "loras.0.scale: too big", "something else"]
+    found = problems_by_field(problems, ["width", "loras"])
+    assert found == {"width": "got 65: 65 is not a multiple of 8", "loras": "too big", "": "something else"}
+
+
+def test_the_request_panel_round_trips_and_says_what_is_wrong():
+    request = {"prompt": "ünïcode", "width": 64}
+    assert parse_request(show_request(request)) == request
+    assert parse_request("  ") == {}
+    with pytest.raises(ValueError, match="line 1 column 2"):
+        parse_request("{oops")
+    with pytest.raises(ValueError, match="must be an object"):
+        parse_request("[1]")
+
+
+def test_png_info_reads_a_codex_png(tmp_path):
+    from codex_core.testing import run_json
+
+    request = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2, "seed": 7}
+    result = run_json("sd15", "txt2img", request, tmp_path)
+    png = next(path for path in result["files"] if path.endswith(".png"))
+    found = read_parameters(Path(png), "flux", set(registry.engines()))
+    assert found.target == ("sd15", "txt2img") and found.request == request
+    assert "Seed: 7" in found.text
+
+
+def test_png_info_reads_an_a1111_png(tmp_path):
+    text = ("a castle, (masterpiece:1.2)\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, Schedule type: "
+            "Karras, CFG scale: 7, Seed: 1234, Size: 512x768, Model hash: abc, Denoising strength: 0.5, Clip skip: 2")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    path = tmp_path / "a1111.png"
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    found = read_parameters(path, "sd15", set(registry.engines()))
+    assert found.target == ("sd15", "img2img")  # it records a denoising strength
+    assert found.request == {"prompt": "a castle, (masterpiece:1.2)", "negative_prompt": "blurry", "steps": 20,
+                             "sampler": "DPM++ 2M", "scheduler": "Karras", "cfg": 7.0, "seed": 1234, "strength": 0.5,
+                             "clip_skip": 2, "width": 512, "height": 768}
+    assert from_a1111("just a prompt") == {"prompt": "just a prompt"}
+
+
+def test_png_info_on_a_file_without_parameters_says_so(tmp_path):
+    path = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(path)
+    found = read_parameters(path, "sd15", set(registry.engines()))
+    assert found.request is None and found.target is None and "no parameters" in found.text
+
+
+def test_the_mask_is_every_painted_pixel(tmp_path):
+    background = tmp_path / "bg.png"
+    Image.new("RGB", (16, 8), (10, 20, 30)).save(background)
+    layer = Image.new("RGBA", (16, 8), (0, 0, 0, 0))
+    layer.paste((255, 0, 0, 128), (2, 1, 6, 4))
+    layer.save(tmp_path / "layer.png")
+    empty = tmp_path / "empty.png"
+    Image.new("RGBA", (16, 8), (0, 0, 0, 0)).save(empty)
+    mask_path = mask_from_layers(str(background), [str(empty), str(tmp_path / "layer.png")], tmp_path)
+    with Image.open(mask_path) as mask:
+        assert mask.mode == "L" and mask.size == (16, 8)
+        white = {(x, y) for x in range(16) for y in range(8) if mask.getpixel((x, y)) == 255}
+    assert white == {(x, y) for x in range(2, 6) for y in range(1, 4)}
+    assert mask_from_layers(str(background), [str(empty)], tmp_path) is None
+

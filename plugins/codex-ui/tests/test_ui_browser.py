@@ -1,0 +1,342 @@
+"""codex-ui in a real browser: Playwright drives Debian's headless Chromium (/usr/bin/chromium) against a
+real `codex ui` process (the service and the UI on one port, loopback), on the tiny models.
+
+Run locally: `apt-get install chromium` (or set CODEX_CHROMIUM to a Chromium binary), then
+`make test` or `.venv/bin/python -m pytest plugins/codex-ui`. Screenshots of every tab land in
+artifacts/ui-screens/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from playwright.sync_api import Page, expect, sync_playwright
+
+CODEX = str(Path(sys.executable).parent / "codex")
+CHROMIUM = os.environ.get("CODEX_CHROMIUM", "/usr/bin/chromium")
+SCREENS = Path(__file__).resolve().parents[3] / "artifacts" / "ui-screens"
+SMALL = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2, "seed": 5}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """`codex ui` as a user starts it, on a free loopback port, with its own state dir."""
+    folder = tmp_path_factory.mktemp("ui")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(folder / "ui.log", "ab")
+    proc = subprocess.Popen([CODEX, "ui", "--port", str(port), "--state-dir", str(folder / "state"),
+                             "--engine", "sd15"], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(url + "/", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, (folder / "ui.log").read_text(errors="replace")
+        assert time.monotonic() < deadline, "codex ui did not start: " + (folder / "ui.log").read_text(errors="replace")
+        time.sleep(0.3)
+    yield url
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    finally:
+        log.close()
+    assert proc.returncode == 0, (folder / "ui.log").read_text(errors="replace")  # a clean stop: exit 0
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).is_file(), (f"no Chromium at {CHROMIUM}: install it (apt-get install chromium) or set "
+                                      "CODEX_CHROMIUM; the browser tests are not skipped")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, service, request) -> Page:
+    """A fresh browser session on the UI, loaded (the txt2img form rendered); a failing test leaves a
+    screenshot of the page in artifacts/ui-screens/FAILED-<test>.png."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1600}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(service + "/")
+    page.locator("#codex-field-txt2img-prompt textarea").wait_for()
+    yield page
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        SCREENS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENS / f"FAILED-{request.node.name}.png", full_page=True)
+    context.close()
+
+
+def jobs(service: str) -> list[dict]:
+    return httpx.get(service + "/v1/jobs", timeout=10).json()
+
+
+def choose(page: Page, dropdown: str, option: str) -> None:
+    page.locator(f"#{dropdown} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def field(page: Page, name: str, task: str = "txt2img"):
+    return page.locator(f"#codex-field-{task}-{name}")
+
+
+def fill(page: Page, request: dict, task: str = "txt2img") -> dict:
+    """Types each field of ``request`` into the form; returns the Request JSON panel once it shows them all."""
+    for name, value in request.items():
+        box = field(page, name, task).locator("textarea, input").first
+        box.fill(str(value))
+    panel = page.locator("#codex-request .cm-content")
+    expect(panel).to_contain_text(f'"{list(request)[-1]}": {json.dumps(list(request.values())[-1])}')
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        shown = json.loads(panel.inner_text())
+        if all(shown.get(name) == value for name, value in request.items()):
+            return shown
+        time.sleep(0.1)
+    raise AssertionError(f"the Request JSON panel shows {panel.inner_text()}, not {request}")
+
+
+def tab_names(page: Page) -> list[str]:
+    return [tab.inner_text().strip() for tab in page.locator("#codex-tabs button[role=tab]").all() if tab.is_visible()]
+
+
+def field_names(page: Page, task: str) -> set[str]:
+    prefix = f"codex-field-{task}-"
+    ids = page.locator(f"[id^={prefix}]").evaluate_all("nodes => nodes.map(n => n.id)")
+    return {name.removeprefix(prefix) for name in ids if page.locator(f"#{name}").is_visible()}
+
+
+def png_text(path: Path) -> dict[str, str]:
+    with Image.open(path) as image:
+        return dict(image.text)
+
+
+def test_txt2img_by_ctrl_enter_shows_the_image_and_the_download_carries_the_request(page, service):
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    shown = fill(page, SMALL)
+    assert shown == SMALL  # only what was typed: the presets fill the rest on the service
+    field(page, "seed").locator("input").press("Control+Enter")
+
+    image = page.locator("#codex-gallery img").first
+    image.wait_for()
+    page.wait_for_function("() => { const i = document.querySelector('#codex-gallery img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }")
+    assert image.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [32, 32]
+    expect(page.locator("#codex-status")).to_contain_text("done")
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "sd15-txt2img-result.png", full_page=True)
+
+    row = page.locator("#codex-files tr, #codex-files .file-preview-holder, #codex-files li").filter(has_text=".png")
+    with page.expect_download() as download:
+        row.first.locator("a").first.click()
+    saved = Path(download.value.path())
+    text = png_text(saved)
+    record = json.loads(text["codex"])
+    assert record["engine"] == "sd15" and record["task"] == "txt2img"
+    assert record["request_in"] == shown  # exactly what the panel showed was sent
+    assert {key: record["request"][key] for key in shown} == shown
+    assert record["applied_preset_patch"] and not set(record["applied_preset_patch"]) & set(shown)  # presets filled the rest
+    assert "Seed: 5" in text["parameters"] and "Size: 32x32" in text["parameters"]
+    with Image.open(saved) as image:
+        assert image.size == (32, 32)
+
+
+def test_a_bad_value_shows_the_field_named_error_and_queues_nothing(page, service):
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    before = len(jobs(service))
+    fill(page, {"prompt": "x", "width": 65})
+    page.keyboard.press("Control+Enter")
+    width = field(page, "width")
+    expect(width).to_contain_text("65 is not a multiple of 8")
+    expect(page.locator("#codex-status")).to_contain_text("Not queued")
+    expect(page.locator("#codex-status")).to_contain_text("width:")
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "sd15-txt2img-error.png", full_page=True)
+    assert len(jobs(service)) == before
+    # the value the user typed is still there, to be corrected
+    assert field(page, "width").locator("input").input_value() == "65"
+
+
+def test_a_video_tab_plays_the_video_with_the_requested_frames_and_fps(page, service):
+    choose(page, "codex-engine", "wan_ti2v_5b — wan2.2")
+    expect(page.locator("#codex-tabs button[role=tab]", has_text="txt2vid")).to_be_visible()
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    request = {"prompt": "waves", "width": 32, "height": 32, "num_frames": 5, "fps": 8, "steps": 2, "seed": 3}
+    fill(page, request, "txt2vid")
+    page.keyboard.press("Control+Enter")
+    video = page.locator("#codex-video video")
+    video.wait_for()
+    page.wait_for_function("() => { const v = document.querySelector('#codex-video video'); "
+                           "return v && v.readyState >= 1 && v.duration > 0; }")
+    assert video.evaluate("v => [v.videoWidth, v.videoHeight]") == [32, 32]
+    duration = video.evaluate("v => v.duration")
+    assert abs(duration - 5 / 8) < 0.2, duration
+    info = page.locator("#codex-info")
+    expect(info).to_contain_text('"num_frames": 5')
+    expect(info).to_contain_text('"fps": 8')
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "wan_ti2v_5b-txt2vid-result.png", full_page=True)
+
+
+def test_esc_interrupts_a_long_run_and_the_queue_shows_it_cancelled(page, service):
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    fill(page, {"prompt": "x", "width": 64, "height": 64, "steps": 1000, "seed": 1})
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-progress")).to_contain_text("/1000", timeout=90_000)  # denoising has begun
+    job_id = page.locator("#codex-status code").first.inner_text()
+    page.keyboard.press("Escape")
+    expect(page.locator("#codex-status")).to_contain_text("cancelled", timeout=60_000)
+    row = page.locator("#codex-queue").get_by_role("row").filter(has_text=job_id)
+    expect(row).to_contain_text("cancelled", timeout=10_000)
+    assert next(job for job in jobs(service) if job["id"] == job_id)["state"] == "cancelled"
+
+
+def test_switching_engine_changes_tabs_fields_and_samplers(page, service):
+    def samplers() -> list[str]:
+        field(page, "sampler").locator("input").click()
+        names = [option.inner_text().strip() for option in page.get_by_role("option").all()]
+        page.keyboard.press("Escape")
+        return names
+
+    expect(page.locator("#codex-tabs")).to_contain_text("upscale")
+    assert tab_names(page) == ["txt2img", "img2img", "inpaint", "upscale", "PNG Info"]
+    sd_fields, sd_samplers = field_names(page, "txt2img"), samplers()
+    assert {"prompt", "width", "clip_skip", "sampler", "scheduler"} <= sd_fields
+    assert {"Euler a", "DPM++ 2M", "DDIM"} <= set(sd_samplers)
+
+    choose(page, "codex-engine", "flux — flux")
+    expect(field(page, "max_sequence_length")).to_be_visible()
+    expect(page.locator("#codex-tabs button[role=tab]", has_text="upscale")).to_be_hidden()
+    assert tab_names(page) == ["txt2img", "img2img", "inpaint", "PNG Info"]
+    flux_fields, flux_samplers = field_names(page, "txt2img"), samplers()
+    assert "clip_skip" not in flux_fields and "max_sequence_length" in flux_fields
+    served = httpx.get(service + "/v1/samplers/flux", timeout=10).json()
+    assert sorted(flux_samplers) == sorted(row["sampler"] for row in served["samplers"])  # flow samplers only
+    assert "Euler a" not in flux_samplers
+
+    choose(page, "codex-engine", "svd — stable-video-diffusion")
+    expect(field(page, "init_image", "img2vid")).to_be_visible()
+    expect(page.locator("#codex-tabs button[role=tab]", has_text="txt2img")).to_be_hidden()
+    assert tab_names(page) == ["img2vid", "PNG Info"]
+    assert "prompt" not in field_names(page, "img2vid") and "init_image" in field_names(page, "img2vid")
+
+
+def test_each_tab_is_captured(page, service):
+    """A screenshot of every task tab of an image and a video engine, and of PNG Info (CI artifacts)."""
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    taken = []
+    for engine, label in (("sd15", "sd15 — stable-diffusion"), ("wan_ti2v_5b", "wan_ti2v_5b — wan2.2")):
+        if engine != "sd15":
+            choose(page, "codex-engine", label)
+            expect(page.locator("#codex-tabs button[role=tab]", has_text="txt2vid")).to_be_visible()
+        for name in tab_names(page):
+            page.locator("#codex-tabs button[role=tab]", has_text=name).click()
+            page.wait_for_timeout(300)
+            path = SCREENS / f"{engine}-{name.replace(' ', '_')}.png"
+            page.screenshot(path=path, full_page=True)
+            taken.append(path)
+    assert len(taken) == 5 + 3
+    for path in taken:
+        with Image.open(path) as image:
+            assert image.width == 1400 and image.height > 600
+
+
+def test_png_info_reads_a_codex_png_and_sends_its_request_to_the_tab(page, service, tmp_path):
+    request = {"prompt": "from png info", "width": 32, "height": 32, "steps": 2, "seed": 9}
+    spec = {"engine": "sd15", "task": "txt2img", "request": request, "model": "tiny"}
+    job = httpx.post(service + "/v1/jobs", json=spec, timeout=30).json()
+    deadline = time.monotonic() + 120
+    while (found := httpx.get(f"{service}/v1/jobs/{job['id']}", timeout=10).json())["state"] not in ("done", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert found["state"] == "done", found
+    png = tmp_path / "made.png"
+    png.write_bytes(httpx.get(f"{service}/v1/jobs/{job['id']}/files/0000.png", timeout=10).content)
+
+    page.locator("#codex-tabs button[role=tab]", has_text="PNG Info").click()
+    page.locator("#codex-pnginfo-file input[type=file]").set_input_files(str(png))
+    expect(page.locator("#codex-pnginfo-text textarea")).to_have_value(png_text(png)["parameters"])
+    page.locator("#codex-pnginfo-send").click()
+    expect(page.locator("#codex-status")).to_contain_text("Sent to txt2img")
+    expect(page.locator("#codex-request .cm-content")).to_contain_text('"prompt": "from png info"')
+    assert json.loads(page.locator("#codex-request .cm-content").inner_text()) == request
+    expect(field(page, "prompt").locator("textarea")).to_have_value("from png info")
+
+
+def test_a_mode_the_checkpoint_does_not_support_says_why(page, service):
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    choose(page, "codex-mode", "lcm")
+    expect(page.locator("#codex-request .cm-content")).to_contain_text('"mode": "lcm"')
+    fill(page, SMALL)
+    page.keyboard.press("Control+Enter")
+    status = page.locator("#codex-status")
+    expect(status).to_contain_text("mode 'lcm' is not supported by the checkpoint")
+    expect(status).to_contain_text("done", timeout=90_000)
+    expect(page.locator("#codex-info")).to_contain_text("mode_ignored_reason")
+    expect(page.locator("#codex-info")).to_contain_text('"mode": "normal"')
+
+
+def test_alt_enter_skips_the_running_job_and_the_next_one_runs(page, service):
+    def post(request):
+        spec = {"engine": "sd15", "task": "txt2img", "model": "tiny", "request": request}
+        return httpx.post(service + "/v1/jobs", json=spec, timeout=30).json()["id"]
+
+    long_id = post({"prompt": "x", "width": 64, "height": 64, "steps": 1000, "seed": 2})
+    next_id = post(SMALL)
+    deadline = time.monotonic() + 90
+    while not (httpx.get(f"{service}/v1/jobs/{long_id}", timeout=10).json().get("step") or 0):
+        assert time.monotonic() < deadline, "the long job did not start"
+        time.sleep(0.2)
+    page.locator("body").press("Alt+Enter")
+    expect(page.locator("#codex-status")).to_contain_text(f"Skipped {long_id}")
+    expect(page.locator("#codex-queue").get_by_role("row").filter(has_text=long_id)).to_contain_text("cancelled", timeout=30_000)
+    expect(page.locator("#codex-queue").get_by_role("row").filter(has_text=next_id)).to_contain_text("done", timeout=90_000)
+
+
+def test_reuse_seed_and_send_to_img2img(page, service):
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    fill(page, {"prompt": "a fox", "width": 32, "height": 32, "steps": 2})
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=90_000)
+    seed = httpx.get(service + "/v1/jobs", timeout=10).json()[0]["result"]["info"]["seed"]
+    page.locator("#codex-reuse-seed").click()
+    expect(page.locator("#codex-request .cm-content")).to_contain_text(f'"seed": {seed}')
+    expect(field(page, "seed").locator("input")).to_have_value(str(seed))
+
+    page.locator("#codex-send-img2img").click()
+    expect(page.locator("#codex-tabs button[role=tab][aria-selected=true]")).to_have_text("img2img")
+    panel = page.locator("#codex-request .cm-content")
+    expect(panel).to_contain_text('"init_image"')
+    sent = json.loads(panel.inner_text())
+    assert sent["prompt"] == "a fox" and Path(sent["init_image"]).name.endswith(".png")
+    fill(page, {"steps": 2, "strength": 0.5}, "img2img")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=90_000)
+    latest = httpx.get(service + "/v1/jobs", timeout=10).json()[0]
+    assert latest["spec"]["task"] == "img2img" and latest["state"] == "done"
+    assert latest["result"]["info"]["request"]["init_image"] == sent["init_image"]
