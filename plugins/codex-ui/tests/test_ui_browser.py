@@ -340,3 +340,53 @@ def test_reuse_seed_and_send_to_img2img(page, service):
     latest = httpx.get(service + "/v1/jobs", timeout=10).json()[0]
     assert latest["spec"]["task"] == "img2img" and latest["state"] == "done"
     assert latest["result"]["info"]["request"]["init_image"] == sent["init_image"]
+
+
+def test_a_request_typed_into_the_json_panel_is_what_runs(page, service):
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    typed = {"prompt": "typed as JSON", "width": 40, "height": 32, "steps": 2, "seed": 12}
+    editor = page.locator("#codex-request .cm-content")
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(json.dumps(typed))
+    page.keyboard.press("Control+Enter")  # from inside the editor
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=90_000)
+    latest = httpx.get(service + "/v1/jobs", timeout=10).json()[0]
+    assert latest["spec"]["request"] == typed and latest["result"]["info"]["request_in"] == typed
+    expect(field(page, "width").locator("input")).to_have_value("40")  # the form shows what the panel said
+
+
+def test_img2img_uploads_the_image_and_inpaint_paints_the_mask(page, service, tmp_path):
+    source = tmp_path / "in.png"
+    Image.new("RGB", (64, 64), (200, 100, 50)).save(source)
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    panel = page.locator("#codex-request .cm-content")
+
+    page.locator("#codex-tabs button[role=tab]", has_text="img2img").click()
+    field(page, "init_image", "img2img").locator("input[type=file]").set_input_files(str(source))
+    expect(panel).to_contain_text('"init_image"')
+    uploaded = Path(json.loads(panel.inner_text())["init_image"])
+    assert uploaded.read_bytes() == source.read_bytes()  # the service keeps the bytes it was sent
+
+    page.locator("#codex-tabs button[role=tab]", has_text="inpaint").click()
+    editor = field(page, "init_image", "inpaint")
+    editor.locator("input[type=file]").first.set_input_files(str(source))
+    expect(panel).to_contain_text('"init_image"')
+    box = editor.locator("canvas").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.45)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.55, steps=10)
+    page.mouse.up()
+    page.locator("#codex-inpaint-use-mask").click()
+    expect(panel).to_contain_text('"mask_image"')
+    with Image.open(json.loads(panel.inner_text())["mask_image"]) as mask:
+        assert mask.size == (64, 64)
+        painted = mask.histogram()[255]
+    assert 0 < painted < 64 * 64  # the stroke, not the whole image
+    fill(page, {"prompt": "a patch", "steps": 2, "seed": 4}, "inpaint")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=90_000)
+    latest = httpx.get(service + "/v1/jobs", timeout=10).json()[0]
+    assert latest["spec"]["task"] == "inpaint" and latest["state"] == "done"
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "sd15-inpaint-result.png", full_page=True)

@@ -166,13 +166,19 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
 
         mode.input(on_mode, [mode, current, values], [values, request_json], **ONE_AT_A_TIME)
 
-        def on_json(text, task, stored):
+        def on_json(text, task, stored, rev_value):
+            """The panel edited by hand: its request becomes the task's, and the form shows it."""
             try:
-                return {**stored, task: parse_request(text)}, ""
+                request = parse_request(text)
             except ValueError as exc:
-                return stored, f"⚠ {exc}"
+                return stored, f"⚠ {exc}", rev_value
+            if request == stored.get(task, {}):
+                return stored, "", rev_value
+            return {**stored, task: request}, "", rev_value + 1
 
-        request_json.input(on_json, [request_json, current, values], [values, status], **ONE_AT_A_TIME)
+        # taken when the editor loses focus (Generate, a tab, Ctrl+Enter: keys.js blurs first); its .input
+        # does not fire for typing, and its .change fires for our own updates too
+        request_json.blur(on_json, [request_json, current, values, rev], [values, status, rev], **ONE_AT_A_TIME)
 
         # ---- generate: submit (after the field edits before it), then follow the job and show its files ----
         outputs = [errors, rev, following, status, progress, gallery, video, files, info, result_image,
@@ -445,28 +451,38 @@ def _on_image(client: ServiceClient, task: str, spec: FieldSpec, path: str | Non
 
 
 def _inpaint_editor(client, task, changed, errors_now, rev_value):
-    """init_image with the mask painted on it: the brush strokes become mask_image (white = repaint)."""
+    """init_image with the mask painted on it: "Use the painted mask" turns the brush strokes into
+    mask_image (white = repaint). A button, because Gradio's editor sends no event for a brush stroke;
+    a click sends the editor's current canvas."""
     error = errors_now.get("init_image") or errors_now.get("mask_image")
     editor = gr.ImageEditor(type="filepath", label="init_image (paint the area to repaint)",
                             elem_id=f"codex-field-{task}-init_image", key=f"{task}-editor-{rev_value}",
                             sources=["upload", "clipboard"], height=320,
                             elem_classes=["codex-error"] if error else None)
+    use_mask = gr.Button("Use the painted mask", elem_id=f"codex-{task}-use-mask", size="sm")
     if error:
         gr.Markdown(f"⚠ {error}", elem_classes=["codex-error"])
 
-    def on_edit(edited, stored):
+    def on_image(edited, stored):
+        current = dict(stored.get(task, {}))
+        if edited and edited.get("background"):
+            current["init_image"] = client.upload(edited["background"])
+        else:
+            current.pop("init_image", None)
+        return {**stored, task: current}, task, show_request(current)
+
+    def on_mask(edited, stored):
         from .masks import mask_from_layers
 
         current = dict(stored.get(task, {}))
-        if not edited or not edited.get("background"):
-            current.pop("init_image", None)
-            current.pop("mask_image", None)
-            return {**stored, task: current}, task, show_request(current)
-        current["init_image"] = client.upload(edited["background"])
-        mask = mask_from_layers(edited["background"], edited.get("layers") or [], Path(edited["background"]).parent)
-        if mask is not None:
-            current["mask_image"] = client.upload(mask)
+        if edited and edited.get("background"):
+            current["init_image"] = client.upload(edited["background"])
+            mask = mask_from_layers(edited["background"], edited.get("layers") or [],
+                                    Path(edited["background"]).parent)
+            if mask is not None:
+                current["mask_image"] = client.upload(mask)
         return {**stored, task: current}, task, show_request(current)
 
-    editor.change(on_edit, [editor, changed[0]], changed, **ONE_AT_A_TIME)
-
+    editor.upload(on_image, [editor, changed[0]], changed, **ONE_AT_A_TIME)
+    editor.clear(on_image, [editor, changed[0]], changed, **ONE_AT_A_TIME)
+    use_mask.click(on_mask, [editor, changed[0]], changed, **ONE_AT_A_TIME)

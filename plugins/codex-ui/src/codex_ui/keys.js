@@ -7,7 +7,9 @@ document.addEventListener("keydown", (event) => {
     if (!button) return;
     event.preventDefault();
     event.stopPropagation();
-    // a field's last keystroke reaches the server first: its change is queued before the click
+    // the focused field (or the Request JSON editor) hands its value over first: blurring it queues its
+    // change before the click, as a mouse click on the button would
+    if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
     setTimeout(() => button.click(), 150);
   };
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) press("codex-generate");
