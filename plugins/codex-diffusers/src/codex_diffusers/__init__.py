@@ -22,7 +22,7 @@ _EXPORTS = {
     "TrueCfgFields": "params", "LoraFields": "params", "VaeFields": "params",
     "A1111PromptFields": "params", "A1111Prompts": "a1111", "LoraRef": "params",
     "flow_shift_field": "params", "NoInitImage": "params",
-    "read_config": "configs",
+    "read_config": "configs", "CacheFields": "caches",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -279,6 +279,9 @@ class DiffusersEngine(Engine):
     lora_context_dims: ClassVar[tuple[int, ...]] = ()
     # where a request's LoRA may go besides the default (``loras[].into``): e.g. Wan A14B's two experts
     lora_targets: ClassVar[tuple[str, ...]] = ()
+    # MagCache ratios of the engine's checkpoints, for a ``cache`` of type magcache that brings none: a
+    # tuple, or "module:name" of one (imported when a run needs it, so declaring imports nothing)
+    mag_ratios: ClassVar[tuple[float, ...] | str | None] = None
 
     def check_request(self, task: str, params, variant: str | None) -> list[str]:
         problems = list(super().check_request(task, params, variant))
@@ -287,7 +290,10 @@ class DiffusersEngine(Engine):
                 allowed = (f"one of {', '.join(self.lora_targets)}" if self.lora_targets else
                            f"nothing: engine {self.key} has one denoiser; leave it out")
                 problems.append(f"loras.{index}.into: got {ref.into!r}; allowed: {allowed}")
-        return problems
+        from .caches import cache_problem
+
+        problem = cache_problem(self, params)
+        return problems + [problem] if problem else problems
 
     def lora_problem(self, path: Path) -> str | None:
         """Why a LoRA file is not for this engine's family, from its tensor names and shapes (for listings:
@@ -389,7 +395,9 @@ class DiffusersEngine(Engine):
         self.prepare_view(pipe, job)
         # LoRAs (text-encoder parts included) and embeddings are in place before the prompt is encoded,
         # which may happen in pipeline_arguments (A1111 prompts through compel)
-        with self.run_context(pipe, job):
+        from .caches import step_cache
+
+        with self.run_context(pipe, job), step_cache(self, pipe, job):
             arguments = self.pipeline_arguments(job, pipe)
             self.note_truncation(job, pipe, arguments)
             result = call(pipe, job, denoisers=self.denoisers, encoder=self.encoder, **arguments)

@@ -35,6 +35,7 @@ class Flux(DiffusersEngine):
     pipelines = {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline"}
     arguments = {"max_sequence_length": "max_sequence_length"}
     denoisers = ("transformer",)
+    mag_ratios = "diffusers.hooks.mag_cache:FLUX_MAG_RATIOS"  # MagCache's ratios for FLUX.1 (dev, 28 steps)
     sampler_family = "flow"
     # Euler (FlowMatchEulerDiscreteScheduler) is the checkpoints' own. UniPC runs txt2img with the
     # same dynamic shift; img2img/inpaint are Euler-only (params.py). DPM++ 2M is left out: diffusers

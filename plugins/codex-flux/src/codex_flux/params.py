@@ -17,12 +17,12 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from codex_core import Img2ImgParams, InpaintParams, Params, Txt2ImgParams
-from codex_diffusers import LoraFields, TrueCfgFields
+from codex_diffusers import CacheFields, LoraFields, TrueCfgFields
 
 MAX_SEQUENCE_LENGTH = 512  # FluxPipeline refuses more T5 tokens
 
 
-class _FluxFields(TrueCfgFields, Params, LoraFields):
+class _FluxFields(TrueCfgFields, Params, LoraFields, CacheFields):
     negative_prompt: str = Field("", description="What to steer away from; used only with true_cfg above 1.")
     cfg: float = Field(ge=0.0, le=50.0, description="Embedded guidance of FLUX.1-dev (diffusers' guidance_scale; "
                                                     "one pass per step). schnell has none: keep 0.")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from codex_core import Img2VidParams, Txt2VidParams
-from codex_diffusers import LoraFields, NoInitImage, TrueCfgFields, flow_shift_field
+from codex_diffusers import CacheFields, LoraFields, NoInitImage, TrueCfgFields, flow_shift_field
 
 
 def _cfg():
@@ -29,7 +29,7 @@ def _flow_shift():
     return flow_shift_field("7.0 for HunyuanVideo; 2-5 suit low resolutions, 7-12 high ones")
 
 
-class _HunyuanFields(TrueCfgFields, LoraFields):
+class _HunyuanFields(TrueCfgFields, LoraFields, CacheFields):
     true_cfg_example = 6.0
 
 

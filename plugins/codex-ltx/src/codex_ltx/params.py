@@ -16,10 +16,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from codex_core import Img2VidParams, Txt2VidParams, VideoFields
-from codex_diffusers import LoraFields, NoInitImage
+from codex_diffusers import CacheFields, LoraFields, NoInitImage
 
 
-class _LTXFields(VideoFields, LoraFields):
+class _LTXFields(VideoFields, LoraFields, CacheFields):
     show_after = {"decode_timestep": "cfg", "decode_noise_scale": "cfg"}
     size_multiple = 32
     frame_multiple = 8

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from codex_core import Img2VidParams, Txt2VidParams
-from codex_diffusers import LoraFields, NoInitImage, flow_shift_field
+from codex_diffusers import CacheFields, LoraFields, NoInitImage, flow_shift_field
 
 
 def _flow_shift():
@@ -40,12 +40,12 @@ def _cfg_2_needs_guidance(model):
     return model
 
 
-class _WanTxt2Vid(NoInitImage, Txt2VidParams, LoraFields):
+class _WanTxt2Vid(NoInitImage, Txt2VidParams, LoraFields, CacheFields):
     frame_multiple = 4
     flow_shift: float = _flow_shift()
 
 
-class _WanImg2Vid(Img2VidParams, LoraFields):
+class _WanImg2Vid(Img2VidParams, LoraFields, CacheFields):
     """The init image is the first frame; it is resized to width x height (Lanczos) if it differs."""
 
     frame_multiple = 4
