@@ -45,6 +45,7 @@ bench: setup
 	$(PIP) install -q --disable-pip-version-check -r bench/requirements.txt
 	$(VENV)/bin/python bench/overhead.py
 	$(VENV)/bin/python bench/serve.py
+	$(VENV)/bin/python bench/speed.py
 
 # Wheels (not editable) in a fresh environment: codex-core alone, then each plugin alone with it.
 check-wheels: setup

@@ -253,16 +253,19 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
                        show_progress="hidden", **ONE_AT_A_TIME).then(
             follow, [submitted], outputs, concurrency_limit=None, show_progress="hidden")
 
-        def on_interrupt(job_id):
+        def cancel_job(job_id, nothing: str, done: str) -> str:
+            """Esc, and the queue panel's Cancel: the service stops the job (queued: at once; running: at
+            its next step)."""
             if not job_id:
-                return "Nothing to interrupt: this page follows no job."
+                return nothing
             try:
                 client.cancel(job_id)
             except Refused as exc:
                 return f"⚠ {exc.message}"
-            return f"Job `{job_id}`: interrupt requested"
+            return f"Job `{job_id}`: {done}"
 
-        interrupt.click(on_interrupt, [following], [status], show_progress="hidden")
+        interrupt.click(partial(cancel_job, nothing="Nothing to interrupt: this page follows no job.",
+                                done="interrupt requested"), [following], [status], show_progress="hidden")
 
         def on_skip():
             running = [w["running"] for w in client.health()["workers"] if w["running"]]
@@ -289,16 +292,8 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
         ui.load(lambda key: gr.Dropdown(choices=model_choices(client, engines[key])), [engine], [model],
                 show_progress="hidden")
 
-        def on_cancel(job_id):
-            if not job_id:
-                return "Choose a queued or running job first."
-            try:
-                client.cancel(job_id)
-            except Refused as exc:
-                return f"⚠ {exc.message}"
-            return f"Job `{job_id}`: cancel requested"
-
-        cancel.click(on_cancel, [cancel_id], [status], show_progress="hidden")
+        cancel.click(partial(cancel_job, nothing="Choose a queued or running job first.", done="cancel requested"),
+                     [cancel_id], [status], show_progress="hidden")
 
         # ---- reuse seed, send to img2img ----
         def on_reuse(task, stored, shown, rev_value):
