@@ -130,3 +130,13 @@ def test_the_mask_is_every_painted_pixel(tmp_path):
     assert white == {(x, y) for x in range(2, 6) for y in range(1, 4)}
     assert mask_from_layers(str(background), [str(empty)], tmp_path) is None
 
+
+
+def test_png_info_reads_a_codex_video(tmp_path):
+    from codex_core.testing import run_json
+
+    request = {"prompt": "waves", "width": 32, "height": 32, "num_frames": 5, "steps": 2, "seed": 8}
+    result = run_json("wan_ti2v_5b", "txt2vid", request, tmp_path)
+    video = next(path for path in result["files"] if path.endswith(".mp4"))
+    found = read_parameters(Path(video), "sd15", set(registry.engines()))
+    assert found.target == ("wan_ti2v_5b", "txt2vid") and found.request == request
