@@ -36,9 +36,9 @@ import psutil  # noqa: E402
 from codex_core.orchestrator import RunOptions, run  # noqa: E402
 
 CASES = {
-    "wan_ti2v_5b": ("txt2vid", {"prompt": "a red fox running in snow", "width": 64, "height": 64, "num_frames": 9,
+    "wan_ti2v_5b": ("txt2vid", {"prompt": "a red fox running in snow", "width": 256, "height": 256, "num_frames": 33,
                                 "steps": 30, "seed": 7}),
-    "flux": ("txt2img", {"prompt": "a lighthouse at dawn", "width": 128, "height": 128, "steps": 28, "seed": 7,
+    "flux": ("txt2img", {"prompt": "a lighthouse at dawn", "width": 256, "height": 256, "steps": 28, "seed": 7,
                          "max_sequence_length": 32}),
 }
 OPTIONS = {
@@ -97,6 +97,7 @@ def bench(engine: str, repeats: int) -> list[tuple[str, float, float, float, int
     names = [name for name, option in OPTIONS.items()
              if not (isinstance(option, dict) and option["type"] == "magcache" and engine != "flux")]
     times = {name: [] for name in names}
+    denoise = {name: [] for name in names}  # the stage a step cache acts on
     memory, outputs = {}, {}
     for round_ in range(repeats):
         for name in names:  # interleaved: slow phases of a shared machine hit every option alike
@@ -106,17 +107,18 @@ def bench(engine: str, repeats: int) -> list[tuple[str, float, float, float, int
                 started = time.perf_counter()
                 result = run(engine, task, request, options)
                 times[name].append(time.perf_counter() - started)
+            denoise[name].append(result.info["timings"]["denoise"])
             memory[name] = max(memory.get(name, 0.0), result.info["memory"].get("peak_device_memory_mb") or rss.mib)
             if round_ == 0:
                 outputs[name] = pixels(result)
-    none = statistics.median(times["none"])
+    none, none_denoise = statistics.median(times["none"]), statistics.median(denoise["none"])
     rows = []
     for name in names:
-        median = statistics.median(times[name])
+        median, denoise_ratio = statistics.median(times[name]), statistics.median(denoise[name]) / none_denoise
         difference = int(np.abs(outputs[name] - outputs["none"]).max())
         # a CPU's resident memory hardly moves between runs of a warm tiny model (the allocator reuses
         # it): a ratio is shown only when the baseline's peak is big enough to mean something
-        rows.append((name, median, median / none, memory[name], difference,
+        rows.append((name, median, median / none, denoise_ratio, memory[name], difference,
                      memory[name] / memory["none"] if memory["none"] >= 16 else None))
     return rows
 
@@ -130,17 +132,17 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
     print(f"speed options on the tiny models ({device}, torch {torch.__version__}), median of {args.repeats}")
     print()
-    print("| engine | option | time | vs none | peak memory | vs none | max pixel difference |")
-    print("|---|---|---|---|---|---|---|")
+    print("| engine | option | time | vs none | denoising vs none | peak memory | vs none | max pixel difference |")
+    print("|---|---|---|---|---|---|---|---|")
     verdicts = []
     for engine in CASES:
-        for name, median, ratio, mib, difference, memory_ratio in bench(engine, args.repeats):
+        for name, median, ratio, denoise_ratio, mib, difference, memory_ratio in bench(engine, args.repeats):
             print(f"| {engine} {CASES[engine][0]} {CASES[engine][1]['steps']} steps | {name} | {median:.3f} s | "
-                  f"{ratio:.2f} | {mib:.0f} MiB | {'-' if memory_ratio is None else f'{memory_ratio:.2f}'} | "
-                  f"{difference} |", flush=True)
+                  f"{ratio:.2f} | {denoise_ratio:.2f} | {mib:.0f} MiB | "
+                  f"{'-' if memory_ratio is None else f'{memory_ratio:.2f}'} | {difference} |", flush=True)
             if engine == "wan_ti2v_5b" and name.startswith("first_block (--preset"):
-                verdicts.append(f"target: wan_ti2v_5b first_block (--preset fast) {ratio:.2f}x of no cache "
-                                f"(<= 0.90): {'met' if ratio <= 0.9 else 'NOT met'}")
+                verdicts.append(f"target: wan_ti2v_5b first_block (--preset fast) {ratio:.2f}x of no cache's time, "
+                                f"denoising {denoise_ratio:.2f}x (<= 0.90): {'met' if ratio <= 0.9 else 'NOT met'}")
     print()
     for line in verdicts:
         print(line)
