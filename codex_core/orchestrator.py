@@ -309,6 +309,7 @@ def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached
         "dtype": runtime.dtype,
         "offload": runtime.offload,
         "vae_tiling": runtime.vae_tiling,
+        "weights": runtime.weights,
         "steps_done": job.steps_done,
         "notes": job.notes,
         "versions": versions(engine.distribution),

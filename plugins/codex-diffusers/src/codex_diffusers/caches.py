@@ -179,7 +179,9 @@ def step_cache(engine, pipe, job) -> Iterator[None]:
     modules = [getattr(pipe, name) for name in names]
     context = {"steps": job.params.steps, "mag_ratios": _built_in_ratios(engine),
                "timestep": lambda: pipe.current_timestep,
-               "dtype": next(modules[0].parameters()).dtype if modules else torch.float32}
+               # the compute dtype: parameters stored in float8 (--weights fp8) are cast up as they run
+               "dtype": next((p.dtype for p in modules[0].parameters() if p.dtype.itemsize >= 2), torch.float32)
+               if modules else torch.float32}
     job.notes["cache"] = {"type": cache.type, **cache.settings(), "on": names, "removed_after_run": False}
     enabled = []
     try:

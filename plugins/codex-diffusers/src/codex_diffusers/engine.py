@@ -101,7 +101,10 @@ class DiffusersModel:
                                 for name, path in self.source.components})
             base = load_pipeline(cls, folder, self.source.label, self.runtime, dtypes, **options)
         self.engine.check_model(base, self.source)
-        self.families[folder] = PipelineFamily(base, self.runtime)
+        from .pipelines import store_weights
+
+        self.families[folder] = PipelineFamily(base, self.runtime, store_weights(base, self.engine.denoisers,
+                                                                                 self.runtime))
         return self.families[folder]
 
     def family(self, task: str, job: Job):

@@ -84,12 +84,30 @@ def modules_of(pipe) -> dict[str, torch.nn.Module]:
     return {name: module for name, module in pipe.components.items() if isinstance(module, torch.nn.Module)}
 
 
+def store_weights(pipe, names: tuple[str, ...], runtime: Runtime) -> tuple[str, ...]:
+    """``--weights fp8``: the named modules (the denoisers) stored in float8, each layer cast up to the run's
+    dtype as it computes (diffusers' layerwise casting; norms and embeddings stay as they are). The names done."""
+    from codex_core.runtime import WEIGHTS
+
+    storage = WEIGHTS[runtime.weights]
+    if storage is None:
+        return ()
+    done = []
+    for name in names:
+        module = getattr(pipe, name, None)
+        if module is not None and hasattr(module, "enable_layerwise_casting"):
+            module.enable_layerwise_casting(storage_dtype=getattr(torch, storage), compute_dtype=torch_dtype(runtime))
+            done.append(name)
+    return tuple(done)
+
+
 class PipelineFamily:
     """A base pipeline plus task pipelines derived from it with ``from_pipe`` (components shared)."""
 
-    def __init__(self, base, runtime: Runtime):
+    def __init__(self, base, runtime: Runtime, cast: tuple[str, ...] = ()):
         self.base = base
         self.runtime = runtime
+        self.cast = cast  # modules stored in float8 (store_weights): their dtype is their hooks' to keep
         # Every run builds its scheduler from the checkpoint's own config, never from the last run's.
         self.scheduler_config = dict(base.scheduler.config)
         self._by_class: dict[type, Any] = {type(base): base}
@@ -98,7 +116,8 @@ class PipelineFamily:
         if pipeline_cls not in self._by_class:
             # from_pipe casts every module, the shared ones included, to one dtype (fp32 unless told):
             # modules loaded in another dtype (e.g. a float32 VAE) are put back.
-            kept = {name: module.dtype for name, module in modules_of(self.base).items() if hasattr(module, "dtype")}
+            kept = {name: module.dtype for name, module in modules_of(self.base).items()
+                    if hasattr(module, "dtype") and name not in self.cast}
             pipe = pipeline_cls.from_pipe(self.base, dtype=torch_dtype(self.runtime))
             for name, dtype in kept.items():
                 module = getattr(pipe, name, None)
