@@ -2,14 +2,16 @@
 JSON panel, progress, queue and results. Every action is a call to the service API (``client``).
 
 State kept per browser session:
-- ``values``: per task, the fields the user set (the request as it will be sent);
+- ``values``: per task, the fields the user set (the request as it will be sent). One dict per session,
+  changed in place and never an event's output: an event's state inputs are read when it is queued, so
+  a handler that returned a new dict would write back what a queued one read before an earlier edit;
 - ``errors``: per field, what the service said about the last refused submit;
 - ``rev``: bumped whenever ``values`` or ``errors`` change from code (engine switch, refused submit,
   reuse seed, send to a tab): the forms are re-rendered from it, with the values and errors shown.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations` here: Gradio finds event data (``evt: gr.SelectData``) by the
+# annotation's object, which a postponed (string) annotation is not
 import json
 import time
 from functools import partial
@@ -32,8 +34,8 @@ CSS = """
 #codex-progress .bar > div { height: 100%; background: #f97316; }
 """
 KEYS_JS = (Path(__file__).with_name("keys.js")).read_text()
-# Every handler that changes the session's request values runs in one queue, one at a time: each
-# reads the values the one before wrote (run concurrently, two quick field edits lose one).
+# Every handler that reads or changes the session's request values runs in one queue, one at a time, so
+# that each sees the edits queued before it (run concurrently, two quick field edits could lose one).
 ONE_AT_A_TIME = {"concurrency_id": "codex-values", "concurrency_limit": 1}
 
 
@@ -148,37 +150,40 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
         timer = gr.Timer(1.0)
 
         # ---- engine switch: model list, modes; the tabs and forms re-render for the new engine ----
-        def on_engine(key, task, pending_values, rev_value):
+        def on_engine(key, task, pending_values, rev_value, stored):
             row = engines[key]
             task = task if task in row["tasks"] else row["tasks"][0]
-            new_values = pending_values or {}
-            return [new_values, {}, rev_value + 1, task, None,
+            stored.clear()
+            stored.update(pending_values or {})
+            new_values = stored
+            return [{}, rev_value + 1, task, None,
                     gr.Dropdown(choices=model_choices(client, row), value=""),
                     gr.Dropdown(choices=row["modes"] or ["normal"], value=None, visible=bool(row["modes"])),
                     show_request(new_values.get(task, {}))]
 
-        engine.change(on_engine, [engine, current, pending, rev],
-                      [values, errors, rev, current, pending, model, mode, request_json], **ONE_AT_A_TIME)
+        engine.change(on_engine, [engine, current, pending, rev, values],
+                      [errors, rev, current, pending, model, mode, request_json], **ONE_AT_A_TIME)
 
         def on_mode(chosen, task, stored):
-            request = with_value(stored.get(task, {}), "mode", chosen if chosen else UNSET)
-            return {**stored, task: request}, show_request(request)
+            stored[task] = request = with_value(stored.get(task, {}), "mode", chosen if chosen else UNSET)
+            return show_request(request)
 
-        mode.input(on_mode, [mode, current, values], [values, request_json], **ONE_AT_A_TIME)
+        mode.input(on_mode, [mode, current, values], [request_json], **ONE_AT_A_TIME)
 
         def on_json(text, task, stored, rev_value):
             """The panel edited by hand: its request becomes the task's, and the form shows it."""
             try:
                 request = parse_request(text)
             except ValueError as exc:
-                return stored, f"⚠ {exc}", rev_value
+                return f"⚠ {exc}", rev_value
             if request == stored.get(task, {}):
-                return stored, "", rev_value
-            return {**stored, task: request}, "", rev_value + 1
+                return "", rev_value
+            stored[task] = request
+            return "", rev_value + 1
 
         # taken when the editor loses focus (Generate, a tab, Ctrl+Enter: keys.js blurs first); its .input
         # does not fire for typing, and its .change fires for our own updates too
-        request_json.blur(on_json, [request_json, current, values, rev], [values, status, rev], **ONE_AT_A_TIME)
+        request_json.blur(on_json, [request_json, current, values, rev], [status, rev], **ONE_AT_A_TIME)
 
         # ---- generate: submit (after the field edits before it), then follow the job and show its files ----
         outputs = [errors, rev, following, status, progress, gallery, video, files, info, result_image,
@@ -298,24 +303,24 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
         # ---- reuse seed, send to img2img ----
         def on_reuse(task, stored, shown, rev_value):
             if not shown or "seed" not in shown:
-                return stored, rev_value, gr.skip(), "No result with a seed yet."
-            request = {**stored.get(task, {}), "seed": shown["seed"]}
-            return {**stored, task: request}, rev_value + 1, show_request(request), f"Seed {shown['seed']} reused."
+                return rev_value, gr.skip(), "No result with a seed yet."
+            stored[task] = request = {**stored.get(task, {}), "seed": shown["seed"]}
+            return rev_value + 1, show_request(request), f"Seed {shown['seed']} reused."
 
-        reuse_seed.click(on_reuse, [current, values, info, rev], [values, rev, request_json, status], **ONE_AT_A_TIME)
+        reuse_seed.click(on_reuse, [current, values, info, rev], [rev, request_json, status], **ONE_AT_A_TIME)
 
         def on_send(key, stored, image, rev_value):
             if image is None:
-                return stored, rev_value, gr.skip(), gr.skip(), "No image result to send."
+                return rev_value, gr.skip(), gr.skip(), "No image result to send."
             if "img2img" not in engines[key]["tasks"]:
-                return stored, rev_value, gr.skip(), gr.skip(), f"Engine {key} has no img2img task."
+                return rev_value, gr.skip(), gr.skip(), f"Engine {key} has no img2img task."
             carried = {name: stored.get(prior, {}).get(name) for prior in ("txt2img",) for name in
                        ("prompt", "negative_prompt") if stored.get(prior, {}).get(name) is not None}
-            request = {**stored.get("img2img", {}), **carried, "init_image": client.upload(image)}
-            return {**stored, "img2img": request}, rev_value + 1, "img2img", show_request(request), "Sent to img2img."
+            stored["img2img"] = request = {**stored.get("img2img", {}), **carried, "init_image": client.upload(image)}
+            return rev_value + 1, "img2img", show_request(request), "Sent to img2img."
 
         send_img2img.click(on_send, [engine, values, result_image, rev],
-                           [values, rev, current, request_json, status], **ONE_AT_A_TIME)
+                           [rev, current, request_json, status], **ONE_AT_A_TIME)
 
     return ui
 
@@ -369,10 +374,22 @@ def _tabs(client: ServiceClient, engines, engine, values, errors, rev, current, 
             for task in tasks:
                 with gr.Tab(task, id=task, elem_id=f"codex-tab-{task}") as tab:
                     _form(client, key, task, stored.get(task, {}), errors_now, rev_value, values, current, page)
-                tab.select(lambda stored_now, task=task: (task, show_request(stored_now.get(task, {}))), [values],
-                           [current, page["request_json"]], **ONE_AT_A_TIME)
+                tab.select(_on_tab(task), [values], [current, page["request_json"]], **ONE_AT_A_TIME)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="codex-tab-pnginfo"):
                 _png_info(engines, key, values, rev, current, pending, engine, page)
+
+
+def _on_tab(task: str):
+    """The handler of a task's tab: the tab the user opened becomes the task Generate runs; a select event
+    for a tab being left (Gradio sends them when the tabs are rendered again) changes nothing. (A closure,
+    not a partial: Gradio finds ``evt`` only in a plain function's signature.)"""
+
+    def on_select(stored: dict[str, Any], evt: gr.SelectData):
+        if not evt.selected:
+            return gr.skip(), gr.skip()
+        return task, show_request(stored.get(task, {}))
+
+    return on_select
 
 
 def _png_info(engines, key, values, rev, current, pending, engine, page) -> None:
@@ -392,16 +409,16 @@ def _png_info(engines, key, values, rev, current, pending, engine, page) -> None
 
     def on_send_info(target, request, stored, rev_value):
         if not target or request is None:
-            return [gr.skip()] * 6 + ["Drop a PNG or video with parameters first."]
+            return [gr.skip()] * 5 + ["Drop a PNG or video with parameters first."]
         engine_key, task = target
         if engine_key != key:  # the engine switch applies them once the new engine's tabs render
-            return (stored, rev_value, task, {task: request}, gr.Dropdown(value=engine_key), gr.skip(),
+            return (rev_value, task, {task: request}, gr.Dropdown(value=engine_key), gr.skip(),
                     f"Sent to {engine_key} {task}.")
-        return ({**stored, task: request}, rev_value + 1, task, None, gr.skip(), show_request(request),
-                f"Sent to {task}.")
+        stored[task] = dict(request)
+        return rev_value + 1, task, None, gr.skip(), show_request(request), f"Sent to {task}."
 
     send_info.click(on_send_info, [info_target, info_json, values, rev],
-                    [values, rev, current, pending, engine, page["request_json"], page["status"]], **ONE_AT_A_TIME)
+                    [rev, current, pending, engine, page["request_json"], page["status"]], **ONE_AT_A_TIME)
 
 
 def _form(client: ServiceClient, key: str, task: str, request: dict[str, Any], errors_now: dict[str, str],
@@ -411,7 +428,7 @@ def _form(client: ServiceClient, key: str, task: str, request: dict[str, Any], e
     if errors_now.get(""):
         gr.Markdown(f"⚠ {errors_now['']}", elem_classes=["codex-error"])
     masked = any(f.name == "mask_image" for f in fields)
-    changed = [values, current, page["request_json"]]  # what every field's handler updates
+    changed = [current, page["request_json"]]  # what every field's handler updates (values: in place)
     # prompts across the page, then the images, then everything else in a grid
     rows = [[f for f in fields if f.kind == "long_text"], [f for f in fields if f.kind == "image"],
             [f for f in fields if f.kind not in ("long_text", "image")]]
@@ -419,7 +436,7 @@ def _form(client: ServiceClient, key: str, task: str, request: dict[str, Any], e
         with gr.Row(equal_height=False):
             for spec in row:
                 if spec.name == "init_image" and masked:
-                    _inpaint_editor(client, task, changed, errors_now, rev_value)
+                    _inpaint_editor(client, task, values, changed, errors_now, rev_value)
                     continue
                 widget = _widget(spec, task, request.get(spec.name), errors_now.get(spec.name),
                                  key=f"{key}-{task}-{spec.name}-{rev_value}")
@@ -435,17 +452,17 @@ def _form(client: ServiceClient, key: str, task: str, request: dict[str, Any], e
 
 
 def _on_field(task: str, spec: FieldSpec, raw: Any, stored: dict[str, Any]):
-    request = with_value(stored.get(task, {}), spec.name, value_of(spec, _raw(spec, raw)))
-    return {**stored, task: request}, task, show_request(request)
+    stored[task] = request = with_value(stored.get(task, {}), spec.name, value_of(spec, _raw(spec, raw)))
+    return task, show_request(request)
 
 
 def _on_image(client: ServiceClient, task: str, spec: FieldSpec, path: str | None, stored: dict[str, Any]):
     value = client.upload(path) if path else None
-    request = with_value(stored.get(task, {}), spec.name, value_of(spec, value))
-    return {**stored, task: request}, task, show_request(request)
+    stored[task] = request = with_value(stored.get(task, {}), spec.name, value_of(spec, value))
+    return task, show_request(request)
 
 
-def _inpaint_editor(client, task, changed, errors_now, rev_value):
+def _inpaint_editor(client, task, values, changed, errors_now, rev_value):
     """init_image with the mask painted on it: "Use the painted mask" turns the brush strokes into
     mask_image (white = repaint). A button, because Gradio's editor sends no event for a brush stroke;
     a click sends the editor's current canvas."""
@@ -464,7 +481,8 @@ def _inpaint_editor(client, task, changed, errors_now, rev_value):
             current["init_image"] = client.upload(edited["background"])
         else:
             current.pop("init_image", None)
-        return {**stored, task: current}, task, show_request(current)
+        stored[task] = current
+        return task, show_request(current)
 
     def on_mask(edited, stored):
         from .masks import mask_from_layers
@@ -476,8 +494,9 @@ def _inpaint_editor(client, task, changed, errors_now, rev_value):
                                     Path(edited["background"]).parent)
             if mask is not None:
                 current["mask_image"] = client.upload(mask)
-        return {**stored, task: current}, task, show_request(current)
+        stored[task] = current
+        return task, show_request(current)
 
-    editor.upload(on_image, [editor, changed[0]], changed, **ONE_AT_A_TIME)
-    editor.clear(on_image, [editor, changed[0]], changed, **ONE_AT_A_TIME)
-    use_mask.click(on_mask, [editor, changed[0]], changed, **ONE_AT_A_TIME)
+    editor.upload(on_image, [editor, values], changed, **ONE_AT_A_TIME)
+    editor.clear(on_image, [editor, values], changed, **ONE_AT_A_TIME)
+    use_mask.click(on_mask, [editor, values], changed, **ONE_AT_A_TIME)
