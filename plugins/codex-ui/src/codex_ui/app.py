@@ -373,7 +373,8 @@ def _tabs(client: ServiceClient, engines, engine, values, errors, rev, current, 
         with gr.Tabs(selected=task_now if task_now in tasks else tasks[0], elem_id="codex-tabs"):
             for task in tasks:
                 with gr.Tab(task, id=task, elem_id=f"codex-tab-{task}") as tab:
-                    _form(client, key, task, stored.get(task, {}), errors_now, rev_value, values, current, page)
+                    _form(client, key, task, stored.get(task, {}), errors_now, rev_value, values, current, page,
+                          rev)
                 tab.select(_on_tab(task), [values], [current, page["request_json"]], **ONE_AT_A_TIME)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="codex-tab-pnginfo"):
                 _png_info(engines, key, values, rev, current, pending, engine, page)
@@ -422,7 +423,7 @@ def _png_info(engines, key, values, rev, current, pending, engine, page) -> None
 
 
 def _form(client: ServiceClient, key: str, task: str, request: dict[str, Any], errors_now: dict[str, str],
-          rev_value: int, values, current, page) -> None:
+          rev_value: int, values, current, page, rev) -> None:
     """The task's form, from the engine's schema, showing the values the user set and the last errors."""
     fields = form_fields(client.schema(key, task))
     if errors_now.get(""):
@@ -448,10 +449,15 @@ def _form(client: ServiceClient, key: str, task: str, request: dict[str, Any], e
                     # mounts, with 0. Text boxes: .change, since their .input carries the text before the
                     # last keystroke; when one mounts, .change carries the text it was rendered with.
                     event = widget.change if isinstance(widget, gr.Textbox) else widget.input
-                    event(partial(_on_field, task, spec), [widget, values], changed, **ONE_AT_A_TIME)
+                    event(partial(_on_field, task, spec, rev_value), [widget, values, rev], changed, **ONE_AT_A_TIME)
 
 
-def _on_field(task: str, spec: FieldSpec, raw: Any, stored: dict[str, Any]):
+def _on_field(task: str, spec: FieldSpec, rendered: int, raw: Any, stored: dict[str, Any], rev_now: int):
+    """A field's value into the task's request. An event from a widget of an earlier render (a text box
+    reports its value when it mounts, possibly after the values changed and the form was made again)
+    changes nothing."""
+    if rev_now != rendered:
+        return gr.skip(), gr.skip()
     stored[task] = request = with_value(stored.get(task, {}), spec.name, value_of(spec, _raw(spec, raw)))
     return task, show_request(request)
 
