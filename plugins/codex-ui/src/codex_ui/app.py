@@ -437,13 +437,14 @@ def _form(client: ServiceClient, key: str, task: str, request: dict[str, Any], e
         with gr.Row(equal_height=False):
             for spec in row:
                 if spec.name == "init_image" and masked:
-                    _inpaint_editor(client, task, values, changed, errors_now, rev_value)
+                    _inpaint_editor(client, task, values, rev, changed, errors_now, rev_value)
                     continue
                 widget = _widget(spec, task, request.get(spec.name), errors_now.get(spec.name),
                                  key=f"{key}-{task}-{spec.name}-{rev_value}")
                 if spec.kind == "image":
-                    widget.upload(partial(_on_image, client, task, spec), [widget, values], changed, **ONE_AT_A_TIME)
-                    widget.clear(partial(_on_image, client, task, spec, None), [values], changed, **ONE_AT_A_TIME)
+                    on_image = partial(_on_image, client, task, spec, rev_value)
+                    widget.upload(on_image, [widget, values, rev], changed, **ONE_AT_A_TIME)
+                    widget.clear(on_image, [widget, values, rev], changed, **ONE_AT_A_TIME)
                 else:
                     # numbers and choices: what the user did (.input); a number's .change also fires when it
                     # mounts, with 0. Text boxes: .change, since their .input carries the text before the
@@ -462,13 +463,18 @@ def _on_field(task: str, spec: FieldSpec, rendered: int, raw: Any, stored: dict[
     return task, show_request(request)
 
 
-def _on_image(client: ServiceClient, task: str, spec: FieldSpec, path: str | None, stored: dict[str, Any]):
+def _on_image(client: ServiceClient, task: str, spec: FieldSpec, rendered: int, path: str | None,
+              stored: dict[str, Any], rev_now: int):
+    """An image uploaded (or cleared) into the task's request, as the service's path for it. A widget of an
+    earlier render (cleared as the form is made again) changes nothing."""
+    if rev_now != rendered:
+        return gr.skip(), gr.skip()
     value = client.upload(path) if path else None
     stored[task] = request = with_value(stored.get(task, {}), spec.name, value_of(spec, value))
     return task, show_request(request)
 
 
-def _inpaint_editor(client, task, values, changed, errors_now, rev_value):
+def _inpaint_editor(client, task, values, rev, changed, errors_now, rev_value):
     """init_image with the mask painted on it: "Use the painted mask" turns the brush strokes into
     mask_image (white = repaint). A button, because Gradio's editor sends no event for a brush stroke;
     a click sends the editor's current canvas."""
@@ -481,7 +487,9 @@ def _inpaint_editor(client, task, values, changed, errors_now, rev_value):
     if error:
         gr.Markdown(f"⚠ {error}", elem_classes=["codex-error"])
 
-    def on_image(edited, stored):
+    def on_image(edited, stored, rev_now):
+        if rev_now != rev_value:  # an editor of an earlier render
+            return gr.skip(), gr.skip()
         current = dict(stored.get(task, {}))
         if edited and edited.get("background"):
             current["init_image"] = client.upload(edited["background"])
@@ -503,6 +511,6 @@ def _inpaint_editor(client, task, values, changed, errors_now, rev_value):
         stored[task] = current
         return task, show_request(current)
 
-    editor.upload(on_image, [editor, values], changed, **ONE_AT_A_TIME)
-    editor.clear(on_image, [editor, values], changed, **ONE_AT_A_TIME)
+    editor.upload(on_image, [editor, values, rev], changed, **ONE_AT_A_TIME)
+    editor.clear(on_image, [editor, values, rev], changed, **ONE_AT_A_TIME)
     use_mask.click(on_mask, [editor, values], changed, **ONE_AT_A_TIME)
