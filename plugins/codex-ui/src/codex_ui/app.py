@@ -155,11 +155,10 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
             task = task if task in row["tasks"] else row["tasks"][0]
             stored.clear()
             stored.update(pending_values or {})
-            new_values = stored
             return [{}, rev_value + 1, task, None,
                     gr.Dropdown(choices=model_choices(client, row), value=""),
                     gr.Dropdown(choices=row["modes"] or ["normal"], value=None, visible=bool(row["modes"])),
-                    show_request(new_values.get(task, {}))]
+                    show_request(stored.get(task, {}))]
 
         engine.change(on_engine, [engine, current, pending, rev, values],
                       [errors, rev, current, pending, model, mode, request_json], **ONE_AT_A_TIME)

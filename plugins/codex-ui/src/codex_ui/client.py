@@ -45,7 +45,7 @@ class ServiceClient:
         return response
 
     def _cached(self, key: str, fetch) -> Any:
-        """Engines, schemas, presets and samplers do not change while a service runs: asked once."""
+        """Engines and schemas do not change while a service runs: asked once."""
         if key not in self._cache:
             self._cache[key] = fetch()
         return self._cache[key]
@@ -58,9 +58,6 @@ class ServiceClient:
 
     def schema(self, engine: str, task: str) -> dict[str, Any]:
         return self._cached(f"schema/{engine}/{task}", lambda: self._get(f"/v1/engines/{engine}/{task}/schema"))
-
-    def samplers(self, engine: str) -> dict[str, Any]:
-        return self._cached(f"samplers/{engine}", lambda: self._get(f"/v1/samplers/{engine}"))
 
     def models(self, engine: str) -> list[dict[str, Any]]:
         return self._get("/v1/models", engine=engine)
