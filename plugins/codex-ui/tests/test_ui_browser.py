@@ -379,3 +379,26 @@ def test_img2img_uploads_the_image_and_inpaint_paints_the_mask(page, service, tm
     assert latest["spec"]["task"] == "inpaint" and latest["state"] == "done"
     SCREENS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENS / "sd15-inpaint-result.png", full_page=True)
+
+
+def test_send_to_img2img_carries_the_image_and_prompt(page, service):
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    fill(page, {"prompt": "a fox", "width": 32, "height": 32, "steps": 2})
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=90_000)
+    page.locator("#codex-send-img2img").click()
+    expect(page.locator("#codex-status")).to_contain_text("Sent to img2img")
+    # the img2img tab is the one shown, and its request has the image and the prompt
+    expect(page.locator("#codex-tabs button[role=tab][aria-selected=true]")).to_have_text("img2img")
+    panel = page.locator("#codex-request .cm-content")
+    expect(panel).to_contain_text('"init_image"')
+    sent = json.loads(panel.inner_text())
+    assert sent["prompt"] == "a fox" and Path(sent["init_image"]).name.endswith(".png")
+    expect(field(page, "prompt", "img2img").locator("textarea")).to_have_value("a fox")
+    fill(page, {"steps": 2, "strength": 0.5}, "img2img")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=90_000)
+    latest = httpx.get(service + "/v1/jobs", timeout=10).json()[0]
+    assert latest["spec"]["task"] == "img2img" and latest["state"] == "done"
+    assert latest["result"]["info"]["request"]["init_image"] == sent["init_image"]
+    assert latest["result"]["info"]["request"]["prompt"] == "a fox"

@@ -324,7 +324,7 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
     return ui
 
 
-def _widget(spec: FieldSpec, task: str, value: Any, error: str | None, key: str):
+def _widget(client: ServiceClient, spec: FieldSpec, task: str, value: Any, error: str | None, key: str):
     """The input for one field: its current value if the user set one, else empty with the preset shown."""
     info = f"⚠ {error}" if error else spec.hint()
     common = dict(label=spec.name, info=info, elem_id=f"codex-field-{task}-{spec.name}", key=key,
@@ -338,11 +338,16 @@ def _widget(spec: FieldSpec, task: str, value: Any, error: str | None, key: str)
         return gr.Dropdown(choices=choices, value=value, allow_custom_value=True, **common)
     if spec.kind == "bool":
         return gr.Dropdown(choices=["true", "false"], value=None if value is None else str(value).lower(), **common)
-    if spec.kind == "image":  # no info line on an image: its error goes below it
+    if spec.kind == "image":  # no info line on an image: its error and a preview-less value go below it
         del common["info"]
-        widget = gr.Image(type="filepath", sources=["upload", "clipboard"], height=220, **common)
+        # shown from the local file it was uploaded from: the service's path may be outside what the page may
+        # serve (its state dir) or on another machine (--server); a path typed or read from PNG Info has none
+        local = client.local_copy(value) if isinstance(value, str) else None
+        widget = gr.Image(value=local, type="filepath", sources=["upload", "clipboard"], height=220, **common)
         if error:
             gr.Markdown(f"⚠ {spec.name}: {error}", elem_classes=["codex-error"])
+        elif value is not None and local is None:
+            gr.Markdown(f"{spec.name}: `{value}` (on the service; no preview here)")
         return widget
     if spec.kind == "json":
         return gr.Textbox(value=None if value is None else json.dumps(value), lines=2, placeholder="JSON", **common)
@@ -438,7 +443,7 @@ def _form(client: ServiceClient, key: str, task: str, request: dict[str, Any], e
                 if spec.name == "init_image" and masked:
                     _inpaint_editor(client, task, values, rev, changed, errors_now, rev_value)
                     continue
-                widget = _widget(spec, task, request.get(spec.name), errors_now.get(spec.name),
+                widget = _widget(client, spec, task, request.get(spec.name), errors_now.get(spec.name),
                                  key=f"{key}-{task}-{spec.name}-{rev_value}")
                 if spec.kind == "image":
                     on_image = partial(_on_image, client, task, spec, rev_value)

@@ -28,6 +28,9 @@ class ServiceClient:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
         self._cache: dict[str, Any] = {}
+        # service path of an uploaded image -> the local file it came from: a form shows the local file (the
+        # service's path may be outside what the page may serve, or on another machine with --server)
+        self._local_copies: dict[str, str] = {}
 
     def _get(self, path: str, **params: Any) -> Any:
         return self._check(self.http.get(path, params={k: v for k, v in params.items() if v is not None})).json()
@@ -65,7 +68,14 @@ class ServiceClient:
     def upload(self, path: str | Path) -> str:
         """An image file sent to the service; the path the service knows it by (for a request's image field)."""
         data = Path(path).read_bytes()
-        return self._check(self.http.post("/v1/inputs", content=data)).json()["path"]
+        served = self._check(self.http.post("/v1/inputs", content=data)).json()["path"]
+        self._local_copies[served] = str(path)
+        return served
+
+    def local_copy(self, served: str) -> str | None:
+        """The local file an uploaded image was sent from, if this UI sent it and it is still there."""
+        local = self._local_copies.get(served)
+        return local if local and Path(local).is_file() else None
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self._check(self.http.post("/v1/jobs", json=spec)).json()
