@@ -140,3 +140,20 @@ def test_png_info_reads_a_codex_video(tmp_path):
     video = next(path for path in result["files"] if path.endswith(".mp4"))
     found = read_parameters(Path(video), "sd15", set(registry.engines()))
     assert found.target == ("wan_ti2v_5b", "txt2vid") and found.request == request
+
+
+def test_drafts_number_every_text_sent_to_the_panel_in_the_order_sent():
+    import copy
+
+    from codex_ui.app import Drafts
+
+    drafts = Drafts()
+    drafts["txt2img"] = {"prompt": "a"}
+    first = drafts.show(drafts["txt2img"])
+    drafts["txt2img"]["steps"] = 2
+    second = drafts.show(drafts["txt2img"])
+    # the page script keeps the text with the highest number: the later one, whichever the browser applies last
+    assert first == "1\n" + show_request({"prompt": "a"}) and second == "2\n" + show_request({"prompt": "a", "steps": 2})
+    # a session's drafts are copied from the page's initial value: each session counts from its own start
+    fresh = copy.deepcopy(Drafts())
+    assert isinstance(fresh, Drafts) and fresh.show({}) == "1\n{}"

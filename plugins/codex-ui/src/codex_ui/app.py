@@ -2,9 +2,10 @@
 JSON panel, progress, queue and results. Every action is a call to the service API (``client``).
 
 State kept per browser session:
-- ``values``: per task, the fields the user set (the request as it will be sent). One dict per session,
-  changed in place and never an event's output: an event's state inputs are read when it is queued, so
-  a handler that returned a new dict would write back what a queued one read before an earlier edit;
+- ``values``: per task, the fields the user set (the request as it will be sent): one ``Drafts`` per
+  session, changed in place and never an event's output (an event's state inputs are read when it is
+  queued, so a handler that returned a new dict would write back what a queued one read before an earlier
+  edit); its ``show`` numbers the texts sent to the panel (see ``Drafts``);
 - ``errors``: per field, what the service said about the last refused submit;
 - ``rev``: bumped whenever ``values`` or ``errors`` change from code (engine switch, refused submit,
   reuse seed, send to a tab): the forms are re-rendered from it, with the values and errors shown.
@@ -37,6 +38,33 @@ KEYS_JS = (Path(__file__).with_name("keys.js")).read_text()
 # Every handler that reads or changes the session's request values runs in one queue, one at a time, so
 # that each sees the edits queued before it (run concurrently, two quick field edits could lose one).
 ONE_AT_A_TIME = {"concurrency_id": "codex-values", "concurrency_limit": 1}
+
+
+class Drafts(dict):
+    """One browser session's requests: task -> the fields the user set.
+
+    ``show`` is what a handler sends the Request JSON panel: the request's text after a number that grows
+    with every text sent. Gradio applies the outputs of quick successive events in the browser in no fixed
+    order (a field's output could land after the next field's), so the texts go to a hidden feed and a page
+    script (``PANEL_FROM_FEED``) puts one in the panel only if its number is newer than the panel's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sent = 0
+
+    def show(self, request: dict[str, Any]) -> str:
+        self.sent += 1
+        return f"{self.sent}\n{show_request(request)}"
+
+
+# The feed's newest text into the panel; an older one (applied late) leaves the panel as it is.
+PANEL_FROM_FEED = """(feed, shown) => {
+  const cut = feed.indexOf("\\n");
+  const number = parseInt(feed.slice(0, cut), 10);
+  if (!(number > (window.codexPanelNumber || 0))) return shown;
+  window.codexPanelNumber = number;
+  return feed.slice(cut + 1);
+}"""
 
 
 def ordered_tasks(engines: dict[str, dict[str, Any]]) -> list[str]:
@@ -103,7 +131,7 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
 
     page: dict[str, Any] = {}  # components the forms' handlers update, made after the forms
     with gr.Blocks(title="Codex", analytics_enabled=False) as ui:
-        values = gr.State({})
+        values = gr.State(Drafts())
         errors = gr.State({})
         rev = gr.State(0)
         current = gr.State(engines[first]["tasks"][0])
@@ -130,7 +158,10 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
             interrupt = gr.Button("Interrupt (Esc)", variant="stop", elem_id="codex-interrupt")
             skip = gr.Button("Skip (Alt+Enter)", elem_id="codex-skip")
         status = gr.Markdown(elem_id="codex-status")
-        page.update(request_json=request_json, status=status)
+        # what handlers send the panel (Drafts.show), put in it by PANEL_FROM_FEED in the order it was sent
+        feed = gr.Textbox(visible=False, elem_id="codex-request-feed")
+        feed.change(None, [feed, request_json], [request_json], js=PANEL_FROM_FEED, show_progress="hidden")
+        page.update(feed=feed, status=status)
         progress = gr.HTML(elem_id="codex-progress")
         with gr.Row():
             with gr.Column(scale=3):
@@ -158,16 +189,16 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
             return [{}, rev_value + 1, task, None,
                     gr.Dropdown(choices=model_choices(client, row), value=""),
                     gr.Dropdown(choices=row["modes"] or ["normal"], value=None, visible=bool(row["modes"])),
-                    show_request(stored.get(task, {}))]
+                    stored.show(stored.get(task, {}))]
 
         engine.change(on_engine, [engine, current, pending, rev, values],
-                      [errors, rev, current, pending, model, mode, request_json], **ONE_AT_A_TIME)
+                      [errors, rev, current, pending, model, mode, feed], **ONE_AT_A_TIME)
 
         def on_mode(chosen, task, stored):
             stored[task] = request = with_value(stored.get(task, {}), "mode", chosen if chosen else UNSET)
-            return show_request(request)
+            return stored.show(request)
 
-        mode.input(on_mode, [mode, current, values], [request_json], **ONE_AT_A_TIME)
+        mode.input(on_mode, [mode, current, values], [feed], **ONE_AT_A_TIME)
 
         def on_json(text, task, stored, rev_value):
             """The panel edited by hand: its request becomes the task's, and the form shows it."""
@@ -185,10 +216,9 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
         request_json.blur(on_json, [request_json, current, values, rev], [status, rev], **ONE_AT_A_TIME)
 
         # ---- generate: submit (after the field edits before it), then follow the job and show its files ----
-        outputs = [errors, rev, following, status, progress, gallery, video, files, info, result_image,
-                   request_json]
+        outputs = [errors, rev, following, status, progress, gallery, video, files, info, result_image, feed]
         names = ["errors", "rev", "following", "status", "progress", "gallery", "video", "files", "info",
-                 "result_image", "request_json"]
+                 "result_image", "feed"]
 
         def update(**changed):
             return {outputs[names.index(name)]: value for name, value in changed.items()}
@@ -209,12 +239,12 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
                 fields = [field.name for field in form_fields(client.schema(key, task))]
                 found = problems_by_field(exc.problems, fields) if exc.problems else {"": exc.message}
                 lines = "\n".join(f"- {line}" for line in exc.problems) or exc.message
-                return {**update(errors=found, rev=rev_value + 1, progress="", request_json=show_request(request),
+                return {**update(errors=found, rev=rev_value + 1, progress="", feed=stored.show(request),
                                  status=f"⚠ **Not queued** ({exc.status}):\n{lines}"
                                         + (f"\n\n{exc.hint}" if exc.hint else "")), submitted: None}
             cleared = {"errors": {}, "rev": rev_value + 1} if errors_now else {}
             warnings = "".join(f"\n\n⚠ {warning}" for warning in job.get("warnings", []))
-            return {**update(**cleared, following=job["id"], request_json=show_request(request),
+            return {**update(**cleared, following=job["id"], feed=stored.show(request),
                              progress=progress_html(None, None, None, "queued"),
                              status=f"Job `{job['id']}` queued (position {job.get('position', 1)}){warnings}"),
                     submitted: (job["id"], warnings)}
@@ -292,6 +322,7 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
             return rows, gr.Dropdown(choices=open_jobs, value=chosen if chosen in open_jobs else None)
 
         timer.tick(refresh, [cancel_id], [queue, cancel_id], show_progress="hidden")
+
         ui.load(refresh, [cancel_id], [queue, cancel_id], show_progress="hidden")
         ui.load(lambda key: gr.Dropdown(choices=model_choices(client, engines[key])), [engine], [model],
                 show_progress="hidden")
@@ -304,9 +335,9 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
             if not shown or "seed" not in shown:
                 return rev_value, gr.skip(), "No result with a seed yet."
             stored[task] = request = {**stored.get(task, {}), "seed": shown["seed"]}
-            return rev_value + 1, show_request(request), f"Seed {shown['seed']} reused."
+            return rev_value + 1, stored.show(request), f"Seed {shown['seed']} reused."
 
-        reuse_seed.click(on_reuse, [current, values, info, rev], [rev, request_json, status], **ONE_AT_A_TIME)
+        reuse_seed.click(on_reuse, [current, values, info, rev], [rev, feed, status], **ONE_AT_A_TIME)
 
         def on_send(key, stored, image, rev_value):
             if image is None:
@@ -316,10 +347,10 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
             carried = {name: stored.get(prior, {}).get(name) for prior in ("txt2img",) for name in
                        ("prompt", "negative_prompt") if stored.get(prior, {}).get(name) is not None}
             stored["img2img"] = request = {**stored.get("img2img", {}), **carried, "init_image": client.upload(image)}
-            return rev_value + 1, "img2img", show_request(request), "Sent to img2img."
+            return rev_value + 1, "img2img", stored.show(request), "Sent to img2img."
 
         send_img2img.click(on_send, [engine, values, result_image, rev],
-                           [rev, current, request_json, status], **ONE_AT_A_TIME)
+                           [rev, current, feed, status], **ONE_AT_A_TIME)
 
     return ui
 
@@ -379,7 +410,7 @@ def _tabs(client: ServiceClient, engines, engine, values, errors, rev, current, 
                 with gr.Tab(task, id=task, elem_id=f"codex-tab-{task}") as tab:
                     _form(client, key, task, stored.get(task, {}), errors_now, rev_value, values, current, page,
                           rev)
-                tab.select(_on_tab(task), [values], [current, page["request_json"]], **ONE_AT_A_TIME)
+                tab.select(_on_tab(task), [values], [current, page["feed"]], **ONE_AT_A_TIME)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="codex-tab-pnginfo"):
                 _png_info(engines, key, values, rev, current, pending, engine, page)
 
@@ -392,7 +423,7 @@ def _on_tab(task: str):
     def on_select(stored: dict[str, Any], evt: gr.SelectData):
         if not evt.selected:
             return gr.skip(), gr.skip()
-        return task, show_request(stored.get(task, {}))
+        return task, stored.show(stored.get(task, {}))
 
     return on_select
 
@@ -420,10 +451,10 @@ def _png_info(engines, key, values, rev, current, pending, engine, page) -> None
             return (rev_value, task, {task: request}, gr.Dropdown(value=engine_key), gr.skip(),
                     f"Sent to {engine_key} {task}.")
         stored[task] = dict(request)
-        return rev_value + 1, task, None, gr.skip(), show_request(request), f"Sent to {task}."
+        return rev_value + 1, task, None, gr.skip(), stored.show(request), f"Sent to {task}."
 
     send_info.click(on_send_info, [info_target, info_json, values, rev],
-                    [rev, current, pending, engine, page["request_json"], page["status"]], **ONE_AT_A_TIME)
+                    [rev, current, pending, engine, page["feed"], page["status"]], **ONE_AT_A_TIME)
 
 
 def _form(client: ServiceClient, key: str, task: str, request: dict[str, Any], errors_now: dict[str, str],
@@ -433,7 +464,7 @@ def _form(client: ServiceClient, key: str, task: str, request: dict[str, Any], e
     if errors_now.get(""):
         gr.Markdown(f"⚠ {errors_now['']}", elem_classes=["codex-error"])
     masked = any(f.name == "mask_image" for f in fields)
-    changed = [current, page["request_json"]]  # what every field's handler updates (values: in place)
+    changed = [current, page["feed"]]  # what every field's handler updates (values: in place)
     # prompts across the page, then the images, then everything else in a grid
     rows = [[f for f in fields if f.kind == "long_text"], [f for f in fields if f.kind == "image"],
             [f for f in fields if f.kind not in ("long_text", "image")]]
@@ -458,13 +489,17 @@ def _form(client: ServiceClient, key: str, task: str, request: dict[str, Any], e
 
 
 def _on_field(task: str, spec: FieldSpec, rendered: int, raw: Any, stored: dict[str, Any], rev_now: int):
-    """A field's value into the task's request. An event from a widget of an earlier render (a text box
-    reports its value when it mounts, possibly after the values changed and the form was made again)
-    changes nothing."""
+    """A field's value into the task's request. An event that changes nothing changes nothing else either:
+    every text box of every tab reports its value when it mounts, and such an event must not make its tab
+    the task Generate runs (nor show its request). Nor does an event from a widget of an earlier render (a
+    text box mounting after the values changed and the form was made again)."""
     if rev_now != rendered:
         return gr.skip(), gr.skip()
-    stored[task] = request = with_value(stored.get(task, {}), spec.name, value_of(spec, _raw(spec, raw)))
-    return task, show_request(request)
+    request = with_value(stored.get(task, {}), spec.name, value_of(spec, _raw(spec, raw)))
+    if request == stored.get(task, {}):
+        return gr.skip(), gr.skip()
+    stored[task] = request
+    return task, stored.show(request)
 
 
 def _on_image(client: ServiceClient, task: str, spec: FieldSpec, rendered: int, path: str | None,
@@ -474,8 +509,11 @@ def _on_image(client: ServiceClient, task: str, spec: FieldSpec, rendered: int, 
     if rev_now != rendered:
         return gr.skip(), gr.skip()
     value = client.upload(path) if path else None
-    stored[task] = request = with_value(stored.get(task, {}), spec.name, value_of(spec, value))
-    return task, show_request(request)
+    request = with_value(stored.get(task, {}), spec.name, value_of(spec, value))
+    if request == stored.get(task, {}):
+        return gr.skip(), gr.skip()
+    stored[task] = request
+    return task, stored.show(request)
 
 
 def _inpaint_editor(client, task, values, rev, changed, errors_now, rev_value):
@@ -499,8 +537,10 @@ def _inpaint_editor(client, task, values, rev, changed, errors_now, rev_value):
             current["init_image"] = client.upload(edited["background"])
         else:
             current.pop("init_image", None)
+        if current == stored.get(task, {}):
+            return gr.skip(), gr.skip()
         stored[task] = current
-        return task, show_request(current)
+        return task, stored.show(current)
 
     def on_mask(edited, stored):
         from .masks import mask_from_layers
@@ -513,7 +553,7 @@ def _inpaint_editor(client, task, values, rev, changed, errors_now, rev_value):
             if mask is not None:
                 current["mask_image"] = client.upload(mask)
         stored[task] = current
-        return task, show_request(current)
+        return task, stored.show(current)
 
     editor.upload(on_image, [editor, values, rev], changed, **ONE_AT_A_TIME)
     editor.clear(on_image, [editor, values, rev], changed, **ONE_AT_A_TIME)
