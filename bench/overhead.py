@@ -7,6 +7,9 @@
    ``diffusers.utils.export_to_video(frames, path, fps=FPS)``. Target: median ratio <= 1.05.
 3. CLI start-up: ``codex engines`` vs ``python -c "import torch"``. Target: ratio <= 0.5, i.e. a
    command that needs no model must not pay for importing torch.
+4. Cold start: a whole-process ``codex run sd15 txt2img --model tiny`` vs ``diffusers-cli run`` of the
+   same tiny folder and request (64x64, 4 steps, the checkpoint's PNDM scheduler: codex's "PLMS"),
+   both writing a PNG. Target from issue 13: ratio <= 0.9.
 
 Run from the repo root: ``.venv/bin/python bench/overhead.py`` (or ``make bench``). Needs imageio
 (bench/requirements.txt): diffusers' export_to_video writes through it.
@@ -15,6 +18,7 @@ Run from the repo root: ``.venv/bin/python bench/overhead.py`` (or ``make bench`
 from __future__ import annotations
 
 import atexit
+import json
 import importlib.util
 import os
 import shutil
@@ -162,6 +166,26 @@ cli_times, cli_others = interleaved(
     {name: lambda argv=argv: subprocess.run(argv, check=True, capture_output=True) for name, argv in cli.items()},
     CLI_REPS)
 
+# 4. Cold start, whole processes: codex run vs diffusers-cli run on the same tiny folder and request.
+COLD_REPS = 5
+cold_folder = tiny_model_dir("sd15")
+COLD = {"prompt": PROMPT, "width": 64, "height": 64, "steps": 4, "cfg": 7.5, "seed": 1, "sampler": "PLMS",
+        "scheduler": "Automatic"}
+cold = {
+    "codex run": [str(bin_dir / "codex"), "run", "sd15", "txt2img", "--model", str(cold_folder), "-q", "--out",
+                  str(TMP / "cold-codex"), "--json", json.dumps(COLD)],
+    "diffusers-cli run": [str(bin_dir / "diffusers-cli"), "--format", "quiet", "run", "--model", str(cold_folder),
+                          "--device-map", "cpu", "--dtype", "fp32", "--seed", "1", "-o", str(TMP / "cold-dc.png"),
+                          "--pipeline-kwargs", json.dumps({"prompt": PROMPT, "width": 64, "height": 64,
+                                                           "num_inference_steps": 4, "guidance_scale": 7.5})],
+}
+cold_times, cold_others = interleaved(
+    {name: lambda argv=argv: subprocess.run(argv, check=True, capture_output=True) for name, argv in cold.items()},
+    COLD_REPS)
+cold_codex_png = max((TMP / "cold-codex").glob("*/0000.png"), key=lambda path: path.stat().st_mtime)
+same_cold = np.array_equal(np.asarray(Image.open(cold_codex_png).convert("RGB")),
+                           np.asarray(Image.open(TMP / "cold-dc.png").convert("RGB")))
+
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
@@ -213,3 +237,9 @@ for name, path in videos.items():
 report(f"[3] CLI start-up; {CLI_REPS} interleaved runs each", cli_times, cli_others,
        {"import torch": "python -c 'import torch'", "codex engines": "codex engines"})
 ratio(cli_times, "codex engines", "import torch", "codex engines/import torch", 0.5)
+
+report(f"[4] cold start, whole processes, tiny sd15 txt2img 64x64, 4 steps (PNDM); {COLD_REPS} interleaved runs "
+       "each", cold_times, cold_others, {"codex run": "codex run (png + info.json)",
+                                           "diffusers-cli run": "diffusers-cli run (png)"})
+ratio(cold_times, "codex run", "diffusers-cli run", "codex run/diffusers-cli run", 0.9)
+print(f"pixels identical (codex run vs diffusers-cli run): {same_cold}")

@@ -292,6 +292,16 @@ class Engine:
         """Bytes of weights a loaded model holds, for the model cache's byte bound (None: unknown)."""
         return None
 
+    def runtime_problems(self, runtime: "Runtime") -> list[str]:
+        """Run options this engine cannot honour (e.g. an attention backend for a model without them), said
+        before anything loads; each line names the option."""
+        return []
+
+    def model_info(self, model: Any) -> dict[str, Any]:
+        """Top-level info.json entries about how the loaded model is placed and run (e.g. ``memory_plan``);
+        after the run, so a model that loads parts lazily reports them."""
+        return {}
+
     def unload(self, model: Any) -> None:
         """Release what a loaded model holds beyond Python references (e.g. device memory)."""
 

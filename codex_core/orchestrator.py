@@ -48,6 +48,8 @@ class RunOptions:
     components: tuple[str, ...] = ()  # --component NAME=FILE
     # receives every progress event (codex_core.progress.Progress); may raise to stop the run
     on_progress: Callable[[dict[str, Any]], None] | None = None
+    # the run folder's name (default: a new time-stamped id); `codex batch` names it after the item's id
+    run_id: str | None = None
 
 
 @dataclass
@@ -82,6 +84,9 @@ def prepare(engine_key: str, task: str, request: Any, options: RunOptions | None
     engine = registry.get_engine(engine_key)
     if task not in engine.tasks:
         raise UsageError(f"engine {engine_key!r} has no task {task!r}; its tasks: {', '.join(engine.tasks)}")
+    runtime_problems = engine.runtime_problems(options.runtime.check())
+    if runtime_problems:
+        raise UsageError("; ".join(runtime_problems))
     context = PlanContext(None, lambda: _resolve_source(engine, task, options))  # checked as it is found
     if engine.variants:  # variant presets: find the checkpoint first (reads configs, loads nothing)
         context.variant = sources.variant_of(engine, context.source())
@@ -229,12 +234,12 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
 
     kind = engine.output_kind(task)
     out_root = Path(options.out) if options.out else DEFAULT_OUT[kind]
-    run_id = new_run_id()
+    run_id = options.run_id or new_run_id()
     exporters = registry.exporters()
     export_started = time.perf_counter()
     progress.message(f"writing {', '.join(prepared.formats)} into {out_root / run_id}")
     with run_folder(out_root, run_id) as folder:
-        info = _info(prepared, source, runtime, job, run_id, cached, fingerprint)
+        info = _info(prepared, source, runtime, job, run_id, cached, fingerprint, model)
         info["model"]["files"] = {**file_records, **job.files}
         info["cwd"], info["inputs"] = os.getcwd(), inputs
         if replay_of:
@@ -280,7 +285,7 @@ def _replay_note(replay_of: dict[str, Any] | None, fingerprint: dict[str, Any] |
 
 
 def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached: bool,
-          fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+          fingerprint: dict[str, Any] | None = None, model: Any = None) -> dict[str, Any]:
     engine = prepared.engine
     info: dict[str, Any] = {
         "run_id": run_id,
@@ -307,13 +312,17 @@ def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached
     info.update({
         "device": runtime.device,
         "dtype": runtime.dtype,
-        "offload": runtime.offload,
+        "offload": runtime.offload,  # as asked; with auto, memory_plan says what ran
+        "vae": runtime.vae,
         "vae_tiling": runtime.vae_tiling,
         "weights": runtime.weights,
+        "compile": {"mode": runtime.compile, "backend": runtime.compile_backend} if runtime.compile != "off" else None,
+        "attention": {"backend": runtime.attention} if runtime.attention != "default" else None,
         "steps_done": job.steps_done,
         "notes": job.notes,
         "versions": versions(engine.distribution),
     })
+    info.update(engine.model_info(model))  # e.g. memory_plan, what was compiled, the attention backend's reach
     return info
 
 

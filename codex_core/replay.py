@@ -105,6 +105,20 @@ def changed_inputs(info: dict[str, Any]) -> list[dict[str, Any]]:
     return changed
 
 
+def runtime_of(info: dict[str, Any], device: str | None, dtype: str | None, allow_pickle: bool):
+    """The runtime a recorded run asked for (device and dtype as given now, when given): offload, VAE decode,
+    weight storage, compile and attention. A run from before --vae-decode recorded only vae_tiling."""
+    from .runtime import Runtime
+
+    vae = info.get("vae") or ("tiled" if info.get("vae_tiling") else "full")
+    compiled = info.get("compile") or {}
+    return Runtime(device=device or info.get("device") or "auto", dtype=dtype or info.get("dtype") or "auto",
+                   offload=info.get("offload") or "none", vae=vae, allow_pickle=allow_pickle,
+                   weights=info.get("weights") or "auto", compile=compiled.get("mode") or "off",
+                   compile_backend=compiled.get("backend") or "inductor",
+                   attention=(info.get("attention") or {}).get("backend") or "default")
+
+
 def formats_of(info: dict[str, Any]) -> tuple[str, ...] | None:
     """The output formats of the original run (None: the default for its kind)."""
     if info.get("formats"):

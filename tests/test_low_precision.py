@@ -91,3 +91,37 @@ def test_replay_uses_the_recorded_weights_and_bad_storage_is_refused(tmp_path):
                        "--json", '{"prompt": "x"}'])
     assert refused.exit_code == 2 and "--weights: unknown storage 'fp4'; allowed: auto, fp8, fp8_e5m2" in refused.stderr
     assert not (tmp_path / "x").exists()
+
+
+def int8_linears(engine: str) -> dict[str, str]:
+    """The weight class of every Linear in the loaded denoisers (torchao's int8 tensor when quantised)."""
+    model = model_cache.loaded(engine)[-1]
+    found = {}
+    for family in model.families.values():
+        for name in registry.get_engine(engine).denoisers:
+            module = getattr(family.base, name, None)
+            for qualified, layer in (module.named_modules() if module is not None else ()):
+                if isinstance(layer, torch.nn.Linear):
+                    found[f"{name}.{qualified}"] = type(layer.weight).__name__
+    return found
+
+
+@pytest.mark.parametrize("engine", ["sd15", "flux"])
+def test_int8_weights_quantise_every_denoiser_linear_and_stay_close(engine, tmp_path):
+    """--weights int8 (torchao, the [int8] extra): every Linear of the denoiser holds an int8 tensor, the
+    output stays the model's, runs repeat exactly, and a task switch (from_pipe) keeps them int8."""
+    task, request = CASES[engine]
+    full = run(engine, task, request, RunOptions(model="tiny", out=tmp_path / "full", quiet=True))
+    options = RunOptions(model="tiny", out=tmp_path / "int8", quiet=True, runtime=Runtime(weights="int8"))
+    low = run(engine, task, request, options)
+    assert low.info["weights"] == "int8"
+    classes = int8_linears(engine)
+    assert classes and all("Int8" in name for name in classes.values()), classes
+    difference = np.abs(pixels(low) - pixels(full))
+    assert difference.max() > 0 and difference.mean() < 16, (difference.max(), difference.mean())
+    assert np.array_equal(pixels(run(engine, task, request, options)), pixels(low))
+    if engine == "sd15":
+        image = write_test_image(tmp_path / "in.png", (32, 32), seed=1)
+        switched = run("sd15", "img2img", {"prompt": "x", "init_image": str(image), "steps": 4, "strength": 0.5,
+                                           "seed": 2}, options)
+        assert switched.files and all("Int8" in name for name in int8_linears("sd15").values())

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..errors import CodexError, ParamError, UsageError
+from ..runtime import Runtime
 from .inputs import Inputs
 from .store import TERMINAL, JobStore
 from .worker import Worker
@@ -40,6 +41,7 @@ class Settings:
     max_batch_size: int = 8
     max_queue: int = 100
     devices: list[str] = field(default_factory=lambda: ["auto"])  # one worker each
+    runtime: Runtime = field(default_factory=Runtime)  # how the workers run models (device: each its own)
 
 
 class JobSpec(BaseModel):
@@ -115,7 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     for stale in outputs.glob(".*.partial") if outputs.is_dir() else ():  # a run the last process died in
         shutil.rmtree(stale, ignore_errors=True)
     events: "OrderedDict[str, list[dict[str, Any]]]" = OrderedDict()
-    workers = [Worker(store, outputs, device, events) for device in settings.devices]
+    workers = [Worker(store, outputs, device, events, settings.runtime) for device in settings.devices]
     if len(workers) > 1 and not os.environ.get("CODEX_MODEL_CACHE_MODELS"):
         from ..model_cache import cache
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import threading
 import traceback
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import CodexError
+from ..runtime import Runtime
 from .store import JobStore
 
 STAGES = (("loading", "loading"), ("building", "loading"), ("decoding", "decoding"), ("writing", "exporting"))
@@ -23,14 +25,13 @@ class Cancelled(Exception):
     """Raised inside a running job when it was cancelled."""
 
 
-def run_spec(spec: dict[str, Any], out: Path, on_progress=None, device: str = "auto"):
+def run_spec(spec: dict[str, Any], out: Path, on_progress=None, runtime: Runtime | None = None):
     """One job spec ``{engine, task, request, model?, formats?, preset?}`` through prepare/execute."""
     from ..orchestrator import RunOptions, execute, prepare
-    from ..runtime import Runtime
 
     options = RunOptions(model=spec.get("model"), out=out, formats=tuple(spec["formats"]) if spec.get("formats")
                          else None, quiet=True, preset=spec.get("preset"), on_progress=on_progress,
-                         runtime=Runtime(device=device))
+                         runtime=runtime or Runtime())
     return execute(prepare(spec["engine"], spec["task"], spec["request"], options), options)
 
 
@@ -38,11 +39,12 @@ class Worker(threading.Thread):
     """One worker per device; it prefers queued jobs for the model it last ran (still loaded)."""
 
     def __init__(self, store: JobStore, out: Path, device: str = "auto",
-                 events: "OrderedDict[str, list[dict[str, Any]]] | None" = None):
+                 events: "OrderedDict[str, list[dict[str, Any]]] | None" = None, runtime: Runtime | None = None):
         super().__init__(name=f"codex-worker-{device}", daemon=True)
         self.store = store
         self.out = out
         self.device = device
+        self.runtime = replace(runtime or Runtime(), device=device)
         self.holds: tuple[str, str | None] | None = None
         self.cancelled: set[str] = set()
         self.current: str | None = None
@@ -87,7 +89,7 @@ class Worker(threading.Thread):
         self.current = job_id
         try:
             self.holds = (job["spec"]["engine"], job["spec"].get("model"))
-            result = run_spec(job["spec"], self.out, self._sink(job_id), self.device)
+            result = run_spec(job["spec"], self.out, self._sink(job_id), self.runtime)
             data = result.as_json()
             data["attempt"] = job["attempts"]
             data["device"] = self.device

@@ -79,39 +79,49 @@ class DiffusersModel:
         self.folders = engine.task_folders(source)
         self.families: dict[Path, Any] = {}
         self._vae: tuple[tuple, Any] | None = None  # the last request's own VAE: (path, mtime, size), module
+        # per checkpoint folder: how it was placed and tuned (info.memory_plan, compile, attention)
+        self.placed: dict[Path, dict[str, Any]] = {}
+        self.last_folder: Path | None = None
         if len(set(self.folders.values())) == 1:
             self._load(next(iter(self.folders.values())))
 
     def _load(self, folder: Path):
         from .pipelines import PipelineFamily, load_pipeline, pipeline_class
 
+        from .memory import placement
+
         served = [task for task, path in self.folders.items() if path == folder]
         cls, dtypes, options = (pipeline_class(self.engine.pipelines[served[0]]), self.engine.component_dtypes(self.runtime),
                                 dict(self.engine.load_options))
+        # --offload auto / --vae-decode auto: decided from the sizes on disk, before any weight is read
+        runtime, memory_plan = placement(self.engine, folder, self.config_folder(), self.source.kind == "file",
+                                         self.runtime, dict(self.source.components))
         if self.source.kind == "file":
             from .single_file import load_single_file
 
-            base = load_single_file(cls, folder, self.config_folder(), self.source.label, self.runtime, dtypes,
+            base = load_single_file(cls, folder, self.config_folder(), self.source.label, runtime, dtypes,
                                     **options)
         else:
             if self.source.components:
                 from .single_file import load_component
 
-                options.update({name: load_component(name, path, folder, self.runtime)
+                options.update({name: load_component(name, path, folder, runtime)
                                 for name, path in self.source.components})
-            base = load_pipeline(cls, folder, self.source.label, self.runtime, dtypes, **options)
+            base = load_pipeline(cls, folder, self.source.label, runtime, dtypes, **options)
         self.engine.check_model(base, self.source)
-        from .pipelines import store_weights
+        from .pipelines import store_weights, tune_denoisers
 
-        self.families[folder] = PipelineFamily(base, self.runtime, store_weights(base, self.engine.denoisers,
-                                                                                 self.runtime))
+        self.families[folder] = PipelineFamily(base, runtime, store_weights(base, self.engine.denoisers, runtime))
+        self.placed[folder] = {**({"memory_plan": memory_plan.as_info()} if memory_plan else {}),
+                               **tune_denoisers(base, self.engine.denoisers, runtime)}
+        self.last_folder = folder
         return self.families[folder]
 
     def family(self, task: str, job: Job):
         """The pipeline family that serves ``task``, loading its checkpoint on first use."""
         if task not in self.folders:
             raise UsageError(*self.engine.missing_task_checkpoint(task, self.source, self.folders))
-        folder = self.folders[task]
+        folder = self.last_folder = self.folders[task]
         if folder not in self.families:
             started = time.perf_counter()
             self._load(folder)
@@ -159,8 +169,11 @@ class DiffusersModel:
             raise UsageError(f"vae: {path} is not a {cls.__name__} this model can use: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:300]}") from None
         vae.to(self.runtime.device)
-        if self.runtime.vae_tiling and hasattr(vae, "enable_tiling"):
+        placed = next(iter(self.families.values())).runtime  # the VAE decodes as the model's own does
+        if "tiled" in placed.vae and hasattr(vae, "enable_tiling"):
             vae.enable_tiling()
+        if "sliced" in placed.vae and hasattr(vae, "enable_slicing"):
+            vae.enable_slicing()
         job.timer.add("load", time.perf_counter() - started)
         self._vae = (key, vae)
         return vae
@@ -379,6 +392,26 @@ class DiffusersEngine(Engine):
 
     def model_bytes(self, model: DiffusersModel) -> int:
         return model.nbytes()
+
+    def runtime_problems(self, runtime: Runtime) -> list[str]:
+        # diffusers' UNets (SD, SVD) keep their own attention processors: only the transformer models route
+        # attention through the backends set_attention_backend chooses
+        problems = []
+        if runtime.attention != "default" and "unet" in self.denoisers:
+            problems.append(f"--attention {runtime.attention}: engine {self.key}'s UNet does not take an attention "
+                            "backend (only the transformer engines do); drop --attention")
+        if runtime.weights == "int8":
+            import importlib.util
+
+            if importlib.util.find_spec("torchao") is None:
+                problems.append("--weights int8 needs torchao, which is not installed: "
+                                "pip install 'codex-diffusers[int8]'")
+        return problems
+
+    def model_info(self, model: DiffusersModel) -> dict[str, Any]:
+        """How the run's checkpoint folder was placed and tuned: ``memory_plan`` (with --offload/--vae-decode
+        auto), ``compile`` and ``attention`` (what each reached)."""
+        return dict(model.placed.get(model.last_folder, {}))
 
     def unload(self, model: DiffusersModel) -> None:
         import torch

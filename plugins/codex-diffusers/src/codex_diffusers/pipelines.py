@@ -10,6 +10,8 @@ state, and anything a run must change in the shared modules (a LoRA) is undone e
 from __future__ import annotations
 
 import copy
+import importlib
+import importlib.util
 import inspect
 import math
 import os
@@ -32,6 +34,37 @@ transformers.utils.logging.disable_progress_bar()
 if not os.environ.get("CODEX_DEBUG"):
     # e.g. from_pipe's "modules that should be kept in float32: []" on every task switch
     diffusers.utils.logging.set_verbosity_error()
+
+
+def quiet_import(name: str) -> None:
+    """Import ``name`` with what it writes to stderr (fd 2: print, loggers, C code) held back, and shown only
+    if the import fails. For torchao, which on import reports each CUDA kernel it cannot load and a pytree
+    notice: transformers imports it on every model load when it is installed (the [int8] extra), so the
+    kit imports it first, quietly."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as said:
+        os.dup2(said.fileno(), 2)
+        try:
+            importlib.import_module(name)
+        except Exception:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            said.seek(0)
+            sys.stderr.write(said.read().decode(errors="replace"))
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+if importlib.util.find_spec("torchao") is not None:
+    quiet_import("torchao.quantization")
+    quiet_import("torchao.prototype.safetensors.safetensors_support")  # what transformers' loader imports
 
 
 def pipeline_class(name: str) -> type:
@@ -69,15 +102,73 @@ def load_pipeline(pipeline_cls, folder: Path, label: str, runtime: Runtime,
 
 
 def place(pipe, runtime: Runtime) -> None:
+    """Weights on the device, or offloaded by diffusers' hooks as ``runtime.offload`` says (``auto`` is
+    resolved by the memory plan before this); the VAE's decode mode."""
     if runtime.offload == "model":
         pipe.enable_model_cpu_offload(device=runtime.device)
+    elif runtime.offload == "group":
+        # one block per group, the next one prefetched on a CUDA stream while the current one computes
+        pipe.enable_group_offload(onload_device=torch.device(runtime.device), offload_device=torch.device("cpu"),
+                                  offload_type="block_level", num_blocks_per_group=1,
+                                  use_stream=runtime.device.startswith("cuda"))
     elif runtime.offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=runtime.device)
     else:
         pipe.to(runtime.device)
-    if runtime.vae_tiling and hasattr(pipe, "vae") and hasattr(pipe.vae, "enable_tiling"):
-        pipe.vae.enable_tiling()
+    vae = getattr(pipe, "vae", None)
+    if "tiled" in runtime.vae and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+    if "sliced" in runtime.vae and hasattr(vae, "enable_slicing"):
+        vae.enable_slicing()
     pipe.set_progress_bar_config(disable=True)
+
+
+def tune_denoisers(pipe, names: tuple[str, ...], runtime: Runtime) -> dict[str, Any]:
+    """``--attention`` and ``--compile`` on the denoisers; what each reached, for info.json.
+
+    The attention backend is set on the denoiser's attention modules (``set_attention_backend``); diffusers
+    also makes it the process-wide default, which is put back so that other loaded models keep theirs. A
+    denoiser none of whose modules route through diffusers' dispatcher (the SD UNets' processors) cannot
+    take a backend: that is an error, not a silent no-op."""
+    record: dict[str, Any] = {}
+    denoisers = {name: getattr(pipe, name) for name in names if getattr(pipe, name, None) is not None}
+    if runtime.attention != "default":
+        from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+        from codex_core import UsageError
+
+        reached = {}
+        before = _AttentionBackendRegistry._active_backend
+        try:
+            for name, module in denoisers.items():
+                if not hasattr(module, "set_attention_backend"):
+                    continue
+                try:
+                    module.set_attention_backend(runtime.attention)
+                except (RuntimeError, ValueError, ImportError) as exc:
+                    raise UsageError(f"--attention {runtime.attention}: {str(exc).splitlines()[0][:300]}",
+                                     hint="pick a backend this machine has, e.g. native") from None
+                reached[name] = sum(1 for sub in module.modules()
+                                    if getattr(getattr(sub, "processor", None), "_attention_backend", None) is not None)
+        finally:
+            _AttentionBackendRegistry._active_backend = before
+        if not any(reached.values()):
+            raise UsageError(f"--attention {runtime.attention}: the {', '.join(denoisers)} of this model does not "
+                             "route attention through diffusers' backends (only the transformer models do)",
+                             hint="drop --attention for this engine")
+        record["attention"] = {"backend": runtime.attention, "attention_modules": reached}
+    if runtime.compile != "off":
+        compiled = {}
+        for name, module in denoisers.items():
+            regional = runtime.compile == "regional" and getattr(module, "_repeated_blocks", None)
+            if regional:
+                module.compile_repeated_blocks(backend=runtime.compile_backend)
+                compiled[name] = {"how": "regional", "blocks": list(module._repeated_blocks)}
+            else:
+                module.compile(backend=runtime.compile_backend)
+                compiled[name] = {"how": "full"}
+        record["compile"] = {"mode": runtime.compile, "backend": runtime.compile_backend, "modules": compiled}
+    return record
 
 
 def modules_of(pipe) -> dict[str, torch.nn.Module]:
@@ -92,11 +183,28 @@ def store_weights(pipe, names: tuple[str, ...], runtime: Runtime) -> tuple[str, 
     storage = WEIGHTS[runtime.weights]
     if storage is None:
         return ()
+    if storage == "int8":
+        return quantize_int8(pipe, names)
     done = []
     for name in names:
         module = getattr(pipe, name, None)
         if module is not None and hasattr(module, "enable_layerwise_casting"):
             module.enable_layerwise_casting(storage_dtype=getattr(torch, storage), compute_dtype=torch_dtype(runtime))
+            done.append(name)
+    return tuple(done)
+
+
+def quantize_int8(pipe, names: tuple[str, ...]) -> tuple[str, ...]:
+    """``--weights int8``: the named modules' Linear weights quantised to int8 by torchao (weight-only,
+    per channel; activations stay in the run's dtype). torchao is optional: codex-diffusers[int8]."""
+    quiet_import("torchao.quantization")
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    done = []
+    for name in names:
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            quantize_(module, Int8WeightOnlyConfig())
             done.append(name)
     return tuple(done)
 

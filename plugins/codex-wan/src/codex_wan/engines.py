@@ -83,6 +83,7 @@ class WanTI2V5B(_Wan):
     pipelines = {"txt2vid": "WanPipeline", "img2vid": "WanImageToVideoPipeline"}
     model_name = "Wan 2.2 TI2V-5B"
     repo = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+    reference_configs = {"ti2v_5b": "reference_configs/ti2v_5b"}  # codex_diffusers.sizes.reference_config_dir
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build_ti2v_5b
@@ -97,6 +98,7 @@ class WanT2VA14B(_WanA14B):
     pipelines = {"txt2vid": "WanPipeline"}
     model_name = "Wan 2.2 T2V-A14B"
     repo = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
+    reference_configs = {"t2v_a14b": "reference_configs/t2v_a14b"}
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build_t2v_a14b
@@ -111,6 +113,7 @@ class WanI2VA14B(_WanA14B):
     pipelines = {"img2vid": "WanImageToVideoPipeline"}
     model_name = "Wan 2.2 I2V-A14B"
     repo = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+    reference_configs = {"i2v_a14b": "reference_configs/i2v_a14b"}
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build_i2v_a14b

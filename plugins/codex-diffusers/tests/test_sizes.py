@@ -1,0 +1,100 @@
+"""Component sizes before loading: from safetensors headers, or from the shipped reference configs on the meta device."""
+
+import importlib
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from codex_core.testing import tiny_model_dir
+from codex_core.model_files import read_safetensors_header
+from codex_diffusers.sizes import component_sizes, reference_config_dir
+
+# Published parameter counts of the reference models' components.
+PUBLISHED = {
+    "wan_ti2v_5b": {"transformer": 5.0e9, "text_encoder": 5.7e9},  # Wan2.2 TI2V-5B; UMT5-XXL encoder
+    "wan_t2v_14b": {"transformer": 14e9, "transformer_2": 14e9, "text_encoder": 5.7e9},  # A14B: 14B per expert
+    "wan_i2v_14b": {"transformer": 14e9, "transformer_2": 14e9, "text_encoder": 5.7e9},
+    "flux": {"transformer": 11.9e9, "text_encoder_2": 4.7e9, "text_encoder": 123e6},  # FLUX.1-dev, T5-XXL, CLIP-L
+    "hunyuan_video": {"transformer": 12.8e9, "text_encoder": 7.5e9, "text_encoder_2": 123e6},  # Llama-3-8B w/o head
+    "sdxl": {"unet": 2.57e9, "text_encoder": 123e6, "text_encoder_2": 695e6},
+    "sd15": {"unet": 860e6, "text_encoder": 123e6},
+}
+
+
+@pytest.mark.parametrize("engine", sorted(PUBLISHED))
+def test_shipped_reference_configs_have_the_published_sizes(engine):
+    folder = reference_config_dir(engine)
+    sizes = component_sizes(folder)
+    assert {"vae"} <= set(sizes) and "scheduler" not in sizes and "tokenizer" not in sizes
+    for name, published in PUBLISHED[engine].items():
+        size = sizes[name]
+        assert size.source == "config"
+        assert size.parameters == pytest.approx(published, rel=0.03), (engine, name, size.parameters)
+        index = json.loads((folder / "model_index.json").read_text())
+        assert size.class_name == index[name][1]
+
+
+def test_reference_config_dir_finds_each_engines_variant():
+    assert reference_config_dir("wan_ti2v_5b").parts[-2:] == ("reference_configs", "ti2v_5b")
+    assert reference_config_dir("flux", "dev") == reference_config_dir("flux")
+    with pytest.raises(LookupError, match="schnell"):
+        reference_config_dir("flux", "schnell")
+    with pytest.raises(LookupError, match="no reference configs"):
+        reference_config_dir("svd")
+
+
+@pytest.mark.parametrize("engine", ["wan_ti2v_5b", "flux"])
+def test_header_sizes_of_a_tiny_model_equal_the_loaded_parameters(engine, tmp_path):
+    folder = tiny_model_dir(engine)
+    index = json.loads((folder / "model_index.json").read_text())
+    sizes = component_sizes(folder)
+    assert set(sizes) == {name for name in index if (folder / name / "config.json").is_file()}
+    for name, size in sizes.items():
+        library, class_name = index[name]
+        model = getattr(importlib.import_module(library), class_name).from_pretrained(folder / name)
+        parameters = list(model.parameters())
+        assert size.source == "safetensors"
+        assert size.parameters == sum(p.numel() for p in parameters), name
+        assert size.bytes == sum(p.numel() * p.element_size() for p in parameters), name
+        assert size.dtype == "float32" and size.bytes_by_dtype == {"float32": size.bytes}
+
+    # without the weight files, the same counts come from the configs (meta device)
+    configs = tmp_path / "configs"
+    shutil.copytree(folder, configs, ignore=shutil.ignore_patterns("*.safetensors"))
+    from_configs = component_sizes(configs)
+    assert {name: size.parameters for name, size in from_configs.items()} == \
+        {name: size.parameters for name, size in sizes.items()}
+    assert {size.source for size in from_configs.values()} == {"config"}
+
+
+def test_headers_only_bytes_by_dtype_shards_and_variants(tmp_path):
+    folder = tmp_path / "model"
+    (folder / "transformer").mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "SomePipeline", "transformer": ["diffusers", "SomeModel"],
+        "scheduler": ["diffusers", "SomeScheduler"], "image_encoder": [None, None]}))
+    shard_1 = {"a": torch.zeros(10, 20, dtype=torch.bfloat16), "b": torch.zeros(5, dtype=torch.float32)}
+    shard_2 = {"c": torch.zeros(3, 4, 5, dtype=torch.float8_e4m3fn)}
+    save_file(shard_1, folder / "transformer" / "m-00001-of-00002.safetensors")
+    save_file(shard_2, folder / "transformer" / "m-00002-of-00002.safetensors")
+    (folder / "transformer" / "m.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "m-00001-of-00002.safetensors", "b": "m-00001-of-00002.safetensors",
+        "c": "m-00002-of-00002.safetensors"}}))
+    size = component_sizes(folder)["transformer"]
+    assert (size.parameters, size.bytes) == (200 + 5 + 60, 400 + 20 + 60)
+    assert size.bytes_by_dtype == {"bfloat16": 400, "float32": 20, "float8_e4m3fn": 60}
+    assert size.dtype == "bfloat16" and size.class_name == "SomeModel"
+    assert set(read_safetensors_header(folder / "transformer" / "m-00002-of-00002.safetensors")) >= {"c"}
+
+    # a plain file next to an fp16 variant of the same weights: counted once
+    vae = folder / "vae"
+    vae.mkdir()
+    save_file({"w": torch.zeros(8)}, vae / "diffusion_pytorch_model.safetensors")
+    save_file({"w": torch.zeros(8, dtype=torch.float16)}, vae / "diffusion_pytorch_model.fp16.safetensors")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "vae": ["diffusers", "AutoencoderKL"]}))
+    size = component_sizes(folder)["vae"]
+    assert (size.parameters, size.bytes, size.dtype) == (8, 32, "float32")
