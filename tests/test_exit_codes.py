@@ -48,9 +48,20 @@ def _cases(tmp: Path, a_run: dict) -> dict[str, list[tuple[int, list[str]]]]:
         # ui's 0, a clean stop on SIGTERM, needs a running UI: plugins/codex-ui/tests/test_ui_browser.py
         "ui": [(2, ["ui", "--engine", "no_such_engine", "--state-dir", str(tmp / "ui")]), (2, ["ui", "--bogus"]),
                (2, ["ui", "--server", "http://127.0.0.1:9", "--state-dir", str(tmp / "ui")])],
+        "batch": [(0, ["batch", _one_item(tmp), "--out", str(tmp / "batch"), "-q"]),
+                  (2, ["batch", str(tmp / "notes.txt")])],
+        "grid": [(0, ["grid", "sd15", "txt2img", "--model", "tiny", "--json", json.dumps(SMALL), "--x", "seed=1,2",
+                      "--out", str(tmp / "grid"), "-q"]),
+                 (2, ["grid", "sd15", "txt2img", "--json", '{"prompt": "x"}', "--x", "seed"])],
         "new-engine": [(0, ["new-engine", "fresh_one", "--dest", str(tmp / "new")]),
                        (2, ["new-engine", "taken", "--dest", str(tmp / "taken")])],
     }
+
+
+def _one_item(tmp: Path) -> str:
+    path = tmp / "one.jsonl"
+    path.write_text(json.dumps({"engine": "sd15", "task": "txt2img", "model": "tiny", "request": SMALL}) + "\n")
+    return str(path)
 
 
 def readme_table() -> dict[str, set[int]]:
@@ -120,5 +131,6 @@ def test_run_and_replay_exit_130_when_interrupted(tmp_path):
 
 def test_the_1_and_130_codes_of_the_table_are_the_ones_tested_here():
     table = readme_table()
-    assert {command for command, codes in table.items() if 1 in codes} == {"run", "replay"}
-    assert {command for command, codes in table.items() if 130 in codes} == {"run", "replay"}
+    # batch's and grid's 1 and 130: tests/test_batch.py (a failed or invalid item; resume after an interruption)
+    assert {command for command, codes in table.items() if 1 in codes} == {"run", "replay", "batch", "grid"}
+    assert {command for command, codes in table.items() if 130 in codes} == {"run", "replay", "batch", "grid"}

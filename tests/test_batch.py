@@ -1,0 +1,260 @@
+"""`codex batch` and `codex grid` on tiny models: one load per model, the pixels of `codex run`, line-numbered
+errors, resume after SIGKILL, two ranks under torchrun, and a labelled grid image."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from codex_core import registry
+from codex_core.model_cache import cache
+from codex_core.orchestrator import RunOptions, run
+from codex_core.testing import cli_run, interrupted
+
+SMALL = {"width": 32, "height": 32, "steps": 2}
+ENGINES = ("sd15", "flux")
+
+
+def write_jsonl(path: Path, items: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
+    return path
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def summary_of(result) -> dict:
+    assert result.exit_code == 0, f"exit {result.exit_code}: {result.stderr}"
+    return json.loads(result.stdout)
+
+
+def twelve_items() -> list[dict]:
+    """Two engines interleaved, so that only grouping by model keeps the loads at one per engine."""
+    return [{"engine": ENGINES[i % 2], "task": "txt2img", "model": "tiny",
+             "request": {"prompt": f"a lighthouse, variant {i}", **SMALL, "seed": 100 + i}} for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def twelve(tmp_path_factory):
+    """The 12-item batch, run in-process from an empty model cache, with every engine load counted."""
+    tmp = tmp_path_factory.mktemp("batch12")
+    items = twelve_items()
+    items[4]["id"] = "given-id"
+    loads = {key: 0 for key in ENGINES}
+    cache.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        for key in ENGINES:
+            engine = registry.get_engine(key)
+
+            def counted(source, runtime, key=key, real=engine.load):
+                loads[key] += 1
+                return real(source, runtime)
+
+            patch.setattr(engine, "load", counted)
+        summary = summary_of(cli_run(["batch", str(write_jsonl(tmp / "twelve.jsonl", items)), "--out",
+                                      str(tmp / "out"), "-q"]))
+    return {"items": items, "summary": summary, "loads": loads, "out": tmp / "out"}
+
+
+def test_a_batch_over_two_engines_loads_each_model_once_and_says_so(twelve):
+    summary = twelve["summary"]
+    assert twelve["loads"] == {"sd15": 1, "flux": 1}
+    assert summary["counts"] == {"done": 12, "failed": 0, "skipped": 0, "invalid": 0, "pending": 0}
+    records = summary["items"]
+    assert [r["line"] for r in records] == list(range(1, 13)) and records[4]["id"] == "given-id"
+    assert len({r["id"] for r in records}) == 12
+    for key in ENGINES:
+        infos = [json.loads((Path(r["run_dir"]) / "info.json").read_text()) for r in records if r["engine"] == key]
+        reused = [info["model"]["reused_from_cache"] for info in infos]
+        assert sorted(reused) == [False] + [True] * 5, (key, reused)  # loaded by one item, reused by the others
+        assert all(info["timings"]["load"] == 0.0 for info in infos if info["model"]["reused_from_cache"])
+        assert sum(r["model_reused"] for r in records if r["engine"] == key) == 5
+    # the summary on disk is the one printed, and each item's run folder is named by its id
+    assert json.loads((twelve["out"] / "batch.json").read_text())["items"] == records
+    assert all(Path(r["run_dir"]) == twelve["out"] / r["id"] for r in records)
+
+
+def test_batch_outputs_are_the_pixels_and_files_of_separate_runs(twelve, tmp_path):
+    for item, record in zip(twelve["items"], twelve["summary"]["items"]):
+        alone = run(item["engine"], item["task"], item["request"],
+                    RunOptions(model="tiny", out=tmp_path / "runs", quiet=True))
+        batch_dir = Path(record["run_dir"])
+        assert sorted(p.name for p in batch_dir.iterdir()) == sorted(p.name for p in alone.run_dir.iterdir())
+        assert np.array_equal(pixels(batch_dir / "0000.png"), pixels(alone.run_dir / "0000.png")), record["id"]
+        info = json.loads((batch_dir / "info.json").read_text())
+        assert info["request"] == alone.info["request"] and info["run_id"] == record["id"]
+
+
+def test_a_bad_line_is_reported_by_its_number(tmp_path):
+    good = {"engine": "sd15", "task": "txt2img", "model": "tiny", "request": {"prompt": "a fox", **SMALL, "seed": 1}}
+    bad_steps = {**good, "request": {**good["request"], "steps": "2"}}
+    lines = [json.dumps(good), "", json.dumps(bad_steps), json.dumps({**good, "tsk": "x"}), "{not json"]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    strict = cli_run(["batch", str(path), "--out", str(tmp_path / "strict"), "--strict", "-q"])
+    assert strict.exit_code == 2 and not (tmp_path / "strict").exists()
+    assert "line 3" in strict.stderr and "steps: got '2'" in strict.stderr
+    assert "line 4: unknown field 'tsk' (did you mean 'task'?)" in strict.stderr
+    assert "line 5: not valid JSON" in strict.stderr
+
+    lenient = cli_run(["batch", str(path), "--out", str(tmp_path / "lenient"), "-q"])
+    assert lenient.exit_code == 1, lenient.stderr  # the valid item ran; the batch is not all done
+    summary = json.loads(lenient.stdout)
+    assert [(r["line"], r["status"]) for r in summary["items"]] == [(1, "done"), (3, "invalid"), (4, "invalid"),
+                                                                    (5, "invalid")]
+    assert "steps" in summary["items"][1]["error"] and summary["counts"]["invalid"] == 3
+
+    wrong_type = tmp_path / "bad.txt"
+    wrong_type.write_text(lines[0])
+    refused = cli_run(["batch", str(wrong_type), "--out", str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "unknown batch file type '.txt'" in refused.stderr
+
+
+def test_yaml_items_are_numbered_by_their_line(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text("items:\n"
+                    "  - {engine: sd15, task: txt2img, model: tiny, request: {prompt: a, width: 32, height: 32}}\n"
+                    "  - engine: sd15\n"
+                    "    task: txt2img\n"
+                    "    request: {prompt: b, width: 33}\n")
+    result = cli_run(["batch", str(path), "--out", str(tmp_path / "out"), "--strict", "-q"])
+    assert result.exit_code == 2 and "line 3" in result.stderr and "width" in result.stderr
+
+
+def test_resume_after_sigkill_runs_only_the_missing_items(tmp_path):
+    items = [{"engine": "sd15", "task": "txt2img", "model": "tiny", "id": f"item-{i}",
+              "request": {"prompt": f"a harbour {i}", **SMALL, "steps": 8, "seed": i}} for i in range(6)]
+    path, out = write_jsonl(tmp_path / "slow.jsonl", items), tmp_path / "out"
+    codex = Path(sys.executable).parent / "codex"
+    proc = subprocess.Popen([str(codex), "batch", str(path), "--out", str(out), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                summary = json.loads((out / "batch.json").read_text())
+            except (OSError, ValueError) as exc:  # not written yet; never half-written (ValueError would be a bug)
+                assert isinstance(exc, OSError), exc
+                time.sleep(0.05)
+                continue
+            done = [r["id"] for r in summary["items"] if r["status"] == "done"]
+            if done:  # killed while the next item runs (each takes far longer than a poll)
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, f"the batch ended before it was killed: {proc.stderr.read()!r}"
+    assert 1 <= len(done) < 6
+    before = {item_id: (out / item_id / "info.json").stat().st_mtime_ns for item_id in done}
+    complete_before = {p.name for p in out.iterdir() if (p / "info.json").is_file()}
+    assert set(done) <= complete_before and len(complete_before) < 6
+
+    again = cli_run(["batch", str(path), "--out", str(out)])
+    refused = again.exit_code == 2 and "--resume" in again.stderr
+    assert refused, "a second run without --resume must not touch the batch"
+    summary = summary_of(cli_run(["batch", str(path), "--out", str(out), "--resume", "-q"]))
+    statuses = {r["id"]: r["status"] for r in summary["items"]}
+    assert {i for i, s in statuses.items() if s == "skipped"} == complete_before
+    assert {i for i, s in statuses.items() if s == "done"} == {item["id"] for item in items} - complete_before
+    assert {item_id: (out / item_id / "info.json").stat().st_mtime_ns for item_id in done} == before  # not rerun
+    assert sorted(p.name for p in out.iterdir()) == sorted([item["id"] for item in items] + ["batch.json"])
+
+
+def test_ctrl_c_exits_130_and_loses_only_the_item_in_progress(tmp_path):
+    quick = {"engine": "sd15", "task": "txt2img", "model": "tiny", "id": "quick",
+             "request": {"prompt": "a boat", **SMALL, "seed": 1}}
+    long = {**quick, "id": "long", "request": {**quick["request"], "steps": 400}}
+    path, out = write_jsonl(tmp_path / "two.jsonl", [quick, long]), tmp_path / "out"
+    status, err = interrupted(["batch", str(path), "--out", str(out)], b"/400 [", signal.SIGINT)
+    assert status == 130, err
+    summary = json.loads((out / "batch.json").read_text())
+    assert [(r["id"], r["status"]) for r in summary["items"]] == [("quick", "done"), ("long", "pending")]
+    assert sorted(p.name for p in out.iterdir()) == ["batch.json", "quick"]  # no staging folder left
+
+
+def test_two_ranks_under_torchrun_split_the_items_and_make_the_same_pixels(tmp_path):
+    items = [{"engine": "sd15", "task": "txt2img", "model": "tiny",
+              "request": {"prompt": f"a mill {i}", **SMALL, "seed": 7 + i}} for i in range(5)]
+    path, out = write_jsonl(tmp_path / "ranks.jsonl", items), tmp_path / "out"
+    codex = Path(sys.executable).parent / "codex"  # a real process: torchrun's own messages land in the failure
+    done = subprocess.run([str(codex), "batch", str(path), "--out", str(out), "--processes", "2", "-q"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout)
+    records = summary["items"]
+    assert summary["processes"] == 2 and summary["counts"]["done"] == 5
+    assert len(records) == 5 and len({r["id"] for r in records}) == 5
+    assert sorted(r["rank"] for r in records) == [0, 0, 0, 1, 1]  # contiguous shares: 3 and 2
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
+        sorted([r["id"] for r in records] + ["batch.json"])
+    for item, record in zip(items, records):
+        alone = run("sd15", "txt2img", item["request"], RunOptions(model="tiny", out=tmp_path / "alone", quiet=True))
+        assert np.array_equal(pixels(Path(record["run_dir"]) / "0000.png"), pixels(alone.files[0])), record
+
+
+def test_a_grid_of_2_by_3_cells_has_its_labelled_image_and_axes(tmp_path):
+    request = {"prompt": "a red fox in snow", **SMALL}
+    out = tmp_path / "grid"
+    summary = summary_of(cli_run(["grid", "sd15", "txt2img", "--model", "tiny", "--json", json.dumps(request),
+                                  "--x", "seed=1,2", "--y", "prompt_sr=fox,cat,owl", "--id", "fox", "--out", str(out),
+                                  "-q"]))
+    assert summary["counts"]["done"] == 6
+    grid = summary["grids"][0]
+    assert grid["status"] == "done" and grid["cells"] == 6
+    with Image.open(grid["path"]) as image:
+        image.load()
+        meta = json.loads(image.info["codex_grid"])
+        canvas = image.convert("RGB")
+    assert [(a["axis"], a["field"], a["values"]) for a in meta["axes"]] == [("x", "seed", [1, 2]),
+                                                                           ("y", "prompt_sr", ["fox", "cat", "owl"])]
+    assert [a["labels"] for a in meta["axes"]] == [["seed: 1", "seed: 2"], ["fox", "cat", "owl"]]
+    assert meta["cell_size"] == [32, 32] and len(meta["cells"]) == 6
+    left, top = meta["cells"][0]["box"][:2]
+    assert left > 0 and top > 0  # room for the labels
+    assert canvas.size == (left + 2 * 32, top + 3 * 32)
+    blank_margin = np.asarray(canvas)[:top, left:]
+    assert (blank_margin < 128).any()  # the x labels are drawn
+    for cell in meta["cells"]:
+        x0, y0, x1, y1 = cell["box"]
+        assert (x0, y0) == (left + 32 * cell["x"], top + 32 * cell["y"])
+        cell_dir = out / cell["id"]
+        assert np.array_equal(np.asarray(canvas.crop((x0, y0, x1, y1))), pixels(cell_dir / "0000.png"))
+        info = json.loads((cell_dir / "info.json").read_text())
+        assert info["request"]["seed"] == [1, 2][cell["x"]]
+        assert info["request"]["prompt"] == f"a red {['fox', 'cat', 'owl'][cell['y']]} in snow"
+
+
+def test_grid_axes_are_checked_before_anything_runs(tmp_path):
+    base = ["grid", "sd15", "txt2img", "--model", "tiny", "--json", '{"prompt": "a fox"}', "--out", str(tmp_path / "g")]
+    for args, message in [(["--x", "seed"], "is not FIELD=VALUES"),
+                          (["--x", "prompt_sr=wolf,cat"], "'wolf' (the first value, searched for) does not occur"),
+                          (["--x", "seed=1,1"], "repeats a value"),
+                          (["--x", "steps=2,x"], "steps: got 'x'"),
+                          (["--x", "seed=1,2", "--z", "cfg=3,4"], "--z: needs --y")]:
+        result = cli_run([*base, *args])
+        assert result.exit_code == 2 and message in result.stderr, (args, result.stderr)
+    assert not (tmp_path / "g").exists()
+
+
+def test_the_core_batch_modules_import_no_torch():
+    script = "import sys, codex_core.batch, codex_core.grid; print(sorted(m for m in ('torch', 'accelerate') " \
+             "if m in sys.modules))"
+    found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={**os.environ}).stdout.strip()
+    assert found == "[]"
