@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CodexError, ParamError, UsageError
+from .requests import no_duplicate_keys
 from .runtime import Runtime
 
 ITEM_FIELDS = ("engine", "task", "request", "model", "formats", "preset", "id")
@@ -146,22 +147,13 @@ def read_batch_file(path: Path) -> BatchFile:
     return batch
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise ValueError(f"the key {key!r} appears twice in one object; give each field once")
-        seen[key] = value
-    return seen
-
-
 def _json_lines(text: str, path: Path) -> list[tuple[int, Any]]:
     found = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            found.append((number, json.loads(line, object_pairs_hook=_no_duplicate_keys)))
+            found.append((number, json.loads(line, object_pairs_hook=no_duplicate_keys)))
         except json.JSONDecodeError as exc:
             found.append((number, _Broken(f"not valid JSON: {exc.msg} at column {exc.colno}")))
         except ValueError as exc:

@@ -23,11 +23,16 @@ def _decode(data: bytes, where: str) -> str:
                          f"cannot be decoded)", hint="save the request as UTF-8") from None
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+class DuplicateKey(ValueError):
+    pass
+
+
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s object_pairs_hook for requests: a key given twice is an error, not the last one kept."""
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise UsageError(f"--json: the key {key!r} appears twice in one object; give each field once")
+            raise DuplicateKey(f"the key {key!r} appears twice in one object; give each field once")
         seen[key] = value
     return seen
 
@@ -51,7 +56,9 @@ def read_request(value: str, stdin: BinaryIO | None = None) -> Any:
     else:
         text, where = value, None
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        return json.loads(text, object_pairs_hook=no_duplicate_keys)
+    except DuplicateKey as exc:
+        raise UsageError(f"--json: {exc}") from None
     except json.JSONDecodeError as exc:
         source = f"{where} is not valid JSON" if where else "not valid JSON"
         raise UsageError(f"--json: {source}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None

@@ -27,7 +27,7 @@ def pixels(result) -> np.ndarray:
                      if path.suffix == ".png"])
 
 
-def block_linears(engine: str) -> dict[str, torch.dtype]:
+def block_linears(engine: str, weights: bool = False) -> dict[str, torch.dtype]:
     """The storage dtype of every attention and feed-forward Linear in the loaded denoisers: the bulk of a
     real model's weights (diffusers keeps the input/output projections, embeddings and norms in the
     compute dtype; on the tiny models those are a large share, hence no share is measured here)."""
@@ -38,7 +38,7 @@ def block_linears(engine: str) -> dict[str, torch.dtype]:
             module = getattr(family.base, name, None)
             for qualified, layer in (module.named_modules() if module is not None else ()):
                 if isinstance(layer, torch.nn.Linear) and any(part in qualified for part in ("attn", ".ff.", "ffn")):
-                    found[f"{name}.{qualified}"] = layer.weight.dtype
+                    found[f"{name}.{qualified}"] = layer.weight if weights else layer.weight.dtype
     return found
 
 
@@ -94,21 +94,13 @@ def test_replay_uses_the_recorded_weights_and_bad_storage_is_refused(tmp_path):
 
 
 def int8_linears(engine: str) -> dict[str, str]:
-    """The weight class of every Linear in the loaded denoisers (torchao's int8 tensor when quantised)."""
-    model = model_cache.loaded(engine)[-1]
-    found = {}
-    for family in model.families.values():
-        for name in registry.get_engine(engine).denoisers:
-            module = getattr(family.base, name, None)
-            for qualified, layer in (module.named_modules() if module is not None else ()):
-                if isinstance(layer, torch.nn.Linear):
-                    found[f"{name}.{qualified}"] = type(layer.weight).__name__
-    return found
+    """The weight class of every attention and feed-forward Linear (torchao's int8 tensor when quantised)."""
+    return {name: type(weight).__name__ for name, weight in block_linears(engine, weights=True).items()}
 
 
 @pytest.mark.parametrize("engine", ["sd15", "flux"])
 def test_int8_weights_quantise_every_denoiser_linear_and_stay_close(engine, tmp_path):
-    """--weights int8 (torchao, the [int8] extra): every Linear of the denoiser holds an int8 tensor, the
+    """--weights int8 (torchao, the [int8] extra): every block Linear of the denoiser holds an int8 tensor, the
     output stays the model's, runs repeat exactly, and a task switch (from_pipe) keeps them int8."""
     task, request = CASES[engine]
     full = run(engine, task, request, RunOptions(model="tiny", out=tmp_path / "full", quiet=True))
