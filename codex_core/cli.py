@@ -667,18 +667,20 @@ def batch(file, out, **options):
 @batch_options
 @handle_errors
 def grid(engine, task, request, x_axis, y_axis, z_axis, grid_id, model, formats, preset, out, **options):
-    """Sweep a request over up to three axes (an X/Y/Z plot) and write a labelled grid image.
+    """Sweep a request over up to three axes (an X/Y/Z plot) and write a labelled grid image or video.
 
     Each cell is one run (its own run folder, as `codex run` writes it); <out>/grids/<id>.png puts
     the cells' first images in a grid, x across, y down, z side by side, the values on the margins
-    and the axes in its PNG text chunk "codex_grid". Every cell is validated first: any invalid cell
-    refuses the grid (exit 2). Resumable and splittable like `codex batch`.
+    and the axes in its PNG text chunk "codex_grid". For a video task, <out>/grids/<id>.mp4 plays
+    the cells side by side in the same grid (the axes in its comment tag). Every cell is validated
+    first: any invalid cell refuses the grid (exit 2). Resumable and splittable like `codex batch`.
 
     \b
     Examples:
       codex grid ENGINE txt2img --model tiny --json '{"prompt": "a red fox"}' --x seed=1,2,3 --y cfg=5,7
       codex grid ENGINE txt2img --json @fox.json --x 'sampler=Euler a,DPM++ 2M' --y steps=10,20,30
       codex grid ENGINE txt2img --json '{"prompt": "a red fox"}' --x prompt_sr=red,blue,green --z seed=1,2
+      codex grid wan_ti2v_5b txt2vid --json '{"prompt": "a fox running"}' --x flow_shift=3,5
     """
     from . import grid as grid_module
     from .batch import BatchFile

@@ -191,27 +191,12 @@ def _wrap(draw, text: str, font, width: int) -> list[str]:
     return lines
 
 
-def compose(grid: Grid, out: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Write ``<out>/grids/<id>.png`` from the cells' first images; what batch.json says about it."""
-    from PIL import Image, ImageDraw, PngImagePlugin
+def _render(grid: Grid, images: dict, by_id: dict[str, dict[str, Any]]):
+    """The labelled grid of ``images`` (cell index -> PIL image; a missing one is a grey "failed" cell):
+    (canvas, the cells' boxes, the cell size)."""
+    from PIL import Image, ImageDraw
 
-    from . import registry
-
-    by_id = {record["id"]: record for record in records}
     cells = grid.cells()
-    described = {"id": grid.id, "axes": [axis.describe() for axis in grid.axes], "path": None}
-    if registry.get_engine(grid.spec["engine"]).output_kind(grid.spec["task"]) != "image":
-        return {**described, "status": "skipped", "reason": "grid images are made for image tasks; a video task's "
-                "cells are written, without a side-by-side grid video"}
-    images = {}
-    for index, cell_id, _ in cells:
-        record = by_id.get(cell_id) or {}
-        path = out / cell_id / "0000.png"
-        if record.get("status") in ("done", "skipped") and path.is_file():
-            with Image.open(path) as image:
-                images[index] = image.convert("RGB")
-    if not images:
-        return {**described, "status": "failed", "reason": "no cell has an image"}
     cell_w = max(image.width for image in images.values())
     cell_h = max(image.height for image in images.values())
     sizes = [len(axis.values) for axis in grid.axes] + [1] * (3 - len(grid.axes))
@@ -252,6 +237,32 @@ def compose(grid: Grid, out: Path, records: list[dict[str, Any]]) -> dict[str, A
             for yi, text in enumerate(labels[1]):
                 draw.text((block_x + pad, z_title + top + yi * cell_h + (cell_h - line_h) // 2), text, fill="black",
                           font=font)
+    return canvas, boxes, (cell_w, cell_h)
+
+
+def compose(grid: Grid, out: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write ``<out>/grids/<id>.png`` from the cells' first images (image tasks) or ``<out>/grids/<id>.mp4``
+    from their frames, side by side (video tasks); what batch.json says about it."""
+    from . import registry
+
+    by_id = {record["id"]: record for record in records}
+    described = {"id": grid.id, "axes": [axis.describe() for axis in grid.axes], "path": None}
+    if registry.get_engine(grid.spec["engine"]).output_kind(grid.spec["task"]) != "image":
+        return _compose_video(grid, out, by_id, described)
+    from PIL import Image, PngImagePlugin
+
+    cells = grid.cells()
+    images = {}
+    for index, cell_id, _ in cells:
+        record = by_id.get(cell_id) or {}
+        path = out / cell_id / "0000.png"
+        if record.get("status") in ("done", "skipped") and path.is_file():
+            with Image.open(path) as image:
+                images[index] = image.convert("RGB")
+    if not images:
+        return {**described, "status": "failed", "reason": "no cell has an image"}
+    canvas, boxes, (cell_w, cell_h) = _render(grid, images, by_id)
+    width, height = canvas.size
     record = {"id": grid.id, **{k: grid.spec.get(k) for k in ("engine", "task", "model", "request")},
               "axes": described["axes"], "cell_size": [cell_w, cell_h], "cells": boxes}
     meta = PngImagePlugin.PngInfo()
@@ -269,3 +280,74 @@ def compose(grid: Grid, out: Path, records: list[dict[str, Any]]) -> dict[str, A
     missing = len(cells) - len(images)
     return {**described, "path": str(target), "status": "done" if not missing else "partial",
             "cells": len(cells), "missing": missing, "size": [width, height]}
+
+
+def _cell_frames(folder: Path) -> list | None:
+    """A video cell's frames: its lossless ``frames/`` PNGs when it wrote them, else its video decoded."""
+    from PIL import Image
+
+    pngs = sorted((folder / "frames").glob("*.png"))
+    if pngs:
+        frames = []
+        for path in pngs:
+            with Image.open(path) as frame:
+                frames.append(frame.convert("RGB"))
+        return frames
+    from .exporters.video import decode_frames
+
+    for name in ("video.mp4", "video.webm", "video.gif"):
+        if (folder / name).is_file():
+            return list(decode_frames(folder / name))
+    return None
+
+
+def _compose_video(grid: Grid, out: Path, by_id: dict[str, dict[str, Any]], described: dict[str, Any]):
+    """``<out>/grids/<id>.mp4``: the cells' videos playing side by side in the labelled grid, frame by frame
+    (a cell with fewer frames holds its last one), at the cells' fps; the axes in the MP4's comment tag."""
+    from .exporters.video import CONTAINERS, encode, ffmpeg_problem
+
+    problem = ffmpeg_problem()
+    if problem:
+        return {**described, "status": "skipped", "reason": f"the grid video needs ffmpeg: {problem}"}
+    cells = grid.cells()
+    clips, fps = {}, None
+    for index, cell_id, _ in cells:
+        record = by_id.get(cell_id) or {}
+        if record.get("status") not in ("done", "skipped"):
+            continue
+        frames = _cell_frames(out / cell_id)
+        if frames:
+            clips[index] = frames
+            if fps is None:
+                info = json.loads((out / cell_id / "info.json").read_text(encoding="utf-8"))
+                fps = (info.get("video") or {}).get("fps") or info["request"]["fps"]
+    if not clips:
+        return {**described, "status": "failed", "reason": "no cell has a video"}
+    count = max(len(frames) for frames in clips.values())
+    canvases, boxes, cell = [], [], None
+    for t in range(count):
+        canvas, boxes, cell = _render(grid, {index: frames[min(t, len(frames) - 1)] for index, frames in clips.items()},
+                                      by_id)
+        if canvas.width % 2 or canvas.height % 2:  # H.264 in yuv420p needs even sides: a white margin
+            from PIL import Image
+
+            even = Image.new("RGB", (canvas.width + canvas.width % 2, canvas.height + canvas.height % 2), "white")
+            even.paste(canvas, (0, 0))
+            canvas = even
+        canvases.append(canvas)
+    record = {"id": grid.id, **{k: grid.spec.get(k) for k in ("engine", "task", "model", "request")},
+              "axes": described["axes"], "cell_size": list(cell), "cells": boxes, "frames": count, "fps": fps}
+    container = CONTAINERS["mp4"]
+    target = out / "grids" / f"{grid.id}.mp4"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.mp4")
+    try:
+        encode(tmp, canvases, fps, container, [*container.output_params, "-metadata",
+                                               "comment=" + json.dumps({GRID_KEY: record}, default=str)])
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    missing = len(cells) - len(clips)
+    return {**described, "path": str(target), "status": "done" if not missing else "partial", "cells": len(cells),
+            "missing": missing, "size": list(canvases[0].size), "frames": count, "fps": fps}
+

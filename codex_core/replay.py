@@ -143,13 +143,9 @@ def _png(path: Path):
 
 
 def _decoded(path: Path) -> Iterator[Any]:
-    import imageio_ffmpeg
-    from PIL import Image
+    from .exporters.video import decode_frames
 
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    for frame in reader:
-        yield Image.frombytes("RGB", tuple(meta["size"]), bytes(frame))
+    return decode_frames(path)
 
 
 def _max_difference(a, b) -> int:

@@ -258,3 +258,27 @@ def test_the_core_batch_modules_import_no_torch():
     found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                            env={**os.environ}).stdout.strip()
     assert found == "[]"
+
+
+def test_a_video_grid_plays_the_cells_side_by_side_at_their_fps(tmp_path):
+    """A video task's grid: <out>/grids/<id>.mp4 has the cells' frame count and fps, the labelled layout's
+    size, each cell's first frame in its box (through H.264: close, not equal), and the axes in its comment."""
+    from codex_core.exporters.video import decode_frames, probe, read_video_comment
+
+    request = {"prompt": "a fox running", "width": 32, "height": 32, "num_frames": 5, "fps": 8, "steps": 2}
+    out = tmp_path / "vgrid"
+    summary = summary_of(cli_run(["grid", "wan_ti2v_5b", "txt2vid", "--model", "tiny", "--json", json.dumps(request),
+                                  "--x", "seed=1,2", "--format", "frames", "--out", str(out), "-q"]))
+    grid = summary["grids"][0]
+    assert grid["status"] == "done" and grid["cells"] == 2 and grid["path"].endswith(".mp4")
+    shape = probe(Path(grid["path"]))
+    assert shape["frames"] == 5 and shape["fps"] == 8 and [shape["width"], shape["height"]] == grid["size"]
+    meta = json.loads(read_video_comment(Path(grid["path"])))["codex_grid"]
+    assert [axis["field"] for axis in meta["axes"]] == ["seed"] and meta["cell_size"] == [32, 32]
+    first = next(decode_frames(Path(grid["path"])))
+    for cell in meta["cells"]:
+        x0, y0, x1, y1 = cell["box"]
+        with Image.open(out / cell["id"] / "frames" / "0000.png") as frame:
+            expected = np.asarray(frame.convert("RGB"), dtype=np.int16)
+        shown = np.asarray(first.crop((x0, y0, x1, y1)), dtype=np.int16)
+        assert np.abs(shown - expected).mean() < 12, cell

@@ -132,6 +132,17 @@ def write_frames(output: VideoOutput, files: RunFiles, info: dict[str, Any]) -> 
     return written
 
 
+def decode_frames(path: Path):
+    """The frames of a video file as RGB PIL images, decoded by imageio-ffmpeg's ffmpeg."""
+    import imageio_ffmpeg
+    from PIL import Image
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    for frame in reader:
+        yield Image.frombytes("RGB", tuple(meta["size"]), bytes(frame))
+
+
 def read_video_comment(path: Path) -> str | None:
     """The text of an MP4/WebM ``comment`` tag (None if there is none); UsageError if ffmpeg cannot read the file."""
     import subprocess
