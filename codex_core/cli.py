@@ -680,7 +680,7 @@ def grid(engine, task, request, x_axis, y_axis, z_axis, grid_id, model, formats,
       codex grid ENGINE txt2img --model tiny --json '{"prompt": "a red fox"}' --x seed=1,2,3 --y cfg=5,7
       codex grid ENGINE txt2img --json @fox.json --x 'sampler=Euler a,DPM++ 2M' --y steps=10,20,30
       codex grid ENGINE txt2img --json '{"prompt": "a red fox"}' --x prompt_sr=red,blue,green --z seed=1,2
-      codex grid wan_ti2v_5b txt2vid --json '{"prompt": "a fox running"}' --x flow_shift=3,5
+      codex grid ENGINE txt2vid --json '{"prompt": "a fox running"}' --x seed=1,2 --format frames
     """
     from . import grid as grid_module
     from .batch import BatchFile
