@@ -56,7 +56,7 @@ class Runtime:
             raise UsageError(f"--dtype: unknown dtype {self.dtype!r}; allowed: {', '.join(DTYPES)}")
         if self.offload not in OFFLOAD:
             raise UsageError(f"--offload: unknown mode {self.offload!r}; allowed: {', '.join(OFFLOAD)}")
-        if base == "cpu" and self.offload not in ("none", "auto"):  # said now, not when the first job runs
+        if base == "cpu" and self.offload not in ("none", "auto"):
             raise UsageError(f"--offload {self.offload} needs a GPU; the device is cpu",
                              hint="drop --offload (or --offload auto: it offloads only on a GPU that needs it)")
         if self.weights not in WEIGHTS:
@@ -76,7 +76,4 @@ class Runtime:
     def on_device(self, device: str, gpu_dtype: str) -> "Runtime":
         """This runtime on a concrete ``device``: dtype ``auto`` is the engine's GPU dtype off the CPU, fp32 on it."""
         dtype = DTYPES[self.dtype] or ("float32" if device == "cpu" else gpu_dtype)
-        if self.offload not in ("none", "auto") and device == "cpu":
-            raise UsageError(f"--offload {self.offload} needs a GPU; the device is cpu",
-                             hint="drop --offload (or --offload auto: it offloads only on a GPU that needs it)")
-        return replace(self, device=device, dtype=dtype)
+        return replace(self, device=device, dtype=dtype).check()  # e.g. --offload group on a device that is the cpu

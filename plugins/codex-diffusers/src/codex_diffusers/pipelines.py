@@ -138,7 +138,7 @@ def tune_denoisers(pipe, names: tuple[str, ...], runtime: Runtime) -> dict[str, 
         from codex_core import UsageError
 
         reached = {}
-        before = _AttentionBackendRegistry._active_backend
+        before = _AttentionBackendRegistry.get_active_backend()[0]
         try:
             for name, module in denoisers.items():
                 if not hasattr(module, "set_attention_backend"):
@@ -151,7 +151,7 @@ def tune_denoisers(pipe, names: tuple[str, ...], runtime: Runtime) -> dict[str, 
                 reached[name] = sum(1 for sub in module.modules()
                                     if getattr(getattr(sub, "processor", None), "_attention_backend", None) is not None)
         finally:
-            _AttentionBackendRegistry._active_backend = before
+            _AttentionBackendRegistry.set_active_backend(before)
         if not any(reached.values()):
             raise UsageError(f"--attention {runtime.attention}: the {', '.join(denoisers)} of this model does not "
                              "route attention through diffusers' backends (only the transformer models do)",
