@@ -233,3 +233,20 @@ def test_samplers_left_out_fail_in_diffusers(schnell_dir, task, sampler):
         kwargs.update(image=Image.new("RGB", (32, 32)), strength=0.5)
     with pytest.raises((AttributeError, ValueError, AssertionError)):
         pipe("x", **kwargs)
+
+
+def test_the_builder_at_the_real_depth_changes_only_the_block_counts(tmp_path):
+    """bench/speed.py measures the step caches on the tiny FLUX.1-dev at the real model's depth (a block
+    cache's saving depends on it): the same tiny model but for the transformer's block counts, read from
+    the reference config the plugin ships."""
+    from codex_diffusers.sizes import reference_config_dir
+
+    real = json.loads((reference_config_dir("flux") / "transformer" / "config.json").read_text())
+    assert (real["num_layers"], real["num_single_layers"]) == (19, 38)
+    tiny.build(tmp_path, "dev", num_layers=19, num_single_layers=38)
+    for config in sorted(tiny_model_dir("flux").glob("*/config.json")):
+        deep = json.loads((tmp_path / config.parent.name / "config.json").read_text())
+        expected = json.loads(config.read_text())
+        if config.parent.name == "transformer":
+            expected.update(num_layers=19, num_single_layers=38)
+        assert deep == expected, config.parent.name

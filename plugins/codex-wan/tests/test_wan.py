@@ -302,3 +302,22 @@ def test_presets_are_the_wan_authors_defaults(engine, task, expected):
     from codex_core import presets, registry
 
     assert presets.merged(registry.get_engine(engine), task) == expected
+
+
+def test_the_5b_builder_at_the_real_depth_changes_only_the_block_count(tmp_path):
+    """bench/speed.py measures the step caches on the tiny 5B at the real model's depth (a block cache's
+    saving depends on it): the same tiny model but for the transformer's num_layers, read from the
+    reference config the plugin ships."""
+    from codex_diffusers.sizes import reference_config_dir
+    from codex_wan.tiny import build_ti2v_5b
+
+    real = json.loads((reference_config_dir("wan_ti2v_5b") / "transformer" / "config.json").read_text())
+    assert real["num_layers"] == 30
+    build_ti2v_5b(tmp_path, num_layers=real["num_layers"])
+    tests_tiny = tiny_model_dir("wan_ti2v_5b")
+    for config in sorted(tests_tiny.glob("*/config.json")):
+        deep = json.loads((tmp_path / config.parent.name / "config.json").read_text())
+        expected = json.loads(config.read_text())
+        if config.parent.name == "transformer":
+            expected["num_layers"] = 30
+        assert deep == expected, config.parent.name

@@ -60,20 +60,25 @@ def _vae() -> AutoencoderKL:
     )
 
 
-def _transformer(guidance_embeds: bool) -> FluxTransformer2DModel:
+def _transformer(guidance_embeds: bool, num_layers: int, num_single_layers: int) -> FluxTransformer2DModel:
     torch.manual_seed(0)
     return FluxTransformer2DModel(
-        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        patch_size=1, in_channels=4, num_layers=num_layers, num_single_layers=num_single_layers, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=TEXT_DIM, pooled_projection_dim=POOLED_DIM,
         axes_dims_rope=[4, 4, 8], guidance_embeds=guidance_embeds,
     )
 
 
-def build(dest: Path, variant: str = "dev") -> None:
-    """Write a tiny FLUX.1-dev (``variant="dev"``) or FLUX.1-schnell model into ``dest``."""
+def build(dest: Path, variant: str = "dev", num_layers: int = 1, num_single_layers: int = 1) -> None:
+    """Write a tiny FLUX.1-dev (``variant="dev"``) or FLUX.1-schnell model into ``dest``.
+
+    ``num_layers``/``num_single_layers``: the transformer's depth (1 + 1 for the tests); bench/speed.py
+    builds the real model's 19 + 38 at this tiny width, so a block cache skips the share it does on
+    the real model.
+    """
     pipe = FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULERS[variant]), vae=_vae(),
         text_encoder=_clip(), tokenizer=clip_tokenizer(), text_encoder_2=_t5(), tokenizer_2=t5_tokenizer(),
-        transformer=_transformer(guidance_embeds=variant == "dev"),
+        transformer=_transformer(variant == "dev", num_layers, num_single_layers),
     )
     pipe.save_pretrained(dest, safe_serialization=True)

@@ -42,12 +42,12 @@ def _text_encoder() -> UMT5EncoderModel:
     return UMT5EncoderModel(config).eval()  # eval: no dropout
 
 
-def _transformer(in_channels: int, out_channels: int, seed: int) -> WanTransformer3DModel:
+def _transformer(in_channels: int, out_channels: int, seed: int, num_layers: int = 2) -> WanTransformer3DModel:
     torch.manual_seed(seed)
     return WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=in_channels,
-        out_channels=out_channels, text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        out_channels=out_channels, text_dim=TEXT_DIM, freq_dim=256, ffn_dim=32, num_layers=num_layers,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
     )
 
 
@@ -56,7 +56,10 @@ def _scheduler(flow_shift: float) -> UniPCMultistepScheduler:
                                    flow_shift=flow_shift)
 
 
-def build_ti2v_5b(dest: Path) -> None:
+def build_ti2v_5b(dest: Path, num_layers: int = 2) -> None:
+    """Write a tiny TI2V-5B into ``dest``; ``num_layers``: the transformer's depth (2 for the tests;
+    bench/speed.py builds the real model's 30 at this tiny width, so a block cache skips the share it
+    does on the real model)."""
     torch.manual_seed(0)
     vae = AutoencoderKLWan(  # the Wan 2.2 VAE: 48 latent channels, patch 2 -> spatial stride 16
         base_dim=3, z_dim=48, in_channels=12, out_channels=12, is_residual=True, patch_size=2,
@@ -65,7 +68,8 @@ def build_ti2v_5b(dest: Path) -> None:
     )
     pipe = WanPipeline(
         tokenizer=t5_tokenizer(), text_encoder=_text_encoder(), vae=vae,
-        scheduler=_scheduler(CHECKPOINT_SHIFT["ti2v_5b"]), transformer=_transformer(48, 48, seed=0),
+        scheduler=_scheduler(CHECKPOINT_SHIFT["ti2v_5b"]),
+        transformer=_transformer(48, 48, seed=0, num_layers=num_layers),
         transformer_2=None, expand_timesteps=True,
     )
     pipe.save_pretrained(dest, safe_serialization=True)
