@@ -45,6 +45,7 @@ import psutil  # noqa: E402
 
 import codex_diffusers.pipelines  # noqa: E402,F401  (first: torchao's import noise held back, library bars off)
 from codex_core.orchestrator import RunOptions, run  # noqa: E402
+from codex_diffusers.testing import AttentionCalls  # noqa: E402
 
 REQUESTS = {
     "wan_ti2v_5b": ("txt2vid", {"prompt": "a red fox running in snow", "width": 256, "height": 256, "num_frames": 33,
@@ -84,35 +85,6 @@ class PeakRss:
     @property
     def mib(self) -> float:
         return max(self.peak - self.start, 0) / 2**20
-
-
-class AttentionCalls:
-    """Counts the attention query projections (``*.to_q``) the loaded model's denoisers compute during a
-    block: what a step cache skips, independent of the machine's speed (a skipped block or a predicted
-    attention never reaches its projection)."""
-
-    def __init__(self, engine: str):
-        self.engine, self.calls, self.handles = engine, 0, []
-
-    def __enter__(self):
-        from codex_core import registry
-        from codex_core.model_cache import cache
-
-        model = cache.loaded(self.engine)[-1]
-        for family in model.families.values():
-            for name in registry.get_engine(self.engine).denoisers:
-                module = getattr(family.base, name, None)
-                for child_name, child in (module.named_modules() if module is not None else ()):
-                    if child_name.endswith("to_q"):
-                        self.handles.append(child.register_forward_pre_hook(self._count))
-        return self
-
-    def _count(self, module, args):
-        self.calls += 1
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
 
 
 def pixels(result) -> np.ndarray:

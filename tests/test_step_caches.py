@@ -12,6 +12,7 @@ import pytest
 from codex_core import RunOptions, registry, run
 from codex_core.errors import ParamError
 from codex_core.model_cache import cache as model_cache
+from codex_diffusers.testing import AttentionCalls
 
 STEPS = 6
 REQUESTS = {
@@ -34,30 +35,6 @@ SETTINGS = {
             {"type": "pab", "spatial_attention_block_skip_range": 2, "cross_attention_block_skip_range": 2,
              "timestep_skip_range": [0, 1000]}),
 }
-
-
-class Counter:
-    """Counts calls of every attention query projection (``*.to_q``) in the model's denoisers."""
-
-    def __init__(self, engine: str):
-        self.engine, self.calls, self.handles = engine, 0, []
-
-    def __enter__(self):
-        model = model_cache.loaded(self.engine)[-1]
-        for family in model.families.values():
-            for name in registry.get_engine(self.engine).denoisers:
-                module = getattr(family.base, name, None)
-                for child_name, child in (module.named_modules() if module is not None else ()):
-                    if child_name.endswith("to_q"):
-                        self.handles.append(child.register_forward_pre_hook(self._count))
-        return self
-
-    def _count(self, module, args):
-        self.calls += 1
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
 
 
 def frames(result) -> np.ndarray:
@@ -83,7 +60,7 @@ def run_counted(engine: str, request: dict, out) -> tuple[int, np.ndarray, dict]
     task, base = REQUESTS[engine]
     options = RunOptions(model="tiny", out=out, quiet=True, formats=("png",) if task == "txt2img" else ("mp4",))
     run(engine, task, {**base, "steps": 2}, options)  # loaded, so the counter can hook the model
-    with Counter(engine) as counter:
+    with AttentionCalls(engine) as counter:
         result = run(engine, task, request, options)
     return counter.calls, frames(result), result.info
 

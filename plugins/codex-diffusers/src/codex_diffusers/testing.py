@@ -197,6 +197,32 @@ def loaded_family(engine: str, task: str | None = None):
     return model.families[folder]
 
 
+class AttentionCalls:
+    """Counts the attention query projections (``*.to_q``) the engine's loaded denoisers compute during a
+    ``with`` block: what a step cache skips (a skipped block or a predicted attention never reaches its
+    projection), whatever the machine's speed. Used by the step-cache tests and bench/speed.py."""
+
+    def __init__(self, engine: str):
+        self.engine, self.calls, self.handles = engine, 0, []
+
+    def __enter__(self):
+        model = loaded_model(self.engine)
+        for family in model.families.values():
+            for name in registry.get_engine(self.engine).denoisers:
+                module = getattr(family.base, name, None)
+                for child_name, child in (module.named_modules() if module is not None else ()):
+                    if child_name.endswith("to_q"):
+                        self.handles.append(child.register_forward_pre_hook(self._count))
+        return self
+
+    def _count(self, module, args):
+        self.calls += 1
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+
+
 def make_unet_lora(engine: str, dest: Path) -> Path:
     """A tiny LoRA (diffusers format) on the attention projections of an engine's tiny UNet, with random
     non-zero weights, so that loading it changes the output. Needs peft."""
