@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib
 import json
 import os
 import shutil
@@ -95,32 +96,32 @@ def pixels(result) -> np.ndarray:
     return np.stack([np.asarray(Image.open(path), dtype=np.int16) for path in pngs])
 
 
-def real_depth_model(engine: str) -> tuple[str, str]:
-    """A tiny model of ``engine`` with its real model's block counts (from the shipped configs): its
-    folder, and the depth in words."""
-    from codex_diffusers.sizes import reference_config_dir
+# each engine's tiny builder, and the transformer config keys that give its depth (the builder's arguments)
+DEPTH_KEYS = {"wan_ti2v_5b": ("codex_wan.tiny", "build_ti2v_5b", {"num_layers": "blocks"}),
+              "flux": ("codex_flux.tiny", "build", {"num_layers": "double", "num_single_layers": "single blocks"})}
 
-    config = json.loads((reference_config_dir(engine) / "transformer" / "config.json").read_text())
-    dest = TMP / "models" / engine
-    if engine == "wan_ti2v_5b":
-        from codex_wan.tiny import build_ti2v_5b
 
-        depth = f"{config['num_layers']} blocks"
-        if not dest.exists():
-            build_ti2v_5b(dest, num_layers=config["num_layers"])
-    else:
-        from codex_flux.tiny import build
-
-        depth = f"{config['num_layers']} double + {config['num_single_layers']} single blocks"
-        if not dest.exists():
-            build(dest, "dev", num_layers=config["num_layers"], num_single_layers=config["num_single_layers"])
-    return str(dest), depth
+def transformer_depth(engine: str, folder: Path) -> dict[str, int]:
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    return {key: config[key] for key in DEPTH_KEYS[engine][2]}
 
 
 def model_for(engine: str, depth: str) -> tuple[str, str]:
-    if depth == "real depth":
-        return real_depth_model(engine)
-    return "tiny", {"wan_ti2v_5b": "2 blocks", "flux": "1 double + 1 single block"}[engine]
+    """The model to run (``tiny`` or a folder) and its transformer's depth in words: the tests' tiny
+    model, or the same built at the block counts of the real model's config that the plugin ships."""
+    from codex_core.testing import tiny_model_dir
+    from codex_diffusers.sizes import reference_config_dir
+
+    if depth == "tests' tiny":
+        model, counts = "tiny", transformer_depth(engine, tiny_model_dir(engine))
+    else:
+        counts = transformer_depth(engine, reference_config_dir(engine))
+        dest = TMP / "models" / engine
+        if not dest.exists():
+            module, builder, _ = DEPTH_KEYS[engine]
+            getattr(importlib.import_module(module), builder)(dest, **counts)
+        model = str(dest)
+    return model, " + ".join(f"{count} {DEPTH_KEYS[engine][2][key]}" for key, count in counts.items())
 
 
 def request_for(engine: str, base: dict, option) -> tuple[dict, str | None]:

@@ -10,6 +10,7 @@ Each is counted in the dtype it will have on the device: the run's dtype, an eng
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,17 @@ BLOCK_KEYS = ("num_layers", "num_single_layers", "num_hidden_layers", "num_refin
 # single-file (original/A1111 layout) key prefixes -> the diffusers component they hold
 FILE_PREFIXES = {"model.diffusion_model.": "unet", "first_stage_model.": "vae", "cond_stage_model.": "text_encoder",
                  "conditioner.embedders.0.": "text_encoder", "conditioner.embedders.1.": "text_encoder_2"}
+# a transformer-only file's block keys (Flux/Wan original layout, diffusers layout): the engine's denoiser
+DENOISER_BLOCKS = ("double_blocks", "single_blocks", "blocks", "transformer_blocks")
+
+
+def _file_component(key: str, engine: "DiffusersEngine") -> str:
+    """The component a single-file tensor key belongs to: by prefix, else its first name."""
+    for prefix, component in FILE_PREFIXES.items():
+        if key.startswith(prefix):
+            return component
+    first = key.split(".")[0]
+    return engine.denoisers[0] if first in DENOISER_BLOCKS and "." in key else first
 
 
 def blocks_of(config: dict) -> int | None:
@@ -68,7 +80,8 @@ def file_bytes(path: Path, name: str, engine: "DiffusersEngine", runtime: Runtim
         return path.stat().st_size
     from codex_core.model_files import read_safetensors_header
 
-    params = sum(_numel(entry["shape"]) for key, entry in read_safetensors_header(path).items() if key != "__metadata__")
+    params = sum(math.prod(entry["shape"]) for key, entry in read_safetensors_header(path).items()
+                 if key != "__metadata__")
     return device_bytes(name, params, engine, runtime)
 
 
@@ -81,21 +94,11 @@ def single_file_components(path: Path, config: Path, engine: "DiffusersEngine",
     for key, entry in read_safetensors_header(path).items():
         if key == "__metadata__":
             continue
-        name = next((component for prefix, component in FILE_PREFIXES.items() if key.startswith(prefix)),
-                    engine.denoisers[0] if "." in key and key.split(".")[0] in ("double_blocks", "single_blocks",
-                                                                                  "blocks", "transformer_blocks")
-                    else key.split(".")[0])
-        params[name] = params.get(name, 0) + _numel(entry["shape"])
+        name = _file_component(key, engine)
+        params[name] = params.get(name, 0) + math.prod(entry["shape"])
     return [ComponentBytes(name, device_bytes(name, count, engine, runtime),
                            blocks_of(read_config(config, f"{name}/config.json")))
             for name, count in params.items()]
-
-
-def _numel(shape) -> int:
-    count = 1
-    for dim in shape:
-        count *= int(dim)
-    return count
 
 
 def device_memory(device: str) -> tuple[int | None, int | None]:

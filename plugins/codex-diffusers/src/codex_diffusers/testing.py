@@ -197,6 +197,16 @@ def loaded_family(engine: str, task: str | None = None):
     return model.families[folder]
 
 
+def assert_configs_differ_only(folder: Path, engine: str, transformer_changes: dict[str, Any]) -> None:
+    """Every component config of ``folder`` equals the engine's tiny model's, but for ``transformer_changes``
+    in the transformer's (e.g. the same tiny model built at another depth)."""
+    for config in sorted(tiny_model_dir(engine).glob("*/config.json")):
+        expected = json.loads(config.read_text())
+        if config.parent.name == "transformer":
+            expected.update(transformer_changes)
+        assert json.loads((folder / config.parent.name / "config.json").read_text()) == expected, config.parent.name
+
+
 class AttentionCalls:
     """Counts the attention query projections (``*.to_q``) the engine's loaded denoisers compute during a
     ``with`` block: what a step cache skips (a skipped block or a predicted attention never reaches its
