@@ -33,10 +33,14 @@ _EXPORTS = {
     "UnknownEngineError": "errors",
     # what engines receive
     "Runtime": "runtime", "ModelSource": "sources", "SchedulerChoice": "samplers", "Progress": "progress",
+    # run options (codex_register_run_options)
+    "RunOption": "run_options",
     # other plugin kinds
     "SamplerDef": "samplers", "ScheduleType": "samplers", "Exporter": "exporters",
     # running from Python
     "run": "orchestrator", "RunOptions": "orchestrator",
+    # plugin commands
+    "handle_errors": "cli.base",
 }
 
 __all__ = ["hookimpl", "__version__", *_EXPORTS]

@@ -150,13 +150,19 @@ class Engine:
     # tasks that need their own checkpoint, and the file that marks a loadable model folder.
     default_repo: ClassVar[str | None] = None
     task_default_repos: ClassVar[Mapping[str, str]] = {}
-    model_marker: ClassVar[str | None] = "model_index.json"
+    model_marker: ClassVar[str | None] = None  # a file every model folder of the engine holds (None: any folder)
+    # In the models folders: files that mark a folder as one model of the engine (whole, or a component), and
+    # the format `codex models` names such a folder's
+    folder_markers: ClassVar[tuple[str, ...]] = ()
+    folder_format: ClassVar[str] = "folder"
     tiny_version: ClassVar[str | None] = None  # set when the engine can build a tiny random-weight model
     # Checkpoint variants with their own presets (presets/<engine>/<variant>/), told apart by
     # ``detect_variant``; the tiny model is ``tiny_variant``.
     variants: ClassVar[tuple[str, ...]] = ()
     tiny_variant: ClassVar[str | None] = None
     gpu_dtype: ClassVar[str] = "float16"  # dtype on a GPU when the user says --dtype auto
+    # Python distributions whose versions info.json records (the libraries the engine runs on)
+    libraries: ClassVar[tuple[str, ...]] = ()
     # Components a user may load from their own weight file (``--component NAME=FILE``), e.g. a
     # transformer-only or GGUF-quantised file combined with a base folder for the rest.
     replaceable_components: ClassVar[tuple[str, ...]] = ()
@@ -280,6 +286,19 @@ class Engine:
         if runtime.device not in ("auto", "cpu"):
             raise UsageError(f"--device {runtime.device}: engine {self.key} runs on the CPU only", hint="drop --device")
         return runtime.on_device("cpu", self.gpu_dtype)
+
+    def before_load(self, download: bool) -> None:
+        """Set what the engine's libraries read from the environment, before a model is resolved or loaded
+        (the diffusers kit: the Hugging Face hub offline unless ``download``)."""
+
+    def find_repo(self, repo_id: str, download: bool, allow_pickle: bool) -> Path | None:
+        """The local folder of a hub repo id (``--model ORG/NAME`` or ``default_repo``), fetched first when
+        ``download``; None when it is not there. Engines whose models come from a hub implement it."""
+        return None
+
+    def repo_cache(self) -> str:
+        """Where ``find_repo`` looks, as messages name it."""
+        return f"engine {self.key}'s model sources (it takes no hub repo ids)"
 
     def reset_peak_memory(self, device: str) -> None:
         """Start measuring peak device memory for a run (engines on a GPU library implement it)."""

@@ -18,6 +18,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from .batch_items import Item
 from .errors import UsageError
 
 AXES = ("x", "y", "z")
@@ -62,8 +63,6 @@ class Grid:
         return found
 
     def items(self) -> list:
-        from .batch import Item
-
         return [Item(self.line, self.spec["engine"], self.spec["task"], request, self.spec.get("model"),
                      tuple(self.spec["formats"]) if self.spec.get("formats") else None, self.spec.get("preset"),
                      cell_id, grid=self.id)
@@ -121,7 +120,7 @@ def make_axis(name: str, field_name: Any, values: Any, where: str) -> Axis:
 
 def parse_grid(data: Any, line: int) -> Grid:
     """A ``grid:`` mapping of a batch file: an item's fields plus x, y, z axes ``{field, values}``."""
-    from .batch import ID_PATTERN, parse_item
+    from .batch_items import ID_PATTERN, parse_item
 
     where = f"line {line}: grid"
     if not isinstance(data, dict):
@@ -149,7 +148,7 @@ def parse_grid(data: Any, line: int) -> Grid:
 
 
 def make_grid(spec: dict[str, Any], axes: list[Axis], line: int, grid_id: str | None, where: str) -> Grid:
-    from .batch import item_id
+    from .batch_items import item_id
 
     if not axes:
         raise UsageError(f"{where}: no axis; give x (and y, z), e.g. x: {{field: seed, values: [1, 2, 3]}}")

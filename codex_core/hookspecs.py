@@ -22,5 +22,10 @@ def codex_register_exporters(register):
 
 
 @hookspec
+def codex_register_run_options(register):
+    """Register run options: ``register(RunOption(...))`` once per option (how a model is placed and run)."""
+
+
+@hookspec
 def codex_register_commands(cli):
     """Add commands to the ``codex`` click group."""

@@ -132,7 +132,7 @@ class ModelFile:
     kind: str
     path: Path
     name: str  # path under its kind folder, without the weight suffix
-    format: str  # "safetensors", "gguf", "pickle" or "diffusers" (a folder with model_index.json)
+    format: str  # "safetensors", "gguf", "pickle", or a model folder's format (its engines': e.g. "diffusers")
     bytes: int
 
     @property
@@ -140,9 +140,25 @@ class ModelFile:
         return self.name.rsplit("/", 1)[-1]
 
 
+def folder_formats() -> tuple[tuple[str, str], ...]:
+    """(marker file, format) pairs: a folder holding a marker file is one model (a whole model or a component),
+    in that format. The installed engines declare them (``Engine.folder_markers``, ``Engine.folder_format``)."""
+    from .plugins import contribution
+    from .registry import engines
+
+    def collect() -> tuple[tuple[str, str], ...]:
+        pairs: dict[str, str] = {}
+        for engine in engines().values():
+            for marker in engine.folder_markers:
+                pairs.setdefault(marker, engine.folder_format)
+        return tuple(pairs.items())
+
+    return contribution("folder_formats", collect)
+
+
 def _format(path: Path) -> str | None:
     if path.is_dir():
-        return "diffusers" if (path / "model_index.json").is_file() or (path / "config.json").is_file() else None
+        return next((fmt for marker, fmt in folder_formats() if (path / marker).is_file()), None)
     suffix = path.suffix.lower()
     if suffix in SAFE_SUFFIXES:
         return suffix[1:]
@@ -154,7 +170,7 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def scan(kinds: Iterable[str] = KINDS) -> list[ModelFile]:
-    """Every weight file (and diffusers folder) under the roots' kind folders, in search order."""
+    """Every weight file (and model folder) under the roots' kind folders, in search order."""
     found: list[ModelFile] = []
     seen: set[tuple[str, Path]] = set()
     for kind in kinds:
@@ -164,10 +180,11 @@ def scan(kinds: Iterable[str] = KINDS) -> list[ModelFile]:
             for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
                 dirnames.sort()
                 here = Path(dirpath)
-                for sub in list(dirnames):  # a diffusers folder is one model, not a tree to list
-                    if sub.startswith(".") or _format(here / sub) == "diffusers":
+                for sub in list(dirnames):  # a model folder is one model, not a tree to list
+                    model_folder = not sub.startswith(".") and _format(here / sub) is not None
+                    if sub.startswith(".") or model_folder:
                         dirnames.remove(sub)
-                    if not sub.startswith(".") and _format(here / sub) == "diffusers":
+                    if model_folder:
                         _add(found, seen, kind, folder, here / sub)
                 for filename in sorted(filenames):
                     if not filename.startswith("."):
@@ -181,8 +198,8 @@ def _add(found: list[ModelFile], seen: set[tuple[str, Path]], kind: str, folder:
         return
     seen.add((kind, path.resolve()))
     relative = path.relative_to(folder).as_posix()
-    name = relative if fmt == "diffusers" else relative[: -len(path.suffix)]
-    size = _folder_bytes(path) if fmt == "diffusers" else path.stat().st_size
+    name = relative if path.is_dir() else relative[: -len(path.suffix)]
+    size = _folder_bytes(path) if path.is_dir() else path.stat().st_size
     found.append(ModelFile(kind, path, name, fmt, size))
 
 
@@ -215,7 +232,7 @@ def find(kind: str, name: str, field: str) -> ModelFile:
 def find_by_sha256(kind: str, sha256: str) -> ModelFile | None:
     """The first ``kind`` file in the roots whose content has this sha256 (hashes computed once, cached)."""
     for candidate in scan([kind]):
-        if candidate.format != "diffusers" and file_sha256(candidate.path) == sha256:
+        if candidate.path.is_file() and file_sha256(candidate.path) == sha256:
             return candidate
     return None
 
@@ -271,9 +288,15 @@ def tensor_shapes(header: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 # -- hashes ----------------------------------------------------------------------------------------
 
 
-def _hash_cache_path() -> Path:
-    from .sources import cache_dir
+def cache_dir() -> Path:
+    """Codex's cache folder ($CODEX_CACHE_DIR, else ~/.cache/codex): tiny models, file hashes."""
+    base = os.environ.get("CODEX_CACHE_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "codex"
 
+
+def _hash_cache_path() -> Path:
     return cache_dir() / "file-hashes.json"
 
 
@@ -355,7 +378,7 @@ def describe(kinds: Iterable[str] = KINDS, engine_key: str | None = None, hashes
                 fits, row["problem"] = [], exc.message
             row["engines"] = [e.key for e in fits]
             row["family"] = ", ".join(dict.fromkeys(e.family for e in fits if e.family)) or None
-        if hashes and found.format != "diffusers":
+        if hashes and found.path.is_file():
             row["hash"] = short_hash(file_sha256(found.path, progress))
         if engine_key is None or row["engines"]:
             rows.append(row)

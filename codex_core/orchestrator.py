@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from . import presets, registry, sources
+from . import presets, registry, run_options, sources
 from .engine import Engine, Job, Plan, PlanContext
 from .errors import ParamError, UsageError
 from .metrics import StageTimes, peak_host_rss_mb
@@ -44,7 +44,7 @@ class RunOptions:
     preset: str | None = None  # a named preset profile: presets/<engine>/<task>@<preset>.yaml
     # set by `codex replay`: {"run_id", "path", "model_fingerprint"} of the run being replayed
     replay_of: dict[str, Any] | None = None
-    config: str | None = None  # --config: a diffusers folder with the configs of a single-file checkpoint
+    config: str | None = None  # --config: a model folder with the configs of a single-file checkpoint
     components: tuple[str, ...] = ()  # --component NAME=FILE
     # receives every progress event (codex_core.progress.Progress); may raise to stop the run
     on_progress: Callable[[dict[str, Any]], None] | None = None
@@ -84,7 +84,8 @@ def prepare(engine_key: str, task: str, request: Any, options: RunOptions | None
     engine = registry.get_engine(engine_key)
     if task not in engine.tasks:
         raise UsageError(f"engine {engine_key!r} has no task {task!r}; its tasks: {', '.join(engine.tasks)}")
-    runtime_problems = engine.runtime_problems(options.runtime.check())
+    runtime_problems = (run_options.not_honoured(engine, options.runtime.check())
+                        + engine.runtime_problems(options.runtime))
     if runtime_problems:
         raise UsageError("; ".join(runtime_problems))
     context = PlanContext(None, lambda: _resolve_source(engine, task, options))  # checked as it is found
@@ -139,8 +140,7 @@ def prepare(engine_key: str, task: str, request: Any, options: RunOptions | None
 
 def _resolve_source(engine: Engine, task: str, options: RunOptions) -> sources.ModelSource:
     """The model source, refused at once when its configs say it is another engine's checkpoint."""
-    if not options.download:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network unless asked
+    engine.before_load(options.download)  # e.g. a hub library offline: nothing reaches the network unless asked
     source = sources.resolve(engine, options.model, task=task, download=options.download,
                              allow_pickle=options.runtime.allow_pickle)
     if options.config:
@@ -148,9 +148,10 @@ def _resolve_source(engine: Engine, task: str, options: RunOptions) -> sources.M
         if source.kind != "file":
             raise UsageError(f"--config: applies to a single-file checkpoint; {source.label} is a {source.kind} "
                              "model with its own configs", hint="drop --config")
-        if not (config / "model_index.json").is_file():
-            raise UsageError(f"--config: {options.config!r} is not a diffusers folder (no model_index.json)",
-                             hint="pass a diffusers-format folder of the same architecture (weights not needed)")
+        if not config.is_dir() or (engine.model_marker and not (config / engine.model_marker).is_file()):
+            missing = f" (no {engine.model_marker})" if engine.model_marker else ""
+            raise UsageError(f"--config: {options.config!r} is not a {engine.key} model folder{missing}",
+                             hint="pass a model folder of the same architecture (weights not needed)")
         source = replace(source, config=config.resolve())
     if options.components:
         source = replace(source, components=sources.component_files(engine, options.components,
@@ -196,9 +197,6 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     progress = Progress(enabled=not options.quiet, label=f"{engine.key} {task}", sink=options.on_progress)
     for warning in prepared.plan.warnings:
         print(f"codex: warning: {warning}", file=sys.stderr)
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    if not os.environ.get("CODEX_DEBUG"):
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # import-time chatter, not the user's concern
     runtime = options.runtime.check()
     source = prepared.source or _resolve_source(engine, task, options)
 
@@ -209,7 +207,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
         if source.kind == "tiny":
             engine.ensure_tiny(source.path, progress)
             progress.message("model 'tiny' has random weights, so the output is noise; for real output pass "
-                             f"--model PATH (a diffusers folder) or put one in ./models/{engine.key}/")
+                             f"--model PATH (a model folder) or put one in ./models/{engine.key}/")
         progress.message(f"loading {engine.key} from {source.label} ({runtime.device}, {runtime.dtype})")
         model, cached = cache.load(engine, source, runtime)
     if cached:
@@ -309,18 +307,11 @@ def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached
     applied = getattr(job, "scheduler_applied", None)  # the scheduler as it ran (class + full config)
     info["scheduler_class"] = applied["class"] if applied else None
     info["scheduler_config"] = applied["config"] if applied else None
+    info.update(run_options.recorded(runtime))  # every run option as it records itself (offload as asked, ...)
     info.update({
-        "device": runtime.device,
-        "dtype": runtime.dtype,
-        "offload": runtime.offload,  # as asked; with auto, memory_plan says what ran
-        "vae": runtime.vae,
-        "vae_tiling": runtime.vae_tiling,
-        "weights": runtime.weights,
-        "compile": {"mode": runtime.compile, "backend": runtime.compile_backend} if runtime.compile != "off" else None,
-        "attention": {"backend": runtime.attention} if runtime.attention != "default" else None,
         "steps_done": job.steps_done,
         "notes": job.notes,
-        "versions": versions(engine.distribution),
+        "versions": versions(engine),
     })
     info.update(engine.model_info(model))  # e.g. memory_plan, what was compiled, the attention backend's reach
     return info
@@ -334,8 +325,9 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
-def versions(plugin_distribution: str | None) -> dict[str, str | None]:
-    names = ["torch", "diffusers", "transformers", "codex-core"]
-    if plugin_distribution and plugin_distribution not in names:
-        names.append(plugin_distribution)
+def versions(engine: Engine) -> dict[str, str | None]:
+    """Python's, the engine's libraries' (``Engine.libraries``), the core's and the engine package's versions."""
+    names = [*engine.libraries, "codex-core"]
+    if engine.distribution and engine.distribution not in names:
+        names.append(engine.distribution)
     return {"python": platform.python_version(), **{name: _dist_version(name) for name in names}}

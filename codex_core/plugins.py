@@ -1,32 +1,121 @@
-"""Plugin discovery: default plugins plus the ``codex`` entry-point group, loaded lazily and once.
+"""Plugin discovery and hook calls: default plugins plus the ``codex`` entry-point group, loaded lazily and once.
 
 ``CODEX_LOAD_PLUGINS=a,b`` loads only those entry points ("" loads none); ``CODEX_DISABLE_PLUGINS``
 skips some. Names match the entry-point name or the distribution name. A plugin that fails to
 import is recorded in ``load_errors`` and reported; it does not stop the others.
+
+The plugin manager knows which plugin's hook implementation is running (``running_plugin``): every
+implementation is wrapped, when its plugin is registered, so that what it registers and what it
+raises are attributed to it. A register-style hook is called once through pluggy (wrappers,
+``tryfirst`` and ``trylast`` take effect) with one ``register`` callback for all.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import importlib
 import importlib.metadata
+import inspect
 import os
+import re
 import sys
+from typing import Any, Callable
 
 import pluggy
 
 from . import hookspecs
 
 DEFAULT_PLUGINS = (
-    "codex_core.default_plugins.samplers",
+    "codex_core.default_plugins.run_options",
     "codex_core.default_plugins.exporters",
 )
 
-pm = pluggy.PluginManager("codex")
+_running: contextvars.ContextVar[str | None] = contextvars.ContextVar("codex_running_plugin", default=None)
+PLUGIN_ATTRIBUTE = "__codex_plugin__"  # set on an exception raised inside a plugin's hook implementation
+
+
+def running_plugin() -> str | None:
+    """The name of the plugin whose hook implementation is running now (None outside one)."""
+    return _running.get()
+
+
+class _Attributed:
+    """A hook wrapper's generator, resumed as its plugin (pluggy drives it with next/send/throw)."""
+
+    def __init__(self, generator, name: str):
+        self.generator, self.name = generator, name
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.send(None)
+
+    def send(self, value):
+        return _as_plugin(self.name, self.generator.send, value)
+
+    def throw(self, *exc):
+        return _as_plugin(self.name, self.generator.throw, *exc)
+
+    def close(self):
+        return self.generator.close()
+
+    @property
+    def gi_code(self):  # pluggy names a misbehaving wrapper by its code
+        return self.generator.gi_code
+
+
+def _as_plugin(name: str, function: Callable, *args, **kwargs):
+    token = _running.set(name)
+    try:
+        return function(*args, **kwargs)
+    except (StopIteration, GeneratorExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        if getattr(exc, PLUGIN_ATTRIBUTE, None) is None:  # the innermost plugin is the culprit
+            try:
+                setattr(exc, PLUGIN_ATTRIBUTE, name)
+            except AttributeError:
+                pass
+        raise
+    finally:
+        _running.reset(token)
+
+
+def _attributed(function: Callable, name: str) -> Callable:
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        result = _as_plugin(name, function, *args, **kwargs)
+        return _Attributed(result, name) if inspect.isgenerator(result) else result
+
+    return call
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, with each hook implementation run as its plugin (see ``running_plugin``)."""
+
+    def register(self, plugin, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        if registered is not None:
+            for caller in self.get_hookcallers(plugin) or []:
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin and not hasattr(impl.function, "__codex_attributed__"):
+                        impl.function = _attributed(impl.function, registered)
+                        impl.function.__codex_attributed__ = True
+        return registered
+
+
+pm = PluginManager("codex")
 pm.add_hookspecs(hookspecs)
 
 load_errors: dict[str, str] = {}  # plugin name -> why it failed to import
 hook_errors: dict[str, str] = {}  # plugin name -> which of its hooks raised what (the plugin is then left out)
 plugin_distributions: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
+# What the allow/deny lists left out this process: entry-point or distribution name -> why.
+skipped: dict[str, str] = {}
+# What the hooks contributed (engines, samplers, exporters, run options), collected once per process.
+contributions: dict[str, Any] = {}
 _loaded = False
 
 
@@ -35,10 +124,6 @@ def _names(variable: str) -> set[str] | None:
     if value is None:
         return None
     return {name.strip() for name in value.split(",") if name.strip()}
-
-
-# What the allow/deny lists left out this process: entry-point or distribution name -> why.
-skipped: dict[str, str] = {}
 
 
 def load_plugins() -> pluggy.PluginManager:
@@ -53,8 +138,11 @@ def load_plugins() -> pluggy.PluginManager:
 
     allowed = _names("CODEX_LOAD_PLUGINS")
     disabled = _names("CODEX_DISABLE_PLUGINS") or set()
+    entry_points = list(importlib.metadata.entry_points(group="codex"))
+    if allowed is not None:
+        allowed |= _required(allowed, entry_points)
     seen: set[str] = set()
-    for entry_point in importlib.metadata.entry_points(group="codex"):
+    for entry_point in entry_points:
         dist = entry_point.dist.name if entry_point.dist else "?"
         names = {entry_point.name, dist}
         seen |= names
@@ -84,6 +172,21 @@ def load_plugins() -> pluggy.PluginManager:
     return pm
 
 
+def _required(allowed: set[str], entry_points) -> set[str]:
+    """The plugin distributions the allowed ones depend on, transitively: an engine on the diffusers kit
+    loads with the kit's plugin (its run options and sampler tables), whatever the allow-list names."""
+    plugin_dists = {ep.dist.name.lower(): ep.dist for ep in entry_points if ep.dist}
+    names = {ep.dist.name.lower() for ep in entry_points if ep.dist and {ep.name, ep.dist.name} & allowed}
+    todo, found = list(names), set()
+    while todo:
+        for text in plugin_dists[todo.pop()].requires or []:
+            name = re.match(r"[A-Za-z0-9_.-]*", text).group(0).lower().replace("_", "-")
+            if name in plugin_dists and ";" not in text and name not in names | found:  # not an extra's
+                found.add(name)
+                todo.append(name)
+    return {plugin_dists[name].name for name in found}
+
+
 def _warn(text: str) -> None:
     print(f"codex: warning: {text}", file=sys.stderr)
 
@@ -95,6 +198,71 @@ def _version(distribution: str) -> str:
         return "unknown"
 
 
+def call_hook(hook_name: str, kwargs: dict[str, Any], on_retry: Callable[[], None] = lambda: None) -> None:
+    """Call a hook through pluggy; a plugin whose implementation raises is reported and left out.
+
+    pluggy stops a hook call at the first exception, so the call is made again without the plugin
+    that raised (``subset_hook_caller``), until it completes: one broken plugin costs the others
+    nothing. Its error shows in `codex plugins` and as a warning. ``on_retry`` runs before each new
+    call (to forget what the failed call collected).
+    """
+    manager, excluded = load_plugins(), []
+    while True:
+        caller = (manager.subset_hook_caller(hook_name, remove_plugins=excluded) if excluded
+                  else getattr(manager.hook, hook_name))
+        try:
+            caller(**kwargs)
+            return
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit from a plugin too: it must not end `codex --help`
+            name = getattr(exc, PLUGIN_ATTRIBUTE, None)
+            if name is None or manager.get_plugin(name) is None:
+                raise
+            error = f"{hook_name} raised {type(exc).__name__}: {exc}"
+            hook_errors[name] = "; ".join(filter(None, [hook_errors.get(name), error]))
+            _warn(f"plugin {name!r}: {error}; skipped")
+            excluded.append(manager.get_plugin(name))
+            on_retry()
+
+
+def collect(hook_name: str) -> list[tuple[str | None, Any]]:
+    """Call a register-style hook; (plugin name, item) for each registration, in pluggy's call order."""
+    collected: list[tuple[str | None, Any]] = []
+
+    def register(item):
+        collected.append((running_plugin(), item))
+
+    call_hook(hook_name, {"register": register}, on_retry=collected.clear)
+    return collected
+
+
+def first_wins(kind: str, items: list[tuple[str | None, Any]], key: Callable[[Any], Any],
+               label: Callable[[Any], str]) -> dict[Any, tuple[str | None, Any]]:
+    """One registration per key: the first in pluggy's call order wins, and a warning names both plugins."""
+    table: dict[Any, tuple[str | None, Any]] = {}
+    for plugin, item in items:
+        name = key(item)
+        if name in table:
+            winner = table[name][0]
+            _warn(f"{kind} {label(item)!r} is registered by plugin {winner!r} and by plugin {plugin!r}; "
+                  f"{winner!r} wins (pluggy calls it first)")
+            continue
+        table[name] = (plugin, item)
+    return table
+
+
+def contribution(key: str, build: Callable[[], Any]) -> Any:
+    """What ``build`` collects from the plugins, once per process (``reset_for_tests`` forgets it)."""
+    if key not in contributions:
+        contributions[key] = build()
+    return contributions[key]
+
+
+def clear_contributions() -> None:
+    contributions.clear()
+
+
 def reset_for_tests() -> None:
     """Forget loaded plugins so the next call discovers them again (tests only)."""
     global _loaded
@@ -104,10 +272,8 @@ def reset_for_tests() -> None:
     hook_errors.clear()
     skipped.clear()
     plugin_distributions.clear()
+    contributions.clear()
     _loaded = False
-    from . import registry
-
-    registry.clear_cache()
 
 
 def describe_plugins() -> list[dict]:

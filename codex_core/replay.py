@@ -1,8 +1,9 @@
 """Running a recorded request again (``codex replay``) and comparing the new output with the old.
 
 A run records everything that decides its pixels: the effective request (seed included), the
-engine and task, the model (its label and a fingerprint), dtype, device, the preset profile and the
-output formats. Replay feeds exactly that back through ``prepare``/``execute``.
+engine and task, the model (its label and a fingerprint), the run options (device, dtype, ...: each
+records itself, ``codex_core.run_options``), the preset profile and the output formats. Replay feeds
+exactly that back through ``prepare``/``execute``.
 """
 
 from __future__ import annotations
@@ -105,18 +106,14 @@ def changed_inputs(info: dict[str, Any]) -> list[dict[str, Any]]:
     return changed
 
 
-def runtime_of(info: dict[str, Any], device: str | None, dtype: str | None, allow_pickle: bool):
-    """The runtime a recorded run asked for (device and dtype as given now, when given): offload, VAE decode,
-    weight storage, compile and attention. A run from before --vae-decode recorded only vae_tiling."""
+def runtime_of(info: dict[str, Any], overrides: dict[str, Any] | None = None):
+    """The runtime a recorded run asked for: each run option as the run recorded it (``RunOption.replayed``),
+    or as given now in ``overrides`` (None: not given); an option replay does not carry (--allow-pickle)
+    is the override or its default."""
+    from . import run_options
     from .runtime import Runtime
 
-    vae = info.get("vae") or ("tiled" if info.get("vae_tiling") else "full")
-    compiled = info.get("compile") or {}
-    return Runtime(device=device or info.get("device") or "auto", dtype=dtype or info.get("dtype") or "auto",
-                   offload=info.get("offload") or "none", vae=vae, allow_pickle=allow_pickle,
-                   weights=info.get("weights") or "auto", compile=compiled.get("mode") or "off",
-                   compile_backend=compiled.get("backend") or "inductor",
-                   attention=(info.get("attention") or {}).get("backend") or "default")
+    return Runtime.of(run_options.replayed(info, overrides or {}))  # checked by prepare, as any run
 
 
 def formats_of(info: dict[str, Any]) -> tuple[str, ...] | None:

@@ -1,9 +1,11 @@
-"""Sampler policy: user-facing sampler / schedule-type names -> a diffusers scheduler class + flags.
+"""Sampler policy: user-facing sampler / schedule-type names -> a scheduler class name + flags.
 
-Tables are data registered through ``codex_register_samplers`` (the core's own tables are a default
-plugin). Resolution happens before any model loads and never falls back silently: a name that is
-unknown for the engine's sampler family, or a schedule type the sampler's scheduler class cannot
-honour, is a validation error listing what is allowed.
+The tables are data registered through ``codex_register_samplers`` (the diffusers kit registers the
+A1111/Forge names and the flow-matching ones); the core knows no scheduler class, only the policy.
+Resolution happens before any model loads and never falls back silently: a name that is unknown
+for the engine's sampler family, or a schedule type the sampler's scheduler class cannot honour, is
+a validation error listing what is allowed. ``info.json`` reports what was asked and what ran
+(``sampler_in``/``scheduler_in``, ``sampler_effective``/``scheduler_effective``).
 """
 
 from __future__ import annotations
@@ -15,17 +17,15 @@ from typing import Any, Mapping
 from .errors import ParamError
 
 AUTOMATIC = "Automatic"
-# Sigma schedules a scheduler class may switch on; diffusers refuses two at once.
-SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
 
 
 @dataclass(frozen=True)
 class SamplerDef:
     name: str
     family: str  # "discrete" or "flow"
-    scheduler_class: str  # a class exported by diffusers
+    scheduler_class: str  # the scheduler class the engine's library builds (e.g. a diffusers class name)
     flags: Mapping[str, Any] = field(default_factory=dict)
-    # __init__ arguments of scheduler_class that schedule types may set (checked against diffusers in tests)
+    # constructor arguments of scheduler_class that schedule types may set
     accepts: frozenset[str] = frozenset()
     # scheduler __init__ argument -> request field that supplies it (e.g. flow_shift), when present
     param_flags: Mapping[str, str] = field(default_factory=dict)
@@ -129,9 +129,12 @@ def resolve(
         if params.get(param_name) is not None:
             flags[argument] = params[param_name]
     if schedule.name != AUTOMATIC:
-        # An explicit schedule type replaces whatever sigma schedule the checkpoint's config turns on
-        # (a Karras-configured checkpoint asked for "Simple" gets simple sigmas, not an error or Karras).
-        flags.update({flag: False for flag in SIGMA_FLAGS if flag in sampler.accepts})
+        # An explicit schedule type replaces whatever schedule the checkpoint's config turns on (a
+        # Karras-configured checkpoint asked for "Simple" gets simple sigmas, not an error or Karras): every
+        # switch another schedule type of the family turns on is turned off first.
+        switches = dict.fromkeys(flag for other in schedules if other.family == family
+                                 for flag, value in other.flags.items() if value is True)
+        flags.update({flag: False for flag in switches if flag in sampler.accepts})
     flags.update(schedule.flags)
     return SchedulerChoice(sampler_in, scheduler_in, sampler.name, schedule.name, sampler.scheduler_class, flags)
 

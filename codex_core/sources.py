@@ -1,4 +1,8 @@
-"""Where model weights come from. Nothing here reaches the network unless ``download`` is asked for."""
+"""Where model weights come from: a folder, a file, a name in the models folders, a hub repo id or the tiny model.
+
+A hub repo id is looked up by the engine (``Engine.find_repo``: the diffusers kit asks the local
+Hugging Face cache). Nothing here reaches the network unless ``download`` is asked for.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,6 @@ if TYPE_CHECKING:
 
 TINY = "tiny"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-SINGLE_FILE_SUFFIXES = model_files.WEIGHT_SUFFIXES
-# Pickle-based weight formats are fetched/loaded only with --allow-pickle.
-PICKLE_PATTERNS = ["*.bin", "*.ckpt", "*.pt", "*.pth", "*.pkl"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class ModelSource:
     label: str  # what the user asked for, as they would say it again
     repo_id: str | None = None
     found_via: str = "--model"
-    config: Path | None = None  # --config: a diffusers folder with the configs a single file lacks
+    config: Path | None = None  # --config: a model folder with the configs a single file lacks
     # --component NAME=FILE: components loaded from their own files in place of the checkpoint's
     components: tuple[tuple[str, Path], ...] = field(default=())
 
@@ -51,13 +52,7 @@ class ModelSource:
         return info
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("CODEX_CACHE_DIR")
-    if base:
-        return Path(base)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "codex"
-
-
+cache_dir = model_files.cache_dir
 models_dir = model_files.models_dir
 
 
@@ -78,21 +73,6 @@ def _is_model_folder(path: Path, marker: str | None) -> bool:
     return path.is_dir() and (marker is None or (path / marker).is_file())
 
 
-def _from_hub_cache(repo_id: str, download: bool, allow_pickle: bool) -> Path | None:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    # The cache folder is read from the environment now, not when huggingface_hub was imported.
-    cache = _hf_cache_dir()
-    try:
-        if download:
-            return Path(snapshot_download(repo_id, cache_dir=cache,
-                                          ignore_patterns=None if allow_pickle else PICKLE_PATTERNS))
-        return Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=True))
-    except LocalEntryNotFoundError:
-        return None
-
-
 def _explicit(spec: "Engine", value: str, via: str, download: bool, allow_pickle: bool, marker: str | None,
               tiny_version: str | None) -> ModelSource:
     if value == TINY:
@@ -105,18 +85,18 @@ def _explicit(spec: "Engine", value: str, via: str, download: bool, allow_pickle
     if path.exists():
         if _is_model_folder(path, marker):
             return ModelSource("folder", path.resolve(), value, found_via=via)
-        raise UsageError(f"{via}: {value!r} is not a diffusers-format model folder (no {marker} inside)")
+        raise UsageError(f"{via}: {value!r} is not a {spec.key} model folder (no {marker} inside)")
     named = _named_checkpoint(value, via)
     if named is not None:
-        if named.format == "diffusers":
+        if named.path.is_dir():
             return ModelSource("folder", named.path.resolve(), value, found_via=f"{via} (models folder)")
         return ModelSource("file", weight_file(named.path, via, allow_pickle), value, found_via=f"{via} (models folder)")
     if REPO_ID.match(value):
-        snapshot = _from_hub_cache(value, download, allow_pickle)
+        snapshot = spec.find_repo(value, download, allow_pickle)
         if snapshot is not None:
             return ModelSource("hub", snapshot, value, repo_id=value, found_via=via)
         raise ModelNotFoundError(
-            f"{via}: {value!r} is not in the local Hugging Face cache ({_hf_cache_dir()})",
+            f"{via}: {value!r} is not in {spec.repo_cache()}",
             hint="pass --download to fetch it (needs network), or point --model at a local folder")
     raise UsageError(f"{via}: no such file or folder {value!r}, no checkpoint of that name in the models folders, "
                      "and it is not a hub repo id (org/name)", hint="`codex models` lists the checkpoints it finds")
@@ -137,7 +117,7 @@ def weight_file(path: Path, via: str, allow_pickle: bool) -> Path:
     if suffix not in model_files.WEIGHT_SUFFIXES:
         raise UsageError(f"{via}: {str(path)!r} is not a weight file; allowed: "
                          f"{', '.join(model_files.SAFE_SUFFIXES)} (and {', '.join(model_files.PICKLE_SUFFIXES)} "
-                         "with --allow-pickle), or a diffusers folder")
+                         "with --allow-pickle), or a model folder")
     if suffix == ".safetensors":
         model_files.read_safetensors_header(path, via)  # a corrupt header is a usage error, now
     return path.resolve()
@@ -151,7 +131,7 @@ def component_files(spec: "Engine", values: tuple[str, ...] | list[str], allow_p
         name, sep, target = value.partition("=")
         via = f"--component {value}"
         if not sep or not name or not target:
-            raise UsageError(f"--component: expected NAME=FILE (e.g. transformer=wan22_5b.gguf), got {value!r}")
+            raise UsageError(f"--component: expected NAME=FILE (e.g. transformer=model-Q8_0.gguf), got {value!r}")
         if name not in spec.replaceable_components:
             allowed = ", ".join(spec.replaceable_components) or "none"
             raise UsageError(f"--component: engine {spec.key} has no replaceable component {name!r}; "
@@ -166,13 +146,6 @@ def component_files(spec: "Engine", values: tuple[str, ...] | list[str], allow_p
             raise UsageError(f"{via}: {target!r} is a folder; a component is one weight file")
         found[name] = weight_file(path, via, allow_pickle)
     return tuple(sorted(found.items()))
-
-
-def _hf_cache_dir() -> str:
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return os.path.expanduser(os.path.join(home, "hub"))
 
 
 def resolve(spec: "Engine", model: str | None, *, task: str | None = None, download: bool = False,
@@ -195,13 +168,13 @@ def resolve(spec: "Engine", model: str | None, *, task: str | None = None, downl
     looked.append(f"{local.resolve()} (no {marker})" if local.exists() else f"{local.resolve()} (missing)")
     repo = spec.task_default_repos.get(task) or spec.default_repo
     if repo:
-        snapshot = _from_hub_cache(repo, download, allow_pickle)
+        snapshot = spec.find_repo(repo, download, allow_pickle)
         if snapshot is not None:
             return ModelSource("hub", snapshot, repo, repo_id=repo, found_via="default repo")
-        looked.append(f"{repo} in the Hugging Face cache {_hf_cache_dir()} (not there)")
+        looked.append(f"{repo} in {spec.repo_cache()} (not there)")
     places = "\n".join(f"    {p}" for p in looked)
-    fixes = ["--model PATH (a diffusers folder) or --model ORG/NAME", f"{env}=PATH",
-             f"a diffusers folder at {local} (CODEX_MODELS_DIR sets the models dir)"]
+    fixes = ["--model PATH (a model folder) or --model ORG/NAME", f"{env}=PATH",
+             f"a model folder at {local} (CODEX_MODELS_DIR sets the models dir)"]
     if repo:
         fixes.append(f"--download to fetch {repo} (needs network)")
     if tiny_version:

@@ -96,7 +96,7 @@ def test_model_not_found_lists_every_place_looked(tmp_path, monkeypatch):
     result = cli_run(["run", "sd15", "txt2img", "--out", str(tmp_path / "out"), "--json", '{"prompt": "x"}'])
     assert result.exit_code == 2
     for place in ("--model (not given)", "$CODEX_MODEL_SD15 (not set)", "models/sd15",
-                  "stable-diffusion-v1-5/stable-diffusion-v1-5 in the Hugging Face cache", "--model tiny"):
+                  "stable-diffusion-v1-5/stable-diffusion-v1-5 in the local Hugging Face cache", "--model tiny"):
         assert place in result.stderr
     assert not (tmp_path / "out").exists()
 

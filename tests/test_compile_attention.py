@@ -54,19 +54,19 @@ def test_replay_takes_the_runtime_options_back_from_info():
     info = {"device": "cuda", "dtype": "bfloat16", "offload": "auto", "vae": "tiled+sliced", "weights": "fp8",
             "compile": {"mode": "regional", "backend": "inductor", "modules": {}},
             "attention": {"backend": "flash", "attention_modules": {"transformer": 40}}}
-    assert runtime_of(info, None, None, False) == Runtime(device="cuda", dtype="bfloat16", offload="auto",
-                                                          vae="tiled+sliced", weights="fp8", compile="regional",
-                                                          attention="flash")
+    assert runtime_of(info) == Runtime(device="cuda", dtype="bfloat16", offload="auto",
+                                       vae="tiled+sliced", weights="fp8", compile="regional", attention="flash")
     # a run recorded before --vae-decode: its vae_tiling flag
-    old = runtime_of({"device": "cpu", "dtype": "float32", "offload": "none", "vae_tiling": True}, None, "fp16", True)
+    old = runtime_of({"device": "cpu", "dtype": "float32", "offload": "none", "vae_tiling": True},
+                     {"dtype": "fp16", "allow_pickle": True})
     assert old == Runtime(device="cpu", dtype="fp16", vae="tiled", allow_pickle=True)
 
 
 @pytest.mark.parametrize("flag, value", [("--compile-backend", "no such!"), ("--attention", "sage_hub")])
 def test_bad_values_name_the_option(flag, value):
-    from codex_core.cli import runtime_from
+    from codex_core.cli.options import runtime_from
     from codex_core.errors import UsageError
 
     names = {"--compile-backend": "compile_backend", "--attention": "attention"}
     with pytest.raises(UsageError, match=flag):
-        runtime_from(**{names[flag]: value})
+        runtime_from({names[flag]: value})

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from codex_core import registry
 from codex_core.cli import cli
-from codex_core.memory_plan import GIB, ComponentBytes, needed, plan
+from codex_diffusers.memory_plan import GIB, ComponentBytes, needed, plan
 from codex_core.runtime import Runtime
 
 DEVICES_GB = (8, 12, 16, 24, 48, 80)

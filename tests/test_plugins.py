@@ -170,7 +170,7 @@ def test_a_plugin_can_override_a_core_sampler_and_is_told_so(fresh_plugins, caps
     euler = next(s for s in registry.samplers()[0] if s.family == "discrete" and s.name.casefold() == "euler")
     assert euler.flags == {"timestep_spacing": "trailing"}
     assert ("sampler 'discrete:Euler' is registered by plugin 'in-test-0' and by plugin "
-            "'codex_core.default_plugins.samplers'; 'in-test-0' wins") in capsys.readouterr().err
+            "'diffusers'; 'in-test-0' wins") in capsys.readouterr().err
 
 
 def test_garbage_and_invalid_engines_are_skipped_with_a_warning(fresh_plugins, capsys):

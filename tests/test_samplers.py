@@ -6,7 +6,7 @@ import diffusers
 import pytest
 
 from codex_core import registry
-from codex_core.default_plugins.samplers import DISCRETE, FLOW
+from codex_diffusers.samplers import DISCRETE, FLOW
 from codex_core.errors import ParamError
 from codex_core.samplers import resolve
 

@@ -91,4 +91,4 @@ def test_a_task_with_its_own_checkpoint_has_its_own_slot(tmp_path, monkeypatch):
     special.joinpath("model_index.json").unlink()
     with pytest.raises(ModelNotFoundError, match="no model found for sd15 inpaint") as caught:
         sources.resolve(spec, None, task="inpaint")
-    assert "org/inpaint-model in the Hugging Face cache" in str(caught.value)
+    assert "org/inpaint-model in the local Hugging Face cache" in str(caught.value)

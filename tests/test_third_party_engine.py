@@ -160,8 +160,47 @@ def _exercise_commands(codex, tmp_path):
     assert "example-hello" in codex("--help").stdout
 
 
+def _exercise_run_options(codex, tmp_path):
+    """The plugin's --gradient-gamma: in every command that runs models, recorded in info.json, replayed."""
+    for command in ("run", "batch", "grid", "serve", "replay"):
+        assert "--gradient-gamma" in codex(command, "--help").stdout, command
+    plain = _run(codex, tmp_path / "plain")
+    proc = codex("run", "example_gradient", "txt2img", "--model", "tiny", "-q", "--gradient-gamma", "2.2",
+                 "--json", json.dumps(REQUEST), "--out", str(tmp_path / "gamma"))
+    assert proc.returncode == 0, proc.stderr
+    gamma = json.loads(proc.stdout)
+    assert gamma["info"]["gradient_gamma"] == 2.2 and plain["info"]["gradient_gamma"] == 1.0
+    assert _pixels(gamma) != _pixels(plain)  # the option reached the engine
+    [png] = [f for f in gamma["files"] if f.endswith(".png")]
+    replayed = codex("replay", png, "--check", "-q", "--out", str(tmp_path / "replay"))
+    assert replayed.returncode == 0, replayed.stderr
+    again = json.loads(replayed.stdout)
+    assert again["check"]["identical"] and again["info"]["gradient_gamma"] == 2.2
+    batch_file = tmp_path / "batch.jsonl"
+    batch_file.write_text(json.dumps({"id": "g", "engine": "example_gradient", "task": "txt2img", "model": "tiny",
+                                      "request": REQUEST}) + "\n")
+    batch = codex("batch", str(batch_file), "--gradient-gamma", "2.2", "-q", "--out", str(tmp_path / "batch"))
+    assert batch.returncode == 0, batch.stderr
+    info = json.loads((tmp_path / "batch" / "g" / "info.json").read_text())
+    assert info["gradient_gamma"] == 2.2
+    with Image.open(tmp_path / "batch" / "g" / "0000.png") as image:
+        assert image.convert("RGB").tobytes() == _pixels(gamma)
+    grid = codex("grid", "example_gradient", "txt2img", "--model", "tiny", "-q", "--gradient-gamma", "2.2", "--json",
+                 json.dumps(REQUEST), "--x", "seed=3,4", "--id", "g", "--out", str(tmp_path / "grid"))
+    assert grid.returncode == 0, grid.stderr
+    assert {json.loads(p.read_text())["gradient_gamma"] for p in (tmp_path / "grid").glob("*/info.json")} == {2.2}
+    refused = codex("run", "sd15", "txt2img", "--model", "tiny", "--gradient-gamma", "2", "--json", '{"prompt": "x"}',
+                    "--out", str(tmp_path / "sd"))
+    assert refused.returncode == 2 and "--gradient-gamma: engine sd15 does not take it" in refused.stderr
+    bad = codex("run", "example_gradient", "txt2img", "--model", "tiny", "--gradient-gamma", "0", "--json",
+                json.dumps(REQUEST), "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "--gradient-gamma: got 0.0; a gamma is above 0" in bad.stderr
+    assert not (tmp_path / "sd").exists() and not (tmp_path / "bad").exists()
+
+
 EXERCISES = {"codex_register_engines": _exercise_engines, "codex_register_samplers": _exercise_samplers,
-             "codex_register_exporters": _exercise_exporters, "codex_register_commands": _exercise_commands}
+             "codex_register_exporters": _exercise_exporters, "codex_register_commands": _exercise_commands,
+             "codex_register_run_options": _exercise_run_options}
 
 
 @pytest.mark.parametrize("hook", sorted(name for name in dir(__import__("codex_core.hookspecs").hookspecs)

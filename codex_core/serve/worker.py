@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import traceback
 from collections import OrderedDict
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ class Worker(threading.Thread):
         self.store = store
         self.out = out
         self.device = device
-        self.runtime = replace(runtime or Runtime(), device=device)
+        self.runtime = (runtime or Runtime()).replace(device=device)
         self.holds: tuple[str, str | None] | None = None
         self.cancelled: set[str] = set()
         self.current: str | None = None

@@ -17,7 +17,7 @@ import diffusers
 import pytest
 import torch
 
-from codex_core.default_plugins.samplers import DISCRETE, DISCRETE_SCHEDULES
+from codex_diffusers.samplers import DISCRETE, DISCRETE_SCHEDULES
 from codex_svd.engines import SAMPLERS, SCHEDULE_TYPES
 from codex_svd.tiny import SVD_SCHEDULER
 

@@ -39,6 +39,9 @@ class GradientEngine(Engine):
                 span = max(params.width + params.height - 2, 1)
                 image.putdata([tuple(round(s + (e - s) * (x + y) / span) for s, e in zip(start, end))
                                for y in range(params.height) for x in range(params.width)])
+                gamma = job.runtime.gradient_gamma  # the plugin's own run option (plugin.py)
+                if gamma != 1.0:
+                    image = image.point([round(255 * (level / 255) ** (1 / gamma)) for level in range(256)] * 3)
                 images.append(image)
             for k in range(1, params.steps + 1):
                 job.progress.step(k, params.steps)

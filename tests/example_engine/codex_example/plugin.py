@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from codex_core import Exporter, SamplerDef, hookimpl
+from codex_core import Exporter, RunOption, SamplerDef, hookimpl
 
 from .engine import GradientEngine
 
@@ -40,6 +40,18 @@ def write_parameters_txt(output, files, info) -> list[Path]:
 @hookimpl
 def codex_register_exporters(register):
     register(Exporter("txt", "image", write_parameters_txt, "the A1111 parameters text of each image, as .txt"))
+
+
+def _positive(value: float, runtime) -> str | None:
+    return None if value > 0 else f"got {value}; a gamma is above 0 (1.0: as computed)"
+
+
+@hookimpl
+def codex_register_run_options(register):
+    # a run option of this plugin's own: it appears in `codex run`, batch, grid and serve, is recorded in
+    # info.json (gradient_gamma) and replayed; engines other than this one refuse a value other than 1.0
+    register(RunOption("gradient_gamma", "--gradient-gamma", 1.0, "Gamma of the example gradients (1.0: linear).",
+                       check=_positive, metavar="GAMMA", applies=lambda engine: engine.key == "example_gradient"))
 
 
 @hookimpl

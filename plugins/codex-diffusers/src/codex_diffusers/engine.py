@@ -196,7 +196,28 @@ class DiffusersEngine(Engine):
     # extra from_pretrained keyword arguments (e.g. components not to load)
     load_options: ClassVar[Mapping[str, Any]] = {}
 
+    # what a diffusers folder holds: model_index.json (a pipeline) or, for one component, config.json
+    model_marker = "model_index.json"
+    folder_markers = ("model_index.json", "config.json")
+    folder_format = "diffusers"
+    libraries = ("torch", "diffusers", "transformers")
+
     # -- loading -----------------------------------------------------------------------------------
+    def before_load(self, download: bool) -> None:
+        from .hub import set_environment
+
+        set_environment(download)
+
+    def find_repo(self, repo_id: str, download: bool, allow_pickle: bool) -> Path | None:
+        from .hub import find_repo
+
+        return find_repo(repo_id, download, allow_pickle)
+
+    def repo_cache(self) -> str:
+        from .hub import cache_dir
+
+        return f"the local Hugging Face cache ({cache_dir()})"
+
     def load(self, source: ModelSource, runtime: Runtime) -> DiffusersModel:
         return DiffusersModel(self, source, runtime)
 

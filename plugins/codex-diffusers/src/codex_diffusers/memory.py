@@ -1,5 +1,5 @@
 """The memory plan of a checkpoint before it loads: its components' sizes on the device, the device's free
-memory, and ``codex_core.memory_plan.plan`` to decide (imports torch only to ask the GPU).
+memory, and ``codex_diffusers.memory_plan.plan`` to decide (imports torch only to ask the GPU).
 
 Sizes come from what is on disk without reading weights: a diffusers folder's safetensors headers (or, for
 a folder of configs only, the classes built on the meta device: ``sizes.component_sizes``), a single file's
@@ -11,14 +11,12 @@ Each is counted in the dtype it will have on the device: the run's dtype, an eng
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from codex_core import Runtime
-from codex_core.memory_plan import ComponentBytes, MemoryPlan, plan
-
 from .configs import read_config
+from .memory_plan import ComponentBytes, MemoryPlan, plan
 
 if TYPE_CHECKING:
     from .engine import DiffusersEngine
@@ -49,7 +47,7 @@ def blocks_of(config: dict) -> int | None:
 
 def device_bytes(name: str, params: int, engine: "DiffusersEngine", runtime: Runtime) -> int:
     """``params`` weights of component ``name`` as they sit on the device in this run."""
-    from codex_core.runtime import WEIGHTS
+    from .run_options import WEIGHTS
 
     dtype = (engine.component_dtypes(runtime) or {}).get(name) or runtime.dtype
     if name in engine.denoisers and WEIGHTS[runtime.weights]:
@@ -121,6 +119,6 @@ def placement(engine: "DiffusersEngine", folder: Path, config: Path, is_file: bo
     free, total = device_memory(runtime.device)
     decided = plan(components, runtime.device, free, total)
     decided.asked = f"offload {runtime.offload}, vae {runtime.vae}"
-    placed = replace(runtime, offload=decided.offload if runtime.offload == "auto" else runtime.offload,
-                     vae=decided.vae if runtime.vae == "auto" else runtime.vae)
+    placed = runtime.replace(offload=decided.offload if runtime.offload == "auto" else runtime.offload,
+                            vae=decided.vae if runtime.vae == "auto" else runtime.vae)
     return placed, decided

@@ -178,7 +178,7 @@ def modules_of(pipe) -> dict[str, torch.nn.Module]:
 def store_weights(pipe, names: tuple[str, ...], runtime: Runtime) -> tuple[str, ...]:
     """``--weights fp8``: the named modules (the denoisers) stored in float8, each layer cast up to the run's
     dtype as it computes (diffusers' layerwise casting; norms and embeddings stay as they are). The names done."""
-    from codex_core.runtime import WEIGHTS
+    from .run_options import WEIGHTS
 
     storage = WEIGHTS[runtime.weights]
     if storage is None:

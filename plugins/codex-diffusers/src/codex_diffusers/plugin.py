@@ -1,11 +1,25 @@
-"""The kit's own plugin: the ``codex new-engine`` command. Imports no torch."""
+"""The kit's own plugin: its run options, the sampler tables and the ``codex new-engine`` command. No torch."""
 
 from pathlib import Path
 
 import click
 
-from codex_core import hookimpl
-from codex_core.cli import handle_errors
+from codex_core import handle_errors, hookimpl
+
+from .run_options import OPTIONS
+from .samplers import TABLES
+
+
+@hookimpl
+def codex_register_run_options(register):
+    for option in OPTIONS:
+        register(option)
+
+
+@hookimpl
+def codex_register_samplers(register):
+    for item in TABLES:
+        register(item)
 
 
 @hookimpl

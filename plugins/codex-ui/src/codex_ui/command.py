@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from codex_core.cli import LOOPBACK, build_service, check_bind, handle_errors, serve_options
-from codex_core.errors import UsageError
+from codex_core import UsageError, handle_errors
+from codex_core.serve.service import LOOPBACK, build_service, check_bind, serve_command, serve_options
 
 
-@click.command(context_settings={"max_content_width": 100})
+@serve_command(context_settings={"max_content_width": 100})
 @serve_options
 @click.option("--engine", "initial", metavar="KEY", help="The engine shown first [default: the one with the most "
                                                          "tasks].")

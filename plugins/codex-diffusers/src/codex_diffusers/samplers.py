@@ -1,8 +1,10 @@
-"""The core's sampler tables: A1111/Forge names for discrete (noise-predicting) checkpoints and the
-flow-matching names, from the diffusers scheduler docs (shared/reference/DEFAULTS.md)."""
+"""The kit's sampler tables: A1111/Forge sampler and schedule-type names mapped to diffusers schedulers, for
+discrete (noise-predicting) checkpoints and for flow-matching ones. The discrete table follows the A1111
+column of the diffusers scheduler overview (docs/source/en/api/schedulers/overview.md: "DPM++ 2M Karras" =
+DPMSolverMultistepScheduler with use_karras_sigmas=True, ...). Registered by the kit's plugin through
+``codex_register_samplers``; the core resolves names against them (``codex_core.samplers``)."""
 
-from codex_core.hookspecs import hookimpl
-from codex_core.samplers import SamplerDef, ScheduleType
+from codex_core import SamplerDef, ScheduleType
 
 # Scheduler __init__ arguments a schedule type may set, per class. tests/test_samplers.py checks
 # these against the installed diffusers so the table cannot drift silently.
@@ -49,8 +51,4 @@ FLOW = [
 ]
 FLOW_SCHEDULES = [ScheduleType("Automatic", "flow")]
 
-
-@hookimpl
-def codex_register_samplers(register):
-    for item in (*DISCRETE, *DISCRETE_SCHEDULES, *FLOW, *FLOW_SCHEDULES):
-        register(item)
+TABLES = (*DISCRETE, *DISCRETE_SCHEDULES, *FLOW, *FLOW_SCHEDULES)

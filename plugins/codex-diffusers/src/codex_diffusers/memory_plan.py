@@ -16,7 +16,7 @@ larger of 2 GiB and a tenth of the device). The plan is the first mode that fits
 tiles and slices whenever the weights are offloaded or the room left after them is under ``TILE_BELOW``.
 Everything the decision used goes to ``info.memory_plan``, so a plan can be checked against the numbers.
 
-Torch-free and model-agnostic: the engines' kit measures the components, this module only decides.
+Torch-free: ``codex_diffusers.memory`` measures the components, this module only decides.
 """
 
 from __future__ import annotations

@@ -1,0 +1,127 @@
+"""What is installed and where: `codex engines`, `plugins`, `models` and `samplers`."""
+
+from __future__ import annotations
+
+import click
+
+from .base import echo_json, echo_table, handle_errors
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handle_errors
+def engines(as_json: bool):
+    """List installed engines with their tasks, modes and plugin package."""
+    from ..registry import engines as installed
+
+    found = installed()
+    if as_json:
+        echo_json([engine.describe() for engine in found.values()])
+        return
+    if not found:
+        click.echo("no engines installed; install an engine plugin package (`codex plugins` shows what is loaded)")
+        return
+    rows = [[e.key, ", ".join(e.tasks), ", ".join(e.all_modes) or "-", f"{e.distribution} {e.version}"]
+            for e in sorted(found.values(), key=lambda e: e.key)]
+    echo_table(rows, ["engine", "tasks", "modes", "package"])
+
+
+@click.command()
+@click.option("--kind", type=click.Choice(["checkpoints", "diffusion_models", "loras", "vae", "embeddings"]),
+              multiple=True, help="Only these kinds (repeatable).")
+@click.option("--engine", help="Only files this engine can use.")
+@click.option("--no-hash", is_flag=True, help="Skip the sha256 (hashing a large file takes seconds, once; cached).")
+@click.option("--roots", "show_roots", is_flag=True, help="Show the folders searched, and where each is configured.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handle_errors
+def models(kind, engine, no_hash, show_roots, as_json):
+    """List the model files in the models folders: kind, name, family, engines, size and hash.
+
+    The folders: $CODEX_MODELS_DIR (default ./models) with checkpoints/, diffusion_models/, loras/,
+    vae/, embeddings/, plus roots from the config file ($CODEX_CONFIG or ~/.config/codex/config.yaml),
+    e.g. an A1111, Forge or ComfyUI install used in place. HASH is A1111's "Model hash" (sha256, first
+    10 hex digits). NAME is what --model, --component and a request's loras/vae/embeddings accept.
+
+    \b
+    Examples:
+      codex models
+      codex models --kind loras --engine ENGINE
+      codex models --roots
+    """
+    from .. import model_files
+
+    if engine:
+        from ..registry import get_engine
+
+        get_engine(engine)  # an unknown engine is an error, not an empty list
+    if show_roots:
+        rows = [[root.origin, root.layout, kind_name, str(folder), "yes" if folder.is_dir() else "missing"]
+                for root in model_files.roots() for kind_name in model_files.KINDS for folder in root.folders(kind_name)]
+        if as_json:
+            echo_json([dict(zip(["origin", "layout", "kind", "folder", "exists"], row)) for row in rows])
+        else:
+            echo_table(rows, ["configured by", "layout", "kind", "folder", "exists"])
+        return
+    rows = model_files.describe(kind or model_files.KINDS, engine, hashes=not no_hash,
+                                progress=lambda text: click.echo(f"codex: {text}", err=True))
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        where = ", ".join(str(folder) for folder in model_files.folders("checkpoints"))
+        click.echo(f"no model files found (checkpoints are looked for in {where}; `codex models --roots` "
+                   "shows every folder searched)")
+        return
+    table = [[r["kind"], r["name"], r["family"] or "-", ", ".join(r["engines"]) or (r["problem"] or "-"),
+              _size(r["bytes"]), r["hash"] or "-"] for r in rows]
+    echo_table(table, ["kind", "name", "family", "engines", "size", "hash"])
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return str(count)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handle_errors
+def plugins(as_json: bool):
+    """List loaded plugins, the hooks they implement and any import errors."""
+    from ..plugins import describe_plugins
+
+    rows = describe_plugins()
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        if "error" in row:
+            click.echo(f"{row['name']}  FAILED TO LOAD: {row['error']}")
+        else:
+            click.echo(f"{row['name']}  ({row['distribution']} {row['version']})  hooks: {', '.join(row['hooks'])}")
+
+
+
+@click.command()
+@click.argument("engine")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handle_errors
+def samplers(engine: str, as_json: bool):
+    """List the sampler and schedule-type names ENGINE accepts, and what they map to."""
+    from .. import samplers as samplers_module
+    from ..registry import get_engine, samplers_for
+
+    found = get_engine(engine)
+    if not found.sampler_family:
+        click.echo(f"engine {engine} has no sampler choice")
+        return
+    table = samplers_module.describe(found.sampler_family, *samplers_for(found))
+    if as_json:
+        echo_json(table)
+        return
+    rows = [[r["sampler"], r["class"] + (f" {r['flags']}" if r["flags"] else ""), ", ".join(r["schedule_types"])]
+            for r in table["samplers"]]
+    echo_table(rows, ["sampler", "diffusers scheduler", "schedule types (\"scheduler\" field)"])
+

@@ -1,0 +1,32 @@
+"""`codex serve`: the service's command (the service is assembled by ``codex_core.serve.service``)."""
+
+from __future__ import annotations
+
+import click
+
+from ..serve.service import build_service, serve_command, serve_options
+from .base import handle_errors
+
+
+@serve_command(context_settings={"max_content_width": 100})
+@serve_options
+@handle_errors
+def serve(host, port, **options):
+    """Run the service: a durable job queue and the /v1 HTTP API (OpenAPI at /docs).
+
+    Models stay loaded between jobs. A job accepted with 202 is never lost: after a crash or kill
+    and a restart, queued jobs run, and a job that was running is run once more (info.attempt 2).
+    With codex-ui installed, `codex ui` runs the same service with the web UI on it.
+
+    \b
+    Examples:
+      codex serve
+      codex serve --port 8000 --state-dir /srv/codex --input-root ~/pictures
+      CODEX_SERVE_TOKEN=secret codex serve --host 0.0.0.0
+    """
+    import uvicorn
+
+    app = build_service(host, port, **options)
+    click.echo(f"codex: serving on http://{host}:{port} (state {app.state.settings.state_dir}; API docs at /docs)",
+               err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
