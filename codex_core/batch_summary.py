@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 SUMMARY = "batch.json"
 PARTS = ".parts"
 STATUSES = ("done", "failed", "skipped", "invalid", "pending")
+# the stages every item goes through, not worth a line per item (a model's load is said once per batch)
+PER_ITEM_STAGES = ("encode", "denoise", "decode", "export")
 
 
 def _now() -> str:
@@ -138,7 +140,9 @@ class BatchProgress:
                 self._steps = self._tqdm(total=event["total"], desc="  steps", unit="step", file=sys.stderr,
                                          position=1, leave=False, dynamic_ncols=True)
             self._steps.update(event["done"] - self._steps.n)
-        elif not event["text"].startswith(("writing", "decoding")) and event["text"] not in self._said:
+        elif event["type"] == "stage" and event["stage"] in PER_ITEM_STAGES:
+            return  # every item decodes and writes: the bars say where the batch is
+        elif event["text"] and event["text"] not in self._said:
             self._said.add(event["text"])
             self._tqdm.write(f"codex: {event['text']}", file=sys.stderr)
 

@@ -202,6 +202,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
 
     from .model_cache import cache
 
+    progress.stage("load")
     with timer.stage("load"):
         runtime = engine.resolve_runtime(runtime)
         if source.kind == "tiny":
@@ -235,7 +236,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     run_id = options.run_id or new_run_id()
     exporters = registry.exporters()
     export_started = time.perf_counter()
-    progress.message(f"writing {', '.join(prepared.formats)} into {out_root / run_id}")
+    progress.stage("export", f"writing {', '.join(prepared.formats)} into {out_root / run_id}")
     with run_folder(out_root, run_id) as folder:
         info = _info(prepared, source, runtime, job, run_id, cached, fingerprint, model)
         info["model"]["files"] = {**file_records, **job.files}

@@ -1,14 +1,21 @@
-"""Progress on stderr: one bar per denoising loop (step k/N, rate, ETA) and short stage messages.
+"""Progress on stderr: one bar per denoising loop (step k/N, rate, ETA), stage lines and short messages.
 
-A ``sink`` (the service's job store) receives the same events as dicts: ``{"type": "step", "done",
-"total"}`` and ``{"type": "message", "text"}``. A sink may raise to stop the run at the next step
-(a cancelled job); the exception unwinds like Ctrl-C, through the run folder's cleanup.
+A run goes through named stages (``STAGES``: load, encode, denoise, decode, export); whoever does one
+announces it with ``stage(name)``. A ``sink`` (the service's job store, the batch's bars) receives the
+same events as dicts: ``{"type": "stage", "stage", "text"}``, ``{"type": "step", "done", "total"}`` and
+``{"type": "message", "text"}``; it acts on a stage by its name, never on a message's text. A sink may
+raise to stop the run at the next event (a cancelled job); the exception unwinds like Ctrl-C, through
+the run folder's cleanup.
 """
 
 from __future__ import annotations
 
 import sys
 from typing import Any, Callable
+
+# The stages of a run, in order: loading the model (or finding it loaded), encoding the conditioning,
+# the denoising loop, decoding latents to pixels, writing the outputs.
+STAGES = ("load", "encode", "denoise", "decode", "export")
 
 
 class Progress:
@@ -18,6 +25,16 @@ class Progress:
         self.label = label
         self.sink = sink
         self._bar = None
+
+    def stage(self, name: str, text: str | None = None) -> None:
+        """The run enters stage ``name`` (one of ``STAGES``); ``text`` is its line on stderr, if any."""
+        if name not in STAGES:
+            raise ValueError(f"unknown progress stage {name!r}; the stages: {', '.join(STAGES)}")
+        if self.sink:
+            self.sink({"type": "stage", "stage": name, "text": text})
+        if text and self.enabled:
+            self.close()  # a bar in progress is done
+            print(f"codex: {text}", file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:
         if self.sink:

@@ -214,6 +214,10 @@ def test_the_event_stream_delivers_every_step(client):
     steps = [data["step"] for name, data in events if name == "step"]
     assert steps == sorted(steps) and steps[-1] == 6 and len(steps) >= 2
     assert events[-1] == ("end", {"id": job_id, "state": "done"})
+    # the run's stage events, in order (the stream may open after the first ones)
+    stages = [data["stage"] for name, data in events if name == "stage"]
+    order = ["loading", "encoding", "running", "decoding", "exporting"]
+    assert stages == sorted(stages, key=order.index) and stages[-2:] == ["decoding", "exporting"]
 
 
 def test_cancel_a_queued_and_a_running_job(client, service):

@@ -1,7 +1,7 @@
 """The worker: takes queued jobs one at a time and runs them through the same prepare/execute as the CLI.
 
 Models stay loaded between jobs (the process-wide model cache). Progress events become the job's
-stage and step in the store; a cancel request raises ``Cancelled`` from the progress sink, which
+stage (``JOB_STAGES``, from the run's stage events) and step in the store; a cancel request raises ``Cancelled`` from the progress sink, which
 unwinds the run like Ctrl-C: no partial output is kept.
 """
 
@@ -17,7 +17,9 @@ from ..errors import CodexError
 from ..runtime import Runtime
 from .store import JobStore
 
-STAGES = (("loading", "loading"), ("building", "loading"), ("decoding", "decoding"), ("writing", "exporting"))
+# a run's progress stage -> the job's stage as the API reports it (a step sets "running")
+JOB_STAGES = {"load": "loading", "encode": "encoding", "denoise": "running", "decode": "decoding",
+              "export": "exporting"}
 
 
 class Cancelled(Exception):
@@ -76,11 +78,10 @@ class Worker(threading.Thread):
             if event["type"] == "step":
                 self.store.progress(job_id, "running", event["done"], event["total"])
                 log.append({"event": "step", "step": event["done"], "steps": event["total"]})
-            else:
-                stage = next((name for prefix, name in STAGES if event["text"].startswith(prefix)), None)
-                if stage:
-                    self.store.progress(job_id, stage)
-                    log.append({"event": "stage", "stage": stage})
+            elif event["type"] == "stage":
+                stage = JOB_STAGES[event["stage"]]
+                self.store.progress(job_id, stage)
+                log.append({"event": "stage", "stage": stage})
         return sink
 
     def _run(self, job: dict[str, Any]) -> None:

@@ -297,18 +297,18 @@ def argument_default(pipe, name: str) -> Any:
     return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
 
-def _wrap_timed(obj, name: str, job: Job, stage: str, announce: str | None = None) -> None:
+def _wrap_timed(obj, name: str, job: Job, stage: str, timer: str, announce: str | None = None) -> None:
+    """Time ``obj.name`` under ``timer`` and announce progress ``stage`` on its first call."""
     original = getattr(obj, name)
 
     def timed(*args, **kwargs):
-        if announce and stage not in job.timer.seconds:
-            job.progress.close()  # the denoising bar is done
-            job.progress.message(announce)
+        if timer not in job.timer.seconds:
+            job.progress.stage(stage, announce)
         start = time.perf_counter()
         try:
             return original(*args, **kwargs)
         finally:
-            job.timer.add(stage, time.perf_counter() - start)
+            job.timer.add(timer, time.perf_counter() - start)
 
     object.__setattr__(obj, name, timed)
 
@@ -329,6 +329,7 @@ def measured(pipe, job: Job, text_encoder: str = "encode_prompt", decoder: tuple
     def first_call(*_):
         if not span:
             span.append(time.perf_counter())
+            job.progress.stage("denoise")
             total = _total_steps(pipe, 0)
             if total:  # the bar appears as the first step starts, at 0 of N
                 job.progress.step(0, total)
@@ -338,8 +339,8 @@ def measured(pipe, job: Job, text_encoder: str = "encode_prompt", decoder: tuple
 
     handles = [handle for model in models
                for handle in (model.register_forward_pre_hook(first_call), model.register_forward_hook(each_return))]
-    _wrap_timed(pipe, text_encoder, job, "text_encode")
-    _wrap_timed(decoder_obj, decoder[1], job, "decode", announce="decoding latents with the VAE")
+    _wrap_timed(pipe, text_encoder, job, "encode", "text_encode")
+    _wrap_timed(decoder_obj, decoder[1], job, "decode", "decode", announce="decoding latents with the VAE")
     try:
         yield
     finally:
