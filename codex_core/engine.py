@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 from .metrics import StageTimes
 from .outputs import ImageOutput, VideoOutput
-from .params import OUTPUT_KINDS, ParamsBase
+from .params import OUTPUT_KINDS, STEP_RULES, ParamsBase
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -210,6 +209,8 @@ class Engine:
                 found.append(f"task {task!r}: its params model must subclass codex_core.ParamsBase")
             elif model.output_kind not in OUTPUT_KINDS:
                 found.append(f"task {task!r}: output_kind {model.output_kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
+            elif getattr(model, "steps_rule", "floor") not in STEP_RULES:
+                found.append(f"task {task!r}: steps_rule {model.steps_rule!r} is not one of {', '.join(STEP_RULES)}")
         if self.sampler_family not in (None, "discrete", "flow"):
             found.append(f"sampler_family {self.sampler_family!r} is not 'discrete', 'flow' or None")
         return found
@@ -325,18 +326,7 @@ class Engine:
         """Release what a loaded model holds beyond Python references (e.g. device memory)."""
 
     def ensure_tiny(self, dest: Path, progress: Progress) -> None:
-        """Build the tiny model once, atomically (a half-built folder is never left in the cache)."""
-        if dest.is_dir():
-            return
-        progress.message(f"building the tiny {self.key} test model in {dest} (random weights, once)")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            self.build_tiny(staging)
-            os.replace(staging, dest)
-        except OSError:
-            if not dest.is_dir():
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        """Build the tiny model when it is missing or stale, atomically (``codex_core.tiny_models``)."""
+        from .tiny_models import ensure
+
+        ensure(self, dest, progress)

@@ -2,7 +2,7 @@
 
 The manifest lists every file under the folder, sorted by relative path: weight files
 (``.safetensors``, ``.bin``, ...) and any other file over ``CONTENT_LIMIT`` bytes by name and size
-only, every other file (configs, ``model_index.json``, tokenizer files) by name, size and the
+only, every other file (configs, tokenizer files) by name, size and the
 sha256 of its contents. The fingerprint is the sha256 of that manifest. Files are followed through
 symlinks (Hugging Face cache snapshots), hidden files and folders are skipped. Results are cached
 per folder and per (path, size, mtime) of every file, so a second run on the same model costs one

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import unicodedata
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, Callable, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic import model_validator
@@ -160,25 +160,39 @@ class Txt2ImgParams(Params):
     height: int = Field(ge=8, le=16384, description="Output height in pixels.")
 
 
+# How many steps an init-image task denoises, given steps and strength. Pipelines count one of two ways,
+# and an engine's params say which its pipeline uses (``steps_rule``); the conformance suite checks it
+# against the steps the pipeline actually ran.
+STEP_RULES: dict[str, tuple[str, Callable[[int, float], int]]] = {
+    # the UNet img2img/inpaint pipelines (and most others): the last int(steps x strength) steps
+    "floor": ("int(steps x strength)", lambda steps, strength: min(int(steps * strength), steps)),
+    # the flow-matching img2img/inpaint pipelines that keep the fraction: steps - int(steps - steps x strength)
+    "keep_fraction": ("steps - int(steps - steps x strength)",
+                      lambda steps, strength: steps - int(max(steps - steps * strength, 0))),
+}
+
+
 class _Strength(Params):
     """Tasks that re-noise an image by ``strength`` and denoise only that part of the schedule."""
 
+    steps_rule: ClassVar[str] = "floor"  # how the engine's pipeline counts its steps (a key of STEP_RULES)
+
     def denoising_steps(self) -> int:
-        """Steps the pipeline runs: diffusers' SD-style img2img runs int(steps x strength) of them.
-        An engine whose pipeline counts otherwise overrides this (some keep the fraction)."""
-        return min(int(self.steps * self.strength), self.steps)
+        """Steps the pipeline runs at this strength, by the params' ``steps_rule``."""
+        return STEP_RULES[self.steps_rule][1](self.steps, self.strength)
 
     @model_validator(mode="after")
     def _some_denoising(self):
         if self.denoising_steps() < 1:
             # the fewest steps that leave one at this strength, if the steps range (<= 1000) has one
-            least = math.ceil(1 / self.strength - 1e-9) if self.strength * 1000 >= 1 else None
+            least = next((steps for steps in range(self.steps, 1001)
+                          if STEP_RULES[self.steps_rule][1](steps, self.strength) >= 1), None)
             steps_hint = f"raise steps to {least} or " if least else ""
             raise PydanticCustomError(
                 "strength_steps", "strength: {strength} of steps {steps} leaves no denoising step (the pipeline runs "
-                "int(steps x strength) = 0); {steps_hint}raise strength to {strength_needed}",
+                "{rule} = 0); {steps_hint}raise strength to {strength_needed}",
                 {"strength": self.strength, "steps": self.steps, "steps_hint": steps_hint,
-                 "strength_needed": f"{1 / self.steps:g}"})
+                 "rule": STEP_RULES[self.steps_rule][0], "strength_needed": f"{1 / self.steps:g}"})
         return self
 
 

@@ -27,8 +27,11 @@ class SamplerDef:
     flags: Mapping[str, Any] = field(default_factory=dict)
     # constructor arguments of scheduler_class that schedule types may set
     accepts: frozenset[str] = frozenset()
-    # scheduler __init__ argument -> request field that supplies it (e.g. flow_shift), when present
+    # scheduler constructor argument -> request field that supplies it (e.g. flow_shift), when present
     param_flags: Mapping[str, str] = field(default_factory=dict)
+    # scheduler constructor argument -> the key of the checkpoint's own scheduler config that supplies it when
+    # no request field does (a flow UniPC's flow_shift from a flow-matching Euler config's shift)
+    config_flags: Mapping[str, str] = field(default_factory=dict)
     requires: tuple[str, ...] = ()  # python modules the scheduler class needs
     aliases: tuple[str, ...] = ()
 
@@ -51,6 +54,8 @@ class SchedulerChoice:
     schedule: str
     scheduler_class: str
     flags: Mapping[str, Any]
+    # constructor argument -> checkpoint scheduler config key, for arguments the flags leave out
+    config_flags: Mapping[str, str] = field(default_factory=dict)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -136,7 +141,9 @@ def resolve(
                                  for flag, value in other.flags.items() if value is True)
         flags.update({flag: False for flag in switches if flag in sampler.accepts})
     flags.update(schedule.flags)
-    return SchedulerChoice(sampler_in, scheduler_in, sampler.name, schedule.name, sampler.scheduler_class, flags)
+    from_config = {argument: key for argument, key in sampler.config_flags.items() if argument not in flags}
+    return SchedulerChoice(sampler_in, scheduler_in, sampler.name, schedule.name, sampler.scheduler_class, flags,
+                           from_config)
 
 
 def describe(family: str, samplers: list[SamplerDef], schedules: list[ScheduleType]) -> dict[str, Any]:

@@ -81,3 +81,19 @@ def test_an_engine_can_narrow_its_family(monkeypatch):
         resolve("discrete", "DDIM", None, {}, "eng", "t", samplers, schedules)
     with pytest.raises(ParamError, match="allowed with 'Euler': Automatic, Karras"):
         resolve("discrete", "Euler", "Simple", {}, "eng", "t", samplers, schedules)
+
+
+@pytest.mark.parametrize("sampler", ["UniPC", "DPM++ 2M"])
+def test_a_flow_sampler_without_a_flow_shift_field_takes_the_checkpoints_shift(sampler):
+    """A flow engine with no flow_shift field: UniPC and DPM++ run at the checkpoint config's shift, not at their
+    own default 1.0 (what a third-party SD 3 engine hit: silently shift 1.0 while the checkpoint said 3.0)."""
+    from codex_diffusers.pipelines import build_scheduler
+
+    checkpoint = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
+    config = dict(checkpoint.config)
+    samplers, schedules = registry.samplers()
+    bare = resolve("flow", sampler, None, {}, "e", "txt2img", samplers, schedules)
+    assert bare.config_flags == {"flow_shift": "shift"}
+    assert build_scheduler(checkpoint, bare, config).config.flow_shift == 3.0
+    given = resolve("flow", sampler, None, {"flow_shift": 5.0}, "e", "txt2img", samplers, schedules)
+    assert given.config_flags == {} and build_scheduler(checkpoint, given, config).config.flow_shift == 5.0

@@ -120,3 +120,25 @@ def test_engines_without_a_transformer_have_no_cache_field():
         engine = registry.get_engine(key)
         for task in engine.tasks:
             assert "cache" not in engine.params_model(task).model_fields
+
+
+def test_a_cache_on_a_denoiser_without_cache_hooks_is_refused_before_loading():
+    """What a third-party SD 3 engine hit: SD3Transformer2DModel has no diffusers cache hooks, so enable_cache
+    failed with an AttributeError after the model loaded. The kit reads the pipeline's own type hints instead."""
+    from codex_core import Txt2ImgParams
+    from codex_diffusers import CacheFields, DiffusersEngine
+
+    class SD3Params(Txt2ImgParams, CacheFields):
+        pass
+
+    class SD3(DiffusersEngine):
+        key = "sd3_in_test"
+        tasks = {"txt2img": SD3Params}
+        pipelines = {"txt2img": "StableDiffusion3Pipeline"}
+        denoisers = ("transformer",)
+
+    params = SD3Params(prompt="x", cfg=4.0, width=64, height=64, steps=2, cache={"type": "first_block"})
+    problems = SD3().check_request("txt2img", params, None)
+    assert problems == ["cache: engine sd3_in_test's transformer (SD3Transformer2DModel) takes no step cache "
+                        "(diffusers' cache hooks, CacheMixin); leave cache out"]
+    assert SD3().check_request("txt2img", params.model_copy(update={"cache": None}), None) == []

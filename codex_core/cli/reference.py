@@ -11,19 +11,22 @@ from .base import Group, echo_json, echo_table, handle_errors
 @click.command()
 @click.argument("engine")
 @click.argument("task")
+@click.option("--variant", help="Checkpoint variant whose presets to show as defaults (engines whose presets differ "
+                                "per variant) [default: the engine's tiny model's, else its first].")
 @handle_errors
-def schema(engine: str, task: str):
+def schema(engine: str, task: str, variant: str | None):
     """Print the JSON Schema of a request for ENGINE and TASK.
 
     Fields a preset fills are shown with the preset value as their default.
 
     \b
-    Example:
+    Examples:
       codex schema ENGINE img2img
+      codex schema ENGINE txt2img --variant VARIANT
     """
     from ..schema import request_schema
 
-    echo_json(request_schema(engine, task))
+    echo_json(request_schema(engine, task, variant))
 
 
 @click.command()
@@ -59,9 +62,10 @@ def presets(engine: str | None, task: str | None, mode: str, variant: str | None
     for name in tasks:
         if name not in found.tasks:
             raise UsageError(f"engine {engine!r} has no task {name!r}; its tasks: {', '.join(found.tasks)}")
-    if variant and variant not in found.variants:
-        raise UsageError(f"--variant: {engine} has no variant {variant!r}; "
-                         f"its variants: {', '.join(found.variants) or 'none'}")
+    if variant:
+        from ..schema import check_variant
+
+        check_variant(found, variant)
     reason = found.unsupported_reason(mode)
     if reason:
         raise UsageError(f"--mode: {reason}; engine {engine} honours: {', '.join(found.all_modes) or 'no modes'}")

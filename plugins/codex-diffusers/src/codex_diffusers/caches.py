@@ -157,13 +157,40 @@ class CacheFields(BaseModel):
                                                       "none: every step computed in full.")
 
 
-def cache_problem(engine, params) -> str | None:
-    """A MagCache request without ratios, for an engine that has none built in."""
+def cache_problem(engine, task: str, params) -> str | None:
+    """Why the request's step cache cannot run, before anything loads: a denoiser class without diffusers' cache
+    hooks, or a MagCache without ratios for an engine that has none built in."""
     cache = getattr(params, "cache", None)
+    if cache is None:
+        return None
+    lacking = uncacheable_denoisers(engine, task)
+    if lacking:
+        verb = "takes" if len(lacking) == 1 else "take"
+        return (f"cache: engine {engine.key}'s {' and '.join(lacking)} {verb} no step cache (diffusers' cache "
+                "hooks, CacheMixin); leave cache out")
     if isinstance(cache, MagCache) and cache.mag_ratios is None and not cache.calibrate and engine.mag_ratios is None:
         return (f"cache.mag_ratios: engine {engine.key} has no built-in MagCache ratios; give the checkpoint's (a "
                 "list, one per step), or run once with \"calibrate\": true to measure them")
     return None
+
+
+def uncacheable_denoisers(engine, task: str) -> list[str]:
+    """The task pipeline's denoisers whose class (from the pipeline's own type hints, no checkpoint needed) is not a
+    diffusers ``CacheMixin``: ``enable_cache`` would fail on them after loading. Imports diffusers."""
+    import typing
+
+    from diffusers.models.cache_utils import CacheMixin
+
+    from .pipelines import pipeline_class
+
+    hints = typing.get_type_hints(pipeline_class(engine.pipelines[task]).__init__)
+    lacking = []
+    for name in engine.denoisers:
+        classes = [c for c in (typing.get_args(hints.get(name)) or (hints.get(name),)) if isinstance(c, type)
+                   and c is not type(None)]
+        if classes and not any(issubclass(c, CacheMixin) for c in classes):
+            lacking.append(f"{name} ({classes[0].__name__})")
+    return lacking
 
 
 @contextmanager

@@ -329,7 +329,7 @@ class DiffusersEngine(Engine):
                 problems.append(f"loras.{index}.into: got {ref.into!r}; allowed: {allowed}")
         from .caches import cache_problem
 
-        problem = cache_problem(self, params)
+        problem = cache_problem(self, task, params)
         return problems + [problem] if problem else problems
 
     def lora_problem(self, path: Path) -> str | None:

@@ -257,10 +257,13 @@ class PipelineFamily:
 
 
 def build_scheduler(current, choice: SchedulerChoice | None, checkpoint_config: dict):
-    """``Class.from_config(checkpoint config, **flags)``: the checkpoint's own class when no sampler is chosen."""
+    """``Class.from_config(checkpoint config, **flags)``: the checkpoint's own class when no sampler is chosen.
+    An argument the flags leave out takes the checkpoint config's value named by ``choice.config_flags``."""
     if choice is None:
         return type(current).from_config(checkpoint_config)
-    return getattr(diffusers, choice.scheduler_class).from_config(checkpoint_config, **choice.flags)
+    inherited = {argument: checkpoint_config[key] for argument, key in choice.config_flags.items()
+                 if key in checkpoint_config}
+    return getattr(diffusers, choice.scheduler_class).from_config(checkpoint_config, **inherited, **choice.flags)
 
 
 def _json_safe(value: Any) -> Any:

@@ -42,12 +42,16 @@ DISCRETE_SCHEDULES = [
 
 # Flow-matching checkpoints predict flow (velocity), not noise: only the flow variants apply.
 FLOW_SIGMAS = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
+# The shift of the flow sigmas: a request's flow_shift field where the engine has one (Euler's shift,
+# UniPC's and DPM++'s flow_shift), else the checkpoint's own scheduler config (its FlowMatchEuler shift:
+# UniPC and DPM++ would otherwise run at their default 1.0 whatever the checkpoint says). With dynamic
+# shifting (FLUX.1, LTX-Video) the pipeline's mu decides and the static shift is unused.
+FLOW_SHIFT = {"param_flags": {"flow_shift": "flow_shift"}, "config_flags": {"flow_shift": "shift"}}
 FLOW = [
     SamplerDef("Euler", "flow", "FlowMatchEulerDiscreteScheduler", param_flags={"shift": "flow_shift"}),
-    SamplerDef("UniPC", "flow", "UniPCMultistepScheduler", FLOW_SIGMAS, param_flags={"flow_shift": "flow_shift"}),
+    SamplerDef("UniPC", "flow", "UniPCMultistepScheduler", FLOW_SIGMAS, **FLOW_SHIFT),
     SamplerDef("DPM++ 2M", "flow", "DPMSolverMultistepScheduler",
-               {**FLOW_SIGMAS, "algorithm_type": "dpmsolver++", "solver_order": 2},
-               param_flags={"flow_shift": "flow_shift"}),
+               {**FLOW_SIGMAS, "algorithm_type": "dpmsolver++", "solver_order": 2}, **FLOW_SHIFT),
 ]
 FLOW_SCHEDULES = [ScheduleType("Automatic", "flow")]
 

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -33,9 +35,7 @@ class _FluxFields(TrueCfgFields, Params, LoraFields, CacheFields):
 
 
 class _FluxInitImageFields(_FluxFields):
-    def denoising_steps(self) -> int:
-        # diffusers' Flux img2img/inpaint keep the fraction: steps - int(steps - steps x strength)
-        return self.steps - int(max(self.steps - self.steps * self.strength, 0))
+    steps_rule: ClassVar[str] = "keep_fraction"  # diffusers' Flux img2img/inpaint: steps - int(steps - steps x strength)
 
     @model_validator(mode="after")
     def _euler_only(self):
