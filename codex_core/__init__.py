@@ -4,9 +4,12 @@ Nothing in this package knows a model family; engines arrive as plugins (entry-p
 ``codex``). Importing it imports neither torch nor any other heavy library: the names below load
 on first use.
 
-The public API for engine and plugin authors::
+The plugin API is what this package exports (``__all__``) and, for tests, the module
+``codex_core.testing``; nothing else is for plugins (tests/test_plugin_api.py fails when a plugin
+under plugins/ imports anything else). ``API_VERSION`` is its version: the minor number grows with
+additions, the major one with a change that can break a plugin. docs/plugins.md documents it::
 
-    from codex_core import hookimpl, Engine, Job, Plan, ImageOutput, VideoOutput
+    from codex_core import hookimpl, Engine, Job, Plan, ImageOutput, VideoOutput, RunOption
     from codex_core import Txt2ImgParams, Img2ImgParams, ...  # params bases to subclass
 """
 
@@ -16,8 +19,12 @@ from .hookspecs import hookimpl
 from .lazy import lazy_exports
 
 __version__ = "0.1.0"
+API_VERSION = "1.0"
+# The modules plugins may import besides the package itself.
+API_MODULES = ("codex_core.testing",)
 
-# name -> module that defines it; imported on first access (PEP 562)
+# name -> "module" that defines it, or "module:attribute" where the exported name differs; imported on first
+# access (PEP 562)
 _EXPORTS = {
     # the engine contract
     "Engine": "engine", "Job": "engine", "Plan": "engine", "PlanContext": "engine", "BASELINE_MODE": "engine",
@@ -27,23 +34,35 @@ _EXPORTS = {
     "ParamsBase": "params", "Params": "params", "Txt2ImgParams": "params", "Img2ImgParams": "params",
     "InpaintParams": "params", "UpscaleParams": "params", "VideoFields": "params", "Txt2VidParams": "params",
     "Img2VidParams": "params", "ImageOnlyImg2VidParams": "params", "ImagePath": "params",
-    "INPUT_FILE": "params",
+    "INPUT_FILE": "params", "STEP_RULES": "params",
     # errors
     "CodexError": "errors", "UsageError": "errors", "ParamError": "errors", "ModelNotFoundError": "errors",
     "UnknownEngineError": "errors",
     # what engines receive
     "Runtime": "runtime", "ModelSource": "sources", "SchedulerChoice": "samplers", "Progress": "progress",
-    # run options (codex_register_run_options)
-    "RunOption": "run_options",
-    # other plugin kinds
-    "SamplerDef": "samplers", "ScheduleType": "samplers", "Exporter": "exporters",
+    "STAGES": "progress",
+    # other plugin kinds: run options, samplers, exporters
+    "RunOption": "run_options", "SamplerDef": "samplers", "ScheduleType": "samplers", "Exporter": "exporters",
+    # what is installed
+    "get_engine": "registry", "installed_engines": "registry:engines", "samplers_for": "registry",
+    "request_schema": "schema", "preset_values": "presets:merged",
+    # model files people have (the models folders), and the codex cache folder
+    "file_record": "model_files", "read_safetensors_header": "model_files", "tensor_shapes": "model_files",
+    "PICKLE_SUFFIXES": "model_files", "find_model_file": "model_files:find", "lookup_model_file": "model_files:lookup",
+    "model_folders": "model_files:folders", "cache_dir": "model_files",
+    # outputs: what a run wrote, read back
+    "read_info": "inspect_outputs", "inspect_output": "inspect_outputs:inspect", "probe_video": "exporters.video:probe",
+    "parameters_text": "exporters.png",
     # running from Python
-    "run": "orchestrator", "RunOptions": "orchestrator",
-    # plugin commands
-    "handle_errors": "cli.base",
+    "run": "orchestrator", "prepare": "orchestrator", "execute": "orchestrator", "RunOptions": "orchestrator",
+    # commands and the service (codex_register_commands)
+    "handle_errors": "cli.base", "serve_command": "serve.service", "serve_options": "serve.service",
+    "build_service": "serve.service", "check_bind": "serve.service", "LOOPBACK": "serve.service",
+    # lazy exports for a plugin package of its own
+    "lazy_exports": "lazy",
 }
 
-__all__ = ["hookimpl", "__version__", *_EXPORTS]
+__all__ = ["hookimpl", "__version__", "API_VERSION", "API_MODULES", *_EXPORTS]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

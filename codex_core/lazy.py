@@ -12,11 +12,13 @@ from typing import Any, Callable
 
 
 def lazy_exports(package: str, namespace: dict[str, Any], exports: dict[str, str]) -> tuple[Callable, Callable]:
-    """``(__getattr__, __dir__)`` for ``package`` whose ``exports`` map a name to its submodule."""
+    """``(__getattr__, __dir__)`` for ``package`` whose ``exports`` map a name to its submodule, or to
+    ``"submodule:attribute"`` where the exported name is not the attribute's own."""
 
     def __getattr__(name: str):
         if name in exports:
-            value = getattr(importlib.import_module(f".{exports[name]}", package), name)
+            module, _, attribute = exports[name].partition(":")
+            value = getattr(importlib.import_module(f".{module}", package), attribute or name)
             namespace[name] = value  # later lookups skip __getattr__
             return value
         raise AttributeError(f"module {package!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Test helpers that need nothing beyond the core: run the CLI in-process, make input images, build tiny models.
 
-The conformance suite for engines on diffusers pipelines, with pixel comparisons, is
-``codex_diffusers.testing``.
+Part of the plugin API (``codex_core.API_MODULES``): plugins' tests use it. The conformance suite for
+engines on diffusers pipelines, with pixel comparisons, is ``codex_diffusers.testing``.
 """
 
 from __future__ import annotations
@@ -88,3 +88,24 @@ def add_entry_point(monkeypatch, name: str, module: str) -> None:
         return found
 
     monkeypatch.setattr(importlib.metadata, "entry_points", with_extra)
+
+
+def clear_registry() -> None:
+    """Collect the plugins' contributions again (after registering an in-test plugin with ``plugins.pm``)."""
+    from .registry import clear_cache
+
+    clear_cache()
+
+
+def loaded_models(engine_key: str | None = None) -> list:
+    """The models the process-wide model cache holds (of one engine, or all), least recently used first."""
+    from .model_cache import cache
+
+    return cache.loaded(engine_key)
+
+
+def clear_model_cache() -> None:
+    """Unload every cached model (a test that needs the next run to load)."""
+    from .model_cache import cache
+
+    cache.clear()

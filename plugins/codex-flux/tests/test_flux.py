@@ -18,9 +18,7 @@ from diffusers import (
 )
 from PIL import Image
 
-from codex_core import registry
-from codex_core.errors import ParamError, UsageError
-from codex_core.orchestrator import RunOptions, prepare
+from codex_core import ParamError, RunOptions, UsageError, get_engine, prepare
 from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
     assert_configs_differ_only,
     direct_pipe,
@@ -37,7 +35,7 @@ from codex_flux import tiny
 
 
 def detect_variant(folder):
-    return registry.get_engine("flux").detect_variant(folder)
+    return get_engine("flux").detect_variant(folder)
 
 # What the sampler names in the cases below must mean, written out independently of codex's table.
 FLOW_SIGMAS = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}

@@ -103,7 +103,7 @@ def _i2v_request(tmp_path: Path, **extra) -> dict:
 
 @pytest.mark.parametrize("num_frames", [1, 5])
 def test_latent_concat_img2vid_exports_exactly_num_frames(tmp_path, num_frames):
-    from codex_core.exporters.video import probe
+    from codex_core import probe_video as probe
 
     result = run_json("hunyuan_video", "img2vid", _i2v_request(tmp_path, num_frames=num_frames), tmp_path / "out")
     info = result["info"]
@@ -163,9 +163,9 @@ def test_img2vid_has_its_own_checkpoint_slot(tmp_path, monkeypatch):
 
 
 def test_tiny_model_loads_each_task_pipeline_once_on_first_use(tmp_path):
-    from codex_core.model_cache import cache
+    from codex_core.testing import clear_model_cache
 
-    cache.clear()
+    clear_model_cache()
     txt = {"prompt": "x", "width": 16, "height": 16, "num_frames": 1, "steps": 1, "seed": 1}
     first = run_json("hunyuan_video", "txt2vid", txt, tmp_path / "out")["info"]
     model = loaded_model("hunyuan_video")

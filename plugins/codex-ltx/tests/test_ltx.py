@@ -77,13 +77,13 @@ class TestLTXVideo(EngineConformance):
 
 
 def test_presets_are_the_authors_settings():
-    from codex_core import presets, registry
+    from codex_core import get_engine, preset_values
 
     expected = {"width": 704, "height": 480, "num_frames": 121, "fps": 25.0, "steps": 40, "cfg": 3.0,
                 "decode_timestep": 0.05, "decode_noise_scale": 0.025, "sampler": "Euler",
                 "negative_prompt": "worst quality, inconsistent motion, blurry, jittery, distorted"}
     for task in ("txt2vid", "img2vid"):
-        assert presets.merged(registry.get_engine("ltx_video"), task) == expected
+        assert preset_values(get_engine("ltx_video"), task) == expected
 
 
 def test_fps_conditions_the_model_as_well_as_the_export(tmp_path):

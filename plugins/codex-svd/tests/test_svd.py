@@ -77,8 +77,7 @@ def _fake_checkpoint(folder: Path, unet_config: dict) -> str:
 
 
 def test_the_checkpoint_variant_sets_the_frame_count(tmp_path):
-    from codex_core.errors import UsageError
-    from codex_core.orchestrator import RunOptions, prepare
+    from codex_core import RunOptions, UsageError, prepare
 
     init = write_test_image(tmp_path / "init.png", (32, 32))
     for frames, variant in ((25, "svd_xt"), (14, "svd")):
@@ -106,9 +105,9 @@ def test_init_image_is_resized_to_the_output_size_and_says_so(tmp_path):
 
 
 def test_tiny_model_has_the_real_architecture():
-    from codex_core import registry
+    from codex_core import get_engine
 
-    detect_variant = registry.get_engine("svd").detect_variant
+    detect_variant = get_engine("svd").detect_variant
     folder = tiny_model_dir("svd")
     index = json.loads((folder / "model_index.json").read_text())
     assert index["feature_extractor"] == ["transformers", "CLIPImageProcessor"]  # as in the real repos

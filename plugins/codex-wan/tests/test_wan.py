@@ -260,18 +260,19 @@ def test_a_model_of_another_wan_variant_is_refused(tmp_path):
 
 
 def test_wan_repo_id_replaces_the_default_repo(monkeypatch):
-    from codex_core import registry
+    from codex_core import get_engine
+    from codex_core.testing import clear_registry
 
     monkeypatch.setenv("WAN_REPO_ID", "my-org/Wan2.2-mirror")
-    registry.clear_cache()
+    clear_registry()
     try:
-        assert {registry.get_engine(k).default_repo for k in ("wan_ti2v_5b", "wan_t2v_14b", "wan_i2v_14b")} == {
+        assert {get_engine(k).default_repo for k in ("wan_ti2v_5b", "wan_t2v_14b", "wan_i2v_14b")} == {
             "my-org/Wan2.2-mirror"}
         monkeypatch.delenv("WAN_REPO_ID")
-        registry.clear_cache()
-        assert registry.get_engine("wan_t2v_14b").default_repo == "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
+        clear_registry()
+        assert get_engine("wan_t2v_14b").default_repo == "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
     finally:
-        registry.clear_cache()
+        clear_registry()
 
 
 def test_diffusers_alone_would_round_frames_and_sizes_silently(tmp_path):
@@ -300,9 +301,9 @@ def test_diffusers_alone_would_round_frames_and_sizes_silently(tmp_path):
 ])
 def test_presets_are_the_wan_authors_defaults(engine, task, expected):
     """shared/reference/DEFAULTS.md (Wan 2.2 README and configs)."""
-    from codex_core import presets, registry
+    from codex_core import get_engine, preset_values
 
-    assert presets.merged(registry.get_engine(engine), task) == expected
+    assert preset_values(get_engine(engine), task) == expected
 
 
 def test_the_5b_builder_at_the_real_depth_changes_only_the_block_count(tmp_path):
