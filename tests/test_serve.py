@@ -244,6 +244,15 @@ def test_a_token_guards_every_route_but_health_and_limits_hold(tmp_path):
         with service.client() as anonymous, service.client(Authorization="Bearer wrong") as wrong, \
                 service.client(Authorization="Bearer s3cret") as right:
             assert anonymous.get("/v1/health").status_code == 200
+            # every route the service documents, of every router (/v1 and /sdapi/v1): the token comes first
+            paths = right.get("/openapi.json").json()["paths"]
+            assert any(path.startswith("/sdapi/v1/") for path in paths)
+            for path, operations in paths.items():
+                for method in operations:
+                    url = path.replace("{", "").replace("}", "")  # any value: the token is checked before it
+                    for open_client in (anonymous, wrong):
+                        status = open_client.request(method.upper(), url).status_code
+                        assert status == (200 if path == "/v1/health" else 401), (method, path, status)
             for open_client, status in ((anonymous, 401), (wrong, 401), (right, 200)):
                 assert open_client.get("/v1/engines").status_code == status
                 assert open_client.get("/v1/jobs").status_code == status

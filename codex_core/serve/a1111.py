@@ -2,7 +2,7 @@
 
 Requests are translated into a Codex request for the current model's engine and run through the
 same queue and worker as ``/v1`` jobs; responses have A1111's shape (``images`` as base64 PNG,
-``parameters``, ``info`` as a JSON string). Field reference: shared/reference/A1111_API.md.
+``parameters``, ``info`` as a JSON string), field for field as A1111's own API (its ``/docs``).
 
 Translation rules: clients send many fields by default, often null. A field that maps is passed on
 (and strictly validated by the engine: a value it would have to change is a 422). A field with its
@@ -10,9 +10,9 @@ neutral value (``null``, ``false``, ``0``, ``[]``, ``{}``, ``""``, the defaults 
 dropped silently; one set to something Codex does not do (``restore_faces``, ``enable_hr``,
 ``tiling``, ``styles``, scripts...) is listed in ``info.codex_ignored`` instead of failing the call.
 
-The current model (``sd_model_checkpoint``) is a title from ``GET /sdapi/v1/sd-models``: each
-checkpoint in the models folders that an installed engine runs (A1111's "name [hash]"), and
-``tiny-<engine>`` for each engine's random-weight test model.
+The current model (``sd_model_checkpoint``, kept on ``app.state.a1111_model``) is a title from
+``GET /sdapi/v1/sd-models``: each checkpoint in the models folders that an installed engine runs
+(A1111's "name [hash]"), and ``tiny-<engine>`` for each engine's random-weight test model.
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
+from fastapi.datastructures import State
 
 from ..errors import UsageError
+from .dependencies import StateDep, StoreDep, WorkersDep
+from .routes_jobs import JobSpec, submit_job
 
 # A1111 field -> Codex field, for the fields whose meaning is the same
 FIELDS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps", "cfg_scale": "cfg",
@@ -87,204 +90,225 @@ def models() -> list[dict[str, Any]]:
     return found
 
 
-def router(app_state, auth: list) -> APIRouter:
-    api = APIRouter(prefix="/sdapi/v1", dependencies=auth)
-    current: dict[str, Any] = {"model": None}
+router = APIRouter(prefix="/sdapi/v1")
 
-    def model() -> dict[str, Any]:
-        if current["model"] is None:
-            available = models()
-            if not available or all(entry["model"] == "tiny" for entry in available):
-                raise UsageError("no model selected: POST /sdapi/v1/options {\"sd_model_checkpoint\": TITLE} with a "
-                                 "title from GET /sdapi/v1/sd-models")
-            current["model"] = next(entry for entry in available if entry["model"] != "tiny")
-        return current["model"]
 
-    @api.get("/scripts")
-    def scripts() -> dict[str, list]:
-        return {"txt2img": [], "img2img": []}
+def current_model(state: State) -> dict[str, Any]:
+    """The selected model's ``models()`` entry (``app.state.a1111_model``); none selected yet: the first
+    checkpoint, if there is one that is not a tiny test model."""
+    if state.a1111_model is None:
+        available = models()
+        if not available or all(entry["model"] == "tiny" for entry in available):
+            raise UsageError("no model selected: POST /sdapi/v1/options {\"sd_model_checkpoint\": TITLE} with a "
+                             "title from GET /sdapi/v1/sd-models")
+        state.a1111_model = next(entry for entry in available if entry["model"] != "tiny")
+    return state.a1111_model
 
-    @api.get("/sd-models")
-    def sd_models() -> list[dict[str, Any]]:
-        return [{key: entry[key] for key in ("title", "model_name", "hash", "sha256", "filename", "config")}
-                for entry in models()]
 
-    @api.get("/options")
-    def options() -> dict[str, Any]:
-        selected = current["model"]
-        return {"sd_model_checkpoint": selected["title"] if selected else None, "codex_engine":
-                selected["engine"] if selected else None}
+def _engine(state: State):
+    from ..registry import get_engine
 
-    @api.post("/options")
-    def set_options(body: dict[str, Any]) -> dict[str, Any]:
-        title = body.get("sd_model_checkpoint")
-        if title is not None:
-            match = [entry for entry in models() if title in (entry["title"], entry["model_name"])]
-            if not match:
-                raise UsageError(f"sd_model_checkpoint: no model titled {title!r}; see GET /sdapi/v1/sd-models")
-            current["model"] = match[0]
-        return {}
+    return get_engine(current_model(state)["engine"])
 
-    def _engine():
-        from ..registry import get_engine
 
-        return get_engine(model()["engine"])
+@router.get("/scripts")
+def scripts() -> dict[str, list]:
+    return {"txt2img": [], "img2img": []}
 
-    @api.get("/samplers")
-    def samplers() -> list[dict[str, Any]]:
-        from ..registry import samplers_for
 
-        engine = _engine()
-        names = [sampler.name for sampler in samplers_for(engine)[0] if sampler.family == engine.sampler_family]
-        return [{"name": name, "aliases": [], "options": {}} for name in names]
+@router.get("/sd-models")
+def sd_models() -> list[dict[str, Any]]:
+    return [{key: entry[key] for key in ("title", "model_name", "hash", "sha256", "filename", "config")}
+            for entry in models()]
 
-    @api.get("/schedulers")
-    def schedulers() -> list[dict[str, Any]]:
-        from ..registry import samplers_for
 
-        engine = _engine()
-        names = [s.name for s in samplers_for(engine)[1] if s.family == engine.sampler_family]
-        return [{"name": name.lower(), "label": name, "aliases": None, "default_rho": -1, "need_inner_model": False}
-                for name in names]
+@router.get("/options")
+def options(state: StateDep) -> dict[str, Any]:
+    selected = state.a1111_model
+    return {"sd_model_checkpoint": selected["title"] if selected else None, "codex_engine":
+            selected["engine"] if selected else None}
 
-    def _translate(body: dict[str, Any], task: str, engine) -> tuple[dict[str, Any], list[str]]:
-        request: dict[str, Any] = {}
-        ignored = []
-        fields = engine.params_model(task).model_fields
-        for key, value in body.items():
-            if key == "denoising_strength" and task == "txt2img":
-                if body.get("enable_hr"):
-                    ignored.append("denoising_strength (hires fix: enable_hr is not supported)")
-                continue  # txt2img uses it only for the hires-fix pass
-            if key in FIELDS and value is not None and FIELDS[key] in fields:
-                if key == "negative_prompt" and value == "":
-                    continue
-                request[FIELDS[key]] = value
-            elif key in FIELDS and value is not None and value not in NEUTRAL:
-                ignored.append(f"{key} (engine {engine.key} {task} has no such setting)")
-            elif key not in HANDLED and value not in NEUTRAL:
-                ignored.append(f"{key} (not an A1111 field Codex knows)")
-            elif key in HANDLED and key not in FIELDS and value not in NEUTRAL \
-                    and value not in DEFAULT_IGNORED.get(key, ()) and key not in TRANSLATED:
-                ignored.append(f"{key}={value!r}")
-        seed = body.get("seed")
-        if isinstance(seed, int) and seed >= 0:
-            request["seed"] = seed
-        sampler = body.get("sampler_name") or body.get("sampler_index")
-        if sampler and "sampler" in fields:
-            request["sampler"] = sampler
-            schedule = body.get("scheduler")
-            if schedule and "scheduler" in fields:
-                from ..registry import samplers_for
 
-                names = {s.name.lower(): s.name for s in samplers_for(engine)[1] if s.family == engine.sampler_family}
-                request["scheduler"] = names.get(str(schedule).lower(), schedule)
-        return request, ignored
+@router.post("/options")
+def set_options(body: dict[str, Any], state: StateDep) -> dict[str, Any]:
+    title = body.get("sd_model_checkpoint")
+    if title is not None:
+        match = [entry for entry in models() if title in (entry["title"], entry["model_name"])]
+        if not match:
+            raise UsageError(f"sd_model_checkpoint: no model titled {title!r}; see GET /sdapi/v1/sd-models")
+        state.a1111_model = match[0]
+    return {}
 
-    def _run(body: dict[str, Any], task: str, images: dict[str, str]) -> dict[str, Any]:
-        store = app_state.store
-        engine = _engine()
-        if task not in engine.tasks:
-            raise UsageError(f"the current model's engine {engine.key} has no {task} task")
-        request, ignored = _translate(body, task, engine)
-        request.update(images)
-        n_iter = body.get("n_iter") or 1
-        if not isinstance(n_iter, int) or n_iter < 1 or n_iter > 16:
-            raise UsageError(f"n_iter: got {n_iter!r}; 1 to 16")
-        job_ids = []
-        for index in range(n_iter):  # A1111 gives each batch the next seeds
-            part = dict(request)
-            if "seed" in part and index:
-                part["seed"] = request["seed"] + index * (request.get("batch_size") or 1)
-            job_ids.append(app_state.submit({"engine": engine.key, "task": task, "request": part,
-                                             "model": model()["model"], "formats": None, "preset": None})["id"])
-        jobs = [_wait(store, job_id) for job_id in job_ids]
-        pngs, infotexts, seeds = [], [], []
-        for job in jobs:
-            if job["state"] == "failed":
-                return JSONResponse({"error": "failed", "detail": job["error"], "body": "", "errors": job["error"]},
-                                    500)
-            if job["state"] != "done":
-                continue  # interrupted: A1111 returns what finished
-            for path in job["result"]["files"]:
-                if path.endswith(".png"):
-                    raw = Path(path).read_bytes()
-                    pngs.append(base64.b64encode(raw).decode())
-                    infotexts.append(_png_text(raw).get("parameters", ""))
-                    seeds.append(job["result"]["info"]["seed"])
-        first = jobs[0]["result"]["info"] if jobs[0]["state"] == "done" else {}
-        request_used = first.get("request", request)
-        info = {"prompt": request_used.get("prompt"), "all_prompts": [request_used.get("prompt")] * len(pngs),
-                "negative_prompt": request_used.get("negative_prompt", ""), "seed": seeds[0] if seeds else None,
-                "all_seeds": seeds, "subseed": -1, "all_subseeds": [-1] * len(seeds),
-                "sampler_name": request_used.get("sampler"), "scheduler": request_used.get("scheduler"),
-                "steps": request_used.get("steps"), "cfg_scale": request_used.get("cfg"),
-                "width": request_used.get("width"), "height": request_used.get("height"),
-                "sd_model_name": model()["model_name"], "sd_model_hash": model()["hash"],
-                "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "infotexts": infotexts,
-                "interrupted": any(job["state"] == "cancelled" for job in jobs),
-                "codex_engine": engine.key, "codex_task": task, "codex_ignored": ignored,
-                "codex_jobs": job_ids}
-        return {"images": pngs, "parameters": body, "info": json.dumps(info)}
 
-    @api.post("/txt2img")
-    def txt2img(body: dict[str, Any]):
-        return _run(body, "txt2img", {})
+@router.get("/samplers")
+def samplers(state: StateDep) -> list[dict[str, Any]]:
+    from ..registry import samplers_for
 
-    @api.post("/img2img")
-    def img2img(body: dict[str, Any]):
-        init = body.get("init_images") or []
-        if not init:
-            raise UsageError("init_images: img2img needs one image (base64 or a data URL)")
-        if len(init) > 1:
-            raise UsageError(f"init_images: got {len(init)} images; Codex takes one per request")
-        images = {"init_image": init[0]}
-        task = "img2img"
-        if body.get("mask"):
-            task = "inpaint"
-            images["mask_image"] = _inverted(body["mask"]) if body.get("inpainting_mask_invert") else body["mask"]
-        return _run(body, task, images)
+    engine = _engine(state)
+    names = [sampler.name for sampler in samplers_for(engine)[0] if sampler.family == engine.sampler_family]
+    return [{"name": name, "aliases": [], "options": {}} for name in names]
 
-    @api.get("/progress")
-    def progress(skip_current_image: bool = False) -> dict[str, Any]:
-        store = app_state.store
-        running = store.list("running", 1)
-        queued = store.queued_count()
-        job = running[0] if running else None
-        step, steps = (job or {}).get("step") or 0, (job or {}).get("steps") or 0
-        return {"progress": round(step / steps, 4) if steps else 0.0,
-                "eta_relative": (job or {}).get("eta_seconds") or 0.0,
-                "state": {"skipped": False, "interrupted": False, "job": job["id"] if job else "",
-                          "job_count": queued + (1 if job else 0), "job_timestamp": "", "job_no": 0,
-                          "sampling_step": step, "sampling_steps": steps},
-                "current_image": None, "textinfo": job["stage"] if job else None}
 
-    @api.post("/interrupt")
-    def interrupt() -> dict[str, Any]:
-        current_job = app_state.worker.current
-        if current_job:
-            app_state.worker.cancel(current_job)
-        return {}
+@router.get("/schedulers")
+def schedulers(state: StateDep) -> list[dict[str, Any]]:
+    from ..registry import samplers_for
 
-    @api.post("/skip")
-    def skip() -> dict[str, Any]:
-        return interrupt()
+    engine = _engine(state)
+    names = [s.name for s in samplers_for(engine)[1] if s.family == engine.sampler_family]
+    return [{"name": name.lower(), "label": name, "aliases": None, "default_rho": -1, "need_inner_model": False}
+            for name in names]
 
-    @api.post("/png-info")
-    def png_info(body: dict[str, Any]) -> dict[str, Any]:
-        from .inputs import _inline
 
-        raw = _inline(body.get("image") or "")
-        if not raw:
-            raise UsageError("image: a PNG as base64 or a data URL is required")
-        try:
-            text = _png_text(raw)
-        except Exception as exc:
-            raise UsageError(f"image: not a readable image ({type(exc).__name__})") from None
-        parameters = text.pop("parameters", "")
-        return {"info": parameters, "items": text, "parameters": parse_parameters(parameters)}
+@router.post("/txt2img")
+def txt2img(body: dict[str, Any], state: StateDep):
+    return _run(state, body, "txt2img", {})
 
-    return api
+
+@router.post("/img2img")
+def img2img(body: dict[str, Any], state: StateDep):
+    init = body.get("init_images") or []
+    if not init:
+        raise UsageError("init_images: img2img needs one image (base64 or a data URL)")
+    if len(init) > 1:
+        raise UsageError(f"init_images: got {len(init)} images; Codex takes one per request")
+    images = {"init_image": init[0]}
+    task = "img2img"
+    if body.get("mask"):
+        task = "inpaint"
+        images["mask_image"] = _inverted(body["mask"]) if body.get("inpainting_mask_invert") else body["mask"]
+    return _run(state, body, task, images)
+
+
+@router.get("/progress")
+def progress(store: StoreDep, skip_current_image: bool = False) -> dict[str, Any]:
+    running = store.list("running", 1)
+    queued = store.queued_count()
+    job = running[0] if running else None
+    step, steps = (job or {}).get("step") or 0, (job or {}).get("steps") or 0
+    return {"progress": round(step / steps, 4) if steps else 0.0,
+            "eta_relative": (job or {}).get("eta_seconds") or 0.0,
+            "state": {"skipped": False, "interrupted": False, "job": job["id"] if job else "",
+                      "job_count": queued + (1 if job else 0), "job_timestamp": "", "job_no": 0,
+                      "sampling_step": step, "sampling_steps": steps},
+            "current_image": None, "textinfo": job["stage"] if job else None}
+
+
+@router.post("/interrupt")
+def interrupt(workers: WorkersDep) -> dict[str, Any]:
+    current_job = workers.current
+    if current_job:
+        workers.cancel(current_job)
+    return {}
+
+
+@router.post("/skip")
+def skip(workers: WorkersDep) -> dict[str, Any]:
+    return interrupt(workers)
+
+
+@router.post("/png-info")
+def png_info(body: dict[str, Any]) -> dict[str, Any]:
+    from .inputs import _inline
+
+    raw = _inline(body.get("image") or "")
+    if not raw:
+        raise UsageError("image: a PNG as base64 or a data URL is required")
+    try:
+        text = _png_text(raw)
+    except Exception as exc:
+        raise UsageError(f"image: not a readable image ({type(exc).__name__})") from None
+    parameters = text.pop("parameters", "")
+    return {"info": parameters, "items": text, "parameters": parse_parameters(parameters)}
+
+
+def _translate(body: dict[str, Any], task: str, engine) -> tuple[dict[str, Any], list[str]]:
+    """An A1111 body as a Codex request for ``engine``, and the settings it sets that Codex does not do."""
+    request: dict[str, Any] = {}
+    ignored = []
+    fields = engine.params_model(task).model_fields
+    for key, value in body.items():
+        if key == "denoising_strength" and task == "txt2img":
+            if body.get("enable_hr"):
+                ignored.append("denoising_strength (hires fix: enable_hr is not supported)")
+            continue  # txt2img uses it only for the hires-fix pass
+        if key in FIELDS and value is not None and FIELDS[key] in fields:
+            if key == "negative_prompt" and value == "":
+                continue
+            request[FIELDS[key]] = value
+        elif key in FIELDS and value is not None and value not in NEUTRAL:
+            ignored.append(f"{key} (engine {engine.key} {task} has no such setting)")
+        elif key not in HANDLED and value not in NEUTRAL:
+            ignored.append(f"{key} (not an A1111 field Codex knows)")
+        elif key in HANDLED and key not in FIELDS and value not in NEUTRAL \
+                and value not in DEFAULT_IGNORED.get(key, ()) and key not in TRANSLATED:
+            ignored.append(f"{key}={value!r}")
+    seed = body.get("seed")
+    if isinstance(seed, int) and seed >= 0:
+        request["seed"] = seed
+    sampler = body.get("sampler_name") or body.get("sampler_index")
+    if sampler and "sampler" in fields:
+        request["sampler"] = sampler
+        schedule = body.get("scheduler")
+        if schedule and "scheduler" in fields:
+            from ..registry import samplers_for
+
+            names = {s.name.lower(): s.name for s in samplers_for(engine)[1] if s.family == engine.sampler_family}
+            request["scheduler"] = names.get(str(schedule).lower(), schedule)
+    return request, ignored
+
+
+def _run(state: State, body: dict[str, Any], task: str, images: dict[str, str]):
+    """An A1111 txt2img/img2img call: its ``n_iter`` batches as jobs on the queue, waited for, then answered
+    in A1111's shape (a failed job: A1111's 500)."""
+    engine = _engine(state)
+    if task not in engine.tasks:
+        raise UsageError(f"the current model's engine {engine.key} has no {task} task")
+    request, ignored = _translate(body, task, engine)
+    request.update(images)
+    n_iter = body.get("n_iter") or 1
+    if not isinstance(n_iter, int) or n_iter < 1 or n_iter > 16:
+        raise UsageError(f"n_iter: got {n_iter!r}; 1 to 16")
+    job_ids = []
+    for index in range(n_iter):  # A1111 gives each batch the next seeds
+        part = dict(request)
+        if "seed" in part and index:
+            part["seed"] = request["seed"] + index * (request.get("batch_size") or 1)
+        spec = JobSpec(engine=engine.key, task=task, request=part, model=current_model(state)["model"])
+        job_ids.append(submit_job(state, spec)["id"])
+    return _reply(state, body, engine, task, request, ignored, [_wait(state.store, job_id) for job_id in job_ids])
+
+
+def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[str, Any], ignored: list[str],
+           jobs: list[dict[str, Any]]):
+    """A1111's answer for finished jobs: their PNGs as base64, and ``info`` (a JSON string) as A1111 writes it,
+    with what Codex ignored and its job ids; the first failed job makes it A1111's 500."""
+    pngs, infotexts, seeds = [], [], []
+    for job in jobs:
+        if job["state"] == "failed":
+            return JSONResponse({"error": "failed", "detail": job["error"], "body": "", "errors": job["error"]},
+                                500)
+        if job["state"] != "done":
+            continue  # interrupted: A1111 returns what finished
+        for path in job["result"]["files"]:
+            if path.endswith(".png"):
+                raw = Path(path).read_bytes()
+                pngs.append(base64.b64encode(raw).decode())
+                infotexts.append(_png_text(raw).get("parameters", ""))
+                seeds.append(job["result"]["info"]["seed"])
+    first = jobs[0]["result"]["info"] if jobs[0]["state"] == "done" else {}
+    request_used = first.get("request", request)
+    info = {"prompt": request_used.get("prompt"), "all_prompts": [request_used.get("prompt")] * len(pngs),
+            "negative_prompt": request_used.get("negative_prompt", ""), "seed": seeds[0] if seeds else None,
+            "all_seeds": seeds, "subseed": -1, "all_subseeds": [-1] * len(seeds),
+            "sampler_name": request_used.get("sampler"), "scheduler": request_used.get("scheduler"),
+            "steps": request_used.get("steps"), "cfg_scale": request_used.get("cfg"),
+            "width": request_used.get("width"), "height": request_used.get("height"),
+            "sd_model_name": current_model(state)["model_name"], "sd_model_hash": current_model(state)["hash"],
+            "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "infotexts": infotexts,
+            "interrupted": any(job["state"] == "cancelled" for job in jobs),
+            "codex_engine": engine.key, "codex_task": task, "codex_ignored": ignored,
+            "codex_jobs": [job["id"] for job in jobs]}
+    return {"images": pngs, "parameters": body, "info": json.dumps(info)}
 
 
 def _wait(store, job_id: str, timeout: float = 24 * 3600) -> dict[str, Any]:

@@ -65,7 +65,8 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
     try:
         import uvicorn  # noqa: F401  (checked here: the service cannot run without it)
 
-        from .app import Settings, create_app
+        from .app import create_app
+        from .settings import Settings
     except ImportError as exc:
         raise UsageError(f"codex serve needs the service packages ({exc.name} is missing)",
                          hint="pip install 'codex-core[serve]'") from None

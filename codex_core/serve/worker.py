@@ -104,3 +104,32 @@ class Worker(threading.Thread):
         finally:
             self.current = None
             self.cancelled.discard(job_id)
+
+
+class Workers:
+    """The service's workers, one per device, as one: wake, cancel and event logs span them all."""
+
+    def __init__(self, workers: list[Worker], events):
+        self.workers, self.events = workers, events
+
+    @property
+    def current(self) -> str | None:
+        return next((w.current for w in self.workers if w.current), None)
+
+    def start(self) -> None:
+        for w in self.workers:
+            w.start()
+
+    def wake(self) -> None:
+        """A job was queued: idle workers look now rather than at their next poll."""
+        for w in self.workers:
+            w.wake.set()
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stopping = True
+            w.wake.set()
+
+    def cancel(self, job_id: str) -> None:
+        for w in self.workers:
+            w.cancel(job_id)

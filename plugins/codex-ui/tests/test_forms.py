@@ -145,7 +145,7 @@ def test_png_info_reads_a_codex_video(tmp_path):
 def test_drafts_number_every_text_sent_to_the_panel_in_the_order_sent():
     import copy
 
-    from codex_ui.app import Drafts
+    from codex_ui.drafts import Drafts
 
     drafts = Drafts()
     drafts["txt2img"] = {"prompt": "a"}

@@ -1,0 +1,76 @@
+"""``/v1``'s descriptive routes: the service's health, and what it can run (engines, request schemas,
+presets, samplers, model files). They read the installed plugins and the models folders; none queues
+anything.
+
+``public`` holds ``/v1/health``, the one route that needs no token (``create_app`` includes ``router``
+behind the token check).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from .. import __version__
+from ..errors import UsageError
+from .dependencies import StoreDep, WorkersDep
+
+public = APIRouter()
+router = APIRouter()
+
+
+@public.get("/v1/health")
+def health(store: StoreDep, workers: WorkersDep) -> dict[str, Any]:
+    return {"status": "ok", "version": __version__, "queued": store.queued_count(),
+            "workers": [{"device": w.device, "running": w.current} for w in workers.workers]}
+
+
+@router.get("/v1/engines")
+def engines() -> list[dict[str, Any]]:
+    from ..registry import engines as installed
+
+    return [engine.describe() for engine in installed().values()]
+
+
+@router.get("/v1/engines/{engine}/{task}/schema")
+def schema(engine: str, task: str) -> dict[str, Any]:
+    from ..schema import request_schema
+
+    return request_schema(engine, task)
+
+
+@router.get("/v1/presets/{engine}/{task}")
+def presets(engine: str, task: str, variant: str | None = None, preset: str | None = None) -> dict[str, Any]:
+    from .. import presets as presets_module
+    from ..registry import get_engine
+
+    found = get_engine(engine)
+    if task not in found.tasks:
+        raise UsageError(f"engine {engine!r} has no task {task!r}; its tasks: {', '.join(found.tasks)}")
+    fill = presets_module.fill(found, task, {}, variant, preset)
+    return {"engine": engine, "task": task, "values": fill.patch, "files": fill.files}
+
+
+@router.get("/v1/samplers/{engine}")
+def samplers(engine: str) -> dict[str, Any]:
+    from .. import samplers as samplers_module
+    from ..registry import get_engine, samplers_for
+
+    found = get_engine(engine)
+    if not found.sampler_family:
+        return {"sampler_family": None, "samplers": []}
+    return samplers_module.describe(found.sampler_family, *samplers_for(found))
+
+
+@router.get("/v1/models")
+def models(engine: str | None = None, kind: str = "checkpoints") -> list[dict[str, Any]]:
+    """The model files of the models folders (`codex models`), of one kind, optionally those an engine runs."""
+    from ..model_files import KINDS, describe
+    from ..registry import get_engine
+
+    if kind not in KINDS:
+        raise UsageError(f"kind: {kind!r} is not a kind of model file; the kinds: {', '.join(KINDS)}")
+    if engine is not None:
+        get_engine(engine)
+    return describe([kind], engine, hashes=False)
