@@ -12,7 +12,7 @@ PIP := $(VENV)/bin/python -m pip
 PLUGIN_DIRS := $(filter-out plugins/_template,$(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml)))
 STAMP := $(VENV)/.codex-setup
 
-.PHONY: setup browser demo test test-orders bench check-wheels docs clean
+.PHONY: setup browser demo test test-fast test-orders bench check-wheels docs clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,12 @@ browser:
 
 test: setup browser
 	$(VENV)/bin/python -m pytest
+
+# The inner loop: the unmarked tier (no slow, browser, wheels or distributed tests; pyproject.toml lists the
+# markers). `make test` runs everything and is what CI runs.
+FAST := not slow and not browser and not wheels and not distributed
+test-fast: setup
+	$(VENV)/bin/python -m pytest -q -m "$(FAST)"
 
 # The suite again in a random order (pytest-randomly; the seed is fixed and printed: rerun a failure
 # with the same RANDOM_SEED) and in the reverse order: no test may depend on what ran before it.

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import dataclasses
 import gc
 import json
 import os
@@ -135,12 +134,13 @@ def model_folder(engine: str, dry_run: bool, keep: Path | None) -> Path:
 
 def runtime_for(fields: dict, dry_run: bool):
     """The option's Runtime, or the reason this codex or this device cannot run it."""
-    from codex_core.runtime import Runtime
+    from codex_core import Runtime
+    from codex_core.run_options import table
 
-    known = {field.name for field in dataclasses.fields(Runtime)}
+    known = set(table())  # the run options the installed plugins register
     missing = sorted(set(fields) - known)
     if missing:
-        return None, f"n/a: this codex has no Runtime.{missing[0]}"
+        return None, f"n/a: this codex has no run option {missing[0]}"
     if dry_run and fields.get("offload", "none") not in ("none", "auto"):
         return None, "n/a on the CPU (needs a GPU)"
     extra = {"compile_backend": "eager"} if dry_run and "compile" in fields and "compile_backend" in known else {}
