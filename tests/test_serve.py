@@ -102,6 +102,15 @@ def test_the_api_describes_engines_schemas_presets_and_samplers(client):
     schema = client.get("/v1/engines/sd15/txt2img/schema").json()
     assert schema == json.loads(cli_run(["schema", "sd15", "txt2img"]).stdout)
     assert client.get("/v1/presets/sd15/txt2img").json()["values"]["steps"] == 25
+    # an engine with variants: the default variant's values without ?variant=, named; a variant it lacks is a 422
+    dev = client.get("/v1/presets/flux/txt2img").json()
+    assert (dev["variant"], dev["variants"], dev["values"]["steps"]) == ("dev", ["dev", "schnell"], 28)
+    assert client.get("/v1/presets/flux/txt2img?variant=schnell").json()["values"]["steps"] == 4
+    for bad in ("pro", "../../etc", "/tmp"):
+        refused = client.get("/v1/presets/flux/txt2img", params={"variant": bad})
+        assert refused.status_code == 422 and "variant: flux has no variant" in refused.json()["detail"]
+    schnell = client.get("/v1/engines/flux/txt2img/schema?variant=schnell").json()
+    assert schnell == json.loads(cli_run(["schema", "flux", "txt2img", "--variant", "schnell"]).stdout)
     assert "DPM++ 2M" in {row["sampler"] for row in client.get("/v1/samplers/sd15").json()["samplers"]}
     assert client.get("/docs").status_code == 200 and client.get("/openapi.json").json()["info"]["title"] == "Codex"
     assert client.get("/v1/engines/nope/txt2img/schema").status_code == 422

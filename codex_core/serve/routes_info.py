@@ -34,22 +34,28 @@ def engines() -> list[dict[str, Any]]:
 
 
 @router.get("/v1/engines/{engine}/{task}/schema")
-def schema(engine: str, task: str) -> dict[str, Any]:
+def schema(engine: str, task: str, variant: str | None = None) -> dict[str, Any]:
+    """The request's JSON Schema; preset values as defaults, of ``variant`` (default: the engine's default one)."""
     from ..schema import request_schema
 
-    return request_schema(engine, task)
+    return request_schema(engine, task, variant)
 
 
 @router.get("/v1/presets/{engine}/{task}")
 def presets(engine: str, task: str, variant: str | None = None, preset: str | None = None) -> dict[str, Any]:
+    """What fills a request's missing fields. An engine with checkpoint variants answers for ``variant``, or for
+    its default variant (named in the answer, with the others) when none is given."""
     from .. import presets as presets_module
     from ..registry import get_engine
+    from ..schema import check_variant
 
     found = get_engine(engine)
     if task not in found.tasks:
         raise UsageError(f"engine {engine!r} has no task {task!r}; its tasks: {', '.join(found.tasks)}")
+    variant = check_variant(found, variant, "variant")
     fill = presets_module.fill(found, task, {}, variant, preset)
-    return {"engine": engine, "task": task, "values": fill.patch, "files": fill.files}
+    return {"engine": engine, "task": task, "variant": variant, "variants": list(found.variants),
+            "values": fill.patch, "files": fill.files}
 
 
 @router.get("/v1/samplers/{engine}")
