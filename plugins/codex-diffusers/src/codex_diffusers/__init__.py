@@ -19,8 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "DiffusersEngine": "engine", "DiffusersModel": "engine", "CANONICAL_ARGUMENTS": "engine",
     "SpeedModes": "modes", "ModeFields": "modes", "ModeLora": "modes", "SPEED_MODES": "modes",
-    "TrueCfgFields": "params", "LoraFields": "params", "VaeFields": "params",
-    "A1111PromptFields": "params", "A1111Prompts": "a1111", "LoraRef": "params",
+    "TrueCfgFields": "params", "LoraFields": "params", "VaeFields": "params", "LoraRef": "params",
     "flow_shift_field": "params", "NoInitImage": "params",
     "read_config": "configs", "CacheFields": "caches",
 }
