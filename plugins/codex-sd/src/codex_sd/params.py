@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from codex_core import Img2ImgParams, InpaintParams, Txt2ImgParams, UpscaleParams
-from codex_diffusers import LoraFields, ModeFields, VaeFields
+from codex_diffusers import LoraFields, VaeFields, mode_fields
 
 
 class A1111PromptFields(BaseModel):
@@ -24,22 +24,25 @@ class A1111PromptFields(BaseModel):
                                                        "before it.")
 
 
+# Every speed mode sd15 or sdxl knows: sdxl honours all three, sd15 declares lightning unsupported (engines.py).
+SDModeFields = mode_fields("lcm", "turbo", "lightning")
+
 # SD and SDXL VAEs downsample by 8: pixel sizes must be multiples of 8.
 
 
-class SDTxt2Img(Txt2ImgParams, A1111PromptFields, ModeFields, LoraFields, VaeFields):
+class SDTxt2Img(Txt2ImgParams, A1111PromptFields, SDModeFields, LoraFields, VaeFields):
     size_multiple = 8
 
 
-class SDImg2Img(Img2ImgParams, A1111PromptFields, ModeFields, LoraFields, VaeFields):
+class SDImg2Img(Img2ImgParams, A1111PromptFields, SDModeFields, LoraFields, VaeFields):
     size_multiple = 8
 
 
-class SDInpaint(InpaintParams, A1111PromptFields, ModeFields, LoraFields, VaeFields):
+class SDInpaint(InpaintParams, A1111PromptFields, SDModeFields, LoraFields, VaeFields):
     size_multiple = 8
 
 
-class SDUpscale(UpscaleParams, A1111PromptFields, ModeFields, LoraFields, VaeFields):
+class SDUpscale(UpscaleParams, A1111PromptFields, SDModeFields, LoraFields, VaeFields):
     size_multiple = 8
 
 
