@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from codex_diffusers.checkpoint_writers import (
+from codex_diffusers.testing.checkpoint_writers import (
     write_gguf_q8,
     write_kohya_sd_lora,
     write_peft_sd_lora,
@@ -175,7 +175,7 @@ def test_the_ldm_layout_follows_the_config_not_the_tiny_models(layout, tmp_path)
     SDXL: plain then attention blocks with 1-3 transformer layers, linear projections), at toy width."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from codex_diffusers.checkpoint_writers import _unet_to_ldm, _vae_to_ldm
+    from codex_diffusers.testing.checkpoint_writers import _unet_to_ldm, _vae_to_ldm
 
     if layout == "sd15":
         unet_config = dict(down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
@@ -333,3 +333,29 @@ def test_wan_lora_loads_and_changes_the_output(wan, tmp_path):
     assert np.abs(with_lora - plain).max() > 0.01
     pipe.set_adapters(["wan"], [0.0])
     assert np.array_equal(frames(), plain)
+
+
+def test_no_runtime_module_imports_the_writers():
+    """The writers are test data under ``codex_diffusers.testing``: no plugin's runtime module imports that package,
+    so an installed wheel never runs them."""
+    import ast
+
+    plugins = Path(__file__).resolve().parents[2]
+    found = []
+    for path in sorted(plugins.glob("*/src/**/*.py")):
+        parts = path.relative_to(plugins).with_suffix("").parts[2:]  # package, subpackages, module
+        if "testing" in parts:  # the testing package itself
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join([*parts[:len(parts) - node.level], *([node.module] if node.module else [])]) \
+                    if node.level else node.module
+                names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            found += [f"{path.relative_to(plugins)}:{node.lineno}: {name}" for name in names
+                      if name == "codex_diffusers.testing" or name.startswith("codex_diffusers.testing.")]
+    assert list(plugins.glob("*/src/**/engines.py")), plugins  # the plugins' sources were seen
+    assert not found, "\n".join(found)

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 
-from codex_diffusers.checkpoint_writers import write_gguf_q8
+from codex_diffusers.testing.checkpoint_writers import write_gguf_q8
 from codex_diffusers.testing import loaded_family, pixels, run_json, tiny_model_dir
 
 REQUEST = {"prompt": "a fox", "width": 32, "height": 32, "seed": 3, "steps": 2}

@@ -36,7 +36,8 @@ SCHEDULERS = {
     "UniPC": lambda shift: (UniPCMultistepScheduler,
                             {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": shift}),
 }
-# The tiny models' prompt templates and text lengths (shared/reference/TINY_MODELS.md).
+# The tiny models' prompt templates and text lengths: those of diffusers' fast tests (get_dummy_inputs in
+# tests/pipelines/hunyuan_video/test_hunyuan_video.py and test_hunyuan_image2video.py).
 T2V_CALL = {"prompt_template": {"template": "{}", "crop_start": 0}, "max_sequence_length": 64}
 I2V_CALL = {"prompt_template": {"template": "{}", "crop_start": 0, "image_emb_len": 49, "image_emb_start": 5,
                                 "image_emb_end": 54}, "max_sequence_length": 64}

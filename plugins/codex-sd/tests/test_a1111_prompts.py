@@ -10,7 +10,7 @@ import torch
 from compel import Compel
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
-from codex_diffusers.checkpoint_writers import write_kohya_sd_lora
+from codex_diffusers.testing.checkpoint_writers import write_kohya_sd_lora
 from codex_diffusers.testing import cli_run, direct_pipe, pixels, run_json, tiny_model_dir
 
 BASE = {"seed": 3, "width": 32, "height": 32, "steps": 2, "cfg": 7.0, "sampler": "DPM++ 2M", "scheduler": "Karras"}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
-from codex_diffusers.checkpoint_writers import write_kohya_sd_lora, write_peft_sd_lora
+from codex_diffusers.testing.checkpoint_writers import write_kohya_sd_lora, write_peft_sd_lora
 from codex_diffusers.testing import (cli_run, direct_pipe, loaded_family, make_unet_lora, pixels, run_json,
                                      tiny_model_dir)
 

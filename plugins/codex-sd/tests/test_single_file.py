@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from codex_core import model_files
-from codex_diffusers.checkpoint_writers import write_sd_single_file
+from codex_diffusers.testing.checkpoint_writers import write_sd_single_file
 from codex_diffusers.testing import cli_run, pixels, run_json, tiny_model_dir
 from codex_sd.detect import sd_checkpoint
 
@@ -130,7 +130,7 @@ def test_an_inpainting_file_serves_only_inpaint(tmp_path):
 
 
 def test_replay_finds_a_moved_checkpoint_and_lora_by_their_hash(files, tmp_path, monkeypatch):
-    from codex_diffusers.checkpoint_writers import write_kohya_sd_lora
+    from codex_diffusers.testing.checkpoint_writers import write_kohya_sd_lora
 
     first = tmp_path / "first"
     (first / "checkpoints").mkdir(parents=True)

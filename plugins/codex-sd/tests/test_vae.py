@@ -10,7 +10,7 @@ import torch
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline
 from safetensors.torch import save_file
 
-from codex_diffusers.checkpoint_writers import _vae_to_ldm
+from codex_diffusers.testing.checkpoint_writers import _vae_to_ldm
 from codex_diffusers.testing import cli_run, direct_pipe, pixels, run_json, tiny_model_dir
 
 REQUEST = {"prompt": "a boat", "seed": 4, "width": 32, "height": 32, "steps": 2, "cfg": 7.0, "sampler": "DPM++ 2M",

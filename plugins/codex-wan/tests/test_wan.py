@@ -300,7 +300,7 @@ def test_diffusers_alone_would_round_frames_and_sizes_silently(tmp_path):
                                 "sampler": "UniPC"}),
 ])
 def test_presets_are_the_wan_authors_defaults(engine, task, expected):
-    """shared/reference/DEFAULTS.md (Wan 2.2 README and configs)."""
+    """The Wan 2.2 README and wan/configs/*.py (github.com/Wan-Video/Wan2.2), as the presets' comments say."""
     from codex_core import get_engine, preset_values
 
     assert preset_values(get_engine(engine), task) == expected

@@ -2,7 +2,7 @@
 
 Engine authors import from here (and from ``codex_core``)::
 
-    from codex_diffusers import DiffusersEngine, SpeedModes, ModeFields, TrueCfgFields, read_config
+    from codex_diffusers import DiffusersEngine, SpeedModes, mode_fields, TrueCfgFields, read_config
 
 Importing this package imports no torch: ``DiffusersEngine`` loads torch and diffusers only when a
 model loads. The heavy helpers live in submodules: ``codex_diffusers.pipelines`` (load, place,
@@ -18,9 +18,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "DiffusersEngine": "engine", "DiffusersModel": "engine", "CANONICAL_ARGUMENTS": "engine",
-    "SpeedModes": "modes", "ModeFields": "modes", "ModeLora": "modes", "SPEED_MODES": "modes",
-    "TrueCfgFields": "params", "LoraFields": "params", "VaeFields": "params",
-    "A1111PromptFields": "params", "A1111Prompts": "a1111", "LoraRef": "params",
+    "SpeedModes": "modes", "mode_fields": "modes", "ModeLora": "modes",
+    "TrueCfgFields": "params", "LoraFields": "params", "VaeFields": "params", "LoraRef": "params",
     "flow_shift_field": "params", "NoInitImage": "params",
     "read_config": "configs", "CacheFields": "caches",
 }

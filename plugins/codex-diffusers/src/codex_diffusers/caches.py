@@ -27,7 +27,6 @@ from typing import Annotated, Any, Iterator, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-TYPES = ("first_block", "taylorseer", "magcache", "pab")
 # The attention modules of the DiT blocks (Flux "transformer_blocks.0.attn", Wan "blocks.0.attn1", LTX
 # "transformer_blocks.0.attn2", ...): TaylorSeer's own default patterns miss the numbered ones (attn1/attn2)
 ATTENTION_MODULES = r"^(blocks|transformer_blocks|single_transformer_blocks|temporal_transformer_blocks)\.\d+\.attn\d*$"

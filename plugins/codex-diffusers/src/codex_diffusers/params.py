@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -119,20 +119,6 @@ class LoraFields(BaseModel):
     loras: list[LoraRef] = Field(default_factory=list, max_length=MAX_LORAS,
                                  description="LoRAs for this run: [{\"name\": \"x\", \"scale\": 0.8}] or "
                                              "[{\"path\": \"x.safetensors\"}]; unloaded after the run.")
-
-
-class A1111PromptFields(BaseModel):
-    """``prompt_syntax`` and ``clip_skip`` for the CLIP-conditioned (SD 1.x / SDXL) pipelines."""
-
-    model_config = ConfigDict(strict=True, extra="forbid")
-    show_after: ClassVar[dict[str, str]] = {"prompt_syntax": "negative_prompt"}
-
-    prompt_syntax: Literal["a1111", "plain"] = Field(
-        "a1111", description="a1111: (word:1.2) / [word] weights, BREAK, <lora:NAME:0.8> tags and prompts past "
-                             "75 tokens in chunks, as A1111 reads them; plain: the text as it is, cut at the "
-                             "encoder's 77 tokens (with a warning).")
-    clip_skip: int = Field(1, ge=1, le=12, description="A1111's Clip skip: 1 = the last CLIP layer, 2 = the one "
-                                                       "before it.")
 
 
 class VaeFields(BaseModel):

@@ -1,7 +1,8 @@
 """Tiny randomly initialised FLUX.1 models of the real architecture (diffusers format).
 
-Component sizes follow shared/reference/TINY_MODELS.md (from diffusers' own Flux fast tests), with
-two changes that keep the tiny model honest about real checkpoints:
+Component sizes follow diffusers' own Flux fast tests (``get_dummy_components`` in diffusers'
+tests/pipelines/flux/test_pipeline_flux.py), with two changes that keep the tiny model honest about
+real checkpoints:
 - the VAE has four blocks, so ``vae_scale_factor`` is 8 like the real one and the size rule
   (multiples of 16 = VAE stride 8 x 2x2 latent packing) is the real rule;
 - the scheduler carries the real checkpoints' configs (dev: dynamic shifting; schnell: shift 1.0).

@@ -4,7 +4,8 @@ One folder serves both tasks, because the core keeps one tiny folder per engine:
 ``<dest>/`` holds the text-to-video pipeline (``HunyuanVideoPipeline``) and ``<dest>/i2v/`` the
 image-to-video one (``HunyuanVideoImageToVideoPipeline``), as the real models are two checkpoints.
 
-Component sizes follow shared/reference/TINY_MODELS.md (from diffusers' own fast tests): a
+Component sizes follow diffusers' own fast tests (``get_dummy_components`` in diffusers'
+tests/pipelines/hunyuan_video/test_hunyuan_video.py and test_hunyuan_image2video.py): a
 HunyuanVideo transformer with patch 1 (the real one has patch 2), the 3D causal VAE with four
 blocks (spatial stride 8, temporal stride 4, like the real one), a Llama text encoder (hidden 16;
 LLaVA for I2V, whose CLIP vision tower sees 224 px images as 7x7 = 49 patches) and a CLIP text

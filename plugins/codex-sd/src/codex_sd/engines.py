@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codex_diffusers import A1111Prompts, DiffusersEngine, SpeedModes, read_config
+from codex_diffusers import DiffusersEngine, SpeedModes, read_config
 
+from .a1111 import A1111Prompts
 from .params import TASKS
 
 MODE_HINTS = {

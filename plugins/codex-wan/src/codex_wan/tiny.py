@@ -1,6 +1,7 @@
 """Tiny randomly initialised Wan 2.2 models of the real architectures (diffusers format).
 
-Component sizes follow shared/reference/TINY_MODELS.md (from diffusers' own Wan fast tests):
+Component sizes follow diffusers' own Wan 2.2 fast tests (``get_dummy_components`` in diffusers'
+tests/pipelines/wan/test_wan_22.py: TI2V-5B and T2V-A14B; test_wan_22_image_to_video.py: I2V-A14B):
 - TI2V-5B: the Wan 2.2 VAE (48 latent channels, 12-channel patchified input, spatial stride 16,
   temporal stride 4), one transformer with 48 in/out channels, ``expand_timesteps=True``.
 - A14B (T2V / I2V): the Wan 2.1 VAE (16 latent channels, stride 8 x 4), two transformers (high

@@ -26,9 +26,6 @@ from typing import Any, ClassVar
 
 from codex_core import Job, ParamsBase, UsageError
 
-# A1111's Clip skip values each engine's encoder path can express (see prompt_syntax.weighted_embeddings).
-CLIP_SKIP_LIMITS = {"sd": 2, "sdxl": 1}
-
 
 class A1111Prompts:
     """Engine mixin: A1111 prompt tags, weights, long prompts and clip skip. Put it before DiffusersEngine."""
@@ -70,7 +67,7 @@ class A1111Prompts:
             return loras
         from codex_core.model_files import file_record
 
-        from .lora import RunLora
+        from codex_diffusers.lora import RunLora
 
         for tag, (path, name, scale), _ in self._prompt_loras(job.params):
             loras.append(RunLora(f"prompt {tag}", path, scale))

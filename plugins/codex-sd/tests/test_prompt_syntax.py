@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from codex_diffusers.prompt_syntax import extract_loras, parse_attention, uses_weighting, weighted_embeddings
+from codex_sd.prompt_syntax import extract_loras, parse_attention, uses_weighting, weighted_embeddings
 
 # --- parsing: A1111's own docstring examples, then the rest of the grammar --------------------------
 
@@ -87,7 +87,7 @@ def test_parsing_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from codex_diffusers.prompt_syntax import parse_attention, extract_loras, uses_weighting;"
+    code = ("import sys; from codex_sd.prompt_syntax import parse_attention, extract_loras, uses_weighting;"
             "parse_attention('(a:1.2)'); extract_loras('<lora:x:1>'); uses_weighting('[a]');"
             "assert 'torch' not in sys.modules and 'compel' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

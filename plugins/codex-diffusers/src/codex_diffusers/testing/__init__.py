@@ -13,6 +13,9 @@ A plugin's test module does::
 and gets, for every task: our output equals the direct diffusers call to the pixel (and again after
 another run with a different sampler: nothing leaks between runs), the run is recorded faithfully in
 info.json and the PNG or video, and bad requests exit 2 naming the field with nothing written.
+
+``codex_diffusers.testing.checkpoint_writers`` writes the files users bring (single-file checkpoints,
+LoRA and GGUF layouts) from tiny model folders: test data, which no runtime module imports.
 """
 
 from __future__ import annotations
@@ -240,7 +243,7 @@ def make_unet_lora(engine: str, dest: Path) -> Path:
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
 
-    from .pipelines import pipeline_class
+    from ..pipelines import pipeline_class
 
     found = registry.get_engine(engine)
     pipeline_cls = pipeline_class(found.pipelines[next(iter(found.pipelines))])

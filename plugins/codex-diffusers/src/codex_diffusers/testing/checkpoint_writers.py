@@ -5,8 +5,9 @@ quantised transformers and LoRAs in kohya, PEFT and Wan layouts. diffusers ships
 original -> diffusers converters (``diffusers.loaders.single_file_utils``,
 ``diffusers.loaders.lora_conversion_utils``), so to test that our loading code handles such files
 these writers do the inverse: they read a tiny model folder and write the file a user would have.
-Each layout is exactly what diffusers' own converter reads back; the tests in
-``tests/test_checkpoint_writers.py`` prove it by a round trip through diffusers.
+Each layout is exactly what diffusers' own converter reads back; the kit's
+``tests/test_checkpoint_writers.py`` prove it by a round trip through diffusers. Test data only: it
+lives under ``codex_diffusers.testing`` and no runtime module imports it.
 
 The converters are driven by the folder's configs and keys (``layers_per_block``, which blocks have
 attention, which layers are ``nn.Linear``), never by the full-size models' widths, so they work at
