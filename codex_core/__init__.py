@@ -45,16 +45,18 @@ _EXPORTS = {
     "RunOption": "run_options", "SamplerDef": "samplers", "ScheduleType": "samplers", "Exporter": "exporters",
     # what is installed
     "get_engine": "registry", "installed_engines": "registry:engines", "samplers_for": "registry",
+    "installed_samplers": "registry:samplers",
     "request_schema": "schema", "preset_values": "presets:merged",
     # model files people have (the models folders), and the codex cache folder
     "file_record": "model_files", "read_safetensors_header": "model_files", "tensor_shapes": "model_files",
     "PICKLE_SUFFIXES": "model_files", "find_model_file": "model_files:find", "lookup_model_file": "model_files:lookup",
-    "model_folders": "model_files:folders", "cache_dir": "model_files",
+    "model_folders": "model_files:folders", "scan_model_files": "model_files:scan", "cache_dir": "model_files",
     # outputs: what a run wrote, read back
     "read_info": "inspect_outputs", "inspect_output": "inspect_outputs:inspect", "probe_video": "exporters.video:probe",
-    "parameters_text": "exporters.png",
+    "parameters_text": "exporters.png", "parse_parameters_text": "exporters.png",
     # running from Python
     "run": "orchestrator", "prepare": "orchestrator", "execute": "orchestrator", "RunOptions": "orchestrator",
+    "validate_params": "params:validate",
     # commands and the service (codex_register_commands)
     "handle_errors": "cli.base", "serve_command": "serve.service", "serve_options": "serve.service",
     "build_service": "serve.service", "check_bind": "serve.service", "LOOPBACK": "serve.service",

@@ -11,7 +11,9 @@ import os
 import random
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
@@ -109,3 +111,28 @@ def clear_model_cache() -> None:
     from .model_cache import cache
 
     cache.clear()
+
+
+@contextmanager
+def registered(plugin: object, name: str = "in-test") -> Iterator[None]:
+    """An in-test plugin (an object with hook implementations) registered for the block, then removed; the
+    registry collects the plugins' contributions again on both sides."""
+    from .plugins import load_plugins, pm
+    from .registry import clear_cache
+
+    load_plugins()
+    pm.register(plugin, name=name)
+    clear_cache()
+    try:
+        yield
+    finally:
+        pm.unregister(name=name)
+        clear_cache()
+
+
+def unload_models_from(folder: Path) -> None:
+    """Unload the cached models loaded from under ``folder`` (a test's own checkpoints; others stay loaded)."""
+    from .model_cache import cache
+
+    for key in [key for key in cache.keys() if str(key[1][1]).startswith(str(folder))]:
+        cache.drop(key)

@@ -1,8 +1,10 @@
-"""PNG with an A1111-style ``parameters`` text chunk and a ``codex`` chunk holding the full request."""
+"""PNG with an A1111-style ``parameters`` text chunk and a ``codex`` chunk holding the full request; A1111's
+parameters text read back (``parse_parameters_text``)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +84,25 @@ def write_png(output: ImageOutput, files: RunFiles, info: dict[str, Any]) -> lis
         image.save(path, pnginfo=meta)
         written.append(path)
     return written
+
+
+def parse_parameters_text(text: str) -> dict[str, Any]:
+    """A1111's parameters text as a dict: Prompt, Negative prompt and each ``Key: value`` of the last line."""
+    if not text:
+        return {}
+    lines = text.strip().split("\n")
+    result: dict[str, Any] = {}
+    settings = lines[-1] if len(lines) > 1 and ": " in lines[-1] else ""
+    body = lines[:-1] if settings else lines
+    negative = [i for i, line in enumerate(body) if line.startswith("Negative prompt: ")]
+    if negative:
+        result["Prompt"] = "\n".join(body[:negative[0]])
+        result["Negative prompt"] = "\n".join(body[negative[0]:])[len("Negative prompt: "):]
+    else:
+        result["Prompt"] = "\n".join(body)
+    for key, value in re.findall(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)', settings):
+        value = value.strip()
+        if value.startswith('"'):
+            value = json.loads(value)
+        result[key.strip()] = value
+    return result

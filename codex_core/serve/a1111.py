@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse
 from fastapi.datastructures import State
 
 from ..errors import UsageError
+from ..exporters.png import parse_parameters_text
 from .dependencies import StateDep, StoreDep, WorkersDep
 from .routes_jobs import JobSpec, submit_job
 
@@ -218,7 +219,7 @@ def png_info(body: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         raise UsageError(f"image: not a readable image ({type(exc).__name__})") from None
     parameters = text.pop("parameters", "")
-    return {"info": parameters, "items": text, "parameters": parse_parameters(parameters)}
+    return {"info": parameters, "items": text, "parameters": parse_parameters_text(parameters)}
 
 
 def _translate(body: dict[str, Any], task: str, engine) -> tuple[dict[str, Any], list[str]]:
@@ -340,27 +341,3 @@ def _inverted(mask: str) -> str:
         out = io.BytesIO()
         ImageOps.invert(image.convert("L")).save(out, format="PNG")
     return base64.b64encode(out.getvalue()).decode()
-
-
-def parse_parameters(text: str) -> dict[str, Any]:
-    """A1111's parameters text as a dict: Prompt, Negative prompt and each ``Key: value`` of the last line."""
-    if not text:
-        return {}
-    lines = text.strip().split("\n")
-    result: dict[str, Any] = {}
-    settings = lines[-1] if len(lines) > 1 and ": " in lines[-1] else ""
-    body = lines[:-1] if settings else lines
-    negative = [i for i, line in enumerate(body) if line.startswith("Negative prompt: ")]
-    if negative:
-        result["Prompt"] = "\n".join(body[:negative[0]])
-        result["Negative prompt"] = "\n".join(body[negative[0]:])[len("Negative prompt: "):]
-    else:
-        result["Prompt"] = "\n".join(body)
-    import re
-
-    for key, value in re.findall(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)', settings):
-        value = value.strip()
-        if value.startswith('"'):
-            value = json.loads(value)
-        result[key.strip()] = value
-    return result

@@ -11,10 +11,8 @@ import json
 
 import pytest
 
-from codex_core import ParamError, RunOptions, Txt2ImgParams, hookimpl, matrix, plugins, registry
-from codex_core.orchestrator import prepare
-from codex_core.params import validate
-from codex_core.testing import cli_run
+from codex_core import ParamError, RunOptions, Txt2ImgParams, get_engine, hookimpl, prepare, validate_params
+from codex_core.testing import cli_run, registered
 from codex_diffusers import DiffusersEngine, SpeedModes, mode_fields
 
 
@@ -49,15 +47,9 @@ def hyper(tmp_path):
         def codex_register_engines(self, register):
             register(engine)
 
-    plugins.load_plugins()
-    plugins.pm.register(InTestPlugin(), name="in-test-hyper")
-    registry.clear_cache()
-    try:
-        assert registry.get_engine("hyper_test") is engine
+    with registered(InTestPlugin(), "in-test-hyper"):
+        assert get_engine("hyper_test") is engine
         yield engine, RunOptions(model=str(checkpoint), out=tmp_path / "out")
-    finally:
-        plugins.pm.unregister(name="in-test-hyper")
-        registry.clear_cache()
 
 
 def test_the_schema_enum_is_normal_and_the_engines_modes(hyper):
@@ -88,15 +80,15 @@ def test_mode_lora_without_a_mode_names_the_engines_modes(tmp_path):
     lora = tmp_path / "hyper_lora.safetensors"
     lora.write_bytes(b"")
     with pytest.raises(ParamError) as caught:
-        validate(HyperTxt2Img, {"prompt": "x", "steps": 2, "cfg": 1.0, "width": 64, "height": 64,
+        validate_params(HyperTxt2Img, {"prompt": "x", "steps": 2, "cfg": 1.0, "width": 64, "height": 64,
                                 "mode_lora": {"path": str(lora)}}, "hyper_test", "txt2img")
     assert 'mode_lora: needs a speed mode ("mode": "hyper")' in str(caught.value)
 
 
 def test_the_matrix_has_the_engines_modes(hyper):
-    engine, _ = hyper
-    rows = matrix.mode_matrix([engine], matrix.modes_of([engine]))
-    assert [(row["mode"], row["status"]) for row in rows] == [("normal", "preset"), ("hyper", "preset")]
+    rows = json.loads(cli_run(["presets", "hyper_test", "--matrix", "--json"]).stdout)
+    status = {row["mode"]: row["status"] for row in rows}  # every installed engine's modes are columns
+    assert (status["normal"], status["hyper"], status["lcm"]) == ("preset", "preset", "unsupported")
 
 
 def test_params_that_do_not_allow_the_engines_modes_are_a_declaration_problem():

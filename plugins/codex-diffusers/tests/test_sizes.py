@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from codex_core.testing import tiny_model_dir
-from codex_core.model_files import read_safetensors_header
+from codex_core import read_safetensors_header
 from codex_diffusers.sizes import component_sizes, reference_config_dir
 
 # Published parameter counts of the reference models' components.

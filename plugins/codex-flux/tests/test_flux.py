@@ -238,7 +238,7 @@ def test_the_builder_at_the_real_depth_changes_only_the_block_counts(tmp_path):
     """bench/speed.py measures the step caches on the tiny FLUX.1-dev at the real model's depth (a block
     cache's saving depends on it): the same tiny model but for the transformer's block counts, read from
     the reference config the plugin ships."""
-    from codex_diffusers.sizes import reference_config_dir
+    from codex_diffusers import reference_config_dir
 
     real = json.loads((reference_config_dir("flux") / "transformer" / "config.json").read_text())
     assert (real["num_layers"], real["num_single_layers"]) == (19, 38)

@@ -11,15 +11,14 @@ import pytest
 import torch
 from diffusers import LCMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-from codex_core import registry
-from codex_core.model_cache import cache
-from codex_core.orchestrator import RunOptions, prepare
+from codex_core import RunOptions, get_engine, prepare
+from codex_core.testing import unload_models_from
 from codex_diffusers.testing import (cli_run, loaded_family, make_unet_lora, pixels, run_json, write_test_image)
 from codex_sd import tiny
 
 
 def detect_modes(folder: Path) -> set[str]:
-    return registry.get_engine("sdxl").checkpoint_modes(folder)
+    return get_engine("sdxl").checkpoint_modes(folder)
 
 PRESETS = Path(__file__).resolve().parents[3] / "presets"
 BUILDERS = {"sd15": (tiny.build_sd15, StableDiffusionPipeline, {"safety_checker": None,
@@ -34,8 +33,7 @@ def lcm_models(tmp_path_factory):
     for engine, (build, _, _) in BUILDERS.items():
         build(root / engine, time_cond_proj_dim=32)
     yield root
-    for key in [k for k in cache.keys() if k[1][1].startswith(str(root))]:  # other tests look up the tiny one
-        cache.drop(key)
+    unload_models_from(root)  # other tests look up the tiny one
 
 
 @pytest.mark.parametrize("engine", ["sd15", "sdxl"])
@@ -185,5 +183,5 @@ def test_base_checkpoint_supports_no_mode_by_itself(tmp_path):
 
 def test_sd_engines_have_a_hint_for_every_mode():
     for key in ("sd15", "sdxl"):
-        engine = registry.get_engine(key)
+        engine = get_engine(key)
         assert set(engine.mode_hints) >= set(engine.modes)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from codex_core import model_files
+from codex_core import read_safetensors_header
 from codex_diffusers.testing.checkpoint_writers import write_sd_single_file
 from codex_diffusers.testing import cli_run, pixels, run_json, tiny_model_dir
 from codex_sd.detect import sd_checkpoint
@@ -120,13 +120,12 @@ def test_an_inpainting_file_serves_only_inpaint(tmp_path):
     raw = json.dumps(header).encode()
     path = tmp_path / "inpaint.safetensors"
     path.write_bytes(struct.pack("<Q", len(raw)) + raw)
-    from codex_core.registry import get_engine
-    from codex_core.sources import ModelSource
+    from codex_core import ModelSource, get_engine
 
     engine = get_engine("sd15")
     assert engine.file_variant(path) == "sd15_inpaint"
     assert list(engine.task_folders(ModelSource("file", path, str(path)))) == ["inpaint"]
-    assert model_files.read_safetensors_header(path)  # well-formed
+    assert read_safetensors_header(path)  # well-formed
 
 
 def test_replay_finds_a_moved_checkpoint_and_lora_by_their_hash(files, tmp_path, monkeypatch):

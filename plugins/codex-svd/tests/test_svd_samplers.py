@@ -17,9 +17,13 @@ import diffusers
 import pytest
 import torch
 
-from codex_diffusers.samplers import DISCRETE, DISCRETE_SCHEDULES
+from codex_core import installed_samplers
 from codex_svd.engines import SAMPLERS, SCHEDULE_TYPES
 from codex_svd.tiny import SVD_SCHEDULER
+
+# every discrete sampler and schedule type registered (the kit's A1111 names), not just those svd allows
+DISCRETE = [s for s in installed_samplers()[0] if s.family == "discrete"]
+DISCRETE_SCHEDULES = [s for s in installed_samplers()[1] if s.family == "discrete"]
 
 MU, S = 0.3, 0.5
 SIGMA_MAX = SVD_SCHEDULER["sigma_max"]  # where SVD's sampling starts (700)

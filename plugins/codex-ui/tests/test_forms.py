@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from codex_core import registry
-from codex_core.schema import request_schema
+from codex_core import get_engine, installed_engines, request_schema, samplers_for
 from codex_ui.forms import (UNSET, FieldSpec, form_fields, parse_request, problems_by_field, show_request, value_of,
                             with_value)
 from codex_ui.masks import mask_from_layers
@@ -21,7 +20,7 @@ def fields_of(engine: str, task: str) -> dict[str, FieldSpec]:
 
 
 def test_every_installed_engine_and_task_has_a_form_of_known_kinds():
-    for key, engine in registry.engines().items():
+    for key, engine in installed_engines().items():
         for task in engine.tasks:
             fields = fields_of(key, task)
             assert fields, (key, task)
@@ -47,7 +46,7 @@ def test_image_fields_and_flow_sampler_choices():
     inpaint = fields_of("sd15", "inpaint")
     assert inpaint["init_image"].kind == inpaint["mask_image"].kind == "image"
     flux = fields_of("flux", "txt2img")
-    served = {sampler.name for sampler in registry.samplers_for(registry.get_engine("flux"))[0]}
+    served = {sampler.name for sampler in samplers_for(get_engine("flux"))[0]}
     assert set(flux["sampler"].choices) == served and "Euler a" not in served
 
 
@@ -88,7 +87,7 @@ def test_png_info_reads_a_codex_png(tmp_path):
     request = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2, "seed": 7}
     result = run_json("sd15", "txt2img", request, tmp_path)
     png = next(path for path in result["files"] if path.endswith(".png"))
-    found = read_parameters(Path(png), "flux", set(registry.engines()))
+    found = read_parameters(Path(png), "flux", set(installed_engines()))
     assert found.target == ("sd15", "txt2img") and found.request == request
     assert "Seed: 7" in found.text
 
@@ -100,7 +99,7 @@ def test_png_info_reads_an_a1111_png(tmp_path):
     info.add_text("parameters", text)
     path = tmp_path / "a1111.png"
     Image.new("RGB", (8, 8)).save(path, pnginfo=info)
-    found = read_parameters(path, "sd15", set(registry.engines()))
+    found = read_parameters(path, "sd15", set(installed_engines()))
     assert found.target == ("sd15", "img2img")  # it records a denoising strength
     assert found.request == {"prompt": "a castle, (masterpiece:1.2)", "negative_prompt": "blurry", "steps": 20,
                              "sampler": "DPM++ 2M", "scheduler": "Karras", "cfg": 7.0, "seed": 1234, "strength": 0.5,
@@ -111,7 +110,7 @@ def test_png_info_reads_an_a1111_png(tmp_path):
 def test_png_info_on_a_file_without_parameters_says_so(tmp_path):
     path = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(path)
-    found = read_parameters(path, "sd15", set(registry.engines()))
+    found = read_parameters(path, "sd15", set(installed_engines()))
     assert found.request is None and found.target is None and "no parameters" in found.text
 
 
@@ -138,7 +137,7 @@ def test_png_info_reads_a_codex_video(tmp_path):
     request = {"prompt": "waves", "width": 32, "height": 32, "num_frames": 5, "steps": 2, "seed": 8}
     result = run_json("wan_ti2v_5b", "txt2vid", request, tmp_path)
     video = next(path for path in result["files"] if path.endswith(".mp4"))
-    found = read_parameters(Path(video), "sd15", set(registry.engines()))
+    found = read_parameters(Path(video), "sd15", set(installed_engines()))
     assert found.target == ("wan_ti2v_5b", "txt2vid") and found.request == request
 
 

@@ -310,7 +310,7 @@ def test_the_5b_builder_at_the_real_depth_changes_only_the_block_count(tmp_path)
     """bench/speed.py measures the step caches on the tiny 5B at the real model's depth (a block cache's
     saving depends on it): the same tiny model but for the transformer's num_layers, read from the
     reference config the plugin ships."""
-    from codex_diffusers.sizes import reference_config_dir
+    from codex_diffusers import reference_config_dir
     from codex_wan.tiny import build_ti2v_5b
 
     real = json.loads((reference_config_dir("wan_ti2v_5b") / "transformer" / "config.json").read_text())

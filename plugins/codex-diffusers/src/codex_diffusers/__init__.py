@@ -5,16 +5,22 @@ Engine authors import from here (and from ``codex_core``)::
     from codex_diffusers import DiffusersEngine, SpeedModes, mode_fields, TrueCfgFields, read_config
 
 Importing this package imports no torch: ``DiffusersEngine`` loads torch and diffusers only when a
-model loads. The heavy helpers live in submodules: ``codex_diffusers.pipelines`` (load, place,
-schedule, call), ``codex_diffusers.tiny`` (offline tokenizers for tiny test models),
-``codex_diffusers.testing`` (the conformance suite every engine's tests subclass).
+model loads. The kit's API for engine plugins is what this package exports (``__all__``) and the
+modules in ``API_MODULES``: ``codex_diffusers.tiny`` (offline tokenizers for tiny test models),
+``codex_diffusers.lora`` (a LoRA for one run, undone after it), ``codex_diffusers.testing`` (the
+conformance suite every engine's tests subclass) and its ``checkpoint_writers`` (test data: the
+files users have, written from tiny models). ``API_VERSION`` versions it as ``codex_core``'s does;
+tests/test_plugin_api.py fails when an engine plugin imports anything else of the kit.
 """
 
 from __future__ import annotations
 
-from codex_core.lazy import lazy_exports
+from codex_core import lazy_exports
 
 __version__ = "0.1.0"
+API_VERSION = "1.0"
+API_MODULES = ("codex_diffusers.tiny", "codex_diffusers.lora", "codex_diffusers.testing",
+               "codex_diffusers.testing.checkpoint_writers")
 
 _EXPORTS = {
     "DiffusersEngine": "engine", "DiffusersModel": "engine", "CANONICAL_ARGUMENTS": "engine",
@@ -22,9 +28,11 @@ _EXPORTS = {
     "TrueCfgFields": "params", "LoraFields": "params", "VaeFields": "params", "LoraRef": "params",
     "flow_shift_field": "params", "NoInitImage": "params",
     "read_config": "configs", "CacheFields": "caches",
+    # the reference models' configs a plugin ships, and the components' sizes before loading
+    "reference_config_dir": "sizes", "component_sizes": "sizes",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", "API_VERSION", "API_MODULES", *_EXPORTS]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -52,7 +52,7 @@ def file_keys(path: Path) -> set[str] | None:
     """The tensor names of a safetensors or GGUF file (None for a pickle file: not opened to look)."""
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from codex_core.model_files import read_safetensors_header
+        from codex_core import read_safetensors_header
 
         return {key for key in read_safetensors_header(path) if key != "__metadata__"}
     if suffix == ".gguf":
@@ -141,7 +141,7 @@ class DiffusersModel:
         A file in A1111/original or diffusers layout loads with ``from_single_file`` against the
         checkpoint's own VAE config; a folder with ``from_pretrained``. Recorded in ``job.files``."""
         import torch
-        from codex_core.model_files import file_record
+        from codex_core import file_record
 
         from .devices import torch_dtype
         from .params import vae_path
@@ -262,14 +262,14 @@ class DiffusersEngine(Engine):
 
     def file_variant(self, path: Path) -> str | None:
         """The variant of a single-file checkpoint (None for a pickle file, which is not opened to look)."""
-        from codex_core.model_files import read_safetensors_header, tensor_shapes
+        from codex_core import read_safetensors_header, tensor_shapes
 
         if path.suffix.lower() != ".safetensors":
             return None
         return self.single_file_variant(tensor_shapes(read_safetensors_header(path)))[0]
 
     def _file_checkpoint_problem(self, path: Path) -> str | None:
-        from codex_core.model_files import PICKLE_SUFFIXES, read_safetensors_header, tensor_shapes
+        from codex_core import PICKLE_SUFFIXES, read_safetensors_header, tensor_shapes
 
         suffix = path.suffix.lower()
         if suffix == ".gguf" or suffix in PICKLE_SUFFIXES:
@@ -339,7 +339,7 @@ class DiffusersEngine(Engine):
             return f"engine {self.key} takes no LoRAs"
         if path.suffix.lower() != ".safetensors":
             return "not a .safetensors LoRA"
-        from codex_core.model_files import read_safetensors_header, tensor_shapes
+        from codex_core import read_safetensors_header, tensor_shapes
 
         shapes = tensor_shapes(read_safetensors_header(path, "lora"))
         if not is_lora(shapes):
@@ -478,7 +478,7 @@ class DiffusersEngine(Engine):
     def run_loras(self, job: Job) -> list:
         """The LoRAs of this run (``lora.RunLora``): the request's ``loras`` field, each recorded in
         ``job.files`` (path, sha256, A1111's hash) with its scale."""
-        from codex_core.model_files import file_record
+        from codex_core import file_record
 
         from .lora import RunLora
 

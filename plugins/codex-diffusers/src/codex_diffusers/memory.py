@@ -76,7 +76,7 @@ def file_bytes(path: Path, name: str, engine: "DiffusersEngine", runtime: Runtim
     """A component file on the device: a GGUF file stays quantised (its size); safetensors by its header."""
     if path.suffix.lower() != ".safetensors":
         return path.stat().st_size
-    from codex_core.model_files import read_safetensors_header
+    from codex_core import read_safetensors_header
 
     params = sum(math.prod(entry["shape"]) for key, entry in read_safetensors_header(path).items()
                  if key != "__metadata__")
@@ -86,7 +86,7 @@ def file_bytes(path: Path, name: str, engine: "DiffusersEngine", runtime: Runtim
 def single_file_components(path: Path, config: Path, engine: "DiffusersEngine",
                            runtime: Runtime) -> list[ComponentBytes]:
     """A whole checkpoint in one file: its tensors grouped by component prefix (others by their first name)."""
-    from codex_core.model_files import read_safetensors_header
+    from codex_core import read_safetensors_header
 
     params: dict[str, int] = {}
     for key, entry in read_safetensors_header(path).items():

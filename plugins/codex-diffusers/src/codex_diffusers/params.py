@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core import INPUT_FILE, UsageError, model_files
+from codex_core import INPUT_FILE, UsageError, find_model_file, lookup_model_file, model_folders
 
 
 class TrueCfgFields(BaseModel):
@@ -96,7 +96,7 @@ class LoraRef(BaseModel):
                 raise PydanticCustomError("lora", "path: no such file: '{path}'", {"path": self.path})
         else:
             try:
-                model_files.find("loras", self.name, "name")
+                find_model_file("loras", self.name, "name")
             except UsageError as exc:
                 raise PydanticCustomError("lora", "{message}", {"message": f"{exc.message} ({exc.hint})"}) from None
         return self
@@ -105,7 +105,7 @@ class LoraRef(BaseModel):
         """The LoRA file (a name resolved in the loras folders)."""
         if self.path is not None:
             return Path(self.path).expanduser()
-        return model_files.find("loras", self.name, "name").path
+        return find_model_file("loras", self.name, "name").path
 
     def label(self) -> str:
         return self.name if self.name is not None else Path(self.path).stem
@@ -153,8 +153,8 @@ def vae_path(value: str) -> Path:
         if path.suffix.lower() != ".safetensors":
             raise UsageError(f"'{value}' is not a .safetensors file (pickle-based VAEs are not loaded)")
         return path
-    found = model_files.lookup("vae", value, "vae")
+    found = lookup_model_file("vae", value, "vae")
     if found is None:
         raise UsageError(f"no such file or folder '{value}', and no VAE of that name in "
-                         f"{', '.join(str(f) for f in model_files.folders('vae'))}", hint="`codex models --kind vae`")
+                         f"{', '.join(str(f) for f in model_folders('vae'))}", hint="`codex models --kind vae`")
     return found.path

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codex_core.model_files import read_safetensors_header
+from codex_core import read_safetensors_header
 
 # safetensors dtype names as torch names them (what ComponentSize.dtype reports)
 TORCH_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn",
@@ -150,9 +150,9 @@ def reference_config_dir(engine: str, variant: str | None = None) -> Path:
     ``reference_configs = {"ti2v_5b": "reference_configs/ti2v_5b"}`` (the first is the default).
     Raises LookupError when the engine ships none, or not that variant.
     """
-    from codex_core import registry
+    from codex_core import get_engine
 
-    found = registry.get_engine(engine)
+    found = get_engine(engine)
     shipped: dict[str, str] = dict(getattr(found, "reference_configs", None) or {})
     if not shipped:
         raise LookupError(f"engine {engine!r} ships no reference configs")

@@ -44,7 +44,7 @@ class Flux(DiffusersEngine):
     samplers = ("Euler", "UniPC")
     default_repo = "black-forest-labs/FLUX.1-dev"
     variants = ("dev", "schnell")
-    # the configs of black-forest-labs/FLUX.1-dev, shipped (codex_diffusers.sizes.reference_config_dir)
+    # the configs of black-forest-labs/FLUX.1-dev, shipped (codex_diffusers.reference_config_dir)
     reference_configs = {"dev": "reference_configs/dev"}
     tiny_variant = "dev"
     gpu_dtype = "bfloat16"

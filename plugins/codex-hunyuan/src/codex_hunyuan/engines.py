@@ -59,7 +59,7 @@ class HunyuanVideo(DiffusersEngine):
     # DPMSolverMultistepScheduler accepts none, so the flow "DPM++ 2M" would fail inside diffusers.
     samplers = ("Euler", "UniPC")
     default_repo = "hunyuanvideo-community/HunyuanVideo"
-    # the configs of hunyuanvideo-community/HunyuanVideo, shipped (codex_diffusers.sizes.reference_config_dir)
+    # the configs of hunyuanvideo-community/HunyuanVideo, shipped (codex_diffusers.reference_config_dir)
     reference_configs = {"t2v": "reference_configs/t2v"}
     # image-to-video is another checkpoint (its own transformer and LLaVA text encoder): looked up
     # under CODEX_MODEL_HUNYUAN_VIDEO_IMG2VID / <models dir>/hunyuan_video_img2vid/

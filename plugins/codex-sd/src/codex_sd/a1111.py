@@ -44,7 +44,7 @@ class A1111Prompts:
 
     def _prompt_loras(self, params) -> list[tuple[str, Any, str | None]]:
         """(tag, LoRA file or None, problem or None) for each <lora:...> tag of the prompt."""
-        from codex_core import model_files
+        from codex_core import find_model_file
 
         from .prompt_syntax import extract_loras
 
@@ -56,7 +56,7 @@ class A1111Prompts:
         for name, scale in tags:
             tag = f"<lora:{name}:{scale:g}>"
             try:
-                found.append((tag, (model_files.find("loras", name, tag).path, name, scale), None))
+                found.append((tag, (find_model_file("loras", name, tag).path, name, scale), None))
             except UsageError as exc:
                 found.append((tag, None, f"prompt: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")))
         return found
@@ -65,7 +65,7 @@ class A1111Prompts:
         loras = super().run_loras(job)
         if getattr(job.params, "prompt_syntax", "plain") != "a1111":
             return loras
-        from codex_core.model_files import file_record
+        from codex_core import file_record
 
         from codex_diffusers.lora import RunLora
 
@@ -78,13 +78,13 @@ class A1111Prompts:
 
     def _prompt_embeddings(self, params) -> list[tuple[str, Any]]:
         """(name, file) of each embedding in the embeddings folders whose name is a word of the prompts."""
-        from codex_core import model_files
+        from codex_core import scan_model_files
 
         texts = [params.prompt, getattr(params, "negative_prompt", None) or ""]
         found: dict[str, Any] = {}
-        for candidate in model_files.scan(["embeddings"]):
+        for candidate in scan_model_files(["embeddings"]):
             name = candidate.stem
-            if candidate.format == "diffusers" or name in found:
+            if candidate.path.is_dir() or name in found:
                 continue
             word = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
             if any(word.search(text) for text in texts):
@@ -96,7 +96,7 @@ class A1111Prompts:
         embeddings = self._prompt_embeddings(job.params) if getattr(job.params, "prompt_syntax", "") == "a1111" else []
         if not embeddings:
             return outer
-        from codex_core.model_files import file_record
+        from codex_core import file_record
 
         from .embeddings import embeddings_for_run
 
@@ -128,6 +128,7 @@ class A1111Prompts:
             return arguments
         from .prompt_syntax import weighted_embeddings
 
+        job.progress.stage("encode")  # here, before the call: the pipeline then gets the embeddings
         started = time.perf_counter()
         embeds = weighted_embeddings(pipe, prompt, negative, clip_skip=params.clip_skip - 1 or None)
         job.timer.add("text_encode", time.perf_counter() - started)

@@ -83,7 +83,7 @@ class StableDiffusion15(_StableDiffusion):
     family = "stable-diffusion"
     description = "Stable Diffusion 1.x / 2.x checkpoints in diffusers format"
     default_repo = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    # the reference repo's configs, shipped for single-file checkpoints (codex_diffusers.sizes.reference_config_dir)
+    # the reference repo's configs, shipped for single-file checkpoints (codex_diffusers.reference_config_dir)
     reference_configs = {"sd15": "single_file_configs/sd15"}
     modes = ("lcm", "turbo")
     lora_context_dims = (768, 1024)  # SD 1.x CLIP ViT-L, SD 2.x OpenCLIP ViT-H
@@ -105,7 +105,7 @@ class StableDiffusionXL(_StableDiffusion):
     family = "stable-diffusion-xl"
     description = "SDXL base checkpoints in diffusers format"
     default_repo = "stabilityai/stable-diffusion-xl-base-1.0"
-    reference_configs = {"sdxl": "single_file_configs/sdxl"}  # codex_diffusers.sizes.reference_config_dir
+    reference_configs = {"sdxl": "single_file_configs/sdxl"}  # codex_diffusers.reference_config_dir
     modes = ("lcm", "turbo", "lightning")
     clip_skip_max = 1  # SDXL conditions on the penultimate CLIP layer by design
     lora_context_dims = (2048,)  # CLIP ViT-L + OpenCLIP ViT-bigG

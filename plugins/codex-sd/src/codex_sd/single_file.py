@@ -31,7 +31,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from codex_core.sources import cache_dir
+from codex_core import cache_dir
 
 # Bump when a shipped config or the generated tokenizer files change: a new cache folder is built.
 CONFIGS_VERSION = "1"

@@ -86,7 +86,7 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
     """The UI for the service's engines (``/v1/engines``). ``workdir``: where result files are fetched to."""
     engines = {row["engine"]: row for row in engine_rows}
     if not engines:
-        from codex_core.errors import UsageError
+        from codex_core import UsageError
 
         raise UsageError("the service has no engines installed: there is nothing to show",
                          hint="install an engine plugin, e.g. pip install codex-sd")

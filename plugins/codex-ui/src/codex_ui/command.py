@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from codex_core import UsageError, handle_errors
-from codex_core.serve.service import LOOPBACK, build_service, check_bind, serve_command, serve_options
+from codex_core import LOOPBACK, UsageError, build_service, check_bind, handle_errors, serve_command, serve_options
 
 
 @serve_command(context_settings={"max_content_width": 100})
@@ -54,7 +53,7 @@ def ui(host, port, token, insecure, state_dir, server, initial, **options):
                              hint="is `codex serve` running there? (it binds 127.0.0.1:7861 by default)") from None
         workdir = Path(state_dir).resolve() / "ui-files"
     else:
-        from codex_core.registry import engines as installed
+        from codex_core import installed_engines as installed
 
         # the same list /v1/engines serves; read here because the service answers only once it runs
         engines = [engine.describe() for engine in installed().values()]

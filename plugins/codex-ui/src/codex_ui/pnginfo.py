@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codex_core.errors import CodexError
+from codex_core import CodexError
 
 # A1111 parameters key -> (Codex field, type)
 A1111_KEYS = {"Steps": ("steps", int), "Sampler": ("sampler", str), "Schedule type": ("scheduler", str),
@@ -29,7 +29,7 @@ class Found:
 
 
 def read_parameters(path: Path, engine: str, installed: set[str]) -> Found:
-    from codex_core.inspect_outputs import inspect
+    from codex_core import inspect_output as inspect
 
     try:
         result = inspect(path)
@@ -54,7 +54,7 @@ def read_parameters(path: Path, engine: str, installed: set[str]) -> Found:
 
 def from_a1111(text: str) -> dict[str, Any]:
     """A1111's parameters text as a Codex request (the keys with a Codex field; the rest stay in the text)."""
-    from codex_core.serve.a1111 import parse_parameters
+    from codex_core import parse_parameters_text as parse_parameters
 
     parsed = parse_parameters(text)
     request: dict[str, Any] = {}

@@ -83,7 +83,7 @@ class WanTI2V5B(_Wan):
     pipelines = {"txt2vid": "WanPipeline", "img2vid": "WanImageToVideoPipeline"}
     model_name = "Wan 2.2 TI2V-5B"
     repo = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
-    reference_configs = {"ti2v_5b": "reference_configs/ti2v_5b"}  # codex_diffusers.sizes.reference_config_dir
+    reference_configs = {"ti2v_5b": "reference_configs/ti2v_5b"}  # codex_diffusers.reference_config_dir
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build_ti2v_5b

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from codex_core import registry
+from codex_core import get_engine, samplers_for
 from codex_core.testing import cli_run, run_json, tiny_model_dir, write_test_image
 
 __all__ = ["EngineConformance", "pytest_generate_tests", "pixels", "direct_pipe", "cli_run", "run_json",
@@ -96,11 +96,11 @@ class EngineConformance:
     # -- the suite ------------------------------------------------------------------------------
 
     def test_engine_is_registered(self):
-        engine = registry.get_engine(self.engine)
+        engine = get_engine(self.engine)
         assert set(self.cases) == set(engine.tasks), "every task of the engine needs a conformance case"
 
     def is_video(self, task: str) -> bool:
-        return registry.get_engine(self.engine).output_kind(task) == "video"
+        return get_engine(self.engine).output_kind(task) == "video"
 
     def run_request(self, task: str, request: dict[str, Any], out: Path) -> dict[str, Any]:
         extra = ("--format", "frames,mp4") if self.is_video(task) else ()
@@ -128,10 +128,10 @@ class EngineConformance:
 
     def other_sampler(self, task: str, sampler: str | None) -> str | None:
         """A sampler the engine accepts for ``task`` other than ``sampler`` (None: it has no choice)."""
-        engine = registry.get_engine(self.engine)
+        engine = get_engine(self.engine)
         if not engine.sampler_family:
             return None
-        names = [s.name for s in registry.samplers_for(engine)[0] if s.name != sampler]
+        names = [s.name for s in samplers_for(engine)[0] if s.name != sampler]
         return names[0] if names else None
 
     def test_a_run_leaves_nothing_behind(self, task, tmp_path):
@@ -148,14 +148,14 @@ class EngineConformance:
         assert_same_pixels(self.outputs(task, again), expected)
 
     def test_outputs_record_the_run(self, task, tmp_path):
-        from codex_core.inspect_outputs import read_info
+        from codex_core import read_info
 
         request, result = self.run_case(task, tmp_path)
         run_dir = Path(result["run_dir"])
         on_disk = json.loads((run_dir / "info.json").read_text())
         assert on_disk["request"] == result["info"]["request"]
         if self.is_video(task):
-            from codex_core.exporters.video import probe
+            from codex_core import probe_video as probe
 
             video = on_disk["video"]
             seen = probe(Path(video["path"]))
@@ -186,9 +186,9 @@ class EngineConformance:
 
 def loaded_model(engine: str):
     """The engine's most recently used loaded model (a ``DiffusersModel``) in the process's model cache."""
-    from codex_core.model_cache import cache
+    from codex_core.testing import loaded_models
 
-    models = cache.loaded(engine)
+    models = loaded_models(engine)
     assert models, f"no {engine} model is loaded"
     return models[-1]
 
@@ -221,7 +221,7 @@ class AttentionCalls:
     def __enter__(self):
         model = loaded_model(self.engine)
         for family in model.families.values():
-            for name in registry.get_engine(self.engine).denoisers:
+            for name in get_engine(self.engine).denoisers:
                 module = getattr(family.base, name, None)
                 for child_name, child in (module.named_modules() if module is not None else ()):
                     if child_name.endswith("to_q"):
@@ -245,7 +245,7 @@ def make_unet_lora(engine: str, dest: Path) -> Path:
 
     from ..pipelines import pipeline_class
 
-    found = registry.get_engine(engine)
+    found = get_engine(engine)
     pipeline_cls = pipeline_class(found.pipelines[next(iter(found.pipelines))])
     unet = pipeline_cls.from_pretrained(tiny_model_dir(engine), **found.load_options).unet
     torch.manual_seed(0)
