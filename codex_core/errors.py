@@ -41,7 +41,3 @@ class UnknownEngineError(UsageError):
 
 class ModelNotFoundError(UsageError):
     pass
-
-
-class PluginError(CodexError):
-    pass

@@ -78,3 +78,26 @@ def test_an_existing_folder_is_not_overwritten(tmp_path):
     (tmp_path / "codex-taken").mkdir()
     result = cli_run(["new-engine", "taken", "--dest", str(tmp_path)])
     assert result.exit_code == 2 and "exists already" in result.stderr
+
+
+@pytest.mark.parametrize("name, expected", [("sd3", "SD3Engine"), ("my_model", "MyModelEngine"),
+                                            ("ltx2_video", "LTX2VideoEngine"), ("flux2", "Flux2Engine")])
+def test_the_engine_class_is_named_as_an_author_would(name, expected, tmp_path):
+    result = cli_run(["new-engine", name, "--dest", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    engines = (Path(result.stdout.strip()) / f"src/codex_{name}/engines.py").read_text()
+    assert f"class {expected}(DiffusersEngine)" in engines
+
+
+def test_class_name_can_be_given_and_every_place_to_change_is_marked(tmp_path):
+    result = cli_run(["new-engine", "sd3", "--class-name", "StableDiffusion3", "--dest", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    package = Path(result.stdout.strip())
+    assert "class StableDiffusion3(DiffusersEngine)" in (package / "src/codex_sd3/engines.py").read_text()
+    assert f'grep -rn "STARTING POINT" {package}' in result.stderr
+    marked = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()
+              and "STARTING POINT" in p.read_text()}
+    assert marked == {"README.md", "src/codex_sd3/engines.py", "src/codex_sd3/params.py", "src/codex_sd3/tiny.py",
+                      "src/codex_sd3/presets/sd3/txt2img.yaml", "tests/test_sd3.py"}
+    refused = cli_run(["new-engine", "sd4", "--class-name", "not a class", "--dest", str(tmp_path)])
+    assert refused.exit_code == 2 and "--class-name: 'not a class' is not a class name; e.g. SD4Engine" in refused.stderr

@@ -1,4 +1,8 @@
-"""__NAME__ on its tiny random-weight model: txt2img equals a direct diffusers call, to the pixel."""
+"""__NAME__ on its tiny random-weight model: txt2img equals a direct diffusers call, to the pixel.
+
+STARTING POINT: the direct call is the template's PixArt-Sigma one; make it your pipeline's, with the same
+arguments a user would pass to diffusers (for img2img/inpaint: the init image and mask at the run's size,
+``strength``; see docs/plugins.md, "Tests: the conformance suite")."""
 
 from __future__ import annotations
 

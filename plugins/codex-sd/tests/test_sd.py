@@ -96,10 +96,15 @@ BAD_REQUESTS = [
 ]
 
 
+# the field check: A1111 syntax differs from plain text only on a prompt that uses it
+PROMPT_SYNTAX_CHANGE = {"prompt_syntax": ("plain", {"prompt": "a (red:1.3) fox"})}
+
+
 class TestSD15(_StableDiffusionDirect):
     engine = "sd15"
     cases = SD_CASES
     bad_requests = BAD_REQUESTS
+    field_changes = PROMPT_SYNTAX_CHANGE
     classes = {"txt2img": StableDiffusionPipeline, "img2img": StableDiffusionImg2ImgPipeline,
                "inpaint": StableDiffusionInpaintPipeline, "upscale": StableDiffusionImg2ImgPipeline}
     overrides = {"safety_checker": None, "requires_safety_checker": False}
@@ -109,6 +114,8 @@ class TestSDXL(_StableDiffusionDirect):
     engine = "sdxl"
     cases = SD_CASES
     bad_requests = BAD_REQUESTS[:3]
+    field_changes = PROMPT_SYNTAX_CHANGE
+    fields_exempt = {"clip_skip": "sdxl takes only clip_skip 1 (its conditioning is the penultimate layer already)"}
     classes = {"txt2img": StableDiffusionXLPipeline, "img2img": StableDiffusionXLImg2ImgPipeline,
                "inpaint": StableDiffusionXLInpaintPipeline, "upscale": StableDiffusionXLImg2ImgPipeline}
 

@@ -1,4 +1,6 @@
-"""The __NAME__ engine: PixArt-Sigma text-to-image on diffusers' PixArtSigmaPipeline.
+"""The __NAME__ engine. STARTING POINT: as generated it runs the template's example, PixArt-Sigma text-to-image
+on diffusers' PixArtSigmaPipeline, until you change the lines marked STARTING POINT to your model family's
+(`grep -rn "STARTING POINT"` lists them in every file of this package).
 
 Everything else (loading, placement, the per-run scheduler, seeds, progress, timings, the mapping of
 the canonical request fields to pipeline arguments, exports) comes from ``DiffusersEngine``.
@@ -17,7 +19,8 @@ from .params import TASKS
 class __CLASS__(DiffusersEngine):
     key = "__NAME__"
     family = "__NAME__"
-    description = "PixArt-Sigma text-to-image in diffusers format (from the codex-diffusers template)"
+    # STARTING POINT: the family, description, pipelines, denoisers, samplers, default_repo and extra_arguments
+    description = "__NAME__ (STARTING POINT: the codex-diffusers template's PixArt-Sigma text-to-image)"
     tasks = TASKS
     pipelines = {"txt2img": "PixArtSigmaPipeline"}  # task -> diffusers pipeline class
     denoisers = ("transformer",)  # timed as the denoise stage

@@ -1,4 +1,7 @@
-"""The request model of __NAME__ txt2img. Only pydantic here: `codex schema` must not import torch."""
+"""The request model of __NAME__ txt2img. Only pydantic here: `codex schema` must not import torch.
+
+STARTING POINT: the template's PixArt-Sigma stride; your pipeline's (VAE factor x patch size) goes in size_multiple,
+your family's own request fields here (the conformance suite checks that each reaches the pipeline)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""A tiny randomly initialised PixArt-Sigma of the real architecture (diffusers format), built offline.
+"""STARTING POINT: the template's tiny PixArt-Sigma; build your family's tiny model here instead.
+
+A tiny randomly initialised PixArt-Sigma of the real architecture (diffusers format), built offline.
 
 The real model at toy widths: the transformer with ada_norm_single and learned sigma (out_channels =
 2 x in_channels), a 4-block VAE (scale factor 8 like the real SDXL VAE), a T5 v1.1-style encoder

@@ -28,8 +28,10 @@ def codex_register_commands(cli):
     @click.argument("name")
     @click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
                   help="Folder to create the package in (as <dest>/codex-<name>/).")
+    @click.option("--class-name", help="The engine class [default: from NAME, e.g. sd3 -> SD3Engine, my_model -> "
+                                       "MyModelEngine].")
     @handle_errors
-    def new_engine(name: str, dest: Path):
+    def new_engine(name: str, dest: Path, class_name: str | None):
         """Create a new engine package NAME from the diffusers engine template.
 
         The package runs as it is (PixArt-Sigma text-to-image, with a tiny random-weight model
@@ -43,7 +45,8 @@ def codex_register_commands(cli):
         """
         from .scaffold import new_engine as render
 
-        folder = render(name, dest)
+        folder = render(name, dest, class_name)
         click.echo(str(folder))
-        click.echo(f"codex: created engine {name!r} in {folder}; install it with pip install -e \"{folder}[test]\"",
-                   err=True)
+        click.echo(f"codex: created engine {name!r} in {folder}; install it with pip install -e \"{folder}[test]\". It "
+                   "runs the template's PixArt-Sigma until you change every place marked STARTING POINT "
+                   f"(grep -rn \"STARTING POINT\" {folder})", err=True)

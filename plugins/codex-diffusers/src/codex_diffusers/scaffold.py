@@ -29,9 +29,22 @@ def template_dir() -> Path:
                      hint="reinstall codex-diffusers")
 
 
-def placeholders(name: str) -> dict[str, str]:
+CLASS_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+def class_name(name: str) -> str:
+    """The engine class for an engine key: each part capitalised, a short versioned acronym in capitals
+    (``sd3`` -> ``SD3Engine``, ``ltx2_video`` -> ``LTX2VideoEngine``, ``my_model`` -> ``MyModelEngine``)."""
+    def part(text: str) -> str:
+        letters = text.rstrip("0123456789")
+        return text.upper() if text != letters and len(letters) <= 3 else text.capitalize()
+
+    return "".join(part(piece) for piece in name.split("_") if piece) + "Engine"
+
+
+def placeholders(name: str, engine_class: str | None = None) -> dict[str, str]:
     return {"__NAME__": name, "__PACKAGE__": f"codex_{name}", "__DIST__": f"codex-{name.replace('_', '-')}",
-            "__CLASS__": "".join(part.capitalize() for part in name.split("_")) + "Engine"}
+            "__CLASS__": engine_class or class_name(name)}
 
 
 def _render(text: str, values: dict[str, str]) -> str:
@@ -40,12 +53,14 @@ def _render(text: str, values: dict[str, str]) -> str:
     return text
 
 
-def new_engine(name: str, dest_root: Path) -> Path:
+def new_engine(name: str, dest_root: Path, engine_class: str | None = None) -> Path:
     """Write the package for engine ``name`` into ``dest_root/<distribution>/`` and return that folder."""
     if not NAME.match(name) or keyword.iskeyword(name):
         raise UsageError(f"NAME: {name!r} is not an engine key; use lower-case letters, digits and _ "
                          "(starting with a letter), e.g. my_model")
-    values = placeholders(name)
+    if engine_class is not None and (not CLASS_NAME.match(engine_class) or keyword.iskeyword(engine_class)):
+        raise UsageError(f"--class-name: {engine_class!r} is not a class name; e.g. {class_name(name)}")
+    values = placeholders(name, engine_class)
     dest = Path(dest_root) / values["__DIST__"]
     if dest.exists():
         raise UsageError(f"--dest: {dest} exists already; choose another --dest or NAME")

@@ -12,7 +12,11 @@ A plugin's test module does::
 
 and gets, for every task: our output equals the direct diffusers call to the pixel (and again after
 another run with a different sampler: nothing leaks between runs), the run is recorded faithfully in
-info.json and the PNG or video, and bad requests exit 2 naming the field with nothing written.
+info.json and the PNG or video, and bad requests exit 2 naming the field with nothing written. The
+declaration is checked against the pipeline too (``codex_diffusers.testing.checks``): a size at an odd
+multiple of ``size_multiple`` runs at that size, every field the engine adds reaches the pipeline
+(``field_changes`` gives a value where the check cannot pick one, ``fields_exempt`` says why a field is
+checked elsewhere), and every preset file of every variant validates.
 
 ``codex_diffusers.testing.checkpoint_writers`` writes the files users bring (single-file checkpoints,
 LoRA and GGUF layouts) from tiny model folders: test data, which no runtime module imports.
@@ -66,11 +70,20 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("bad_case", cls.bad_requests, ids=[c[0] for c in cls.bad_requests])
 
 
-def assert_same_pixels(ours: list, expected: list) -> None:
-    assert len(ours) == len(expected), f"{len(ours)} outputs, diffusers made {len(expected)}"
-    for mine, theirs in zip(ours, expected):
-        assert pixels(mine).shape == pixels(theirs).shape
-        assert np.array_equal(pixels(mine), pixels(theirs)), f"codex output {mine} differs from diffusers"
+def assert_same_pixels(ours: list, expected: list, arguments: Any = None) -> None:
+    """Each output equals diffusers' to the pixel; a failure says by how much, where, and (``arguments``: what
+    codex passed to the pipeline) with which arguments, to compare with the direct call's."""
+    called = f"\ncodex called the pipeline with: {arguments}" if arguments is not None else ""
+    assert len(ours) == len(expected), f"{len(ours)} outputs, diffusers made {len(expected)}{called}"
+    for index, (mine, theirs) in enumerate(zip(ours, expected)):
+        a, b = pixels(mine), pixels(theirs)
+        assert a.shape == b.shape, f"output {index}: codex made {a.shape}, diffusers {b.shape}{called}"
+        if not np.array_equal(a, b):
+            difference = np.abs(a - b)
+            raise AssertionError(
+                f"output {index} ({mine}) differs from diffusers: max pixel difference {difference.max()}, "
+                f"{int((difference.max(axis=-1) > 0).sum())} of {a.shape[0] * a.shape[1]} pixels differ, mean "
+                f"{difference.mean():.3f}{called}")
 
 
 class EngineConformance:
@@ -78,6 +91,10 @@ class EngineConformance:
     cases: dict[str, dict[str, Any]] = {}
     # (id, task, request, text the error must contain)
     bad_requests: list[tuple[str, str, dict[str, Any], str]] = []
+    # the field check: field -> a value to change it to, or (value, other request entries it needs)
+    field_changes: dict[str, Any] = {}
+    # the field check: field -> why it is not checked here (the kit's own mixin fields are left out already)
+    fields_exempt: dict[str, str] = {}
 
     def direct(self, task: str, request: dict[str, Any], model_dir: Path) -> list[Image.Image]:
         """Make the same call on the diffusers pipeline directly, without codex code."""
@@ -117,12 +134,15 @@ class EngineConformance:
         return [f for f in result["files"] if f.endswith(".png")]
 
     def test_output_equals_direct_diffusers_call(self, task, tmp_path):
-        request, result = self.run_case(task, tmp_path)
+        from .checks import pipeline_calls
+
+        with pipeline_calls() as calls:
+            request, result = self.run_case(task, tmp_path)
         info = result["info"]
         expected = self.direct(task, info["request"], tiny_model_dir(self.engine))
         count = info["request"]["num_frames"] if self.is_video(task) else info["request"].get("batch_size", 1)
         assert len(self.outputs(task, result)) == count
-        assert_same_pixels(self.outputs(task, result), expected)
+        assert_same_pixels(self.outputs(task, result), expected, calls[-1] if calls else None)
         assert info["seed"] == request["seed"] and info["task"] == task and info["engine"] == self.engine
         assert info["steps_done"] > 0 and set(info["timings"]) >= {"load", "denoise", "decode", "export", "total"}
 
@@ -172,6 +192,25 @@ class EngineConformance:
         # fill-only: everything the request gave is unchanged, the patch is exactly the rest
         for key, value in request.items():
             assert on_disk["request"][key] == value and key not in on_disk["applied_preset_patch"]
+
+    def test_a_size_at_an_odd_multiple_of_the_stride_runs_at_that_size(self, task, tmp_path):
+        from .checks import check_stride
+
+        self.prepare_inputs(tmp_path)
+        check_stride(self.engine, task, self.request_for(task, tmp_path), tmp_path)
+
+    def test_every_engine_field_reaches_the_pipeline(self, task, tmp_path):
+        from .checks import check_fields_reach
+
+        self.prepare_inputs(tmp_path)
+        check_fields_reach(self.engine, task, self.request_for(task, tmp_path), tmp_path, self.field_changes,
+                           self.fields_exempt)
+
+    def test_every_preset_file_validates(self, tmp_path):
+        from .checks import check_presets
+
+        self.prepare_inputs(tmp_path)
+        check_presets(self.engine, lambda task: self.request_for(task, tmp_path))
 
     def test_bad_request_exits_2_and_writes_nothing(self, bad_case, tmp_path):
         _, task, request, field = bad_case
