@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -62,7 +63,10 @@ def tiny_model_dir(engine: str) -> Path:
 def interrupted(args: list[str], marker: bytes, sig: int) -> tuple[int, str]:
     """Start `codex ARGS` in a subprocess, send ``sig`` once ``marker`` shows on its stderr; (exit status, stderr)."""
     codex = Path(sys.executable).parent / "codex"
-    proc = subprocess.Popen([str(codex), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # SIGINT at its default in the child: a test runner started in the background (`pytest &`) has it ignored,
+    # and Python then installs no KeyboardInterrupt for it
+    proc = subprocess.Popen([str(codex), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = rest = b""
     try:
         while marker not in seen:

@@ -85,6 +85,7 @@ def test_a_batch_over_two_engines_loads_each_model_once_and_says_so(twelve):
     assert all(Path(r["run_dir"]) == twelve["out"] / r["id"] for r in records)
 
 
+@pytest.mark.slow
 def test_batch_outputs_are_the_pixels_and_files_of_separate_runs(twelve, tmp_path):
     for item, record in zip(twelve["items"], twelve["summary"]["items"]):
         alone = run(item["engine"], item["task"], item["request"],
@@ -133,6 +134,7 @@ def test_yaml_items_are_numbered_by_their_line(tmp_path):
     assert result.exit_code == 2 and "line 3" in result.stderr and "width" in result.stderr
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_runs_only_the_missing_items(tmp_path):
     items = [{"engine": "sd15", "task": "txt2img", "model": "tiny", "id": f"item-{i}",
               "request": {"prompt": f"a harbour {i}", **SMALL, "steps": 8, "seed": i}} for i in range(6)]
@@ -176,6 +178,7 @@ def test_resume_after_sigkill_runs_only_the_missing_items(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted([item["id"] for item in items] + ["batch.json"])
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_and_loses_only_the_item_in_progress(tmp_path):
     quick = {"engine": "sd15", "task": "txt2img", "model": "tiny", "id": "quick",
              "request": {"prompt": "a boat", **SMALL, "seed": 1}}
@@ -188,6 +191,7 @@ def test_ctrl_c_exits_130_and_loses_only_the_item_in_progress(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["batch.json", "quick"]  # no staging folder left
 
 
+@pytest.mark.distributed
 def test_two_ranks_under_torchrun_split_the_items_and_make_the_same_pixels(tmp_path):
     items = [{"engine": "sd15", "task": "txt2img", "model": "tiny",
               "request": {"prompt": f"a mill {i}", **SMALL, "seed": 7 + i}} for i in range(5)]

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ("none", "cache first_block", "weights fp8", "offload model", "offload group", "offload auto",
            "compile regional")

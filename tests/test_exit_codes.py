@@ -114,6 +114,7 @@ def test_replay_check_exits_1_when_the_outputs_differ(a_run, tmp_path):
     assert cli_run(["replay", str(tampered), "--check", "-q", "--out", str(tmp_path / "again")]).exit_code == 1
 
 
+@pytest.mark.slow
 def test_run_and_replay_exit_130_when_interrupted(tmp_path):
     long_run = {"prompt": "x", "width": 64, "height": 64, "steps": 400, "seed": 1}
     status, err = interrupted(["run", "sd15", "txt2img", "--model", "tiny", "--out", str(tmp_path / "a"),

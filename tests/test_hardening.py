@@ -130,6 +130,7 @@ def test_help_lists_whole_command_descriptions():
     assert "List installed engines with their tasks, modes and plugin package." in " ".join(text.split())
 
 
+@pytest.mark.slow
 def test_the_progress_bar_appears_when_the_first_step_starts(tmp_path):
     env = {**os.environ, "COLUMNS": "120"}
     completed = subprocess.run([str(CODEX), "run", "sd15", "txt2img", "--model", "tiny", "--out", str(tmp_path),

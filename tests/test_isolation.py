@@ -17,6 +17,8 @@ from codex_core import registry
 from codex_core.model_cache import cache
 from codex_diffusers.testing import EngineConformance, assert_same_pixels, cli_run, make_unet_lora, tiny_model_dir
 
+pytestmark = pytest.mark.slow
+
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
 

@@ -15,6 +15,8 @@ from codex_core import RunOptions, Runtime, registry, run
 from codex_core.model_cache import cache as model_cache
 from codex_core.testing import cli_run, write_test_image
 
+pytestmark = pytest.mark.slow
+
 CASES = {
     "sd15": ("txt2img", {"prompt": "x", "width": 32, "height": 32, "steps": 3, "seed": 5}),
     "flux": ("txt2img", {"prompt": "x", "width": 32, "height": 32, "steps": 3, "seed": 5, "max_sequence_length": 16}),

@@ -31,6 +31,7 @@ EXPORTING = ["run", "ltx_video", "txt2vid", "--model", "tiny", "--format", "webm
              json.dumps({"prompt": "x", "width": 128, "height": 128, "num_frames": 65, "steps": 2, "seed": 1})]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, marker", [(DENOISING, b"/400 ["), (EXPORTING, b"codex: writing webm")],
                          ids=["mid-denoise", "mid-export"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 from codex_core import registry
 from codex_core.testing import cli_run, write_test_image
 
+pytestmark = pytest.mark.slow
+
 SEED = int(os.environ.get("CODEX_PROPERTY_SEED", "20261130"))
 EXAMPLES = int(os.environ.get("CODEX_PROPERTY_EXAMPLES", "6"))
 IMAGES = Path(os.environ["CODEX_CACHE_DIR"]).parent / "property-images"  # conftest's per-session folder

@@ -20,6 +20,8 @@ from PIL import Image
 
 from codex_core.testing import cli_run, write_test_image
 
+pytestmark = pytest.mark.slow
+
 CODEX = str(Path(sys.executable).parent / "codex")
 SMALL = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2, "seed": 11}
 LONG = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 400, "seed": 1}  # seconds of denoising

@@ -14,6 +14,8 @@ from codex_core.errors import ParamError
 from codex_core.model_cache import cache as model_cache
 from codex_diffusers.testing import AttentionCalls
 
+pytestmark = pytest.mark.slow
+
 STEPS = 6
 REQUESTS = {
     "flux": ("txt2img", {"prompt": "x", "width": 32, "height": 32, "steps": STEPS, "seed": 3,

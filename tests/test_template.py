@@ -33,6 +33,7 @@ def generated(tmp_path_factory) -> dict:
     return {"package": package, "site": site, "env": env}
 
 
+@pytest.mark.wheels
 def test_the_package_has_every_placeholder_filled(generated):
     package = generated["package"]
     assert package.name == "codex-tiny-pix"
@@ -47,6 +48,7 @@ def test_the_package_has_every_placeholder_filled(generated):
     assert "class TinyPixEngine(DiffusersEngine)" in (package / "src/codex_tiny_pix/engines.py").read_text()
 
 
+@pytest.mark.wheels
 def test_the_installed_engine_is_listed_and_runs(generated, tmp_path):
     run = lambda *args: subprocess.run([str(CODEX), *args], env=generated["env"], capture_output=True,  # noqa: E731
                                        text=True, timeout=600)
@@ -60,6 +62,7 @@ def test_the_installed_engine_is_listed_and_runs(generated, tmp_path):
     assert Path(info["preset_files"][0]).is_relative_to(generated["site"])  # the presets inside the package
 
 
+@pytest.mark.wheels
 def test_its_own_conformance_tests_pass(generated):
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", str(generated["package"] / "tests")],
                           cwd=generated["package"], env=generated["env"], capture_output=True, text=True, timeout=900)

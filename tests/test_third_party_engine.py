@@ -18,6 +18,8 @@ import pytest
 import yaml
 from PIL import Image
 
+pytestmark = pytest.mark.wheels
+
 EXAMPLE = Path(__file__).parent / "example_engine"
 CODEX = Path(sys.executable).parent / "codex"
 REQUEST = {"prompt": "x", "seed": 3, "width": 48, "height": 32}

@@ -16,6 +16,8 @@ from codex_diffusers.testing.checkpoint_writers import write_sd_single_file
 from codex_diffusers.testing import cli_run, pixels, run_json, tiny_model_dir
 from codex_sd.detect import sd_checkpoint
 
+pytestmark = pytest.mark.slow
+
 REQUEST = {"prompt": "a lighthouse", "seed": 7, "width": 32, "height": 32, "steps": 2}
 
 

@@ -22,6 +22,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, expect, sync_playwright
 
+pytestmark = pytest.mark.browser
+
 CODEX = str(Path(sys.executable).parent / "codex")
 CHROMIUM = os.environ.get("CODEX_CHROMIUM", "/usr/bin/chromium")
 SCREENS = Path(__file__).resolve().parents[3] / "artifacts" / "ui-screens"

@@ -11,6 +11,8 @@ import pytest
 from codex_diffusers.testing.checkpoint_writers import write_gguf_q8, write_wan_lora, write_wan_transformer_original
 from codex_diffusers.testing import cli_run, loaded_family, pixels, run_json, tiny_model_dir
 
+pytestmark = pytest.mark.slow
+
 REQUEST = {"prompt": "waves", "seed": 2, "width": 32, "height": 32, "num_frames": 5, "steps": 2}
 
 
