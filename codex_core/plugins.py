@@ -161,13 +161,13 @@ def load_plugins() -> pluggy.PluginManager:
             raise
         except BaseException as exc:  # SystemExit too: a broken plugin must not take the others (or the CLI) down
             load_errors[entry_point.name] = f"{type(exc).__name__}: {exc}"
-            _warn(f'error importing plugin "{entry_point.name}" ({dist}): {type(exc).__name__}: {exc}; skipped')
+            warn(f'error importing plugin "{entry_point.name}" ({dist}): {type(exc).__name__}: {exc}; skipped')
             continue
         plugin_distributions[entry_point.name] = (dist, entry_point.dist.version if entry_point.dist else "?")
     for variable, listed in (("CODEX_LOAD_PLUGINS", allowed or set()), ("CODEX_DISABLE_PLUGINS", disabled)):
         unknown = sorted(listed - seen)
         if unknown:
-            _warn(f"{variable} names {', '.join(repr(n) for n in unknown)}, which no installed plugin is called; "
+            warn(f"{variable} names {', '.join(repr(n) for n in unknown)}, which no installed plugin is called; "
                   f"installed plugins: {', '.join(sorted(seen)) or 'none'}")
     return pm
 
@@ -187,7 +187,7 @@ def _required(allowed: set[str], entry_points) -> set[str]:
     return {plugin_dists[name].name for name in found}
 
 
-def _warn(text: str) -> None:
+def warn(text: str) -> None:
     print(f"codex: warning: {text}", file=sys.stderr)
 
 
@@ -221,7 +221,7 @@ def call_hook(hook_name: str, kwargs: dict[str, Any], on_retry: Callable[[], Non
                 raise
             error = f"{hook_name} raised {type(exc).__name__}: {exc}"
             hook_errors[name] = "; ".join(filter(None, [hook_errors.get(name), error]))
-            _warn(f"plugin {name!r}: {error}; skipped")
+            warn(f"plugin {name!r}: {error}; skipped")
             excluded.append(manager.get_plugin(name))
             on_retry()
 
@@ -237,6 +237,20 @@ def collect(hook_name: str) -> list[tuple[str | None, Any]]:
     return collected
 
 
+def valid_registrations(hook_name: str, kind: str, cls: type) -> list[tuple[str | None, Any]]:
+    """(plugin, item) for each registration of a register-style hook that is a ``cls`` with no ``problems()``;
+    the others are skipped with a warning naming the plugin and what is wrong."""
+    valid = []
+    for plugin, item in collect(hook_name):
+        problems = item.problems() if isinstance(item, cls) else [
+            f"got {type(item).__name__}, not a {cls.__module__.split('.')[0]}.{cls.__name__} instance"]
+        if problems:
+            warn(f"plugin {plugin!r} registered an invalid {kind} ({'; '.join(problems)}); skipped")
+            continue
+        valid.append((plugin, item))
+    return valid
+
+
 def first_wins(kind: str, items: list[tuple[str | None, Any]], key: Callable[[Any], Any],
                label: Callable[[Any], str]) -> dict[Any, tuple[str | None, Any]]:
     """One registration per key: the first in pluggy's call order wins, and a warning names both plugins."""
@@ -245,7 +259,7 @@ def first_wins(kind: str, items: list[tuple[str | None, Any]], key: Callable[[An
         name = key(item)
         if name in table:
             winner = table[name][0]
-            _warn(f"{kind} {label(item)!r} is registered by plugin {winner!r} and by plugin {plugin!r}; "
+            warn(f"{kind} {label(item)!r} is registered by plugin {winner!r} and by plugin {plugin!r}; "
                   f"{winner!r} wins (pluggy calls it first)")
             continue
         table[name] = (plugin, item)

@@ -9,13 +9,13 @@ says ``tryfirst``/``trylast``) and warns, naming both plugins and the winner.
 from __future__ import annotations
 
 import json
-import sys
 from importlib import resources
 from typing import Any, Callable
 
 from .engine import Engine
 from .errors import UnknownEngineError
-from .plugins import call_hook, clear_contributions, collect, contribution, first_wins, plugin_distributions
+from .plugins import (call_hook, clear_contributions, collect, contribution, first_wins, plugin_distributions,
+                      valid_registrations, warn)
 
 
 def clear_cache() -> None:
@@ -23,23 +23,12 @@ def clear_cache() -> None:
     clear_contributions()
 
 
-def _warn(text: str) -> None:
-    print(f"codex: warning: {text}", file=sys.stderr)
-
-
 def engines() -> dict[str, Engine]:
     return contribution("engines", _collect_engines)
 
 
 def _collect_engines() -> dict[str, Engine]:
-    valid = []
-    for plugin, engine in collect("codex_register_engines"):
-        problems = engine.problems() if isinstance(engine, Engine) else [
-            f"got {type(engine).__name__}, not a codex_core.Engine instance"]
-        if problems:
-            _warn(f"plugin {plugin!r} registered an invalid engine ({'; '.join(problems)}); skipped")
-            continue
-        valid.append((plugin, engine))
+    valid = valid_registrations("codex_register_engines", "engine", Engine)
     table = {}
     for key, (plugin, engine) in first_wins("engine", valid, lambda e: e.key, lambda e: e.key).items():
         engine.plugin = plugin
@@ -89,7 +78,7 @@ def _collect_samplers():
     items = collect("codex_register_samplers")
     for plugin, item in items:
         if not isinstance(item, (SamplerDef, ScheduleType)):
-            _warn(f"plugin {plugin!r} registered {type(item).__name__} as a sampler; skipped")
+            warn(f"plugin {plugin!r} registered {type(item).__name__} as a sampler; skipped")
     defs = [(p, i) for p, i in items if isinstance(i, SamplerDef)]
     types = [(p, i) for p, i in items if isinstance(i, ScheduleType)]
     by_name = lambda item: (item.family, item.name.casefold())  # noqa: E731
@@ -121,7 +110,7 @@ def _collect_exporters() -> dict[str, Any]:
         if isinstance(exporter, Exporter):
             items.append((plugin, exporter))
         else:
-            _warn(f"plugin {plugin!r} registered {type(exporter).__name__} as an exporter; skipped")
+            warn(f"plugin {plugin!r} registered {type(exporter).__name__} as an exporter; skipped")
     table = first_wins("exporter", items, lambda e: e.format, lambda e: e.format)
     return {name: exporter for name, (_, exporter) in table.items()}
 

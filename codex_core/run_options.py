@@ -11,12 +11,11 @@ plugin own its command-line options), so an option is spelled in one place.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import UsageError
-from .plugins import collect, contribution, first_wins
+from .plugins import contribution, first_wins, valid_registrations, warn
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -98,14 +97,7 @@ def table() -> dict[str, RunOption]:
 
 
 def _collect() -> dict[str, RunOption]:
-    valid = []
-    for plugin, option in collect("codex_register_run_options"):
-        problems = option.problems() if isinstance(option, RunOption) else [
-            f"got {type(option).__name__}, not a codex_core.RunOption"]
-        if problems:
-            _warn(f"plugin {plugin!r} registered an invalid run option ({'; '.join(problems)}); skipped")
-            continue
-        valid.append((plugin, option))
+    valid = valid_registrations("codex_register_run_options", "run option", RunOption)
     winners = first_wins("run option", valid, lambda o: o.name, lambda o: o.flag)
     # the table lists the options in the order the plugins were registered (the core's first: pluggy calls
     # the plugin registered last first), each plugin's in the order it registered them
@@ -116,16 +108,12 @@ def _collect() -> dict[str, RunOption]:
     for plugin, option in ordered:
         taken = [flag for flag in (option.flag, *option.shortcuts) if flag in flags]
         if taken:
-            _warn(f"plugin {plugin!r}'s run option {option.name!r} uses {', '.join(taken)}, which run option "
+            warn(f"plugin {plugin!r}'s run option {option.name!r} uses {', '.join(taken)}, which run option "
                   f"{flags[taken[0]]!r} has; skipped")
             continue
         flags.update({flag: option.name for flag in (option.flag, *option.shortcuts)})
         found[option.name] = option
     return found
-
-
-def _warn(text: str) -> None:
-    print(f"codex: warning: {text}", file=sys.stderr)
 
 
 def for_command(scope: str) -> list[RunOption]:
