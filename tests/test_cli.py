@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -145,3 +146,24 @@ def test_plugin_commands_are_added():
 
         cli.commands.pop("hello", None)
         registry.clear_cache()
+
+
+# The run options `codex run` and `codex serve` had before they became data (issue 20): the same flags, now
+# generated from the one table.
+RUN_FLAGS = ["--device", "--dtype", "--allow-pickle", "--offload", "--vae-decode", "--vae-tiling", "--weights",
+             "--compile", "--compile-backend", "--attention"]
+
+
+def _flags(help_text: str) -> set[str]:
+    return set(re.findall(r"^\s+(?:-\w, )?(--[\w-]+)", help_text, re.M))
+
+
+def test_run_batch_grid_and_serve_list_the_run_options_from_the_one_table():
+    from codex_core.run_options import table
+
+    flags = {flag for option in table().values() for flag in (option.flag, *option.shortcuts)}
+    assert flags == set(RUN_FLAGS)
+    for command in ("run", "batch", "grid"):
+        assert _flags(cli_run([command, "--help"]).stdout) >= flags, command
+    served = _flags(cli_run(["serve", "--help"]).stdout)
+    assert served >= flags - {"--device", "--allow-pickle"} and not served & {"--device", "--allow-pickle"}
