@@ -76,11 +76,23 @@ def test_extract_loras(prompt, cleaned, loras):
     assert extract_loras(prompt) == (cleaned, loras)
 
 
-@pytest.mark.parametrize("prompt", ["a <lora:foxy:strong>", "a <lora:foxy:0.8x>", "a <lora::0.8>"])
+@pytest.mark.parametrize("prompt", ["a <lora:foxy:strong>", "a <lora:foxy:0.8x>", "a <lora::0.8>", "a <lora:foxy:nan>",
+                                    "a <lora:foxy:inf>", "a <lora:foxy:100000>", "a <lora:foxy:-4.5>"])
 def test_extract_loras_names_the_malformed_tag(prompt):
     tag = prompt[2:]
     with pytest.raises(ValueError, match=tag.replace("(", r"\(")):
         extract_loras(prompt)
+
+
+def test_a_tag_scale_is_held_to_the_range_of_loras_scale(tmp_path):
+    """`<lora:x:nan>` gave a black image without a word: a tag's scale is checked as loras[].scale is, before
+    anything loads, and the error names the tag."""
+    from codex_core.testing import cli_run
+
+    result = cli_run(["run", "sd15", "txt2img", "--model", "tiny", "--out", str(tmp_path), "--json",
+                      '{"prompt": "a fox <lora:foxy:nan>"}'])
+    assert result.exit_code == 2 and "LoRA tag '<lora:foxy:nan>': scale nan is outside -4 to 4" in result.stderr
+    assert not any(tmp_path.iterdir())
 
 
 def test_parsing_does_not_import_torch():

@@ -26,7 +26,7 @@ _EXPORTS = {
     "DiffusersEngine": "engine", "DiffusersModel": "engine", "CANONICAL_ARGUMENTS": "engine",
     "SpeedModes": "modes", "mode_fields": "modes", "ModeLora": "modes",
     "TrueCfgFields": "params", "LoraFields": "params", "VaeFields": "params", "LoraRef": "params",
-    "flow_shift_field": "params", "NoInitImage": "params",
+    "flow_shift_field": "params", "NoInitImage": "params", "LORA_SCALE": "params",
     "read_config": "configs", "CacheFields": "caches",
     # the reference models' configs a plugin ships, and the components' sizes before loading
     "reference_config_dir": "sizes", "component_sizes": "sizes",

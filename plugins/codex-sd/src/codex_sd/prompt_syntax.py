@@ -18,8 +18,11 @@ embedding; weights below 1 blend towards the prompt with that fragment masked ou
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
+
+from codex_diffusers import LORA_SCALE
 
 __all__ = ["extract_loras", "parse_attention", "uses_weighting", "weighted_embeddings", "LORA_TAGS"]
 
@@ -65,6 +68,9 @@ def extract_loras(prompt: str) -> tuple[str, list[tuple[str, float]]]:
                 scale = float(text.strip())
             except ValueError:
                 raise ValueError(f"LoRA tag {tag!r}: scale {text.strip()!r} is not a number") from None
+        low, high = LORA_SCALE  # as loras[].scale: NaN, infinities and huge scales only break the image
+        if not (math.isfinite(scale) and low <= scale <= high):
+            raise ValueError(f"LoRA tag {tag!r}: scale {scale:g} is outside {low:g} to {high:g} (as loras[].scale)")
         loras.append((name, scale))
         return ""
 
