@@ -312,6 +312,11 @@ class Engine:
         """Bytes of weights a loaded model holds, for the model cache's byte bound (None: unknown)."""
         return None
 
+    def prompt_tokens(self, task: str, params: ParamsBase) -> int | None:
+        """At most how many tokens the text encoders will see for this request, before anything loads (a served
+        job's cost limit, ``--max-prompt-tokens``); None when the engine bounds it itself (a fixed window)."""
+        return None
+
     def runtime_problems(self, runtime: "Runtime") -> list[str]:
         """Run options this engine cannot honour (e.g. an attention backend for a model without them), said
         before anything loads; each line names the option."""

@@ -286,3 +286,20 @@ def test_textual_inversion_tokens_are_expanded(model_dirs, engine):
     assert_same_tensors(weighted_embeddings(pipe, "a <tok> fox", "blurry"), encode(pipe, "a <tok> fox", "blurry"))
     weighted = weighted_embeddings(pipe, "a (<tok>:1.2) fox", "blurry")["prompt_embeds"]
     assert not torch.equal(weighted, weighted_embeddings(pipe, "a fox", "blurry")["prompt_embeds"])
+
+
+def test_the_tokens_a1111_prompts_can_reach_are_bounded_before_loading():
+    """A served job's --max-prompt-tokens needs an upper bound before loading: each BREAK starts a 75-token
+    chunk and a long part takes as many chunks as it has characters / 75; plain syntax is cut at the window."""
+    from codex_core import get_engine
+    from codex_sd.params import SDTxt2Img
+
+    def tokens(prompt, syntax="a1111", negative=""):
+        params = SDTxt2Img.model_validate({"prompt": prompt, "negative_prompt": negative, "cfg": 7.0, "steps": 2,
+                                           "width": 64, "height": 64, "sampler": "Euler", "prompt_syntax": syntax})
+        return get_engine("sd15").prompt_tokens("txt2img", params)
+
+    assert tokens("a red fox") == 150  # one chunk for the prompt, one for the (empty) negative prompt
+    assert tokens("a red fox BREAK in snow", negative="x" * 80) == 75 * 2 + 75 * 2
+    assert tokens("x " + "BREAK " * 2000) == 75 * 2001 + 75  # a 12 KB prompt of BREAKs: 150,150 tokens
+    assert tokens("x " + "BREAK " * 2000, syntax="plain") is None  # the pipeline cuts it at CLIP's window

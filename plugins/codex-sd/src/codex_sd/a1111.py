@@ -19,12 +19,15 @@ under transformers 5 it fails for SD 1.x, so a skip goes through compel as well.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any, ClassVar
 
 from codex_core import Job, ParamsBase, UsageError
+
+CHUNK = 75  # the tokens of one CLIP window, without its start and end tokens
 
 
 class A1111Prompts:
@@ -41,6 +44,18 @@ class A1111Prompts:
         if getattr(params, "prompt_syntax", "plain") == "a1111":
             problems += [problem for _, _, problem in self._prompt_loras(params) if problem]
         return problems
+
+    def prompt_tokens(self, task: str, params: ParamsBase) -> int | None:
+        """With A1111 syntax a prompt is not cut at CLIP's window: each BREAK starts another 75-token chunk and
+        a long text takes as many chunks as it needs. A CLIP token covers at least one character, so each
+        BREAK-separated part of a prompt takes at most ceil(characters / 75) chunks of 75 tokens."""
+        if getattr(params, "prompt_syntax", "plain") != "a1111":
+            return None  # cut at the encoder's window by the pipeline
+        from .prompt_syntax import split_on_break
+
+        return sum(CHUNK * max(1, math.ceil(len(part) / CHUNK))
+                   for text in (params.prompt, getattr(params, "negative_prompt", "") or "")
+                   for part in split_on_break(text))
 
     def _prompt_loras(self, params) -> list[tuple[str, Any, str | None]]:
         """(tag, LoRA file or None, problem or None) for each <lora:...> tag of the prompt."""

@@ -102,6 +102,11 @@ _RE_ATTENTION = re.compile(r"""
 
 _RE_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
 
+
+def split_on_break(text: str) -> list[str]:
+    """The parts of a prompt between A1111's ``BREAK`` words (each starts a new 75-token chunk)."""
+    return re.split(_RE_BREAK, text)
+
 _ROUND_MULTIPLIER = 1.1
 _SQUARE_MULTIPLIER = 1 / 1.1
 
