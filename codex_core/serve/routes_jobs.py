@@ -23,7 +23,7 @@ from fastapi.datastructures import State
 
 from ..errors import UsageError
 from .dependencies import InputsDep, SettingsDep, StateDep, StoreDep, WorkersDep
-from .store import TERMINAL, JobStore
+from .store import TERMINAL, JobStore, StoreUnavailable
 
 router = APIRouter()
 
@@ -70,7 +70,11 @@ def submit_job(state: State, spec: JobSpec) -> dict[str, Any]:
         shutil.rmtree(staging, ignore_errors=True)  # a refused request leaves nothing behind
         raise
     data = {**spec.model_dump(), "request": request, "inputs_dir": str(staging) if staging.exists() else None}
-    job = store.submit(data)
+    try:
+        job = store.submit(data)
+    except StoreUnavailable:  # refused (503): nothing kept
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     state.workers.wake()
     # what the run will say before it starts (e.g. a speed mode the checkpoint does not support, and why)
     return {**job, "warnings": list(prepared.plan.warnings)}
