@@ -120,7 +120,7 @@ def delete(job_id: str, store: StoreDep, workers: WorkersDep, settings: Settings
     found = _job(store, job_id)
     if found["state"] == "queued" and store.cancel_queued(job_id):
         return JSONResponse(store.get(job_id), 200)
-    if found["state"] in ("queued", "running"):  # it started meanwhile: stop it at the next step
+    if found["state"] in ("queued", "running"):  # it started meanwhile: stop it (stored first; see Workers.cancel)
         workers.cancel(job_id)
         return JSONResponse({**store.get(job_id), "cancel_requested": True}, 202)
     run_dir = (found.get("result") or {}).get("run_dir")
