@@ -417,3 +417,33 @@ def test_the_watchdog_replaces_a_worker_thread_that_died(sleepy_site, tmp_path, 
         assert health["status"] == "ok" and health["workers"][0]["restarts"] == 1
     finally:
         workers.stop(grace=0)
+
+
+def test_a_worker_process_that_does_not_start_is_reported_and_retried(tmp_path, monkeypatch):
+    """In-process: every new Python process exits at once (a sitecustomize that does), so the worker is down and
+    health says why; once processes start again, the worker comes up and runs the queued job."""
+    from codex_core.serve.store import JobStore
+    from codex_core.serve.worker import Workers
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "sitecustomize.py").write_text("import os\nos._exit(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(broken))
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    workers = Workers(store, tmp_path / "outputs", ["cpu"])
+    workers.start()
+    try:
+        job = store.submit({"engine": "sd15", "task": "txt2img", "model": "tiny",
+                            "request": {"prompt": "x", "width": 32, "height": 32, "steps": 2, "seed": 1}})
+        health = wait_for(lambda: (lambda h: h if h["status"] == "degraded" else None)(workers.health()),
+                          what="health degraded")
+        assert health["reasons"] == ["worker cpu is down: its process does not start: it exited with code 3 (the "
+                                     "service's log says why)"], health
+        assert store.get(job["id"])["state"] == "queued"  # nothing is claimed without a process to run it
+        (broken / "sitecustomize.py").unlink()
+        ended = wait_for(lambda: (lambda j: j if j["state"] in ("done", "failed") else None)(store.get(job["id"])),
+                         timeout=90, what="the job's end")
+        assert ended["state"] == "done" and ended["attempts"] == 1, ended
+        assert workers.health()["status"] == "ok"
+    finally:
+        workers.stop(grace=0)

@@ -77,6 +77,9 @@ class Runner:
             self.proc = subprocess.Popen([sys.executable, "-c", f"from codex_core.serve.runner import main; "
                                           f"main({theirs.fileno()}, {os.getpid()})"],
                                          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        except OSError as exc:  # no process could be made (out of memory, of process slots)
+            ours.close()
+            raise RunnerDied(f"it could not be started: {exc}") from None
         finally:
             theirs.close()  # the child's copy only: when it exits, ours reads end-of-file
         self.conn = ours
@@ -96,10 +99,6 @@ class Runner:
         except OSError as exc:
             self.kill()
             raise RunnerDied(f"it could not be reached: {exc}") from None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None and self.conn is not None
