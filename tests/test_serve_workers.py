@@ -131,6 +131,21 @@ def read_job(state_dir: Path, job_id: str) -> dict:
 
 
 @pytest.fixture
+def new_service(sleepy_site, tmp_path):
+    """Make services (not started) on ``tmp_path/state`` or a given state dir; whatever still runs at the end is
+    killed, whatever the test did."""
+    made: list[Service] = []
+
+    def make(*args: str, state: Path | None = None) -> Service:
+        made.append(Service(sleepy_site, state or tmp_path / "state", *args))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.stop(signal.SIGKILL)
+
+
+@pytest.fixture
 def service(sleepy_site, tmp_path):
     models = tmp_path / "models"
     slow = models / "slow-load"
@@ -205,8 +220,8 @@ def test_a_cancel_survives_kill_9_and_the_job_never_runs_again(service):
 # -- graceful stops --------------------------------------------------------------------------------
 
 
-def test_a_graceful_stop_lets_the_running_job_finish_within_the_grace(sleepy_site, tmp_path):
-    service = Service(sleepy_site, tmp_path / "state", "--stop-grace", "30").start()
+def test_a_graceful_stop_lets_the_running_job_finish_within_the_grace(new_service):
+    service = new_service("--stop-grace", "30").start()
     with service.client() as client:
         job = submit(client, {"sleep_in": "denoise", "sleep_seconds": 2})
         wait(client, job["id"], states=("running",), stage="running")
@@ -215,10 +230,9 @@ def test_a_graceful_stop_lets_the_running_job_finish_within_the_grace(sleepy_sit
     assert (row["state"], row["attempts"]) == ("done", 1)
 
 
-def test_two_graceful_restarts_do_not_fail_a_job(sleepy_site, tmp_path):
+def test_two_graceful_restarts_do_not_fail_a_job(new_service):
     """A job longer than the grace is requeued by each stop without using an attempt, then runs to the end."""
-    service = Service(sleepy_site, tmp_path / "state", "--stop-grace", "0.5")
-    service.start()
+    service = new_service("--stop-grace", "0.5").start()
     with service.client() as client:
         job = submit(client, {"sleep_in": "denoise", "sleep_seconds": 4})
     for again in range(2):
@@ -322,13 +336,13 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
-def test_the_worker_survives_a_full_disk(sleepy_site, tmp_path):
+def test_the_worker_survives_a_full_disk(new_service, tmp_path):
     """The state dir on a 16 MB tmpfs, filled while a job runs: its export fails with ENOSPC and says so, health
     is degraded meanwhile, and once there is room the next job runs."""
     state = tmp_path / "state"
     if not _mount_tmpfs(state, "16m"):
         pytest.skip("mounting a tmpfs needs root (and CAP_SYS_ADMIN)")
-    service = Service(sleepy_site, state)
+    service = new_service(state=state)
     try:
         service.start()
         with service.client() as client:
@@ -375,19 +389,16 @@ def test_an_engine_error_and_a_crashed_worker_process_end_in_recorded_states(ser
         assert client.get("/v1/health").json()["status"] == "ok"
 
 
-def test_two_devices_run_two_jobs_at_once_each_in_its_own_process(sleepy_site, tmp_path):
-    service = Service(sleepy_site, tmp_path / "state", "--devices", "cpu,auto").start()
-    try:
-        assert len(service.worker_pids()) == 2
-        with service.client() as client:
-            jobs = [submit(client, {"sleep_in": "denoise", "sleep_seconds": 2, "seed": seed}) for seed in (1, 2)]
-            wait_for(lambda: all(client.get(f"/v1/jobs/{job['id']}").json()["state"] == "running" for job in jobs),
-                     what="both jobs running at once")
-            ended = [wait(client, job["id"]) for job in jobs]
-        assert [job["state"] for job in ended] == ["done", "done"]
-        assert {job["result"]["device"] for job in ended} == {"cpu", "auto"}
-    finally:
-        service.stop()
+def test_two_devices_run_two_jobs_at_once_each_in_its_own_process(new_service):
+    service = new_service("--devices", "cpu,auto").start()
+    assert len(service.worker_pids()) == 2
+    with service.client() as client:
+        jobs = [submit(client, {"sleep_in": "denoise", "sleep_seconds": 2, "seed": seed}) for seed in (1, 2)]
+        wait_for(lambda: all(client.get(f"/v1/jobs/{job['id']}").json()["state"] == "running" for job in jobs),
+                 what="both jobs running at once")
+        ended = [wait(client, job["id"]) for job in jobs]
+    assert [job["state"] for job in ended] == ["done", "done"]
+    assert {job["result"]["device"] for job in ended} == {"cpu", "auto"}
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread it kills
