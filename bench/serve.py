@@ -1,8 +1,8 @@
 """`codex serve` under load, and a warm service against a cold `codex run` (a benchmark, not a test).
 
 1. Load: 200 tiny sd15 txt2img jobs (4 seeds) from 8 concurrent clients on loopback. Every output
-   must equal its seed's reference; reports jobs/s, p50/p95 latency (submit to done), the service's
-   peak RSS and its RSS growth after the warm-up.
+   must equal its seed's reference; reports jobs/s, p50/p95 latency (submit to done), the peak RSS
+   of the service and its worker process (summed) and their RSS growth after the warm-up.
 2. Warm vs cold: the same tiny sd15 request through a warm service (submit, wait, fetch the PNG) vs
    a cold whole-process `codex run`, both measured here in one run. Target: ratio <= 0.1.
 
@@ -38,10 +38,15 @@ JOBS, CLIENTS, SEEDS = 200, 8, 4
 
 
 def rss_mb(pid: int, key: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The service's and its worker processes' (which hold the models), summed (VmHWM: each one's peak)."""
+    children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                for child in (task / "children").read_text().split()]
+    total = 0.0
+    for one in (pid, *children):
+        for line in Path(f"/proc/{one}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                total += int(line.split()[1]) / 1024
+    return total or float("nan")
 
 
 def free_port() -> int:

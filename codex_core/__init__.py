@@ -59,7 +59,8 @@ _EXPORTS = {
     "validate_params": "params:validate",
     # commands and the service (codex_register_commands)
     "handle_errors": "cli.base", "serve_command": "serve.service", "serve_options": "serve.service",
-    "build_service": "serve.service", "check_bind": "serve.service", "LOOPBACK": "serve.service",
+    "build_service": "serve.service", "run_service": "serve.service", "check_bind": "serve.service",
+    "LOOPBACK": "serve.service",
     # lazy exports for a plugin package of its own
     "lazy_exports": "lazy",
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..serve.service import build_service, serve_command, serve_options
+from ..serve.service import build_service, run_service, serve_command, serve_options
 from .base import handle_errors
 
 
@@ -14,8 +14,11 @@ from .base import handle_errors
 def serve(host, port, **options):
     """Run the service: a durable job queue and the /v1 HTTP API (OpenAPI at /docs).
 
-    Models stay loaded between jobs. A job accepted with 202 is never lost: after a crash or kill
-    and a restart, queued jobs run, and a job that was running is run once more (info.attempt 2).
+    Models stay loaded between jobs (a worker process per device). A job accepted with 202 is never
+    lost: after a crash or kill and a restart, queued jobs run, and a job that was running is run
+    once more (info.attempt 2). A cancel stops a running job within seconds, and stays cancelled
+    across restarts. SIGTERM or Ctrl-C lets running jobs finish within --stop-grace, and requeues
+    the others without counting an attempt.
     With codex-ui installed, `codex ui` runs the same service with the web UI on it.
 
     \b
@@ -24,9 +27,7 @@ def serve(host, port, **options):
       codex serve --port 8000 --state-dir /srv/codex --input-root ~/pictures
       CODEX_SERVE_TOKEN=secret codex serve --host 0.0.0.0
     """
-    import uvicorn
-
     app = build_service(host, port, **options)
     click.echo(f"codex: serving on http://{host}:{port} (state {app.state.settings.state_dir}; API docs at /docs)",
                err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    run_service(app, host, port)

@@ -1,6 +1,8 @@
 """The service's FastAPI app, assembled: the state dir locked, the job store opened and recovered,
-the workers and input rules built and put on ``app.state``, the body limit and the error handler
-added, and the routers included (OpenAPI at ``/docs``).
+the workers and input rules built and put on ``app.state``, the body limit and the error handlers
+added (422 for a usage error, 503 while the job store cannot record), and the routers included
+(OpenAPI at ``/docs``). The app's lifespan starts the workers and, on a stop, gives the running jobs
+their grace (``Workers.stop``).
 
 The routes live in their own modules and take what they use from ``app.state`` through the
 dependencies of ``dependencies.py``: ``routes_info`` (health, engines, schemas, presets, samplers,
@@ -10,9 +12,8 @@ Every route but ``/v1/health`` requires the token (``--token``) when there is on
 
 from __future__ import annotations
 
-import os
+import asyncio
 import shutil
-from collections import OrderedDict
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,38 +27,40 @@ from . import a1111, routes_info, routes_jobs
 from .dependencies import authorised
 from .inputs import Inputs
 from .settings import Settings
-from .store import JobStore
-from .worker import Worker, Workers
+from .store import JobStore, StoreUnavailable
+from .worker import Workers
 
 
 def create_app(settings: Settings) -> FastAPI:
     """The service over ``settings.state_dir``. What the routes share is on ``app.state``: ``settings``,
     ``store`` (the job queue), ``workers``, ``inputs`` (what a request may read), ``a1111_model``; and
-    ``lock`` (the state dir's, held while the app lives) and ``recovered`` (the jobs a restart re-queued or
-    failed, for the command to report)."""
+    ``lock`` (the state dir's, held while the app lives) and ``recovered`` (the jobs a restart re-queued,
+    finished from their run folders, cancelled or failed, for the command to report)."""
     from ..model_files import roots as model_roots
 
     lock = _lock_state_dir(settings.state_dir)
     store = JobStore(settings.state_dir / "jobs.sqlite3")
-    recovered = store.recover()
     outputs = settings.outputs
+    try:
+        recovered = store.recover(outputs)
+    except StoreUnavailable as exc:
+        raise UsageError(f"--state-dir {settings.state_dir}: {exc}",
+                         hint="another program holds the database's lock (an sqlite3 shell, a backup?) or its disk "
+                              "is full; start again once it is free") from None
     for stale in outputs.glob(".*.partial") if outputs.is_dir() else ():  # a run the last process died in
         shutil.rmtree(stale, ignore_errors=True)
-    events: "OrderedDict[str, list[dict[str, Any]]]" = OrderedDict()
-    workers = [Worker(store, outputs, device, events, settings.runtime) for device in settings.devices]
-    if len(workers) > 1 and not os.environ.get("CODEX_MODEL_CACHE_MODELS"):
-        from ..model_cache import cache
-
-        cache.configure(max_models=len(workers))  # each worker keeps its model loaded
+    # one worker per device, each with a process of its own that keeps its models loaded
+    workers = Workers(store, outputs, settings.devices, settings.runtime, settings.cancel_grace, settings.stop_grace)
     inputs = Inputs([*settings.input_roots, settings.inputs_dir, *(r.path for r in model_roots())],
                     settings.max_image_pixels)
 
     app = FastAPI(title="Codex", version=__version__, summary="Image and video diffusion jobs", lifespan=_lifespan)
     app.state.settings, app.state.lock, app.state.recovered = settings, lock, recovered
-    app.state.store, app.state.workers, app.state.inputs = store, Workers(workers, events), inputs
+    app.state.store, app.state.workers, app.state.inputs = store, workers, inputs
     app.state.a1111_model = None  # the A1111 layer's sd_model_checkpoint: none chosen yet
     app.middleware("http")(_limit_body)
     app.add_exception_handler(UsageError, _usage)
+    app.add_exception_handler(StoreUnavailable, _unavailable)
     app.include_router(routes_info.public)  # /v1/health answers without the token
     for router in (routes_info.router, routes_jobs.router, a1111.router):
         app.include_router(router, dependencies=[Depends(authorised)])
@@ -68,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
 async def _lifespan(app: FastAPI):
     app.state.workers.start()
     yield
-    app.state.workers.stop()
+    await asyncio.to_thread(app.state.workers.stop)  # the running jobs' grace, then the worker processes exit
 
 
 async def _limit_body(request: Request, call_next):
@@ -85,6 +88,12 @@ async def _limit_body(request: Request, call_next):
 
 async def _usage(_request, exc: UsageError):
     return _problem(422, exc)
+
+
+async def _unavailable(_request, exc: StoreUnavailable):
+    """The job store cannot record (or read) now: 503, saying why; /v1/health says it too."""
+    return JSONResponse({"detail": str(exc), "hint": "try again shortly; GET /v1/health reports the state"}, 503,
+                        headers={"Retry-After": "5"})
 
 
 def _problem(status: int, exc: CodexError) -> JSONResponse:

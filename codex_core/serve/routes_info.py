@@ -14,16 +14,18 @@ from fastapi import APIRouter
 
 from .. import __version__
 from ..errors import UsageError
-from .dependencies import StoreDep, WorkersDep
+from .dependencies import WorkersDep
 
 public = APIRouter()
 router = APIRouter()
 
 
 @public.get("/v1/health")
-def health(store: StoreDep, workers: WorkersDep) -> dict[str, Any]:
-    return {"status": "ok", "version": __version__, "queued": store.queued_count(),
-            "workers": [{"device": w.device, "running": w.current} for w in workers.workers]}
+def health(workers: WorkersDep) -> dict[str, Any]:
+    """``status`` "ok", or "degraded" with the ``reasons`` (a worker down, a job store that cannot be written)."""
+    found = workers.health()
+    return {"status": found["status"], "reasons": found["reasons"], "version": __version__,
+            "queued": found["queued"], "workers": found["workers"]}
 
 
 @router.get("/v1/engines")

@@ -23,7 +23,7 @@ from fastapi.datastructures import State
 
 from ..errors import UsageError
 from .dependencies import InputsDep, SettingsDep, StateDep, StoreDep, WorkersDep
-from .store import TERMINAL, JobStore
+from .store import TERMINAL, JobStore, StoreUnavailable
 
 router = APIRouter()
 
@@ -70,7 +70,11 @@ def submit_job(state: State, spec: JobSpec) -> dict[str, Any]:
         shutil.rmtree(staging, ignore_errors=True)  # a refused request leaves nothing behind
         raise
     data = {**spec.model_dump(), "request": request, "inputs_dir": str(staging) if staging.exists() else None}
-    job = store.submit(data)
+    try:
+        job = store.submit(data)
+    except StoreUnavailable:  # refused (503): nothing kept
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     state.workers.wake()
     # what the run will say before it starts (e.g. a speed mode the checkpoint does not support, and why)
     return {**job, "warnings": list(prepared.plan.warnings)}
@@ -116,7 +120,7 @@ def delete(job_id: str, store: StoreDep, workers: WorkersDep, settings: Settings
     found = _job(store, job_id)
     if found["state"] == "queued" and store.cancel_queued(job_id):
         return JSONResponse(store.get(job_id), 200)
-    if found["state"] in ("queued", "running"):  # it started meanwhile: stop it at the next step
+    if found["state"] in ("queued", "running"):  # it started meanwhile: stop it (stored first; see Workers.cancel)
         workers.cancel(job_id)
         return JSONResponse({**store.get(job_id), "cancel_requested": True}, 202)
     run_dir = (found.get("result") or {}).get("run_dir")

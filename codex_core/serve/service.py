@@ -11,6 +11,7 @@ import click
 
 from ..cli.options import ServeCommand, runtime_from
 from ..errors import UsageError
+from .worker import CANCEL_GRACE, STOP_GRACE
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -32,6 +33,13 @@ SERVE_OPTIONS = [
     click.option("--max-queue", default=100, show_default=True, type=int, help="Queued jobs before 429."),
     click.option("--devices", default="auto", show_default=True,
                  help="One worker per device, comma separated (e.g. cuda:0,cuda:1); auto: the best device."),
+    click.option("--cancel-grace", default=CANCEL_GRACE, show_default=True, type=click.FloatRange(0, 600),
+                 metavar="SECONDS", help="A cancelled job stops at its next step; one that reaches none within this "
+                                         "is stopped by killing its worker process (its model then loads again)."),
+    click.option("--stop-grace", default=STOP_GRACE, show_default=True, type=click.FloatRange(0, 3600),
+                 metavar="SECONDS", help="On SIGTERM or Ctrl-C, running jobs may finish within this; those that take "
+                                         "longer go back to the queue (no attempt counted) and run first at the "
+                                         "next start."),
 ]
 
 
@@ -60,7 +68,8 @@ def check_bind(host: str, token: str | None, insecure: bool) -> None:
 
 
 def build_service(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_image_pixels,
-                  max_batch_size, max_queue, devices, **runtime_given):
+                  max_batch_size, max_queue, devices, cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE,
+                  **runtime_given):
     """The service app from `codex serve`'s options, checked (UsageError names the option)."""
     try:
         import uvicorn  # noqa: F401  (checked here: the service cannot run without it)
@@ -79,8 +88,36 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
         raise UsageError(f"--devices: {devices!r}: give each device once (workers on one device would share, and "
                          "race on, its loaded models)")
     settings = Settings(state_dir.resolve(), token, [Path(root).expanduser() for root in input_roots],
-                        max_body_bytes, max_image_pixels, max_batch_size, max_queue, device_list, runtime)
+                        max_body_bytes, max_image_pixels, max_batch_size, max_queue, device_list, runtime,
+                        cancel_grace=cancel_grace, stop_grace=stop_grace)
     app = create_app(settings)
     for entry in app.state.recovered:
         click.echo(f"codex: job {entry['id']} was running when the service stopped: {entry['action']}", err=True)
     return app
+
+
+def run_service(app, host: str, port: int) -> None:
+    """Serve ``app`` until SIGTERM or Ctrl-C. The signal starts the workers' stop at once, so that running
+    jobs get ``--stop-grace`` from it, while open connections (event streams, A1111 calls waiting for a
+    job) get as long to end; a second Ctrl-C stops at once."""
+    import sys
+
+    import uvicorn
+
+    workers = getattr(app.state, "workers", None)  # none for a UI in front of a service elsewhere
+    grace = app.state.settings.stop_grace if workers is not None else 5.0
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if workers is not None:
+                workers.begin_stop()
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                   timeout_graceful_shutdown=max(1, round(grace))))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # the signal, raised again once the server has stopped (as uvicorn.run does)
+        pass
+    if not server.started:
+        sys.exit(3)  # uvicorn's exit status when it could not start (it logged why)

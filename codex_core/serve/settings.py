@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..runtime import Runtime
+from .worker import CANCEL_GRACE, STOP_GRACE
 
 
 @dataclass
@@ -19,6 +20,8 @@ class Settings:
     max_queue: int = 100
     devices: list[str] = field(default_factory=lambda: ["auto"])  # one worker each
     runtime: Runtime = field(default_factory=Runtime)  # how the workers run models (device: each its own)
+    cancel_grace: float = CANCEL_GRACE  # seconds a cancelled job has to reach its next step, then its process is killed
+    stop_grace: float = STOP_GRACE  # seconds a running job may take to finish when the service is stopped
 
     @property
     def outputs(self) -> Path:

@@ -2,9 +2,22 @@
 
 A job accepted with 202 is a committed row before the response is sent (``synchronous=FULL``), so
 a crash or ``kill -9`` cannot lose it. States: ``queued`` -> ``running`` -> ``done`` | ``failed`` |
-``cancelled``. On start, a job the last process left ``running`` is re-run once: it goes back to
-the queue with its ``attempts`` count kept, and info says ``attempt: 2``; a job that was already
-re-run ends ``failed`` with the reason, rather than crash the service a third time.
+``cancelled``. A running job may carry ``cancel_requested`` (when a cancel was asked): the cancel
+is on disk before the 202 that acknowledges it, so no restart runs that job again. Each claim gives
+the job the name of its run folder (``run_id``) and the device that runs it.
+
+On start (``recover``), a job the last process left ``running`` is
+- cancelled, when a cancel was requested;
+- done, when its run folder was renamed into place (the result is read back from its info.json:
+  the run finished and only the record of it was lost);
+- otherwise re-run once: back to the queue with its ``attempts`` count kept, so info says
+  ``attempt: 2``; a job that was already re-run ends ``failed`` with the reason, rather than crash
+  the service a third time.
+
+Writes retry while the database is busy (another connection holds its lock, e.g. a backup or an
+``sqlite3`` shell) or cannot be written (a full disk), with a bounded backoff; a write that cannot
+be made in time raises ``StoreUnavailable``. ``trouble`` says what is wrong until a write succeeds
+again (``/v1/health`` reports it; the service answers 503 to what it cannot record).
 
 Each thread has its own connection (sqlite3 connections are not shared across threads).
 """
@@ -13,15 +26,24 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+from ..outputs import new_run_id
 
 TERMINAL = ("done", "failed", "cancelled")
-MAX_ATTEMPTS = 2  # the first run and one re-run after the service died during it
+MAX_ATTEMPTS = 2  # the first run and one re-run after the service (or its worker process) died during it
 PATIENCE = 30.0  # seconds a job may wait while workers prefer jobs for the models they hold
+BUSY_TIMEOUT = 1.0  # seconds SQLite itself waits for another connection's lock, per attempt
+BACKOFF = (0.05, 2.0)  # the first and the longest pause between attempts
+REQUEST_WAIT = 5.0  # seconds a request's write may keep trying (then 503)
+CANCELLED_RUNNING = "cancelled while running; no partial output was kept"
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -37,10 +59,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     step INTEGER,
     steps INTEGER,
     error TEXT,
-    result TEXT
+    result TEXT,
+    cancel_requested REAL,
+    run_id TEXT,
+    device TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 """
+ADDED_COLUMNS = {"cancel_requested": "REAL", "run_id": "TEXT", "device": "TEXT"}  # since the first schema
+
+
+class StoreUnavailable(Exception):
+    """The job store cannot be read or written now (locked for too long, disk full, I/O error)."""
 
 
 class JobStore:
@@ -48,35 +78,93 @@ class JobStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        self._trouble: tuple[str, str, float] | None = None  # (kind, what sqlite said, since)
+        db = self._db()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
+        have = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in have:  # a database an earlier version made
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA synchronous=FULL")
             self._local.db = db
         return db
 
+    # -- what is wrong ---------------------------------------------------------------------------
+    @property
+    def trouble(self) -> str | None:
+        """Why the store cannot be written now, and for how long; None when its last write succeeded."""
+        if self._trouble is None:
+            return None
+        _, message, since = self._trouble
+        return f"{message} (for {time.monotonic() - since:.0f} s)"
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        kind = "locked" if "locked" in str(exc) or "busy" in str(exc) else "write"
+        if self._trouble is None or self._trouble[:2] != (kind, str(exc)):
+            self._trouble = (kind, str(exc), time.monotonic())
+
+    def _succeeded(self, changed: bool) -> None:
+        # a lock taken shows the lock is gone; a full disk is over only once a change was written
+        if self._trouble is not None and (changed or self._trouble[0] == "locked"):
+            self._trouble = None
+
+    def _write(self, work: Callable[[sqlite3.Connection], T], wait: float | None = None) -> T:
+        """``work`` in a transaction, tried again while the database is locked or cannot be written,
+        for up to ``wait`` seconds (default: a request's wait, or one try while the store is in trouble)."""
+        if wait is None:
+            wait = 0.0 if self._trouble else REQUEST_WAIT
+        deadline, pause = time.monotonic() + wait, BACKOFF[0]
+        while True:
+            db = self._db()
+            before = db.total_changes
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(db)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                self._failed(exc)
+                if time.monotonic() + pause > deadline:
+                    raise StoreUnavailable(f"the job store cannot be written: {self.trouble}") from exc
+                time.sleep(pause)
+                pause = min(pause * 2, BACKOFF[1])
+                continue
+            self._succeeded(db.total_changes > before)
+            return result
+
+    def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return work(self._db())
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the job store cannot be read: {exc}") from exc
+
     # -- writing ---------------------------------------------------------------------------------
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         job_id = secrets.token_urlsafe(16)  # unguessable: ids are the only handle on a job's files
-        self._db().execute("INSERT INTO jobs (id, state, spec, submitted) VALUES (?, 'queued', ?, ?)",
-                           (job_id, json.dumps(spec), time.time()))
+        self._write(lambda db: db.execute("INSERT INTO jobs (id, state, spec, submitted) VALUES (?, 'queued', ?, ?)",
+                                          (job_id, json.dumps(spec), time.time())))
         return self.get(job_id)
 
-    def claim(self, prefer: tuple[str, str | None] | None = None, patience: float = PATIENCE) -> dict[str, Any] | None:
-        """The next job for a worker, now ``running`` (atomically: two workers never claim the same job).
+    def claim(self, prefer: tuple[str, str | None] | None = None, patience: float = PATIENCE,
+              device: str | None = None, wait: float = 0.0) -> dict[str, Any] | None:
+        """The next job for a worker, now ``running`` (atomically: two workers never claim the same job),
+        with the name of its run folder.
 
         ``prefer`` is the (engine, model) the worker holds loaded: its oldest queued job for that model
         goes first, unless the oldest job of all has waited longer than ``patience`` seconds (so no
         model's jobs starve behind another's)."""
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        def work(db: sqlite3.Connection) -> str | None:
             row = db.execute("SELECT id, submitted FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1").fetchone()
             if row is not None and prefer is not None and time.time() - row["submitted"] < patience:
                 same = db.execute("SELECT id, submitted FROM jobs WHERE state = 'queued' AND "
@@ -84,76 +172,146 @@ class JobStore:
                                   "ORDER BY seq LIMIT 1", prefer).fetchone()
                 row = same or row
             if row is None:
-                db.execute("COMMIT")
                 return None
             db.execute("UPDATE jobs SET state = 'running', stage = 'loading', started = ?, attempts = attempts + 1, "
-                       "step = NULL, steps = NULL WHERE id = ?", (time.time(), row["id"]))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return self.get(row["id"])
+                       "step = NULL, steps = NULL, run_id = ?, device = ? WHERE id = ?",
+                       (time.time(), new_run_id(), device, row["id"]))
+            return row["id"]
+
+        claimed = self._write(work, wait)
+        return self.get(claimed, internal=True) if claimed else None
 
     def progress(self, job_id: str, stage: str | None = None, step: int | None = None,
-                 steps: int | None = None) -> None:
-        self._db().execute("UPDATE jobs SET stage = COALESCE(?, stage), step = COALESCE(?, step), "
-                           "steps = COALESCE(?, steps) WHERE id = ? AND state = 'running'",
-                           (stage, step, steps, job_id))
+                 steps: int | None = None) -> bool:
+        """Best effort: one try (none while the store is in trouble, but once a second); False if not written.
+        A later event writes the same fields again, so a lost one costs nothing."""
+        if self._trouble and time.monotonic() - getattr(self._local, "last_try", 0.0) < 1.0:
+            return False
+        self._local.last_try = time.monotonic()
+        try:
+            self._write(lambda db: db.execute("UPDATE jobs SET stage = COALESCE(?, stage), step = COALESCE(?, step), "
+                                              "steps = COALESCE(?, steps) WHERE id = ? AND state = 'running'",
+                                              (stage, step, steps, job_id)), wait=0.0)
+        except StoreUnavailable:
+            return False
+        return True
 
-    def finish(self, job_id: str, state: str, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+    def finish(self, job_id: str, state: str, result: dict[str, Any] | None = None, error: str | None = None,
+               wait: float | None = None) -> None:
         assert state in TERMINAL
-        self._db().execute("UPDATE jobs SET state = ?, stage = NULL, finished = ?, result = ?, error = ? WHERE id = ?",
-                           (state, time.time(), json.dumps(result) if result is not None else None, error, job_id))
+        encoded = json.dumps(result, default=str) if result is not None else None
+        self._write(lambda db: db.execute("UPDATE jobs SET state = ?, stage = NULL, finished = ?, result = ?, "
+                                          "error = ? WHERE id = ?", (state, time.time(), encoded, error, job_id)), wait)
+
+    def requeue(self, job_id: str, counted: bool, wait: float | None = None) -> None:
+        """A running job back to the queue (at its old place): ``counted`` keeps the attempt it used (its run
+        was cut by a crash); otherwise the attempt is given back (the service was stopped on purpose)."""
+        self._write(lambda db: db.execute(
+            "UPDATE jobs SET state = 'queued', stage = NULL, step = NULL, steps = NULL, started = NULL, "
+            "run_id = NULL, device = NULL, attempts = attempts - ? WHERE id = ? AND state = 'running'",
+            (0 if counted else 1, job_id)), wait)
+
+    def request_cancel(self, job_id: str) -> str | None:
+        """Cancel a job: a queued one at once (``"cancelled"``), a running one by recording the request for its
+        worker (``"requested"``); None when it is neither (any more)."""
+        def work(db: sqlite3.Connection) -> str | None:
+            now = time.time()
+            if db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, error = 'cancelled before it started' "
+                          "WHERE id = ? AND state = 'queued'", (now, job_id)).rowcount:
+                return "cancelled"
+            if db.execute("UPDATE jobs SET cancel_requested = COALESCE(cancel_requested, ?) "
+                          "WHERE id = ? AND state = 'running'", (now, job_id)).rowcount:
+                return "requested"
+            return None
+
+        return self._write(work)
 
     def cancel_queued(self, job_id: str) -> bool:
         """Cancel a job that has not started; False when it is not queued (any more)."""
-        cursor = self._db().execute("UPDATE jobs SET state = 'cancelled', finished = ?, "
-                                    "error = 'cancelled before it started' WHERE id = ? AND state = 'queued'",
-                                    (time.time(), job_id))
+        cursor = self._write(lambda db: db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, "
+                                                   "error = 'cancelled before it started' WHERE id = ? "
+                                                   "AND state = 'queued'", (time.time(), job_id)))
         return cursor.rowcount == 1
 
     def delete(self, job_id: str) -> None:
-        self._db().execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        self._write(lambda db: db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)))
 
-    def recover(self) -> list[dict[str, Any]]:
-        """After a restart: jobs left ``running`` are re-queued once, or failed when already re-run."""
-        db = self._db()
+    def recover(self, outputs: Path) -> list[dict[str, Any]]:
+        """After a restart: each job left ``running`` cancelled (a cancel was asked), finished from its run
+        folder (renamed into place), re-queued once, or failed when already re-run. Its half-written folder
+        is removed."""
         recovered = []
-        for row in db.execute("SELECT id, attempts FROM jobs WHERE state = 'running'").fetchall():
-            if row["attempts"] < MAX_ATTEMPTS:
-                db.execute("UPDATE jobs SET state = 'queued', stage = NULL, step = NULL, steps = NULL WHERE id = ?",
-                           (row["id"],))
-                recovered.append({"id": row["id"], "action": "requeued"})
+        rows = self._read(lambda db: db.execute("SELECT id, attempts, cancel_requested, run_id, device FROM jobs "
+                                                "WHERE state = 'running'").fetchall())
+        for row in rows:
+            if row["run_id"]:
+                shutil.rmtree(outputs / f".{row['run_id']}.partial", ignore_errors=True)
+            finished = finished_run(outputs, row["run_id"])
+            if row["cancel_requested"]:
+                if finished:  # the cancel was recorded first: it stands, and the run is not kept
+                    shutil.rmtree(finished["run_dir"], ignore_errors=True)
+                self.finish(row["id"], "cancelled", error=CANCELLED_RUNNING + " (the service stopped before it "
+                                                                              "ended; it is not run again)")
+                action = "cancelled, as requested"
+            elif finished:
+                self.finish(row["id"], "done", result={**finished, "attempt": row["attempts"], "device": row["device"],
+                                                       "recovered_from_run_folder": True})
+                action = "finished from its run folder"
+            elif row["attempts"] < MAX_ATTEMPTS:
+                self.requeue(row["id"], counted=True)
+                action = "requeued"
             else:
                 self.finish(row["id"], "failed", error=f"the service stopped while running it, {row['attempts']} "
                                                        "times; not run again")
-                recovered.append({"id": row["id"], "action": "failed"})
+                action = "failed"
+            recovered.append({"id": row["id"], "action": action})
         return recovered
 
     # -- reading ---------------------------------------------------------------------------------
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        row = self._db().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return self._public(row) if row else None
+    def get(self, job_id: str, internal: bool = False) -> dict[str, Any] | None:
+        """The job as the API shows it (``internal``: with its ``run_id`` and ``device`` too)."""
+        row = self._read(lambda db: db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+        if row is None:
+            return None
+        job = self._public(row)
+        if internal:
+            job.update(run_id=row["run_id"], device=row["device"])
+        return job
 
     def list(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         query, args = "SELECT * FROM jobs", []
         if state:
             query, args = query + " WHERE state = ?", [state]
-        rows = self._db().execute(query + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+        rows = self._read(lambda db: db.execute(query + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall())
         return [self._public(row) for row in rows]
 
     def queued_count(self) -> int:
-        return self._db().execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
+        return self._read(lambda db: db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0])
 
     def _public(self, row: sqlite3.Row) -> dict[str, Any]:
         job = {key: row[key] for key in ("id", "state", "stage", "submitted", "started", "finished", "attempts",
                                          "step", "steps", "error")}
         job["spec"] = json.loads(row["spec"])
         job["result"] = json.loads(row["result"]) if row["result"] else None
+        if row["state"] == "running":
+            job["cancel_requested"] = row["cancel_requested"] is not None
         if row["state"] == "queued":  # 1 = next to run
-            job["position"] = self._db().execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq <= ?",
-                                                 (row["seq"],)).fetchone()[0]
+            job["position"] = self._read(lambda db: db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq <= ?", (row["seq"],)).fetchone()[0])
         if row["state"] == "running" and row["step"] and row["steps"] and row["started"]:
             elapsed = time.time() - row["started"]
             job["eta_seconds"] = round(elapsed / row["step"] * (row["steps"] - row["step"]), 1)
         return job
+
+
+def finished_run(outputs: Path, run_id: str | None) -> dict[str, Any] | None:
+    """A run folder renamed into place (complete: its info.json was written before the rename) as a job's
+    result: ``{run_dir, files, info}``, as the run returned it; None when there is none."""
+    if not run_id:
+        return None
+    folder = outputs / run_id
+    try:
+        info = json.loads((folder / "info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return {"run_dir": str(folder), "files": [*info.get("outputs", []), str(folder / "info.json")], "info": info}

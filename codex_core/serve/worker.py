@@ -1,116 +1,335 @@
-"""The worker: takes queued jobs one at a time and runs them through the same prepare/execute as the CLI.
+"""The workers: one per device, each a supervising thread in the service and a process that runs its jobs.
 
-Models stay loaded between jobs (the process-wide model cache). Progress events become the job's
-stage (``JOB_STAGES``, from the run's stage events) and step in the store; a cancel request raises ``Cancelled`` from the progress sink, which
-unwinds the run like Ctrl-C: no partial output is kept.
+A ``Worker`` (a thread) claims queued jobs one at a time, preferring jobs for the model its process
+holds loaded, hands each to its process (``Runner``, runner.py: the same prepare/execute as the
+CLI) and records what comes back: progress events become the job's stage (``JOB_STAGES``) and
+step in the store and the event log the streams read; the end becomes done, failed or cancelled.
+The thread runs no model itself, so nothing a job does takes it down, and it can always stop a job:
+
+- cancel: the request is stored first (``cancel_requested``), then passed to the process, which
+  stops at the run's next progress event (between steps, keeping its models loaded); when none
+  comes within ``cancel_grace`` seconds (a long load, text encoding, decode or export), the process
+  is killed and a new one started (the next job loads its model again). Nothing of the run is kept.
+- the process dies (a segfault, the OOM killer): the job goes back to the queue with the attempt
+  counted, and fails with the reason once it has used ``MAX_ATTEMPTS``; a new process starts.
+- the store cannot be written (locked, disk full): the worker keeps trying to record the job's end,
+  with a bounded backoff, and claims nothing new meanwhile; ``/v1/health`` says why.
+- a graceful stop (SIGTERM, Ctrl-C): the running job may finish within ``stop_grace`` seconds; past
+  that the process is killed and the job requeued without counting an attempt.
+
+``Workers`` holds them all: it wakes, cancels and stops them as one and reports their health, and
+its watchdog replaces a worker thread that died (every failure is caught, so none should; the
+watchdog is for what was not foreseen).
 """
 
 from __future__ import annotations
 
+import errno
+import shutil
+import sys
 import threading
+import time
 import traceback
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CodexError
 from ..runtime import Runtime
-from .store import JobStore
+from .runner import Runner, RunnerDied
+from .store import BACKOFF, CANCELLED_RUNNING, MAX_ATTEMPTS, JobStore, StoreUnavailable, finished_run
 
 # a run's progress stage -> the job's stage as the API reports it (a step sets "running")
 JOB_STAGES = {"load": "loading", "encode": "encoding", "denoise": "running", "decode": "decoding",
               "export": "exporting"}
+CANCEL_GRACE = 2.0  # seconds a cancelled run has to reach its next progress event before its process is killed
+STOP_GRACE = 8.0  # seconds a running job may take to finish when the service is stopped
+WATCHDOG_INTERVAL = 0.5
+# a job that failed with one of these could not write its outputs: the service's disk, not the request
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
-class Cancelled(Exception):
-    """Raised inside a running job when it was cancelled."""
+@dataclass
+class Outcome:
+    """How a job's run ended, as the store will record it (``queued``: back to the queue)."""
 
-
-def run_spec(spec: dict[str, Any], out: Path, on_progress=None, runtime: Runtime | None = None):
-    """One job spec ``{engine, task, request, model?, formats?, preset?}`` through prepare/execute."""
-    from ..orchestrator import RunOptions, execute, prepare
-
-    options = RunOptions(model=spec.get("model"), out=out, formats=tuple(spec["formats"]) if spec.get("formats")
-                         else None, quiet=True, preset=spec.get("preset"), on_progress=on_progress,
-                         runtime=runtime or Runtime())
-    return execute(prepare(spec["engine"], spec["task"], spec["request"], options), options)
+    state: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    counted: bool = True  # queued: whether the attempt it used stands
+    errno: int | None = None
 
 
 class Worker(threading.Thread):
-    """One worker per device; it prefers queued jobs for the model it last ran (still loaded)."""
+    """One device's worker; it prefers queued jobs for the model its process holds (still loaded)."""
 
     def __init__(self, store: JobStore, out: Path, device: str = "auto",
-                 events: "OrderedDict[str, list[dict[str, Any]]] | None" = None, runtime: Runtime | None = None):
+                 events: "OrderedDict[str, list[dict[str, Any]]] | None" = None, runtime: Runtime | None = None,
+                 cancel_grace: float = CANCEL_GRACE):
         super().__init__(name=f"codex-worker-{device}", daemon=True)
-        self.store = store
-        self.out = out
-        self.device = device
+        self.store, self.out, self.device = store, Path(out), device
         self.runtime = (runtime or Runtime()).replace(device=device)
-        self.holds: tuple[str, str | None] | None = None
-        self.cancelled: set[str] = set()
-        self.current: str | None = None
-        self.wake = threading.Event()
-        self.stopping = False
+        self.cancel_grace = cancel_grace
         # every progress event of the last jobs run here, for the event streams (polling the store
         # would miss steps that finish faster than it looks)
         self.events: OrderedDict[str, list[dict[str, Any]]] = OrderedDict() if events is None else events
+        self.runner: Runner | None = None
+        self.holds: tuple[str, str | None] | None = None  # the (engine, model) its process has loaded
+        self.job: dict[str, Any] | None = None  # claimed, and its end not yet recorded
+        self.state = "starting"  # starting, idle, running, down (``problem`` says why), stopped
+        self.problem: str | None = None
+        self.outputs_problem: str | None = None  # the last job could not write its outputs (a full disk)
+        self.restarts, self.last_restart = 0, None
+        self.died: str | None = None  # what ended the thread, if something did
+        self.cancels: set[str] = set()
+        self.wake = threading.Event()
+        self.stop_at: float | None = None
+        self._stopping = threading.Event()
+        self._failures = 0
+
+    @property
+    def current(self) -> str | None:
+        job = self.job
+        return job["id"] if job else None
 
     def cancel(self, job_id: str) -> None:
-        self.cancelled.add(job_id)
+        """Stop ``job_id`` if this worker runs it (the store already holds the request)."""
+        self.cancels.add(job_id)
 
+    def begin_stop(self, grace: float) -> None:
+        """Claim nothing more; the running job has ``grace`` seconds from now."""
+        if self.stop_at is None:
+            self.stop_at = time.monotonic() + grace
+        self._stopping.set()
+        self.wake.set()
+
+    def health(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"device": self.device, "running": self.current, "state": self.status}
+        for key in ("problem", "outputs_problem", "last_restart"):
+            if getattr(self, key):
+                row[key] = getattr(self, key)
+        if self.restarts:
+            row["restarts"] = self.restarts
+        return row
+
+    @property
+    def status(self) -> str:
+        if self.ident is not None and not self.is_alive() and self.stop_at is None:
+            return "down"  # the thread died; the watchdog replaces it
+        return self.state
+
+    # -- the loop --------------------------------------------------------------------------------
     def run(self) -> None:
-        while not self.stopping:
-            job = self.store.claim(self.holds)
-            if job is None:
-                self.wake.wait(0.5)
-                self.wake.clear()
-                continue
-            self._run(job)
+        try:
+            while self.stop_at is None:
+                try:
+                    self._next()
+                except Exception as exc:  # a failure of the worker itself: say so, wait a little, go on
+                    traceback.print_exc()
+                    self._down(f"{type(exc).__name__}: {exc}")
+                    self._pause()
+        except BaseException as exc:
+            self.died = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            raise
+        finally:
+            if self.runner is not None and self.died:
+                self.runner.kill()
+            elif self.runner is not None:
+                self.runner.stop()
+            self.runner = None
+            if not self.died:
+                self.state = "stopped"
 
-    def _sink(self, job_id: str):
+    def _next(self) -> None:
+        if self.job is not None:  # a run cut short by a failure here (or the thread before this one)
+            self._kill()
+            self._record(self.job, self._cut(self.job, self.problem or "its worker failed"))
+            return
+        if self.runner is None or not self.runner.alive():
+            self._start_runner()
+            return
+        try:
+            job = self.store.claim(self.holds, device=self.device)
+        except StoreUnavailable:  # the store says why (health); try again shortly
+            self._pause()
+            return
+        self._failures = 0
+        if self.state == "down":  # a failure of its own that the loop caught: it works again
+            self.state, self.problem = "idle", None
+        if job is None:
+            self.wake.wait(0.5)
+            self.wake.clear()
+            return
+        self.cancels.intersection_update({job["id"]})  # requests for jobs that ended elsewhere
+        self.job = job
+        self._run(job)
+
+    def _start_runner(self) -> None:
+        if self.runner is not None:  # it ended while idle
+            self._down(f"its process ended while idle: {self.runner.exit_reason()}; starting a new one")
+            self.runner.close()
+            self.runner = None
+        self.holds = None
+        if self.state != "down":
+            self.state = "starting"
+        runner = Runner(self.device, self.runtime)
+        try:
+            runner.start(stopping=self._stopping)
+        except RunnerDied as exc:
+            self._down(f"its process does not start: {exc.reason} (the service's log says why)")
+            self._pause()
+            return
+        self.runner, self.state, self.problem, self._failures = runner, "idle", None, 0
+
+    def _down(self, reason: str) -> None:
+        self.state, self.problem = "down", reason
+        self._failures += 1
+
+    def _pause(self) -> None:
+        """Wait before trying again: longer after each failure in a row (at most 30 s), shorter on a stop."""
+        self._stopping.wait(min(0.25 * 2 ** self._failures, 30.0))
+
+    # -- one job ---------------------------------------------------------------------------------
+    def _run(self, job: dict[str, Any]) -> None:
+        job_id, spec = job["id"], job["spec"]
+        self.state = "running"
+        self.holds = (spec["engine"], spec.get("model"))
+        log = self._log(job_id)
+        try:
+            self.runner.send({"run": job_id, "spec": spec, "run_id": job["run_id"], "out": str(self.out)})
+            outcome = self._follow(job, log)
+        except RunnerDied as exc:
+            self.runner.close()
+            self.runner, self.holds = None, None
+            self._down(f"its process ended while running job {job_id}: {exc.reason}; starting a new one")
+            outcome = self._cut(job, exc.reason)
+        if outcome.state == "done":
+            self.outputs_problem = None
+        elif outcome.state == "failed" and outcome.errno in DISK_ERRNOS:
+            self.outputs_problem = f"job {job_id} could not write its outputs: {outcome.error}"
+        self._record(job, outcome)
+        if self.state == "running":
+            self.state = "idle"
+
+    def _follow(self, job: dict[str, Any], log: list[dict[str, Any]]) -> Outcome:
+        """The process's messages about ``job`` until its end; a cancel or a stop past its grace ends it here."""
+        job_id, asked = job["id"], None
+        while True:
+            now = time.monotonic()
+            if asked is None and job_id in self.cancels:
+                self.runner.send({"cancel": job_id})
+                asked = now
+            if asked is not None and now - asked >= self.cancel_grace:  # no progress event came: stop it now
+                self._kill()
+                self._discard(job, keep_finished=False)
+                return Outcome("cancelled", error=CANCELLED_RUNNING)
+            if self.stop_at is not None and now >= self.stop_at:
+                self._kill()
+                return self._cut(job, "the service stopped", counted=False)
+            message = self.runner.receive(0.1)
+            if message is None:
+                continue
+            if "progress" in message:
+                self._progress(job_id, message["event"], log)
+            elif "done" in message:
+                return Outcome("done", result={**message["result"], "attempt": job["attempts"], "device": self.device})
+            elif "failed" in message:
+                return Outcome("failed", error=message["error"], errno=message.get("errno"))
+            elif "cancelled" in message:
+                return Outcome("cancelled", error=CANCELLED_RUNNING)
+
+    def _progress(self, job_id: str, event: dict[str, Any], log: list[dict[str, Any]]) -> None:
+        if event["type"] == "step":
+            self.store.progress(job_id, "running", event["done"], event["total"])
+            log.append({"event": "step", "step": event["done"], "steps": event["total"]})
+        elif event["type"] == "stage":
+            stage = JOB_STAGES[event["stage"]]
+            self.store.progress(job_id, stage)
+            log.append({"event": "stage", "stage": stage})
+
+    def _cut(self, job: dict[str, Any], reason: str, counted: bool = True) -> Outcome:
+        """The outcome of a run that ended without its process saying how: cancelled if that was asked,
+        done if its run folder is in place, else back to the queue (``counted``: using an attempt)."""
+        if self._cancel_requested(job["id"]):
+            self._discard(job, keep_finished=False)
+            return Outcome("cancelled", error=CANCELLED_RUNNING)
+        finished = finished_run(self.out, job["run_id"])
+        if finished:
+            return Outcome("done", result={**finished, "attempt": job["attempts"], "device": self.device,
+                                           "recovered_from_run_folder": True})
+        self._discard(job)
+        if not counted or job["attempts"] < MAX_ATTEMPTS:
+            return Outcome("queued", counted=counted)
+        return Outcome("failed", error=f"its worker process died while running it, {job['attempts']} times (last: "
+                                       f"{reason}); not run again")
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        if job_id in self.cancels:
+            return True
+        try:
+            return bool((self.store.get(job_id) or {}).get("cancel_requested"))
+        except StoreUnavailable:
+            return False
+
+    def _discard(self, job: dict[str, Any], keep_finished: bool = True) -> None:
+        """Remove what a run that was cut short left: its staging folder, and its run folder unless kept."""
+        if job.get("run_id"):
+            shutil.rmtree(self.out / f".{job['run_id']}.partial", ignore_errors=True)
+            if not keep_finished:
+                shutil.rmtree(self.out / job["run_id"], ignore_errors=True)
+
+    def _kill(self) -> None:
+        if self.runner is not None:
+            self.runner.kill()
+        self.runner, self.holds = None, None
+
+    def _record(self, job: dict[str, Any], outcome: Outcome) -> None:
+        """Write the job's end, trying until the store takes it (past a stop's grace: left to the next start,
+        which recovers a job left running)."""
+        pause = BACKOFF[0]
+        while True:
+            try:
+                if outcome.state == "queued":
+                    self.store.requeue(job["id"], outcome.counted, wait=0.0)
+                else:
+                    self.store.finish(job["id"], outcome.state, outcome.result, outcome.error, wait=0.0)
+                break
+            except StoreUnavailable as exc:
+                if self.stop_at is not None and time.monotonic() >= self.stop_at:
+                    print(f"codex: job {job['id']} ended ({outcome.state}) but {exc}; the next start recovers it",
+                          file=sys.stderr)
+                    break
+                time.sleep(pause)
+                pause = min(pause * 2, BACKOFF[1])
+        self.job = None
+        self.cancels.discard(job["id"])
+
+    def _log(self, job_id: str) -> list[dict[str, Any]]:
         log = self.events.setdefault(job_id, [])
         while len(self.events) > 200:
             self.events.popitem(last=False)
+        return log
 
-        def sink(event: dict[str, Any]) -> None:
-            if job_id in self.cancelled:
-                raise Cancelled(job_id)
-            if event["type"] == "step":
-                self.store.progress(job_id, "running", event["done"], event["total"])
-                log.append({"event": "step", "step": event["done"], "steps": event["total"]})
-            elif event["type"] == "stage":
-                stage = JOB_STAGES[event["stage"]]
-                self.store.progress(job_id, stage)
-                log.append({"event": "stage", "stage": stage})
-        return sink
-
-    def _run(self, job: dict[str, Any]) -> None:
-        job_id = job["id"]
-        self.current = job_id
-        try:
-            self.holds = (job["spec"]["engine"], job["spec"].get("model"))
-            result = run_spec(job["spec"], self.out, self._sink(job_id), self.runtime)
-            data = result.as_json()
-            data["attempt"] = job["attempts"]
-            data["device"] = self.device
-            self.store.finish(job_id, "done", result=data)
-        except Cancelled:
-            self.store.finish(job_id, "cancelled", error="cancelled while running; no partial output was kept")
-        except CodexError as exc:
-            self.store.finish(job_id, "failed", error=str(exc))
-        except Exception as exc:  # an engine failure: the job fails, the service goes on
-            self.store.finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
-            traceback.print_exc()
-        finally:
-            self.current = None
-            self.cancelled.discard(job_id)
+    def successor(self) -> "Worker":
+        """A new worker for this one's device, after its thread died: it takes over the job it had."""
+        if self.runner is not None:
+            self.runner.kill()
+        new = Worker(self.store, self.out, self.device, self.events, self.runtime, self.cancel_grace)
+        new.job, new.cancels, new.problem = self.job, self.cancels, f"its worker thread died ({self.died})"
+        new.restarts, new.last_restart = self.restarts + 1, f"its thread died ({self.died})"
+        return new
 
 
 class Workers:
-    """The service's workers, one per device, as one: wake, cancel and event logs span them all."""
+    """The service's workers, one per device, as one: wake, cancel, stop and health span them all."""
 
-    def __init__(self, workers: list[Worker], events):
-        self.workers, self.events = workers, events
+    def __init__(self, store: JobStore, out: Path, devices: list[str], runtime: Runtime | None = None,
+                 cancel_grace: float = CANCEL_GRACE, stop_grace: float = STOP_GRACE):
+        self.store, self.stop_grace = store, stop_grace
+        self.events: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self.workers = [Worker(store, out, device, self.events, runtime, cancel_grace) for device in devices]
+        self._stopping = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="codex-watchdog", daemon=True)
 
     @property
     def current(self) -> str | None:
@@ -119,17 +338,64 @@ class Workers:
     def start(self) -> None:
         for w in self.workers:
             w.start()
+        self._watchdog.start()
 
     def wake(self) -> None:
         """A job was queued: idle workers look now rather than at their next poll."""
         for w in self.workers:
             w.wake.set()
 
-    def stop(self) -> None:
-        for w in self.workers:
-            w.stopping = True
-            w.wake.set()
+    def cancel(self, job_id: str) -> str | None:
+        """Cancel a job (durably: the store records it first; StoreUnavailable if it cannot): a queued one at
+        once (``"cancelled"``), a running one within ``cancel_grace`` seconds (``"requested"``)."""
+        outcome = self.store.request_cancel(job_id)
+        if outcome == "requested":
+            for w in self.workers:
+                w.cancel(job_id)
+        return outcome
 
-    def cancel(self, job_id: str) -> None:
+    def begin_stop(self, grace: float | None = None) -> None:
+        """Claim nothing more; running jobs have ``grace`` seconds (default ``stop_grace``) from now."""
+        self._stopping.set()
         for w in self.workers:
-            w.cancel(job_id)
+            w.begin_stop(self.stop_grace if grace is None else grace)
+
+    def stop(self, grace: float | None = None) -> None:
+        """A graceful stop: running jobs finish within the grace or go back to the queue (no attempt
+        counted); then the worker processes exit."""
+        self.begin_stop(grace)
+        for w in list(self.workers):
+            if w.ident is not None:
+                w.join((self.stop_grace if grace is None else grace) + 30)
+
+    def health(self) -> dict[str, Any]:
+        """``status`` ok or degraded, with the ``reasons``: a worker down, a store that cannot be written,
+        outputs that could not be written."""
+        reasons, rows = [], []
+        for w in self.workers:
+            row = w.health()
+            rows.append(row)
+            if row["state"] == "down":
+                reasons.append(f"worker {w.device} is down: {w.problem or w.died or 'its thread ended'}")
+            if w.outputs_problem:
+                reasons.append(f"worker {w.device}: {w.outputs_problem}")
+        trouble = self.store.trouble
+        if trouble:
+            reasons.append(f"the job store cannot be written: {trouble}; new jobs are refused (503) meanwhile")
+        try:
+            queued = self.store.queued_count()
+        except StoreUnavailable as exc:
+            queued = None
+            reasons.append(str(exc))
+        return {"status": "degraded" if reasons else "ok", "reasons": reasons, "queued": queued, "workers": rows}
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(WATCHDOG_INTERVAL):
+            for index, worker in enumerate(self.workers):
+                if worker.ident is None or worker.is_alive() or worker.stop_at is not None or self._stopping.is_set():
+                    continue
+                print(f"codex: the worker for {worker.device} died ({worker.died}); starting a new one",
+                      file=sys.stderr)
+                replacement = worker.successor()
+                self.workers[index] = replacement
+                replacement.start()

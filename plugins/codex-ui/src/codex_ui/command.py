@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from codex_core import LOOPBACK, UsageError, build_service, check_bind, handle_errors, serve_command, serve_options
+from codex_core import (LOOPBACK, UsageError, build_service, check_bind, handle_errors, run_service, serve_command,
+                        serve_options)
 
 
 @serve_command(context_settings={"max_content_width": 100})
@@ -33,8 +34,6 @@ def ui(host, port, token, insecure, state_dir, server, initial, **options):
       codex ui --server http://gpu-box:7861 --token SECRET --port 7860
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network unless asked
-    import uvicorn
-
     from .app import CSS, KEYS_JS, build
     from .client import Refused, ServiceClient
 
@@ -76,7 +75,7 @@ def ui(host, port, token, insecure, state_dir, server, initial, **options):
     where = f"http://{host}:{port}"
     click.echo(f"codex: UI on {where}/" + (f" (service {server})" if server else
                                             f" (service API on the same port, state {workdir.parent})"), err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    run_service(app, host, port)
 
 
 def _theme(gr):

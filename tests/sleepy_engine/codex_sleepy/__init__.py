@@ -1,0 +1,1 @@
+"""A test-only engine that sleeps, or crashes, in the stage a request names."""
