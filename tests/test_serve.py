@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 CODEX = str(Path(sys.executable).parent / "codex")
 SMALL = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2, "seed": 11}
-LONG = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 400, "seed": 1}  # seconds of denoising
+LONG = {"prompt": "a lighthouse", "width": 96, "height": 96, "steps": 150, "seed": 1}  # seconds of denoising
 
 
 def free_port() -> int:
@@ -401,14 +401,14 @@ def test_a1111_progress_and_interrupt(webui, service):
 
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(
-        result=webui.txt2img(prompt="x", seed=1, width=64, height=64, steps=400)))
+        result=webui.txt2img(prompt="x", seed=1, width=96, height=96, steps=150)))
     thread.start()
     deadline = time.monotonic() + 60
     progress = webui.get_progress()
     while progress["state"]["sampling_step"] < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
         progress = webui.get_progress()
-    assert progress["state"]["sampling_steps"] == 400 and 0 < progress["progress"] < 1
+    assert progress["state"]["sampling_steps"] == 150 and 0 < progress["progress"] < 1
     assert progress["state"]["job_count"] >= 1
     webui.interrupt()
     thread.join(60)
@@ -498,3 +498,28 @@ def test_devices_are_one_worker_each_and_given_once(client, tmp_path):
     result = subprocess.run([CODEX, "serve", "--devices", "tpu", "--port", str(free_port()), "--state-dir",
                              str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "unknown device 'tpu'" in result.stderr
+
+
+def test_cost_limits_refuse_a_job_before_it_is_queued_naming_the_flag(client, inputs_root, service):
+    """Each limit is a 422 naming the field, the limit and the flag that raises it, before anything is queued;
+    the A1111 layer submits through the same check."""
+    queued = len(client.get("/v1/jobs").json())
+
+    def refused(request, flag, **extra):
+        started = time.monotonic()
+        response = submit(client, request, **extra)
+        assert response.status_code == 422 and flag in response.json()["detail"], response.text[:500]
+        return time.monotonic() - started
+
+    refused({**SMALL, "width": 8192, "height": 8192}, "(--max-output-pixels)")
+    refused({**SMALL, "steps": 1000}, "(--max-steps)")
+    refused({**SMALL, "prompt": "a fox " + "BREAK " * 2000}, "(--max-prompt-tokens)")
+    assert refused({**SMALL, "prompt": "x" * 1_000_000}, "(--max-prompt-bytes)") < 2  # before validating 1 MB
+    big = inputs_root / "big.png"
+    Image.new("RGB", (304, 304)).save(big)  # over this service's --max-image-pixels 65536, by its header
+    refused({"prompt": "x", "init_image": str(big), "steps": 2, "seed": 1}, "(--max-image-pixels)", task="img2img")
+    a1111 = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-sd15"})
+    assert a1111.status_code == 200
+    wide = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "width": 8192, "height": 8192, "steps": 2})
+    assert wide.status_code == 422 and "--max-output-pixels" in wide.text
+    assert len(client.get("/v1/jobs").json()) == queued  # nothing was queued

@@ -185,7 +185,7 @@ def test_a_cancel_between_steps_keeps_the_worker_process_and_its_model(service):
     with service.client() as client:
         wait(client, submit(client, {})["id"])
         [pid] = service.worker_pids()
-        job = submit(client, {"steps": 200, "step_seconds": 0.05})
+        job = submit(client, {"steps": 150, "step_seconds": 0.05})
         wait_for(lambda: (client.get(f"/v1/jobs/{job['id']}").json().get("step") or 0) >= 2, what="a step")
         asked = time.monotonic()
         assert client.delete(f"/v1/jobs/{job['id']}").status_code == 202

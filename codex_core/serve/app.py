@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     # one worker per device, each with a process of its own that keeps its models loaded
     workers = Workers(store, outputs, settings.devices, settings.runtime, settings.cancel_grace, settings.stop_grace)
     inputs = Inputs([*settings.input_roots, settings.inputs_dir, *(r.path for r in model_roots())],
-                    settings.max_image_pixels)
+                    settings.limits.input_pixels)
 
     app = FastAPI(title="Codex", version=__version__, summary="Image and video diffusion jobs", lifespan=_lifespan)
     app.state.settings, app.state.lock, app.state.recovered = settings, lock, recovered

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fastapi.datastructures import State
 
 from ..errors import UsageError
+from .limits import check_prepared, check_raw
 from .dependencies import InputsDep, SettingsDep, StateDep, StoreDep, WorkersDep
 from .store import TERMINAL, JobStore, StoreUnavailable
 
@@ -55,10 +56,8 @@ def submit_job(state: State, spec: JobSpec) -> dict[str, Any]:
     if spec.model and spec.model != "tiny" and Path(spec.model).expanduser().exists() \
             and not inputs.allowed(spec.model):
         raise UsageError(f"model: {spec.model!r} is outside the folders this service may read")
-    batch = spec.request.get("batch_size")
-    if isinstance(batch, int) and batch > settings.max_batch_size:
-        raise UsageError(f"batch_size: got {batch}; this service takes at most {settings.max_batch_size} "
-                         "(--max-batch-size)")
+    # what is only large is refused before it costs a validation
+    check_raw(settings.limits, spec.request, engine.params_model(spec.task))
     staging = settings.inputs_dir / secrets.token_hex(8)
     try:
         request = inputs.settle(engine.params_model(spec.task), spec.request, staging)
@@ -66,6 +65,7 @@ def submit_job(state: State, spec: JobSpec) -> dict[str, Any]:
         prepared = prepare(spec.engine, spec.task, request, RunOptions(
             model=spec.model, out=settings.outputs, quiet=True,
             formats=tuple(spec.formats) if spec.formats else None, preset=spec.preset))
+        check_prepared(settings.limits, engine, spec.task, prepared.params)  # what the job will cost, in full
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a refused request leaves nothing behind
         raise

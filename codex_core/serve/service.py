@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import click
 
 from ..cli.options import ServeCommand, runtime_from
 from ..errors import UsageError
+from .limits import FLAGS, HELP, Limits, from_options, option_name
 from .worker import CANCEL_GRACE, STOP_GRACE
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -28,8 +30,9 @@ SERVE_OPTIONS = [
     click.option("--input-root", "input_roots", multiple=True, type=click.Path(file_okay=False, path_type=Path),
                  help="A folder requests may name files in (repeatable); the models roots are always readable."),
     click.option("--max-body-bytes", default=64 * 1024 * 1024, show_default=True, type=int),
-    click.option("--max-image-pixels", default=16384 * 16384, show_default=True, type=int),
-    click.option("--max-batch-size", default=8, show_default=True, type=int),
+    # what one job may cost (codex_core.serve.limits): a request over a limit is a 422 naming it
+    *[click.option(FLAGS[limit.name], default=limit.default, show_default=True, type=click.IntRange(1),
+                   help=HELP[limit.name]) for limit in dataclass_fields(Limits)],
     click.option("--max-queue", default=100, show_default=True, type=int, help="Queued jobs before 429."),
     click.option("--devices", default="auto", show_default=True,
                  help="One worker per device, comma separated (e.g. cuda:0,cuda:1); auto: the best device."),
@@ -57,6 +60,9 @@ def serve_options(command):
     return command
 
 
+LIMIT_OPTIONS = {option_name(limit.name) for limit in dataclass_fields(Limits)}
+
+
 def check_bind(host: str, token: str | None, insecure: bool) -> None:
     """A non-loopback bind needs a token, or --insecure (with a warning)."""
     if host not in LOOPBACK and not token:
@@ -67,9 +73,8 @@ def check_bind(host: str, token: str | None, insecure: bool) -> None:
                    "this port can run jobs and read their outputs", err=True)
 
 
-def build_service(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_image_pixels,
-                  max_batch_size, max_queue, devices, cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE,
-                  **runtime_given):
+def build_service(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_queue, devices,
+                  cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE, **given):
     """The service app from `codex serve`'s options, checked (UsageError names the option)."""
     try:
         import uvicorn  # noqa: F401  (checked here: the service cannot run without it)
@@ -80,7 +85,8 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
         raise UsageError(f"codex serve needs the service packages ({exc.name} is missing)",
                          hint="pip install 'codex-core[serve]'") from None
     check_bind(host, token, insecure)
-    runtime = runtime_from(runtime_given, "serve")  # the workers', each on its own device
+    limits = from_options(given)
+    runtime = runtime_from({k: v for k, v in given.items() if k not in LIMIT_OPTIONS}, "serve")  # each its device
     device_list = [device.strip() for device in devices.split(",") if device.strip()]
     for device in device_list:
         runtime.replace(device=device).check()
@@ -88,8 +94,8 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
         raise UsageError(f"--devices: {devices!r}: give each device once (workers on one device would share, and "
                          "race on, its loaded models)")
     settings = Settings(state_dir.resolve(), token, [Path(root).expanduser() for root in input_roots],
-                        max_body_bytes, max_image_pixels, max_batch_size, max_queue, device_list, runtime,
-                        cancel_grace=cancel_grace, stop_grace=stop_grace)
+                        max_body_bytes=max_body_bytes, limits=limits, max_queue=max_queue, devices=device_list,
+                        runtime=runtime, cancel_grace=cancel_grace, stop_grace=stop_grace)
     app = create_app(settings)
     for entry in app.state.recovered:
         click.echo(f"codex: job {entry['id']} was running when the service stopped: {entry['action']}", err=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..runtime import Runtime
+from .limits import Limits
 from .worker import CANCEL_GRACE, STOP_GRACE
 
 
@@ -15,8 +16,7 @@ class Settings:
     token: str | None = None
     input_roots: list[Path] = field(default_factory=list)
     max_body_bytes: int = 64 * 1024 * 1024
-    max_image_pixels: int = 16384 * 16384
-    max_batch_size: int = 8
+    limits: Limits = field(default_factory=Limits)  # what one job may cost
     max_queue: int = 100
     devices: list[str] = field(default_factory=lambda: ["auto"])  # one worker each
     runtime: Runtime = field(default_factory=Runtime)  # how the workers run models (device: each its own)

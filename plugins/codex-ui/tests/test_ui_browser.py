@@ -43,8 +43,9 @@ def service(tmp_path_factory):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(folder / "ui.log", "ab")
+    # --max-steps 1000: the interrupt tests queue a run long enough to interrupt (the default limit is 150)
     proc = subprocess.Popen([CODEX, "ui", "--port", str(port), "--state-dir", str(folder / "state"),
-                             "--engine", "sd15"], stdout=log, stderr=subprocess.STDOUT)
+                             "--engine", "sd15", "--max-steps", "1000"], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while True:
         try:
