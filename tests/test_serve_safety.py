@@ -1,5 +1,5 @@
 """The service under hostile and unlucky use (issue 21): confined names, no 500s, capped error bodies,
-strict bodies, and A1111 calls that wait without blocking anything.
+strict bodies, A1111 calls that wait without blocking anything, and a browser that cannot drive it.
 
 Real `codex serve` processes on loopback, real clients (httpx, webuiapi), a real database file.
 """
@@ -317,6 +317,94 @@ def test_an_upload_is_decoded_in_full_before_it_is_kept(client, service, tmp_pat
     assert (sorted(uploads.iterdir()) if uploads.is_dir() else []) == before  # nothing kept
     kept = client.post("/v1/inputs", content=image.read_bytes(), headers={"content-type": "image/webp"})
     assert kept.status_code == 201 and Path(kept.json()["path"]).suffix == ".png"  # the bytes say what it is
+
+
+# -- 6. browser-safe by default ------------------------------------------------------------------------------
+
+
+def test_a_dns_rebinding_host_is_refused_and_loopback_names_are_not(client, service):
+    for host in ("evil.example", f"evil.example:{service.port}", "127.0.0.1.evil.example", "", "[::1"):
+        for method, url in (("GET", "/v1/jobs"), ("GET", "/v1/health"), ("POST", "/sdapi/v1/interrupt")):
+            response = client.request(method, url, headers={"host": host})
+            assert response.status_code == 400 and "--allowed-host" in response.json()["hint"], (host, url)
+    for host in (f"localhost:{service.port}", "LOCALHOST", "127.0.0.2", "[::1]:7861", "app.localhost",
+                 f"127.0.0.1:{service.port}"):
+        assert client.get("/v1/jobs", headers={"host": host}).status_code == 200, host
+
+
+def test_a_cross_site_simple_post_changes_nothing(client, service, tmp_path):
+    running = submit(client, LONG).json()["id"]
+    try:
+        wait(client, running, states=("running",))
+        image = Path(write_test_image(tmp_path / "in.png", (32, 32), seed=8)).read_bytes()
+        uploads = service.state_dir / "inputs" / "uploads"
+        before = sorted(uploads.iterdir()) if uploads.is_dir() else []
+        evil = {"origin": "http://evil.example", "content-type": "text/plain"}
+        attempts = [("/sdapi/v1/interrupt", b"", evil), ("/sdapi/v1/skip", b"x", evil),
+                    ("/v1/inputs", image, evil),
+                    ("/sdapi/v1/interrupt", b"", {"content-type": "text/plain"}),  # no Origin: the type still counts
+                    ("/v1/inputs", image, {"content-type": "text/plain"}),
+                    ("/v1/inputs", image, {"content-type": "application/x-www-form-urlencoded"}),
+                    ("/v1/inputs", image, {}),
+                    ("/v1/inputs", image, {"origin": "null", **PNG}),
+                    ("/v1/inputs", image, {"origin": f"http://localhost:{service.port}", **PNG}),  # another origin
+                    ("/sdapi/v1/interrupt", b"", {"sec-fetch-site": "cross-site"}),
+                    ("/v1/jobs", json.dumps({"engine": "sd15", "task": "txt2img", "model": "tiny",
+                                             "request": SMALL}).encode(), evil)]
+        for url, body, headers in attempts:
+            response = client.post(url, content=body, headers=headers)
+            assert response.status_code in (403, 415), (url, headers, response.status_code, response.text)
+        cancel = client.request("DELETE", f"/v1/jobs/{running}", headers={"origin": "https://evil.example"})
+        assert cancel.status_code == 403
+        assert client.get(f"/v1/jobs/{running}").json()["state"] == "running"  # nothing was interrupted
+        assert (sorted(uploads.iterdir()) if uploads.is_dir() else []) == before  # nothing was stored
+        assert client.get("/v1/jobs", params={"state": "queued"}).json() == []  # nor queued
+        same = client.post("/v1/inputs", content=image, headers={"origin": service.url, **PNG})
+        assert same.status_code == 201  # the service's own origin, an image type: taken
+        assert client.post("/sdapi/v1/options", json={}, headers={"origin": service.url}).status_code == 200
+        health = client.get("/v1/health")
+        assert health.json()["workers"] == [{"device": "auto", "running": 1}] and running not in health.text
+    finally:
+        client.delete(f"/v1/jobs/{running}")
+        wait(client, running)
+
+
+def test_the_docs_need_the_token_and_a_lower_case_bearer_works(tmp_path):
+    service = Service(tmp_path / "state", "--token", "s3cret", "--allowed-host", "codex.example").start()
+    try:
+        with service.client() as anonymous:
+            for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+                assert anonymous.get(path).status_code == 401, path
+                for scheme in ("Bearer", "bearer", "BEARER"):
+                    assert anonymous.get(path, headers={"authorization": f"{scheme} s3cret"}).status_code == 200
+            for wrong in ("Bearer wrong", "Basic s3cret", "s3cret", "bearer", "Bearer s3cret2", "Bearers3cret"):
+                assert anonymous.get("/v1/jobs", headers={"authorization": wrong}).status_code == 401, wrong
+            assert anonymous.get("/v1/jobs", headers={"authorization": "bearer  s3cret"}).status_code == 200
+            assert anonymous.get("/v1/health").status_code == 200
+            named = anonymous.get("/v1/jobs", headers={"host": "codex.example", "authorization": "bearer s3cret"})
+            assert named.status_code == 200  # --allowed-host adds a name
+            assert anonymous.get("/v1/health", headers={"host": "other.example"}).status_code == 400
+    finally:
+        service.stop()
+
+
+def test_the_hosts_a_service_answers_to(tmp_path):
+    """Loopback names and addresses always; a non-loopback --host adds itself, --allowed-host more ('*': any)."""
+    from codex_core.serve.guards import AllowedHosts, host_name, same_origin
+    from codex_core.serve.service import build_service
+
+    app = build_service("10.1.2.3", 7861, "token", False, tmp_path / "state", (), 1000, 1000, 1, 1, "cpu",
+                        allowed_hosts=("gpu.example",))
+    assert app.state.settings.allowed_hosts == ["gpu.example", "10.1.2.3"]
+    hosts = AllowedHosts(None, app.state.settings.allowed_hosts)
+    assert all(hosts.allows(name) for name in ("gpu.example", "10.1.2.3", "localhost", "127.5.5.5", "::1"))
+    assert not any(hosts.allows(name) for name in ("evil.example", "10.1.2.4", "gpu.example.evil.example", None))
+    assert AllowedHosts(None, ["*"]).allows("anything.example")
+    assert [host_name(h) for h in ("Example.COM:80", "[::1]:7861", "localhost.", "a:b:c", "", "[]")] == \
+        ["example.com", "::1", "localhost", None, None, None]
+    assert same_origin("http://127.0.0.1:7861", "127.0.0.1:7861") and same_origin("https://a.example", "A.example")
+    assert same_origin("http://a.example:80", "a.example") and not same_origin("http://a.example:81", "a.example")
+    assert not same_origin("null", "a.example") and not same_origin("http://b.example", "a.example")
 
 
 # -- 5. the server never blocks on a job ---------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The service's FastAPI app, assembled: the state dir locked, the job store opened and recovered,
-the workers and input rules built and put on ``app.state``, the body limit and the error handlers
-added, and the routers included (OpenAPI at ``/docs``).
+the workers and input rules built and put on ``app.state``, the allowed-hosts check, the body limit
+and the error handlers added, and the routers included (OpenAPI at ``/docs``).
 
 The routes live in their own modules and take what they use from ``app.state`` through the
 dependencies of ``dependencies.py``: ``routes_info`` (health, engines, schemas, presets, samplers,
-models), ``routes_jobs`` (inputs, jobs, their files and events) and ``a1111`` (``/sdapi/v1``).
-Every route but ``/v1/health`` requires the token (``--token``) when there is one.
+models; the API docs), ``routes_jobs`` (inputs, jobs, their files and events) and ``a1111``
+(``/sdapi/v1``). Every route but ``/v1/health`` requires the token (``--token``) when there is one,
+the docs too; the service's routes take state-changing requests only as ``guards.browser_safe`` says.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..errors import CodexError, ParamError, UsageError
 from . import a1111, routes_info, routes_jobs
 from .bodies import capped, capped_list, http_problem, validation_problem
 from .dependencies import authorised
+from .guards import AllowedHosts, browser_safe
 from .inputs import Inputs
 from .settings import Settings
 from .store import JobStore
@@ -56,18 +58,21 @@ def create_app(settings: Settings) -> FastAPI:
     inputs = Inputs([*settings.input_roots, settings.inputs_dir, *(r.path for r in model_roots())],
                     settings.max_image_pixels)
 
-    app = FastAPI(title="Codex", version=__version__, summary="Image and video diffusion jobs", lifespan=_lifespan)
+    app = FastAPI(title="Codex", version=__version__, summary="Image and video diffusion jobs", lifespan=_lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)  # routes_info.docs serves them, behind the token
     app.state.settings, app.state.lock, app.state.recovered = settings, lock, recovered
     app.state.store, app.state.workers, app.state.inputs = store, Workers(workers, events), inputs
     app.state.waits = JobWaits(store)  # the A1111 calls waiting for their jobs
     app.state.a1111_model = None  # the A1111 layer's sd_model_checkpoint: none chosen yet
     app.middleware("http")(_limit_body)
+    app.add_middleware(AllowedHosts, names=settings.allowed_hosts)  # added last: runs first
     app.add_exception_handler(UsageError, _usage)
     app.add_exception_handler(RequestValidationError, validation_problem)
     app.add_exception_handler(HTTPException, http_problem)
     app.include_router(routes_info.public)  # /v1/health answers without the token
+    app.include_router(routes_info.docs, dependencies=[Depends(authorised)])
     for router in (routes_info.router, routes_jobs.router, a1111.router):
-        app.include_router(router, dependencies=[Depends(authorised)])
+        app.include_router(router, dependencies=[Depends(browser_safe), Depends(authorised)])
     return app
 
 

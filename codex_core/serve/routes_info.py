@@ -3,14 +3,17 @@ presets, samplers, model files). They read the installed plugins and the models 
 anything.
 
 ``public`` holds ``/v1/health``, the one route that needs no token (``create_app`` includes ``router``
-behind the token check).
+behind the token check); ``docs`` the API's own description (``/openapi.json``, ``/docs``, ``/redoc``),
+FastAPI's pages on routes of their own so that they too need the token when there is one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from .. import __version__
 from ..errors import UsageError
@@ -18,12 +21,14 @@ from .dependencies import StoreDep, WorkersDep
 
 public = APIRouter()
 router = APIRouter()
+docs = APIRouter(include_in_schema=False)
 
 
 @public.get("/v1/health")
 def health(store: StoreDep, workers: WorkersDep) -> dict[str, Any]:
+    """Counts only (it needs no token): jobs queued, and per worker how many it is running (0 or 1)."""
     return {"status": "ok", "version": __version__, "queued": store.queued_count(),
-            "workers": [{"device": w.device, "running": w.current} for w in workers.workers]}
+            "workers": [{"device": w.device, "running": int(w.current is not None)} for w in workers.workers]}
 
 
 @router.get("/v1/engines")
@@ -80,3 +85,26 @@ def models(engine: str | None = None, kind: str = "checkpoints") -> list[dict[st
     if engine is not None:
         get_engine(engine)
     return describe([kind], engine, hashes=False)
+
+
+@docs.get("/openapi.json")
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@docs.get("/docs")
+async def swagger_ui(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "").rstrip("/")
+    return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title=f"{request.app.title} - Swagger UI",
+                               oauth2_redirect_url=f"{root}/docs/oauth2-redirect")
+
+
+@docs.get("/docs/oauth2-redirect")
+async def swagger_ui_redirect() -> HTMLResponse:
+    return get_swagger_ui_oauth2_redirect_html()
+
+
+@docs.get("/redoc")
+async def redoc(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "").rstrip("/")
+    return get_redoc_html(openapi_url=f"{root}/openapi.json", title=f"{request.app.title} - ReDoc")

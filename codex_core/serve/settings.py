@@ -19,6 +19,7 @@ class Settings:
     max_queue: int = 100
     devices: list[str] = field(default_factory=lambda: ["auto"])  # one worker each
     runtime: Runtime = field(default_factory=Runtime)  # how the workers run models (device: each its own)
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names answered besides the loopback ones
 
     @property
     def outputs(self) -> Path:
