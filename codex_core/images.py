@@ -15,6 +15,7 @@ Every conversion is recorded in ``notes`` (it goes into info.json as ``notes.con
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,10 @@ def _error(message: str, **values: Any) -> PydanticCustomError:
 
 def open_image(value: str) -> Image.Image:
     """Open and fully decode the image at ``value``; PydanticCustomError (shown with the field) on any problem."""
-    path = Path(value).expanduser()
-    if path.is_dir():
+    path = Path(os.path.expanduser(value))  # os.path: "~nosuchuser" stays as it is
+    if os.path.isdir(path):  # os.path answers False where Path raises (a name too long for the system)
         raise _error("'{path}' is a folder, not an image file", path=value)
-    if not path.exists():
+    if not os.path.exists(path):
         raise _error("no such image file: '{path}'", path=value)
     limit = Image.MAX_IMAGE_PIXELS
     try:

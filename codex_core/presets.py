@@ -41,8 +41,8 @@ def preset_paths(engine: "Engine", task: str, layers: tuple[str, ...] = (), vari
         if profile:
             raise UsageError(f"--preset {profile}: engine {engine.key} has no presets")
         return []
-    if profile and not (folder / f"{task}@{profile}.yaml").is_file():
-        found = profiles(engine, task, variant)
+    found = profiles(engine, task, variant) if profile else []
+    if profile and profile not in found:  # a profile is one of these names, never a path
         raise UsageError(f"--preset: {engine.key} {task} has no preset {profile!r}; "
                          f"available: {', '.join(found) or 'none'}")
     names = ([f"{task}@{profile}.yaml"] if profile else []) + [f"{task}.{layer}.yaml" for layer in layers]

@@ -79,10 +79,10 @@ def _explicit(spec: "Engine", value: str, via: str, download: bool, allow_pickle
         if tiny_version is None:
             raise UsageError(f"{via}: engine {spec.key!r} has no tiny test model")
         return ModelSource("tiny", tiny_path(spec, tiny_version), TINY, found_via=via)
-    path = Path(value).expanduser()
-    if path.is_file():
+    path = Path(os.path.expanduser(value))  # os.path: "~nosuchuser" stays as it is, and a name too long for the
+    if os.path.isfile(path):                # system is simply not a file (Path would raise)
         return ModelSource("file", weight_file(path, via, allow_pickle), value, found_via=via)
-    if path.exists():
+    if os.path.exists(path):
         if _is_model_folder(path, marker):
             return ModelSource("folder", path.resolve(), value, found_via=via)
         raise UsageError(f"{via}: {value!r} is not a {spec.key} model folder (no {marker} inside)")

@@ -172,7 +172,8 @@ def test_images_come_inline_and_paths_only_from_the_input_roots(client, service,
 def test_an_uploaded_image_is_kept_by_its_content_and_a_request_may_name_it(client, tmp_path):
     image = write_test_image(tmp_path / "in.png", (32, 32), seed=4)
     raw = Path(image).read_bytes()
-    first, again = client.post("/v1/inputs", content=raw), client.post("/v1/inputs", content=raw)
+    png = {"content-type": "image/png"}
+    first, again = client.post("/v1/inputs", content=raw, headers=png), client.post("/v1/inputs", content=raw, headers=png)
     assert first.status_code == again.status_code == 201
     assert first.json()["path"] == again.json()["path"]  # the same image twice is one file
     stored = Path(first.json()["path"])
@@ -180,11 +181,11 @@ def test_an_uploaded_image_is_kept_by_its_content_and_a_request_may_name_it(clie
     request = {"prompt": "x", "init_image": str(stored), "steps": 2, "strength": 0.5, "seed": 2}
     job = wait(client, submit(client, request, task="img2img").json()["id"])
     assert job["state"] == "done", job
-    refused = client.post("/v1/inputs", content=b"not an image")
+    refused = client.post("/v1/inputs", content=b"not an image", headers=png)
     assert refused.status_code == 422 and "not an image" in refused.json()["detail"]
     big = tmp_path / "big.png"
     Image.new("RGB", (300, 300)).save(big)  # the service takes at most 256 x 256 pixels
-    assert "--max-image-pixels" in client.post("/v1/inputs", content=big.read_bytes()).json()["detail"]
+    assert "--max-image-pixels" in client.post("/v1/inputs", content=big.read_bytes(), headers=png).json()["detail"]
 
 
 def test_the_models_route_lists_the_models_folders_by_engine(tmp_path, monkeypatch):
@@ -491,7 +492,7 @@ def test_a_worker_takes_jobs_for_the_model_it_holds_first_but_none_starves(tmp_p
 
 
 def test_devices_are_one_worker_each_and_given_once(client, tmp_path):
-    assert [(w["device"], w["running"]) for w in client.get("/v1/health").json()["workers"]] == [("auto", None)]
+    assert [(w["device"], w["running"]) for w in client.get("/v1/health").json()["workers"]] == [("auto", 0)]
     result = subprocess.run([CODEX, "serve", "--devices", "cpu,cpu", "--port", str(free_port()), "--state-dir",
                              str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "give each device once" in result.stderr

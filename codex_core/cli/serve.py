@@ -25,7 +25,7 @@ def serve(host, port, **options):
     Examples:
       codex serve
       codex serve --port 8000 --state-dir /srv/codex --input-root ~/pictures
-      CODEX_SERVE_TOKEN=secret codex serve --host 0.0.0.0
+      CODEX_SERVE_TOKEN=secret codex serve --host 0.0.0.0 --allowed-host gpu-box.lan
     """
     app = build_service(host, port, **options)
     click.echo(f"codex: serving on http://{host}:{port} (state {app.state.settings.state_dir}; API docs at /docs)",

@@ -13,6 +13,11 @@ dropped silently; one set to something Codex does not do (``restore_faces``, ``e
 The current model (``sd_model_checkpoint``, kept on ``app.state.a1111_model``) is a title from
 ``GET /sdapi/v1/sd-models``: each checkpoint in the models folders that an installed engine runs
 (A1111's "name [hash]"), and ``tiny-<engine>`` for each engine's random-weight test model.
+
+``txt2img`` and ``img2img`` answer when their jobs end, which can take minutes: they wait on the
+event loop (``JobWaits``, ``app.state.waits``), not in a thread, so any number of waiting calls leaves
+the other routes answering at once. Their submission and answer (reading models, images, PNGs) run
+in the threadpool.
 """
 
 from __future__ import annotations
@@ -20,16 +25,19 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from fastapi.datastructures import State
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import UsageError
 from ..exporters.png import parse_parameters_text
+from .bodies import StrictJSONRoute, excerpt
 from .dependencies import StateDep, StoreDep, WorkersDep
 from .routes_jobs import JobSpec, submit_job
 
@@ -91,7 +99,8 @@ def models() -> list[dict[str, Any]]:
     return found
 
 
-router = APIRouter(prefix="/sdapi/v1")
+router = APIRouter(prefix="/sdapi/v1", route_class=StrictJSONRoute)
+WAIT_SECONDS = 24 * 3600  # how long a txt2img/img2img call waits for its jobs before a 504
 
 
 def current_model(state: State) -> dict[str, Any]:
@@ -161,23 +170,32 @@ def schedulers(state: StateDep) -> list[dict[str, Any]]:
 
 
 @router.post("/txt2img")
-def txt2img(body: dict[str, Any], state: StateDep):
-    return _run(state, body, "txt2img", {})
+async def txt2img(body: dict[str, Any], state: StateDep):
+    return await _run(state, body, "txt2img")
 
 
 @router.post("/img2img")
-def img2img(body: dict[str, Any], state: StateDep):
+async def img2img(body: dict[str, Any], state: StateDep):
+    return await _run(state, body, "img2img")
+
+
+def _images(body: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """img2img's task (with a ``mask``: inpaint) and its image fields, each one base64 string."""
     init = body.get("init_images") or []
+    if not isinstance(init, list) or not all(isinstance(image, str) for image in init):
+        raise UsageError(f"init_images: got {excerpt(init)}; a list of one image (base64 or a data URL)")
     if not init:
         raise UsageError("init_images: img2img needs one image (base64 or a data URL)")
     if len(init) > 1:
         raise UsageError(f"init_images: got {len(init)} images; Codex takes one per request")
     images = {"init_image": init[0]}
-    task = "img2img"
-    if body.get("mask"):
-        task = "inpaint"
-        images["mask_image"] = _inverted(body["mask"]) if body.get("inpainting_mask_invert") else body["mask"]
-    return _run(state, body, task, images)
+    mask = body.get("mask")
+    if not mask:
+        return "img2img", images
+    if not isinstance(mask, str):
+        raise UsageError(f"mask: got {excerpt(mask)}; an image as base64 or a data URL")
+    images["mask_image"] = _inverted(mask) if body.get("inpainting_mask_invert") else mask
+    return "inpaint", images
 
 
 @router.get("/progress")
@@ -211,7 +229,10 @@ def skip(workers: WorkersDep) -> dict[str, Any]:
 def png_info(body: dict[str, Any]) -> dict[str, Any]:
     from .inputs import _inline
 
-    raw = _inline(body.get("image") or "")
+    image = body.get("image") or ""
+    if not isinstance(image, str):
+        raise UsageError(f"image: got {excerpt(image)}; a PNG as base64 or a data URL")
+    raw = _inline(image)
     if not raw:
         raise UsageError("image: a PNG as base64 or a data URL is required")
     try:
@@ -242,9 +263,9 @@ def _translate(body: dict[str, Any], task: str, engine) -> tuple[dict[str, Any],
             ignored.append(f"{key} (not an A1111 field Codex knows)")
         elif key in HANDLED and key not in FIELDS and value not in NEUTRAL \
                 and value not in DEFAULT_IGNORED.get(key, ()) and key not in TRANSLATED:
-            ignored.append(f"{key}={value!r}")
-    seed = body.get("seed")
-    if isinstance(seed, int) and seed >= 0:
+            ignored.append(f"{key}={excerpt(value)}")
+    seed = _seed(body.get("seed"))
+    if seed is not None:
         request["seed"] = seed
     sampler = body.get("sampler_name") or body.get("sampler_index")
     if sampler and "sampler" in fields:
@@ -258,17 +279,27 @@ def _translate(body: dict[str, Any], task: str, engine) -> tuple[dict[str, Any],
     return request, ignored
 
 
-def _run(state: State, body: dict[str, Any], task: str, images: dict[str, str]):
+async def _run(state: State, body: dict[str, Any], task: str):
     """An A1111 txt2img/img2img call: its ``n_iter`` batches as jobs on the queue, waited for, then answered
     in A1111's shape (a failed job: A1111's 500)."""
+    submitted = await run_in_threadpool(_submit, state, body, task)
+    jobs = [await _ended(state, job_id) for job_id in submitted.pop("job_ids")]
+    return await run_in_threadpool(_reply, state, body, jobs=jobs, **submitted)
+
+
+def _submit(state: State, body: dict[str, Any], task: str) -> dict[str, Any]:
+    """The call's jobs, validated and queued: what ``_reply`` needs to answer for them."""
     engine = _engine(state)
+    images: dict[str, str] = {}
+    if task != "txt2img":
+        task, images = _images(body)
     if task not in engine.tasks:
         raise UsageError(f"the current model's engine {engine.key} has no {task} task")
     request, ignored = _translate(body, task, engine)
     request.update(images)
     n_iter = body.get("n_iter") or 1
     if not isinstance(n_iter, int) or n_iter < 1 or n_iter > 16:
-        raise UsageError(f"n_iter: got {n_iter!r}; 1 to 16")
+        raise UsageError(f"n_iter: got {excerpt(n_iter)}; 1 to 16")
     job_ids = []
     for index in range(n_iter):  # A1111 gives each batch the next seeds
         part = dict(request)
@@ -276,7 +307,13 @@ def _run(state: State, body: dict[str, Any], task: str, images: dict[str, str]):
             part["seed"] = request["seed"] + index * (request.get("batch_size") or 1)
         spec = JobSpec(engine=engine.key, task=task, request=part, model=current_model(state)["model"])
         job_ids.append(submit_job(state, spec)["id"])
-    return _reply(state, body, engine, task, request, ignored, [_wait(state.store, job_id) for job_id in job_ids])
+    return {"engine": engine, "task": task, "request": request, "ignored": ignored, "job_ids": job_ids}
+
+
+async def _ended(state: State, job_id: str) -> dict[str, Any]:
+    """The job once it ended; a job deleted meanwhile counts as interrupted (A1111 answers what finished)."""
+    job = await state.waits.wait(job_id, WAIT_SECONDS)
+    return job or {"id": job_id, "state": "cancelled", "error": "deleted while the call waited", "result": None}
 
 
 def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[str, Any], ignored: list[str],
@@ -292,7 +329,10 @@ def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[
             continue  # interrupted: A1111 returns what finished
         for path in job["result"]["files"]:
             if path.endswith(".png"):
-                raw = Path(path).read_bytes()
+                try:
+                    raw = Path(path).read_bytes()
+                except FileNotFoundError:  # the job was deleted since it ended
+                    continue
                 pngs.append(base64.b64encode(raw).decode())
                 infotexts.append(_png_text(raw).get("parameters", ""))
                 seeds.append(job["result"]["info"]["seed"])
@@ -312,21 +352,25 @@ def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[
     return {"images": pngs, "parameters": body, "info": json.dumps(info)}
 
 
-def _wait(store, job_id: str, timeout: float = 24 * 3600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = store.get(job_id)
-        if job["state"] in ("done", "failed", "cancelled"):
-            return job
-        time.sleep(0.05)
-    raise HTTPException(504, f"job {job_id} did not finish")
-
-
 def _png_text(raw: bytes) -> dict[str, str]:
     from PIL import Image
 
     with Image.open(io.BytesIO(raw)) as image:
         return dict(getattr(image, "text", {}) or {})
+
+
+def _seed(value: Any) -> int | None:
+    """A1111's ``seed``: None for a random one (-1, null or ""), else the integer, also from a whole number or its
+    digits as A1111's own model reads them; anything else is a 422, never silently a random seed."""
+    if value is None or value == "" or value == -1:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return None if value == -1 else int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,20}\s*", value):
+        return None if int(value) == -1 else int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise UsageError(f"seed: got {excerpt(value)}; an integer (-1 for a random seed)")
 
 
 def _inverted(mask: str) -> str:
@@ -337,7 +381,10 @@ def _inverted(mask: str) -> str:
     raw = _inline(mask)
     if not raw:
         raise UsageError("mask: not a base64 image")
-    with Image.open(io.BytesIO(raw)) as image:
-        out = io.BytesIO()
-        ImageOps.invert(image.convert("L")).save(out, format="PNG")
+    out = io.BytesIO()
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            ImageOps.invert(image.convert("L")).save(out, format="PNG")
+    except Exception as exc:  # noqa: BLE001  (whatever Pillow makes of the bytes: the field is not an image)
+        raise UsageError(f"mask: not a readable image ({type(exc).__name__})") from None
     return base64.b64encode(out.getvalue()).decode()

@@ -1,13 +1,14 @@
 """The service's FastAPI app, assembled: the state dir locked, the job store opened and recovered,
-the workers and input rules built and put on ``app.state``, the body limit and the error handlers
-added (422 for a usage error, 503 while the job store cannot record), and the routers included
-(OpenAPI at ``/docs``). The app's lifespan starts the workers and, on a stop, gives the running jobs
-their grace (``Workers.stop``).
+the workers and input rules built and put on ``app.state``, the allowed-hosts check, the body limit
+and the error handlers added (422 for a usage error, 503 while the job store cannot record, capped
+bodies), and the routers included (OpenAPI at ``/docs``). The app's lifespan starts the workers and,
+on a stop, gives the running jobs their grace (``Workers.stop``).
 
 The routes live in their own modules and take what they use from ``app.state`` through the
 dependencies of ``dependencies.py``: ``routes_info`` (health, engines, schemas, presets, samplers,
-models), ``routes_jobs`` (inputs, jobs, their files and events) and ``a1111`` (``/sdapi/v1``).
-Every route but ``/v1/health`` requires the token (``--token``) when there is one.
+models; the API docs), ``routes_jobs`` (inputs, jobs, their files and events) and ``a1111``
+(``/sdapi/v1``). Every route but ``/v1/health`` requires the token (``--token``) when there is one,
+the docs too; the service's routes take state-changing requests only as ``guards.browser_safe`` says.
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import CodexError, ParamError, UsageError
 from . import a1111, routes_info, routes_jobs
+from .bodies import capped, capped_list, http_problem, validation_problem
 from .dependencies import authorised
+from .guards import AllowedHosts, browser_safe
 from .inputs import Inputs
 from .settings import Settings
 from .store import JobStore, StoreUnavailable
+from .waits import JobWaits
 from .worker import Workers
 
 
@@ -54,16 +60,22 @@ def create_app(settings: Settings) -> FastAPI:
     inputs = Inputs([*settings.input_roots, settings.inputs_dir, *(r.path for r in model_roots())],
                     settings.limits.input_pixels)
 
-    app = FastAPI(title="Codex", version=__version__, summary="Image and video diffusion jobs", lifespan=_lifespan)
+    app = FastAPI(title="Codex", version=__version__, summary="Image and video diffusion jobs", lifespan=_lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)  # routes_info.docs serves them, behind the token
     app.state.settings, app.state.lock, app.state.recovered = settings, lock, recovered
     app.state.store, app.state.workers, app.state.inputs = store, workers, inputs
+    app.state.waits = JobWaits(store)  # the A1111 calls waiting for their jobs
     app.state.a1111_model = None  # the A1111 layer's sd_model_checkpoint: none chosen yet
     app.middleware("http")(_limit_body)
+    app.add_middleware(AllowedHosts, names=settings.allowed_hosts)  # added last: runs first
     app.add_exception_handler(UsageError, _usage)
     app.add_exception_handler(StoreUnavailable, _unavailable)
+    app.add_exception_handler(RequestValidationError, validation_problem)
+    app.add_exception_handler(HTTPException, http_problem)
     app.include_router(routes_info.public)  # /v1/health answers without the token
+    app.include_router(routes_info.docs, dependencies=[Depends(authorised)])
     for router in (routes_info.router, routes_jobs.router, a1111.router):
-        app.include_router(router, dependencies=[Depends(authorised)])
+        app.include_router(router, dependencies=[Depends(browser_safe), Depends(authorised)])
     return app
 
 
@@ -80,6 +92,8 @@ async def _limit_body(request: Request, call_next):
     length = request.headers.get("content-length")
     if request.method in ("POST", "PUT") and length is None and request.headers.get("transfer-encoding"):
         return JSONResponse({"detail": "send a Content-Length (chunked bodies are not accepted)"}, 411)
+    if length is not None and not length.isdigit():
+        return JSONResponse({"detail": "the Content-Length is not a number"}, 400)
     if length is not None and int(length) > limit:
         return JSONResponse({"detail": f"the body is {length} bytes; this service takes at most "
                                        f"{limit} (--max-body-bytes)"}, 413)
@@ -97,9 +111,10 @@ async def _unavailable(_request, exc: StoreUnavailable):
 
 
 def _problem(status: int, exc: CodexError) -> JSONResponse:
-    body: dict[str, Any] = {"detail": exc.message, "hint": exc.hint}
+    """The error as JSON: its message, hint and field-named problems, each capped (``bodies.capped``)."""
+    body: dict[str, Any] = {"detail": capped(exc.message), "hint": capped(exc.hint) if exc.hint else exc.hint}
     if isinstance(exc, ParamError):
-        body["problems"] = exc.problems
+        body["problems"] = capped_list(exc.problems)
     return JSONResponse(body, status_code=status)
 
 

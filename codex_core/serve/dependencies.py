@@ -20,12 +20,13 @@ from .worker import Workers
 
 
 def authorised(request: Request) -> None:
-    """With ``--token``, the request's bearer token must be it (compared in constant time)."""
+    """With ``--token``, the request's bearer token must be it: the scheme in any case (``bearer`` too, as
+    RFC 9110 has it), the token compared in constant time."""
     token = request.app.state.settings.token
     if token is None:
         return
-    given = request.headers.get("authorization", "")
-    if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
         raise HTTPException(401, "a valid `Authorization: Bearer TOKEN` header is required",
                             headers={"WWW-Authenticate": "Bearer"})
 

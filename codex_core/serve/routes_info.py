@@ -3,14 +3,17 @@ presets, samplers, model files). They read the installed plugins and the models 
 anything.
 
 ``public`` holds ``/v1/health``, the one route that needs no token (``create_app`` includes ``router``
-behind the token check).
+behind the token check); ``docs`` the API's own description (``/openapi.json``, ``/docs``, ``/redoc``),
+FastAPI's pages on routes of their own so that they too need the token when there is one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from .. import __version__
 from ..errors import UsageError
@@ -18,11 +21,13 @@ from .dependencies import WorkersDep
 
 public = APIRouter()
 router = APIRouter()
+docs = APIRouter(include_in_schema=False)
 
 
 @public.get("/v1/health")
 def health(workers: WorkersDep) -> dict[str, Any]:
-    """``status`` "ok", or "degraded" with the ``reasons`` (a worker down, a job store that cannot be written)."""
+    """``status`` "ok", or "degraded" with the ``reasons`` (a worker down, a job store that cannot be written);
+    counts and states only (it needs no token): jobs queued, and per worker its state and running count."""
     found = workers.health()
     return {"status": found["status"], "reasons": found["reasons"], "version": __version__,
             "queued": found["queued"], "workers": found["workers"]}
@@ -82,3 +87,26 @@ def models(engine: str | None = None, kind: str = "checkpoints") -> list[dict[st
     if engine is not None:
         get_engine(engine)
     return describe([kind], engine, hashes=False)
+
+
+@docs.get("/openapi.json")
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@docs.get("/docs")
+async def swagger_ui(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "").rstrip("/")
+    return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title=f"{request.app.title} - Swagger UI",
+                               oauth2_redirect_url=f"{root}/docs/oauth2-redirect")
+
+
+@docs.get("/docs/oauth2-redirect")
+async def swagger_ui_redirect() -> HTMLResponse:
+    return get_swagger_ui_oauth2_redirect_html()
+
+
+@docs.get("/redoc")
+async def redoc(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "").rstrip("/")
+    return get_redoc_html(openapi_url=f"{root}/openapi.json", title=f"{request.app.title} - ReDoc")

@@ -14,19 +14,26 @@ import json
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from fastapi.datastructures import State
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import UsageError
-from .limits import check_prepared, check_raw
+from .bodies import StrictJSONRoute, excerpt
 from .dependencies import InputsDep, SettingsDep, StateDep, StoreDep, WorkersDep
+from .inputs import check_name
+from .limits import check_prepared, check_raw
 from .store import TERMINAL, JobStore, StoreUnavailable
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJSONRoute)
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+# what POST /v1/inputs takes: an image's bytes as the body, with an image content type
+IMAGE_BODY = {"requestBody": {"required": True, "content": {"image/*": {"schema": {"type": "string",
+                                                                                   "format": "binary"}}}}}
 
 
 class JobSpec(BaseModel):
@@ -52,10 +59,14 @@ def submit_job(state: State, spec: JobSpec) -> dict[str, Any]:
         raise HTTPException(429, f"the queue is full ({settings.max_queue} jobs waiting, --max-queue)")
     engine = get_engine(spec.engine)
     if spec.task not in engine.tasks:
-        raise UsageError(f"engine {spec.engine!r} has no task {spec.task!r}; its tasks: {', '.join(engine.tasks)}")
-    if spec.model and spec.model != "tiny" and Path(spec.model).expanduser().exists() \
-            and not inputs.allowed(spec.model):
-        raise UsageError(f"model: {spec.model!r} is outside the folders this service may read")
+        raise UsageError(f"engine {excerpt(spec.engine)} has no task {excerpt(spec.task)}; its tasks: "
+                         f"{', '.join(engine.tasks)}")
+    for field, value in (("model", spec.model), ("preset", spec.preset),
+                         *((f"formats.{index}", name) for index, name in enumerate(spec.formats or ()))):
+        if value is not None:
+            check_name(field, value)
+    if spec.model and spec.model != "tiny" and inputs.names_a_file(spec.model) and not inputs.allowed(spec.model):
+        raise UsageError(f"model: {excerpt(spec.model)} is outside the folders this service may read")
     # what is only large is refused before it costs a validation
     check_raw(settings.limits, spec.request, engine.params_model(spec.task))
     staging = settings.inputs_dir / secrets.token_hex(8)
@@ -83,18 +94,20 @@ def submit_job(state: State, spec: JobSpec) -> dict[str, Any]:
 def _job(store: JobStore, job_id: str) -> dict[str, Any]:
     job = store.get(job_id)
     if job is None:
-        raise HTTPException(404, f"no job {job_id!r}")
+        raise HTTPException(404, f"no job {excerpt(job_id)}")
     return job
 
 
-@router.post("/v1/inputs", status_code=201)
+@router.post("/v1/inputs", status_code=201, openapi_extra=IMAGE_BODY)
 async def upload(request: Request, settings: SettingsDep, inputs: InputsDep) -> dict[str, Any]:
-    """An image sent as the body, kept under the state dir by its content's sha256: its path can be a
-    request's image field (a short value in place of an inline data URL; the same image twice is one file)."""
+    """An image sent as the body (content type ``image/*``), kept under the state dir by its content's sha256:
+    its path can be a request's image field (a short value in place of an inline data URL; the same image twice
+    is one file). It is decoded in full first, as a job's input is: a truncated or oversized image is a 422 here."""
     raw = await request.body()
     digest = hashlib.sha256(raw).hexdigest()
     problems: list[str] = []
-    path = inputs.write_image("body", raw, settings.inputs_dir / "uploads", digest[:32], problems)
+    path = await run_in_threadpool(inputs.write_image, "body", raw, settings.inputs_dir / "uploads", digest[:32],
+                                   problems, decode=True)
     if path is None:
         raise UsageError("; ".join(problems), hint="send the bytes of a PNG, JPEG, WebP, BMP, GIF or TIFF image")
     return {"path": str(path), "sha256": digest, "bytes": len(raw)}
@@ -106,7 +119,8 @@ def submit(spec: JobSpec, state: StateDep) -> dict[str, Any]:
 
 
 @router.get("/v1/jobs")
-def jobs(store: StoreDep, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def jobs(store: StoreDep, state: JobState | None = None,
+         limit: Annotated[int, Query(ge=0, le=10_000)] = 100) -> list[dict[str, Any]]:
     return store.list(state, limit)
 
 
@@ -136,7 +150,10 @@ def file(job_id: str, name: str, store: StoreDep) -> FileResponse:
     found = _job(store, job_id)
     files = {Path(path).name: Path(path) for path in (found.get("result") or {}).get("files", [])}
     if name not in files:
-        raise HTTPException(404, f"job {job_id} has no file {name!r}; its files: {', '.join(files) or 'none yet'}")
+        raise HTTPException(404, f"job {job_id} has no file {excerpt(name)}; its files: "
+                                 f"{', '.join(files) or 'none yet'}")
+    if not files[name].is_file():
+        raise HTTPException(404, f"job {job_id}'s file {name} is gone (the job is being deleted)")
     return FileResponse(files[name])
 
 
@@ -152,6 +169,9 @@ async def _event_stream(store: JobStore, logs: dict[str, list[dict[str, Any]]], 
         return f"event: {name}\ndata: {json.dumps({'id': job_id, **data})}\n\n"
 
     current = store.get(job_id)
+    if current is None:  # deleted since the route looked
+        yield sse("deleted", {})
+        return
     yield sse("state", {key: current.get(key) for key in ("state", "stage", "step", "steps", "position")})
     sent, last_state = 0, current["state"]
     while True:
@@ -160,10 +180,11 @@ async def _event_stream(store: JobStore, logs: dict[str, list[dict[str, Any]]], 
             yield sse("deleted", {})
             return
         log = logs.get(job_id, [])
-        for event in log[sent:]:
+        fresh = log[sent:]  # events a worker appends while this generator waits at a yield go out next round
+        sent += len(fresh)
+        for event in fresh:
             kind = event["event"]
             yield sse(kind, {key: value for key, value in event.items() if key != "event"})
-        sent = len(log)
         if current["state"] != last_state:
             last_state = current["state"]
             yield sse("state", {"state": last_state, "error": current.get("error")})

@@ -16,6 +16,7 @@ from .limits import FLAGS, HELP, Limits, from_options, option_name
 from .worker import CANCEL_GRACE, STOP_GRACE
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARDS = ("0.0.0.0", "::", "")  # every interface: no one name the clients use
 
 
 SERVE_OPTIONS = [
@@ -25,6 +26,9 @@ SERVE_OPTIONS = [
                                                              "(or CODEX_SERVE_TOKEN)."),
     click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without --token (anyone on the network "
                                                   "can run jobs)."),
+    click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+                 help="A name clients may reach the service by (the Host header) besides its loopback names and "
+                      "--host (repeatable; '*' turns the check off)."),
     click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("codex-serve"),
                  show_default=True, help="The job database, inputs and outputs."),
     click.option("--input-root", "input_roots", multiple=True, type=click.Path(file_okay=False, path_type=Path),
@@ -74,7 +78,7 @@ def check_bind(host: str, token: str | None, insecure: bool) -> None:
 
 
 def build_service(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_queue, devices,
-                  cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE, **given):
+                  cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE, allowed_hosts=(), **given):
     """The service app from `codex serve`'s options, checked (UsageError names the option)."""
     try:
         import uvicorn  # noqa: F401  (checked here: the service cannot run without it)
@@ -95,7 +99,12 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
                          "race on, its loaded models)")
     settings = Settings(state_dir.resolve(), token, [Path(root).expanduser() for root in input_roots],
                         max_body_bytes=max_body_bytes, limits=limits, max_queue=max_queue, devices=device_list,
-                        runtime=runtime, cancel_grace=cancel_grace, stop_grace=stop_grace)
+                        runtime=runtime, cancel_grace=cancel_grace, stop_grace=stop_grace,
+                        allowed_hosts=[*allowed_hosts, *([] if host in LOOPBACK else [host])])
+    if host in WILDCARDS and "*" not in allowed_hosts:
+        click.echo(f"codex: --host {host}: requests must name the service by a loopback name"
+                   f"{' or ' + ', '.join(allowed_hosts) if allowed_hosts else ''}; add the names clients use "
+                   "with --allowed-host NAME", err=True)
     app = create_app(settings)
     for entry in app.state.recovered:
         click.echo(f"codex: job {entry['id']} was running when the service stopped: {entry['action']}", err=True)

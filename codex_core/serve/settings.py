@@ -22,6 +22,7 @@ class Settings:
     runtime: Runtime = field(default_factory=Runtime)  # how the workers run models (device: each its own)
     cancel_grace: float = CANCEL_GRACE  # seconds a cancelled job has to reach its next step, then its process is killed
     stop_grace: float = STOP_GRACE  # seconds a running job may take to finish when the service is stopped
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names answered besides the loopback ones
 
     @property
     def outputs(self) -> Path:

@@ -104,7 +104,8 @@ class Worker(threading.Thread):
         self.wake.set()
 
     def health(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"device": self.device, "running": self.current, "state": self.status}
+        # counts and states only: health needs no token, so it names no job
+        row: dict[str, Any] = {"device": self.device, "running": int(self.current is not None), "state": self.status}
         for key in ("problem", "outputs_problem", "last_restart"):
             if getattr(self, key):
                 row[key] = getattr(self, key)
@@ -206,7 +207,7 @@ class Worker(threading.Thread):
         if outcome.state == "done":
             self.outputs_problem = None
         elif outcome.state == "failed" and outcome.errno in DISK_ERRNOS:
-            self.outputs_problem = f"job {job_id} could not write its outputs: {outcome.error}"
+            self.outputs_problem = f"a job could not write its outputs: {outcome.error}"
         self._record(job, outcome)
         if self.state == "running":
             self.state = "idle"

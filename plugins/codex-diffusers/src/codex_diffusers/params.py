@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -144,12 +145,12 @@ class VaeFields(BaseModel):
 
 def vae_path(value: str) -> Path:
     """A ``vae`` value as a file or folder: a path, else a name in the vae folders."""
-    path = Path(value).expanduser()
-    if path.is_dir():
+    path = Path(os.path.expanduser(value))  # os.path: "~nosuchuser" stays as it is, and a name too long for the
+    if os.path.isdir(path):                 # system is simply not a file (Path would raise)
         if not (path / "config.json").is_file():
             raise UsageError(f"'{value}' is a folder without config.json (not a diffusers VAE folder)")
         return path
-    if path.is_file():
+    if os.path.isfile(path):
         if path.suffix.lower() != ".safetensors":
             raise UsageError(f"'{value}' is not a .safetensors file (pickle-based VAEs are not loaded)")
         return path

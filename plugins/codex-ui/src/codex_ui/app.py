@@ -303,7 +303,7 @@ class Page:
         return f"Job `{job_id}`: {done}"
 
     def on_skip(self):
-        running = [w["running"] for w in self.client.health()["workers"] if w["running"]]
+        running = [job["id"] for job in self.client.jobs(state="running")]
         for job_id in running:
             self.client.cancel(job_id)
         return f"Skipped {', '.join(f'`{j}`' for j in running)}" if running else "No job is running."

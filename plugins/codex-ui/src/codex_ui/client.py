@@ -8,6 +8,7 @@ exactly what any other API client sees (422 problems, queue positions, events, f
 from __future__ import annotations
 
 import json
+import mimetypes
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -68,7 +69,10 @@ class ServiceClient:
     def upload(self, path: str | Path) -> str:
         """An image file sent to the service; the path the service knows it by (for a request's image field)."""
         data = Path(path).read_bytes()
-        served = self._check(self.http.post("/v1/inputs", content=data)).json()["path"]
+        kind = mimetypes.guess_type(str(path))[0] or ""
+        # the service takes the bytes only with an image content type (its format is read from the bytes)
+        headers = {"content-type": kind if kind.startswith("image/") else "image/png"}
+        served = self._check(self.http.post("/v1/inputs", content=data, headers=headers)).json()["path"]
         self._local_copies[served] = str(path)
         return served
 
@@ -83,8 +87,8 @@ class ServiceClient:
     def job(self, job_id: str) -> dict[str, Any]:
         return self._get(f"/v1/jobs/{job_id}")
 
-    def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
-        return self._get("/v1/jobs", limit=limit)
+    def jobs(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
+        return self._get("/v1/jobs", limit=limit, state=state)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._check(self.http.delete(f"/v1/jobs/{job_id}")).json()
