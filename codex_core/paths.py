@@ -26,7 +26,7 @@ def excerpt(value: str, limit: int = EXCERPT) -> str:
 
 
 def path_problem(value: str) -> str | None:
-    """Why no file system could hold ``value`` as a path (None: it could)."""
+    """Why no file system could hold ``value`` as a path, read after the value (None: it could)."""
     if "\0" in value:
         return "contains a NUL byte, which no file name can"
     try:
@@ -38,18 +38,22 @@ def path_problem(value: str) -> str | None:
     longest = max(raw.split(b"/"), key=len)
     if len(longest) > NAME_MAX:
         return f"has a {len(longest):,}-byte name in it; a file or folder name has at most {NAME_MAX}"
+    try:
+        Path(value).expanduser()
+    except RuntimeError:  # ~name of a user this machine does not know
+        user = value[1:].split("/", 1)[0]
+        if not user:
+            return "starts with ~, but your home folder is not known (HOME is not set)"
+        return f"starts with ~{user}, the home folder of a user this machine does not have"
     return None
 
 
-def user_path(value: str, field: str) -> Path:
-    """``value`` as a path with ``~`` expanded; UsageError naming ``field`` when no file system could hold it."""
+def user_path(value: str, field: str = "") -> Path:
+    """``value`` as a path with ``~`` expanded; UsageError when no file system could hold it. Its message names
+    ``field`` and shows the value; without a field (a request field's validator shows both) it is only why."""
     problem = path_problem(value)
     if problem:
-        raise UsageError(f"{field}: {excerpt(value)} {problem}", hint="give an existing file or folder, or a name")
-    try:
-        return Path(value).expanduser()
-    except RuntimeError:  # ~name of a user this machine does not know
-        user = value[1:].split("/", 1)[0]
-        why = f"there is no user {user!r} on this machine (~NAME is that user's home folder)" if user else \
-            "your home folder is not known (HOME is not set)"
-        raise UsageError(f"{field}: {excerpt(value)}: {why}", hint="write the path without ~") from None
+        raise UsageError(f"{field}: {excerpt(value)} {problem}" if field else f"the path {problem}",
+                         hint="write the path without ~NAME" if problem.startswith("starts with ~") else
+                         "give an existing file or folder, or a name")
+    return Path(value).expanduser()

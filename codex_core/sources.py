@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import model_files
 from .errors import ModelNotFoundError, UsageError
-from .paths import excerpt
+from .paths import excerpt, user_path
 from .safetensors_header import regular_status
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def _explicit(spec: "Engine", value: str, via: str, download: bool, allow_pickle
         if tiny_version is None:
             raise UsageError(f"{via}: engine {spec.key!r} has no tiny test model")
         return ModelSource("tiny", tiny_path(spec, tiny_version), TINY, found_via=via)
-    path = Path(value).expanduser()
+    path = user_path(value, via)
     if path.exists() and not path.is_dir():  # a file: a weight file, or refused saying what it is (e.g. a FIFO)
         return ModelSource("file", weight_file(path, via, allow_pickle), value, found_via=via)
     if path.exists():
@@ -141,7 +141,7 @@ def component_files(spec: "Engine", values: tuple[str, ...] | list[str], allow_p
                              f"allowed: {allowed}")
         if name in found:
             raise UsageError(f"--component: {name} given twice")
-        path = Path(target).expanduser()
+        path = user_path(target, via)
         if not path.exists():
             named = model_files.lookup("diffusion_models", target, via) or model_files.lookup("checkpoints", target, via)
             path = named.path if named else model_files.find("diffusion_models", target, via).path

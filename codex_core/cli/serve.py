@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..serve.service import build_service, serve_command, serve_options
+from ..errors import CodexError
+from ..serve.service import build_service, listening_sockets, serve_command, serve_options
 from .base import handle_errors
 
 
@@ -26,7 +27,19 @@ def serve(host, port, **options):
     """
     import uvicorn
 
-    app = build_service(host, port, **options)
+    sockets = listening_sockets(host, port)  # a port in use: refused before the queue is opened
+    try:
+        app = build_service(host, port, **options)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     click.echo(f"codex: serving on http://{host}:{port} (state {app.state.settings.state_dir}; API docs at /docs)",
                err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:  # the signal that stopped it, raised again once it has shut down: a clean stop
+        return
+    if not server.started:
+        raise CodexError("the service did not start (its log lines above say why)")

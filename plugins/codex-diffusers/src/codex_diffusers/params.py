@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core import INPUT_FILE, UsageError, find_model_file, lookup_model_file, model_folders
+from codex_core import INPUT_FILE, UsageError, find_model_file, lookup_model_file, model_folders, user_path
 
 
 class TrueCfgFields(BaseModel):
@@ -88,7 +88,7 @@ class LoraRef(BaseModel):
         if (self.name is None) == (self.path is None):
             raise PydanticCustomError("lora", "give exactly one of name (from the loras folders) or path", {})
         if self.path is not None:
-            path = Path(self.path).expanduser()
+            path = request_path(self.path, "path")
             if path.suffix.lower() != ".safetensors":
                 raise PydanticCustomError("lora", "path: '{path}' is not a .safetensors file (pickle-based LoRAs are "
                                           "not loaded)", {"path": self.path})
@@ -142,9 +142,18 @@ class VaeFields(BaseModel):
         return value
 
 
+def request_path(value: str, field: str = "") -> Path:
+    """A request field's path, ``~`` expanded; one no file system holds (too long, ``~nosuchuser``) is the field's
+    error (a PydanticCustomError, for a validator to raise)."""
+    try:
+        return user_path(value, field)
+    except UsageError as exc:
+        raise PydanticCustomError("path", "{message}", {"message": exc.message}) from None
+
+
 def vae_path(value: str) -> Path:
     """A ``vae`` value as a file or folder: a path, else a name in the vae folders."""
-    path = Path(value).expanduser()
+    path = user_path(value)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UsageError(f"'{value}' is a folder without config.json (not a diffusers VAE folder)")
