@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Iterator
 
 from .batch_items import LOCK
-from .batch_ranks import WORKER_ENV
+from .batch_ranks import WORKER_ENV, distributed
 from .errors import UsageError
 
 
 def takes_the_lock() -> bool:
     """Whether this process locks the batch folder: not a rank started by ``--processes`` (its launcher holds
     it), and rank 0 of a group started by torchrun or accelerate launch."""
-    return not os.environ.get(WORKER_ENV) and os.environ.get("RANK", "0") == "0"
+    return not os.environ.get(WORKER_ENV) and (not distributed() or os.environ.get("RANK", "0") == "0")
 
 
 @contextmanager
