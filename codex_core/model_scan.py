@@ -15,6 +15,7 @@ A models folder is whatever people put there, so the walk assumes nothing of it:
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import dataclass, field
@@ -192,7 +193,8 @@ class _Walk:
         try:
             status = os.stat(path)
         except OSError as exc:
-            why = "a broken link" if path.is_symlink() else exc.strerror
+            why = ("a link that leads back to itself" if exc.errno == errno.ELOOP else
+                   "a broken link" if path.is_symlink() else exc.strerror)
             self._skip(top, path, fmt, f"skipped: {why}")
             return
         kind = not_regular(status.st_mode)

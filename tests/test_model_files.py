@@ -17,7 +17,7 @@ import pytest
 
 from codex_core import model_files
 from codex_core.errors import UsageError
-from codex_core.testing import cli_run
+from codex_core.testing import clear_model_cache, cli_run, loaded_models
 
 
 def write_safetensors(path, tensors: dict[str, tuple[str, list[int]]]) -> None:
@@ -239,7 +239,8 @@ def test_a_header_that_claims_more_than_the_file_or_the_format_allows_is_refused
 
 def two_loops_and_the_unreadable(folder):
     """``folder`` with a LoRA, two links back up the tree (a walk that follows links without remembering where it
-    has been doubles at each level), a FIFO, a link to /dev/zero and a broken link, each named as a weight file."""
+    has been doubles at each level), a FIFO, a link to /dev/zero, a broken link and a link to itself, each named as
+    a weight file."""
     kohya_lora(folder / "ink.safetensors", 768)
     (folder / "sub").mkdir()
     (folder / "sub" / "up").symlink_to("..", target_is_directory=True)
@@ -247,6 +248,7 @@ def two_loops_and_the_unreadable(folder):
     os.mkfifo(folder / "pipe.safetensors")
     (folder / "zero.safetensors").symlink_to("/dev/zero")
     (folder / "gone.safetensors").symlink_to(folder / "nowhere.safetensors")
+    (folder / "self.safetensors").symlink_to("self.safetensors")
 
 
 def test_two_symlink_loops_are_walked_once_and_what_cannot_be_read_is_skipped_with_why(roots):
@@ -258,13 +260,13 @@ def test_two_symlink_loops_are_walked_once_and_what_cannot_be_read_is_skipped_wi
     assert {(s.name, s.reason) for s in found.skipped} == {
         ("pipe", "skipped: a FIFO (named pipe), not a regular file (never opened)"),
         ("zero", "skipped: a character device, not a regular file (never opened)"),
-        ("gone", "skipped: a broken link")}
+        ("gone", "skipped: a broken link"), ("self", "skipped: a link that leads back to itself")}
     listed = within(30, lambda: cli_run(["models", "--json"]))  # hashes included: nothing is opened but ink
     assert listed.exit_code == 0, listed.stderr
     rows = {row["name"]: row for row in json.loads(listed.stdout)}
     assert rows["ink"]["engines"] == ["sd15"] and rows["ink"]["hash"]
     assert rows["pipe"]["problem"].startswith("skipped: a FIFO") and rows["zero"]["hash"] is None
-    assert "the scan skipped 3:" in listed.stderr and "pipe.safetensors: a FIFO" in listed.stderr
+    assert "the scan skipped 4:" in listed.stderr and "pipe.safetensors: a FIFO" in listed.stderr
     with pytest.raises(UsageError, match="pipe.safetensors, which is not used .skipped: a FIFO"):
         model_files.find("loras", "pipe", "loras")
 
@@ -367,3 +369,18 @@ def test_the_service_lists_crafted_files_loops_and_fifos_without_a_500_or_a_hang
         listed = client.get("/v1/models", params={"kind": "loras", "engine": "sd15"})
         assert listed.status_code == 200 and listed.json() == []
         assert listed.headers["X-Codex-Scan"].startswith("incomplete: the time budget of 1e-06 s ran out")
+
+
+def test_a_request_naming_a_crafted_lora_or_vae_is_refused_before_anything_loads(roots, tmp_path):
+    lora, vae = roots["codex"] / "loras" / "bad.safetensors", roots["codex"] / "vae" / "badvae.safetensors"
+    raw_safetensors(lora, tensor(data_offsets="ab"))
+    raw_safetensors(vae, tensor(shape="4"))
+    clear_model_cache()
+    for extra, named in (({"loras": [{"name": "bad"}]}, lora), ({"loras": [{"path": str(lora)}]}, lora),
+                         ({"vae": "badvae"}, vae), ({"vae": str(vae)}, vae), ({"prompt": "a fox <lora:bad:0.5>"}, lora)):
+        request = {"prompt": "a fox", "width": 32, "height": 32, "steps": 2, **extra}
+        result = cli_run(["run", "sd15", "txt2img", "--model", "tiny", "--out", str(tmp_path / "out"),
+                          "--json", json.dumps(request)])
+        assert result.exit_code == 2, (extra, result.stderr)
+        assert f"{str(named)!r} is not a valid safetensors file" in result.stderr, (extra, result.stderr)
+    assert loaded_models() == [] and not (tmp_path / "out").exists()

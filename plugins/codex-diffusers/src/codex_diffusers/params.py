@@ -16,7 +16,8 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core import INPUT_FILE, UsageError, find_model_file, lookup_model_file, model_folders, user_path
+from codex_core import (INPUT_FILE, UsageError, find_model_file, lookup_model_file, model_folders,
+                        read_safetensors_header, user_path)
 
 
 class TrueCfgFields(BaseModel):
@@ -94,11 +95,13 @@ class LoraRef(BaseModel):
                                           "not loaded)", {"path": self.path})
             if not path.is_file():
                 raise PydanticCustomError("lora", "path: no such file: '{path}'", {"path": self.path})
-        else:
-            try:
-                find_model_file("loras", self.name, "name")
-            except UsageError as exc:
-                raise PydanticCustomError("lora", "{message}", {"message": f"{exc.message} ({exc.hint})"}) from None
+        try:
+            path = self.file()
+            if path.suffix.lower() == ".safetensors":
+                read_safetensors_header(path, "path" if self.path is not None else "name")  # refused now, not loaded
+        except UsageError as exc:
+            message = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            raise PydanticCustomError("lora", "{message}", {"message": message}) from None
         return self
 
     def file(self) -> Path:
@@ -161,9 +164,12 @@ def vae_path(value: str) -> Path:
     if path.is_file():
         if path.suffix.lower() != ".safetensors":
             raise UsageError(f"'{value}' is not a .safetensors file (pickle-based VAEs are not loaded)")
+        read_safetensors_header(path, "vae")  # a damaged header is refused now, not when it loads
         return path
     found = lookup_model_file("vae", value, "vae")
     if found is None:
         raise UsageError(f"no such file or folder '{value}', and no VAE of that name in "
                          f"{', '.join(str(f) for f in model_folders('vae'))}", hint="`codex models --kind vae`")
+    if found.path.suffix.lower() == ".safetensors":
+        read_safetensors_header(found.path, "vae")
     return found.path
