@@ -19,7 +19,7 @@ from .hookspecs import hookimpl
 from .lazy import lazy_exports
 
 __version__ = "0.1.0"
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 # The modules plugins may import besides the package itself.
 API_MODULES = ("codex_core.testing",)
 
@@ -51,6 +51,8 @@ _EXPORTS = {
     "file_record": "model_files", "read_safetensors_header": "model_files", "tensor_shapes": "model_files",
     "PICKLE_SUFFIXES": "model_files", "find_model_file": "model_files:find", "lookup_model_file": "model_files:lookup",
     "model_folders": "model_files:folders", "scan_model_files": "model_files:scan", "cache_dir": "model_files",
+    # a path a user gave (a request field): refused with a UsageError when no file system could hold it
+    "user_path": "paths",
     # outputs: what a run wrote, read back
     "read_info": "inspect_outputs", "inspect_output": "inspect_outputs:inspect", "probe_video": "exporters.video:probe",
     "parameters_text": "exporters.png", "parse_parameters_text": "exporters.png",
@@ -59,7 +61,7 @@ _EXPORTS = {
     "validate_params": "params:validate",
     # commands and the service (codex_register_commands)
     "handle_errors": "cli.base", "serve_command": "serve.service", "serve_options": "serve.service",
-    "build_service": "serve.service", "run_service": "serve.service", "check_bind": "serve.service",
+    "build_service": "serve.service", "run_service": "serve.service", "listening_sockets": "serve.service", "check_bind": "serve.service",
     "LOOPBACK": "serve.service",
     # lazy exports for a plugin package of its own
     "lazy_exports": "lazy",

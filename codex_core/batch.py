@@ -10,7 +10,9 @@ is rewritten atomically after every item.
 
 Resume: an item is complete when ``<out>/<id>/info.json`` exists (the run folder only appears once
 everything in it is written), so ``--resume`` after Ctrl-C, SIGKILL or a crash reruns only the items
-without one.
+without one; a folder whose info.json is unreadable is run again and replaced.
+
+One process (or group of ranks) writes a batch folder at a time: ``batch_lock`` holds ``<out>/batch.lock``.
 
 Data-parallel: under ``torchrun`` (or ``accelerate launch``; ``--processes N`` starts torchrun on
 this command) the items still to run are split between ranks (``batch_ranks``). Each rank writes
@@ -22,6 +24,7 @@ The items and their parsing are ``batch_items`` and ``batch_file``; this module 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -92,7 +95,8 @@ def in_model_order(items: list[Item]) -> list[Item]:
 # -- completeness -----------------------------------------------------------------------------------
 
 def completed(out: Path, item: Item) -> dict[str, Any] | None:
-    """The info.json of the item's run folder when it is complete (written last, renamed into place), else None.
+    """The info.json of the item's run folder when it is complete (written last, renamed into place), else None
+    (a folder without a readable info.json is run again, and replaced: ``_run_item``).
 
     A complete folder of another request under the same id is an error, not a skip.
     """
@@ -102,6 +106,8 @@ def completed(out: Path, item: Item) -> dict[str, Any] | None:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):
         return None
     if (info.get("engine"), info.get("task"), info.get("request_in")) != (item.engine, item.task, item.request):
         raise UsageError(f"{item.where()}: {out / item.id} holds the run of another request (the item changed "
@@ -188,22 +194,52 @@ def _run_item(item: Item, prepared, options: BatchOptions, runtime: Runtime, sum
     from .orchestrator import execute
 
     shutil.rmtree(options.out / f".{item.id}.partial", ignore_errors=True)  # left by a kill: never complete
+    stale = _set_aside(options.out, item, progress)
     started = time.perf_counter()
     try:
         result = execute(prepared, run_options(item, options, runtime, progress.sink))
     except KeyboardInterrupt:
+        _put_back(stale, options.out / item.id)
         summary.save()  # the item stays pending; --resume runs it
         raise
     except Exception as exc:  # this item failed: record it, go on with the next
+        _put_back(stale, options.out / item.id)
         error = exc.message if isinstance(exc, CodexError) else f"{type(exc).__name__}: {exc}"
         summary.set(item_record(item, "failed", error=error, rank=rank,
                                 seconds=round(time.perf_counter() - started, 3)))
         progress.write(f"codex: {item.where()} failed: {error}")
     else:
+        _remove(stale)  # replaced by the new run folder
         summary.set(record_of_info(item, options.out, result.info, "done", rank))
         summary.records[item.id]["seconds"] = round(time.perf_counter() - started, 3)
     summary.save()
     progress.item_done()
+
+
+def _set_aside(out: Path, item: Item, progress: BatchProgress) -> Path:
+    """An incomplete item folder (no readable info.json: cut short or corrupted by hand), moved out of the way of
+    the run that replaces it: ``.<id>.stale`` (removed when the run succeeds, put back when it fails)."""
+    folder, stale = out / item.id, out / f".{item.id}.stale"
+    if (stale.exists() or stale.is_symlink()) and not folder.exists():
+        return stale  # set aside by a run that was killed: still the folder the item replaces
+    _remove(stale)
+    if folder.exists() or folder.is_symlink():
+        progress.write(f"codex: {item.where()}: {folder} has no readable info.json; running the item again to "
+                       "replace it")
+        os.replace(folder, stale)
+    return stale
+
+
+def _put_back(stale: Path, folder: Path) -> None:
+    if (stale.exists() or stale.is_symlink()) and not folder.exists():
+        os.replace(stale, folder)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def exit_status(summary: dict[str, Any]) -> int:

@@ -12,12 +12,13 @@ from typing import Any
 from . import grid as grid_module
 from .batch_items import BatchFile, Broken, Invalid, parse_item, settle_ids
 from .errors import UsageError
+from .paths import user_path
 from .requests import no_duplicate_keys
 
 
 def read_batch_file(path: Path) -> BatchFile:
     """The items (and grids) of a batch file; an item whose fields are wrong is in ``invalid``, by line."""
-    path = Path(path).expanduser()
+    path = user_path(str(path), "FILE")
     if path.is_dir():
         raise UsageError(f"FILE: {str(path)!r} is a folder, not a batch file")
     if not path.is_file():

@@ -17,7 +17,13 @@ from typing import Any
 from .errors import UsageError
 
 ITEM_FIELDS = ("engine", "task", "request", "model", "formats", "preset", "id")
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # no leading '.': staging folders and parts are hidden
+# What else a batch keeps in --out beside the items' run folders: an item of that id would write over it
+SUMMARY = "batch.json"
+PARTS = ".parts"  # each rank's part of the summary
+LOCK = "batch.lock"  # held by the process running the batch (batch_lock)
+GRIDS = "grids"  # a grid's composed images (in a batch with a grid)
+RESERVED_IDS = {SUMMARY: "the batch's summary", LOCK: "the batch's lock file"}
 
 
 @dataclass
@@ -106,8 +112,11 @@ def parse_item(data: Any, line: int, grid: str | None = None) -> Item:
         formats = tuple(formats)
     given = data.get("id")
     if given is not None and not ID_PATTERN.fullmatch(given):
-        raise UsageError(f"line {line}: id: got {given!r}; an id names the item's run folder: 1 to 100 letters, "
-                         "digits, '.', '_' or '-', starting with a letter or digit")
+        raise UsageError(f"line {line}: id: got {given[:120]!r}; an id names the item's run folder: 1 to 100 "
+                         "letters, digits, '.', '_' or '-', starting with a letter or digit")
+    if given is not None and given.lower() in RESERVED_IDS:  # lower: a case-insensitive disk would collide too
+        raise UsageError(f"line {line}: id: {given!r} is reserved ({RESERVED_IDS[given.lower()]} has that name in "
+                         "--out)", hint="give the item another id")
     return Item(line, data["engine"], data["task"], data["request"], data.get("model"), formats, data.get("preset"),
                 given or "", grid)
 
@@ -126,6 +135,11 @@ def settle_ids(batch: BatchFile) -> None:
         elif item.id in seen:
             batch.invalid.append(Invalid(item.line, item.id, f"line {item.line}: id: {item.id!r} is already the id of "
                                          f"line {seen[item.id]}; give each item its own id"))
+            continue
+        elif batch.grids and item.id.lower() == GRIDS:
+            batch.invalid.append(Invalid(item.line, item.id, f"line {item.line}: id: {item.id!r} is reserved in a "
+                                         f"batch with a grid (the grid images are written to <out>/{GRIDS}/); give the "
+                                         "item another id"))
             continue
         seen[item.id] = item.line
         kept.append(item)

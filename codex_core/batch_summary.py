@@ -14,13 +14,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .batch_items import BatchFile, Item
+from .batch_items import PARTS, SUMMARY, BatchFile, Item
 
 if TYPE_CHECKING:
     from .batch import BatchOptions
 
-SUMMARY = "batch.json"
-PARTS = ".parts"
 STATUSES = ("done", "failed", "skipped", "invalid", "pending")
 # the stages every item goes through, not worth a line per item (a model's load is said once per batch)
 PER_ITEM_STAGES = ("encode", "denoise", "decode", "export")

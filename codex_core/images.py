@@ -32,10 +32,20 @@ def _error(message: str, **values: Any) -> PydanticCustomError:
     return PydanticCustomError("image_path", message, values)
 
 
+def _path(value: str) -> Path:
+    from .errors import UsageError
+    from .paths import user_path
+
+    try:
+        return user_path(value)
+    except UsageError as exc:  # a path no file system holds (too long, ~nosuchuser): shown with the field
+        raise _error("{problem}", problem=exc.message) from None
+
+
 def open_image(value: str) -> Image.Image:
     """Open and fully decode the image at ``value``; PydanticCustomError (shown with the field) on any problem."""
-    path = Path(os.path.expanduser(value))  # os.path: "~nosuchuser" stays as it is
-    if os.path.isdir(path):  # os.path answers False where Path raises (a name too long for the system)
+    path = _path(value)
+    if path.is_dir():
         raise _error("'{path}' is a folder, not an image file", path=value)
     if not os.path.exists(path):
         raise _error("no such image file: '{path}'", path=value)
@@ -57,7 +67,7 @@ def open_image(value: str) -> Image.Image:
 
 def oriented_size(value: str) -> tuple[int, int]:
     """The image's size as viewers show it (EXIF orientation applied); reads only the header."""
-    with Image.open(Path(value).expanduser()) as image:
+    with Image.open(_path(value)) as image:
         width, height = image.size
         return (height, width) if image.getexif().get(EXIF_ORIENTATION) in ROTATED else (width, height)
 

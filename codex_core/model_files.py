@@ -21,7 +21,11 @@ Names are what A1111 shows: the file's path under its kind folder, without the s
 (``styles/my-model``), or its bare stem when that is unique. Hashes are A1111's: the file's
 sha256, of which the "Model hash" is the first 10 hex digits; each is computed once and cached by
 (path, size, mtime). Everything here is torch-free: a safetensors header is 8 bytes of length and
-a JSON object, read without loading a tensor.
+a JSON object, read without loading a tensor (``safetensors_header`` checks every part of it).
+
+The walk (``model_scan``) enters each real folder once (links loop safely), lists only regular files
+(a FIFO or a link to a device is skipped, never opened) and stops when its time budget
+(``$CODEX_SCAN_SECONDS``, default 10) runs out; what it skipped is listed with the reason.
 """
 
 from __future__ import annotations
@@ -29,13 +33,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import UsageError
+from .model_scan import (PICKLE_SUFFIXES, SAFE_SUFFIXES, WEIGHT_SUFFIXES, ModelFile, Skipped, Survey,  # noqa: F401
+                         folder_bytes, folder_formats, survey)
+from .paths import excerpt
+from .safetensors_header import MAX_HEADER, open_regular, read_safetensors_header, tensor_shapes  # noqa: F401
 
 KINDS = ("checkpoints", "diffusion_models", "loras", "vae", "embeddings")
 LAYOUTS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -49,10 +55,6 @@ LAYOUTS: dict[str, dict[str, tuple[str, ...]]] = {
               "loras": ("models/Lora", "models/LyCORIS"), "vae": ("models/VAE",), "embeddings": ("embeddings",)},
 }
 LAYOUTS["forge"] = LAYOUTS["a1111"]
-SAFE_SUFFIXES = (".safetensors", ".gguf")
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-WEIGHT_SUFFIXES = SAFE_SUFFIXES + PICKLE_SUFFIXES
-MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
 SHORT_HASH = 10  # A1111's "Model hash": the first 10 hex digits of the sha256
 
 
@@ -127,106 +129,56 @@ def folders(kind: str) -> list[Path]:
     return [folder for root in roots() for folder in root.folders(kind)]
 
 
-@dataclass(frozen=True)
-class ModelFile:
-    kind: str
-    path: Path
-    name: str  # path under its kind folder, without the weight suffix
-    format: str  # "safetensors", "gguf", "pickle", or a model folder's format (its engines': e.g. "diffusers")
-    bytes: int
-
-    @property
-    def stem(self) -> str:
-        return self.name.rsplit("/", 1)[-1]
-
-
-def folder_formats() -> tuple[tuple[str, str], ...]:
-    """(marker file, format) pairs: a folder holding a marker file is one model (a whole model or a component),
-    in that format. The installed engines declare them (``Engine.folder_markers``, ``Engine.folder_format``)."""
-    from .plugins import contribution
-    from .registry import engines
-
-    def collect() -> tuple[tuple[str, str], ...]:
-        pairs: dict[str, str] = {}
-        for engine in engines().values():
-            for marker in engine.folder_markers:
-                pairs.setdefault(marker, engine.folder_format)
-        return tuple(pairs.items())
-
-    return contribution("folder_formats", collect)
-
-
-def _format(path: Path) -> str | None:
-    if path.is_dir():
-        return next((fmt for marker, fmt in folder_formats() if (path / marker).is_file()), None)
-    suffix = path.suffix.lower()
-    if suffix in SAFE_SUFFIXES:
-        return suffix[1:]
-    return "pickle" if suffix in PICKLE_SUFFIXES else None
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+def scan_folders(kinds: Iterable[str] = KINDS, seconds: float | None = None) -> Survey:
+    """Every weight file (and model folder) under the roots' kind folders, in search order, and what was skipped
+    (``model_scan``: each real folder once, regular files only, within ``seconds``, default $CODEX_SCAN_SECONDS)."""
+    kinds = list(kinds)
+    return survey(((kind, folders(kind)) for kind in kinds), seconds)
 
 
 def scan(kinds: Iterable[str] = KINDS) -> list[ModelFile]:
     """Every weight file (and model folder) under the roots' kind folders, in search order."""
-    found: list[ModelFile] = []
-    seen: set[tuple[str, Path]] = set()
-    for kind in kinds:
-        for folder in folders(kind):
-            if not folder.is_dir():
-                continue
-            for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-                dirnames.sort()
-                here = Path(dirpath)
-                for sub in list(dirnames):  # a model folder is one model, not a tree to list
-                    model_folder = not sub.startswith(".") and _format(here / sub) is not None
-                    if sub.startswith(".") or model_folder:
-                        dirnames.remove(sub)
-                    if model_folder:
-                        _add(found, seen, kind, folder, here / sub)
-                for filename in sorted(filenames):
-                    if not filename.startswith("."):
-                        _add(found, seen, kind, folder, here / filename)
-    return found
-
-
-def _add(found: list[ModelFile], seen: set[tuple[str, Path]], kind: str, folder: Path, path: Path) -> None:
-    fmt = _format(path)
-    if fmt is None or (kind, path.resolve()) in seen:
-        return
-    seen.add((kind, path.resolve()))
-    relative = path.relative_to(folder).as_posix()
-    name = relative if path.is_dir() else relative[: -len(path.suffix)]
-    size = _folder_bytes(path) if path.is_dir() else path.stat().st_size
-    found.append(ModelFile(kind, path, name, fmt, size))
+    return scan_folders(kinds).files
 
 
 def lookup(kind: str, name: str, field: str) -> ModelFile | None:
     """The model file of ``kind`` called ``name`` (its name, or its bare stem when unique), or None.
 
-    UsageError when the name is ambiguous: several files, in different folders, share the stem."""
-    files = scan([kind])
-    exact = [f for f in files if f.name == name or f.path.name == name]
-    matches = exact or [f for f in files if f.stem == name]
+    UsageError when the name is ambiguous (several files, in different folders, share the stem) or names a
+    file the scan skipped (a FIFO, a device, a broken link: said why)."""
+    return _lookup(scan_folders([kind]), kind, name, field)
+
+
+def _lookup(found: Survey, kind: str, name: str, field: str) -> ModelFile | None:
+    exact = [f for f in found.files if f.name == name or f.path.name == name]
+    matches = exact or [f for f in found.files if f.stem == name]
     if len({f.path.resolve() for f in matches}) > 1:
         raise UsageError(f"{field}: {name!r} matches several {kind} files: "
                          + ", ".join(str(f.path) for f in matches), hint="give the name with its folder, or a path")
-    return matches[0] if matches else None
+    if matches:
+        return matches[0]
+    unusable = [s for s in found.skipped if s.name is not None
+                and name in (s.name, s.path.name, s.name.rsplit("/", 1)[-1])]
+    if unusable:
+        raise UsageError(f"{field}: {name!r} is {unusable[0].path}, which is not used ({unusable[0].reason})",
+                         hint="put the weight file itself there")
+    return None
 
 
 def find(kind: str, name: str, field: str) -> ModelFile:
     """``lookup``, with a UsageError naming the folders searched when nothing matches."""
-    found = lookup(kind, name, field)
-    if found is not None:
-        return found
-    files = scan([kind])
+    found = scan_folders([kind])
+    match = _lookup(found, kind, name, field)
+    if match is not None:
+        return match
     looked = [str(folder) for folder in folders(kind)]
-    close = sorted(f.name for f in files)[:8]
-    raise UsageError(f"{field}: no {kind} file named {name!r} in {', '.join(looked) or 'no folder'}",
-                     hint=(f"known {kind}: {', '.join(close)}" if close else f"put it in {looked[0]}" if looked
-                           else "see `codex models`") + "; or give a path")
+    close = sorted(f.name for f in found.files)[:8]
+    hint = (f"known {kind}: {', '.join(close)}" if close else f"put it in {looked[0]}" if looked
+            else "see `codex models`") + "; or give a path"
+    if found.timed_out:
+        hint = f"the scan stopped after {found.seconds:g} s before it saw every folder ($CODEX_SCAN_SECONDS raises " \
+               f"it); {hint}"
+    raise UsageError(f"{field}: no {kind} file named {excerpt(name)} in {', '.join(looked) or 'no folder'}", hint=hint)
 
 
 def find_by_sha256(kind: str, sha256: str) -> ModelFile | None:
@@ -235,54 +187,6 @@ def find_by_sha256(kind: str, sha256: str) -> ModelFile | None:
         if candidate.path.is_file() and file_sha256(candidate.path) == sha256:
             return candidate
     return None
-
-
-# -- headers ---------------------------------------------------------------------------------------
-
-
-def read_safetensors_header(path: Path, field: str = "--model") -> dict[str, Any]:
-    """The JSON header of a .safetensors file (tensor name -> dtype, shape, offsets; ``__metadata__``).
-
-    UsageError naming ``field`` for anything that is not a well-formed header: no tensor is loaded.
-    """
-    stat = Path(path).stat()
-    return dict(_header(str(path), stat.st_size, stat.st_mtime_ns, field))
-
-
-@lru_cache(maxsize=256)
-def _header(path: str, size: int, mtime_ns: int, field: str) -> dict[str, Any]:
-    def bad(why: str) -> UsageError:
-        return UsageError(f"{field}: {path!r} is not a valid safetensors file ({why})",
-                          hint="the file may be truncated or not a model; download it again")
-
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise bad(f"{size} bytes, shorter than the 8-byte header length")
-        (length,) = struct.unpack("<Q", head)
-        if length > MAX_HEADER or length > size - 8:
-            raise bad(f"header length {length} exceeds {'the file' if length > size - 8 else 'the 100 MB limit'}")
-        raw = handle.read(length)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad(f"header is not JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise bad("header is not a JSON object")
-    end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
-            raise bad(f"entry {name!r} lacks dtype/shape/data_offsets")
-        end = max(end, entry["data_offsets"][1])
-    if 8 + length + end > size:
-        raise bad(f"tensors end at byte {8 + length + end}, the file has {size}")
-    return header
-
-
-def tensor_shapes(header: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
 
 
 # -- hashes ----------------------------------------------------------------------------------------
@@ -322,7 +226,7 @@ def file_sha256(path: Path, progress: Callable[[str], None] | None = None) -> st
     if progress and stat.st_size > 64 * 1024 * 1024:
         progress(f"hashing {path.name} ({stat.st_size / 2**30:.1f} GiB, once; the result is cached)")
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path, "hash") as handle:  # a FIFO or a device is never read: it could block or never end
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     sha = _HASHES[known] = digest.hexdigest()
@@ -349,37 +253,47 @@ def file_record(path: Path, progress: Callable[[str], None] | None = None) -> di
     """What info.json records of a model file: path, size, sha256 and A1111's short hash."""
     path = Path(path).resolve()
     if path.is_dir():
-        return {"path": str(path), "bytes": _folder_bytes(path)}
+        return {"path": str(path), "bytes": folder_bytes(path)}
     sha = file_sha256(path, progress)
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha, "hash": short_hash(sha)}
 
 
 def describe(kinds: Iterable[str] = KINDS, engine_key: str | None = None, hashes: bool = True,
-             progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+             progress: Callable[[str], None] | None = None, found: Survey | None = None) -> list[dict[str, Any]]:
     """What `codex models` lists: each file's kind, name, format, size, short hash and the engines that use it.
 
     Each installed engine is asked (``Engine.file_problem``) from the file's header; pickle files are
-    never opened to find out (that could run code), so their engines are unknown.
+    never opened to find out (that could run code), so their engines are unknown. A file that cannot be
+    read, and what the scan skipped (``found.skipped``: not a regular file, a folder it had no time or
+    permission to scan), are rows with a ``problem``; like every such row, listed only without an engine.
     """
     from .registry import engines
 
     installed = [e for e in engines().values() if engine_key in (None, e.key)]
-    rows = []
-    for found in scan(kinds):
-        row: dict[str, Any] = {"kind": found.kind, "name": found.name, "format": found.format,
-                               "bytes": found.bytes, "path": str(found.path), "hash": None, "engines": [],
-                               "family": None, "problem": None}
-        if found.format == "pickle":
-            row["problem"] = "pickle file: not opened (pass it with --allow-pickle to use it)"
-        else:
-            try:
-                fits = [e for e in installed if e.file_problem(found.kind, found.path) is None]
-            except UsageError as exc:  # e.g. a corrupt header: listed, with the reason
-                fits, row["problem"] = [], exc.message
-            row["engines"] = [e.key for e in fits]
-            row["family"] = ", ".join(dict.fromkeys(e.family for e in fits if e.family)) or None
-        if hashes and found.path.is_file():
+    found = scan_folders(kinds) if found is None else found
+    rows = [_row(model, installed, hashes, progress) for model in found.files]
+    rows += [{"kind": skip.kind, "name": skip.name, "format": skip.format, "bytes": None, "path": str(skip.path),
+              "hash": None, "engines": [], "family": None, "problem": skip.reason} for skip in found.skipped]
+    return [row for row in rows if engine_key is None or row["engines"]]
+
+
+def _row(found: ModelFile, installed: list, hashes: bool, progress: Callable[[str], None] | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"kind": found.kind, "name": found.name, "format": found.format, "bytes": found.bytes,
+                           "path": str(found.path), "hash": None, "engines": [], "family": None, "problem": None}
+    if found.format == "pickle":
+        row["problem"] = "pickle file: not opened (pass it with --allow-pickle to use it)"
+    else:
+        try:
+            fits = [e for e in installed if e.file_problem(found.kind, found.path) is None]
+        except UsageError as exc:  # e.g. a corrupt header: listed, with the reason
+            fits, row["problem"] = [], exc.message
+        except Exception as exc:  # whatever else a file makes a reader raise: one file never breaks the list
+            fits, row["problem"] = [], f"cannot be read: {type(exc).__name__}: {str(exc)[:200]}"
+        row["engines"] = [e.key for e in fits]
+        row["family"] = ", ".join(dict.fromkeys(e.family for e in fits if e.family)) or None
+    if hashes and found.path.is_file():
+        try:
             row["hash"] = short_hash(file_sha256(found.path, progress))
-        if engine_key is None or row["engines"]:
-            rows.append(row)
-    return rows
+        except (OSError, UsageError) as exc:
+            row["problem"] = row["problem"] or f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
+    return row

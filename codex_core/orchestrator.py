@@ -25,6 +25,7 @@ from .errors import ParamError, UsageError
 from .metrics import StageTimes, peak_host_rss_mb
 from .outputs import check_writable, new_run_id, run_folder, write_json
 from .params import MAX_SEED, ParamsBase, input_files, validate
+from .paths import user_path
 from .progress import Progress
 from .runtime import Runtime
 from .samplers import SchedulerChoice, resolve as resolve_sampler
@@ -144,7 +145,7 @@ def _resolve_source(engine: Engine, task: str, options: RunOptions) -> sources.M
     source = sources.resolve(engine, options.model, task=task, download=options.download,
                              allow_pickle=options.runtime.allow_pickle)
     if options.config:
-        config = Path(options.config).expanduser()
+        config = user_path(options.config, "--config")
         if source.kind != "file":
             raise UsageError(f"--config: applies to a single-file checkpoint; {source.label} is a {source.kind} "
                              "model with its own configs", hint="drop --config")

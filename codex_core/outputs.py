@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,24 +38,44 @@ class RunFiles:
 
 
 def check_writable(out_root: Path, option: str = "--out") -> None:
-    """Raise UsageError when ``out_root`` could not be created or written, without creating anything.
+    """Raise UsageError when ``out_root`` could not be created or written; nothing is left behind.
 
-    Checked before a model loads, so that a bad output folder fails at once, not after the run.
+    Checked before a model loads, so that a bad output folder fails at once, not after the run. Beyond
+    what the folder's mode says, a folder is made and removed where the run folder's would be: only a
+    real write answers for /proc, a file system out of inodes, or root (whom ``os.access`` always allows).
     """
     from .errors import UsageError
+    from .paths import user_path
 
-    target = Path(out_root).expanduser()
-    if target.exists() and not target.is_dir():
-        raise UsageError(f"{option}: {str(target)!r} is a file, not a folder")
-    existing = target
-    while not existing.exists():  # the nearest folder that exists: the run folder is made below it
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"{option}: cannot create {str(target)!r}: {str(existing)!r} is a file, not a folder")
+    target = user_path(str(out_root), option)
+    hint = f"choose a folder you can write, e.g. {option} ./outputs"
+    try:
+        existing = _nearest_folder(target, option)
+    except OSError as exc:
+        raise UsageError(f"{option}: cannot look at {str(target)!r} ({exc.strerror or exc})", hint=hint) from None
     if hasattr(os, "statvfs") and os.statvfs(existing).f_flag & os.ST_RDONLY:
         raise UsageError(f"{option}: cannot write {str(target)!r}: {str(existing)!r} is on a read-only file system")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"{option}: cannot write {str(target)!r}: no permission to write in {str(existing)!r}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".codex-write-check-", dir=existing))
+    except OSError as exc:
+        raise UsageError(f"{option}: cannot write {str(target)!r}: making a folder in {str(existing)!r} fails "
+                         f"({exc.strerror or exc})", hint=hint) from None
+
+
+def _nearest_folder(target: Path, option: str) -> Path:
+    """The nearest folder that exists at or above ``target`` (the run folder is made below it)."""
+    from .errors import UsageError
+
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{option}: {str(target)!r} is a file, not a folder")
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option}: cannot create {str(target)!r}: {str(existing)!r} is a file, not a folder")
+    return existing
 
 
 def new_run_id() -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import UsageError
+from .paths import user_path
 
 
 def _decode(data: bytes, where: str) -> str:
@@ -43,7 +43,7 @@ def read_request(value: str, stdin: BinaryIO | None = None) -> Any:
         stream = stdin if stdin is not None else sys.stdin.buffer
         text, where = _decode(stream.read(), "stdin"), "stdin"
     elif value.startswith("@"):
-        path = Path(value[1:]).expanduser()
+        path = user_path(value[1:], "--json")
         if path.is_dir():
             raise UsageError(f"--json: {str(path)!r} is a folder, not a request file")
         if not path.is_file():

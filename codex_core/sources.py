@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import model_files
 from .errors import ModelNotFoundError, UsageError
+from .paths import excerpt, user_path
+from .safetensors_header import regular_status
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -79,13 +81,13 @@ def _explicit(spec: "Engine", value: str, via: str, download: bool, allow_pickle
         if tiny_version is None:
             raise UsageError(f"{via}: engine {spec.key!r} has no tiny test model")
         return ModelSource("tiny", tiny_path(spec, tiny_version), TINY, found_via=via)
-    path = Path(os.path.expanduser(value))  # os.path: "~nosuchuser" stays as it is, and a name too long for the
-    if os.path.isfile(path):                # system is simply not a file (Path would raise)
+    path = user_path(value, via)
+    if path.exists() and not path.is_dir():  # a file: a weight file, or refused saying what it is (e.g. a FIFO)
         return ModelSource("file", weight_file(path, via, allow_pickle), value, found_via=via)
     if os.path.exists(path):
         if _is_model_folder(path, marker):
             return ModelSource("folder", path.resolve(), value, found_via=via)
-        raise UsageError(f"{via}: {value!r} is not a {spec.key} model folder (no {marker} inside)")
+        raise UsageError(f"{via}: {excerpt(value)} is not a {spec.key} model folder (no {marker} inside)")
     named = _named_checkpoint(value, via)
     if named is not None:
         if named.path.is_dir():
@@ -98,8 +100,8 @@ def _explicit(spec: "Engine", value: str, via: str, download: bool, allow_pickle
         raise ModelNotFoundError(
             f"{via}: {value!r} is not in {spec.repo_cache()}",
             hint="pass --download to fetch it (needs network), or point --model at a local folder")
-    raise UsageError(f"{via}: no such file or folder {value!r}, no checkpoint of that name in the models folders, "
-                     "and it is not a hub repo id (org/name)", hint="`codex models` lists the checkpoints it finds")
+    raise UsageError(f"{via}: no such file or folder {excerpt(value)}, no checkpoint of that name in the models "
+                     "folders, and it is not a hub repo id (org/name)", hint="`codex models` lists the checkpoints it finds")
 
 
 def _named_checkpoint(value: str, via: str) -> "model_files.ModelFile | None":
@@ -118,6 +120,7 @@ def weight_file(path: Path, via: str, allow_pickle: bool) -> Path:
         raise UsageError(f"{via}: {str(path)!r} is not a weight file; allowed: "
                          f"{', '.join(model_files.SAFE_SUFFIXES)} (and {', '.join(model_files.PICKLE_SUFFIXES)} "
                          "with --allow-pickle), or a model folder")
+    regular_status(path, via)  # a FIFO or a device is refused, never opened
     if suffix == ".safetensors":
         model_files.read_safetensors_header(path, via)  # a corrupt header is a usage error, now
     return path.resolve()
@@ -138,7 +141,7 @@ def component_files(spec: "Engine", values: tuple[str, ...] | list[str], allow_p
                              f"allowed: {allowed}")
         if name in found:
             raise UsageError(f"--component: {name} given twice")
-        path = Path(target).expanduser()
+        path = user_path(target, via)
         if not path.exists():
             named = model_files.lookup("diffusion_models", target, via) or model_files.lookup("checkpoints", target, via)
             path = named.path if named else model_files.find("diffusion_models", target, via).path

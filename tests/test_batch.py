@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -221,6 +222,33 @@ def test_two_ranks_under_torchrun_split_the_items_and_make_the_same_pixels(tmp_p
         torch.set_num_threads(threads)
 
 
+@pytest.mark.distributed
+def test_under_a_plain_torchrun_rank_0_holds_the_folder_for_the_group(tmp_path):
+    items = [{"engine": "sd15", "task": "txt2img", "model": "tiny", "id": f"mill-{i}",
+              "request": {"prompt": f"a mill {i}", **SMALL, "seed": i}} for i in range(3)]
+    path, out = write_jsonl(tmp_path / "ranks.jsonl", items), tmp_path / "out"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "codex_core.cli", "batch", str(path), "--out", str(out), "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(torchrun, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert sorted(r["rank"] for r in json.loads(done.stdout)["items"]) == [0, 0, 1]
+    assert not (out / "batch.lock").exists()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(out)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        before = (out / "batch.json").read_bytes()
+        refused = subprocess.run([*torchrun, "--resume"], capture_output=True, text=True, timeout=600, env=env)
+        assert refused.returncode != 0 and f"in use by another codex batch (pid {holder.pid})" in refused.stderr
+        assert (out / "batch.json").read_bytes() == before  # no rank wrote anything
+        launcher = cli_run(["batch", str(path), "--out", str(out), "--resume", "--processes", "2", "-q"])
+        assert launcher.exit_code == 2 and f"(pid {holder.pid})" in launcher.stderr  # refused before any rank starts
+    finally:
+        holder.kill()
+        holder.wait(30)
+
+
 def test_a_grid_of_2_by_3_cells_has_its_labelled_image_and_axes(tmp_path):
     request = {"prompt": "a red fox in snow", **SMALL}
     out = tmp_path / "grid"
@@ -295,3 +323,109 @@ def test_a_video_grid_plays_the_cells_side_by_side_at_their_fps(tmp_path):
             expected = np.asarray(frame.convert("RGB"), dtype=np.int16)
         shown = np.asarray(first.crop((x0, y0, x1, y1)), dtype=np.int16)
         assert np.abs(shown - expected).mean() < 12, cell
+
+
+# -- one process per --out, reserved ids, a damaged item folder ------------------------------------------------
+
+HOLD_THE_LOCK = """
+import sys
+from pathlib import Path
+from codex_core.batch_lock import batch_lock
+with batch_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def one_item(tmp_path: Path, **extra) -> Path:
+    item = {"engine": "sd15", "task": "txt2img", "model": "tiny", "id": "fox",
+            "request": {"prompt": "a fox", **SMALL, "seed": 3}, **extra}
+    return write_jsonl(tmp_path / "one.jsonl", [item])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ends", ["cleanly", "killed"])
+def test_a_second_process_on_the_same_out_is_refused_naming_the_holder(tmp_path, ends):
+    """The holder is another process that locked the folder (batch_lock itself); it ends cleanly or by SIGKILL, and
+    either way the folder is free again."""
+    path, out = one_item(tmp_path), tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(out)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        for resume in ([], ["--resume"]):
+            refused = cli_run(["batch", str(path), "--out", str(out), "-q", *resume])
+            assert refused.exit_code == 2, refused.stderr
+            assert f"is in use by another codex batch (pid {holder.pid})" in refused.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["batch.lock"]  # the refused runs wrote nothing
+    finally:
+        if ends == "cleanly":
+            holder.stdin.close()
+        else:
+            holder.kill()
+        holder.wait(30)
+    assert (out / "batch.lock").exists() == (ends == "killed")  # a kill leaves the file, but not the lock
+    summary_of(cli_run(["batch", str(path), "--out", str(out), "-q"]))
+    assert sorted(p.name for p in out.iterdir()) == ["batch.json", "fox"]  # released and removed on exit
+
+
+@pytest.mark.slow
+def test_two_resumes_at_once_run_the_batch_once(tmp_path):
+    quick = {"engine": "sd15", "task": "txt2img", "model": "tiny", "id": "quick",
+             "request": {"prompt": "a boat", **SMALL, "seed": 1}}
+    long = {**quick, "id": "long", "request": {**quick["request"], "steps": 400}}
+    path, out = write_jsonl(tmp_path / "two.jsonl", [quick, long]), tmp_path / "out"
+    codex = Path(sys.executable).parent / "codex"
+    first = subprocess.Popen([str(codex), "batch", str(path), "--out", str(out), "--resume"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        seen = b""
+        while b"/400 [" not in seen:  # the first is running the long item
+            chunk = os.read(first.stderr.fileno(), 4096)
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+        second = cli_run(["batch", str(path), "--out", str(out), "--resume", "-q"])
+        assert second.exit_code == 2 and f"(pid {first.pid})" in second.stderr
+    finally:
+        first.kill()
+        first.wait(60)
+    summary = summary_of(cli_run(["batch", str(path), "--out", str(out), "--resume", "-q"]))
+    assert {r["id"]: r["status"] for r in summary["items"]} == {"quick": "skipped", "long": "done"}
+
+
+def test_ids_a_batch_keeps_its_own_files_under_are_refused_per_item(tmp_path):
+    good = {"engine": "sd15", "task": "txt2img", "model": "tiny", "request": {"prompt": "a fox", **SMALL}}
+    ids = ["batch.json", "Batch.JSON", "batch.lock", ".parts", ".fox.partial", "ok"]
+    path = write_jsonl(tmp_path / "ids.jsonl", [{**good, "id": given} for given in ids])
+    strict = cli_run(["batch", str(path), "--out", str(tmp_path / "out"), "--strict", "-q"])
+    assert strict.exit_code == 2 and not (tmp_path / "out").exists()
+    assert "line 1: id: 'batch.json' is reserved (the batch's summary has that name in --out)" in strict.stderr
+    assert "line 2: id: 'Batch.JSON' is reserved" in strict.stderr
+    assert "line 3: id: 'batch.lock' is reserved (the batch's lock file" in strict.stderr
+    assert "line 4: id: got '.parts'; an id names the item's run folder" in strict.stderr
+    assert "line 5: id: got '.fox.partial'" in strict.stderr and "line 6" not in strict.stderr
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("items:\n  - {engine: sd15, task: txt2img, model: tiny, id: grids, request: {prompt: a}}\n"
+                    "grid: {engine: sd15, task: txt2img, model: tiny, request: {prompt: a}, x: 'seed=1,2'}\n")
+    refused = cli_run(["batch", str(grid), "--out", str(tmp_path / "grid"), "--strict", "-q"])
+    assert refused.exit_code == 2 and "line 2: id: 'grids' is reserved in a batch with a grid" in refused.stderr
+
+
+@pytest.mark.parametrize("damage", ["not json", "a list", "a file"])
+def test_a_damaged_item_folder_is_run_again_and_replaced_on_resume(tmp_path, damage):
+    path, out = one_item(tmp_path), tmp_path / "out"
+    summary_of(cli_run(["batch", str(path), "--out", str(out), "-q"]))
+    folder = out / "fox"
+    if damage == "a file":
+        shutil.rmtree(folder)
+        folder.write_text("not a run folder")
+    else:
+        (folder / "info.json").write_text("{not json" if damage == "not json" else "[]")
+    again = cli_run(["batch", str(path), "--out", str(out), "--resume"])
+    assert again.exit_code == 0, again.stderr
+    assert "fox" in again.stderr and "has no readable info.json; running the item again" in again.stderr
+    assert [(r["id"], r["status"]) for r in json.loads(again.stdout)["items"]] == [("fox", "done")]
+    assert json.loads((folder / "info.json").read_text())["request_in"]["prompt"] == "a fox"
+    assert sorted(p.name for p in out.iterdir()) == ["batch.json", "fox"]  # nothing set aside is left
+    third = summary_of(cli_run(["batch", str(path), "--out", str(out), "--resume", "-q"]))
+    assert [(r["id"], r["status"]) for r in third["items"]] == [("fox", "skipped")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,36 @@ def test_the_1_and_130_codes_of_the_table_are_the_ones_tested_here():
     # batch's and grid's 1 and 130: tests/test_batch.py (a failed or invalid item; resume after an interruption)
     assert {command for command, codes in table.items() if 1 in codes} == {"run", "replay", "batch", "grid"}
     assert {command for command, codes in table.items() if 130 in codes} == {"run", "replay", "batch", "grid"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_on_a_state_dir_whose_database_is_not_one_exits_2(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "jobs.sqlite3").write_bytes(b"these are not the pages of a SQLite database\n" * 100)
+    result = cli_run(["serve", "--state-dir", str(state), "--port", str(free_port())])
+    assert result.exit_code == 2, result.stderr
+    assert f"{state / 'jobs.sqlite3'} cannot be used as the job database (file is not a database)" in result.stderr
+    assert "move it aside" in result.stderr
+
+
+def test_serve_on_a_port_in_use_exits_2_before_touching_the_state_dir(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli_run(["serve", "--state-dir", str(tmp_path / "state"), "--port", str(port)])
+    assert result.exit_code == 2, result.stderr
+    assert f"--port {port}: 127.0.0.1:{port} is in use by another program" in result.stderr
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_serve_on_a_state_dir_that_cannot_be_made_exits_2():
+    result = cli_run(["serve", "--state-dir", "/proc/codex-state", "--port", str(free_port())])
+    assert result.exit_code == 2 and "--state-dir /proc/codex-state:" in result.stderr, result.stderr

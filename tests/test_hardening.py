@@ -13,7 +13,7 @@ import pytest
 from codex_core import plugins, registry
 from codex_core.errors import UsageError
 from codex_core.orchestrator import RunOptions, prepare
-from codex_core.testing import add_entry_point, cli_run
+from codex_core.testing import add_entry_point, clear_model_cache, cli_run, loaded_models
 
 CODEX = Path(sys.executable).parent / "codex"
 SMALL = {"prompt": "x", "width": 32, "height": 32, "steps": 2, "seed": 1}
@@ -87,6 +87,69 @@ def test_an_output_folder_that_cannot_be_created_fails_before_loading(tmp_path):
         prepare("sd15", "txt2img", SMALL, RunOptions(model="tiny", out=tmp_path / "a-file"))
     err = run_usage_error(tmp_path, "--json", json.dumps(SMALL), "--out", str(tmp_path / "a-file" / "runs"))
     assert "--out: cannot create" in err
+
+
+NO_SUCH_USER = "~nosuchuser-codex"  # ~NAME of a user no machine running the tests has
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("out, message", [
+    ("/proc/codex-out", "--out: cannot write '/proc/codex-out': making a folder in '/proc' fails"),
+    (f"{NO_SUCH_USER}/runs", f"--out: '{NO_SUCH_USER}/runs' starts with {NO_SUCH_USER}, the home folder of a user"),
+    ("o" * 300, "has a 300-byte name in it; a file or folder name has at most 255"),
+])
+def test_an_out_folder_the_system_will_not_make_is_refused_before_loading(out, message):
+    """Not a folder the mode bits forbid (root passes those): one no folder can be made in, such as /proc."""
+    clear_model_cache()
+    result = cli_run(["run", "sd15", "txt2img", "--model", "tiny", "--out", out, "--json", json.dumps(SMALL)])
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert loaded_models() == []
+
+
+LONG = "a" * 5000
+
+
+@pytest.mark.parametrize("model, message", [
+    (LONG, "is 5,000 bytes long; a path has at most 4,096"),
+    ("/tmp/" + "d/" * 2100 + "m.safetensors", "bytes long; a path has at most 4,096"),
+    ("x" * 300 + ".safetensors", "has a 312-byte name in it"),
+    ("a\0b", "contains a NUL byte, which no file name can"),
+    (f"{NO_SUCH_USER}/m.safetensors", f"starts with {NO_SUCH_USER}, the home folder of a user this machine does not"),
+])
+def test_a_model_no_file_system_could_hold_is_a_usage_error_not_an_oserror(tmp_path, model, message):
+    err = run_usage_error(tmp_path, "--json", json.dumps(SMALL), "--model", model)
+    assert "--model: " in err and message in err and "Error:" not in err
+    assert len(err) < 1000  # an excerpt of the value, not all 5,000 characters
+
+
+@pytest.mark.parametrize("task, field, value", [
+    ("txt2img", "vae", NO_SUCH_USER),
+    ("txt2img", "vae", LONG),
+    ("img2img", "init_image", f"{NO_SUCH_USER}/in.png"),
+    ("img2img", "init_image", "x" * 300 + ".png"),
+    ("txt2img", "loras", [{"path": f"{NO_SUCH_USER}/style.safetensors"}]),
+    ("txt2img", "loras", [{"path": "x" * 300 + ".safetensors"}]),
+])
+def test_a_request_path_no_file_system_could_hold_is_the_fields_error(tmp_path, task, field, value):
+    request = {**SMALL, field: value, **({"strength": 0.5} if task == "img2img" else {})}
+    err = run_usage_error(tmp_path, "--json", json.dumps(request), task=task)
+    assert f"- {field}" in err
+    assert "the home folder of a user this machine does not have" in err or "byte" in err, err
+
+
+def test_an_unknown_compile_backend_is_refused_before_loading(tmp_path):
+    clear_model_cache()
+    for given in ([], ["--compile", "regional"]):  # with --compile off it would otherwise be ignored
+        err = run_usage_error(tmp_path, "--json", json.dumps(SMALL), "--compile-backend", "nope", *given)
+        assert "--compile-backend: unknown backend 'nope'; this torch has:" in err and "eager" in err
+    assert loaded_models() == []
+
+
+@pytest.mark.parametrize("server", ["notaurl", "http://", "ftp://127.0.0.1:7861", "http://127.0.0.1:99999",
+                                    "http://127.0.0.1:7861/?x=1"])
+def test_a_server_that_is_not_an_http_url_is_a_usage_error(server):
+    result = cli_run(["run", "sd15", "txt2img", "--server", server, "--json", json.dumps(SMALL)])
+    assert result.exit_code == 2 and f"--server: {server!r} is not an http(s) URL of a service" in result.stderr
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ def _run_batch(found, out: Path, argv: list[str], resume, strict, processes, dow
                **runtime_given) -> None:
     """Validate, then run the batch here or as --processes ranks; prints the summary and exits with its status."""
     from .. import batch as batch_module
+    from ..batch_lock import batch_lock, takes_the_lock
     from ..batch_ranks import WORKER_ENV, launch
     from ..batch_summary import SUMMARY, summary_line
 
@@ -49,22 +50,23 @@ def _run_batch(found, out: Path, argv: list[str], resume, strict, processes, dow
     options = batch_module.BatchOptions(out=out, runtime=runtime, download=download, quiet=quiet, strict=strict,
                                         resume=resume, source=source)
     worker = bool(os.environ.get(WORKER_ENV))
-    if processes > 1:  # check everything here first: a usage error is one message, not one per rank
-        batch_module.validate(found, options)
-        batch_module.check_invalid(found, options)
-        batch_module.to_run(found, options)
-        flags = {"--resume": resume, "--strict": strict, "--download": download, "--quiet": quiet}
-        argv += [flag for flag, given in flags.items() if given]
-        argv += ["--out", str(out), *run_options.argv(runtime)]
-        status = launch(processes, argv)
-        path = out / SUMMARY
-        if not path.is_file():
-            sys.exit(status or 1)
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    else:
-        summary = batch_module.run_batch(found, options)
-        if os.environ.get("RANK", "0") != "0" or worker:
-            return  # rank 0 reports for all ranks; under --processes, the launcher does
+    with batch_lock(out, take=takes_the_lock()):  # one process (or one group of ranks) per --out
+        if processes > 1:  # check everything here first: a usage error is one message, not one per rank
+            batch_module.validate(found, options)
+            batch_module.check_invalid(found, options)
+            batch_module.to_run(found, options)
+            flags = {"--resume": resume, "--strict": strict, "--download": download, "--quiet": quiet}
+            argv += [flag for flag, given in flags.items() if given]
+            argv += ["--out", str(out), *run_options.argv(runtime)]
+            status = launch(processes, argv)
+            path = out / SUMMARY
+            if not path.is_file():
+                sys.exit(status or 1)
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            summary = batch_module.run_batch(found, options)
+    if processes == 1 and (os.environ.get("RANK", "0") != "0" or worker):
+        return  # rank 0 reports for all ranks; under --processes, the launcher does
     if not quiet:
         click.echo(summary_line(summary), err=True)
     echo_json(summary)
@@ -86,7 +88,8 @@ def batch(file, out, **options):
     Items run grouped by model; each writes <out>/<id>/ as `codex run` would, and <out>/batch.json
     (id, status, run folder or error, timings per item) is rewritten after every item. An item
     without an id gets the first 12 hex digits of the sha256 of its JSON. After Ctrl-C, a kill or a
-    crash, --resume runs only the items without a complete run folder.
+    crash, --resume runs only the items without a complete run folder. One batch at a time writes an
+    --out (<out>/batch.lock): a second exits 2 naming the first's pid.
 
     \b
     Examples:

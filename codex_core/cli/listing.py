@@ -62,8 +62,10 @@ def models(kind, engine, no_hash, show_roots, as_json):
         else:
             echo_table(rows, ["configured by", "layout", "kind", "folder", "exists"])
         return
+    found = model_files.scan_folders(kind or model_files.KINDS)
     rows = model_files.describe(kind or model_files.KINDS, engine, hashes=not no_hash,
-                                progress=lambda text: click.echo(f"codex: {text}", err=True))
+                                progress=lambda text: click.echo(f"codex: {text}", err=True), found=found)
+    _warn_skipped(found, listed=engine is None)
     if as_json:
         echo_json(rows)
         return
@@ -72,12 +74,28 @@ def models(kind, engine, no_hash, show_roots, as_json):
         click.echo(f"no model files found (checkpoints are looked for in {where}; `codex models --roots` "
                    "shows every folder searched)")
         return
-    table = [[r["kind"], r["name"], r["family"] or "-", ", ".join(r["engines"]) or (r["problem"] or "-"),
-              _size(r["bytes"]), r["hash"] or "-"] for r in rows]
+    table = [[r["kind"], r["name"] if r["name"] is not None else r["path"], r["family"] or "-",
+              ", ".join(r["engines"]) or (r["problem"] or "-"), _size(r["bytes"]), r["hash"] or "-"] for r in rows]
     echo_table(table, ["kind", "name", "family", "engines", "size", "hash"])
 
 
-def _size(count: int) -> str:
+def _warn_skipped(found, listed: bool) -> None:
+    """One warning line for what the scan skipped (the rows say why, one each, when they are listed)."""
+    if found.timed_out:
+        folders = [str(skip.path) for skip in found.skipped if skip.out_of_time]
+        click.echo(f"codex: warning: the scan stopped after its time budget of {found.seconds:g} s "
+                   f"(CODEX_SCAN_SECONDS raises it); not scanned, or in part: {', '.join(folders)}", err=True)
+    others = [skip for skip in found.skipped if not skip.out_of_time]
+    if others:
+        shown = "; ".join(f"{skip.path}: {skip.reason.removeprefix('skipped: ')}" for skip in others[:3])
+        more = f"; and {len(others) - 3} more" if len(others) > 3 else ""
+        where = "" if listed else " (`codex models` without --engine lists each)"
+        click.echo(f"codex: warning: the scan skipped {len(others)}: {shown}{more}{where}", err=True)
+
+
+def _size(count: int | None) -> str:
+    if count is None:
+        return "-"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if count < 1024 or unit == "GiB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"

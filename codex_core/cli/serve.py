@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..serve.service import build_service, run_service, serve_command, serve_options
+from ..serve.service import build_service, listening_sockets, run_service, serve_command, serve_options
 from .base import handle_errors
 
 
@@ -27,7 +27,13 @@ def serve(host, port, **options):
       codex serve --port 8000 --state-dir /srv/codex --input-root ~/pictures
       CODEX_SERVE_TOKEN=secret codex serve --host 0.0.0.0 --allowed-host gpu-box.lan
     """
-    app = build_service(host, port, **options)
+    sockets = listening_sockets(host, port)  # a port in use: refused before the queue is opened
+    try:
+        app = build_service(host, port, **options)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     click.echo(f"codex: serving on http://{host}:{port} (state {app.state.settings.state_dir}; API docs at /docs)",
                err=True)
-    run_service(app, host, port)
+    run_service(app, host, port, sockets)

@@ -9,15 +9,18 @@ the output files are downloaded into ``OUT/<run id>/`` and the printed paths are
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import mimetypes
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from ..errors import CodexError, ParamError, UsageError
+from ..paths import excerpt
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -47,6 +50,23 @@ def _call(url: str, token: str | None, method: str = "GET", body: Any = None):
     except urllib.error.URLError as exc:
         raise UsageError(f"--server: cannot reach {url} ({exc.reason})",
                          hint="is `codex serve` running there? (it binds 127.0.0.1:7861 by default)") from None
+    except (http.client.HTTPException, OSError) as exc:  # something answered, but not as HTTP does
+        raise UsageError(f"--server: {url} did not answer as `codex serve` does ({type(exc).__name__}: {exc})",
+                         hint="check the URL's host and port") from None
+
+
+def base_url(server: str) -> str:
+    """``--server``'s value as the base of the service's URLs: ``http(s)://HOST[:PORT][/PATH]``, else UsageError."""
+    parts = urllib.parse.urlsplit(server.strip())
+    try:
+        parts.port  # a port that is not a number in range raises here
+        fine = parts.scheme in ("http", "https") and bool(parts.hostname) and not (parts.query or parts.fragment)
+    except ValueError:
+        fine = False
+    if not fine or any(char.isspace() or ord(char) < 32 for char in server.strip()):
+        raise UsageError(f"--server: {excerpt(server)} is not an http(s) URL of a service",
+                         hint="e.g. --server http://127.0.0.1:7861 (where `codex serve` listens by default)")
+    return server.strip().rstrip("/")
 
 
 def inline_images(request: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +81,7 @@ def inline_images(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_remote(server: str, token: str | None, spec: dict[str, Any], out: Path | None, quiet: bool) -> dict[str, Any]:
-    base = server.rstrip("/")
+    base = base_url(server)
     spec = {**spec, "request": inline_images(spec["request"])}
     job = json.load(_call(f"{base}/v1/jobs", token, "POST", spec))
     job_id = job["id"]

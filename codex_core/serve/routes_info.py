@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -77,16 +77,23 @@ def samplers(engine: str) -> dict[str, Any]:
 
 
 @router.get("/v1/models")
-def models(engine: str | None = None, kind: str = "checkpoints") -> list[dict[str, Any]]:
-    """The model files of the models folders (`codex models`), of one kind, optionally those an engine runs."""
-    from ..model_files import KINDS, describe
+def models(response: Response, engine: str | None = None, kind: str = "checkpoints") -> list[dict[str, Any]]:
+    """The model files of the models folders (`codex models`), of one kind, optionally those an engine runs.
+
+    What the scan skipped is listed with its ``problem`` (without ``engine``); when its time budget ran out,
+    the header ``X-Codex-Scan: incomplete`` says so whatever the filter."""
+    from ..model_files import KINDS, describe, scan_folders
     from ..registry import get_engine
 
     if kind not in KINDS:
         raise UsageError(f"kind: {kind!r} is not a kind of model file; the kinds: {', '.join(KINDS)}")
     if engine is not None:
         get_engine(engine)
-    return describe([kind], engine, hashes=False)
+    found = scan_folders([kind])
+    if found.timed_out:
+        response.headers["X-Codex-Scan"] = f"incomplete: the time budget of {found.seconds:g} s ran out " \
+                                           "(CODEX_SCAN_SECONDS)"
+    return describe([kind], engine, hashes=False, found=found)
 
 
 @docs.get("/openapi.json")

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ..cli.options import ServeCommand, runtime_from
-from ..errors import UsageError
+from ..errors import CodexError, UsageError
 from .limits import FLAGS, HELP, Limits, from_options, option_name
 from .worker import CANCEL_GRACE, STOP_GRACE
 
@@ -77,6 +77,42 @@ def check_bind(host: str, token: str | None, insecure: bool) -> None:
                    "this port can run jobs and read their outputs", err=True)
 
 
+def listening_sockets(host: str, port: int) -> list:
+    """The sockets the service will listen on, bound now (every address of ``host``, as uvicorn would bind them):
+    a port in use, or a host that is not this machine's, is a usage error before the job queue is opened."""
+    import errno
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: a port is a number from 0 to 65535")
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise UsageError(f"--host {host}: not an address this machine has ({exc})",
+                         hint="e.g. --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every address)") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"--port {port}: {host}:{port} is in use by another program (another codex serve?)",
+                             hint="stop it, or pass another --port") from None
+        if exc.errno == errno.EACCES:
+            raise UsageError(f"--port {port}: no permission to listen on it (ports below 1024 need privileges)",
+                             hint="pass a --port above 1023") from None
+        raise UsageError(f"--host {host}: cannot listen there ({exc.strerror or exc})",
+                         hint="e.g. --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every address)") from None
+    return sockets
+
+
 def build_service(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_queue, devices,
                   cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE, allowed_hosts=(), **given):
     """The service app from `codex serve`'s options, checked (UsageError names the option)."""
@@ -105,18 +141,28 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
         click.echo(f"codex: --host {host}: requests must name the service by a loopback name"
                    f"{' or ' + ', '.join(allowed_hosts) if allowed_hosts else ''}; add the names clients use "
                    "with --allowed-host NAME", err=True)
-    app = create_app(settings)
+    import sqlite3
+
+    try:
+        app = create_app(settings)
+    except sqlite3.DatabaseError as exc:  # not a SQLite file, damaged, or held locked past the busy timeout
+        raise UsageError(f"--state-dir {state_dir}: {settings.state_dir / 'jobs.sqlite3'} cannot be used as the job "
+                         f"database ({exc})", hint="if another program holds it, stop that program; if it is not a "
+                         "codex job database, move it aside (codex serve starts an empty one) or pass another "
+                         "--state-dir") from None
+    except OSError as exc:  # the state dir cannot be made or written
+        raise UsageError(f"--state-dir {state_dir}: {exc.filename or state_dir}: {exc.strerror or exc}",
+                         hint="pass a --state-dir you can write") from None
     for entry in app.state.recovered:
         click.echo(f"codex: job {entry['id']} was running when the service stopped: {entry['action']}", err=True)
     return app
 
 
-def run_service(app, host: str, port: int) -> None:
-    """Serve ``app`` until SIGTERM or Ctrl-C. The signal starts the workers' stop at once, so that running
-    jobs get ``--stop-grace`` from it, while open connections (event streams, A1111 calls waiting for a
-    job) get as long to end; a second Ctrl-C stops at once."""
-    import sys
-
+def run_service(app, host: str, port: int, sockets: list | None = None) -> None:
+    """Serve ``app`` until SIGTERM or Ctrl-C, on ``sockets`` when given (``listening_sockets``, bound before
+    the app was built). The signal starts the workers' stop at once, so that running jobs get
+    ``--stop-grace`` from it, while open connections (event streams, A1111 calls waiting for a job) get as
+    long to end; a second Ctrl-C stops at once."""
     import uvicorn
 
     workers = getattr(app.state, "workers", None)  # none for a UI in front of a service elsewhere
@@ -131,8 +177,8 @@ def run_service(app, host: str, port: int) -> None:
     server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                    timeout_graceful_shutdown=max(1, round(grace))))
     try:
-        server.run()
+        server.run(sockets=sockets)
     except KeyboardInterrupt:  # the signal, raised again once the server has stopped (as uvicorn.run does)
-        pass
+        return
     if not server.started:
-        sys.exit(3)  # uvicorn's exit status when it could not start (it logged why)
+        raise CodexError("the service did not start (its log lines above say why)")

@@ -26,6 +26,8 @@ from pydantic_core import PydanticCustomError
 
 from codex_core import BASELINE_MODE, INPUT_FILE, Job, Plan, PlanContext
 
+from .params import request_path
+
 
 class ModeLora(BaseModel):
     """An accelerator LoRA (LCM-LoRA, Turbo or Lightning LoRA) applied for the request's speed mode."""
@@ -41,7 +43,7 @@ class ModeLora(BaseModel):
         if not value.endswith(".safetensors"):
             raise PydanticCustomError("lora_path", "'{path}' is not a .safetensors file (pickle-based LoRAs "
                                       "are not loaded)", {"path": value})
-        if not Path(value).expanduser().is_file():
+        if not request_path(value).is_file():
             raise PydanticCustomError("lora_path", "no such file: '{path}'", {"path": value})
         if importlib.util.find_spec("peft") is None:  # diffusers loads LoRAs through PEFT
             raise PydanticCustomError("lora_path", "loading a LoRA needs the python package peft "

@@ -17,7 +17,8 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core import INPUT_FILE, UsageError, find_model_file, lookup_model_file, model_folders
+from codex_core import (INPUT_FILE, UsageError, find_model_file, lookup_model_file, model_folders,
+                        read_safetensors_header, user_path)
 
 
 class TrueCfgFields(BaseModel):
@@ -89,17 +90,19 @@ class LoraRef(BaseModel):
         if (self.name is None) == (self.path is None):
             raise PydanticCustomError("lora", "give exactly one of name (from the loras folders) or path", {})
         if self.path is not None:
-            path = Path(self.path).expanduser()
+            path = request_path(self.path, "path")
             if path.suffix.lower() != ".safetensors":
                 raise PydanticCustomError("lora", "path: '{path}' is not a .safetensors file (pickle-based LoRAs are "
                                           "not loaded)", {"path": self.path})
             if not path.is_file():
                 raise PydanticCustomError("lora", "path: no such file: '{path}'", {"path": self.path})
-        else:
-            try:
-                find_model_file("loras", self.name, "name")
-            except UsageError as exc:
-                raise PydanticCustomError("lora", "{message}", {"message": f"{exc.message} ({exc.hint})"}) from None
+        try:
+            path = self.file()
+            if path.suffix.lower() == ".safetensors":
+                read_safetensors_header(path, "path" if self.path is not None else "name")  # refused now, not loaded
+        except UsageError as exc:
+            message = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            raise PydanticCustomError("lora", "{message}", {"message": message}) from None
         return self
 
     def file(self) -> Path:
@@ -143,19 +146,31 @@ class VaeFields(BaseModel):
         return value
 
 
+def request_path(value: str, field: str = "") -> Path:
+    """A request field's path, ``~`` expanded; one no file system holds (too long, ``~nosuchuser``) is the field's
+    error (a PydanticCustomError, for a validator to raise)."""
+    try:
+        return user_path(value, field)
+    except UsageError as exc:
+        raise PydanticCustomError("path", "{message}", {"message": exc.message}) from None
+
+
 def vae_path(value: str) -> Path:
     """A ``vae`` value as a file or folder: a path, else a name in the vae folders."""
-    path = Path(os.path.expanduser(value))  # os.path: "~nosuchuser" stays as it is, and a name too long for the
-    if os.path.isdir(path):                 # system is simply not a file (Path would raise)
+    path = user_path(value)
+    if path.is_dir():
         if not (path / "config.json").is_file():
             raise UsageError(f"'{value}' is a folder without config.json (not a diffusers VAE folder)")
         return path
     if os.path.isfile(path):
         if path.suffix.lower() != ".safetensors":
             raise UsageError(f"'{value}' is not a .safetensors file (pickle-based VAEs are not loaded)")
+        read_safetensors_header(path, "vae")  # a damaged header is refused now, not when it loads
         return path
     found = lookup_model_file("vae", value, "vae")
     if found is None:
         raise UsageError(f"no such file or folder '{value}', and no VAE of that name in "
                          f"{', '.join(str(f) for f in model_folders('vae'))}", hint="`codex models --kind vae`")
+    if found.path.suffix.lower() == ".safetensors":
+        read_safetensors_header(found.path, "vae")
     return found.path

@@ -43,8 +43,18 @@ def _offload_needs_a_gpu(value: str, runtime) -> None:
 
 
 def _backend_name(value: str, runtime) -> str | None:
+    """A torch.compile backend torch knows (checked before anything loads, whether or not --compile is on: a
+    misspelt backend otherwise fails only after the model loaded, or not at all)."""
     if not value or not value.replace("_", "").isalnum():
-        return f"{value!r} is not a backend name; e.g. inductor, aot_eager or eager"
+        return f"{value[:60]!r} is not a backend name; e.g. inductor, aot_eager or eager"
+    if value == "inductor":  # the default: known without importing torch
+        return None
+    from torch._dynamo import list_backends
+
+    known = list_backends(exclude_tags=())
+    if value not in known:
+        shown = [name for name in known if not name.endswith("_TESTING_ONLY")]
+        return f"unknown backend {value!r}; this torch has: {', '.join(shown)}"
     return None
 
 

@@ -59,7 +59,7 @@ class A1111Prompts:
 
     def _prompt_loras(self, params) -> list[tuple[str, Any, str | None]]:
         """(tag, LoRA file or None, problem or None) for each <lora:...> tag of the prompt."""
-        from codex_core import find_model_file
+        from codex_core import find_model_file, read_safetensors_header
 
         from .prompt_syntax import extract_loras
 
@@ -71,7 +71,10 @@ class A1111Prompts:
         for name, scale in tags:
             tag = f"<lora:{name}:{scale:g}>"
             try:
-                found.append((tag, (find_model_file("loras", name, tag).path, name, scale), None))
+                path = find_model_file("loras", name, tag).path
+                if path.suffix.lower() == ".safetensors":
+                    read_safetensors_header(path, tag)  # a damaged header is refused with the request, not loaded
+                found.append((tag, (path, name, scale), None))
             except UsageError as exc:
                 found.append((tag, None, f"prompt: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")))
         return found

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from codex_core import (LOOPBACK, UsageError, build_service, check_bind, handle_errors, run_service, serve_command,
-                        serve_options)
+from codex_core import (LOOPBACK, UsageError, build_service, check_bind, handle_errors, listening_sockets,
+                        run_service, serve_command, serve_options)
 
 
 @serve_command(context_settings={"max_content_width": 100})
@@ -39,6 +39,7 @@ def ui(host, port, token, insecure, state_dir, server, initial, **options):
 
     if server:
         check_bind(host, token, insecure)
+        sockets = listening_sockets(host, port)  # a port in use: refused before anything else
         from fastapi import FastAPI
 
         app = FastAPI(title="Codex UI")
@@ -60,7 +61,13 @@ def ui(host, port, token, insecure, state_dir, server, initial, **options):
             raise UsageError("no engines installed: the UI would have nothing to run",
                              hint="install an engine plugin, e.g. pip install codex-sd")
         _check_initial(initial, engines)
-        app = build_service(host, port, token, insecure, state_dir, **options)
+        sockets = listening_sockets(host, port)  # a port in use: refused before the queue is opened
+        try:
+            app = build_service(host, port, token, insecure, state_dir, **options)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
         loopback = host if host in LOOPBACK else "127.0.0.1"
         client = ServiceClient(f"http://{'[::1]' if loopback == '::1' else loopback}:{port}", token)
         workdir = app.state.settings.state_dir / "ui-files"
@@ -75,7 +82,7 @@ def ui(host, port, token, insecure, state_dir, server, initial, **options):
     where = f"http://{host}:{port}"
     click.echo(f"codex: UI on {where}/" + (f" (service {server})" if server else
                                             f" (service API on the same port, state {workdir.parent})"), err=True)
-    run_service(app, host, port)
+    run_service(app, host, port, sockets)
 
 
 def _theme(gr):
