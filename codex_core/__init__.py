@@ -19,7 +19,7 @@ from .hookspecs import hookimpl
 from .lazy import lazy_exports
 
 __version__ = "0.1.0"
-API_VERSION = "1.1"
+API_VERSION = "1.2"
 # The modules plugins may import besides the package itself.
 API_MODULES = ("codex_core.testing",)
 
@@ -42,10 +42,12 @@ _EXPORTS = {
     "Runtime": "runtime", "ModelSource": "sources", "SchedulerChoice": "samplers", "Progress": "progress",
     "STAGES": "progress",
     # other plugin kinds: run options, samplers, exporters
-    "RunOption": "run_options", "SamplerDef": "samplers", "ScheduleType": "samplers", "Exporter": "exporters",
+    "RunOption": "run_options", "SamplerDef": "samplers", "ScheduleType": "samplers", "SamplerName": "samplers",
+    "Exporter": "exporters",
     # what is installed
     "get_engine": "registry", "installed_engines": "registry:engines", "samplers_for": "registry",
-    "installed_samplers": "registry:samplers",
+    "installed_samplers": "registry:samplers", "installed_sampler_names": "registry:sampler_names",
+    "sampler_names_for": "registry", "resolve_sampler": "samplers:resolve",
     "request_schema": "schema", "preset_values": "presets:merged",
     # model files people have (the models folders), and the codex cache folder
     "file_record": "model_files", "read_safetensors_header": "model_files", "tensor_shapes": "model_files",

@@ -141,6 +141,8 @@ class Engine:
     # Allow-lists within the sampler family, for checkpoints only some samplers suit; None: all.
     samplers: ClassVar[tuple[str, ...] | None] = None
     schedule_types: ClassVar[tuple[str, ...] | None] = None
+    # A task whose pipeline runs fewer samplers than the engine's others: task -> its allow-list
+    task_samplers: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     # Speed modes the engine honours besides "normal" (its params then have a ``mode`` field), and
     # modes it knows of but does not honour, with the reason (`codex presets --matrix` shows them).
     modes: ClassVar[tuple[str, ...]] = ()

@@ -102,15 +102,18 @@ def prepare(engine_key: str, task: str, request: Any, options: RunOptions | None
                                                          "variant" if context.variant else None)
 
     scheduler = None
+    fallback = getattr(params, "sampler_fallback", "strict")
     if not engine.sampler_family:  # nothing would honour a sampler: say so rather than ignore it
         chosen = [name for name in ("sampler", "scheduler") if getattr(params, name, None) is not None]
+        chosen += ["sampler_fallback"] if fallback != "strict" else []
         if chosen:
             raise ParamError([f"{name}: got {getattr(params, name)!r}: engine {engine_key} has no sampler choice; "
                               "leave it out" for name in chosen], engine_key, task)
     elif "sampler" in model.model_fields:
-        samplers, schedules = registry.samplers_for(engine)
+        samplers, schedules = registry.samplers_for(engine, task)
         scheduler = resolve_sampler(engine.sampler_family, params.sampler, params.scheduler, params.model_dump(),
-                                    engine_key, task, samplers, schedules)
+                                    engine_key, task, samplers, schedules, registry.sampler_names_for(engine),
+                                    fallback)
 
     updates = {name: value for name, value in plan.overrides.items() if name in model.model_fields}
     if scheduler is not None:  # the effective request names what ran, e.g. "DPM++ 2M Karras" -> sampler + schedule
@@ -196,7 +199,9 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     engine, task, params = prepared.engine, prepared.task, prepared.params
     timer = StageTimes()
     progress = Progress(enabled=not options.quiet, label=f"{engine.key} {task}", sink=options.on_progress)
-    for warning in prepared.plan.warnings:
+    warnings = [*prepared.plan.warnings, *([prepared.scheduler.warning] if prepared.scheduler and
+                                           prepared.scheduler.warning else [])]
+    for warning in warnings:
         print(f"codex: warning: {warning}", file=sys.stderr)
     runtime = options.runtime.check()
     source = prepared.source or _resolve_source(engine, task, options)

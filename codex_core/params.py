@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import unicodedata
-from typing import Annotated, Any, Callable, ClassVar
+from typing import Annotated, Any, Callable, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic import model_validator
@@ -132,6 +132,10 @@ class ParamsBase(BaseModel):
     )
     sampler: str | None = Field(None, description="Sampler name, e.g. 'Euler a' or 'DPM++ 2M' (`codex samplers`).")
     scheduler: str | None = Field(None, description="Schedule type, e.g. 'Automatic' or 'Karras'.")
+    sampler_fallback: Literal["strict", "nearest"] = Field(
+        "strict", description="'strict': a sampler or schedule type the engine cannot run exactly is an error; "
+                              "'nearest': run the nearest one it honours instead (A1111's 'DPM++ 2S a' or 'Karras' "
+                              "on a flow model), reported in info.json's sampler_warning.")
     batch_size: int = Field(1, ge=1, le=64, description="Images per request.")
 
     @field_validator("width", "height", check_fields=False)
@@ -321,7 +325,8 @@ def _allowed(model: type[BaseModel], field: str) -> str | None:
 
 # The order fields are shown in (schema, error messages): what a user reads first comes first.
 CANONICAL_ORDER = ("prompt", "negative_prompt", "init_image", "mask_image", "width", "height", "num_frames", "fps",
-                   "steps", "cfg", "strength", "upscale_factor", "seed", "sampler", "scheduler", "mode", "batch_size")
+                   "steps", "cfg", "strength", "upscale_factor", "seed", "sampler", "scheduler", "sampler_fallback",
+                   "mode", "batch_size")
 
 
 def ordered_fields(model: type[BaseModel]) -> list[str]:

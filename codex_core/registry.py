@@ -69,33 +69,49 @@ def known_engine_packages() -> dict[str, str]:
 
 
 def samplers():
-    return contribution("samplers", _collect_samplers)
+    """Every family's sampler names and schedule types: ``(SamplerDef list, ScheduleType list)``."""
+    found = contribution("samplers", _collect_samplers)
+    return found[0], found[1]
+
+
+def sampler_names():
+    """Every registered name of another tool's vocabulary (``SamplerName``: A1111's, Forge's), every family's."""
+    return contribution("samplers", _collect_samplers)[2]
 
 
 def _collect_samplers():
-    from .samplers import SamplerDef, ScheduleType
+    from .samplers import SamplerDef, SamplerName, ScheduleType
 
     items = collect("codex_register_samplers")
     for plugin, item in items:
-        if not isinstance(item, (SamplerDef, ScheduleType)):
+        if not isinstance(item, (SamplerDef, ScheduleType, SamplerName)):
             warn(f"plugin {plugin!r} registered {type(item).__name__} as a sampler; skipped")
-    defs = [(p, i) for p, i in items if isinstance(i, SamplerDef)]
-    types = [(p, i) for p, i in items if isinstance(i, ScheduleType)]
     by_name = lambda item: (item.family, item.name.casefold())  # noqa: E731
-    return ([item for _, item in first_wins("sampler", defs, by_name, lambda i: f"{i.family}:{i.name}").values()],
-            [item for _, item in first_wins("schedule type", types, by_name,
-                                             lambda i: f"{i.family}:{i.name}").values()])
+    label = lambda item: f"{item.family}:{item.name}"  # noqa: E731
+
+    def of(kind, what, key=by_name):
+        chosen = [(p, i) for p, i in items if isinstance(i, kind)]
+        return [item for _, item in first_wins(what, chosen, key, label).values()]
+
+    names = of(SamplerName, "sampler name", lambda i: (i.vocabulary, i.kind, i.family, i.name.casefold()))
+    return of(SamplerDef, "sampler"), of(ScheduleType, "schedule type"), names
 
 
-def samplers_for(engine: Engine):
-    """The sampler names and schedule types this engine accepts: its family, narrowed by its allow-lists."""
+def samplers_for(engine: Engine, task: str | None = None):
+    """The sampler names and schedule types this engine accepts (for ``task``, where it narrows them per task):
+    its family, narrowed by its allow-lists."""
     sampler_defs, schedules = samplers()
     family = engine.sampler_family
-    sampler_defs = [s for s in sampler_defs
-                    if s.family == family and (engine.samplers is None or s.name in engine.samplers)]
+    allowed = engine.task_samplers.get(task, engine.samplers) if task else engine.samplers
+    sampler_defs = [s for s in sampler_defs if s.family == family and (allowed is None or s.name in allowed)]
     schedules = [s for s in schedules
                  if s.family == family and (engine.schedule_types is None or s.name in engine.schedule_types)]
     return sampler_defs, schedules
+
+
+def sampler_names_for(engine: Engine):
+    """The other vocabularies' names of this engine's sampler family, and what the family runs for each."""
+    return [n for n in sampler_names() if n.family == engine.sampler_family]
 
 
 def exporters() -> dict[str, Any]:

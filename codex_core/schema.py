@@ -47,7 +47,7 @@ def request_schema(engine_key: str, task: str, variant: str | None = None) -> di
             properties[name]["description"] = (properties[name].get("description", "") + " (preset default)").strip()
     schema["required"] = [name for name in schema.get("required", []) if name not in filled]
     if engine.sampler_family and "sampler" in properties:
-        sampler_defs, schedules = registry.samplers_for(engine)
+        sampler_defs, schedules = registry.samplers_for(engine, task)
         properties["sampler"]["examples"] = [s.name for s in sampler_defs]
         properties["scheduler"]["examples"] = [s.name for s in schedules]
     return schema

@@ -56,7 +56,7 @@ def test_schedule_a_class_cannot_honour_is_rejected_not_dropped():
     with pytest.raises(ParamError) as caught:
         resolve_names("discrete", "DDIM", "Karras")
     assert "DDIMScheduler has no use_karras_sigmas" in str(caught.value)
-    assert "allowed with 'DDIM': Automatic, Simple" in str(caught.value)
+    assert "allowed with 'DDIM': Automatic, Uniform, Simple, DDIM" in str(caught.value)
 
 
 def test_flow_engines_only_take_flow_samplers_with_the_shift_from_the_request():

@@ -124,22 +124,43 @@ def plugins(as_json: bool):
 
 @click.command()
 @click.argument("engine")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--task", help="The task whose samplers to list (default: the engine's first; a task may take fewer).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @handle_errors
-def samplers(engine: str, as_json: bool):
-    """List the sampler and schedule-type names ENGINE accepts, and what they map to."""
+def samplers(engine: str, task: str | None, as_json: bool):
+    """List the sampler and schedule-type names ENGINE accepts, what they map to, and what each A1111/Forge name
+    runs there.
+
+    \b
+    "exact": the same sampler runs (a request takes the name as it is). "nearest": it runs only for a request
+    with "sampler_fallback": "nearest" (the A1111 API's requests), which reports the difference in info.json's
+    sampler_warning.
+    """
     from .. import samplers as samplers_module
-    from ..registry import get_engine, samplers_for
+    from ..errors import UsageError
+    from ..registry import get_engine, sampler_names_for, samplers_for
 
     found = get_engine(engine)
     if not found.sampler_family:
         click.echo(f"engine {engine} has no sampler choice")
         return
-    table = samplers_module.describe(found.sampler_family, *samplers_for(found))
+    task = task or next(iter(found.tasks))
+    if task not in found.tasks:
+        raise UsageError(f"--task: engine {engine!r} has no task {task!r}; its tasks: {', '.join(found.tasks)}")
+    table = samplers_module.describe(found.sampler_family, *samplers_for(found, task), sampler_names_for(found),
+                                     engine, task)
     if as_json:
-        echo_json(table)
+        echo_json({"engine": engine, "task": task, **table})
         return
     rows = [[r["sampler"], r["class"] + (f" {r['flags']}" if r["flags"] else ""), ", ".join(r["schedule_types"])]
             for r in table["samplers"]]
     echo_table(rows, ["sampler", "diffusers scheduler", "schedule types (\"scheduler\" field)"])
+    click.echo("")
+    names = [[r["kind"], r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else ""), r["runs"] or "-",
+              "exact" if r["exact"] else "nearest"] for r in table["names"]]
+    echo_table(names, ["A1111/Forge", "name (aliases)", f"runs on {engine} {task}", ""])
+    notes = [r["note"] for r in table["names"] if not r["exact"]]
+    if notes:
+        click.echo("")
+        click.echo("\n".join(notes))
 

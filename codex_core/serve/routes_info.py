@@ -66,14 +66,20 @@ def presets(engine: str, task: str, variant: str | None = None, preset: str | No
 
 
 @router.get("/v1/samplers/{engine}")
-def samplers(engine: str) -> dict[str, Any]:
+def samplers(engine: str, task: str | None = None) -> dict[str, Any]:
+    """``codex samplers ENGINE --json``: the engine's samplers and schedule types (for ``task``: its first by
+    default), and what each A1111/Forge name runs there, exactly or as the nearest."""
     from .. import samplers as samplers_module
-    from ..registry import get_engine, samplers_for
+    from ..registry import get_engine, sampler_names_for, samplers_for
 
     found = get_engine(engine)
     if not found.sampler_family:
         return {"sampler_family": None, "samplers": []}
-    return samplers_module.describe(found.sampler_family, *samplers_for(found))
+    task = task or next(iter(found.tasks))
+    if task not in found.tasks:
+        raise UsageError(f"task: engine {engine!r} has no task {task!r}; its tasks: {', '.join(found.tasks)}")
+    return {"engine": engine, "task": task, **samplers_module.describe(
+        found.sampler_family, *samplers_for(found, task), sampler_names_for(found), engine, task)}
 
 
 @router.get("/v1/models")

@@ -86,10 +86,14 @@ def test_the_allowed_schedule_types_are_those_that_run_and_change_something():
     for name in ("Exponential", "Beta"):
         with pytest.raises(ValueError, match="Only one of"):
             diffusers.EulerDiscreteScheduler.from_config(SVD_SCHEDULER, **by_name[name].flags)
-    # ... and Karras sigmas override timestep_spacing, so "Simple" would silently be Karras again.
-    karras, simple = (diffusers.EulerDiscreteScheduler.from_config(SVD_SCHEDULER, **by_name[n].flags)
-                      for n in ("Karras", "Simple"))
+    # ... and Karras sigmas between the config's sigma_max and sigma_min override timestep_spacing, so the
+    # schedule types that only space timesteps ("Simple", "Uniform", "DDIM") would silently be Karras again.
+    spacing_only = {s.name for s in DISCRETE_SCHEDULES if set(s.flags) == {"timestep_spacing"}}
+    assert spacing_only == {"Simple", "Uniform", "DDIM"}
+    karras = diffusers.EulerDiscreteScheduler.from_config(SVD_SCHEDULER, **by_name["Karras"].flags)
     karras.set_timesteps(25)
-    simple.set_timesteps(25)
-    assert torch.equal(karras.sigmas, simple.sigmas)
-    assert set(SCHEDULE_TYPES) == {s.name for s in DISCRETE_SCHEDULES} - {"Exponential", "Beta", "Simple"}
+    for name in spacing_only:
+        spaced = diffusers.EulerDiscreteScheduler.from_config(SVD_SCHEDULER, **by_name[name].flags)
+        spaced.set_timesteps(25)
+        assert torch.equal(karras.sigmas, spaced.sigmas), name
+    assert set(SCHEDULE_TYPES) == {s.name for s in DISCRETE_SCHEDULES} - {"Exponential", "Beta"} - spacing_only

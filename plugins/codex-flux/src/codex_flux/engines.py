@@ -38,10 +38,13 @@ class Flux(DiffusersEngine):
     mag_ratios = "diffusers.hooks.mag_cache:FLUX_MAG_RATIOS"  # MagCache's ratios for FLUX.1 (dev, 28 steps)
     sampler_family = "flow"
     # Euler (FlowMatchEulerDiscreteScheduler) is the checkpoints' own. UniPC runs txt2img with the
-    # same dynamic shift; img2img/inpaint are Euler-only (params.py). DPM++ 2M is left out: diffusers
-    # fails with it on schnell (set_timesteps asserts dynamic shifting) and on img2img/inpaint (it
-    # takes no custom sigmas). No flow_shift field: the checkpoint's scheduler config decides the shift.
+    # same dynamic shift; img2img/inpaint are Euler-only: diffusers' FluxImg2ImgPipeline and
+    # FluxInpaintPipeline call scheduler.scale_noise, which only FlowMatchEulerDiscreteScheduler has.
+    # DPM++ 2M is left out: diffusers fails with it on schnell (set_timesteps asserts dynamic shifting)
+    # and on img2img/inpaint (it takes no custom sigmas). tests/test_flux.py checks each of these
+    # failures. No flow_shift field: the checkpoint's scheduler config decides the shift.
     samplers = ("Euler", "UniPC")
+    task_samplers = {"img2img": ("Euler",), "inpaint": ("Euler",)}
     default_repo = "black-forest-labs/FLUX.1-dev"
     variants = ("dev", "schnell")
     # the configs of black-forest-labs/FLUX.1-dev, shipped (codex_diffusers.reference_config_dir)

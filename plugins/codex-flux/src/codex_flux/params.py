@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field
 
 from codex_core import Img2ImgParams, InpaintParams, Params, Txt2ImgParams
 from codex_diffusers import CacheFields, LoraFields, TrueCfgFields
@@ -35,17 +34,9 @@ class _FluxFields(TrueCfgFields, Params, LoraFields, CacheFields):
 
 
 class _FluxInitImageFields(_FluxFields):
-    steps_rule: ClassVar[str] = "keep_fraction"  # diffusers' Flux img2img/inpaint: steps - int(steps - steps x strength)
+    """img2img and inpaint: Euler only (the engine's task_samplers say so; engines.py says why)."""
 
-    @model_validator(mode="after")
-    def _euler_only(self):
-        # diffusers' FluxImg2ImgPipeline / FluxInpaintPipeline call scheduler.scale_noise, which only
-        # FlowMatchEulerDiscreteScheduler has (checked against diffusers in the tests).
-        if (self.sampler or "").casefold() == "unipc":
-            raise PydanticCustomError(
-                "flux_sampler", "sampler: 'UniPC' does not run with diffusers' Flux img2img/inpaint pipelines (they "
-                "need FlowMatchEulerDiscreteScheduler); allowed: 'Euler'")
-        return self
+    steps_rule: ClassVar[str] = "keep_fraction"  # diffusers' Flux img2img/inpaint: steps - int(steps - steps x strength)
 
 
 # _FluxFields first, so its Flux descriptions of cfg, negative_prompt and sampler win over the core's.

@@ -17,7 +17,8 @@ VARIANT_BY_FRAMES = {14: "svd", 25: "svd_xt"}
 # checkpoint's timestep_type="continuous" feeds it that; the others pass timesteps 0..999 (or fail)
 # and diffusers runs them without a word. tests/test_svd_samplers.py checks this on the real
 # scheduler classes with an exact denoiser. Schedule types: the checkpoint's own (Karras sigmas);
-# "Simple" would change nothing under Karras, "Exponential"/"Beta" clash with its use_karras_sigmas.
+# "Simple", "Uniform" and "DDIM" (timestep spacing only) would change nothing under Karras,
+# "Exponential"/"Beta" clash with its use_karras_sigmas.
 SAMPLERS = ("Euler",)
 SCHEDULE_TYPES = ("Automatic", "Karras")
 

@@ -151,7 +151,7 @@ class EngineConformance:
         engine = get_engine(self.engine)
         if not engine.sampler_family:
             return None
-        names = [s.name for s in samplers_for(engine)[0] if s.name != sampler]
+        names = [s.name for s in samplers_for(engine, task)[0] if s.name != sampler]
         return names[0] if names else None
 
     def test_a_run_leaves_nothing_behind(self, task, tmp_path):
