@@ -92,6 +92,7 @@ class SchedulerChoice:
     config_flags: Mapping[str, str] = field(default_factory=dict)
     fallback: str = "strict"
     warning: str | None = None  # what runs instead of what was asked, and why (sampler_fallback "nearest")
+    approximate: frozenset[str] = frozenset()  # which of "sampler", "scheduler" the warning is about
 
     def info(self) -> dict[str, Any]:
         return {
@@ -129,6 +130,11 @@ class _Context:
     names: list[SamplerName]
     nearest: bool
     notes: list[str] = field(default_factory=list)
+    approximate: set[str] = field(default_factory=set)
+
+    def note(self, kind: str, line: str) -> None:
+        self.notes.append(line)
+        self.approximate.add(kind)
 
     def native(self, kind: str) -> dict[str, Any]:
         return _index(self.samplers if kind == "sampler" else self.schedules, self.family)
@@ -182,7 +188,7 @@ def resolve(
     flags.update({flag: value for flag, value in schedule.flags.items() if flag in sampler.accepts})
     from_config = {argument: key for argument, key in sampler.config_flags.items() if argument not in flags}
     return SchedulerChoice(sampler_in, scheduler_in, sampler.name, schedule.name, sampler.scheduler_class, flags,
-                           from_config, fallback, "; ".join(ctx.notes) or None)
+                           from_config, fallback, "; ".join(ctx.notes) or None, frozenset(ctx.approximate))
 
 
 def _split(ctx: _Context, sampler_in: str, scheduler_in: str | None) -> tuple[str, str | None]:
@@ -220,7 +226,7 @@ def _pick_sampler(ctx: _Context, name: str, sampler_in: str) -> SamplerDef:
     native, foreign = natives.get(name.casefold()), ctx.foreign("sampler").get(name.casefold())
     if native is not None:
         if ctx.nearest and foreign is not None and not foreign.exact and foreign.runs[:1] == (native.name,):
-            ctx.notes.append(f"sampler {sampler_in!r} is approximate: {foreign.reason}")
+            ctx.note("sampler", f"sampler {sampler_in!r} is approximate: {foreign.reason}")
         return native
     if foreign is None:
         raise ctx.error(f"sampler: unknown sampler {sampler_in!r} for {ctx.engine} ({ctx.family} sampling); "
@@ -237,7 +243,7 @@ def _pick_sampler(ctx: _Context, name: str, sampler_in: str) -> SamplerDef:
         raise ctx.error(f"sampler: {sampler_in!r} {what} {ctx.engine} {ctx.task}"
                         + ("" if foreign.exact else f" ({foreign.reason})") + f"; allowed: {allowed}",
                         hint=f"\"sampler_fallback\": \"nearest\" runs {chosen.name!r} instead")
-    ctx.notes.append(f"sampler {sampler_in!r} runs as {chosen.name!r}: {why}")
+    ctx.note("sampler", f"sampler {sampler_in!r} runs as {chosen.name!r}: {why}")
     return chosen
 
 
@@ -251,7 +257,7 @@ def _pick_schedule(ctx: _Context, sampler: SamplerDef, name: str | None) -> Sche
     if native is not None:
         if takes(sampler, native):
             if ctx.nearest and foreign is not None and not foreign.exact and foreign.runs[:1] == (native.name,):
-                ctx.notes.append(f"scheduler {name!r} is approximate: {foreign.reason}")
+                ctx.note("scheduler", f"scheduler {name!r} is approximate: {foreign.reason}")
             return native
         lacking = sorted(flag for flag, value in native.flags.items()
                          if flag not in sampler.accepts and sampler.implied.get(flag, _UNSET) != value)
@@ -259,7 +265,7 @@ def _pick_schedule(ctx: _Context, sampler: SamplerDef, name: str | None) -> Sche
                 f"({sampler.scheduler_class} has no {', '.join(lacking)})")
         if not ctx.nearest:
             raise ctx.error(f"{line}; allowed with {sampler.name!r}: {usable}")
-        ctx.notes.append(f"{line}: runs as {AUTOMATIC!r}")
+        ctx.note("scheduler", f"{line}: runs as {AUTOMATIC!r}")
         return automatic
     if foreign is None:
         raise ctx.error(f"scheduler: unknown schedule type {name!r}; allowed with {sampler.name!r}: {usable}")
@@ -275,7 +281,7 @@ def _pick_schedule(ctx: _Context, sampler: SamplerDef, name: str | None) -> Sche
         raise ctx.error(f"scheduler: {name!r} has no exact equivalent with sampler {sampler.name!r} on {ctx.engine} "
                         f"({why}); allowed with {sampler.name!r}: {usable}",
                         hint=f"\"sampler_fallback\": \"nearest\" runs {chosen.name!r} instead")
-    ctx.notes.append(f"scheduler {name!r} runs as {chosen.name!r}: {why}")
+    ctx.note("scheduler", f"scheduler {name!r} runs as {chosen.name!r}: {why}")
     return chosen
 
 

@@ -375,8 +375,9 @@ def test_a1111_img2img_and_inpaint_with_a_mask(webui, client, tmp_path):
                               denoising_strength=0.9, sampler_name="Euler a")
     assert inpainted.info["codex_task"] == "inpaint"
     encoded = {name: base64.b64encode((tmp_path / f"{name}.png").read_bytes()).decode() for name in ("in", "mask")}
+    # webuiapi's default schedule type, "automatic", is even spacing (Uniform) for Euler a in A1111
     native = wait(client, submit(client, {"prompt": "snow", "seed": 3, "width": 64, "height": 64, "steps": 4,
-                                          "strength": 0.9, "sampler": "Euler a", "cfg": 7.0,
+                                          "strength": 0.9, "sampler": "Euler a", "scheduler": "Uniform", "cfg": 7.0,
                                           "init_image": encoded["in"], "mask_image": encoded["mask"]},
                                  task="inpaint").json()["id"])
     expected = Image.open(io.BytesIO(client.get(f"/v1/jobs/{native['id']}/files/0000.png").content))

@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import UsageError
 from ..exporters.png import parse_parameters_text
+from . import a1111_samplers
 from .bodies import StrictJSONRoute, excerpt
 from .dependencies import StateDep, StoreDep, WorkersDep
 from .routes_jobs import JobSpec, submit_job
@@ -152,21 +153,12 @@ def set_options(body: dict[str, Any], state: StateDep) -> dict[str, Any]:
 
 @router.get("/samplers")
 def samplers(state: StateDep) -> list[dict[str, Any]]:
-    from ..registry import samplers_for
-
-    engine = _engine(state)
-    names = [sampler.name for sampler in samplers_for(engine)[0] if sampler.family == engine.sampler_family]
-    return [{"name": name, "aliases": [], "options": {}} for name in names]
+    return a1111_samplers.sampler_rows(_engine(state))
 
 
 @router.get("/schedulers")
 def schedulers(state: StateDep) -> list[dict[str, Any]]:
-    from ..registry import samplers_for
-
-    engine = _engine(state)
-    names = [s.name for s in samplers_for(engine)[1] if s.family == engine.sampler_family]
-    return [{"name": name.lower(), "label": name, "aliases": None, "default_rho": -1, "need_inner_model": False}
-            for name in names]
+    return a1111_samplers.scheduler_rows(_engine(state))
 
 
 @router.post("/txt2img")
@@ -267,15 +259,7 @@ def _translate(body: dict[str, Any], task: str, engine) -> tuple[dict[str, Any],
     seed = _seed(body.get("seed"))
     if seed is not None:
         request["seed"] = seed
-    sampler = body.get("sampler_name") or body.get("sampler_index")
-    if sampler and "sampler" in fields:
-        request["sampler"] = sampler
-        schedule = body.get("scheduler")
-        if schedule and "scheduler" in fields:
-            from ..registry import samplers_for
-
-            names = {s.name.lower(): s.name for s in samplers_for(engine)[1] if s.family == engine.sampler_family}
-            request["scheduler"] = names.get(str(schedule).lower(), schedule)
+    request.update(a1111_samplers.translate(body, engine, task)[0])
     return request, ignored
 
 
@@ -349,6 +333,7 @@ def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[
             "interrupted": any(job["state"] == "cancelled" for job in jobs),
             "codex_engine": engine.key, "codex_task": task, "codex_ignored": ignored,
             "codex_jobs": [job["id"] for job in jobs]}
+    info.update(a1111_samplers.reply_fields(a1111_samplers.translate(body, engine, task)[1], first))
     return {"images": pngs, "parameters": body, "info": json.dumps(info)}
 
 
