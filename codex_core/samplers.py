@@ -235,13 +235,15 @@ def _pick_sampler(ctx: _Context, name: str, sampler_in: str) -> SamplerDef:
     if foreign.exact and available and available[0].name.casefold() == foreign.runs[0].casefold():
         return available[0]
     chosen = available[0] if available else ctx.samplers[0]
+    # one of the family's own names that this engine (or task) does not run, or a name with no exact equivalent
+    narrowed = foreign.exact or foreign.runs[0].casefold() == name.casefold()
     why = (foreign.reason if chosen.name == foreign.runs[0] else
-           f"{ctx.engine} {ctx.task} does not run {foreign.runs[0]!r}" + (f"; {foreign.reason}" if not foreign.exact
+           f"{ctx.engine} {ctx.task} does not run {foreign.runs[0]!r}" + (f"; {foreign.reason}" if not narrowed
                                                                           and foreign.reason else ""))
     if not ctx.nearest:
-        what = ("does not run with" if foreign.exact else "has no exact equivalent in")
+        what = ("does not run with" if narrowed else "has no exact equivalent in")
         raise ctx.error(f"sampler: {sampler_in!r} {what} {ctx.engine} {ctx.task}"
-                        + ("" if foreign.exact else f" ({foreign.reason})") + f"; allowed: {allowed}",
+                        + ("" if narrowed else f" ({foreign.reason})") + f"; allowed: {allowed}",
                         hint=f"\"sampler_fallback\": \"nearest\" runs {chosen.name!r} instead")
     ctx.note("sampler", f"sampler {sampler_in!r} runs as {chosen.name!r}: {why}")
     return chosen
