@@ -365,3 +365,26 @@ def test_sampler_fallback_nearest_runs_records_and_replays(tmp_path):
     assert replayed["check"]["identical"] is True
     assert replayed["info"]["sampler_effective"] == "DPM++ SDE" and replayed["info"]["sampler_fallback"] == "nearest"
     assert Path(replayed["run_dir"]).is_dir()
+
+
+# -- the generated docs -----------------------------------------------------------------------------------------
+
+
+def test_the_checked_in_sampler_docs_are_the_tables_and_torch_free():
+    import subprocess
+    import sys
+
+    from codex_core import sampler_docs
+
+    expected = sampler_docs.samplers_markdown()
+    assert sampler_docs.DOC_PATH.read_text(encoding="utf-8") == expected, (
+        "docs/samplers.md is stale: regenerate it with `python -m codex_core.sampler_docs --write` "
+        "(or `codex docs samplers > docs/samplers.md`)")
+    assert cli_run(["docs", "samplers"]).stdout == expected
+    script = ("import sys; from codex_core.sampler_docs import samplers_markdown as m; text = m(); "
+              "heavy = [x for x in ('torch', 'diffusers') if x in sys.modules]; assert not heavy, heavy; "
+              "sys.stdout.write(text)")
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout == expected
+    for line in ("| DPM++ 2S a | k_dpmpp_2s_a | DPM++ SDE | nearest | Karras |", "| Euler a | k_euler_a, k_euler_ancestral "
+                 "| Euler | nearest | Automatic |", "| sgm_uniform | SGM Uniform, SGMUniform | Simple | exact |"):
+        assert line in expected

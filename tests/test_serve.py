@@ -398,6 +398,55 @@ def test_a1111_a_value_it_would_have_to_change_is_422_and_unknown_settings_are_l
     assert "restore_faces=True" in result.info["codex_ignored"] and "tiling=True" in result.info["codex_ignored"]
 
 
+# What each A1111 schedule type runs with Euler on sd15 (the kit's table: exact, or the nearest with a warning)
+A1111_SCHEDULES_WITH_EULER = {
+    "automatic": "Uniform", "uniform": "Uniform", "karras": "Karras", "exponential": "Exponential",
+    "polyexponential": "Exponential", "sgm_uniform": "Simple", "kl_optimal": "DDIM", "align_your_steps": "DDIM",
+    "simple": "Simple", "normal": "Uniform", "ddim": "DDIM", "beta": "Beta", "turbo": "Simple",
+    "align_your_steps_GITS": "DDIM", "align_your_steps_11": "DDIM", "align_your_steps_32": "DDIM"}
+
+
+def test_a1111_every_schedule_type_runs_and_reports_what_ran(webui, client):
+    names = [row["name"] for row in webui.get_schedulers()]
+    assert names == list(A1111_SCHEDULES_WITH_EULER)
+    for name, expected in A1111_SCHEDULES_WITH_EULER.items():
+        result = webui.txt2img(prompt="x", seed=1, width=32, height=32, steps=2, sampler_name="Euler", scheduler=name)
+        info = result.info
+        assert (info["sampler_in"], info["scheduler_in"]) == ("Euler", name)
+        assert info["scheduler_effective"]["schedule"] == expected and info["sampler_effective"] == "Euler", name
+        assert (info["sampler_warning"] is not None) == name.startswith(("kl_", "align_")), info["sampler_warning"]
+        assert f"Sampler: Euler, Schedule type: {expected}," in info["infotexts"][0]
+        job = client.get(f"/v1/jobs/{info['codex_jobs'][0]}").json()["result"]["info"]  # the job's own record
+        assert job["scheduler_effective"] == info["scheduler_effective"] and job["sampler_fallback"] == "nearest"
+
+
+def test_a1111_every_sampler_runs_on_sd15_and_flux_and_reports_what_ran(webui, client):
+    for model, engine in (("tiny-sd15", "sd15"), ("tiny-flux", "flux")):
+        webui.set_options({"sd_model_checkpoint": model})
+        listed = webui.get_samplers()
+        assert listed[0]["name"] == "DPM++ 2M" and {"name": "Euler a", "aliases": ["k_euler_a", "k_euler_ancestral"],
+                                                  "options": {}} in listed
+        promised = {row["name"]: row for row in client.get(f"/v1/samplers/{engine}").json()["names"]
+                    if row["kind"] == "sampler"}
+        assert [row["name"] for row in listed] == list(promised)
+        for name, row in promised.items():
+            info = webui.txt2img(prompt="x", seed=1, width=32, height=32, steps=2, sampler_name=name).info
+            assert info["sampler_in"] == name and info["sampler_effective"] == row["runs"], (engine, name)
+            if row["exact"]:
+                assert info["sampler_warning"] is None or "scheduler" in info["sampler_warning"], info
+            else:
+                assert f"sampler {name!r}" in info["sampler_warning"], info
+    # the defaults of the clients that fail on a flow model elsewhere: webuiapi's, and the chat front ends'
+    for sampler, scheduler, runs in (("Euler a", "automatic", "Euler"), ("DDIM", "normal", "Euler"),
+                                     ("Euler a", "Karras", "Euler"), ("DPM++ 2M", "karras", "UniPC")):
+        info = webui.txt2img(prompt="x", seed=1, width=32, height=32, steps=2, sampler_name=sampler,
+                             scheduler=scheduler).info
+        assert info["sampler_effective"] == runs and info["scheduler_effective"]["schedule"] == "Automatic"
+        job = client.get(f"/v1/jobs/{info['codex_jobs'][0]}").json()["result"]["info"]
+        assert (job["sampler_in"], job["sampler_effective"], job["sampler_fallback"]) == (sampler, runs, "nearest")
+        assert job["sampler_warning"] and job["sampler_warning"] in info["sampler_warning"]
+
+
 def test_a1111_progress_and_interrupt(webui, service):
     import threading
 

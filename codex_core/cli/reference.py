@@ -116,6 +116,20 @@ def docs_param_matrix():
     click.echo(param_matrix_markdown(), nl=False)
 
 
+@docs.command("samplers")
+@handle_errors
+def docs_samplers():
+    """Print docs/samplers.md: each engine's samplers and schedule types, and what every A1111/Forge name runs there.
+
+    \b
+    Example:
+      codex docs samplers > docs/samplers.md
+    """
+    from ..sampler_docs import samplers_markdown
+
+    click.echo(samplers_markdown(), nl=False)
+
+
 @docs.command("engine-catalog")
 @handle_errors
 def docs_engine_catalog():
