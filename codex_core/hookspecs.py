@@ -13,7 +13,7 @@ def codex_register_engines(register):
 
 @hookspec
 def codex_register_samplers(register):
-    """Register sampler names: ``register(SamplerDef(...))`` or ``register(ScheduleType(...))``."""
+    """Register sampler names: ``register(SamplerDef(...))``, ``register(ScheduleType(...))`` or ``register(SamplerName(...))``."""
 
 
 @hookspec
