@@ -13,7 +13,8 @@ def codex_register_engines(register):
 
 @hookspec
 def codex_register_samplers(register):
-    """Register sampler names: ``register(SamplerDef(...))``, ``register(ScheduleType(...))`` or ``register(SamplerName(...))``."""
+    """Register sampler names: ``register(SamplerDef(...))``, ``register(ScheduleType(...))`` or
+    ``register(SamplerName(...))`` (another tool's name for them)."""
 
 
 @hookspec

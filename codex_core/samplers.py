@@ -99,7 +99,8 @@ class SchedulerChoice:
             "sampler_in": self.sampler_in,
             "scheduler_in": self.scheduler_in,
             "sampler_effective": self.sampler,
-            "scheduler_effective": {"schedule": self.schedule, "class": self.scheduler_class, "flags": dict(self.flags)},
+            "scheduler_effective": {"schedule": self.schedule, "class": self.scheduler_class,
+                                    "flags": dict(self.flags)},
             "sampler_fallback": self.fallback,
             "sampler_warning": self.warning,
         }

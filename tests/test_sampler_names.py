@@ -47,8 +47,8 @@ def a1111_names(family: str, kind: str) -> list:
 def choose(engine_key: str, sampler: str, scheduler: str | None = None, fallback: str = "nearest",
            task: str = "txt2img"):
     engine = registry.get_engine(engine_key)
-    return resolve(engine.sampler_family, sampler, scheduler, {}, engine_key, task, *registry.samplers_for(engine, task),
-                   registry.sampler_names_for(engine), fallback)
+    return resolve(engine.sampler_family, sampler, scheduler, {}, engine_key, task,
+                   *registry.samplers_for(engine, task), registry.sampler_names_for(engine), fallback)
 
 
 def scheduler_of(choice):
@@ -237,7 +237,8 @@ def k_dpmpp(x, sigmas, noises, order=2, sde=False, heun=False):
             if order == 3 and len(history) > 1:
                 second = (history[0] - history[1]) * h / steps[1]
                 r, r1 = steps[0] / h, steps[1] / h
-                x = x + phi2 * (first + (first - second) * r / (r + r1)) - (phi2 / big - 0.5) * (first - second) / (r + r1)
+                bend = (first - second) / (r + r1)
+                x = x + phi2 * (first + bend * r) - (phi2 / big - 0.5) * bend
             else:
                 x = x + (phi2 if heun or order == 3 else 0.5 * phi1) * first
         if sde:
@@ -340,7 +341,8 @@ def test_the_cli_refuses_a_name_it_cannot_run_exactly_naming_what_it_can(tmp_pat
     result = cli_run(["run", "sd15", "txt2img", "--model", "tiny", "--out", str(tmp_path), "--json",
                       json.dumps({**REQUEST, "sampler": "DPM++ 2S a"})])
     assert result.exit_code == 2
-    assert "sampler: 'DPM++ 2S a' has no exact equivalent" in result.stderr and "allowed: Euler, Euler a" in result.stderr
+    assert "sampler: 'DPM++ 2S a' has no exact equivalent" in result.stderr
+    assert "allowed: Euler, Euler a" in result.stderr
     assert '"sampler_fallback": "nearest" runs \'DPM++ SDE\' instead' in result.stderr
     wrong = cli_run(["run", "sd15", "txt2img", "--model", "tiny", "--out", str(tmp_path), "--json",
                      json.dumps({**REQUEST, "sampler_fallback": "closest"})])
@@ -385,6 +387,7 @@ def test_the_checked_in_sampler_docs_are_the_tables_and_torch_free():
               "heavy = [x for x in ('torch', 'diffusers') if x in sys.modules]; assert not heavy, heavy; "
               "sys.stdout.write(text)")
     assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout == expected
-    for line in ("| DPM++ 2S a | k_dpmpp_2s_a | DPM++ SDE | nearest | Karras |", "| Euler a | k_euler_a, k_euler_ancestral "
-                 "| Euler | nearest | Automatic |", "| sgm_uniform | SGM Uniform, SGMUniform | Simple | exact |"):
+    for line in ("| DPM++ 2S a | k_dpmpp_2s_a | DPM++ SDE | nearest | Karras |",
+                 "| Euler a | k_euler_a, k_euler_ancestral | Euler | nearest | Automatic |",
+                 "| sgm_uniform | SGM Uniform, SGMUniform | Simple | exact |"):
         assert line in expected

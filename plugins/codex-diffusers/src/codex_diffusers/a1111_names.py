@@ -30,7 +30,8 @@ _FLOW_MULTI = "diffusers has no such multistep solver for flow-matching models; 
 _FLOW_ONLY = "a Forge sampler for Flux models, which diffusers does not have; Euler is the nearest here"
 _AYS = "diffusers has no {} schedule; the DDIM spacing is the nearest in log sigma on Stable Diffusion's noise schedule"
 
-# name, aliases, A1111's "Automatic" for it, fixed schedule, discrete: (runs, exact, reason), flow: (runs, exact, reason)
+# name, aliases, A1111's "Automatic" for it, fixed schedule,
+# discrete: (runs, exact, reason), flow: (runs, exact, reason)
 SAMPLERS = [
     ("DPM++ 2M", ("k_dpmpp_2m",), "Karras", False, (("DPM++ 2M",), True, ""), (SECOND_ORDER, True, "")),
     ("DPM++ SDE", ("k_dpmpp_sde",), "Karras", False,
@@ -42,8 +43,8 @@ SAMPLERS = [
     ("DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun",), "Exponential", False, (("DPM++ 2M SDE Heun",), True, ""),
      (SECOND_ORDER, False, _FLOW_SECOND)),
     ("DPM++ 2S a", ("k_dpmpp_2s_a",), "Karras", False,
-     (("DPM++ SDE", "Euler a"), False, "diffusers has no ancestral DPM++ 2S; DPM++ SDE is the same second-order single-step "
-      "DPM-Solver++ without the ancestral noise (DPMSolverSinglestepScheduler)"),
+     (("DPM++ SDE", "Euler a"), False, "diffusers has no ancestral DPM++ 2S; DPM++ SDE is the same second-order "
+      "single-step DPM-Solver++ without the ancestral noise (DPMSolverSinglestepScheduler)"),
      (SECOND_ORDER, False, _FLOW_SECOND)),
     ("DPM++ 3M SDE", ("k_dpmpp_3m_sde",), "Exponential", False,
      (("DPM++ 2M SDE Heun", "DPM++ 2M SDE"), False, "diffusers' third-order SDE DPM-Solver++ does not reproduce "
