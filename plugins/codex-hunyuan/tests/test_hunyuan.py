@@ -77,7 +77,7 @@ class TestHunyuanVideo(EngineConformance):
          "height: got 40"),
         ("img2vid_without_init_image", "img2vid", {"prompt": "x"}, "init_image: required field is missing"),
         ("init_image_on_txt2vid", "txt2vid", {"prompt": "x", "init_image": "{tmp}/small.png"}, "init_image"),
-        ("unsupported_sampler", "txt2vid", {"prompt": "x", "sampler": "DDIM"}, "sampler: unknown sampler 'DDIM'"),
+        ("unsupported_sampler", "txt2vid", {"prompt": "x", "sampler": "DDIM"}, "sampler: 'DDIM' has no exact equivalent"),
         ("dpm_needs_sigmas", "img2vid", {"prompt": "x", "init_image": "{tmp}/small.png", "sampler": "DPM++ 2M"},
          "allowed: Euler, UniPC"),
         ("negative_prompt_without_true_cfg", "txt2vid", {"prompt": "x", "negative_prompt": "blurry"},
