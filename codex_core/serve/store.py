@@ -68,9 +68,43 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 """
 ADDED_COLUMNS = {"cancel_requested": "REAL", "run_id": "TEXT", "device": "TEXT"}  # since the first schema
 
+# Tables added since the first schema, each a step of its own (CREATE ... IF NOT EXISTS: a database an
+# earlier version made gains them at the next start).
+# Idempotency-Key -> the job it submitted, kept while the job is (a DELETE frees the key).
+IDEMPOTENCY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_job ON idempotency_keys (job_id);
+"""
+# One webhook delivery per (job, end state, URL), queued in the transaction that ends the job (webhooks.py
+# sends them): its body is fixed then; ``attempts`` is a JSON list of what each try got.
+WEBHOOK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    next_at REAL,
+    attempts TEXT NOT NULL DEFAULT '[]',
+    UNIQUE (job_id, event, url)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (status, next_at);
+"""
+
 
 class StoreUnavailable(Exception):
     """The job store cannot be read or written now (locked for too long, disk full, I/O error)."""
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key that submitted another request (a different body)."""
 
 
 class JobStore:
@@ -86,6 +120,8 @@ class JobStore:
         for name, kind in ADDED_COLUMNS.items():
             if name not in have:  # a database an earlier version made
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+        db.executescript(IDEMPOTENCY_SCHEMA)
+        db.executescript(WEBHOOK_SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -149,12 +185,61 @@ class JobStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the job store cannot be read: {exc}") from exc
 
+    # what other parts of the service keep in the same database (webhooks.py) reads and writes through these
+    transaction, query = _write, _read
+
+    @staticmethod
+    def _ended(db: sqlite3.Connection, job_id: str) -> None:
+        """In the transaction that ended the job: a webhook delivery for each of its ``callbacks`` (its
+        callback_url, the service's --webhook-url), its body fixed now (Standard Webhooks' payload: type,
+        timestamp, data). A job ends once, so each state change is delivered once."""
+        row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        callbacks = json.loads(row["spec"]).get("callbacks") or []
+        if not callbacks:
+            return
+        event = f"job.{row['state']}"
+        body = json.dumps({"type": event, "timestamp": _iso(row["finished"]), "data": {
+            "id": job_id, "state": row["state"], "error": row["error"],
+            "result": json.loads(row["result"]) if row["result"] else None,
+            "submitted": row["submitted"], "finished": row["finished"]}}, default=str)
+        for url in dict.fromkeys(callbacks):
+            db.execute("INSERT OR IGNORE INTO webhook_deliveries (id, job_id, event, url, body, status, created, "
+                       "next_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+                       ("msg_" + secrets.token_hex(12), job_id, event, url, body, row["finished"], row["finished"]))
+
     # -- writing ---------------------------------------------------------------------------------
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        job_id = secrets.token_urlsafe(16)  # unguessable: ids are the only handle on a job's files
-        self._write(lambda db: db.execute("INSERT INTO jobs (id, state, spec, submitted) VALUES (?, 'queued', ?, ?)",
-                                          (job_id, json.dumps(spec), time.time())))
-        return self.get(job_id)
+        return self.submit_once(spec)[0]
+
+    def submit_once(self, spec: dict[str, Any], key: str | None = None,
+                    fingerprint: str | None = None) -> tuple[dict[str, Any], bool]:
+        """The job, queued, and True; with an Idempotency-Key already used for the same ``fingerprint``, the job it
+        submitted and False (in one transaction: two requests with one key make one job). KeyReused when the key
+        submitted another request."""
+        def work(db: sqlite3.Connection) -> tuple[str, bool]:
+            if key is not None:
+                row = db.execute("SELECT fingerprint, job_id FROM idempotency_keys WHERE key = ?", (key,)).fetchone()
+                if row is not None and row["fingerprint"] != fingerprint:
+                    raise KeyReused(key)
+                if row is not None:
+                    return row["job_id"], False
+            job_id = secrets.token_urlsafe(16)  # unguessable: ids are the only handle on a job's files
+            now = time.time()
+            db.execute("INSERT INTO jobs (id, state, spec, submitted) VALUES (?, 'queued', ?, ?)",
+                       (job_id, json.dumps(spec), now))
+            if key is not None:
+                db.execute("INSERT INTO idempotency_keys (key, fingerprint, job_id, created) VALUES (?, ?, ?, ?)",
+                           (key, fingerprint, job_id, now))
+            return job_id, True
+
+        job_id, created = self._write(work)
+        return self.get(job_id), created
+
+    def keyed(self, key: str) -> tuple[str, str] | None:
+        """The (fingerprint, job id) an Idempotency-Key submitted, if it did."""
+        row = self._read(lambda db: db.execute("SELECT fingerprint, job_id FROM idempotency_keys WHERE key = ?",
+                                               (key,)).fetchone())
+        return (row["fingerprint"], row["job_id"]) if row else None
 
     def claim(self, prefer: tuple[str, str | None] | None = None, patience: float = PATIENCE,
               device: str | None = None, wait: float = 0.0) -> dict[str, Any] | None:
@@ -200,8 +285,13 @@ class JobStore:
                wait: float | None = None) -> None:
         assert state in TERMINAL
         encoded = json.dumps(result, default=str) if result is not None else None
-        self._write(lambda db: db.execute("UPDATE jobs SET state = ?, stage = NULL, finished = ?, result = ?, "
-                                          "error = ? WHERE id = ?", (state, time.time(), encoded, error, job_id)), wait)
+
+        def work(db: sqlite3.Connection) -> None:
+            if db.execute("UPDATE jobs SET state = ?, stage = NULL, finished = ?, result = ?, error = ? WHERE id = ?",
+                          (state, time.time(), encoded, error, job_id)).rowcount:
+                self._ended(db, job_id)
+
+        self._write(work, wait)
 
     def requeue(self, job_id: str, counted: bool, wait: float | None = None) -> None:
         """A running job back to the queue (at its old place): ``counted`` keeps the attempt it used (its run
@@ -218,6 +308,7 @@ class JobStore:
             now = time.time()
             if db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, error = 'cancelled before it started' "
                           "WHERE id = ? AND state = 'queued'", (now, job_id)).rowcount:
+                self._ended(db, job_id)
                 return "cancelled"
             if db.execute("UPDATE jobs SET cancel_requested = COALESCE(cancel_requested, ?) "
                           "WHERE id = ? AND state = 'running'", (now, job_id)).rowcount:
@@ -228,13 +319,24 @@ class JobStore:
 
     def cancel_queued(self, job_id: str) -> bool:
         """Cancel a job that has not started; False when it is not queued (any more)."""
-        cursor = self._write(lambda db: db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, "
-                                                   "error = 'cancelled before it started' WHERE id = ? "
-                                                   "AND state = 'queued'", (time.time(), job_id)))
-        return cursor.rowcount == 1
+        def work(db: sqlite3.Connection) -> bool:
+            if db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, error = 'cancelled before it started' "
+                          "WHERE id = ? AND state = 'queued'", (time.time(), job_id)).rowcount != 1:
+                return False
+            self._ended(db, job_id)
+            return True
+
+        return self._write(work)
 
     def delete(self, job_id: str) -> None:
-        self._write(lambda db: db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)))
+        """The job and its Idempotency-Keys (the key may submit anew); its webhook deliveries still pending are
+        still sent (their body is kept), the others go with it."""
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            db.execute("DELETE FROM idempotency_keys WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM webhook_deliveries WHERE job_id = ? AND status != 'pending'", (job_id,))
+
+        self._write(work)
 
     def recover(self, outputs: Path) -> list[dict[str, Any]]:
         """After a restart: each job left ``running`` cancelled (a cancel was asked), finished from its run
@@ -285,6 +387,15 @@ class JobStore:
         rows = self._read(lambda db: db.execute(query + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall())
         return [self._public(row) for row in rows]
 
+    def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's webhook deliveries: event, URL, status (pending, delivered, failed), each attempt's outcome."""
+        rows = self._read(lambda db: db.execute("SELECT id, event, url, status, next_at, attempts FROM "
+                                                "webhook_deliveries WHERE job_id = ? ORDER BY created",
+                                                (job_id,)).fetchall())
+        return [{"id": row["id"], "event": row["event"], "url": row["url"], "status": row["status"],
+                 "next_attempt": row["next_at"] if row["status"] == "pending" else None,
+                 "attempts": json.loads(row["attempts"])} for row in rows]
+
     def queued_count(self) -> int:
         return self._read(lambda db: db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0])
 
@@ -293,6 +404,8 @@ class JobStore:
                                          "step", "steps", "error")}
         job["spec"] = json.loads(row["spec"])
         job["result"] = json.loads(row["result"]) if row["result"] else None
+        if job["spec"].get("callbacks"):
+            job["webhooks"] = self.deliveries(row["id"])
         if row["state"] == "running":
             job["cancel_requested"] = row["cancel_requested"] is not None
         if row["state"] == "queued":  # 1 = next to run
@@ -302,6 +415,10 @@ class JobStore:
             elapsed = time.time() - row["started"]
             job["eta_seconds"] = round(elapsed / row["step"] * (row["steps"] - row["step"]), 1)
         return job
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds % 1 * 1000):03d}Z"
 
 
 def finished_run(outputs: Path, run_id: str | None) -> dict[str, Any] | None:
