@@ -154,6 +154,8 @@ class Destinations:
             return "not a host --webhook-allow-host allows"
         if getattr(address, "ipv4_mapped", None):
             address = address.ipv4_mapped
+        if address.is_loopback:  # ::1 is in a reserved block too
+            return None
         for kind in ("link_local", "multicast", "unspecified", "reserved"):
             if getattr(address, f"is_{kind}"):
                 return (f"a {kind.replace('_', '-')} address: callbacks may not go there (start the service with "
