@@ -75,9 +75,12 @@ async def _fields(request: Request) -> dict[str, Any]:
         form = await request.form(max_files=2, max_fields=16)
         items = list(form.multi_items())
     else:
-        body = await request.json()
+        try:
+            body = await request.json()
+        except (ValueError, RecursionError) as exc:  # not JSON (a duplicate key included: StrictJSONRoute's reading)
+            raise OpenAIError(400, f"the body is not a JSON object ({str(exc)[:200]})", None, "invalid_json") from None
         if not isinstance(body, dict):
-            raise OpenAIError(400, "the body must be a JSON object", None, "invalid_value")
+            raise OpenAIError(400, "the body must be a JSON object", None, "invalid_json")
         items = list(body.items())
     fields: dict[str, Any] = {}
     for name, value in items:
@@ -103,7 +106,9 @@ def _submit(state: State, fields: dict[str, Any], key: str | None) -> dict[str, 
     size = parse_size(_text(fields, "size"))
     if size:
         request["width"], request["height"] = size
-    seconds_text = _text(fields, "seconds") or "4"  # OpenAI's default
+    seconds_given = fields.get("seconds")
+    seconds_text = str(seconds_given) if isinstance(seconds_given, (int, float)) and not isinstance(
+        seconds_given, bool) else _text(fields, "seconds") or "4"  # OpenAI's default: 4
     try:
         seconds = float(seconds_text)
     except ValueError:
