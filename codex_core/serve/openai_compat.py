@@ -154,6 +154,15 @@ def resolve_model(state: State, asked: str | None, tasks: tuple[str, ...], video
     return Target(engine, model, name or asked, substituted)
 
 
+def check_defaults(image_model: str | None, video_model: str | None) -> None:
+    """`codex serve`'s --openai-default-model and --openai-default-video-model name models this service runs."""
+    for value, flag, tasks in ((image_model, "--openai-default-model", ("txt2img",)),
+                               (video_model, "--openai-default-video-model", ("txt2vid", "img2vid"))):
+        if value is not None and value not in available(tasks):
+            raise UsageError(f"{flag} {value}: not a model this service runs for {' or '.join(tasks)}",
+                             hint=f"one of: {', '.join(available(tasks)[:20])}")
+
+
 def _checkpoint(name: str, tasks: tuple[str, ...]) -> tuple[Any, str | None]:
     """A checkpoint in the models folders by its name or file name, and the first engine that runs it."""
     from .. import model_files

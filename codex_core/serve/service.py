@@ -159,6 +159,9 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
                         webhook_allow_hosts=list(webhook_allow_hosts), webhook_attempts=webhook_attempts,
                         openai_image_model=openai_image_model, openai_video_model=openai_video_model)
     check_webhooks(settings)
+    from .openai_compat import check_defaults
+
+    check_defaults(openai_image_model, openai_video_model)
     if host in WILDCARDS and "*" not in allowed_hosts:
         click.echo(f"codex: --host {host}: requests must name the service by a loopback name"
                    f"{' or ' + ', '.join(allowed_hosts) if allowed_hosts else ''}; add the names clients use "

@@ -14,6 +14,10 @@ On start (``recover``), a job the last process left ``running`` is
   ``attempt: 2``; a job that was already re-run ends ``failed`` with the reason, rather than crash
   the service a third time.
 
+Besides the jobs, the database keeps each ``Idempotency-Key`` with the job it submitted (``submit_once``: one
+transaction decides, so two requests with one key make one job) and the webhook deliveries of ended jobs
+(``deliveries.py``: queued in the transaction that ends the job, so each end is delivered once).
+
 Writes retry while the database is busy (another connection holds its lock, e.g. a backup or an
 ``sqlite3`` shell) or cannot be written (a full disk), with a bounded backoff; a write that cannot
 be made in time raises ``StoreUnavailable``. ``trouble`` says what is wrong until a write succeeds
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from ..outputs import new_run_id
+from . import deliveries
 
 TERMINAL = ("done", "failed", "cancelled")
 MAX_ATTEMPTS = 2  # the first run and one re-run after the service (or its worker process) died during it
@@ -80,23 +85,6 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_job ON idempotency_keys (job_id);
 """
-# One webhook delivery per (job, end state, URL), queued in the transaction that ends the job (webhooks.py
-# sends them): its body is fixed then; ``attempts`` is a JSON list of what each try got.
-WEBHOOK_SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhook_deliveries (
-    id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    event TEXT NOT NULL,
-    url TEXT NOT NULL,
-    body TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created REAL NOT NULL,
-    next_at REAL,
-    attempts TEXT NOT NULL DEFAULT '[]',
-    UNIQUE (job_id, event, url)
-);
-CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (status, next_at);
-"""
 
 
 class StoreUnavailable(Exception):
@@ -121,7 +109,7 @@ class JobStore:
             if name not in have:  # a database an earlier version made
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
         db.executescript(IDEMPOTENCY_SCHEMA)
-        db.executescript(WEBHOOK_SCHEMA)
+        db.executescript(deliveries.SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -187,25 +175,6 @@ class JobStore:
 
     # what other parts of the service keep in the same database (webhooks.py) reads and writes through these
     transaction, query = _write, _read
-
-    @staticmethod
-    def _ended(db: sqlite3.Connection, job_id: str) -> None:
-        """In the transaction that ended the job: a webhook delivery for each of its ``callbacks`` (its
-        callback_url, the service's --webhook-url), its body fixed now (Standard Webhooks' payload: type,
-        timestamp, data). A job ends once, so each state change is delivered once."""
-        row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        callbacks = json.loads(row["spec"]).get("callbacks") or []
-        if not callbacks:
-            return
-        event = f"job.{row['state']}"
-        body = json.dumps({"type": event, "timestamp": _iso(row["finished"]), "data": {
-            "id": job_id, "state": row["state"], "error": row["error"],
-            "result": json.loads(row["result"]) if row["result"] else None,
-            "submitted": row["submitted"], "finished": row["finished"]}}, default=str)
-        for url in dict.fromkeys(callbacks):
-            db.execute("INSERT OR IGNORE INTO webhook_deliveries (id, job_id, event, url, body, status, created, "
-                       "next_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-                       ("msg_" + secrets.token_hex(12), job_id, event, url, body, row["finished"], row["finished"]))
 
     # -- writing ---------------------------------------------------------------------------------
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +258,7 @@ class JobStore:
         def work(db: sqlite3.Connection) -> None:
             if db.execute("UPDATE jobs SET state = ?, stage = NULL, finished = ?, result = ?, error = ? WHERE id = ?",
                           (state, time.time(), encoded, error, job_id)).rowcount:
-                self._ended(db, job_id)
+                deliveries.queue(db, job_id)
 
         self._write(work, wait)
 
@@ -308,7 +277,7 @@ class JobStore:
             now = time.time()
             if db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, error = 'cancelled before it started' "
                           "WHERE id = ? AND state = 'queued'", (now, job_id)).rowcount:
-                self._ended(db, job_id)
+                deliveries.queue(db, job_id)
                 return "cancelled"
             if db.execute("UPDATE jobs SET cancel_requested = COALESCE(cancel_requested, ?) "
                           "WHERE id = ? AND state = 'running'", (now, job_id)).rowcount:
@@ -323,7 +292,7 @@ class JobStore:
             if db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, error = 'cancelled before it started' "
                           "WHERE id = ? AND state = 'queued'", (time.time(), job_id)).rowcount != 1:
                 return False
-            self._ended(db, job_id)
+            deliveries.queue(db, job_id)
             return True
 
         return self._write(work)
@@ -388,13 +357,8 @@ class JobStore:
         return [self._public(row) for row in rows]
 
     def deliveries(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's webhook deliveries: event, URL, status (pending, delivered, failed), each attempt's outcome."""
-        rows = self._read(lambda db: db.execute("SELECT id, event, url, status, next_at, attempts FROM "
-                                                "webhook_deliveries WHERE job_id = ? ORDER BY created",
-                                                (job_id,)).fetchall())
-        return [{"id": row["id"], "event": row["event"], "url": row["url"], "status": row["status"],
-                 "next_attempt": row["next_at"] if row["status"] == "pending" else None,
-                 "attempts": json.loads(row["attempts"])} for row in rows]
+        """The job's webhook deliveries (``deliveries.listing``)."""
+        return self._read(lambda db: deliveries.listing(db, job_id))
 
     def queued_count(self) -> int:
         return self._read(lambda db: db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0])
@@ -415,10 +379,6 @@ class JobStore:
             elapsed = time.time() - row["started"]
             job["eta_seconds"] = round(elapsed / row["step"] * (row["steps"] - row["step"]), 1)
         return job
-
-
-def _iso(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds % 1 * 1000):03d}Z"
 
 
 def finished_run(outputs: Path, run_id: str | None) -> dict[str, Any] | None:
