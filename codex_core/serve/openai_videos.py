@@ -5,10 +5,11 @@
 
 A video is a job on the durable queue (``routes_jobs.submit_job``: validation, cost limits, the queue; an
 ``Idempotency-Key`` gives a retried create the same video); its id is the job's. ``seconds`` -> ``num_frames``
-at the preset's ``fps``, rounded to the nearest count the engine takes (Wan: 4k+1); ``size`` ``WxH`` ->
-``width``/``height`` (none: the preset's); ``input_reference`` (an image file, or ``{image_url}`` as a data
-URL) -> img2vid's ``init_image``. The model is resolved as for images (``openai_compat``), OpenAI's names
-(``sora-2``...) running ``--openai-default-video-model``; ``codex`` in each answer says what ran.
+at the preset's ``fps``, rounded to the nearest count the engine takes (k x its ``frame_multiple`` + 1);
+``size`` ``WxH`` -> ``width``/``height`` (none: the preset's); ``input_reference`` (an image file, or
+``{image_url}`` as a data URL) -> img2vid's ``init_image``. The model is resolved as for images
+(``openai_compat``), OpenAI's names (``sora-2``...) running ``--openai-default-video-model``; ``codex`` in
+each answer says what ran.
 """
 
 from __future__ import annotations
