@@ -172,7 +172,7 @@ def test_images_edit_is_img2img_and_with_a_mask_inpaint(client, http, tmp_path):
         assert answer.model_extra["codex"]["steps"] == 12  # low: half the preset's 25
         assert np.array_equal(pixels(base64.b64decode(answer.data[0].b64_json)), pixels(native[0])), task
     with open(image, "rb") as picture, pytest.raises(openai.BadRequestError) as refused:
-        client.images.edit(model="tiny-sd15", image=picture, mask=open(image, "rb"), prompt=PROMPT)
+        client.images.edit(model="tiny-sd15", image=picture, mask=Path(image).read_bytes(), prompt=PROMPT)
     assert refused.value.body["param"] == "mask" and "alpha" in refused.value.body["message"]
 
 
@@ -189,6 +189,18 @@ def test_videos_create_poll_and_download(client, http):
     raw = content.read()
     assert raw[4:8] == b"ftyp"  # an MP4
     assert raw == http.get(f"/v1/jobs/{video.id}/files/video.mp4").content  # the job's own file
+
+
+def test_a_video_from_an_input_reference_is_img2vid_and_a_key_makes_one_video(client, tmp_path):
+    image = write_test_image(tmp_path / "first.png", (64, 64), seed=9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        made = [client.videos.create(model="tiny-wan_ti2v_5b", prompt=PROMPT, seconds="0.5", size="64x64",
+                                     input_reference=("first.png", Path(image).read_bytes(), "image/png"), extra_headers={"Idempotency-Key": "v1"})
+                for _ in range(2)]
+        done = client.videos.poll(made[0].id)
+    assert made[0].id == made[1].id and done.status == "completed"
+    assert (done.model_extra["codex"]["task"], done.model_extra["codex"]["num_frames"]) == ("img2vid", 13)
 
 
 def test_errors_are_openais_shape_and_the_sdk_raises_them(client, http):

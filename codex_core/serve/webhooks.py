@@ -56,6 +56,7 @@ FIRST_DELAY, FACTOR, LONGEST_DELAY = 2.0, 4.0, 3600.0
 TIMEOUT = 10.0  # seconds one attempt may take (connect, send, status line)
 POLL = 0.25  # seconds between looks for due deliveries
 PAGE = 20  # deliveries read per look
+UNRESOLVED = "does not resolve"  # a refusal that may pass later (DNS): retried, unlike the address rules
 KEPT_ATTEMPTS = 20  # attempts recorded per delivery (the count goes on)
 
 
@@ -134,7 +135,7 @@ class Destinations:
         try:
             found = {info[4][0].partition("%")[0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
         except (OSError, UnicodeError) as exc:
-            return f"{field}: the host {host!r} does not resolve ({exc})"
+            return f"{field}: the host {host!r} {UNRESOLVED} ({exc})"
         for address in map(ipaddress.ip_address, sorted(found)):
             refusal = self._refusal(address)
             if refusal:
@@ -231,7 +232,7 @@ class Sender(threading.Thread):
         outcome["seconds"] = round(time.monotonic() - started, 3)
         count = outcome["attempt"] = (attempts[-1]["attempt"] if attempts else 0) + 1
         delivered = 200 <= outcome.get("status_code", 0) < 300
-        final = delivered or refusal is not None or count >= self.attempts
+        final = delivered or (refusal is not None and UNRESOLVED not in refusal) or count >= self.attempts
         status = "delivered" if delivered else "failed" if final else "pending"
         next_at = None if final else time.time() + delay(count)
         kept = json.dumps([*attempts, outcome][-KEPT_ATTEMPTS:])
