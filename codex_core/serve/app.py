@@ -7,7 +7,8 @@ on a stop, gives the running jobs their grace (``Workers.stop``).
 The routes live in their own modules and take what they use from ``app.state`` through the
 dependencies of ``dependencies.py``: ``routes_info`` (health, engines, schemas, presets, samplers,
 models; the API docs), ``routes_jobs`` (inputs, jobs, their files and events) and ``a1111``
-(``/sdapi/v1``). Every route but ``/v1/health`` requires the token (``--token``) when there is one,
+(``/sdapi/v1``), ``openai_images`` and ``openai_videos`` (OpenAI's ``/v1/images``, ``/v1/videos``). The webhook
+sender (``webhooks.Sender``) runs beside the workers. Every route but ``/v1/health`` requires the token (``--token``) when there is one,
 the docs too; the service's routes take state-changing requests only as ``guards.browser_safe`` says.
 """
 
@@ -26,7 +27,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import CodexError, ParamError, UsageError
-from . import a1111, routes_info, routes_jobs
+from . import a1111, openai_images, openai_videos, routes_info, routes_jobs
 from .bodies import capped, capped_list, http_problem, validation_problem
 from .dependencies import authorised
 from .guards import AllowedHosts, browser_safe
@@ -34,6 +35,7 @@ from .inputs import Inputs
 from .settings import Settings
 from .store import JobStore, StoreUnavailable
 from .waits import JobWaits
+from .webhooks import Destinations, Sender, signing_key, state_dir_secret
 from .worker import Workers
 
 
@@ -46,6 +48,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     lock = _lock_state_dir(settings.state_dir)
     store = JobStore(settings.state_dir / "jobs.sqlite3")
+    # the deliveries of jobs that end from now on, recovery's included, and of those pending since the last run
+    sender = Sender(store, signing_key(settings.webhook_secret or state_dir_secret(settings.state_dir)),
+                    Destinations(tuple(settings.webhook_allow_hosts)), settings.webhook_attempts,
+                    trusted=(settings.webhook_url,) if settings.webhook_url else ())
     outputs = settings.outputs
     try:
         recovered = store.recover(outputs)
@@ -64,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)  # routes_info.docs serves them, behind the token
     app.state.settings, app.state.lock, app.state.recovered = settings, lock, recovered
     app.state.store, app.state.workers, app.state.inputs = store, workers, inputs
+    app.state.webhooks = sender
     app.state.waits = JobWaits(store)  # the A1111 calls waiting for their jobs
     app.state.a1111_model = None  # the A1111 layer's sd_model_checkpoint: none chosen yet
     app.middleware("http")(_limit_body)
@@ -74,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(HTTPException, http_problem)
     app.include_router(routes_info.public)  # /v1/health answers without the token
     app.include_router(routes_info.docs, dependencies=[Depends(authorised)])
-    for router in (routes_info.router, routes_jobs.router, a1111.router):
+    for router in (routes_info.router, routes_jobs.router, a1111.router, openai_images.router, openai_videos.router):
         app.include_router(router, dependencies=[Depends(browser_safe), Depends(authorised)])
     return app
 
@@ -82,8 +89,10 @@ def create_app(settings: Settings) -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     app.state.workers.start()
+    app.state.webhooks.start()
     yield
     await asyncio.to_thread(app.state.workers.stop)  # the running jobs' grace, then the worker processes exit
+    await asyncio.to_thread(app.state.webhooks.stop)  # the deliveries still pending are sent after the next start
 
 
 async def _limit_body(request: Request, call_next):

@@ -13,6 +13,7 @@ import click
 from ..cli.options import ServeCommand, runtime_from
 from ..errors import CodexError, UsageError
 from .limits import FLAGS, HELP, Limits, from_options, option_name
+from .webhooks import ATTEMPTS as WEBHOOK_ATTEMPTS
 from .worker import CANCEL_GRACE, STOP_GRACE
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -47,6 +48,21 @@ SERVE_OPTIONS = [
                  metavar="SECONDS", help="On SIGTERM or Ctrl-C, running jobs may finish within this; those that take "
                                          "longer go back to the queue (no attempt counted) and run first at the "
                                          "next start."),
+    click.option("--webhook-url", metavar="URL", help="POST every job's end (done, failed, cancelled) here too, "
+                                                      "besides a job's own callback_url (signed; see --webhook-secret)."),
+    click.option("--webhook-secret", envvar="CODEX_WEBHOOK_SECRET", metavar="SECRET",
+                 help="The Standard Webhooks secret that signs deliveries (whsec_ + base64; or CODEX_WEBHOOK_SECRET); "
+                      "default: one made at the first start, in STATE_DIR/webhook-secret."),
+    click.option("--webhook-allow-host", "webhook_allow_hosts", multiple=True, metavar="NAME|ADDRESS|CIDR",
+                 help="Callback URLs may go only to these hosts (repeatable); default: any but link-local (cloud "
+                      "metadata), multicast and reserved addresses."),
+    click.option("--webhook-attempts", default=WEBHOOK_ATTEMPTS, show_default=True, type=click.IntRange(1, 50),
+                 help="Tries of one delivery (after 2, 8, 32 s... at most an hour apart), then it is failed."),
+    click.option("--openai-default-model", "openai_image_model", metavar="MODEL",
+                 help="What the OpenAI API runs for OpenAI's image model names (gpt-image-1, dall-e-3...) and when a "
+                      "request names none: an engine key, a checkpoint name from the models folders, or tiny-ENGINE."),
+    click.option("--openai-default-video-model", "openai_video_model", metavar="MODEL",
+                 help="The same for the videos API (sora-2, sora-2-pro, or no model given)."),
 ]
 
 
@@ -114,7 +130,9 @@ def listening_sockets(host: str, port: int) -> list:
 
 
 def build_service(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_queue, devices,
-                  cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE, allowed_hosts=(), **given):
+                  cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE, allowed_hosts=(), webhook_url=None,
+                  webhook_secret=None, webhook_allow_hosts=(), webhook_attempts=WEBHOOK_ATTEMPTS,
+                  openai_image_model=None, openai_video_model=None, **given):
     """The service app from `codex serve`'s options, checked (UsageError names the option)."""
     try:
         import uvicorn  # noqa: F401  (checked here: the service cannot run without it)
@@ -136,7 +154,14 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
     settings = Settings(state_dir.resolve(), token, [Path(root).expanduser() for root in input_roots],
                         max_body_bytes=max_body_bytes, limits=limits, max_queue=max_queue, devices=device_list,
                         runtime=runtime, cancel_grace=cancel_grace, stop_grace=stop_grace,
-                        allowed_hosts=[*allowed_hosts, *([] if host in LOOPBACK else [host])])
+                        allowed_hosts=[*allowed_hosts, *([] if host in LOOPBACK else [host])],
+                        webhook_url=webhook_url, webhook_secret=webhook_secret,
+                        webhook_allow_hosts=list(webhook_allow_hosts), webhook_attempts=webhook_attempts,
+                        openai_image_model=openai_image_model, openai_video_model=openai_video_model)
+    check_webhooks(settings)
+    from .openai_compat import check_defaults
+
+    check_defaults(openai_image_model, openai_video_model)
     if host in WILDCARDS and "*" not in allowed_hosts:
         click.echo(f"codex: --host {host}: requests must name the service by a loopback name"
                    f"{' or ' + ', '.join(allowed_hosts) if allowed_hosts else ''}; add the names clients use "
@@ -156,6 +181,17 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
     for entry in app.state.recovered:
         click.echo(f"codex: job {entry['id']} was running when the service stopped: {entry['action']}", err=True)
     return app
+
+
+def check_webhooks(settings) -> None:
+    """--webhook-url is an http(s) URL (the operator's: no address rules) and --webhook-secret a usable secret."""
+    from .webhooks import signing_key, url_problem
+
+    problem = url_problem(settings.webhook_url, "--webhook-url") if settings.webhook_url is not None else None
+    if problem:
+        raise UsageError(problem)
+    if settings.webhook_secret is not None:
+        signing_key(settings.webhook_secret)
 
 
 def run_service(app, host: str, port: int, sockets: list | None = None) -> None:
