@@ -13,6 +13,7 @@ import click
 from ..cli.options import ServeCommand, runtime_from
 from ..errors import CodexError, UsageError
 from .limits import FLAGS, HELP, Limits, from_options, option_name
+from .settings import PREVIEW_EVERY
 from .worker import CANCEL_GRACE, STOP_GRACE
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -47,6 +48,9 @@ SERVE_OPTIONS = [
                  metavar="SECONDS", help="On SIGTERM or Ctrl-C, running jobs may finish within this; those that take "
                                          "longer go back to the queue (no attempt counted) and run first at the "
                                          "next start."),
+    click.option("--preview-every", default=PREVIEW_EVERY, show_default=True, type=click.IntRange(0, 10_000),
+                 metavar="STEPS", help="A preview of a running job's latents every this many steps (a small PNG in "
+                                       "its event stream and A1111's progress current_image); 0: none."),
 ]
 
 
@@ -114,7 +118,8 @@ def listening_sockets(host: str, port: int) -> list:
 
 
 def build_service(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_queue, devices,
-                  cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE, allowed_hosts=(), **given):
+                  cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE, allowed_hosts=(), preview_every=PREVIEW_EVERY,
+                  **given):
     """The service app from `codex serve`'s options, checked (UsageError names the option)."""
     try:
         import uvicorn  # noqa: F401  (checked here: the service cannot run without it)
@@ -136,7 +141,8 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
     settings = Settings(state_dir.resolve(), token, [Path(root).expanduser() for root in input_roots],
                         max_body_bytes=max_body_bytes, limits=limits, max_queue=max_queue, devices=device_list,
                         runtime=runtime, cancel_grace=cancel_grace, stop_grace=stop_grace,
-                        allowed_hosts=[*allowed_hosts, *([] if host in LOOPBACK else [host])])
+                        allowed_hosts=[*allowed_hosts, *([] if host in LOOPBACK else [host])],
+                        preview_every=preview_every)
     if host in WILDCARDS and "*" not in allowed_hosts:
         click.echo(f"codex: --host {host}: requests must name the service by a loopback name"
                    f"{' or ' + ', '.join(allowed_hosts) if allowed_hosts else ''}; add the names clients use "

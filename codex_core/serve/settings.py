@@ -9,6 +9,8 @@ from ..runtime import Runtime
 from .limits import Limits
 from .worker import CANCEL_GRACE, STOP_GRACE
 
+PREVIEW_EVERY = 2  # steps between previews by default: on a real model a step costs far more than a preview
+
 
 @dataclass
 class Settings:
@@ -23,6 +25,7 @@ class Settings:
     cancel_grace: float = CANCEL_GRACE  # seconds a cancelled job has to reach its next step, then its process is killed
     stop_grace: float = STOP_GRACE  # seconds a running job may take to finish when the service is stopped
     allowed_hosts: list[str] = field(default_factory=list)  # Host names answered besides the loopback ones
+    preview_every: int = PREVIEW_EVERY  # a preview of a running job's latents every this many steps (0: none)
 
     @property
     def outputs(self) -> Path:
