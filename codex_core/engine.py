@@ -88,6 +88,8 @@ class Job:
     # Model files the run read besides the checkpoint (LoRAs, a VAE, embeddings): label -> record
     # (``codex_core.model_files.file_record``: path, bytes, sha256, A1111's short hash).
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (step, of steps) when the run was asked to stop early and did, keeping the latents of that step
+    stopped_early: tuple[int, int] | None = None
 
     def input_image(self, name: str, size: tuple[int, int], mode: str = "RGB"):
         """The image of request field ``name`` as 8-bit RGB (``mode="L"``: a mask) at ``size``.

@@ -49,6 +49,10 @@ class RunOptions:
     components: tuple[str, ...] = ()  # --component NAME=FILE
     # receives every progress event (codex_core.progress.Progress); may raise to stop the run
     on_progress: Callable[[dict[str, Any]], None] | None = None
+    # a preview of the latents to ``on_progress`` every this many denoising steps (0: none; the service's)
+    preview_every: int = 0
+    # polled between steps: True asks the run to stop early and keep its latents as they are (decoded)
+    stop_early: Callable[[], bool] | None = None
     # the run folder's name (default: a new time-stamped id); `codex batch` names it after the item's id
     run_id: str | None = None
 
@@ -195,7 +199,8 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     started = time.perf_counter()
     engine, task, params = prepared.engine, prepared.task, prepared.params
     timer = StageTimes()
-    progress = Progress(enabled=not options.quiet, label=f"{engine.key} {task}", sink=options.on_progress)
+    progress = Progress(enabled=not options.quiet, label=f"{engine.key} {task}", sink=options.on_progress,
+                        preview_every=options.preview_every, stop_early=options.stop_early)
     for warning in prepared.plan.warnings:
         print(f"codex: warning: {warning}", file=sys.stderr)
     runtime = options.runtime.check()
@@ -315,6 +320,8 @@ def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached
         "notes": job.notes,
         "versions": versions(engine),
     })
+    if job.stopped_early:  # asked to stop early (an interrupt): the outputs are the latents of that step, decoded
+        info["interrupted_at_step"], info["steps_planned"] = job.stopped_early
     info.update(engine.model_info(model))  # e.g. memory_plan, what was compiled, the attention backend's reach
     return info
 

@@ -17,8 +17,10 @@ def serve(host, port, **options):
     Models stay loaded between jobs (a worker process per device). A job accepted with 202 is never
     lost: after a crash or kill and a restart, queued jobs run, and a job that was running is run
     once more (info.attempt 2). A cancel stops a running job within seconds, and stays cancelled
-    across restarts. SIGTERM or Ctrl-C lets running jobs finish within --stop-grace, and requeues
-    the others without counting an attempt.
+    across restarts; an interrupt (POST /v1/jobs/ID/interrupt, A1111's interrupt) stops it early and
+    keeps the image of the step it reached. Running jobs send a preview of their latents every
+    --preview-every steps. SIGTERM or Ctrl-C lets running jobs finish within --stop-grace, and
+    requeues the others without counting an attempt.
     With codex-ui installed, `codex ui` runs the same service with the web UI on it.
 
     \b

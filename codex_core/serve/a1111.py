@@ -198,31 +198,44 @@ def _images(body: dict[str, Any]) -> tuple[str, dict[str, str]]:
     return "inpaint", images
 
 
-@router.get("/progress")
-def progress(store: StoreDep, skip_current_image: bool = False) -> dict[str, Any]:
+def _current_job(store) -> dict[str, Any] | None:
+    """The job A1111's progress reports and its interrupt stops: the latest one running."""
     running = store.list("running", 1)
+    return running[0] if running else None
+
+
+@router.get("/progress")
+def progress(store: StoreDep, workers: WorkersDep, skip_current_image: bool = False) -> dict[str, Any]:
+    job = _current_job(store)
     queued = store.queued_count()
-    job = running[0] if running else None
     step, steps = (job or {}).get("step") or 0, (job or {}).get("steps") or 0
+    preview = workers.previews.get(job["id"]) if job and not skip_current_image else None
     return {"progress": round(step / steps, 4) if steps else 0.0,
             "eta_relative": (job or {}).get("eta_seconds") or 0.0,
-            "state": {"skipped": False, "interrupted": False, "job": job["id"] if job else "",
-                      "job_count": queued + (1 if job else 0), "job_timestamp": "", "job_no": 0,
-                      "sampling_step": step, "sampling_steps": steps},
-            "current_image": None, "textinfo": job["stage"] if job else None}
+            "state": {"skipped": False, "interrupted": bool((job or {}).get("interrupt_requested")),
+                      "job": job["id"] if job else "", "job_count": queued + (1 if job else 0), "job_timestamp": "",
+                      "job_no": 0, "sampling_step": step, "sampling_steps": steps},
+            "current_image": base64.b64encode(preview["png"]).decode() if preview else None,
+            "textinfo": job["stage"] if job else None}
 
 
 @router.post("/interrupt")
-def interrupt(workers: WorkersDep) -> dict[str, Any]:
-    current_job = workers.current
-    if current_job:
-        workers.cancel(current_job)
+def interrupt(state: StateDep, store: StoreDep, workers: WorkersDep) -> dict[str, Any]:
+    """A1111's interrupt: the current job stops early and keeps its image (decoded at the step it reached), and the
+    call it belongs to runs none of its later batches (``n_iter``)."""
+    job = _current_job(store)
+    if job and workers.interrupt(job["id"]) == "requested":
+        state.a1111_interrupted.append(job["id"])
     return {}
 
 
 @router.post("/skip")
-def skip(workers: WorkersDep) -> dict[str, Any]:
-    return interrupt(workers)
+def skip(store: StoreDep, workers: WorkersDep) -> dict[str, Any]:
+    """A1111's skip: the current job stops early and keeps its image; the call's later batches still run."""
+    job = _current_job(store)
+    if job:
+        workers.interrupt(job["id"])
+    return {}
 
 
 @router.post("/png-info")
@@ -283,7 +296,11 @@ async def _run(state: State, body: dict[str, Any], task: str):
     """An A1111 txt2img/img2img call: its ``n_iter`` batches as jobs on the queue, waited for, then answered
     in A1111's shape (a failed job: A1111's 500)."""
     submitted = await run_in_threadpool(_submit, state, body, task)
-    jobs = [await _ended(state, job_id) for job_id in submitted.pop("job_ids")]
+    jobs: list[dict[str, Any]] = []
+    for job_id in submitted.pop("job_ids"):
+        if any(job["id"] in state.a1111_interrupted for job in jobs):  # A1111 runs no later batch
+            await run_in_threadpool(state.workers.cancel, job_id)
+        jobs.append(await _ended(state, job_id))
     return await run_in_threadpool(_reply, state, body, jobs=jobs, **submitted)
 
 
@@ -326,7 +343,7 @@ def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[
             return JSONResponse({"error": "failed", "detail": job["error"], "body": "", "errors": job["error"]},
                                 500)
         if job["state"] != "done":
-            continue  # interrupted: A1111 returns what finished
+            continue  # cancelled (a later batch of an interrupted call): A1111 returns what finished
         for path in job["result"]["files"]:
             if path.endswith(".png"):
                 try:
@@ -346,7 +363,8 @@ def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[
             "width": request_used.get("width"), "height": request_used.get("height"),
             "sd_model_name": current_model(state)["model_name"], "sd_model_hash": current_model(state)["hash"],
             "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "infotexts": infotexts,
-            "interrupted": any(job["state"] == "cancelled" for job in jobs),
+            "interrupted": any(job["state"] == "cancelled" or "interrupted_at_step" in job["result"]["info"]
+                               for job in jobs if job["state"] != "failed"),
             "codex_engine": engine.key, "codex_task": task, "codex_ignored": ignored,
             "codex_jobs": [job["id"] for job in jobs]}
     return {"images": pngs, "parameters": body, "info": json.dumps(info)}

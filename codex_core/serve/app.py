@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections import deque
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
     for stale in outputs.glob(".*.partial") if outputs.is_dir() else ():  # a run the last process died in
         shutil.rmtree(stale, ignore_errors=True)
     # one worker per device, each with a process of its own that keeps its models loaded
-    workers = Workers(store, outputs, settings.devices, settings.runtime, settings.cancel_grace, settings.stop_grace)
+    workers = Workers(store, outputs, settings.devices, settings.runtime, settings.cancel_grace, settings.stop_grace,
+                      settings.preview_every)
     inputs = Inputs([*settings.input_roots, settings.inputs_dir, *(r.path for r in model_roots())],
                     settings.limits.input_pixels)
 
@@ -73,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.webhooks = sender
     app.state.waits = JobWaits(store)  # the A1111 calls waiting for their jobs
     app.state.a1111_model = None  # the A1111 layer's sd_model_checkpoint: none chosen yet
+    app.state.a1111_interrupted = deque(maxlen=64)  # jobs A1111's interrupt stopped: their calls run no more batches
     app.middleware("http")(_limit_body)
     app.add_middleware(AllowedHosts, names=settings.allowed_hosts)  # added last: runs first
     app.add_exception_handler(UsageError, _usage)

@@ -1,5 +1,6 @@
-"""``/v1``'s job routes: images sent ahead (``inputs``), jobs submitted, listed, followed (``events``),
-their files served, and cancelled or deleted.
+"""``/v1``'s job routes: images sent ahead (``inputs``), jobs submitted, listed, followed (``events``, with
+previews of the latents while they run), their files served, stopped early (``interrupt``: kept), and
+cancelled or deleted.
 
 A job is validated when it is submitted (the CLI's prepare: field-named problems, 422, nothing
 queued), stored durably, and run by a worker, which writes its outputs exactly as `codex run` writes
@@ -11,6 +12,7 @@ records where the job's end is to be POSTed (its ``callback_url`` and ``--webhoo
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import secrets
@@ -198,6 +200,20 @@ def delete(job_id: str, store: StoreDep, workers: WorkersDep, settings: Settings
     return JSONResponse({"id": job_id, "deleted": True}, 200)
 
 
+@router.post("/v1/jobs/{job_id}/interrupt", status_code=202)
+def interrupt(job_id: str, store: StoreDep, workers: WorkersDep) -> dict[str, Any]:
+    """Stop a running job early and keep what it has: it skips its remaining steps at its next one, decodes
+    the latents of that step and ends ``done`` (info ``interrupted_at_step``). Unlike a cancel (DELETE), which
+    discards the run. A job that has not started has nothing to keep (409: DELETE cancels it)."""
+    found = _job(store, job_id)
+    outcome = workers.interrupt(job_id) if found["state"] in ("queued", "running") else None
+    if outcome == "requested":
+        return {**(store.get(job_id) or found), "interrupt_requested": True}
+    if outcome == "queued":
+        raise HTTPException(409, f"job {job_id} has not started: nothing to keep yet (DELETE cancels it)")
+    raise HTTPException(409, f"job {job_id} is {(store.get(job_id) or found)['state']}: it is not running")
+
+
 @router.get("/v1/jobs/{job_id}/files/{name}")
 def file(job_id: str, name: str, store: StoreDep) -> FileResponse:
     found = _job(store, job_id)
@@ -213,11 +229,20 @@ def file(job_id: str, name: str, store: StoreDep) -> FileResponse:
 @router.get("/v1/jobs/{job_id}/events")
 async def events(job_id: str, store: StoreDep, workers: WorkersDep) -> StreamingResponse:
     _job(store, job_id)
-    return StreamingResponse(_event_stream(store, workers.events, job_id), media_type="text/event-stream")
+    return StreamingResponse(_event_stream(store, workers.events, job_id, workers.previews),
+                             media_type="text/event-stream")
 
 
-async def _event_stream(store: JobStore, logs: dict[str, list[dict[str, Any]]], job_id: str):
-    """The job's state when the stream opens, every step and stage the workers report, then its end."""
+def preview_data(event: dict[str, Any]) -> dict[str, Any]:
+    """A preview as the API gives it: ``{step, steps, width, height, png}`` (png: the image's bytes, base64)."""
+    return {"step": event["step"], "steps": event["total"], "width": event["width"], "height": event["height"],
+            "png": base64.b64encode(event["png"]).decode()}
+
+
+async def _event_stream(store: JobStore, logs: dict[str, list[dict[str, Any]]], job_id: str,
+                        previews: dict[str, dict[str, Any]] | None = None):
+    """The job's state when the stream opens, every step and stage the workers report, the latest preview
+    whenever there is a newer one (previews are the latest only: a slow reader skips some), then its end."""
     def sse(name: str, data: dict[str, Any]) -> str:
         return f"event: {name}\ndata: {json.dumps({'id': job_id, **data})}\n\n"
 
@@ -226,7 +251,7 @@ async def _event_stream(store: JobStore, logs: dict[str, list[dict[str, Any]]], 
         yield sse("deleted", {})
         return
     yield sse("state", {key: current.get(key) for key in ("state", "stage", "step", "steps", "position")})
-    sent, last_state = 0, current["state"]
+    sent, last_state, last_preview = 0, current["state"], None
     while True:
         current = store.get(job_id)
         if current is None:
@@ -238,6 +263,10 @@ async def _event_stream(store: JobStore, logs: dict[str, list[dict[str, Any]]], 
         for event in fresh:
             kind = event["event"]
             yield sse(kind, {key: value for key, value in event.items() if key != "event"})
+        preview = (previews or {}).get(job_id)
+        if preview is not None and preview is not last_preview:
+            last_preview = preview
+            yield sse("preview", preview_data(preview))
         if current["state"] != last_state:
             last_state = current["state"]
             yield sse("state", {"state": last_state, "error": current.get("error")})

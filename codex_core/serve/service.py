@@ -14,6 +14,7 @@ from ..cli.options import ServeCommand, runtime_from
 from ..errors import CodexError, UsageError
 from .limits import FLAGS, HELP, Limits, from_options, option_name
 from .webhooks import ATTEMPTS as WEBHOOK_ATTEMPTS
+from .settings import PREVIEW_EVERY
 from .worker import CANCEL_GRACE, STOP_GRACE
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -63,6 +64,9 @@ SERVE_OPTIONS = [
                       "request names none: an engine key, a checkpoint name from the models folders, or tiny-ENGINE."),
     click.option("--openai-default-video-model", "openai_video_model", metavar="MODEL",
                  help="The same for the videos API (sora-2, sora-2-pro, or no model given)."),
+    click.option("--preview-every", default=PREVIEW_EVERY, show_default=True, type=click.IntRange(0, 10_000),
+                 metavar="STEPS", help="A preview of a running job's latents every this many steps (a small PNG in "
+                                       "its event stream and A1111's progress current_image); 0: none."),
 ]
 
 
@@ -132,7 +136,7 @@ def listening_sockets(host: str, port: int) -> list:
 def build_service(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_queue, devices,
                   cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE, allowed_hosts=(), webhook_url=None,
                   webhook_secret=None, webhook_allow_hosts=(), webhook_attempts=WEBHOOK_ATTEMPTS,
-                  openai_image_model=None, openai_video_model=None, **given):
+                  openai_image_model=None, openai_video_model=None, preview_every=PREVIEW_EVERY, **given):
     """The service app from `codex serve`'s options, checked (UsageError names the option)."""
     try:
         import uvicorn  # noqa: F401  (checked here: the service cannot run without it)
@@ -157,7 +161,8 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
                         allowed_hosts=[*allowed_hosts, *([] if host in LOOPBACK else [host])],
                         webhook_url=webhook_url, webhook_secret=webhook_secret,
                         webhook_allow_hosts=list(webhook_allow_hosts), webhook_attempts=webhook_attempts,
-                        openai_image_model=openai_image_model, openai_video_model=openai_video_model)
+                        openai_image_model=openai_image_model, openai_video_model=openai_video_model,
+                        preview_every=preview_every)
     check_webhooks(settings)
     from .openai_compat import check_defaults
 

@@ -10,6 +10,8 @@ from .limits import Limits
 from .webhooks import ATTEMPTS
 from .worker import CANCEL_GRACE, STOP_GRACE
 
+PREVIEW_EVERY = 2  # steps between previews by default: on a real model a step costs far more than a preview
+
 
 @dataclass
 class Settings:
@@ -30,6 +32,7 @@ class Settings:
     webhook_attempts: int = ATTEMPTS
     openai_image_model: str | None = None  # what OpenAI's image model names (gpt-image-1, dall-e-3...) run
     openai_video_model: str | None = None  # what OpenAI's video model names (sora-2...) run
+    preview_every: int = PREVIEW_EVERY  # a preview of a running job's latents every this many steps (0: none)
 
     @property
     def outputs(self) -> Path:

@@ -3,7 +3,9 @@
 A job accepted with 202 is a committed row before the response is sent (``synchronous=FULL``), so
 a crash or ``kill -9`` cannot lose it. States: ``queued`` -> ``running`` -> ``done`` | ``failed`` |
 ``cancelled``. A running job may carry ``cancel_requested`` (when a cancel was asked): the cancel
-is on disk before the 202 that acknowledges it, so no restart runs that job again. Each claim gives
+is on disk before the 202 that acknowledges it, so no restart runs that job again. It may carry
+``interrupt_requested`` instead (stop early and keep: the run ends ``done`` with the latents of the step it
+reached, decoded); recorded the same way, it holds for whichever attempt runs the job. Each claim gives
 the job the name of its run folder (``run_id``) and the device that runs it.
 
 On start (``recover``), a job the last process left ``running`` is
@@ -67,11 +69,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT,
     cancel_requested REAL,
     run_id TEXT,
-    device TEXT
+    device TEXT,
+    interrupt_requested REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 """
-ADDED_COLUMNS = {"cancel_requested": "REAL", "run_id": "TEXT", "device": "TEXT"}  # since the first schema
+# since the first schema
+ADDED_COLUMNS = {"cancel_requested": "REAL", "run_id": "TEXT", "device": "TEXT", "interrupt_requested": "REAL"}
 
 # Tables added since the first schema, each a step of its own (CREATE ... IF NOT EXISTS: a database an
 # earlier version made gains them at the next start).
@@ -286,6 +290,19 @@ class JobStore:
 
         return self._write(work)
 
+    def request_interrupt(self, job_id: str) -> str | None:
+        """Ask a running job to stop early and keep what it has (``"requested"``, recorded for its worker); a queued
+        one has nothing to keep yet (``"queued"``: nothing is recorded); None when it is neither."""
+        def work(db: sqlite3.Connection) -> str | None:
+            if db.execute("UPDATE jobs SET interrupt_requested = COALESCE(interrupt_requested, ?) "
+                          "WHERE id = ? AND state = 'running'", (time.time(), job_id)).rowcount:
+                return "requested"
+            if db.execute("SELECT 1 FROM jobs WHERE id = ? AND state = 'queued'", (job_id,)).fetchone():
+                return "queued"
+            return None
+
+        return self._write(work)
+
     def cancel_queued(self, job_id: str) -> bool:
         """Cancel a job that has not started; False when it is not queued (any more)."""
         def work(db: sqlite3.Connection) -> bool:
@@ -372,6 +389,7 @@ class JobStore:
             job["webhooks"] = self.deliveries(row["id"])
         if row["state"] == "running":
             job["cancel_requested"] = row["cancel_requested"] is not None
+            job["interrupt_requested"] = row["interrupt_requested"] is not None
         if row["state"] == "queued":  # 1 = next to run
             job["position"] = self._read(lambda db: db.execute(
                 "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq <= ?", (row["seq"],)).fetchone()[0])
