@@ -242,7 +242,7 @@ def test_a1111_fields_of_the_wrong_type_and_a_non_numeric_seed_are_422(client):
 
 
 def test_a1111_seeds_as_a1111_reads_them():
-    from codex_core.serve.a1111 import _seed
+    from codex_core.serve.a1111.translate import _seed
 
     assert [_seed(value) for value in (None, "", -1, -1.0, "-1", 5, 5.0, " 7 ", "0")] == \
         [None, None, None, None, None, 5, 5, 7, 0]

@@ -1,0 +1,114 @@
+"""``txt2img`` and ``img2img``: an A1111 call as jobs on the queue, waited for, answered in A1111's shape.
+
+They answer when their jobs end, which can take minutes: they wait on the event loop
+(``JobWaits``, ``app.state.waits``), not in a thread, so any number of waiting calls leaves the
+other routes answering at once. Their submission and answer (reading models, images, PNGs) run in
+the threadpool.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.datastructures import State
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ...errors import UsageError
+from ..bodies import StrictJSONRoute, excerpt
+from ..dependencies import StateDep
+from ..routes_jobs import JobSpec, submit_job
+from .checkpoints import _engine, current_model
+from .extras import _png_text
+from .translate import _images, _translate
+
+router = APIRouter(prefix="/sdapi/v1", route_class=StrictJSONRoute)
+WAIT_SECONDS = 24 * 3600  # how long a txt2img/img2img call waits for its jobs before a 504
+
+
+@router.post("/txt2img")
+async def txt2img(body: dict[str, Any], state: StateDep):
+    return await _run(state, body, "txt2img")
+
+
+@router.post("/img2img")
+async def img2img(body: dict[str, Any], state: StateDep):
+    return await _run(state, body, "img2img")
+
+
+async def _run(state: State, body: dict[str, Any], task: str):
+    """An A1111 txt2img/img2img call: its ``n_iter`` batches as jobs on the queue, waited for, then answered
+    in A1111's shape (a failed job: A1111's 500)."""
+    submitted = await run_in_threadpool(_submit, state, body, task)
+    jobs = [await _ended(state, job_id) for job_id in submitted.pop("job_ids")]
+    return await run_in_threadpool(_reply, state, body, jobs=jobs, **submitted)
+
+
+def _submit(state: State, body: dict[str, Any], task: str) -> dict[str, Any]:
+    """The call's jobs, validated and queued: what ``_reply`` needs to answer for them."""
+    engine = _engine(state)
+    images: dict[str, str] = {}
+    if task != "txt2img":
+        task, images = _images(body)
+    if task not in engine.tasks:
+        raise UsageError(f"the current model's engine {engine.key} has no {task} task")
+    request, ignored = _translate(body, task, engine)
+    request.update(images)
+    n_iter = body.get("n_iter") or 1
+    if not isinstance(n_iter, int) or n_iter < 1 or n_iter > 16:
+        raise UsageError(f"n_iter: got {excerpt(n_iter)}; 1 to 16")
+    job_ids = []
+    for index in range(n_iter):  # A1111 gives each batch the next seeds
+        part = dict(request)
+        if "seed" in part and index:
+            part["seed"] = request["seed"] + index * (request.get("batch_size") or 1)
+        spec = JobSpec(engine=engine.key, task=task, request=part, model=current_model(state)["model"])
+        job_ids.append(submit_job(state, spec)["id"])
+    return {"engine": engine, "task": task, "request": request, "ignored": ignored, "job_ids": job_ids}
+
+
+async def _ended(state: State, job_id: str) -> dict[str, Any]:
+    """The job once it ended; a job deleted meanwhile counts as interrupted (A1111 answers what finished)."""
+    job = await state.waits.wait(job_id, WAIT_SECONDS)
+    return job or {"id": job_id, "state": "cancelled", "error": "deleted while the call waited", "result": None}
+
+
+def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[str, Any], ignored: list[str],
+           jobs: list[dict[str, Any]]):
+    """A1111's answer for finished jobs: their PNGs as base64, and ``info`` (a JSON string) as A1111 writes it,
+    with what Codex ignored and its job ids; the first failed job makes it A1111's 500."""
+    pngs, infotexts, seeds = [], [], []
+    for job in jobs:
+        if job["state"] == "failed":
+            return JSONResponse({"error": "failed", "detail": job["error"], "body": "", "errors": job["error"]},
+                                500)
+        if job["state"] != "done":
+            continue  # interrupted: A1111 returns what finished
+        for path in job["result"]["files"]:
+            if path.endswith(".png"):
+                try:
+                    raw = Path(path).read_bytes()
+                except FileNotFoundError:  # the job was deleted since it ended
+                    continue
+                pngs.append(base64.b64encode(raw).decode())
+                infotexts.append(_png_text(raw).get("parameters", ""))
+                seeds.append(job["result"]["info"]["seed"])
+    first = jobs[0]["result"]["info"] if jobs[0]["state"] == "done" else {}
+    request_used = first.get("request", request)
+    info = {"prompt": request_used.get("prompt"), "all_prompts": [request_used.get("prompt")] * len(pngs),
+            "negative_prompt": request_used.get("negative_prompt", ""), "seed": seeds[0] if seeds else None,
+            "all_seeds": seeds, "subseed": -1, "all_subseeds": [-1] * len(seeds),
+            "sampler_name": request_used.get("sampler"), "scheduler": request_used.get("scheduler"),
+            "steps": request_used.get("steps"), "cfg_scale": request_used.get("cfg"),
+            "width": request_used.get("width"), "height": request_used.get("height"),
+            "sd_model_name": current_model(state)["model_name"], "sd_model_hash": current_model(state)["hash"],
+            "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "infotexts": infotexts,
+            "interrupted": any(job["state"] == "cancelled" for job in jobs),
+            "codex_engine": engine.key, "codex_task": task, "codex_ignored": ignored,
+            "codex_jobs": [job["id"] for job in jobs]}
+    return {"images": pngs, "parameters": body, "info": json.dumps(info)}
