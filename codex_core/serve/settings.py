@@ -23,6 +23,8 @@ class Settings:
     cancel_grace: float = CANCEL_GRACE  # seconds a cancelled job has to reach its next step, then its process is killed
     stop_grace: float = STOP_GRACE  # seconds a running job may take to finish when the service is stopped
     allowed_hosts: list[str] = field(default_factory=list)  # Host names answered besides the loopback ones
+    api_auth: tuple[tuple[str, str], ...] = ()  # --api-auth: (user, password) pairs, taken as HTTP Basic
+    default_model: str | None = None  # --default-model: the A1111 layer's checkpoint at start
 
     @property
     def outputs(self) -> Path:
