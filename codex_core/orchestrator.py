@@ -265,6 +265,19 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     return Result(folder.final_dir, files, info)
 
 
+def preload(engine_key: str, task: str, options: RunOptions) -> None:
+    """Load the model a run of ``engine_key`` ``task`` with ``options`` would use into the model cache, as
+    ``execute`` loads it (the same source, runtime and cache key), without running anything."""
+    from .model_cache import cache
+
+    engine = registry.get_engine(engine_key)
+    source = _resolve_source(engine, task, options)
+    runtime = engine.resolve_runtime(options.runtime.check())
+    if source.kind == "tiny":
+        engine.ensure_tiny(source.path, Progress(enabled=False))
+    cache.load(engine, source, runtime)
+
+
 def image_seeds(params: ParamsBase, rule: str = "per_image") -> list[int] | None:
     """The seed of each image of the run (A1111's seed + i); None under the ``shared`` rule or without a seed."""
     seed = getattr(params, "seed", None)

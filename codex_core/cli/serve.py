@@ -27,7 +27,7 @@ def serve(host, port, **options):
       codex serve
       codex serve --port 8000 --state-dir /srv/codex --input-root ~/pictures
       CODEX_SERVE_TOKEN=secret codex serve --host 0.0.0.0 --allowed-host gpu-box.lan
-      codex serve --api-auth alice:s3cret --default-model tiny-sd15
+      codex serve --api-auth alice:s3cret --default-model my-checkpoint.safetensors
     """
     sockets = listening_sockets(host, port)  # a port in use: refused before the queue is opened
     try:

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import UsageError
 from .bodies import StrictJSONRoute, excerpt
 from .dependencies import InputsDep, SettingsDep, StateDep, StoreDep, WorkersDep
+from .follow_up import FollowUp, check_steps
 from .inputs import check_name
 from .limits import check_prepared, check_raw
 from .store import TERMINAL, JobStore, StoreUnavailable
@@ -47,6 +48,8 @@ class JobSpec(BaseModel):
     model: str | None = None
     formats: list[str] | None = None
     preset: str | None = None
+    # steps run on each image the job makes, in the same job (``follow_up``: A1111's hires fix is one)
+    follow_up: list[FollowUp] | None = None
 
 
 def submit_job(state: State, spec: JobSpec) -> dict[str, Any]:
@@ -77,10 +80,12 @@ def submit_job(state: State, spec: JobSpec) -> dict[str, Any]:
             model=spec.model, out=settings.outputs, quiet=True,
             formats=tuple(spec.formats) if spec.formats else None, preset=spec.preset))
         check_prepared(settings.limits, engine, spec.task, prepared.params)  # what the job will cost, in full
+        follow_up = check_steps(state, spec, prepared, staging) if spec.follow_up else None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a refused request leaves nothing behind
         raise
-    data = {**spec.model_dump(), "request": request, "inputs_dir": str(staging) if staging.exists() else None}
+    data = {**spec.model_dump(), "request": request, "follow_up": follow_up,
+            "inputs_dir": str(staging) if staging.exists() else None}
     try:
         job = store.submit(data)
     except StoreUnavailable:  # refused (503): nothing kept

@@ -6,22 +6,29 @@ same queue and worker as ``/v1`` jobs; responses have A1111's shape (``images`` 
 
 The modules, each a router of its own under ``/sdapi/v1``:
 
-- ``translate``: an A1111 body as a Codex request (which fields map, which are dropped, which are
-  listed in ``info.codex_ignored``);
-- ``generation``: ``txt2img`` and ``img2img``, queued and waited for, answered in A1111's shape;
-- ``checkpoints``: the checkpoints A1111 lists (``sd-models``) and the current one;
-- ``options``: ``options``, ``sd-models``, ``scripts``;
+- ``generation``: ``txt2img`` and ``img2img``, queued and waited for, answered in A1111's shape; what
+  it builds on: ``translate`` (an A1111 body as a Codex request: which fields map, which are dropped,
+  which are listed in ``info.codex_ignored``), ``overrides`` (the options a call runs with) and
+  ``hires`` (``enable_hr`` as the job's follow-up step);
+- ``checkpoints``: the checkpoints A1111 lists and the current one, which always exists;
+- ``options``: ``options``, ``sd-models``, ``refresh-checkpoints``, ``cmd-flags``, ``scripts``;
 - ``samplers``: ``samplers`` and ``schedulers``;
 - ``progress``: ``progress``, ``interrupt``, ``skip``;
-- ``extras``: ``png-info``.
+- ``listings``: ``loras``, ``sd-vae``, ``sd-modules``, ``embeddings`` and their refreshes, and the lists
+  Codex has nothing for (``hypernetworks``, ``face-restorers``, ``realesrgan-models``, ``prompt-styles``);
+- ``extras``: ``png-info``, ``upscalers``, ``latent-upscale-modes``, ``extra-single-image``,
+  ``extra-batch-images``, ``interrogate``;
+- ``memory``: ``unload-checkpoint``, ``reload-checkpoint``, ``memory``.
+
+docs/a1111.md says what each endpoint does, next to what A1111 does.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import extras, generation, options, progress, samplers
+from . import extras, generation, listings, memory, options, progress, samplers
 
 router = APIRouter()
-for part in (options, samplers, generation, progress, extras):
+for part in (options, samplers, generation, progress, listings, extras, memory):
     router.include_router(part.router)

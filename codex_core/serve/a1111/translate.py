@@ -4,7 +4,8 @@ Clients send many fields by default, often null. A field that maps is passed on 
 validated by the engine: a value it would have to change is a 422). A field with its neutral value
 (``null``, ``false``, ``0``, ``[]``, ``{}``, ``""``, the defaults clients send) is dropped silently;
 one set to something Codex does not do (``restore_faces``, ``tiling``, ``styles``, scripts...) is
-listed in ``info.codex_ignored`` instead of failing the call.
+listed in ``info.codex_ignored`` instead of failing the call. The hires fix (``hires``) and
+``override_settings`` (``overrides``) are translated on their own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from ...errors import UsageError
 from ..bodies import excerpt
+from .hires import FIELDS as HIRES_FIELDS
 
 # A1111 field -> Codex field, for the fields whose meaning is the same
 FIELDS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps", "cfg_scale": "cfg",
@@ -23,9 +25,10 @@ FIELDS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "st
           "clip_skip": "clip_skip"}
 # Fields clients send that decide nothing here when neutral, or that Codex cannot honour when set.
 NEUTRAL = (None, False, 0, 0.0, "", [], {}, -1)
-# Fields _translate reads itself (or _run: images, n_iter)
+# Fields _translate reads itself (or others: generation the images and n_iter, hires the hires fix, overrides
+# the override_settings)
 TRANSLATED = {"seed", "sampler_name", "scheduler", "sampler_index", "init_images", "mask", "n_iter",
-              "inpainting_mask_invert"}
+              "inpainting_mask_invert", "override_settings", "override_settings_restore_afterwards", *HIRES_FIELDS}
 HANDLED = {"seed", "sampler_name", "scheduler", "sampler_index", "init_images", "mask", "n_iter",
            "inpainting_mask_invert", "send_images", "save_images", "override_settings_restore_afterwards",
            "include_init_images", "resize_mode", "mask_blur", "mask_blur_x", "mask_blur_y", "inpainting_fill",
@@ -59,9 +62,7 @@ def _translate(body: dict[str, Any], task: str, engine) -> tuple[dict[str, Any],
     fields = engine.params_model(task).model_fields
     for key, value in body.items():
         if key == "denoising_strength" and task == "txt2img":
-            if body.get("enable_hr"):
-                ignored.append("denoising_strength (hires fix: enable_hr is not supported)")
-            continue  # txt2img uses it only for the hires-fix pass
+            continue  # txt2img uses it only for the hires-fix pass (hires.py)
         if key in FIELDS and value is not None and FIELDS[key] in fields:
             if key == "negative_prompt" and value == "":
                 continue
@@ -88,23 +89,27 @@ def _translate(body: dict[str, Any], task: str, engine) -> tuple[dict[str, Any],
     return request, ignored
 
 
-def _images(body: dict[str, Any]) -> tuple[str, dict[str, str]]:
-    """img2img's task (with a ``mask``: inpaint) and its image fields, each one base64 string."""
+def _images(body: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
+    """img2img's task (with a ``mask``: inpaint) and the image fields of each image of the batch, as base64.
+
+    As in A1111: one init image serves the whole batch; several make a batch of that many (``batch_size``
+    becomes their count), image i from init image i, and more than ``batch_size`` is refused."""
     init = body.get("init_images") or []
     if not isinstance(init, list) or not all(isinstance(image, str) for image in init):
-        raise UsageError(f"init_images: got {excerpt(init)}; a list of one image (base64 or a data URL)")
+        raise UsageError(f"init_images: got {excerpt(init)}; a list of images (base64 or data URLs)")
     if not init:
-        raise UsageError("init_images: img2img needs one image (base64 or a data URL)")
-    if len(init) > 1:
-        raise UsageError(f"init_images: got {len(init)} images; Codex takes one per request")
-    images = {"init_image": init[0]}
+        raise UsageError("init_images: img2img needs an image (base64 or a data URL)")
+    batch = body.get("batch_size") or 1
+    if len(init) > 1 and isinstance(batch, int) and len(init) > batch:
+        raise UsageError(f"init_images: got {len(init)} images for a batch_size of {batch}; A1111 takes one image "
+                         "for the batch, or at most batch_size images (one per image of the batch)")
     mask = body.get("mask")
-    if not mask:
-        return "img2img", images
-    if not isinstance(mask, str):
+    if mask and not isinstance(mask, str):
         raise UsageError(f"mask: got {excerpt(mask)}; an image as base64 or a data URL")
-    images["mask_image"] = _inverted(mask) if body.get("inpainting_mask_invert") else mask
-    return "inpaint", images
+    if mask and body.get("inpainting_mask_invert"):
+        mask = _inverted(mask)
+    return ("inpaint" if mask else "img2img"), [{"init_image": image, **({"mask_image": mask} if mask else {})}
+                                                for image in init]
 
 
 def _seed(value: Any) -> int | None:
