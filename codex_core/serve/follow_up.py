@@ -86,12 +86,11 @@ def check_steps(state, spec, prepared, staging: Path) -> list[dict[str, Any]]:
     return steps
 
 
-def run_chain(spec: dict[str, Any], out: Path, on_progress=None, runtime=None, run_id: str | None = None):
-    """Run a spec with follow-up steps (``run_spec`` runs each run): one run folder, as one run."""
+def run_chain(spec: dict[str, Any], out: Path, run_spec, on_progress=None, runtime=None, run_id: str | None = None):
+    """Run a spec with follow-up steps, each run by ``run_spec`` (runner.py's): one run folder, as one run."""
     from ..orchestrator import Result
     from ..outputs import new_run_id, run_folder, write_json
     from ..registry import get_engine
-    from .runner import run_spec
 
     single = {key: value for key, value in spec.items() if key != "follow_up"}
     engine = get_engine(spec["engine"])

@@ -58,7 +58,7 @@ def run_spec(spec: dict[str, Any], out: Path, on_progress=None, runtime=None, ru
     if spec.get("follow_up"):
         from .follow_up import run_chain
 
-        return run_chain(spec, out, on_progress, runtime, run_id)
+        return run_chain(spec, out, run_spec, on_progress, runtime, run_id)
     from ..runtime import Runtime
 
     options = RunOptions(model=spec.get("model"), out=out, formats=tuple(spec["formats"]) if spec.get("formats")

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from codex_core import (LOOPBACK, UsageError, build_service, check_bind, handle_errors, listening_sockets,
-                        run_service, serve_command, serve_options)
+                        parse_api_auth, run_service, serve_command, serve_options)
 
 
 @serve_command(context_settings={"max_content_width": 100})
@@ -34,8 +34,6 @@ def ui(host, port, token, insecure, state_dir, server, initial, api_auth, **opti
       codex ui --server http://gpu-box:7861 --token SECRET --port 7860
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network unless asked
-    from codex_core.serve.service import parse_api_auth
-
     from .app import CSS, KEYS_JS, build
     from .client import Refused, ServiceClient
 
