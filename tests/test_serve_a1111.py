@@ -294,7 +294,13 @@ def test_a_checkpoint_is_named_by_title_name_file_or_hash_and_kept_across_a_rest
             "tiny-sdxl", "bright-vae.safetensors", 2)
         service.stop()
         service = Service(tmp_path / "state", models, "--default-model", "b-file").start()  # the flag comes first
-        assert service.webui().get_options()["sd_model_checkpoint"] == file_row["title"]
+        api = service.webui()
+        assert api.get_options()["sd_model_checkpoint"] == file_row["title"]
+        api.txt2img(**SMALL, override_settings={"sd_model_checkpoint": "tiny-sd15"})
+        assert api.get_options()["sd_model_checkpoint"] == file_row["title"]  # restored after the call, as in A1111
+        api.txt2img(**SMALL, override_settings={"sd_model_checkpoint": "tiny-sd15"},
+                    override_settings_restore_afterwards=False)
+        assert api.get_options()["sd_model_checkpoint"] == "tiny-sd15"  # asked to stay: it stays
     finally:
         service.stop()
     refused = subprocess.run([CODEX, "serve", "--port", str(free_port()), "--state-dir", str(tmp_path / "other"),
@@ -393,6 +399,9 @@ def test_enable_hr_runs_the_upscale_task_on_each_image_in_one_job(bare):
     sized = api.txt2img(**SMALL, enable_hr=True, hr_resize_x=48, denoising_strength=0.5,
                         override_settings={"sd_model_checkpoint": "tiny-sd15"})
     assert sized.image.size == (48, 48)
+    with pytest.raises(RuntimeError, match=r"422.*--max-output-pixels"):  # the follow-up step's cost, before a job
+        api.txt2img(prompt="x", width=1024, height=1024, steps=2, enable_hr=True, hr_scale=5,
+                    override_settings={"sd_model_checkpoint": "tiny-sd15"})
     flux = api.txt2img(**SMALL, sampler_name="Euler", enable_hr=True,
                        override_settings={"sd_model_checkpoint": "tiny-flux"})
     assert flux.image.size == (32, 32) and "enable_hr (engine flux has no upscale task)" in flux.info["codex_ignored"]
@@ -478,3 +487,50 @@ def test_api_auth_and_token_as_basic_or_bearer_on_every_route(tmp_path):
                 assert refused.headers["www-authenticate"] == 'Basic realm="codex", Bearer'
     finally:
         service.stop()
+
+
+def test_the_readme_example_runs(bare, tmp_path, monkeypatch):
+    """README's "A1111 clients" example, as it is but for the port."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### A1111 clients"):]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace("port=7861", f"port={bare.port}"), "README.md", "exec"), {})
+    assert Image.open(tmp_path / "lighthouse.png").size == (512, 512)
+    with bare.client() as client:  # the example chose a checkpoint: choose the first again for the other tests
+        client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-sd15"})
+
+
+HOSTILE = [None, True, -1, 0, 1e300, float("nan"), float("-inf"), "", "../../etc/passwd", "a\x00b", [], [1], {},
+           {"a": [1]}, "x" * 5000, 2**70]
+# each route's fields, and a body that is refused anyway after them (steps 0), so that nothing runs
+HOSTILE_ROUTES = {
+    "txt2img": ({"prompt": "x", "width": 32, "height": 32, "steps": 0, "enable_hr": True},
+                ["enable_hr", "hr_scale", "hr_resize_x", "hr_resize_y", "hr_second_pass_steps", "hr_upscaler",
+                 "denoising_strength", "width", "batch_size", "n_iter", "hr_sampler_name", "hr_prompt", "seed",
+                 "override_settings", "override_settings_restore_afterwards", "eta"]),
+    "img2img": ({"prompt": "x", "steps": 0, "init_images": [_data_url(Image.new("RGB", (8, 8)))]},
+                ["init_images", "batch_size", "mask", "inpainting_mask_invert", "override_settings"]),
+    "options": ({}, ["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"]),
+    "extra-single-image": ({"image": "x", "upscaler_1": "Lanczos"},
+                           ["image", "upscaler_1", "upscaler_2", "resize_mode", "upscaling_resize",
+                            "upscaling_resize_w", "upscaling_crop", "extras_upscaler_2_visibility"]),
+    "extra-batch-images": ({"imageList": [{"data": "x"}]}, ["imageList", "upscaling_resize", "resize_mode"]),
+    "interrogate": ({}, ["image", "model"]),
+}
+
+
+def test_hostile_bodies_get_a_4xx_never_a_5xx(bare):
+    """Each field of the new routes set to a wrong type, NaN, infinity, a huge number, a path, a NUL...: a 4xx
+    naming what is wrong (interrogate, which answers 501 to a right request, too), and no job is queued."""
+    with bare.client() as client:
+        before = len(client.get("/v1/jobs", params={"limit": 10_000}).json())
+        for route, (base, fields) in HOSTILE_ROUTES.items():
+            for field in fields:
+                for value in HOSTILE:
+                    body = json.dumps({**base, field: value}, allow_nan=True)
+                    answer = client.post(f"/sdapi/v1/{route}", content=body, headers={"content-type": "application/json"})
+                    assert answer.status_code < 500, (route, field, repr(value)[:40], answer.text[:300])
+            for junk in ([], "x", 5, None):
+                assert 400 <= client.post(f"/sdapi/v1/{route}", json=junk).status_code < 500, (route, junk)
+        assert len(client.get("/v1/jobs", params={"limit": 10_000}).json()) == before

@@ -44,7 +44,10 @@ def models() -> list[dict[str, Any]]:
         if engine_key is None:
             continue
         path = Path(row["path"])
-        sha256 = model_files.file_sha256(path) if row["hash"] and path.is_file() else None
+        try:  # computed for the short hash already (cached); None for a folder
+            sha256 = model_files.file_sha256(path) if row["hash"] and path.is_file() else None
+        except (OSError, UsageError):  # the file went away since the scan
+            sha256 = None
         name = row["name"] + (path.suffix if path.is_file() else "")
         found.append({"title": f"{name} [{row['hash']}]" if row["hash"] else name, "model_name": row["name"],
                       "hash": row["hash"], "sha256": sha256, "filename": row["path"], "config": None,

@@ -30,7 +30,7 @@ from ..routes_jobs import JobSpec, submit_job
 from . import hires
 from .extras import _png_text
 from .overrides import OWN_VAE, CallOptions, for_call, into_request
-from .translate import _images, _translate
+from .translate import _finite, _images, _translate
 
 router = APIRouter(prefix="/sdapi/v1", route_class=StrictJSONRoute)
 WAIT_SECONDS = 24 * 3600  # how long a txt2img/img2img call waits for its jobs before a 504
@@ -60,6 +60,7 @@ def _submit(state: State, body: dict[str, Any], task: str) -> dict[str, Any]:
     The options are the service's with the call's ``override_settings`` (``overrides``); a random seed is drawn
     here, so that every image of the call gets the next one, as in A1111: the jobs of ``n_iter`` batches, and the
     images of a batch made from several init images (one job each), count on from it."""
+    _finite(body)
     options = for_call(state.a1111, body)
     engine = get_engine(options.checkpoint["engine"])
     images: list[dict[str, str]] = [{}]
@@ -77,7 +78,8 @@ def _submit(state: State, body: dict[str, Any], task: str) -> dict[str, Any]:
         raise UsageError(f"n_iter: got {excerpt(n_iter)}; 1 to 16")
     if "seed" not in request and "seed" in engine.params_model(task).model_fields:
         request["seed"] = secrets.randbelow(MAX_SEED + 1)
-    per_batch = len(images) if len(images) > 1 else (request.get("batch_size") or 1)
+    batch = request.get("batch_size")  # a wrong one is refused by the job's validation
+    per_batch = len(images) if len(images) > 1 else batch if isinstance(batch, int) and batch > 0 else 1
     job_ids = []
     for index in range(n_iter):  # A1111 gives each batch the next seeds
         for position, fields in enumerate(images):
@@ -118,7 +120,7 @@ def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[
             seeds.append(image_seed(job["result"]["info"], index))
     first = jobs[0]["result"]["info"] if jobs[0]["state"] == "done" else {}
     request_used = (first.get("first_run") or first).get("request", request)  # a hires job: its first pass
-    checkpoint = options.checkpoint
+    checkpoint, strength_used = options.checkpoint, task != "txt2img" or bool(body.get("enable_hr"))
     info = {"prompt": request_used.get("prompt"), "all_prompts": [request_used.get("prompt")] * len(pngs),
             "negative_prompt": request_used.get("negative_prompt", ""), "seed": seeds[0] if seeds else None,
             "all_seeds": seeds, "subseed": -1, "all_subseeds": [-1] * len(seeds),
@@ -126,8 +128,8 @@ def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[
             "steps": request_used.get("steps"), "cfg_scale": request_used.get("cfg"),
             "width": request_used.get("width"), "height": request_used.get("height"),
             "batch_size": request_used.get("batch_size", 1), "clip_skip": request_used.get("clip_skip", 1),
-            "denoising_strength": body.get("denoising_strength") if task != "txt2img" or body.get("enable_hr")
-            else None, "sd_model_name": checkpoint["model_name"], "sd_model_hash": checkpoint["hash"],
+            "denoising_strength": body.get("denoising_strength") if strength_used else None,
+            "sd_model_name": checkpoint["model_name"], "sd_model_hash": checkpoint["hash"],
             "sd_vae_name": None if options.vae in OWN_VAE else options.vae, "index_of_first_image": 0,
             "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "infotexts": infotexts,
             "interrupted": any(job["state"] == "cancelled" for job in jobs),

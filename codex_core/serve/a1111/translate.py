@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import re
 from typing import Any
 
@@ -110,6 +111,21 @@ def _images(body: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
         mask = _inverted(mask)
     return ("inpaint" if mask else "img2img"), [{"init_image": image, **({"mask_image": mask} if mask else {})}
                                                 for image in init]
+
+
+def _finite(body: dict[str, Any]) -> None:
+    """No NaN or infinity anywhere in the body (Python's JSON reader takes them; no field means them, and an
+    answer that echoes one could not be written as JSON): a 422 naming the field. Walked without recursion:
+    a body may nest as deep as the JSON reader allows."""
+    pending: list[tuple[str, Any]] = list(body.items())
+    while pending:
+        where, value = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{where}: got {value}; a number here is finite")
+        if isinstance(value, dict):
+            pending.extend((f"{where}.{key}", item) for key, item in value.items())
+        elif isinstance(value, list):
+            pending.extend((f"{where}.{index}", item) for index, item in enumerate(value))
 
 
 def _seed(value: Any) -> int | None:
