@@ -534,3 +534,29 @@ def test_hostile_bodies_get_a_4xx_never_a_5xx(bare):
             for junk in ([], "x", 5, None):
                 assert 400 <= client.post(f"/sdapi/v1/{route}", json=junk).status_code < 500, (route, junk)
         assert len(client.get("/v1/jobs", params={"limit": 10_000}).json()) == before
+
+
+def test_a_v1_job_with_a_follow_up_step_is_checked_before_it_is_queued(bare, tmp_path):
+    """The follow-up step of the native API (what enable_hr uses): its task, its image field and its cost are
+    refused at submission with the field named; a right one makes one run folder with the last step's images."""
+    spec = {"engine": "sd15", "task": "txt2img", "model": "tiny", "request": {**SMALL, "batch_size": 2}}
+    step = {"task": "upscale", "request": {"prompt": "x", "upscale_factor": 2.0, "strength": 0.5, "steps": 2}}
+    with bare.client() as client:
+        before = len(client.get("/v1/jobs", params={"limit": 10_000}).json())
+        for follow_up, expected in (([{**step, "task": "txt2vid"}], "follow_up.0.task: engine sd15 has no task"),
+                                    ([{**step, "image_field": "prompt"}], "follow_up.0.image_field: 'prompt' is not"),
+                                    ([{**step, "request": {**step["request"], "steps": 500}}], "--max-steps"),
+                                    ([step] * 5, "follow_up: 5 steps; a job takes at most 4")):
+            refused = client.post("/v1/jobs", json={**spec, "follow_up": follow_up})
+            assert refused.status_code == 422 and expected in refused.json()["detail"], refused.text[:300]
+        assert len(client.get("/v1/jobs", params={"limit": 10_000}).json()) == before
+        job = client.post("/v1/jobs", json={**spec, "follow_up": [step]}).json()
+        while job["state"] not in ("done", "failed", "cancelled"):
+            time.sleep(0.1)
+            job = client.get(f"/v1/jobs/{job['id']}").json()
+        assert job["state"] == "done", job
+        run_dir = Path(job["result"]["run_dir"])
+        assert sorted(path.name for path in run_dir.iterdir()) == ["0000.png", "0001.png", "info.json"]
+        info = json.loads((run_dir / "info.json").read_text())
+        assert info["task"] == "upscale" and info["seeds"] == [11, 12] and info["first_run"]["seeds"] == [11, 12]
+        assert [Image.open(run_dir / name).size for name in ("0000.png", "0001.png")] == [(64, 64), (64, 64)]
