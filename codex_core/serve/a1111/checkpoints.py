@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from ...outputs import write_json
 STATE_FILE = "a1111-options.json"
 # options.<name> -> its value when never set (A1111's defaults)
 OPTION_DEFAULTS: dict[str, Any] = {"sd_vae": "Automatic", "CLIP_stop_at_last_layers": 1}
+RESCAN_SECONDS = 10.0  # a name not found scans the folders again, at most this often (each bad name is not a scan)
 SHOWN = ("title", "model_name", "hash", "sha256", "filename", "config")  # what sd-models lists of each
 
 
@@ -81,6 +83,7 @@ class Checkpoints:
         self.path, self.default_model = state_dir / STATE_FILE, default_model
         self.lock = threading.RLock()  # routes run in the threadpool
         self._entries: list[dict[str, Any]] | None = None
+        self._scanned = 0.0  # when the models folders were last scanned (time.monotonic)
         self._current: dict[str, Any] | None = None
         self.options = {**OPTION_DEFAULTS, **{key: value for key, value in self._saved().items()
                                               if key in OPTION_DEFAULTS}}
@@ -89,16 +92,19 @@ class Checkpoints:
         """The checkpoints, scanned once and again on ``refresh`` (``refresh-checkpoints``, or a name not found)."""
         with self.lock:
             if self._entries is None or refresh:
-                self._entries = models()
+                self._entries, self._scanned = models(), time.monotonic()
                 if self._current is not None:  # the same file, with what the scan says of it now
                     self._current = find(self._current["filename"], self._entries) or self._current
             return self._entries
 
     def lookup(self, value: Any, field: str) -> dict[str, Any]:
-        """The checkpoint ``value`` names (scanned again once when it names none); a UsageError naming ``field``."""
+        """The checkpoint ``value`` names (the folders scanned again when it names none, unless they just were); a
+        UsageError naming ``field``."""
         if not isinstance(value, str) or not value.strip():
             raise UsageError(f"{field}: got {value!r}; a title from GET /sdapi/v1/sd-models")
-        found = find(value, self.entries()) or find(value, self.entries(refresh=True))
+        found = find(value, self.entries())
+        if found is None and time.monotonic() - self._scanned > RESCAN_SECONDS:  # a file added since? look again
+            found = find(value, self.entries(refresh=True))
         if found is None:
             titles = [entry["title"] for entry in self.entries()]
             raise UsageError(f"{field}: no model titled {value[:200]!r}; see GET /sdapi/v1/sd-models",
