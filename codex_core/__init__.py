@@ -19,7 +19,7 @@ from .hookspecs import hookimpl
 from .lazy import lazy_exports
 
 __version__ = "0.1.0"
-API_VERSION = "1.1"
+API_VERSION = "1.2"
 # The modules plugins may import besides the package itself.
 API_MODULES = ("codex_core.testing",)
 
@@ -62,6 +62,7 @@ _EXPORTS = {
     # commands and the service (codex_register_commands)
     "handle_errors": "cli.base", "serve_command": "serve.service", "serve_options": "serve.service",
     "build_service": "serve.service", "run_service": "serve.service", "listening_sockets": "serve.service", "check_bind": "serve.service",
+    "parse_api_auth": "serve.service",
     "LOOPBACK": "serve.service",
     # lazy exports for a plugin package of its own
     "lazy_exports": "lazy",

@@ -8,8 +8,9 @@ The routes live in their own modules and take what they use from ``app.state`` t
 dependencies of ``dependencies.py``: ``routes_info`` (health, engines, schemas, presets, samplers,
 models; the API docs), ``routes_jobs`` (inputs, jobs, their files and events) and ``a1111``
 (``/sdapi/v1``), ``openai_images`` and ``openai_videos`` (OpenAI's ``/v1/images``, ``/v1/videos``). The webhook
-sender (``webhooks.Sender``) runs beside the workers. Every route but ``/v1/health`` requires the token (``--token``) when there is one,
-the docs too; the service's routes take state-changing requests only as ``guards.browser_safe`` says.
+sender (``webhooks.Sender``) runs beside the workers. Every route but ``/v1/health`` requires the credentials
+(``--token``, ``--api-auth``) when there are some, the docs too; the service's routes take state-changing requests
+only as ``guards.browser_safe`` says.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..errors import CodexError, ParamError, UsageError
 from . import a1111, openai_images, openai_videos, routes_info, routes_jobs
+from .a1111.checkpoints import Checkpoints
 from .bodies import capped, capped_list, http_problem, validation_problem
 from .dependencies import authorised
 from .guards import AllowedHosts, browser_safe
@@ -42,7 +44,8 @@ from .worker import Workers
 
 def create_app(settings: Settings) -> FastAPI:
     """The service over ``settings.state_dir``. What the routes share is on ``app.state``: ``settings``,
-    ``store`` (the job queue), ``workers``, ``inputs`` (what a request may read), ``a1111_model``; and
+    ``store`` (the job queue), ``workers``, ``inputs`` (what a request may read), ``a1111`` (the A1111 layer's
+    checkpoints and options); and
     ``lock`` (the state dir's, held while the app lives) and ``recovered`` (the jobs a restart re-queued,
     finished from their run folders, cancelled or failed, for the command to report)."""
     from ..model_files import roots as model_roots
@@ -74,7 +77,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.store, app.state.workers, app.state.inputs = store, workers, inputs
     app.state.webhooks = sender
     app.state.waits = JobWaits(store)  # the A1111 calls waiting for their jobs
-    app.state.a1111_model = None  # the A1111 layer's sd_model_checkpoint: none chosen yet
+    app.state.a1111 = Checkpoints(settings.state_dir, settings.default_model)  # the A1111 layer's checkpoint
+    app.state.a1111.check_default()  # a --default-model that names nothing is refused at start
     app.state.a1111_interrupted = deque(maxlen=64)  # jobs A1111's interrupt stopped: their calls run no more batches
     app.middleware("http")(_limit_body)
     app.add_middleware(AllowedHosts, names=settings.allowed_hosts)  # added last: runs first

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import UsageError
 from .bodies import StrictJSONRoute, excerpt
 from .dependencies import InputsDep, SettingsDep, StateDep, StoreDep, WorkersDep
+from .follow_up import FollowUp, check_steps
 from .inputs import check_name
 from .limits import check_prepared, check_raw
 from .store import TERMINAL, JobStore, KeyReused, StoreUnavailable
@@ -54,6 +55,8 @@ class JobSpec(BaseModel):
     preset: str | None = None
     callback_url: str | None = Field(None, description="POSTed (signed) when the job ends: done, failed or "
                                                        "cancelled; an http or https URL")
+    # steps run on each image the job makes, in the same job (``follow_up``: A1111's hires fix is one)
+    follow_up: list[FollowUp] | None = None
 
 
 KEY_CHARS = 255
@@ -114,11 +117,13 @@ def submit_job(state: State, spec: JobSpec, key: str | None = None, extra: dict[
             model=spec.model, out=settings.outputs, quiet=True,
             formats=tuple(spec.formats) if spec.formats else None, preset=spec.preset))
         check_prepared(settings.limits, engine, spec.task, prepared.params)  # what the job will cost, in full
+        follow_up = check_steps(state, spec, prepared, staging) if spec.follow_up else None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a refused request leaves nothing behind
         raise
     callbacks = [url for url in (spec.callback_url, settings.webhook_url) if url]
-    data = {**spec.model_dump(), "request": request, "inputs_dir": str(staging) if staging.exists() else None,
+    data = {**spec.model_dump(), "request": request, "follow_up": follow_up,
+            "inputs_dir": str(staging) if staging.exists() else None,
             **({"callbacks": callbacks} if callbacks else {}), **(extra or {})}
     try:
         job, created = store.submit_once(data, key, digest)

@@ -8,10 +8,13 @@ The parent (``Worker`` in worker.py) holds a ``Runner`` and talks to the process
                       {"run": job_id, "spec", "run_id", "out"}      run one job into out/run_id
                       {"cancel": job_id}                            stop it at its next progress event
                       {"interrupt": job_id}                         stop early at its next step, keeping it
+                      {"control": "unload"}                         drop every loaded model (between jobs)
+                      {"control": "load", "spec"}                   load the spec's model (between jobs)
                       (the socket closed)                           exit
     child -> parent   {"ready": pid}                                plugins loaded, waiting for jobs
                       {"progress": job_id, "event": {...}}          a stage, a step or a preview of the run
-                      {"done": job_id, "result": {...}}             the run folder is in place
+                      {"done": job_id, "result": {...}, "models"}   the run folder is in place; models loaded
+                      {"controlled": what, "models", "error"?}      a control done; the models loaded now
                       {"failed": job_id, "error": str, "errno"}     the run raised (nothing kept)
                       {"cancelled": job_id}                         the run unwound (nothing kept)
 
@@ -50,8 +53,18 @@ class RunnerDied(Exception):
 
 def run_spec(spec: dict[str, Any], out: Path, on_progress=None, runtime=None, run_id: str | None = None,
              preview_every: int = 0, stop_early=None):
-    """One job spec ``{engine, task, request, model?, formats?, preset?}`` through prepare/execute."""
+    """One job spec ``{engine, task, request, model?, formats?, preset?, follow_up?}`` through prepare/execute
+    (with follow-up steps: ``follow_up.run_chain``)."""
     from ..orchestrator import RunOptions, execute, prepare
+
+    if spec.get("follow_up"):
+        from .follow_up import run_chain
+
+        from functools import partial
+
+        # each step of the chain previews and stops early as the job does
+        steps = partial(run_spec, preview_every=preview_every, stop_early=stop_early)
+        return run_chain(spec, out, steps, on_progress, runtime, run_id)
     from ..runtime import Runtime
 
     options = RunOptions(model=spec.get("model"), out=out, formats=tuple(spec["formats"]) if spec.get("formats")
@@ -185,7 +198,33 @@ def main(fd: int, parent: int) -> None:
     threading.Thread(target=_listen, args=(conn, jobs, asked), name="codex-runner-listen", daemon=True).start()
     conn.send({"ready": os.getpid()})
     while True:
-        _run(conn, jobs.get(), setup["runtime"], asked, setup.get("preview_every", 0))
+        message = jobs.get()
+        if "control" in message:
+            _control(conn, message, setup["runtime"])
+        else:
+            _run(conn, message, setup["runtime"], asked, setup.get("preview_every", 0))
+
+
+def _control(conn, message: dict[str, Any], runtime) -> None:
+    """Unload every model of this process's cache, or load the model of a spec, and say how many are loaded."""
+    from ..model_cache import cache
+
+    reply: dict[str, Any] = {"controlled": message["control"]}
+    try:
+        if message["control"] == "unload":
+            cache.clear()
+        else:
+            from ..orchestrator import RunOptions, preload
+
+            spec = message["spec"]
+            preload(spec["engine"], spec["task"], RunOptions(model=spec.get("model"), runtime=runtime, quiet=True))
+    except Exception as exc:  # noqa: BLE001  (a model that does not load: said, and the process goes on)
+        reply["error"] = f"{type(exc).__name__}: {exc}"
+    reply["models"] = len(cache.keys())
+    try:
+        conn.send(reply)
+    except (OSError, ValueError):
+        _exit()
 
 
 def _listen(conn, jobs, asked: dict[str, set[str]]) -> None:
@@ -213,9 +252,11 @@ def _run(conn, message: dict[str, Any], runtime, asked: dict[str, set[str]], pre
             conn.send({"progress": job_id, "event": event})
 
     try:
+        from ..model_cache import cache
+
         result = run_spec(message["spec"], Path(message["out"]), sink, runtime, message["run_id"], preview_every,
                           stop_early=lambda: job_id in asked["interrupt"])
-        reply: dict[str, Any] = {"done": job_id, "result": result.as_json()}
+        reply: dict[str, Any] = {"done": job_id, "result": result.as_json(), "models": len(cache.keys())}
     except Exception as exc:  # noqa: BLE001  (every failure is the job's, reported; the process goes on)
         reply = _failure(job_id, exc, job_id in cancelled)
     cancelled.discard(job_id)

@@ -22,10 +22,19 @@ WILDCARDS = ("0.0.0.0", "::", "")  # every interface: no one name the clients us
 
 
 SERVE_OPTIONS = [
-    click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; any but loopback needs --token."),
+    click.option("--host", default="127.0.0.1", show_default=True,
+                 help="Address to bind; any but loopback needs --token or --api-auth."),
     click.option("--port", default=7861, show_default=True, type=int, help="Port to listen on."),
-    click.option("--token", envvar="CODEX_SERVE_TOKEN", help="Bearer token every route but /v1/health requires "
-                                                             "(or CODEX_SERVE_TOKEN)."),
+    click.option("--token", envvar="CODEX_SERVE_TOKEN", help="Token every route but /v1/health requires (or "
+                                                             "CODEX_SERVE_TOKEN): as a Bearer token, or as the "
+                                                             "password of HTTP Basic with any user name."),
+    click.option("--api-auth", "api_auth", envvar="CODEX_SERVE_API_AUTH", metavar="USER:PASS[,USER:PASS]",
+                 help="A1111's flag: HTTP Basic credentials every route but /v1/health accepts (or "
+                      "CODEX_SERVE_API_AUTH); with --token, either is accepted."),
+    click.option("--default-model", "default_model", metavar="CHECKPOINT",
+                 help="The A1111 API's checkpoint at start: a title, model name, file name or short hash from "
+                      "/sdapi/v1/sd-models, or tiny-ENGINE [default: the one last chosen with POST /sdapi/v1/options, "
+                      "else the first checkpoint found]."),
     click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without --token (anyone on the network "
                                                   "can run jobs)."),
     click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
@@ -87,12 +96,26 @@ def serve_options(command):
 LIMIT_OPTIONS = {option_name(limit.name) for limit in dataclass_fields(Limits)}
 
 
-def check_bind(host: str, token: str | None, insecure: bool) -> None:
-    """A non-loopback bind needs a token, or --insecure (with a warning)."""
-    if host not in LOOPBACK and not token:
+def parse_api_auth(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``--api-auth``: comma-separated USER:PASS pairs (the password may hold colons, as HTTP Basic allows)."""
+    pairs = []
+    for index, entry in enumerate((text or "").split(",") if text else ()):
+        user, colon, password = entry.strip().partition(":")
+        if not colon or not user or not password:
+            raise UsageError(f"--api-auth: entry {index + 1} is not USER:PASSWORD (both non-empty)",
+                             hint="e.g. --api-auth alice:s3cret,bob:0ther; a comma separates pairs")
+        pairs.append((user, password))
+    return tuple(pairs)
+
+
+def check_bind(host: str, token: str | None, insecure: bool, api_auth: str | None = None) -> None:
+    """A non-loopback bind needs a token or --api-auth credentials, or --insecure (with a warning)."""
+    if host not in LOOPBACK and not token and not api_auth:
         if not insecure:
-            raise UsageError(f"--host {host}: binding a non-loopback address needs --token (or CODEX_SERVE_TOKEN)",
-                             hint="pass --token SECRET, or --insecure to let anyone on the network run jobs")
+            raise UsageError(f"--host {host}: binding a non-loopback address needs --token (or CODEX_SERVE_TOKEN) "
+                             "or --api-auth USER:PASS",
+                             hint="pass --token SECRET or --api-auth USER:PASS, or --insecure to let anyone on the "
+                                  "network run jobs")
         click.echo(f"codex: WARNING: serving on {host} WITHOUT A TOKEN (--insecure): anyone who can reach "
                    "this port can run jobs and read their outputs", err=True)
 
@@ -136,7 +159,8 @@ def listening_sockets(host: str, port: int) -> list:
 def build_service(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_queue, devices,
                   cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE, allowed_hosts=(), webhook_url=None,
                   webhook_secret=None, webhook_allow_hosts=(), webhook_attempts=WEBHOOK_ATTEMPTS,
-                  openai_image_model=None, openai_video_model=None, preview_every=PREVIEW_EVERY, **given):
+                  openai_image_model=None, openai_video_model=None, preview_every=PREVIEW_EVERY, api_auth=None,
+                  default_model=None, **given):
     """The service app from `codex serve`'s options, checked (UsageError names the option)."""
     try:
         import uvicorn  # noqa: F401  (checked here: the service cannot run without it)
@@ -146,7 +170,8 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
     except ImportError as exc:
         raise UsageError(f"codex serve needs the service packages ({exc.name} is missing)",
                          hint="pip install 'codex-core[serve]'") from None
-    check_bind(host, token, insecure)
+    credentials = parse_api_auth(api_auth)
+    check_bind(host, token, insecure, api_auth)
     limits = from_options(given)
     runtime = runtime_from({k: v for k, v in given.items() if k not in LIMIT_OPTIONS}, "serve")  # each its device
     device_list = [device.strip() for device in devices.split(",") if device.strip()]
@@ -158,7 +183,8 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
     settings = Settings(state_dir.resolve(), token, [Path(root).expanduser() for root in input_roots],
                         max_body_bytes=max_body_bytes, limits=limits, max_queue=max_queue, devices=device_list,
                         runtime=runtime, cancel_grace=cancel_grace, stop_grace=stop_grace,
-                        allowed_hosts=[*allowed_hosts, *([] if host in LOOPBACK else [host])],
+                        allowed_hosts=[*allowed_hosts, *([] if host in LOOPBACK else [host])], api_auth=credentials,
+                        default_model=default_model,
                         webhook_url=webhook_url, webhook_secret=webhook_secret,
                         webhook_allow_hosts=list(webhook_allow_hosts), webhook_attempts=webhook_attempts,
                         openai_image_model=openai_image_model, openai_video_model=openai_video_model,

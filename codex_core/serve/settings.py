@@ -33,6 +33,8 @@ class Settings:
     openai_image_model: str | None = None  # what OpenAI's image model names (gpt-image-1, dall-e-3...) run
     openai_video_model: str | None = None  # what OpenAI's video model names (sora-2...) run
     preview_every: int = PREVIEW_EVERY  # a preview of a running job's latents every this many steps (0: none)
+    api_auth: tuple[tuple[str, str], ...] = ()  # --api-auth: (user, password) pairs, taken as HTTP Basic
+    default_model: str | None = None  # --default-model: the A1111 layer's checkpoint at start
 
     @property
     def outputs(self) -> Path:

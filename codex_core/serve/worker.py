@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,8 @@ class Worker(threading.Thread):
         self.died: str | None = None  # what ended the thread, if something did
         self.cancels: set[str] = set()
         self.interrupts: set[str] = set()
+        self.controls: deque = deque()  # unload or load requests (controls.py), done before the next job is claimed
+        self.models: int | None = None  # models its process holds loaded, as it last said (None: not known)
         self.wake = threading.Event()
         self.stop_at: float | None = None
         self._stopping = threading.Event()
@@ -116,7 +118,8 @@ class Worker(threading.Thread):
 
     def health(self) -> dict[str, Any]:
         # counts and states only: health needs no token, so it names no job
-        row: dict[str, Any] = {"device": self.device, "running": int(self.current is not None), "state": self.status}
+        row: dict[str, Any] = {"device": self.device, "running": int(self.current is not None), "state": self.status,
+                               "models_loaded": self.models}
         for key in ("problem", "outputs_problem", "last_restart"):
             if getattr(self, key):
                 row[key] = getattr(self, key)
@@ -160,6 +163,11 @@ class Worker(threading.Thread):
         if self.runner is None or not self.runner.alive():
             self._start_runner()
             return
+        if self.controls:
+            from .controls import carry_out
+
+            carry_out(self, self.controls.popleft())
+            return
         try:
             job = self.store.claim(self.holds, device=self.device)
         except StoreUnavailable:  # the store says why (health); try again shortly
@@ -194,7 +202,7 @@ class Worker(threading.Thread):
             self._down(f"its process does not start: {exc.reason} (the service's log says why)")
             self._pause()
             return
-        self.runner, self.state, self.problem, self._failures = runner, "idle", None, 0
+        self.runner, self.state, self.problem, self._failures, self.models = runner, "idle", None, 0, 0
 
     def _down(self, reason: str) -> None:
         self.state, self.problem = "down", reason
@@ -250,6 +258,7 @@ class Worker(threading.Thread):
             if "progress" in message:
                 self._progress(job_id, message["event"], log)
             elif "done" in message:
+                self.models = message.get("models", self.models)
                 return Outcome("done", result={**message["result"], "attempt": job["attempts"], "device": self.device})
             elif "failed" in message:
                 return Outcome("failed", error=message["error"], errno=message.get("errno"))
@@ -339,7 +348,7 @@ class Worker(threading.Thread):
         new = Worker(self.store, self.out, self.device, self.events, self.runtime, self.cancel_grace, self.previews,
                      self.preview_every)
         new.job, new.cancels, new.interrupts = self.job, self.cancels, self.interrupts
-        new.problem = f"its worker thread died ({self.died})"
+        new.problem, new.controls = f"its worker thread died ({self.died})", self.controls
         new.restarts, new.last_restart = self.restarts + 1, f"its thread died ({self.died})"
         return new
 
@@ -388,6 +397,10 @@ class Workers:
             for w in self.workers:
                 w.interrupt(job_id)
         return outcome
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (their memory is the models')."""
+        return [w.runner.proc.pid for w in self.workers if w.runner is not None and w.runner.proc is not None]
 
     def begin_stop(self, grace: float | None = None) -> None:
         """Claim nothing more; running jobs have ``grace`` seconds (default ``stop_grace``) from now."""

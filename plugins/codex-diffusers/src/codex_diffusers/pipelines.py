@@ -290,6 +290,15 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
 
+def generators(job: Job) -> torch.Generator | list[torch.Generator]:
+    """The run's noise: a generator per image of a batch from ``job.seeds`` (diffusers draws image i's
+    latents and sampler noise from generator i, so image i equals a one-image run with seed + i), else
+    one generator of ``job.seed`` for the whole call."""
+    if job.seeds is not None and len(job.seeds) > 1:
+        return [generator(seed) for seed in job.seeds]
+    return generator(job.seed)
+
+
 def accepted_arguments(pipe) -> set[str]:
     return set(inspect.signature(type(pipe).__call__).parameters) - {"self"}
 
@@ -418,11 +427,11 @@ def _stop_early(pipe, job: Job, done: int, total: int) -> bool:
 
 def call(pipe, job: Job, denoisers: tuple[str, ...] = ("unet",), encoder: str = "encode_prompt", previewer=None,
          **kwargs):
-    """Run one pipeline call with timing, progress (and its previews) and the job's seed.
+    """Run one pipeline call with timing, progress (and its previews) and the job's seeds (``generators``).
 
     ``encoder`` names the pipeline method that encodes the conditioning (``_encode_image`` for an
     image-conditioned model).
     """
-    kwargs.setdefault("generator", generator(job.seed))
+    kwargs.setdefault("generator", generators(job))
     with measured(pipe, job, text_encoder=encoder, denoisers=denoisers), torch.inference_mode():
         return pipe(**step_callbacks(pipe, job, previewer), **kwargs)
