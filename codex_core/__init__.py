@@ -64,6 +64,7 @@ _EXPORTS = {
     # commands and the service (codex_register_commands)
     "handle_errors": "cli.base", "serve_command": "serve.service", "serve_options": "serve.service",
     "build_service": "serve.service", "run_service": "serve.service", "listening_sockets": "serve.service", "check_bind": "serve.service",
+    "parse_api_auth": "serve.service",
     "LOOPBACK": "serve.service",
     # lazy exports for a plugin package of its own
     "lazy_exports": "lazy",

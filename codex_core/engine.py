@@ -88,6 +88,12 @@ class Job:
     # Model files the run read besides the checkpoint (LoRAs, a VAE, embeddings): label -> record
     # (``codex_core.model_files.file_record``: path, bytes, sha256, A1111's short hash).
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (step, of steps) when the run was asked to stop early and did, keeping the latents of that step
+    stopped_early: tuple[int, int] | None = None
+    # The seed of each image of a batch (A1111's rule: seed + i, so image i equals a one-image run with that
+    # seed); None: the whole batch is drawn from one generator of ``seed`` (one image, or the replay of a run
+    # recorded before this rule, whose info has no ``seeds``).
+    seeds: list[int] | None = None
 
     def input_image(self, name: str, size: tuple[int, int], mode: str = "RGB"):
         """The image of request field ``name`` as 8-bit RGB (``mode="L"``: a mask) at ``size``.

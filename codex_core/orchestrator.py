@@ -49,8 +49,15 @@ class RunOptions:
     components: tuple[str, ...] = ()  # --component NAME=FILE
     # receives every progress event (codex_core.progress.Progress); may raise to stop the run
     on_progress: Callable[[dict[str, Any]], None] | None = None
+    # a preview of the latents to ``on_progress`` every this many denoising steps (0: none; the service's)
+    preview_every: int = 0
+    # polled between steps: True asks the run to stop early and keep its latents as they are (decoded)
+    stop_early: Callable[[], bool] | None = None
     # the run folder's name (default: a new time-stamped id); `codex batch` names it after the item's id
     run_id: str | None = None
+    # how a batch draws its noise: "per_image" (image i from seed + i, recorded as info.seeds) or "shared"
+    # (one generator for the batch: how runs recorded without info.seeds drew it, so their replays match)
+    seed_rule: str = "per_image"
 
 
 @dataclass
@@ -198,7 +205,8 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     started = time.perf_counter()
     engine, task, params = prepared.engine, prepared.task, prepared.params
     timer = StageTimes()
-    progress = Progress(enabled=not options.quiet, label=f"{engine.key} {task}", sink=options.on_progress)
+    progress = Progress(enabled=not options.quiet, label=f"{engine.key} {task}", sink=options.on_progress,
+                        preview_every=options.preview_every, stop_early=options.stop_early)
     warnings = [*prepared.plan.warnings, *([prepared.scheduler.warning] if prepared.scheduler and
                                            prepared.scheduler.warning else [])]
     for warning in warnings:
@@ -230,7 +238,8 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     replay_of = _replay_note(options.replay_of, fingerprint)
 
     inputs = input_records(params)  # before the run: the content it ran on
-    job = Job(task, params, getattr(params, "seed", None), prepared.scheduler, runtime, progress, timer)
+    job = Job(task, params, getattr(params, "seed", None), prepared.scheduler, runtime, progress, timer,
+              seeds=image_seeds(params, options.seed_rule))
     engine.reset_peak_memory(runtime.device)
     try:
         output = engine.run(model, job)
@@ -264,6 +273,27 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
         folder.written.append(info_path)
     files = [folder.final_path(p) for p in folder.written]
     return Result(folder.final_dir, files, info)
+
+
+def preload(engine_key: str, task: str, options: RunOptions) -> None:
+    """Load the model a run of ``engine_key`` ``task`` with ``options`` would use into the model cache, as
+    ``execute`` loads it (the same source, runtime and cache key), without running anything."""
+    from .model_cache import cache
+
+    engine = registry.get_engine(engine_key)
+    source = _resolve_source(engine, task, options)
+    runtime = engine.resolve_runtime(options.runtime.check())
+    if source.kind == "tiny":
+        engine.ensure_tiny(source.path, Progress(enabled=False))
+    cache.load(engine, source, runtime)
+
+
+def image_seeds(params: ParamsBase, rule: str = "per_image") -> list[int] | None:
+    """The seed of each image of the run (A1111's seed + i); None under the ``shared`` rule or without a seed."""
+    seed = getattr(params, "seed", None)
+    if seed is None or rule == "shared":
+        return None
+    return [seed + index for index in range(getattr(params, "batch_size", None) or 1)]
 
 
 def run(engine: str, task: str, request: dict[str, Any], options: RunOptions | None = None) -> Result:
@@ -306,6 +336,7 @@ def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached
         "preset_files": prepared.preset_fill.files,
         "preset_profile": prepared.preset_fill.profile,
         "seed": getattr(prepared.params, "seed", None),
+        **({"seeds": job.seeds} if job.seeds is not None else {}),
         "seed_source": prepared.seed_source,
         "formats": list(prepared.formats),
     }
@@ -320,6 +351,8 @@ def _info(prepared: Prepared, source, runtime: Runtime, job, run_id: str, cached
         "notes": job.notes,
         "versions": versions(engine),
     })
+    if job.stopped_early:  # asked to stop early (an interrupt): the outputs are the latents of that step, decoded
+        info["interrupted_at_step"], info["steps_planned"] = job.stopped_early
     info.update(engine.model_info(model))  # e.g. memory_plan, what was compiled, the attention backend's reach
     return info
 

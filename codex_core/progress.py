@@ -2,10 +2,14 @@
 
 A run goes through named stages (``STAGES``: load, encode, denoise, decode, export); whoever does one
 announces it with ``stage(name)``. A ``sink`` (the service's job store, the batch's bars) receives the
-same events as dicts: ``{"type": "stage", "stage", "text"}``, ``{"type": "step", "done", "total"}`` and
-``{"type": "message", "text"}``; it acts on a stage by its name, never on a message's text. A sink may
-raise to stop the run at the next event (a cancelled job); the exception unwinds like Ctrl-C, through
-the run folder's cleanup.
+same events as dicts: ``{"type": "stage", "stage", "text"}``, ``{"type": "step", "done", "total"}``,
+``{"type": "message", "text"}`` and, when asked for (``preview_every``), ``{"type": "preview", "step", "total",
+"png", "width", "height"}`` (``png``: the bytes of a small PNG of the latents at that step, made by the engine);
+it acts on a stage by its name, never on a message's text. A sink may raise to stop the run at the next event
+(a cancelled job); the exception unwinds like Ctrl-C, through the run folder's cleanup.
+
+A run may also be asked to stop early and keep what it has (``stop_early``, a callable the engine polls
+between steps): the engine then skips the remaining steps and decodes the latents as they are.
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ STAGES = ("load", "encode", "denoise", "decode", "export")
 
 class Progress:
     def __init__(self, enabled: bool = True, label: str = "denoise",
-                 sink: Callable[[dict[str, Any]], None] | None = None):
+                 sink: Callable[[dict[str, Any]], None] | None = None, preview_every: int = 0,
+                 stop_early: Callable[[], bool] | None = None):
         self.enabled = enabled
         self.label = label
         self.sink = sink
+        # a preview of the latents every this many steps, for the sink (0: none; nothing else shows them)
+        self.preview_every = preview_every if sink else 0
+        self.stop_early = stop_early
         self._bar = None
 
     def stage(self, name: str, text: str | None = None) -> None:
@@ -56,6 +64,18 @@ class Progress:
         self._bar.update(done - self._bar.n)
         if done >= total:
             self.close()
+
+    def preview_due(self, done: int, total: int) -> bool:
+        """Whether step ``done`` of ``total`` gets a preview (never the last: the decoded image follows it)."""
+        return self.preview_every > 0 and done % self.preview_every == 0 and done < total
+
+    def preview(self, done: int, total: int, png: bytes, width: int, height: int) -> None:
+        if self.sink:
+            self.sink({"type": "preview", "step": done, "total": total, "png": png, "width": width, "height": height})
+
+    def stop_requested(self) -> bool:
+        """Whether the run was asked to stop early and keep what it has (see the module docstring)."""
+        return bool(self.stop_early and self.stop_early())
 
     def close(self) -> None:
         if self._bar is not None:

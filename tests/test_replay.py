@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from codex_core.fingerprint import model_fingerprint
@@ -187,3 +188,43 @@ def test_a_changed_input_is_warned_about_and_named_by_check(tmp_path):
     check = json.loads(result.stdout)["check"]
     assert [c["field"] for c in check["changed_inputs"]] == ["init_image"]
     assert "the input init_image" in result.stderr and "is not what the original run read" in result.stderr
+
+
+# -- a batch's seeds: A1111's seed + i, and the replay of runs recorded before that rule ------------------------
+
+def test_image_i_of_a_batch_equals_a_one_image_run_with_seed_plus_i(sd_run, tmp_path):
+    from codex_core import read_info
+
+    info = sd_run["info"]
+    assert info["seeds"] == [42, 43] and info["seed"] == 42
+    for index, path in enumerate(sorted(p for p in sd_run["files"] if p.endswith(".png"))):
+        assert f"Seed: {42 + index}," in read_info(Path(path))["parameters"]
+        single = run_json("sd15", "txt2img", {**info["request"], "batch_size": 1, "seed": 42 + index},
+                          tmp_path / f"single{index}")
+        assert single["info"]["seeds"] == [42 + index]
+        assert np.array_equal(_pixels(path), _pixels(single["files"][0])), index
+
+
+def test_a_run_recorded_without_seeds_replays_with_one_generator_for_the_batch(sd_run, tmp_path):
+    """info.json from before the seed + i rule has no ``seeds``: its batch came from one generator of the seed,
+    and its replay draws it so again (the ``shared`` rule, which is what those runs ran)."""
+    from codex_core.orchestrator import RunOptions, run
+
+    old = run("sd15", "txt2img", SD_REQUEST, RunOptions(model="tiny", out=tmp_path / "old", quiet=True,
+                                                          seed_rule="shared"))
+    assert "seeds" not in old.info  # as runs recorded before the rule
+    pngs = sorted(p for p in old.files if p.suffix == ".png")
+    new = sorted(p for p in sd_run["files"] if p.endswith(".png"))
+    assert np.array_equal(_pixels(pngs[0]), _pixels(new[0]))  # image 0: the same noise
+    assert not np.array_equal(_pixels(pngs[1]), _pixels(new[1]))  # image 1: one generator's second draw, not 43's
+    result, data = replay(old.run_dir / "info.json", tmp_path / "again", "--check")
+    assert result.exit_code == 0, result.stderr
+    assert data["check"]["identical"] and data["check"]["compared"] == 2
+    assert "seeds" not in data["info"]  # replayed by the old rule, and recorded so: its own replay agrees
+
+
+def _pixels(path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))

@@ -18,7 +18,7 @@ from scipy import stats
 from codex_core import registry
 from codex_core.errors import ParamError
 from codex_core.samplers import resolve
-from codex_core.serve import a1111_samplers
+from codex_core.serve.a1111 import names as a1111_samplers
 from codex_core.testing import cli_run, run_json
 from codex_diffusers.pipelines import build_scheduler
 

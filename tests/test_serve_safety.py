@@ -242,7 +242,7 @@ def test_a1111_fields_of_the_wrong_type_and_a_non_numeric_seed_are_422(client):
 
 
 def test_a1111_seeds_as_a1111_reads_them():
-    from codex_core.serve.a1111 import _seed
+    from codex_core.serve.a1111.translate import _seed
 
     assert [_seed(value) for value in (None, "", -1, -1.0, "-1", 5, 5.0, " 7 ", "0")] == \
         [None, None, None, None, None, 5, 5, 7, 0]
@@ -364,7 +364,8 @@ def test_a_cross_site_simple_post_changes_nothing(client, service, tmp_path):
         assert same.status_code == 201  # the service's own origin, an image type: taken
         assert client.post("/sdapi/v1/options", json={}, headers={"origin": service.url}).status_code == 200
         health = client.get("/v1/health")
-        assert health.json()["workers"] == [{"device": "auto", "running": 1, "state": "running"}]
+        rows = [{key: row[key] for key in ("device", "running", "state")} for row in health.json()["workers"]]
+        assert rows == [{"device": "auto", "running": 1, "state": "running"}]
         assert running not in health.text
     finally:
         client.delete(f"/v1/jobs/{running}")

@@ -151,6 +151,8 @@ def replay(file, check, model, out, download, quiet, **overrides):
                          runtime=runtime, download=download, formats=replay_module.formats_of(info), quiet=quiet,
                          preset=info.get("preset_profile"), config=None if model else located.config,
                          components=located.components,
+                         # a run recorded without info.seeds drew its batch from one generator: replay it so
+                         seed_rule="per_image" if "seeds" in info else "shared",
                          replay_of={"run_id": info.get("run_id"), "path": str(file),
                                     "model_fingerprint": (info.get("model") or {}).get("fingerprint")})
     changed = replay_module.changed_inputs(info)

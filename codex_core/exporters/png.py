@@ -43,7 +43,7 @@ def parameters_text(info: dict[str, Any], size: tuple[int, int], index: int = 0)
         ("Sampler", info.get("sampler_effective")),
         ("Schedule type", schedule),
         ("CFG scale", request.get("cfg")),
-        ("Seed", info.get("seed")),
+        ("Seed", image_seed(info, index)),
         ("Size", f"{size[0]}x{size[1]}"),
         ("Model hash", checkpoint.get("hash")),
         ("Model", (Path(checkpoint["path"]).stem if checkpoint.get("path") else
@@ -62,6 +62,12 @@ def parameters_text(info: dict[str, Any], size: tuple[int, int], index: int = 0)
     ]
     lines.append(", ".join(f"{key}: {_a1111_value(value)}" for key, value in pairs if value is not None))
     return "\n".join(lines)
+
+
+def image_seed(info: dict[str, Any], index: int) -> Any:
+    """The seed image ``index`` of the run was drawn from: ``info.seeds[index]`` (seed + index), else the seed."""
+    seeds = info.get("seeds") or []
+    return seeds[index] if index < len(seeds) else info.get("seed")
 
 
 # What an output file's own copy of info leaves out: what is only known after export, or lists files.

@@ -7,14 +7,17 @@ on a stop, gives the running jobs their grace (``Workers.stop``).
 The routes live in their own modules and take what they use from ``app.state`` through the
 dependencies of ``dependencies.py``: ``routes_info`` (health, engines, schemas, presets, samplers,
 models; the API docs), ``routes_jobs`` (inputs, jobs, their files and events) and ``a1111``
-(``/sdapi/v1``). Every route but ``/v1/health`` requires the token (``--token``) when there is one,
-the docs too; the service's routes take state-changing requests only as ``guards.browser_safe`` says.
+(``/sdapi/v1``), ``openai_images`` and ``openai_videos`` (OpenAI's ``/v1/images``, ``/v1/videos``). The webhook
+sender (``webhooks.Sender``) runs beside the workers. Every route but ``/v1/health`` requires the credentials
+(``--token``, ``--api-auth``) when there are some, the docs too; the service's routes take state-changing requests
+only as ``guards.browser_safe`` says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+from collections import deque
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,8 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import CodexError, ParamError, UsageError
-from . import a1111, routes_info, routes_jobs
+from . import a1111, openai_images, openai_videos, routes_info, routes_jobs
+from .a1111.checkpoints import Checkpoints
 from .bodies import capped, capped_list, http_problem, validation_problem
 from .dependencies import authorised
 from .guards import AllowedHosts, browser_safe
@@ -34,18 +38,24 @@ from .inputs import Inputs
 from .settings import Settings
 from .store import JobStore, StoreUnavailable
 from .waits import JobWaits
+from .webhooks import Destinations, Sender, signing_key, state_dir_secret
 from .worker import Workers
 
 
 def create_app(settings: Settings) -> FastAPI:
     """The service over ``settings.state_dir``. What the routes share is on ``app.state``: ``settings``,
-    ``store`` (the job queue), ``workers``, ``inputs`` (what a request may read), ``a1111_model``; and
+    ``store`` (the job queue), ``workers``, ``inputs`` (what a request may read), ``a1111`` (the A1111 layer's
+    checkpoints and options); and
     ``lock`` (the state dir's, held while the app lives) and ``recovered`` (the jobs a restart re-queued,
     finished from their run folders, cancelled or failed, for the command to report)."""
     from ..model_files import roots as model_roots
 
     lock = _lock_state_dir(settings.state_dir)
     store = JobStore(settings.state_dir / "jobs.sqlite3")
+    # the deliveries of jobs that end from now on, recovery's included, and of those pending since the last run
+    sender = Sender(store, signing_key(settings.webhook_secret or state_dir_secret(settings.state_dir)),
+                    Destinations(tuple(settings.webhook_allow_hosts)), settings.webhook_attempts,
+                    trusted=(settings.webhook_url,) if settings.webhook_url else ())
     outputs = settings.outputs
     try:
         recovered = store.recover(outputs)
@@ -56,7 +66,8 @@ def create_app(settings: Settings) -> FastAPI:
     for stale in outputs.glob(".*.partial") if outputs.is_dir() else ():  # a run the last process died in
         shutil.rmtree(stale, ignore_errors=True)
     # one worker per device, each with a process of its own that keeps its models loaded
-    workers = Workers(store, outputs, settings.devices, settings.runtime, settings.cancel_grace, settings.stop_grace)
+    workers = Workers(store, outputs, settings.devices, settings.runtime, settings.cancel_grace, settings.stop_grace,
+                      settings.preview_every)
     inputs = Inputs([*settings.input_roots, settings.inputs_dir, *(r.path for r in model_roots())],
                     settings.limits.input_pixels)
 
@@ -64,8 +75,11 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)  # routes_info.docs serves them, behind the token
     app.state.settings, app.state.lock, app.state.recovered = settings, lock, recovered
     app.state.store, app.state.workers, app.state.inputs = store, workers, inputs
+    app.state.webhooks = sender
     app.state.waits = JobWaits(store)  # the A1111 calls waiting for their jobs
-    app.state.a1111_model = None  # the A1111 layer's sd_model_checkpoint: none chosen yet
+    app.state.a1111 = Checkpoints(settings.state_dir, settings.default_model)  # the A1111 layer's checkpoint
+    app.state.a1111.check_default()  # a --default-model that names nothing is refused at start
+    app.state.a1111_interrupted = deque(maxlen=64)  # jobs A1111's interrupt stopped: their calls run no more batches
     app.middleware("http")(_limit_body)
     app.add_middleware(AllowedHosts, names=settings.allowed_hosts)  # added last: runs first
     app.add_exception_handler(UsageError, _usage)
@@ -74,7 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(HTTPException, http_problem)
     app.include_router(routes_info.public)  # /v1/health answers without the token
     app.include_router(routes_info.docs, dependencies=[Depends(authorised)])
-    for router in (routes_info.router, routes_jobs.router, a1111.router):
+    for router in (routes_info.router, routes_jobs.router, a1111.router, openai_images.router, openai_videos.router):
         app.include_router(router, dependencies=[Depends(browser_safe), Depends(authorised)])
     return app
 
@@ -82,8 +96,10 @@ def create_app(settings: Settings) -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     app.state.workers.start()
+    app.state.webhooks.start()
     yield
     await asyncio.to_thread(app.state.workers.stop)  # the running jobs' grace, then the worker processes exit
+    await asyncio.to_thread(app.state.webhooks.stop)  # the deliveries still pending are sent after the next start
 
 
 async def _limit_body(request: Request, call_next):

@@ -1,14 +1,18 @@
-"""``/v1``'s job routes: images sent ahead (``inputs``), jobs submitted, listed, followed (``events``),
-their files served, and cancelled or deleted.
+"""``/v1``'s job routes: images sent ahead (``inputs``), jobs submitted, listed, followed (``events``, with
+previews of the latents while they run), their files served, stopped early (``interrupt``: kept), and
+cancelled or deleted.
 
 A job is validated when it is submitted (the CLI's prepare: field-named problems, 422, nothing
 queued), stored durably, and run by a worker, which writes its outputs exactly as `codex run` writes
-them, under the state dir. ``submit_job`` is the one way in to the queue: the A1111 layer calls it too.
+them, under the state dir. ``submit_job`` is the one way in to the queue: the A1111 and OpenAI layers call it
+too. It takes an ``Idempotency-Key`` (the same key and request: the same job; another request: 409) and
+records where the job's end is to be POSTed (its ``callback_url`` and ``--webhook-url``: webhooks.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import secrets
@@ -16,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from fastapi.datastructures import State
@@ -25,9 +29,11 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import UsageError
 from .bodies import StrictJSONRoute, excerpt
 from .dependencies import InputsDep, SettingsDep, StateDep, StoreDep, WorkersDep
+from .follow_up import FollowUp, check_steps
 from .inputs import check_name
 from .limits import check_prepared, check_raw
-from .store import TERMINAL, JobStore, StoreUnavailable
+from .store import TERMINAL, JobStore, KeyReused, StoreUnavailable
+from .webhooks import Destinations
 
 router = APIRouter(route_class=StrictJSONRoute)
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -47,14 +53,48 @@ class JobSpec(BaseModel):
     model: str | None = None
     formats: list[str] | None = None
     preset: str | None = None
+    callback_url: str | None = Field(None, description="POSTed (signed) when the job ends: done, failed or "
+                                                       "cancelled; an http or https URL")
+    # steps run on each image the job makes, in the same job (``follow_up``: A1111's hires fix is one)
+    follow_up: list[FollowUp] | None = None
 
 
-def submit_job(state: State, spec: JobSpec) -> dict[str, Any]:
-    """Validate (the CLI's prepare: nothing loads), settle the inputs, store: the job, queued."""
+KEY_CHARS = 255
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """An ``Idempotency-Key`` header's value: printable ASCII, at most 255 characters (a 422 otherwise)."""
+    if value is None:
+        return None
+    if not 1 <= len(value) <= KEY_CHARS or not value.isascii() or not value.isprintable():
+        raise UsageError(f"Idempotency-Key: {excerpt(value)}; 1 to {KEY_CHARS} printable ASCII characters")
+    return value
+
+
+def fingerprint(spec: JobSpec, extra: dict[str, Any] | None) -> str:
+    """What "the same request" means for an Idempotency-Key: the spec as parsed (key order and spacing aside)."""
+    return hashlib.sha256(json.dumps([spec.model_dump(), extra], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def submit_job(state: State, spec: JobSpec, key: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate (the CLI's prepare: nothing loads), settle the inputs, store: the job, queued. ``extra`` is kept in
+    the job's spec (what a compatibility layer needs to answer for it). With ``key``: the job that key submitted
+    when the request is the same (``replayed``: True, nothing validated again), a 409 when it is not."""
     from ..orchestrator import RunOptions, prepare
     from ..registry import get_engine
 
     store, settings, inputs = state.store, state.settings, state.inputs
+    digest = fingerprint(spec, extra) if key is not None else None
+    if key is not None and (found := store.keyed(key)) is not None:
+        if found[0] != digest:
+            raise _reused(key)
+        job = store.get(found[1])
+        if job is not None:
+            return {**job, "idempotency_key": key, "replayed": True}
+    if spec.callback_url is not None:
+        problem = Destinations(tuple(settings.webhook_allow_hosts)).problem(spec.callback_url)
+        if problem:
+            raise UsageError(problem, hint="see --webhook-allow-host for where callbacks may go")
     if store.queued_count() >= settings.max_queue:
         raise HTTPException(429, f"the queue is full ({settings.max_queue} jobs waiting, --max-queue)")
     engine = get_engine(spec.engine)
@@ -77,18 +117,32 @@ def submit_job(state: State, spec: JobSpec) -> dict[str, Any]:
             model=spec.model, out=settings.outputs, quiet=True,
             formats=tuple(spec.formats) if spec.formats else None, preset=spec.preset))
         check_prepared(settings.limits, engine, spec.task, prepared.params)  # what the job will cost, in full
+        follow_up = check_steps(state, spec, prepared, staging) if spec.follow_up else None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a refused request leaves nothing behind
         raise
-    data = {**spec.model_dump(), "request": request, "inputs_dir": str(staging) if staging.exists() else None}
+    callbacks = [url for url in (spec.callback_url, settings.webhook_url) if url]
+    data = {**spec.model_dump(), "request": request, "follow_up": follow_up,
+            "inputs_dir": str(staging) if staging.exists() else None,
+            **({"callbacks": callbacks} if callbacks else {}), **(extra or {})}
     try:
-        job = store.submit(data)
-    except StoreUnavailable:  # refused (503): nothing kept
+        job, created = store.submit_once(data, key, digest)
+    except (StoreUnavailable, KeyReused) as exc:  # refused (503, 409): nothing kept
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        raise _reused(key) if isinstance(exc, KeyReused) else exc from None
+    if not created:  # the same key and request, submitted meanwhile: that job
+        shutil.rmtree(staging, ignore_errors=True)
+        return {**job, "idempotency_key": key, "replayed": True}
     state.workers.wake()
     # what the run will say before it starts (e.g. a speed mode the checkpoint does not support, and why)
-    return {**job, "warnings": list(prepared.plan.warnings)}
+    return {**job, "warnings": list(prepared.plan.warnings),
+            **({"idempotency_key": key, "replayed": False} if key is not None else {})}
+
+
+def _reused(key: str) -> HTTPException:
+    return HTTPException(409, f"Idempotency-Key {excerpt(key)} was used for a different request; send the same "
+                              "request to get its job, or a new key for a new job",
+                         headers={"x-should-retry": "false"})
 
 
 def _job(store: JobStore, job_id: str) -> dict[str, Any]:
@@ -114,8 +168,14 @@ async def upload(request: Request, settings: SettingsDep, inputs: InputsDep) -> 
 
 
 @router.post("/v1/jobs", status_code=202)
-def submit(spec: JobSpec, state: StateDep) -> dict[str, Any]:
-    return submit_job(state, spec)
+def submit(spec: JobSpec, state: StateDep,
+           key: Annotated[str | None, Header(alias="Idempotency-Key", description=(
+               "The same key and request give the same job (200, Idempotent-Replayed: true; kept across restarts "
+               "while the job exists); another request with the key is a 409"))] = None) -> Any:
+    job = submit_job(state, spec, idempotency_key(key))
+    if job.get("replayed"):
+        return JSONResponse(job, 200, headers={"Idempotent-Replayed": "true"})
+    return job
 
 
 @router.get("/v1/jobs")
@@ -145,6 +205,20 @@ def delete(job_id: str, store: StoreDep, workers: WorkersDep, settings: Settings
     return JSONResponse({"id": job_id, "deleted": True}, 200)
 
 
+@router.post("/v1/jobs/{job_id}/interrupt", status_code=202)
+def interrupt(job_id: str, store: StoreDep, workers: WorkersDep) -> dict[str, Any]:
+    """Stop a running job early and keep what it has: it skips its remaining steps at its next one, decodes
+    the latents of that step and ends ``done`` (info ``interrupted_at_step``). Unlike a cancel (DELETE), which
+    discards the run. A job that has not started has nothing to keep (409: DELETE cancels it)."""
+    found = _job(store, job_id)
+    outcome = workers.interrupt(job_id) if found["state"] in ("queued", "running") else None
+    if outcome == "requested":
+        return {**(store.get(job_id) or found), "interrupt_requested": True}
+    if outcome == "queued":
+        raise HTTPException(409, f"job {job_id} has not started: nothing to keep yet (DELETE cancels it)")
+    raise HTTPException(409, f"job {job_id} is {(store.get(job_id) or found)['state']}: it is not running")
+
+
 @router.get("/v1/jobs/{job_id}/files/{name}")
 def file(job_id: str, name: str, store: StoreDep) -> FileResponse:
     found = _job(store, job_id)
@@ -160,11 +234,20 @@ def file(job_id: str, name: str, store: StoreDep) -> FileResponse:
 @router.get("/v1/jobs/{job_id}/events")
 async def events(job_id: str, store: StoreDep, workers: WorkersDep) -> StreamingResponse:
     _job(store, job_id)
-    return StreamingResponse(_event_stream(store, workers.events, job_id), media_type="text/event-stream")
+    return StreamingResponse(_event_stream(store, workers.events, job_id, workers.previews),
+                             media_type="text/event-stream")
 
 
-async def _event_stream(store: JobStore, logs: dict[str, list[dict[str, Any]]], job_id: str):
-    """The job's state when the stream opens, every step and stage the workers report, then its end."""
+def preview_data(event: dict[str, Any]) -> dict[str, Any]:
+    """A preview as the API gives it: ``{step, steps, width, height, png}`` (png: the image's bytes, base64)."""
+    return {"step": event["step"], "steps": event["total"], "width": event["width"], "height": event["height"],
+            "png": base64.b64encode(event["png"]).decode()}
+
+
+async def _event_stream(store: JobStore, logs: dict[str, list[dict[str, Any]]], job_id: str,
+                        previews: dict[str, dict[str, Any]] | None = None):
+    """The job's state when the stream opens, every step and stage the workers report, the latest preview
+    whenever there is a newer one (previews are the latest only: a slow reader skips some), then its end."""
     def sse(name: str, data: dict[str, Any]) -> str:
         return f"event: {name}\ndata: {json.dumps({'id': job_id, **data})}\n\n"
 
@@ -173,7 +256,7 @@ async def _event_stream(store: JobStore, logs: dict[str, list[dict[str, Any]]], 
         yield sse("deleted", {})
         return
     yield sse("state", {key: current.get(key) for key in ("state", "stage", "step", "steps", "position")})
-    sent, last_state = 0, current["state"]
+    sent, last_state, last_preview = 0, current["state"], None
     while True:
         current = store.get(job_id)
         if current is None:
@@ -185,6 +268,10 @@ async def _event_stream(store: JobStore, logs: dict[str, list[dict[str, Any]]], 
         for event in fresh:
             kind = event["event"]
             yield sse(kind, {key: value for key, value in event.items() if key != "event"})
+        preview = (previews or {}).get(job_id)
+        if preview is not None and preview is not last_preview:
+            last_preview = preview
+            yield sse("preview", preview_data(preview))
         if current["state"] != last_state:
             last_state = current["state"]
             yield sse("state", {"state": last_state, "error": current.get("error")})

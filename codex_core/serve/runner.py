@@ -4,13 +4,17 @@ a job must stop at once (a cancel that its next progress event did not honour, a
 The parent (``Worker`` in worker.py) holds a ``Runner`` and talks to the process over one socket
 (``multiprocessing.connection``: pickled dicts):
 
-    parent -> child   {"runtime": Runtime}                          first: how this device runs models
+    parent -> child   {"runtime": Runtime, "preview_every": n}      first: how this device runs models
                       {"run": job_id, "spec", "run_id", "out"}      run one job into out/run_id
                       {"cancel": job_id}                            stop it at its next progress event
+                      {"interrupt": job_id}                         stop early at its next step, keeping it
+                      {"control": "unload"}                         drop every loaded model (between jobs)
+                      {"control": "load", "spec"}                   load the spec's model (between jobs)
                       (the socket closed)                           exit
     child -> parent   {"ready": pid}                                plugins loaded, waiting for jobs
-                      {"progress": job_id, "event": {...}}          a stage or a step of the run
-                      {"done": job_id, "result": {...}}             the run folder is in place
+                      {"progress": job_id, "event": {...}}          a stage, a step or a preview of the run
+                      {"done": job_id, "result": {...}, "models"}   the run folder is in place; models loaded
+                      {"controlled": what, "models", "error"?}      a control done; the models loaded now
                       {"failed": job_id, "error": str, "errno"}     the run raised (nothing kept)
                       {"cancelled": job_id}                         the run unwound (nothing kept)
 
@@ -47,14 +51,26 @@ class RunnerDied(Exception):
         self.reason = reason
 
 
-def run_spec(spec: dict[str, Any], out: Path, on_progress=None, runtime=None, run_id: str | None = None):
-    """One job spec ``{engine, task, request, model?, formats?, preset?}`` through prepare/execute."""
+def run_spec(spec: dict[str, Any], out: Path, on_progress=None, runtime=None, run_id: str | None = None,
+             preview_every: int = 0, stop_early=None):
+    """One job spec ``{engine, task, request, model?, formats?, preset?, follow_up?}`` through prepare/execute
+    (with follow-up steps: ``follow_up.run_chain``)."""
     from ..orchestrator import RunOptions, execute, prepare
+
+    if spec.get("follow_up"):
+        from .follow_up import run_chain
+
+        from functools import partial
+
+        # each step of the chain previews and stops early as the job does
+        steps = partial(run_spec, preview_every=preview_every, stop_early=stop_early)
+        return run_chain(spec, out, steps, on_progress, runtime, run_id)
     from ..runtime import Runtime
 
     options = RunOptions(model=spec.get("model"), out=out, formats=tuple(spec["formats"]) if spec.get("formats")
                          else None, quiet=True, preset=spec.get("preset"), on_progress=on_progress,
-                         runtime=runtime or Runtime(), run_id=run_id)
+                         runtime=runtime or Runtime(), run_id=run_id, preview_every=preview_every,
+                         stop_early=stop_early)
     return execute(prepare(spec["engine"], spec["task"], spec["request"], options), options)
 
 
@@ -62,8 +78,8 @@ def run_spec(spec: dict[str, Any], out: Path, on_progress=None, runtime=None, ru
 class Runner:
     """The parent's handle on one worker process."""
 
-    def __init__(self, device: str, runtime):
-        self.device, self.runtime = device, runtime
+    def __init__(self, device: str, runtime, preview_every: int = 0):
+        self.device, self.runtime, self.preview_every = device, runtime, preview_every
         self.proc: subprocess.Popen | None = None
         self.conn = None
 
@@ -84,7 +100,7 @@ class Runner:
             theirs.close()  # the child's copy only: when it exits, ours reads end-of-file
         self.conn = ours
         try:
-            self.conn.send({"runtime": self.runtime})
+            self.conn.send({"runtime": self.runtime, "preview_every": self.preview_every})
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 message = self.receive(0.2)
@@ -173,46 +189,78 @@ def main(fd: int, parent: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent)
     conn = Connection(fd)
-    runtime = conn.recv()["runtime"]
+    setup = conn.recv()
     from ..registry import engines
 
     engines()  # the plugins, loaded before the first job rather than during it
     jobs: Queue = Queue()
-    cancelled: set[str] = set()
-    threading.Thread(target=_listen, args=(conn, jobs, cancelled), name="codex-runner-listen", daemon=True).start()
+    asked: dict[str, set[str]] = {"cancel": set(), "interrupt": set()}
+    threading.Thread(target=_listen, args=(conn, jobs, asked), name="codex-runner-listen", daemon=True).start()
     conn.send({"ready": os.getpid()})
     while True:
-        _run(conn, jobs.get(), runtime, cancelled)
+        message = jobs.get()
+        if "control" in message:
+            _control(conn, message, setup["runtime"])
+        else:
+            _run(conn, message, setup["runtime"], asked, setup.get("preview_every", 0))
 
 
-def _listen(conn, jobs, cancelled: set[str]) -> None:
-    """Messages from the parent; a cancel is noted at once, while the main thread runs the job."""
+def _control(conn, message: dict[str, Any], runtime) -> None:
+    """Unload every model of this process's cache, or load the model of a spec, and say how many are loaded."""
+    from ..model_cache import cache
+
+    reply: dict[str, Any] = {"controlled": message["control"]}
+    try:
+        if message["control"] == "unload":
+            cache.clear()
+        else:
+            from ..orchestrator import RunOptions, preload
+
+            spec = message["spec"]
+            preload(spec["engine"], spec["task"], RunOptions(model=spec.get("model"), runtime=runtime, quiet=True))
+    except Exception as exc:  # noqa: BLE001  (a model that does not load: said, and the process goes on)
+        reply["error"] = f"{type(exc).__name__}: {exc}"
+    reply["models"] = len(cache.keys())
+    try:
+        conn.send(reply)
+    except (OSError, ValueError):
+        _exit()
+
+
+def _listen(conn, jobs, asked: dict[str, set[str]]) -> None:
+    """Messages from the parent; a cancel or an interrupt is noted at once, while the main thread runs the job."""
     try:
         while True:
             message = conn.recv()
-            if "cancel" in message:
-                cancelled.add(message["cancel"])
+            kind = next((kind for kind in asked if kind in message), None)
+            if kind:
+                asked[kind].add(message[kind])
             else:
                 jobs.put(message)
     except (EOFError, OSError):  # the parent closed the socket, or is gone: nobody to report to
         _exit()
 
 
-def _run(conn, message: dict[str, Any], runtime, cancelled: set[str]) -> None:
+def _run(conn, message: dict[str, Any], runtime, asked: dict[str, set[str]], preview_every: int) -> None:
     job_id = message["run"]
+    cancelled = asked["cancel"]
 
     def sink(event: dict[str, Any]) -> None:
         if job_id in cancelled:
             raise Cancelled(job_id)
-        if event["type"] in ("stage", "step"):
+        if event["type"] in ("stage", "step", "preview"):
             conn.send({"progress": job_id, "event": event})
 
     try:
-        result = run_spec(message["spec"], Path(message["out"]), sink, runtime, message["run_id"])
-        reply: dict[str, Any] = {"done": job_id, "result": result.as_json()}
+        from ..model_cache import cache
+
+        result = run_spec(message["spec"], Path(message["out"]), sink, runtime, message["run_id"], preview_every,
+                          stop_early=lambda: job_id in asked["interrupt"])
+        reply: dict[str, Any] = {"done": job_id, "result": result.as_json(), "models": len(cache.keys())}
     except Exception as exc:  # noqa: BLE001  (every failure is the job's, reported; the process goes on)
         reply = _failure(job_id, exc, job_id in cancelled)
     cancelled.discard(job_id)
+    asked["interrupt"].discard(job_id)
     try:
         conn.send(reply)
     except (OSError, ValueError):

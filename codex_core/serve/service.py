@@ -13,6 +13,8 @@ import click
 from ..cli.options import ServeCommand, runtime_from
 from ..errors import CodexError, UsageError
 from .limits import FLAGS, HELP, Limits, from_options, option_name
+from .webhooks import ATTEMPTS as WEBHOOK_ATTEMPTS
+from .settings import PREVIEW_EVERY
 from .worker import CANCEL_GRACE, STOP_GRACE
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -20,10 +22,19 @@ WILDCARDS = ("0.0.0.0", "::", "")  # every interface: no one name the clients us
 
 
 SERVE_OPTIONS = [
-    click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; any but loopback needs --token."),
+    click.option("--host", default="127.0.0.1", show_default=True,
+                 help="Address to bind; any but loopback needs --token or --api-auth."),
     click.option("--port", default=7861, show_default=True, type=int, help="Port to listen on."),
-    click.option("--token", envvar="CODEX_SERVE_TOKEN", help="Bearer token every route but /v1/health requires "
-                                                             "(or CODEX_SERVE_TOKEN)."),
+    click.option("--token", envvar="CODEX_SERVE_TOKEN", help="Token every route but /v1/health requires (or "
+                                                             "CODEX_SERVE_TOKEN): as a Bearer token, or as the "
+                                                             "password of HTTP Basic with any user name."),
+    click.option("--api-auth", "api_auth", envvar="CODEX_SERVE_API_AUTH", metavar="USER:PASS[,USER:PASS]",
+                 help="A1111's flag: HTTP Basic credentials every route but /v1/health accepts (or "
+                      "CODEX_SERVE_API_AUTH); with --token, either is accepted."),
+    click.option("--default-model", "default_model", metavar="CHECKPOINT",
+                 help="The A1111 API's checkpoint at start: a title, model name, file name or short hash from "
+                      "/sdapi/v1/sd-models, or tiny-ENGINE [default: the one last chosen with POST /sdapi/v1/options, "
+                      "else the first checkpoint found]."),
     click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without --token (anyone on the network "
                                                   "can run jobs)."),
     click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
@@ -47,6 +58,24 @@ SERVE_OPTIONS = [
                  metavar="SECONDS", help="On SIGTERM or Ctrl-C, running jobs may finish within this; those that take "
                                          "longer go back to the queue (no attempt counted) and run first at the "
                                          "next start."),
+    click.option("--webhook-url", metavar="URL", help="POST every job's end (done, failed, cancelled) here too, "
+                                                      "besides a job's own callback_url (signed; see --webhook-secret)."),
+    click.option("--webhook-secret", envvar="CODEX_WEBHOOK_SECRET", metavar="SECRET",
+                 help="The Standard Webhooks secret that signs deliveries (whsec_ + base64; or CODEX_WEBHOOK_SECRET); "
+                      "default: one made at the first start, in STATE_DIR/webhook-secret."),
+    click.option("--webhook-allow-host", "webhook_allow_hosts", multiple=True, metavar="NAME|ADDRESS|CIDR",
+                 help="Callback URLs may go only to these hosts (repeatable); default: any but link-local (cloud "
+                      "metadata), multicast and reserved addresses."),
+    click.option("--webhook-attempts", default=WEBHOOK_ATTEMPTS, show_default=True, type=click.IntRange(1, 50),
+                 help="Tries of one delivery (after 2, 8, 32 s... at most an hour apart), then it is failed."),
+    click.option("--openai-default-model", "openai_image_model", metavar="MODEL",
+                 help="What the OpenAI API runs for OpenAI's image model names (gpt-image-1, dall-e-3...) and when a "
+                      "request names none: an engine key, a checkpoint name from the models folders, or tiny-ENGINE."),
+    click.option("--openai-default-video-model", "openai_video_model", metavar="MODEL",
+                 help="The same for the videos API (sora-2, sora-2-pro, or no model given)."),
+    click.option("--preview-every", default=PREVIEW_EVERY, show_default=True, type=click.IntRange(0, 10_000),
+                 metavar="STEPS", help="A preview of a running job's latents every this many steps (a small PNG in "
+                                       "its event stream and A1111's progress current_image); 0: none."),
 ]
 
 
@@ -67,12 +96,26 @@ def serve_options(command):
 LIMIT_OPTIONS = {option_name(limit.name) for limit in dataclass_fields(Limits)}
 
 
-def check_bind(host: str, token: str | None, insecure: bool) -> None:
-    """A non-loopback bind needs a token, or --insecure (with a warning)."""
-    if host not in LOOPBACK and not token:
+def parse_api_auth(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``--api-auth``: comma-separated USER:PASS pairs (the password may hold colons, as HTTP Basic allows)."""
+    pairs = []
+    for index, entry in enumerate((text or "").split(",") if text else ()):
+        user, colon, password = entry.strip().partition(":")
+        if not colon or not user or not password:
+            raise UsageError(f"--api-auth: entry {index + 1} is not USER:PASSWORD (both non-empty)",
+                             hint="e.g. --api-auth alice:s3cret,bob:0ther; a comma separates pairs")
+        pairs.append((user, password))
+    return tuple(pairs)
+
+
+def check_bind(host: str, token: str | None, insecure: bool, api_auth: str | None = None) -> None:
+    """A non-loopback bind needs a token or --api-auth credentials, or --insecure (with a warning)."""
+    if host not in LOOPBACK and not token and not api_auth:
         if not insecure:
-            raise UsageError(f"--host {host}: binding a non-loopback address needs --token (or CODEX_SERVE_TOKEN)",
-                             hint="pass --token SECRET, or --insecure to let anyone on the network run jobs")
+            raise UsageError(f"--host {host}: binding a non-loopback address needs --token (or CODEX_SERVE_TOKEN) "
+                             "or --api-auth USER:PASS",
+                             hint="pass --token SECRET or --api-auth USER:PASS, or --insecure to let anyone on the "
+                                  "network run jobs")
         click.echo(f"codex: WARNING: serving on {host} WITHOUT A TOKEN (--insecure): anyone who can reach "
                    "this port can run jobs and read their outputs", err=True)
 
@@ -114,7 +157,10 @@ def listening_sockets(host: str, port: int) -> list:
 
 
 def build_service(host, port, token, insecure, state_dir, input_roots, max_body_bytes, max_queue, devices,
-                  cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE, allowed_hosts=(), **given):
+                  cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE, allowed_hosts=(), webhook_url=None,
+                  webhook_secret=None, webhook_allow_hosts=(), webhook_attempts=WEBHOOK_ATTEMPTS,
+                  openai_image_model=None, openai_video_model=None, preview_every=PREVIEW_EVERY, api_auth=None,
+                  default_model=None, **given):
     """The service app from `codex serve`'s options, checked (UsageError names the option)."""
     try:
         import uvicorn  # noqa: F401  (checked here: the service cannot run without it)
@@ -124,7 +170,8 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
     except ImportError as exc:
         raise UsageError(f"codex serve needs the service packages ({exc.name} is missing)",
                          hint="pip install 'codex-core[serve]'") from None
-    check_bind(host, token, insecure)
+    credentials = parse_api_auth(api_auth)
+    check_bind(host, token, insecure, api_auth)
     limits = from_options(given)
     runtime = runtime_from({k: v for k, v in given.items() if k not in LIMIT_OPTIONS}, "serve")  # each its device
     device_list = [device.strip() for device in devices.split(",") if device.strip()]
@@ -136,7 +183,16 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
     settings = Settings(state_dir.resolve(), token, [Path(root).expanduser() for root in input_roots],
                         max_body_bytes=max_body_bytes, limits=limits, max_queue=max_queue, devices=device_list,
                         runtime=runtime, cancel_grace=cancel_grace, stop_grace=stop_grace,
-                        allowed_hosts=[*allowed_hosts, *([] if host in LOOPBACK else [host])])
+                        allowed_hosts=[*allowed_hosts, *([] if host in LOOPBACK else [host])], api_auth=credentials,
+                        default_model=default_model,
+                        webhook_url=webhook_url, webhook_secret=webhook_secret,
+                        webhook_allow_hosts=list(webhook_allow_hosts), webhook_attempts=webhook_attempts,
+                        openai_image_model=openai_image_model, openai_video_model=openai_video_model,
+                        preview_every=preview_every)
+    check_webhooks(settings)
+    from .openai_compat import check_defaults
+
+    check_defaults(openai_image_model, openai_video_model)
     if host in WILDCARDS and "*" not in allowed_hosts:
         click.echo(f"codex: --host {host}: requests must name the service by a loopback name"
                    f"{' or ' + ', '.join(allowed_hosts) if allowed_hosts else ''}; add the names clients use "
@@ -156,6 +212,17 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
     for entry in app.state.recovered:
         click.echo(f"codex: job {entry['id']} was running when the service stopped: {entry['action']}", err=True)
     return app
+
+
+def check_webhooks(settings) -> None:
+    """--webhook-url is an http(s) URL (the operator's: no address rules) and --webhook-secret a usable secret."""
+    from .webhooks import signing_key, url_problem
+
+    problem = url_problem(settings.webhook_url, "--webhook-url") if settings.webhook_url is not None else None
+    if problem:
+        raise UsageError(problem)
+    if settings.webhook_secret is not None:
+        signing_key(settings.webhook_secret)
 
 
 def run_service(app, host: str, port: int, sockets: list | None = None) -> None:

@@ -3,7 +3,9 @@
 A job accepted with 202 is a committed row before the response is sent (``synchronous=FULL``), so
 a crash or ``kill -9`` cannot lose it. States: ``queued`` -> ``running`` -> ``done`` | ``failed`` |
 ``cancelled``. A running job may carry ``cancel_requested`` (when a cancel was asked): the cancel
-is on disk before the 202 that acknowledges it, so no restart runs that job again. Each claim gives
+is on disk before the 202 that acknowledges it, so no restart runs that job again. It may carry
+``interrupt_requested`` instead (stop early and keep: the run ends ``done`` with the latents of the step it
+reached, decoded); recorded the same way, it holds for whichever attempt runs the job. Each claim gives
 the job the name of its run folder (``run_id``) and the device that runs it.
 
 On start (``recover``), a job the last process left ``running`` is
@@ -13,6 +15,10 @@ On start (``recover``), a job the last process left ``running`` is
 - otherwise re-run once: back to the queue with its ``attempts`` count kept, so info says
   ``attempt: 2``; a job that was already re-run ends ``failed`` with the reason, rather than crash
   the service a third time.
+
+Besides the jobs, the database keeps each ``Idempotency-Key`` with the job it submitted (``submit_once``: one
+transaction decides, so two requests with one key make one job) and the webhook deliveries of ended jobs
+(``deliveries.py``: queued in the transaction that ends the job, so each end is delivered once).
 
 Writes retry while the database is busy (another connection holds its lock, e.g. a backup or an
 ``sqlite3`` shell) or cannot be written (a full disk), with a bounded backoff; a write that cannot
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from ..outputs import new_run_id
+from . import deliveries
 
 TERMINAL = ("done", "failed", "cancelled")
 MAX_ATTEMPTS = 2  # the first run and one re-run after the service (or its worker process) died during it
@@ -62,15 +69,34 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT,
     cancel_requested REAL,
     run_id TEXT,
-    device TEXT
+    device TEXT,
+    interrupt_requested REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 """
-ADDED_COLUMNS = {"cancel_requested": "REAL", "run_id": "TEXT", "device": "TEXT"}  # since the first schema
+# since the first schema
+ADDED_COLUMNS = {"cancel_requested": "REAL", "run_id": "TEXT", "device": "TEXT", "interrupt_requested": "REAL"}
+
+# Tables added since the first schema, each a step of its own (CREATE ... IF NOT EXISTS: a database an
+# earlier version made gains them at the next start).
+# Idempotency-Key -> the job it submitted, kept while the job is (a DELETE frees the key).
+IDEMPOTENCY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_job ON idempotency_keys (job_id);
+"""
 
 
 class StoreUnavailable(Exception):
     """The job store cannot be read or written now (locked for too long, disk full, I/O error)."""
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key that submitted another request (a different body)."""
 
 
 class JobStore:
@@ -86,6 +112,8 @@ class JobStore:
         for name, kind in ADDED_COLUMNS.items():
             if name not in have:  # a database an earlier version made
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+        db.executescript(IDEMPOTENCY_SCHEMA)
+        db.executescript(deliveries.SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -149,12 +177,42 @@ class JobStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the job store cannot be read: {exc}") from exc
 
+    # what other parts of the service keep in the same database (webhooks.py) reads and writes through these
+    transaction, query = _write, _read
+
     # -- writing ---------------------------------------------------------------------------------
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        job_id = secrets.token_urlsafe(16)  # unguessable: ids are the only handle on a job's files
-        self._write(lambda db: db.execute("INSERT INTO jobs (id, state, spec, submitted) VALUES (?, 'queued', ?, ?)",
-                                          (job_id, json.dumps(spec), time.time())))
-        return self.get(job_id)
+        return self.submit_once(spec)[0]
+
+    def submit_once(self, spec: dict[str, Any], key: str | None = None,
+                    fingerprint: str | None = None) -> tuple[dict[str, Any], bool]:
+        """The job, queued, and True; with an Idempotency-Key already used for the same ``fingerprint``, the job it
+        submitted and False (in one transaction: two requests with one key make one job). KeyReused when the key
+        submitted another request."""
+        def work(db: sqlite3.Connection) -> tuple[str, bool]:
+            if key is not None:
+                row = db.execute("SELECT fingerprint, job_id FROM idempotency_keys WHERE key = ?", (key,)).fetchone()
+                if row is not None and row["fingerprint"] != fingerprint:
+                    raise KeyReused(key)
+                if row is not None:
+                    return row["job_id"], False
+            job_id = secrets.token_urlsafe(16)  # unguessable: ids are the only handle on a job's files
+            now = time.time()
+            db.execute("INSERT INTO jobs (id, state, spec, submitted) VALUES (?, 'queued', ?, ?)",
+                       (job_id, json.dumps(spec), now))
+            if key is not None:
+                db.execute("INSERT INTO idempotency_keys (key, fingerprint, job_id, created) VALUES (?, ?, ?, ?)",
+                           (key, fingerprint, job_id, now))
+            return job_id, True
+
+        job_id, created = self._write(work)
+        return self.get(job_id), created
+
+    def keyed(self, key: str) -> tuple[str, str] | None:
+        """The (fingerprint, job id) an Idempotency-Key submitted, if it did."""
+        row = self._read(lambda db: db.execute("SELECT fingerprint, job_id FROM idempotency_keys WHERE key = ?",
+                                               (key,)).fetchone())
+        return (row["fingerprint"], row["job_id"]) if row else None
 
     def claim(self, prefer: tuple[str, str | None] | None = None, patience: float = PATIENCE,
               device: str | None = None, wait: float = 0.0) -> dict[str, Any] | None:
@@ -200,8 +258,13 @@ class JobStore:
                wait: float | None = None) -> None:
         assert state in TERMINAL
         encoded = json.dumps(result, default=str) if result is not None else None
-        self._write(lambda db: db.execute("UPDATE jobs SET state = ?, stage = NULL, finished = ?, result = ?, "
-                                          "error = ? WHERE id = ?", (state, time.time(), encoded, error, job_id)), wait)
+
+        def work(db: sqlite3.Connection) -> None:
+            if db.execute("UPDATE jobs SET state = ?, stage = NULL, finished = ?, result = ?, error = ? WHERE id = ?",
+                          (state, time.time(), encoded, error, job_id)).rowcount:
+                deliveries.queue(db, job_id)
+
+        self._write(work, wait)
 
     def requeue(self, job_id: str, counted: bool, wait: float | None = None) -> None:
         """A running job back to the queue (at its old place): ``counted`` keeps the attempt it used (its run
@@ -218,6 +281,7 @@ class JobStore:
             now = time.time()
             if db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, error = 'cancelled before it started' "
                           "WHERE id = ? AND state = 'queued'", (now, job_id)).rowcount:
+                deliveries.queue(db, job_id)
                 return "cancelled"
             if db.execute("UPDATE jobs SET cancel_requested = COALESCE(cancel_requested, ?) "
                           "WHERE id = ? AND state = 'running'", (now, job_id)).rowcount:
@@ -226,15 +290,39 @@ class JobStore:
 
         return self._write(work)
 
+    def request_interrupt(self, job_id: str) -> str | None:
+        """Ask a running job to stop early and keep what it has (``"requested"``, recorded for its worker); a queued
+        one has nothing to keep yet (``"queued"``: nothing is recorded); None when it is neither."""
+        def work(db: sqlite3.Connection) -> str | None:
+            if db.execute("UPDATE jobs SET interrupt_requested = COALESCE(interrupt_requested, ?) "
+                          "WHERE id = ? AND state = 'running'", (time.time(), job_id)).rowcount:
+                return "requested"
+            if db.execute("SELECT 1 FROM jobs WHERE id = ? AND state = 'queued'", (job_id,)).fetchone():
+                return "queued"
+            return None
+
+        return self._write(work)
+
     def cancel_queued(self, job_id: str) -> bool:
         """Cancel a job that has not started; False when it is not queued (any more)."""
-        cursor = self._write(lambda db: db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, "
-                                                   "error = 'cancelled before it started' WHERE id = ? "
-                                                   "AND state = 'queued'", (time.time(), job_id)))
-        return cursor.rowcount == 1
+        def work(db: sqlite3.Connection) -> bool:
+            if db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, error = 'cancelled before it started' "
+                          "WHERE id = ? AND state = 'queued'", (time.time(), job_id)).rowcount != 1:
+                return False
+            deliveries.queue(db, job_id)
+            return True
+
+        return self._write(work)
 
     def delete(self, job_id: str) -> None:
-        self._write(lambda db: db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)))
+        """The job and its Idempotency-Keys (the key may submit anew); its webhook deliveries still pending are
+        still sent (their body is kept), the others go with it."""
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            db.execute("DELETE FROM idempotency_keys WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM webhook_deliveries WHERE job_id = ? AND status != 'pending'", (job_id,))
+
+        self._write(work)
 
     def recover(self, outputs: Path) -> list[dict[str, Any]]:
         """After a restart: each job left ``running`` cancelled (a cancel was asked), finished from its run
@@ -285,6 +373,10 @@ class JobStore:
         rows = self._read(lambda db: db.execute(query + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall())
         return [self._public(row) for row in rows]
 
+    def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's webhook deliveries (``deliveries.listing``)."""
+        return self._read(lambda db: deliveries.listing(db, job_id))
+
     def queued_count(self) -> int:
         return self._read(lambda db: db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0])
 
@@ -293,8 +385,11 @@ class JobStore:
                                          "step", "steps", "error")}
         job["spec"] = json.loads(row["spec"])
         job["result"] = json.loads(row["result"]) if row["result"] else None
+        if job["spec"].get("callbacks"):
+            job["webhooks"] = self.deliveries(row["id"])
         if row["state"] == "running":
             job["cancel_requested"] = row["cancel_requested"] is not None
+            job["interrupt_requested"] = row["interrupt_requested"] is not None
         if row["state"] == "queued":  # 1 = next to run
             job["position"] = self._read(lambda db: db.execute(
                 "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq <= ?", (row["seq"],)).fetchone()[0])

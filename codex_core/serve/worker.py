@@ -4,12 +4,16 @@ A ``Worker`` (a thread) claims queued jobs one at a time, preferring jobs for th
 holds loaded, hands each to its process (``Runner``, runner.py: the same prepare/execute as the
 CLI) and records what comes back: progress events become the job's stage (``JOB_STAGES``) and
 step in the store and the event log the streams read; the end becomes done, failed or cancelled.
+Previews (every ``preview_every`` steps) are kept in memory only, the latest per running job
+(``previews``), for the event streams and A1111's progress: they change too often to write.
 The thread runs no model itself, so nothing a job does takes it down, and it can always stop a job:
 
 - cancel: the request is stored first (``cancel_requested``), then passed to the process, which
   stops at the run's next progress event (between steps, keeping its models loaded); when none
   comes within ``cancel_grace`` seconds (a long load, text encoding, decode or export), the process
   is killed and a new one started (the next job loads its model again). Nothing of the run is kept.
+- interrupt (stop early and keep): stored the same way (``interrupt_requested``) and passed on; the run
+  skips its remaining steps at its next step, decodes what it has and ends done. No grace, no kill.
 - the process dies (a segfault, the OOM killer): the job goes back to the queue with the attempt
   counted, and fails with the reason once it has used ``MAX_ATTEMPTS``; a new process starts.
 - the store cannot be written (locked, disk full): the worker keeps trying to record the job's end,
@@ -30,7 +34,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,11 +69,13 @@ class Worker(threading.Thread):
 
     def __init__(self, store: JobStore, out: Path, device: str = "auto",
                  events: "OrderedDict[str, list[dict[str, Any]]] | None" = None, runtime: Runtime | None = None,
-                 cancel_grace: float = CANCEL_GRACE):
+                 cancel_grace: float = CANCEL_GRACE, previews: dict[str, dict[str, Any]] | None = None,
+                 preview_every: int = 0):
         super().__init__(name=f"codex-worker-{device}", daemon=True)
         self.store, self.out, self.device = store, Path(out), device
         self.runtime = (runtime or Runtime()).replace(device=device)
-        self.cancel_grace = cancel_grace
+        self.cancel_grace, self.preview_every = cancel_grace, preview_every
+        self.previews = {} if previews is None else previews  # job id -> its latest preview event
         # every progress event of the last jobs run here, for the event streams (polling the store
         # would miss steps that finish faster than it looks)
         self.events: OrderedDict[str, list[dict[str, Any]]] = OrderedDict() if events is None else events
@@ -82,6 +88,9 @@ class Worker(threading.Thread):
         self.restarts, self.last_restart = 0, None
         self.died: str | None = None  # what ended the thread, if something did
         self.cancels: set[str] = set()
+        self.interrupts: set[str] = set()
+        self.controls: deque = deque()  # unload or load requests (controls.py), done before the next job is claimed
+        self.models: int | None = None  # models its process holds loaded, as it last said (None: not known)
         self.wake = threading.Event()
         self.stop_at: float | None = None
         self._stopping = threading.Event()
@@ -96,6 +105,10 @@ class Worker(threading.Thread):
         """Stop ``job_id`` if this worker runs it (the store already holds the request)."""
         self.cancels.add(job_id)
 
+    def interrupt(self, job_id: str) -> None:
+        """Stop ``job_id`` early, keeping what it has, if this worker runs it (the store already holds the request)."""
+        self.interrupts.add(job_id)
+
     def begin_stop(self, grace: float) -> None:
         """Claim nothing more; the running job has ``grace`` seconds from now."""
         if self.stop_at is None:
@@ -105,7 +118,8 @@ class Worker(threading.Thread):
 
     def health(self) -> dict[str, Any]:
         # counts and states only: health needs no token, so it names no job
-        row: dict[str, Any] = {"device": self.device, "running": int(self.current is not None), "state": self.status}
+        row: dict[str, Any] = {"device": self.device, "running": int(self.current is not None), "state": self.status,
+                               "models_loaded": self.models}
         for key in ("problem", "outputs_problem", "last_restart"):
             if getattr(self, key):
                 row[key] = getattr(self, key)
@@ -149,6 +163,11 @@ class Worker(threading.Thread):
         if self.runner is None or not self.runner.alive():
             self._start_runner()
             return
+        if self.controls:
+            from .controls import carry_out
+
+            carry_out(self, self.controls.popleft())
+            return
         try:
             job = self.store.claim(self.holds, device=self.device)
         except StoreUnavailable:  # the store says why (health); try again shortly
@@ -162,6 +181,9 @@ class Worker(threading.Thread):
             self.wake.clear()
             return
         self.cancels.intersection_update({job["id"]})  # requests for jobs that ended elsewhere
+        self.interrupts.intersection_update({job["id"]})
+        if job.get("interrupt_requested"):  # asked of an earlier attempt: it holds for this one
+            self.interrupts.add(job["id"])
         self.job = job
         self._run(job)
 
@@ -173,14 +195,14 @@ class Worker(threading.Thread):
         self.holds = None
         if self.state != "down":
             self.state = "starting"
-        runner = Runner(self.device, self.runtime)
+        runner = Runner(self.device, self.runtime, self.preview_every)
         try:
             runner.start(stopping=self._stopping)
         except RunnerDied as exc:
             self._down(f"its process does not start: {exc.reason} (the service's log says why)")
             self._pause()
             return
-        self.runner, self.state, self.problem, self._failures = runner, "idle", None, 0
+        self.runner, self.state, self.problem, self._failures, self.models = runner, "idle", None, 0, 0
 
     def _down(self, reason: str) -> None:
         self.state, self.problem = "down", reason
@@ -214,12 +236,15 @@ class Worker(threading.Thread):
 
     def _follow(self, job: dict[str, Any], log: list[dict[str, Any]]) -> Outcome:
         """The process's messages about ``job`` until its end; a cancel or a stop past its grace ends it here."""
-        job_id, asked = job["id"], None
+        job_id, asked, interrupted = job["id"], None, False
         while True:
             now = time.monotonic()
             if asked is None and job_id in self.cancels:
                 self.runner.send({"cancel": job_id})
                 asked = now
+            if not interrupted and job_id in self.interrupts:
+                self.runner.send({"interrupt": job_id})
+                interrupted = True
             if asked is not None and now - asked >= self.cancel_grace:  # no progress event came: stop it now
                 self._kill()
                 self._discard(job, keep_finished=False)
@@ -233,6 +258,7 @@ class Worker(threading.Thread):
             if "progress" in message:
                 self._progress(job_id, message["event"], log)
             elif "done" in message:
+                self.models = message.get("models", self.models)
                 return Outcome("done", result={**message["result"], "attempt": job["attempts"], "device": self.device})
             elif "failed" in message:
                 return Outcome("failed", error=message["error"], errno=message.get("errno"))
@@ -247,6 +273,8 @@ class Worker(threading.Thread):
             stage = JOB_STAGES[event["stage"]]
             self.store.progress(job_id, stage)
             log.append({"event": "stage", "stage": stage})
+        elif event["type"] == "preview":
+            self.previews[job_id] = event
 
     def _cut(self, job: dict[str, Any], reason: str, counted: bool = True) -> Outcome:
         """The outcome of a run that ended without its process saying how: cancelled if that was asked,
@@ -304,6 +332,8 @@ class Worker(threading.Thread):
                 pause = min(pause * 2, BACKOFF[1])
         self.job = None
         self.cancels.discard(job["id"])
+        self.interrupts.discard(job["id"])
+        self.previews.pop(job["id"], None)
 
     def _log(self, job_id: str) -> list[dict[str, Any]]:
         log = self.events.setdefault(job_id, [])
@@ -315,8 +345,10 @@ class Worker(threading.Thread):
         """A new worker for this one's device, after its thread died: it takes over the job it had."""
         if self.runner is not None:
             self.runner.kill()
-        new = Worker(self.store, self.out, self.device, self.events, self.runtime, self.cancel_grace)
-        new.job, new.cancels, new.problem = self.job, self.cancels, f"its worker thread died ({self.died})"
+        new = Worker(self.store, self.out, self.device, self.events, self.runtime, self.cancel_grace, self.previews,
+                     self.preview_every)
+        new.job, new.cancels, new.interrupts = self.job, self.cancels, self.interrupts
+        new.problem, new.controls = f"its worker thread died ({self.died})", self.controls
         new.restarts, new.last_restart = self.restarts + 1, f"its thread died ({self.died})"
         return new
 
@@ -325,10 +357,12 @@ class Workers:
     """The service's workers, one per device, as one: wake, cancel, stop and health span them all."""
 
     def __init__(self, store: JobStore, out: Path, devices: list[str], runtime: Runtime | None = None,
-                 cancel_grace: float = CANCEL_GRACE, stop_grace: float = STOP_GRACE):
+                 cancel_grace: float = CANCEL_GRACE, stop_grace: float = STOP_GRACE, preview_every: int = 0):
         self.store, self.stop_grace = store, stop_grace
         self.events: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
-        self.workers = [Worker(store, out, device, self.events, runtime, cancel_grace) for device in devices]
+        self.previews: dict[str, dict[str, Any]] = {}  # running job id -> its latest preview event
+        self.workers = [Worker(store, out, device, self.events, runtime, cancel_grace, self.previews, preview_every)
+                        for device in devices]
         self._stopping = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="codex-watchdog", daemon=True)
 
@@ -354,6 +388,19 @@ class Workers:
             for w in self.workers:
                 w.cancel(job_id)
         return outcome
+
+    def interrupt(self, job_id: str) -> str | None:
+        """Stop a running job early and keep what it has (durably, as ``cancel``): ``"requested"``; ``"queued"``
+        for a job that has not started (nothing to keep: nothing done); None when it is neither."""
+        outcome = self.store.request_interrupt(job_id)
+        if outcome == "requested":
+            for w in self.workers:
+                w.interrupt(job_id)
+        return outcome
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (their memory is the models')."""
+        return [w.runner.proc.pid for w in self.workers if w.runner is not None and w.runner.proc is not None]
 
     def begin_stop(self, grace: float | None = None) -> None:
         """Claim nothing more; running jobs have ``grace`` seconds (default ``stop_grace``) from now."""

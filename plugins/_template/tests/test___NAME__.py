@@ -6,13 +6,13 @@ arguments a user would pass to diffusers (for img2img/inpaint: the init image an
 
 from __future__ import annotations
 
-import torch
 from diffusers import DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, PixArtSigmaPipeline
 
 from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
     EngineConformance,
     direct_pipe,
     pytest_generate_tests,
+    seed_generators,
 )
 
 # What the sampler names in the cases mean, written out independently of codex's table.
@@ -38,4 +38,4 @@ class Test__CLASS__(EngineConformance):
                     width=request["width"], height=request["height"], num_inference_steps=request["steps"],
                     guidance_scale=request["cfg"], num_images_per_prompt=request["batch_size"],
                     use_resolution_binning=False, clean_caption=False,
-                    generator=torch.Generator("cpu").manual_seed(request["seed"])).images
+                    generator=seed_generators(request)).images

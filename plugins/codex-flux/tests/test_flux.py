@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from diffusers import (
     DPMSolverMultistepScheduler,
     FlowMatchEulerDiscreteScheduler,
@@ -27,6 +26,7 @@ from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests para
     cli_run,
     pixels,
     pytest_generate_tests,
+    seed_generators,
     run_json,
     tiny_model_dir,
     write_test_image,
@@ -53,7 +53,7 @@ def direct_call(task: str, request: dict, model_dir: Path) -> list[Image.Image]:
                   negative_prompt=request["negative_prompt"] if request["true_cfg"] > 1 else None,
                   num_inference_steps=request["steps"], num_images_per_prompt=request["batch_size"],
                   max_sequence_length=request["max_sequence_length"],
-                  generator=torch.Generator("cpu").manual_seed(request["seed"]))
+                  generator=seed_generators(request))
     if task == "txt2img":
         kwargs.update(width=request["width"], height=request["height"])
     else:  # the init image's own size (the Flux pipelines would default to 1024x1024)

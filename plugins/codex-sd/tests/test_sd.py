@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
@@ -26,6 +25,7 @@ from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests para
     EngineConformance,
     pixels,
     pytest_generate_tests,
+    seed_generators,
     run_json,
     tiny_model_dir,
     write_test_image,
@@ -50,7 +50,7 @@ class _StableDiffusionDirect(EngineConformance):
         kwargs = dict(prompt=request["prompt"], negative_prompt=request["negative_prompt"] or None,
                       num_inference_steps=request["steps"], guidance_scale=request["cfg"],
                       num_images_per_prompt=request["batch_size"],
-                      generator=torch.Generator("cpu").manual_seed(request["seed"]))
+                      generator=seed_generators(request))
         if task == "txt2img":
             kwargs.update(width=request["width"], height=request["height"])
         elif task in ("img2img", "inpaint"):

@@ -195,6 +195,8 @@ class DiffusersEngine(Engine):
     encoder: ClassVar[str] = "encode_prompt"
     # extra from_pretrained keyword arguments (e.g. components not to load)
     load_options: ClassVar[Mapping[str, Any]] = {}
+    # the latent-to-RGB coefficients of its VAE, for live previews (a name in latent_rgb.FORMATS; None: none)
+    latent_format: ClassVar[str | None] = None
 
     # what a diffusers folder holds: model_index.json (a pipeline) or, for one component, config.json
     model_marker = "model_index.json"
@@ -444,6 +446,7 @@ class DiffusersEngine(Engine):
     # -- running ---------------------------------------------------------------------------------------
     def run(self, model: DiffusersModel, job: Job) -> ImageOutput | VideoOutput:
         from .pipelines import call, pipeline_class
+        from .previews import previewer_for
 
         family = model.family(job.task, job)
         pipe = family.view(pipeline_class(self.pipelines[job.task]), job.scheduler, job)
@@ -457,8 +460,19 @@ class DiffusersEngine(Engine):
         with self.run_context(pipe, job), step_cache(self, pipe, job):
             arguments = self.pipeline_arguments(job, pipe)
             self.note_truncation(job, pipe, arguments)
-            result = call(pipe, job, denoisers=self.denoisers, encoder=self.encoder, **arguments)
+            result = call(pipe, job, denoisers=self.denoisers, encoder=self.encoder,
+                          previewer=previewer_for(self, pipe, job), **arguments)
         return self.output(result, job, arguments)
+
+    def preview_latents(self, pipe, latents, job: Job):
+        """The first image's latents as ``[C, h, w]`` for a preview, from what the pipeline's step callback holds:
+        ``[B, C, h, w]`` (images) or ``[B, C, F, h, w]`` (videos: the newest frame). An engine whose pipeline packs
+        its latents (or orders them otherwise) unpacks them here; None: no preview of these."""
+        if latents.ndim == 4:
+            return latents[0]
+        if latents.ndim == 5:
+            return latents[0, :, -1]
+        return None
 
     def prepare_view(self, pipe, job: Job) -> None:
         """Set per-run state on the run's own view of the pipeline (e.g. ``register_to_config``)."""
@@ -515,8 +529,7 @@ class DiffusersEngine(Engine):
         if "true_cfg" in fields:
             arguments["true_cfg_scale"] = params.true_cfg
             arguments["negative_prompt"] = params.negative_prompt if params.true_cfg > 1.0 else None
-        size = params.target_size() if hasattr(params, "target_size") else (
-            (params.width, params.height) if "width" in fields else None)
+        size = self.output_size(job)
         if size and "width" in accepted:
             arguments["width"], arguments["height"] = size
         if "init_image" in fields:
@@ -533,6 +546,13 @@ class DiffusersEngine(Engine):
         if unknown:  # a wiring bug in the engine, not a user error: say exactly what
             raise CodexError(f"engine {self.key}: {type(pipe).__name__}.__call__ takes no {', '.join(unknown)}")
         return arguments
+
+    def output_size(self, job: Job) -> tuple[int, int] | None:
+        """(width, height) of the output: ``params.target_size()`` (init-image tasks) or width x height."""
+        params = job.params
+        if hasattr(params, "target_size"):
+            return params.target_size()
+        return (params.width, params.height) if "width" in type(params).model_fields else None
 
     def note_truncation(self, job: Job, pipe, arguments: dict[str, Any]) -> None:
         """Prompts longer than a text encoder's window are cut by diffusers with at most a log line: say so.

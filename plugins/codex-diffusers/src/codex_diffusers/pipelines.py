@@ -290,6 +290,15 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
 
+def generators(job: Job) -> torch.Generator | list[torch.Generator]:
+    """The run's noise: a generator per image of a batch from ``job.seeds`` (diffusers draws image i's
+    latents and sampler noise from generator i, so image i equals a one-image run with seed + i), else
+    one generator of ``job.seed`` for the whole call."""
+    if job.seeds is not None and len(job.seeds) > 1:
+        return [generator(seed) for seed in job.seeds]
+    return generator(job.seed)
+
+
 def accepted_arguments(pipe) -> set[str]:
     return set(inspect.signature(type(pipe).__call__).parameters) - {"self"}
 
@@ -366,19 +375,30 @@ def _total_steps(pipe, done: int) -> int:
     return total or done
 
 
-def step_callbacks(pipe, job: Job) -> dict[str, Any]:
-    """The step callback arguments the pipeline takes: they drive the progress bar and count steps.
+def step_callbacks(pipe, job: Job, previewer=None) -> dict[str, Any]:
+    """The step callback arguments the pipeline takes: they drive the progress bar, count steps, make the
+    previews (``previewer``, previews.py) and stop the run early when it is asked to (``stop_early``).
 
     Most pipelines take ``callback_on_step_end``; some older ones only ``callback``/``callback_steps``.
     """
+    def after_step(pipe, step_index, latents):
+        done = job.steps_done = step_index + 1
+        total = _total_steps(pipe, done)
+        job.progress.step(done, total)
+        if done < total and job.progress.stop_requested() and _stop_early(pipe, job, done, total):
+            return
+        if previewer is not None and latents is not None and job.progress.preview_due(done, total):
+            with job.timer.stage("preview"):  # within the denoise span: info.timings says what previews cost
+                made = previewer(latents)
+            if made:
+                job.progress.preview(done, total, *made)
+
     def on_step_end(pipe, step_index, timestep, callback_kwargs):
-        job.steps_done = step_index + 1
-        job.progress.step(step_index + 1, _total_steps(pipe, job.steps_done))
+        after_step(pipe, step_index, callback_kwargs.get("latents"))
         return callback_kwargs
 
     def on_step(step_index, timestep, latents):
-        job.steps_done = step_index + 1
-        job.progress.step(step_index + 1, _total_steps(pipe, job.steps_done))
+        after_step(pipe, step_index, latents)
 
     accepted = accepted_arguments(pipe)
     if "callback_on_step_end" in accepted:
@@ -388,12 +408,30 @@ def step_callbacks(pipe, job: Job) -> dict[str, Any]:
     return {}
 
 
-def call(pipe, job: Job, denoisers: tuple[str, ...] = ("unet",), encoder: str = "encode_prompt", **kwargs):
-    """Run one pipeline call with timing, progress and the job's seed.
+def _stop_early(pipe, job: Job, done: int, total: int) -> bool:
+    """Skip the remaining steps and decode the latents as they are: diffusers' own interrupt flag, which its
+    pipelines check at the top of each step (``if self.interrupt: continue``). A pipeline without one (Stable
+    Video Diffusion's) runs to the end, and says so once."""
+    if job.stopped_early:
+        return True
+    if not isinstance(getattr(type(pipe), "interrupt", None), property):
+        if "cannot_stop_early" not in job.notes:
+            job.notes["cannot_stop_early"] = f"{type(pipe).__name__} has no interrupt; it ran all its steps"
+            job.progress.message(f"asked to stop early at step {done}, but {job.notes['cannot_stop_early']}")
+        return False
+    pipe._interrupt = True
+    job.stopped_early = (done, total)
+    job.progress.message(f"stopping early at step {done} of {total}: decoding the latents as they are")
+    return True
+
+
+def call(pipe, job: Job, denoisers: tuple[str, ...] = ("unet",), encoder: str = "encode_prompt", previewer=None,
+         **kwargs):
+    """Run one pipeline call with timing, progress (and its previews) and the job's seeds (``generators``).
 
     ``encoder`` names the pipeline method that encodes the conditioning (``_encode_image`` for an
     image-conditioned model).
     """
-    kwargs.setdefault("generator", generator(job.seed))
+    kwargs.setdefault("generator", generators(job))
     with measured(pipe, job, text_encoder=encoder, denoisers=denoisers), torch.inference_mode():
-        return pipe(**step_callbacks(pipe, job), **kwargs)
+        return pipe(**step_callbacks(pipe, job, previewer), **kwargs)

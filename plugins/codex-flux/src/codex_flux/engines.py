@@ -52,6 +52,12 @@ class Flux(DiffusersEngine):
     tiny_variant = "dev"
     gpu_dtype = "bfloat16"
     tiny_version = "1"
+    latent_format = "flux"
+
+    def preview_latents(self, pipe, latents, job):
+        """Flux packs 2x2 latent patches into a sequence ([B, h/2 * w/2, 4C]): unpacked as the pipeline does."""
+        width, height = self.output_size(job)
+        return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)[0]
 
     def detect_variant(self, folder: Path) -> str | None:
         return variant_from_config(read_config(folder, "transformer/config.json"))

@@ -54,6 +54,7 @@ class HunyuanVideo(DiffusersEngine):
     tasks = TASKS
     pipelines = {"txt2vid": "HunyuanVideoPipeline", "img2vid": "HunyuanVideoImageToVideoPipeline"}
     denoisers = ("transformer",)
+    latent_format = "hunyuan_video"
     sampler_family = "flow"
     # The pipelines always pass an explicit sigma schedule (scheduler.set_timesteps(sigmas=...));
     # DPMSolverMultistepScheduler accepts none, so the flow "DPM++ 2M" would fail inside diffusers.

@@ -28,6 +28,17 @@ class LTXVideo(DiffusersEngine):
     default_repo = "Lightricks/LTX-Video"
     gpu_dtype = "bfloat16"
     tiny_version = "1"
+    latent_format = "ltxv"
+
+    def preview_latents(self, pipe, latents, job):
+        """The LTX pipelines pack the latent video into a sequence ([B, F*h*w, C] with patch sizes 1): unpacked as
+        the pipeline does before decoding, then the newest latent frame."""
+        width, height = self.output_size(job)
+        frames = (job.params.num_frames - 1) // pipe.vae_temporal_compression_ratio + 1
+        video = pipe._unpack_latents(latents, frames, height // pipe.vae_spatial_compression_ratio,
+                                     width // pipe.vae_spatial_compression_ratio, pipe.transformer_spatial_patch_size,
+                                     pipe.transformer_temporal_patch_size)
+        return video[0, :, -1]
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build

@@ -45,6 +45,28 @@ class A1111Prompts:
             problems += [problem for _, _, problem in self._prompt_loras(params) if problem]
         return problems
 
+    def file_problem(self, kind: str, path) -> str | None:
+        """An embedding fits when its vectors are as wide as the text conditioning: one tensor (SD 1.x/2.x) or
+        ``clip_l`` + ``clip_g`` (SDXL), whose widths add up to it (the LoRA context widths: 768, 1024, 2048)."""
+        if kind != "embeddings":
+            return super().file_problem(kind, path)
+        if path.suffix.lower() != ".safetensors":
+            return None  # a pickle embedding is never opened to look (a run loads it with --allow-pickle)
+        from codex_core import read_safetensors_header, tensor_shapes
+
+        shapes = tensor_shapes(read_safetensors_header(path, "embedding"))
+        if "clip_l" in shapes or "clip_g" in shapes:
+            tensors = [shapes[key] for key in ("clip_l", "clip_g") if key in shapes]
+        elif "emb_params" in shapes:
+            tensors = [shapes["emb_params"]]
+        else:  # another trainer's name for the one tensor
+            tensors = list(shapes.values()) if len(shapes) == 1 else []
+        width = sum(shape[-1] for shape in tensors if shape)
+        if not tensors or width not in self.lora_context_dims:
+            return (f"its vectors are {width or 'not'} wide; engine {self.key} takes embeddings "
+                    f"{' or '.join(map(str, self.lora_context_dims))} wide")
+        return None
+
     def prompt_tokens(self, task: str, params: ParamsBase) -> int | None:
         """With A1111 syntax a prompt is not cut at CLIP's window: each BREAK starts another 75-token chunk and
         a long text takes as many chunks as it needs. A CLIP token covers at least one character, so each

@@ -85,6 +85,7 @@ class StableDiffusion15(_StableDiffusion):
     default_repo = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     # the reference repo's configs, shipped for single-file checkpoints (codex_diffusers.reference_config_dir)
     reference_configs = {"sd15": "single_file_configs/sd15"}
+    latent_format = "sd15"  # SD 1.x and 2.x share the kl-f8 VAE
     modes = ("lcm", "turbo")
     lora_context_dims = (768, 1024)  # SD 1.x CLIP ViT-L, SD 2.x OpenCLIP ViT-H
     mode_unsupported = {"lightning": "SDXL-Lightning exists only for SDXL (ByteDance distilled the SDXL base); "
@@ -106,6 +107,7 @@ class StableDiffusionXL(_StableDiffusion):
     description = "SDXL base checkpoints in diffusers format"
     default_repo = "stabilityai/stable-diffusion-xl-base-1.0"
     reference_configs = {"sdxl": "single_file_configs/sdxl"}  # codex_diffusers.reference_config_dir
+    latent_format = "sdxl"
     modes = ("lcm", "turbo", "lightning")
     clip_skip_max = 1  # SDXL conditions on the penultimate CLIP layer by design
     lora_context_dims = (2048,)  # CLIP ViT-L + OpenCLIP ViT-bigG

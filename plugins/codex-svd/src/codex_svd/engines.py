@@ -44,6 +44,11 @@ class StableVideoDiffusion(DiffusersEngine):
     default_repo = "stabilityai/stable-video-diffusion-img2vid-xt"
     gpu_dtype = "float16"
     tiny_version = "1"
+    latent_format = "sd15"  # SVD's VAE encodes like Stable Diffusion's kl-f8 (ComfyUI previews it so too)
+
+    def preview_latents(self, pipe, latents, job):
+        """SVD's latents are [B, F, C, h, w]: the newest frame of the first video."""
+        return latents[0, -1] if latents.ndim == 5 else None
 
     def detect_variant(self, folder: Path) -> str | None:
         """Read ``unet/config.json`` (no torch): 14 frames -> "svd", 25 -> "svd_xt", else None."""

@@ -24,10 +24,13 @@ class Refused(Exception):
 
 
 class ServiceClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 60):
+    def __init__(self, base_url: str, token: str | None = None, basic: tuple[str, str] | None = None,
+                 timeout: float = 60):
+        """``token`` goes as a Bearer token; without one, ``basic`` (an --api-auth pair) as HTTP Basic."""
         self.base_url = base_url.rstrip("/")
         headers = {"authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, auth=None if token else basic,
+                                 timeout=timeout)
         self._cache: dict[str, Any] = {}
         # service path of an uploaded image -> the local file it came from: a form shows the local file (the
         # service's path may be outside what the page may serve, or on another machine with --server)

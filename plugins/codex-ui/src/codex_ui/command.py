@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from codex_core import (LOOPBACK, UsageError, build_service, check_bind, handle_errors, listening_sockets,
-                        run_service, serve_command, serve_options)
+                        parse_api_auth, run_service, serve_command, serve_options)
 
 
 @serve_command(context_settings={"max_content_width": 100})
@@ -19,7 +19,7 @@ from codex_core import (LOOPBACK, UsageError, build_service, check_bind, handle_
 @click.option("--server", metavar="URL", help="A running `codex serve` to use instead of starting one here "
                                               "(its --token goes in --token).")
 @handle_errors
-def ui(host, port, token, insecure, state_dir, server, initial, **options):
+def ui(host, port, token, insecure, state_dir, server, initial, api_auth, **options):
     """Run the web UI: engines and models in a top bar, a tab per task, forms from each engine's schema,
     the request as JSON, progress, the queue and the results (images, videos, info).
 
@@ -37,13 +37,15 @@ def ui(host, port, token, insecure, state_dir, server, initial, **options):
     from .app import CSS, KEYS_JS, build
     from .client import Refused, ServiceClient
 
+    credentials = parse_api_auth(api_auth)  # the UI sends the service the first pair (without a token)
+
     if server:
-        check_bind(host, token, insecure)
+        check_bind(host, token, insecure, api_auth)
         sockets = listening_sockets(host, port)  # a port in use: refused before anything else
         from fastapi import FastAPI
 
         app = FastAPI(title="Codex UI")
-        client = ServiceClient(server, token)
+        client = ServiceClient(server, token, credentials[0] if credentials else None)
         try:
             engines = client.engines()
         except Refused as exc:
@@ -63,20 +65,22 @@ def ui(host, port, token, insecure, state_dir, server, initial, **options):
         _check_initial(initial, engines)
         sockets = listening_sockets(host, port)  # a port in use: refused before the queue is opened
         try:
-            app = build_service(host, port, token, insecure, state_dir, **options)
+            app = build_service(host, port, token, insecure, state_dir, api_auth=api_auth, **options)
         except BaseException:
             for sock in sockets:
                 sock.close()
             raise
         loopback = host if host in LOOPBACK else "127.0.0.1"
-        client = ServiceClient(f"http://{'[::1]' if loopback == '::1' else loopback}:{port}", token)
+        client = ServiceClient(f"http://{'[::1]' if loopback == '::1' else loopback}:{port}", token,
+                               credentials[0] if credentials else None)
         workdir = app.state.settings.state_dir / "ui-files"
     workdir.mkdir(parents=True, exist_ok=True)
     import gradio as gr
 
     _check_initial(initial, engines)
     blocks = build(client, engines, workdir, initial)
-    auth = ("codex", token) if token else None  # the pages need what the API needs
+    # the pages need what the API needs: the token (any user name) or an --api-auth pair
+    auth = ([("codex", token)] if token else []) + list(credentials) or None
     gr.mount_gradio_app(app, blocks, path="/", allowed_paths=[str(workdir)], auth=auth, ssr_mode=False,
                         css=CSS, head=f"<script>{KEYS_JS}</script>", theme=_theme(gr), footer_links=["api"])
     where = f"http://{host}:{port}"

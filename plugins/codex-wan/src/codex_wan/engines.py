@@ -69,6 +69,7 @@ class _WanA14B(_Wan):
     replaceable_components = ("transformer", "transformer_2")  # high- and low-noise experts
     lora_targets = ("transformer", "transformer_2")  # Wan 2.2 LoRAs come in pairs, one per expert
     arguments = {"cfg_2": "guidance_scale_2"}
+    latent_format = "wan21"  # the A14B models keep Wan 2.1's 16-channel VAE
 
     def prepare_view(self, pipe, job: Job) -> None:
         super().prepare_view(pipe, job)
@@ -84,6 +85,7 @@ class WanTI2V5B(_Wan):
     model_name = "Wan 2.2 TI2V-5B"
     repo = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
     reference_configs = {"ti2v_5b": "reference_configs/ti2v_5b"}  # codex_diffusers.reference_config_dir
+    latent_format = "wan22"  # its own 48-channel VAE
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build_ti2v_5b

@@ -34,8 +34,8 @@ from PIL import Image
 from codex_core import get_engine, samplers_for
 from codex_core.testing import cli_run, run_json, tiny_model_dir, write_test_image
 
-__all__ = ["EngineConformance", "pytest_generate_tests", "pixels", "direct_pipe", "cli_run", "run_json",
-           "tiny_model_dir", "write_test_image"]
+__all__ = ["EngineConformance", "pytest_generate_tests", "pixels", "direct_pipe", "seed_generators", "cli_run",
+           "run_json", "tiny_model_dir", "write_test_image"]
 
 
 def pixels(path_or_image) -> np.ndarray:
@@ -57,6 +57,18 @@ def direct_pipe(pipeline_cls, folder: Path, **overrides):
         pipe.set_progress_bar_config(disable=True)
         _direct_pipes[key] = (pipe, dict(pipe.scheduler.config))
     return _direct_pipes[key]
+
+
+def seed_generators(request: dict[str, Any]):
+    """The ``generator`` argument of a direct call for ``request``, by the kit's rule
+    (``codex_diffusers.pipelines.generators``): for a batch one generator per image, from seed + i (A1111's
+    rule), else one generator of the seed."""
+    import torch
+
+    batch = request.get("batch_size") or 1
+    if batch > 1:
+        return [torch.Generator("cpu").manual_seed(request["seed"] + index) for index in range(batch)]
+    return torch.Generator("cpu").manual_seed(request["seed"])
 
 
 def pytest_generate_tests(metafunc):

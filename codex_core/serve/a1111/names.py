@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ParamError, UsageError
-from ..samplers import AUTOMATIC, SamplerName, resolve
-from .bodies import excerpt
+from ...errors import ParamError, UsageError
+from ...samplers import AUTOMATIC, SamplerName, resolve
+from ..bodies import excerpt
 
 VOCABULARY = "a1111"
 DEFAULT_SAMPLER = "Euler"  # A1111's sampler_index default, when a request names no sampler
@@ -34,7 +34,7 @@ OPTION_SCHEDULES = {"Karras": "karras", "Exponential": "exponential"}
 
 
 def _names(engine, kind: str) -> list[SamplerName]:
-    from ..registry import sampler_names_for
+    from ...registry import sampler_names_for
 
     return [n for n in sampler_names_for(engine) if n.vocabulary == VOCABULARY and n.kind == kind]
 
@@ -86,7 +86,7 @@ def translate(body: dict[str, Any], engine, task: str) -> tuple[dict[str, Any], 
 
 def _native(engine, task: str, kind: str, name: str) -> bool:
     """Whether ``name`` is one of the engine's own sampler (or schedule-type) names, spelt as Codex spells it."""
-    from ..registry import samplers_for
+    from ...registry import samplers_for
 
     found = samplers_for(engine, task)[0 if kind == "sampler" else 1]
     return name.casefold() in {spelling.casefold() for item in found for spelling in (item.name, *item.aliases)}
@@ -113,7 +113,7 @@ def sampler_rows(engine) -> list[dict[str, Any]]:
 def scheduler_rows(engine, task: str = "txt2img") -> list[dict[str, Any]]:
     """``GET /sdapi/v1/schedulers``: A1111's schedule types, each with the A1111 samplers that run it exactly on this
     engine (``codex_samplers``): Karras is not offered for a sampler that would run without it."""
-    from ..registry import sampler_names_for, samplers_for
+    from ...registry import sampler_names_for, samplers_for
 
     natives, schedule_types = samplers_for(engine, task)
     names = sampler_names_for(engine)
