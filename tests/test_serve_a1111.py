@@ -152,6 +152,20 @@ def pixels(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def same_image_of_another_batch(batched: np.ndarray, single: np.ndarray) -> bool:
+    """Image i of a batch against the one-image run of its seed: the same latents and noise (a generator per image),
+    but a batch of 2 goes through other CPU kernels than a batch of 1, whose float rounding can move a pixel by one
+    level (measured: 1 pixel of 3072 for seed 13 at 32x32, the same from `codex run`). Another seed moves them all."""
+    difference = np.abs(batched.astype(int) - single.astype(int))
+    return batched.shape == single.shape and difference.max() <= 1 and (difference > 0).mean() < 0.01
+
+
+def ran(client: httpx.Client, info: dict, **changes) -> dict:
+    """The request an A1111 call's (first) job ran, as its info records it (the sampler as it ran), with ``changes``."""
+    job = client.get(f"/v1/jobs/{info['codex_jobs'][0]}").json()["result"]["info"]
+    return {**(job.get("first_run") or job)["request"], **changes}
+
+
 def native(client: httpx.Client, request: dict, task: str = "txt2img", engine: str = "sd15") -> list[np.ndarray]:
     """The images of the same request as a /v1 job."""
     job = client.post("/v1/jobs", json={"engine": engine, "task": task, "model": "tiny", "request": request}).json()
@@ -190,6 +204,12 @@ def test_webuiapi_at_its_defaults_without_choosing_a_model(tmp_path):
         assert api.get_loras() == [] and [row["name"] for row in api.get_upscalers()] == ["None", "Lanczos", "Nearest"]
         read = api.png_info(result.image)
         assert read.json["parameters"]["Seed"] == str(info["seed"]) and read.info.startswith("a lighthouse on a cliff")
+        # a flow model at the same defaults: its nearest sampler runs (Euler a is not a flow sampler), and says so
+        api.util_set_model("tiny-flux")
+        flux = api.txt2img(prompt="a lighthouse on a cliff")
+        assert flux.image.size == (512, 512) and flux.info["codex_engine"] == "flux"
+        assert (flux.info["sampler_in"], flux.info["sampler_effective"]) == ("Euler a", "Euler")
+        assert "Euler a" in flux.info["sampler_warning"] and flux.info["steps"] == 20
     finally:
         service.stop()
 
@@ -347,9 +367,8 @@ def test_image_i_of_a_call_gets_seed_plus_i_and_equals_a_one_image_run(bare):
     assert [f"Seed: {10 + index}," in text for index, text in enumerate(result.info["infotexts"])] == [True] * 4
     with bare.client() as client:
         for index in (1, 3):
-            single = native(client, {**SMALL, "seed": 10 + index, "sampler": "Euler a", "scheduler": "Automatic",
-                                     "cfg": 7.0})
-            assert np.array_equal(pixels(result.images[index]), single[0]), index
+            single = native(client, ran(client, result.info, seed=10 + index, batch_size=1))
+            assert same_image_of_another_batch(pixels(result.images[index]), single[0]), index
     drawn = api.txt2img(**{**SMALL, "seed": -1}, batch_size=2, override_settings={"sd_model_checkpoint": "tiny-sd15"})
     first = drawn.info["all_seeds"][0]
     assert drawn.info["all_seeds"] == [first, first + 1]  # a random seed, then the next
@@ -366,11 +385,10 @@ def test_several_init_images_make_a_batch_one_image_each(bare, tmp_path):
     with bare.client() as client:
         for index in range(2):
             encoded = base64.b64encode((tmp_path / f"in{index}.png").read_bytes()).decode()
-            expected = native(client, {"prompt": "snow", "seed": 4 + index, "steps": 4, "width": 32, "height": 32,
-                                       "strength": 0.5, "sampler": "Euler a", "scheduler": "Automatic", "cfg": 7.0,
-                                       "init_image": encoded},
+            expected = native(client, ran(client, result.info, seed=4 + index, batch_size=1, init_image=encoded),
                               task="img2img")
-            assert np.array_equal(pixels(result.images[index]), expected[0]), index
+            assert same_image_of_another_batch(pixels(result.images[index]), expected[0]), index
+        assert not same_image_of_another_batch(pixels(result.images[0]), expected[0])  # another seed and image: no
     with pytest.raises(RuntimeError, match="init_images: got 2 images for a batch_size of 1"):
         api.img2img(images=inits, batch_size=1, **common)
 
@@ -389,13 +407,15 @@ def test_enable_hr_runs_the_upscale_task_on_each_image_in_one_job(bare):
                                          "with Lanczos before its second pass)"]
     assert "Hires upscale: 2.0" in info["infotexts"][0] and "Seed: 5," in info["infotexts"][0]
     with bare.client() as client:
-        first = native(client, {**SMALL, "seed": 6, "sampler": "Euler a", "scheduler": "Automatic", "cfg": 7.0})[0]
+        first_run = ran(client, info, seed=6, batch_size=1)
+        first = native(client, first_run)[0]
         buffer = io.BytesIO()
         Image.fromarray(first).save(buffer, format="PNG")
         upscaled = native(client, {"prompt": SMALL["prompt"], "init_image": base64.b64encode(buffer.getvalue()).decode(),
-                                   "upscale_factor": 2.0, "strength": 0.5, "steps": 4, "seed": 6, "sampler": "Euler a",
-                                   "scheduler": "Automatic", "cfg": 7.0}, task="upscale")[0]
-    assert np.array_equal(pixels(result.images[1]), upscaled)
+                                   "upscale_factor": 2.0, "strength": 0.5, "steps": 4, "seed": 6,
+                                   "sampler": first_run["sampler"], "scheduler": first_run["scheduler"], "cfg": 7.0},
+                          task="upscale")[0]
+    assert same_image_of_another_batch(pixels(result.images[1]), upscaled)
     sized = api.txt2img(**SMALL, enable_hr=True, hr_resize_x=48, denoising_strength=0.5,
                         override_settings={"sd_model_checkpoint": "tiny-sd15"})
     assert sized.image.size == (48, 48)
