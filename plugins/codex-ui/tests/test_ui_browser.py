@@ -392,7 +392,7 @@ def test_a_mode_the_checkpoint_does_not_support_says_why(page, service):
     expect(page.locator("#codex-info")).to_contain_text('"mode": "normal"')
 
 
-def test_alt_enter_skips_the_running_job_and_the_next_one_runs(page, service):
+def test_esc_cancels_a_queued_job_and_alt_enter_skips_the_running_job_and_the_next_one_runs(page, service):
     def post(request):
         spec = {"engine": "sd15", "task": "txt2img", "model": "tiny", "request": request}
         return httpx.post(service + "/v1/jobs", json=spec, timeout=30).json()["id"]
@@ -403,6 +403,16 @@ def test_alt_enter_skips_the_running_job_and_the_next_one_runs(page, service):
     while not (httpx.get(f"{service}/v1/jobs/{long_id}", timeout=10).json().get("step") or 0):
         assert time.monotonic() < deadline, "the long job did not start"
         time.sleep(0.2)
+    # this page's job waits behind them: Esc has nothing to keep of it, and cancels it
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    fill(page, SMALL)
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("queued (position")
+    mine = page.locator("#codex-status code").first.inner_text()
+    page.keyboard.press("Escape")
+    expect(page.locator("#codex-status")).to_contain_text(f"{mine} cancelled", timeout=30_000)
+    assert httpx.get(f"{service}/v1/jobs/{mine}", timeout=10).json()["state"] == "cancelled"
+    assert httpx.get(f"{service}/v1/jobs/{long_id}", timeout=10).json()["state"] == "running"
     page.locator("body").press("Alt+Enter")
     expect(page.locator("#codex-status")).to_contain_text(f"Skipped {long_id}")
     expect(page.locator("#codex-queue").get_by_role("row").filter(has_text=long_id)).to_contain_text("cancelled", timeout=30_000)

@@ -279,9 +279,10 @@ class Page:
         local = [client.download(job_id, Path(path).name, folder / Path(path).name) for path in result["files"]]
         images = [str(path) for path in local if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")]
         videos = [str(path) for path in local if path.suffix.lower() in (".mp4", ".webm")]
-        stopped = result["info"].get("interrupted_at_step")
+        stopped, steps = result["info"].get("interrupted_at_step"), result["info"].get("steps_planned", steps)
         done = "done" if stopped is None else f"done (interrupted at step {stopped}/{steps}: its image kept)"
-        yield update(progress=progress_html(stopped or steps, steps, None, "done") if steps else "", following=None,
+        yield update(progress=progress_html(steps if stopped is None else stopped, steps, None, "done") if steps
+                     else "", following=None,
                      status=f"Job `{job_id}` {done}: {len(local)} files{warnings}",
                      gallery=gr.Gallery(value=images, columns=1 if len(images) == 1 else 2),
                      video=gr.Video(value=videos[0] if videos else None, visible=bool(videos)),
