@@ -1,5 +1,6 @@
-"""The UI's pure parts on real schemas and files: forms from schemas, field values, problems by field,
-PNG Info (Codex and A1111 files), inpainting masks from brush layers."""
+"""The UI's pure parts on real schemas and files: forms from schemas, field values, problems by field, the
+models folders' pickers' values, a run's summary and preview, PNG Info (Codex and A1111 files), inpainting
+masks from brush layers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from codex_core import get_engine, installed_engines, request_schema, samplers_f
 from codex_ui.forms import (UNSET, FieldSpec, form_fields, parse_request, problems_by_field, show_request, value_of,
                             with_value)
 from codex_ui.masks import mask_from_layers
+from codex_ui.pickers import loras_from_chips, shows
+from codex_ui.results import preview_gallery, summary
 from codex_ui.pnginfo import from_a1111, read_parameters
 
 
@@ -25,7 +28,7 @@ def test_every_installed_engine_and_task_has_a_form_of_known_kinds():
             fields = fields_of(key, task)
             assert fields, (key, task)
             assert {spec.kind for spec in fields.values()} <= {"text", "long_text", "int", "float", "bool", "choice",
-                                                              "image", "json"}
+                                                              "image", "json", "loras", "vae"}
             assert "mode" not in fields  # the top bar's
 
 
@@ -38,7 +41,10 @@ def test_sd15_txt2img_form_kinds_ranges_presets_and_samplers():
     assert fields["cfg"].kind == "float"
     assert fields["sampler"].kind == "choice" and {"Euler a", "DPM++ 2M"} <= set(fields["sampler"].choices)
     assert fields["prompt_syntax"].choices == ("a1111", "plain")
-    assert fields["loras"].kind == "json"
+    loras = fields["loras"]  # a picker: the range is its scale's, the most LoRAs a request takes
+    assert (loras.kind, loras.minimum, loras.maximum, loras.max_items) == ("loras", -4.0, 4.0, 8)
+    assert "range" not in loras.hint()
+    assert fields["vae"].kind == "vae" and fields["mode_lora"].kind == "json"  # one LoRA object: JSON
     assert fields["seed"].placeholder() is None and "preset: none" in fields["seed"].hint()
 
 
@@ -156,3 +162,46 @@ def test_drafts_number_every_text_sent_to_the_panel_in_the_order_sent():
     # a session's drafts are copied from the page's initial value: each session counts from its own start
     fresh = copy.deepcopy(Drafts())
     assert isinstance(fresh, Drafts) and fresh.show({}) == "1\n{}"
+
+
+def test_the_lora_picker_keeps_what_was_chosen_and_adds_names_or_typed_paths():
+    current = [{"name": "ink", "scale": 0.6}, {"path": "/data/far.safetensors", "scale": 0.3, "into": "transformer"}]
+    chips = ["/data/far.safetensors", "ink", "styles/soft", "~/mine.safetensors", "unlisted"]
+    assert loras_from_chips(chips, current, ["ink", "styles/soft"]) == [
+        current[1], current[0], {"name": "styles/soft", "scale": 1.0}, {"path": "~/mine.safetensors", "scale": 1.0},
+        {"name": "unlisted", "scale": 1.0}]  # an unlisted bare name stays a name: the service says if it is none
+    assert loras_from_chips(["ink"], current, ["ink"]) == [current[0]]  # a chip removed: its LoRA leaves
+    assert loras_from_chips([], current, ["ink"]) == []
+
+
+@pytest.mark.parametrize("kind, value, expected", [
+    ("loras", None, True), ("loras", [{"name": "a", "scale": 2}], True), ("loras", [{"path": "/x.safetensors"}], True),
+    ("loras", [{"name": "a"}, {"name": "a"}], False), ("loras", [{"scale": 1}], False), ("loras", "ink", False),
+    ("loras", [["ink", 1]], False), ("vae", "bright", True), ("vae", None, True), ("vae", 3, False),
+])
+def test_a_value_the_picker_cannot_show_falls_back_to_a_box(kind, value, expected):
+    assert shows(FieldSpec(name=kind, kind=kind, label=kind), value) is expected
+
+
+def test_the_summary_shows_the_loras_as_given_the_vae_and_where_an_interrupt_stopped():
+    info = {"seed": 0, "interrupted_at_step": 7, "steps_planned": 20, "sampler_effective": "Euler",
+            "request": {"width": 64, "vae": "bright-vae", "prompt": "long text, not summarised",
+                        "loras": [{"name": "ink", "path": None, "scale": 0.6, "into": None}]}}
+    assert summary(info) == {"seed": 0, "interrupted_at_step": 7, "sampler": "Euler", "width": 64,
+                             "vae": "bright-vae", "loras": [{"name": "ink", "scale": 0.6}]}
+    assert "loras" not in summary({"request": {"loras": []}})
+
+
+def test_a_preview_event_is_shown_as_the_png_the_service_sent(tmp_path):
+    import base64
+    import io
+
+    sent = Image.new("RGB", (12, 8), (10, 200, 30))
+    buffer = io.BytesIO()
+    sent.save(buffer, format="PNG")
+    gallery = preview_gallery({"id": "j", "step": 4, "steps": 150, "width": 12, "height": 8,
+                               "png": base64.b64encode(buffer.getvalue()).decode()})
+    [shown] = gallery.value
+    assert shown["caption"] == "preview · step 4/150"
+    with Image.open(shown["image"]["path"]) as image:  # as a PNG: the pixels the service sent, not re-encoded
+        assert image.format == "PNG" and image.convert("RGB").tobytes() == sent.tobytes()

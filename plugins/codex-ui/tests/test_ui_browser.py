@@ -1,5 +1,6 @@
 """codex-ui in a real browser: Playwright drives Debian's headless Chromium (/usr/bin/chromium) against a
-real `codex ui` process (the service and the UI on one port, loopback), on the tiny models.
+real `codex ui` process (the service and the UI on one port, loopback), on the tiny models, with a models
+folder holding a LoRA and a VAE for the tiny sd15.
 
 Run locally: `apt-get install chromium` (or set CODEX_CHROMIUM to a Chromium binary), then
 `make test` or `.venv/bin/python -m pytest plugins/codex-ui`. Screenshots of every tab land in
@@ -36,16 +37,44 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def write_models(models: Path) -> None:
+    """A models folder with a LoRA and a VAE that the tiny sd15 runs: ``loras/ink`` (random, in kohya's layout, on
+    the UNet's self-attention and the text encoder: a LoRA without cross-attention weights, so that the service
+    lists it for sd15 whatever the model's context width) and ``vae/bright-vae`` (the tiny VAE, brighter, in
+    A1111's layout)."""
+    import torch
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file, save_file
+
+    from codex_core.testing import tiny_model_dir
+    from codex_diffusers.testing.checkpoint_writers import _vae_to_ldm, write_kohya_sd_lora
+
+    (models / "loras").mkdir(parents=True)
+    (models / "vae").mkdir()
+    full = write_kohya_sd_lora(tiny_model_dir("sd15"), models / "full-lora.tmp", seed=1)
+    save_file({key: value for key, value in load_file(full).items() if "attn2_to_k" not in key
+               and "attn2_to_v" not in key}, models / "loras" / "ink.safetensors")
+    full.unlink()
+    vae = AutoencoderKL.from_pretrained(tiny_model_dir("sd15"), subfolder="vae")
+    with torch.no_grad():
+        vae.decoder.conv_out.bias += 0.3
+    save_file({key: value.contiguous() for key, value in _vae_to_ldm(vae.state_dict(), dict(vae.config)).items()},
+              models / "vae" / "bright-vae.safetensors")
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    """`codex ui` as a user starts it, on a free loopback port, with its own state dir."""
+    """`codex ui` as a user starts it, on a free loopback port, with its own state dir and models folder (at the
+    service's defaults: previews every 2 steps)."""
     folder = tmp_path_factory.mktemp("ui")
+    write_models(folder / "models")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(folder / "ui.log", "ab")
     # --max-steps 1000: the interrupt tests queue a run long enough to interrupt (the default limit is 150)
     proc = subprocess.Popen([CODEX, "ui", "--port", str(port), "--state-dir", str(folder / "state"),
-                             "--engine", "sd15", "--max-steps", "1000"], stdout=log, stderr=subprocess.STDOUT)
+                             "--engine", "sd15", "--max-steps", "1000"], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "CODEX_MODELS_DIR": str(folder / "models")})
     deadline = time.monotonic() + 90
     while True:
         try:
@@ -124,6 +153,14 @@ def fill(page: Page, request: dict, task: str = "txt2img") -> dict:
     raise AssertionError(f"the Request JSON panel shows {panel.inner_text()}, not {request}")
 
 
+def wait_for(condition, what: str, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.1)
+    return value
+
+
 def tab_names(page: Page) -> list[str]:
     return [tab.inner_text().strip() for tab in page.locator("#codex-tabs button[role=tab]").all() if tab.is_visible()]
 
@@ -139,18 +176,28 @@ def png_text(path: Path) -> dict[str, str]:
         return dict(image.text)
 
 
-def test_txt2img_by_ctrl_enter_shows_the_image_and_the_download_carries_the_request(page, service):
+def box(page: Page, selector: str) -> dict:
+    found = page.locator(selector).bounding_box()
+    assert found is not None, f"{selector} is not shown"
+    return found
+
+
+def test_txt2img_by_ctrl_enter_shows_the_image_beside_the_form_and_the_download_carries_the_request(page, service):
     choose(page, "codex-model", "tiny (random weights, for tests)")
     shown = fill(page, SMALL)
     assert shown == SMALL  # only what was typed: the presets fill the rest on the service
     field(page, "seed").locator("input").press("Control+Enter")
 
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=90_000)  # (a preview may come first)
     image = page.locator("#codex-gallery img").first
-    image.wait_for()
     page.wait_for_function("() => { const i = document.querySelector('#codex-gallery img'); "
                            "return i && i.complete && i.naturalWidth > 0; }")
     assert image.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [32, 32]
-    expect(page.locator("#codex-status")).to_contain_text("done")
+    # at a desktop width the output is beside the form: right of it, from the same height
+    form, output, shown_image = box(page, "#codex-form"), box(page, "#codex-output"), box(page, "#codex-gallery img")
+    assert output["x"] >= form["x"] + form["width"] and abs(output["y"] - form["y"]) < 40
+    assert output["x"] <= shown_image["x"] and shown_image["y"] < form["y"] + form["height"]
+    assert box(page, "#codex-generate")["x"] >= output["x"]
     SCREENS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENS / "sd15-txt2img-result.png", full_page=True)
 
@@ -167,6 +214,16 @@ def test_txt2img_by_ctrl_enter_shows_the_image_and_the_download_carries_the_requ
     assert "Seed: 5" in text["parameters"] and "Size: 32x32" in text["parameters"]
     with Image.open(saved) as image:
         assert image.size == (32, 32)
+
+    # in a narrow window the output goes under the form, in the window's width, and Generate still runs
+    page.set_viewport_size({"width": 640, "height": 1200})
+    expect(page.locator("#codex-output")).to_be_visible()
+    form, output = box(page, "#codex-form"), box(page, "#codex-output")
+    assert output["y"] >= form["y"] + form["height"] and output["x"] + output["width"] <= 640
+    before = len(jobs(service))
+    page.locator("#codex-generate").click()
+    newest = wait_for(lambda: len(found := jobs(service)) > before and found[0], "the job queued")
+    expect(page.locator("#codex-status")).to_contain_text(f"{newest['id']} done", timeout=90_000)
 
 
 def test_a_bad_value_shows_the_field_named_error_and_queues_nothing(page, service):
@@ -206,17 +263,48 @@ def test_a_video_tab_plays_the_video_with_the_requested_frames_and_fps(page, ser
     page.screenshot(path=SCREENS / "wan_ti2v_5b-txt2vid-result.png", full_page=True)
 
 
-def test_esc_interrupts_a_long_run_and_the_queue_shows_it_cancelled(page, service):
+def test_a_long_run_shows_previews_esc_keeps_its_image_and_shift_esc_cancels(page, service):
     choose(page, "codex-model", "tiny (random weights, for tests)")
     fill(page, {"prompt": "x", "width": 64, "height": 64, "steps": 1000, "seed": 1})
     page.keyboard.press("Control+Enter")
     expect(page.locator("#codex-progress")).to_contain_text("/1000", timeout=90_000)  # denoising has begun
     job_id = page.locator("#codex-status code").first.inner_text()
-    page.keyboard.press("Escape")
-    expect(page.locator("#codex-status")).to_contain_text("cancelled", timeout=60_000)
-    row = page.locator("#codex-queue").get_by_role("row").filter(has_text=job_id)
+    # the service's previews (every 2 steps) show where the image will be: latent-sized (64 / 8), while it runs
+    page.wait_for_function("() => { const i = document.querySelector('#codex-gallery img'); return i && i.complete "
+                           "&& i.naturalWidth > 0 && i.alt.startsWith('preview'); }", timeout=60_000)
+    preview = page.locator("#codex-gallery img").first
+    caption, size = preview.get_attribute("alt"), preview.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    running = next(job for job in jobs(service) if job["id"] == job_id)
+    assert size == [8, 8] and running["state"] == "running" and running["step"] < 1000
+    assert preview.get_attribute("src").endswith(".png")  # the service's PNG, not re-encoded lossily
+    step = int(caption.removeprefix("preview · step ").split("/")[0])
+    assert caption.endswith("/1000") and step % 2 == 0 and step <= running["step"]
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "sd15-txt2img-preview.png", full_page=True)
+
+    page.keyboard.press("Escape")  # interrupt: it stops at its next step, and its image is kept
+    status = page.locator("#codex-status")
+    expect(status).to_contain_text(f"{job_id} done (interrupted at step", timeout=60_000)
+    page.wait_for_function("() => { const i = document.querySelector('#codex-gallery img'); "
+                           "return i && i.complete && i.naturalWidth === 64 && !i.alt.startsWith('preview'); }")
+    done = next(job for job in jobs(service) if job["id"] == job_id)
+    stopped = done["result"]["info"]["interrupted_at_step"]
+    assert done["state"] == "done" and step <= stopped < 1000 and done["result"]["files"][0].endswith("0000.png")
+    expect(status).to_contain_text(f"step {stopped}/1000")
+    expect(page.locator("#codex-info")).to_contain_text(f'"interrupted_at_step": {stopped}')
+
+    page.keyboard.press("Control+Enter")  # the same run again, cancelled outright: nothing kept
+    expect(status).not_to_contain_text(job_id)
+    second = page.locator("#codex-status code").first.inner_text()
+    page.wait_for_function("() => { const i = document.querySelector('#codex-gallery img'); "
+                           "return i && i.alt.startsWith('preview'); }", timeout=60_000)  # it runs
+    page.keyboard.press("Shift+Escape")
+    expect(status).to_contain_text(f"{second} cancelled", timeout=60_000)
+    row = page.locator("#codex-queue").get_by_role("row").filter(has_text=second)
     expect(row).to_contain_text("cancelled", timeout=10_000)
-    assert next(job for job in jobs(service) if job["id"] == job_id)["state"] == "cancelled"
+    cancelled = next(job for job in jobs(service) if job["id"] == second)
+    assert cancelled["state"] == "cancelled" and not cancelled.get("result")
+    expect(page.locator("#codex-gallery img")).to_have_count(0)  # its preview is not left as if a result
 
 
 def test_switching_engine_changes_tabs_fields_and_samplers(page, service):
@@ -304,7 +392,7 @@ def test_a_mode_the_checkpoint_does_not_support_says_why(page, service):
     expect(page.locator("#codex-info")).to_contain_text('"mode": "normal"')
 
 
-def test_alt_enter_skips_the_running_job_and_the_next_one_runs(page, service):
+def test_esc_cancels_a_queued_job_and_alt_enter_skips_the_running_job_and_the_next_one_runs(page, service):
     def post(request):
         spec = {"engine": "sd15", "task": "txt2img", "model": "tiny", "request": request}
         return httpx.post(service + "/v1/jobs", json=spec, timeout=30).json()["id"]
@@ -315,6 +403,16 @@ def test_alt_enter_skips_the_running_job_and_the_next_one_runs(page, service):
     while not (httpx.get(f"{service}/v1/jobs/{long_id}", timeout=10).json().get("step") or 0):
         assert time.monotonic() < deadline, "the long job did not start"
         time.sleep(0.2)
+    # this page's job waits behind them: Esc has nothing to keep of it, and cancels it
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    fill(page, SMALL)
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("queued (position")
+    mine = page.locator("#codex-status code").first.inner_text()
+    page.keyboard.press("Escape")
+    expect(page.locator("#codex-status")).to_contain_text(f"{mine} cancelled", timeout=30_000)
+    assert httpx.get(f"{service}/v1/jobs/{mine}", timeout=10).json()["state"] == "cancelled"
+    assert httpx.get(f"{service}/v1/jobs/{long_id}", timeout=10).json()["state"] == "running"
     page.locator("body").press("Alt+Enter")
     expect(page.locator("#codex-status")).to_contain_text(f"Skipped {long_id}")
     expect(page.locator("#codex-queue").get_by_role("row").filter(has_text=long_id)).to_contain_text("cancelled", timeout=30_000)
@@ -406,3 +504,58 @@ def test_send_to_img2img_carries_the_image_and_prompt(page, service):
     assert latest["spec"]["task"] == "img2img" and latest["state"] == "done"
     assert latest["result"]["info"]["request"]["init_image"] == sent["init_image"]
     assert latest["result"]["info"]["request"]["prompt"] == "a fox"
+
+
+def options(page: Page, dropdown) -> list[str]:
+    """The options a dropdown offers once opened (its own list: another dropdown's may still be in the page)."""
+    box = dropdown.locator("input").first
+    box.click()
+    listbox = page.locator(f"#{box.get_attribute('aria-controls')}")
+    expect(listbox.get_by_role("option").first).to_be_visible()
+    return [option.inner_text().strip().lstrip("✓").strip() for option in listbox.get_by_role("option").all()]
+
+
+def test_the_lora_and_vae_pickers_offer_the_models_folders_and_the_run_uses_what_was_picked(page, service):
+    listed = httpx.get(service + "/v1/models", params={"engine": "sd15", "kind": "loras"}, timeout=30).json()
+    assert [row["name"] for row in listed] == ["ink"]  # the service lists the folder's LoRA for sd15
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    panel = page.locator("#codex-request .cm-content")
+    loras, vae = field(page, "loras"), field(page, "vae")
+    assert options(page, loras) == ["ink"]
+    page.get_by_role("option", name="ink", exact=True).click()
+    expect(panel).to_contain_text('"name": "ink"')
+    assert json.loads(panel.inner_text()) == {"loras": [{"name": "ink", "scale": 1.0}]}
+    scale = field(page, "loras-scale-0")
+    expect(scale).to_contain_text("ink scale")
+    scale.locator("input[type=number]").fill("0.6")
+    scale.locator("input[type=number]").press("Tab")
+    expect(panel).to_contain_text('"scale": 0.6')
+    assert options(page, vae) == ["the checkpoint's own", "bright-vae"]
+    page.get_by_role("option", name="bright-vae", exact=True).click()
+    expect(panel).to_contain_text('"vae": "bright-vae"')
+    shown = fill(page, SMALL)
+    assert shown == {"loras": [{"name": "ink", "scale": 0.6}], "vae": "bright-vae", **SMALL}
+
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=90_000)
+    info = page.locator("#codex-info")
+    expect(info).to_contain_text('"vae": "bright-vae"')
+    expect(info).to_contain_text('"name": "ink"')
+    latest = jobs(service)[0]["result"]["info"]
+    assert latest["request_in"] == shown
+    files = latest["model"]["files"]  # what the run loaded: the folder's files, the LoRA at its scale
+    assert files["lora:ink"]["scale"] == 0.6 and files["lora:ink"]["path"].endswith("loras/ink.safetensors")
+    assert files["vae"]["path"].endswith("vae/bright-vae.safetensors")
+
+    # the panel edited by hand: the pickers show it; a chip removed takes its LoRA out of the request
+    editor = page.locator("#codex-request .cm-content")
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(json.dumps({**SMALL, "loras": [{"name": "ink", "scale": 0.25}]}))
+    page.locator("#codex-status").click()  # the panel is taken when it loses focus
+    expect(field(page, "loras-scale-0").locator("input[type=number]")).to_have_value("0.25")
+    expect(vae.locator("input")).to_have_value("the checkpoint's own")
+    loras.locator(".token").filter(has_text="ink").locator(".token-remove, [role=button]").first.click()
+    expect(panel).not_to_contain_text("loras")
+    expect(field(page, "loras-scale-0")).to_be_hidden()
+    assert json.loads(panel.inner_text()) == SMALL

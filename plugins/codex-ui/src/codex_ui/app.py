@@ -1,8 +1,10 @@
-"""The Gradio app: engine and model in a top bar, a tab per task, forms from the schemas, the Request
-JSON panel, progress, queue and results. Every action is a call to the service API (``client``).
+"""The Gradio app: engine and model in a top bar, then the form (a tab per task, forms from the schemas, the
+Request JSON panel) on the left and the output (run buttons, progress with live previews, results, info) on the
+right, the queue below. Every action is a call to the service API (``client``).
 
-``build`` lays the page out top to bottom through a ``Page``, which holds the client, the engines, the
-components and the handlers that update them; the task tabs and their forms are ``tabs.py``.
+``build`` lays the page out through a ``Page``, which holds the client, the engines, the components and the
+handlers that update them; the task tabs and their forms are ``tabs.py`` (the models folders' pickers:
+``pickers.py``).
 
 State kept per browser session:
 - ``values``: per task, the fields the user set (the request as it will be sent): one ``Drafts`` per
@@ -24,6 +26,8 @@ import gradio as gr
 from .client import Refused, ServiceClient
 from .drafts import ONE_AT_A_TIME, PANEL_FROM_FEED, Drafts
 from .forms import UNSET, form_fields, parse_request, problems_by_field, with_value
+from .pickers import ModelLists
+from .results import PREVIEW_INTERVAL, preview_gallery, progress_html, summary
 from .tabs import task_tabs
 
 QUEUE_COLUMNS = ["job", "engine", "task", "state", "position", "step", "error"]
@@ -53,34 +57,6 @@ def model_choices(client: ServiceClient | None, engine: dict[str, Any]) -> list[
     return choices
 
 
-def progress_html(step: int | None, steps: int | None, started: float | None, stage: str | None = None) -> str:
-    if not steps:
-        return f"<div class='stage'>{stage or ''}</div>"
-    percent = 100 * (step or 0) / steps
-    eta = ""
-    if step and started:
-        remaining = (time.monotonic() - started) / step * (steps - step)
-        eta = f" · ETA {remaining:.0f} s"
-    return (f"<div class='bar'><div style='width:{percent:.0f}%'></div></div>"
-            f"<div class='stage'>step {step or 0}/{steps}{eta}{' · ' + stage if stage else ''}</div>")
-
-
-def summary(info: dict[str, Any]) -> dict[str, Any]:
-    """The info panel: what people look at after a run (the whole info.json is among the files)."""
-    request = info.get("request", {})
-    keys = ("width", "height", "num_frames", "fps", "steps", "cfg", "strength")
-    shown = {
-        "seed": info.get("seed"),
-        "sampler": info.get("sampler_effective"), "scheduler": info.get("scheduler_effective"),
-        "mode": info.get("mode"), "mode_ignored_reason": info.get("mode_ignored_reason"),
-        **{key: request[key] for key in keys if key in request},
-        "timings": info.get("timings"), "memory": info.get("memory"),
-        "applied_preset_patch": info.get("applied_preset_patch"),
-        "notes": info.get("notes") or None, "run_id": info.get("run_id"),
-    }
-    return {key: value for key, value in shown.items() if value is not None}
-
-
 def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Path,
           initial: str | None = None) -> gr.Blocks:
     """The UI for the service's engines (``/v1/engines``). ``workdir``: where result files are fetched to."""
@@ -97,9 +73,15 @@ def build(client: ServiceClient, engine_rows: list[dict[str, Any]], workdir: Pat
     with gr.Blocks(title="Codex", analytics_enabled=False) as ui:
         page.session_states(first)
         page.top_bar(first)
-        task_tabs(page, ui)
-        page.request_panel()
-        page.results_panel()
+        # the form beside what it makes; in a narrow window the output goes under the form (a row's columns
+        # wrap when the width left is under their min_width)
+        with gr.Row(equal_height=False, elem_id="codex-main"):
+            with gr.Column(scale=3, min_width=480, elem_id="codex-form"):
+                task_tabs(page, ui)
+                page.request_panel()
+            with gr.Column(scale=2, min_width=360, elem_id="codex-output"):
+                page.run_buttons()
+                page.results_panel()
         page.queue_panel()
         page.wire(ui)
     return ui
@@ -117,6 +99,7 @@ class Page:
 
     def __init__(self, client: ServiceClient, engines: dict[str, dict[str, Any]], workdir: Path):
         self.client, self.engines, self.workdir = client, engines, workdir
+        self.model_lists = ModelLists(client)  # the LoRAs and VAEs the pickers offer
 
     # ---- the layout ----
     def session_states(self, first: str) -> None:
@@ -144,28 +127,32 @@ class Page:
         self.request_json = gr.Code("{}", language="json",
                                     label="Request JSON (exactly what Generate sends; editable)",
                                     interactive=True, elem_id="codex-request", lines=6)
-        with gr.Row():
-            self.generate = gr.Button("Generate (Ctrl+Enter)", variant="primary", elem_id="codex-generate")
-            self.interrupt = gr.Button("Interrupt (Esc)", variant="stop", elem_id="codex-interrupt")
-            self.skip = gr.Button("Skip (Alt+Enter)", elem_id="codex-skip")
-        self.status = gr.Markdown(elem_id="codex-status")
         # what handlers send the panel (Drafts.show), put in it by PANEL_FROM_FEED in the order it was sent
         self.feed = gr.Textbox(visible=False, elem_id="codex-request-feed")
         self.feed.change(None, [self.feed, self.request_json], [self.request_json], js=PANEL_FROM_FEED,
                          show_progress="hidden")
 
+    def run_buttons(self) -> None:
+        """Generate; stop the job this page follows keeping its image (Interrupt) or discarding it (Cancel); stop
+        the job the service is running, whoever sent it (Skip)."""
+        self.generate = gr.Button("Generate (Ctrl+Enter)", variant="primary", elem_id="codex-generate")
+        with gr.Row():
+            self.interrupt = gr.Button("Interrupt (Esc)", variant="stop", elem_id="codex-interrupt", min_width=90)
+            self.cancel_followed = gr.Button("Cancel (Shift+Esc)", elem_id="codex-cancel-followed", min_width=90)
+            self.skip = gr.Button("Skip (Alt+Enter)", elem_id="codex-skip", min_width=90)
+        self.status = gr.Markdown(elem_id="codex-status")
+
     def results_panel(self) -> None:
         self.progress = gr.HTML(elem_id="codex-progress")
+        # png: a preview (a PIL image) is shown as the service made it, not re-encoded lossily
+        self.gallery = gr.Gallery(label="Images", elem_id="codex-gallery", columns=2, height=420, object_fit="contain",
+                                  format="png")
+        self.video = gr.Video(label="Video", elem_id="codex-video", visible=False, autoplay=False)
+        self.files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="codex-files")
+        self.info = gr.JSON(label="Info", elem_id="codex-info")
         with gr.Row():
-            with gr.Column(scale=3):
-                self.gallery = gr.Gallery(label="Images", elem_id="codex-gallery", columns=4, height=360)
-                self.video = gr.Video(label="Video", elem_id="codex-video", visible=False, autoplay=False)
-                self.files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="codex-files")
-            with gr.Column(scale=2):
-                self.info = gr.JSON(label="Info", elem_id="codex-info")
-                with gr.Row():
-                    self.reuse_seed = gr.Button("Reuse seed", elem_id="codex-reuse-seed")
-                    self.send_img2img = gr.Button("Send to img2img", elem_id="codex-send-img2img")
+            self.reuse_seed = gr.Button("Reuse seed", elem_id="codex-reuse-seed")
+            self.send_img2img = gr.Button("Send to img2img", elem_id="codex-send-img2img")
 
     def queue_panel(self) -> None:
         with gr.Accordion("Queue", open=True):
@@ -193,9 +180,10 @@ class Page:
                                           self.errors, self.rev], [*self.run_outputs(), self.submitted],
                             show_progress="hidden", **ONE_AT_A_TIME).then(
             self.follow, [self.submitted], self.run_outputs(), concurrency_limit=None, show_progress="hidden")
-        self.interrupt.click(partial(self.cancel_job, nothing="Nothing to interrupt: this page follows no job.",
-                                     done="interrupt requested"), [self.following], [self.status],
-                             show_progress="hidden")
+        self.interrupt.click(self.interrupt_job, [self.following], [self.status], show_progress="hidden")
+        self.cancel_followed.click(partial(self.cancel_job, nothing="Nothing to cancel: this page follows no job.",
+                                           done="cancel requested (its image is discarded)"), [self.following],
+                                   [self.status], show_progress="hidden")
         self.skip.click(self.on_skip, None, [self.status], show_progress="hidden")
         # the queue panel
         self.timer.tick(self.refresh, [self.cancel_id], [self.queue, self.cancel_id], show_progress="hidden")
@@ -257,14 +245,19 @@ class Page:
                 self.submitted: (job["id"], warnings)}
 
     def follow(self, job):
-        """The job's progress from its events, then its files fetched and shown."""
+        """The job's progress and previews from its events, then its files fetched and shown."""
         update, client = self.update, self.client
         if not job:  # refused: the page keeps what submit showed
             yield update(status=gr.skip())
             return
         job_id, warnings = job
-        started, stage, step, steps = None, None, None, None
+        started, stage, step, steps, shown_at = None, None, None, None, None
         for event, data in client.events(job_id):
+            if event == "preview":  # the latest only: one that comes too soon after the last shown is skipped
+                if shown_at is None or time.monotonic() - shown_at >= PREVIEW_INTERVAL:
+                    shown_at = time.monotonic()
+                    yield update(gallery=preview_gallery(data))
+                continue
             if event == "step":
                 if started is None or data["step"] <= 1:
                     started = time.monotonic()  # ETA from the steps seen here, the load excluded
@@ -276,24 +269,49 @@ class Page:
             yield update(progress=progress_html(step, steps, started, stage),
                          status=f"Job `{job_id}` {stage or 'running'}{warnings}")
         final = client.job(job_id)
-        if final["state"] != "done":
+        if final["state"] != "done":  # a preview of a job that made nothing is not left where results go
             yield update(progress="", following=None, status=f"Job `{job_id}` **{final['state']}**"
-                         + (f": {final['error']}" if final.get("error") else ""))
+                         + (f": {final['error']}" if final.get("error") else ""),
+                         gallery=[] if shown_at is not None else gr.skip())
             return
         result = final["result"]
         folder = self.workdir / job_id
         local = [client.download(job_id, Path(path).name, folder / Path(path).name) for path in result["files"]]
         images = [str(path) for path in local if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")]
         videos = [str(path) for path in local if path.suffix.lower() in (".mp4", ".webm")]
-        yield update(progress=progress_html(steps, steps, None, "done") if steps else "", following=None,
-                     status=f"Job `{job_id}` done: {len(local)} files{warnings}", gallery=images,
+        stopped, steps = result["info"].get("interrupted_at_step"), result["info"].get("steps_planned", steps)
+        done = "done" if stopped is None else f"done (interrupted at step {stopped}/{steps}: its image kept)"
+        yield update(progress=progress_html(steps if stopped is None else stopped, steps, None, "done") if steps
+                     else "", following=None,
+                     status=f"Job `{job_id}` {done}: {len(local)} files{warnings}",
+                     gallery=gr.Gallery(value=images, columns=1 if len(images) == 1 else 2),
                      video=gr.Video(value=videos[0] if videos else None, visible=bool(videos)),
                      files=[str(path) for path in local], info=summary(result["info"]),
                      result_image=images[0] if images else None)
 
+    def interrupt_job(self, job_id) -> str:
+        """Esc: the job this page follows stops at its next step and keeps its image (the service decodes the
+        latents of that step and ends it done). A job that has not started has nothing to keep: cancelled."""
+        if not job_id:
+            return "Nothing to interrupt: this page follows no job."
+        for _ in range(2):  # a queued job may start between the refusal and the look at its state
+            try:
+                self.client.interrupt(job_id)
+                return f"Job `{job_id}`: interrupt requested (its image is kept)"
+            except Refused as exc:
+                refused = exc
+            if refused.status != 409:
+                break
+            state = self.client.job(job_id)["state"]
+            if state == "queued":
+                return self.cancel_job(job_id, "", "it had not started: cancelled (nothing to keep)")
+            if state != "running":
+                break
+        return f"⚠ {refused.message}"
+
     def cancel_job(self, job_id, nothing: str, done: str) -> str:
-        """Esc, and the queue panel's Cancel: the service stops the job (queued: at once; running: at
-        its next step)."""
+        """Shift+Esc, and the queue panel's Cancel: the service stops the job and discards it (queued: at once;
+        running: at its next step)."""
         if not job_id:
             return nothing
         try:

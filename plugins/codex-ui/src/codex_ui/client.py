@@ -66,8 +66,9 @@ class ServiceClient:
     def schema(self, engine: str, task: str) -> dict[str, Any]:
         return self._cached(f"schema/{engine}/{task}", lambda: self._get(f"/v1/engines/{engine}/{task}/schema"))
 
-    def models(self, engine: str) -> list[dict[str, Any]]:
-        return self._get("/v1/models", engine=engine)
+    def models(self, engine: str | None, kind: str = "checkpoints") -> list[dict[str, Any]]:
+        """The models folders' files of ``kind`` (``engine`` None: every one, whichever engine takes it)."""
+        return self._get("/v1/models", engine=engine, kind=kind)
 
     def upload(self, path: str | Path) -> str:
         """An image file sent to the service; the path the service knows it by (for a request's image field)."""
@@ -95,6 +96,10 @@ class ServiceClient:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._check(self.http.delete(f"/v1/jobs/{job_id}")).json()
+
+    def interrupt(self, job_id: str) -> dict[str, Any]:
+        """Stop a running job at its next step and keep its image (a cancel discards it); 409 if not running."""
+        return self._check(self.http.post(f"/v1/jobs/{job_id}/interrupt")).json()
 
     def download(self, job_id: str, name: str, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)

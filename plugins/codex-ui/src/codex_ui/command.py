@@ -25,7 +25,9 @@ def ui(host, port, token, insecure, state_dir, server, initial, api_auth, **opti
 
     By default it runs the service here too, on the same port (its /v1 API, the A1111 API, /docs):
     the UI is at /, a client of that API. With --server it runs the UI only, in front of a service
-    elsewhere. Keys: Ctrl+Enter generates, Esc interrupts, Alt+Enter skips the running job.
+    elsewhere. Keys: Ctrl+Enter generates, Esc interrupts (the job stops and keeps its image), Shift+Esc
+    cancels (discarded), Alt+Enter skips the running job. A running job's preview (--preview-every) shows
+    where its images will be.
 
     \b
     Examples:

@@ -17,12 +17,14 @@ from typing import Any
 TOP_BAR = ("mode",)
 # Shown as multi-line text boxes.
 LONG_TEXT = ("prompt", "negative_prompt")
+# Fields picked from the models folders (``pickers.py``): the field -> its kind of model file and JSON type.
+PICKED = {"loras": ("loras", "array"), "vae": ("vae", "string")}
 
 
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
-    kind: str  # text | long_text | int | float | bool | choice | image | json
+    kind: str  # text | long_text | int | float | bool | choice | image | json | loras | vae
     label: str
     description: str = ""
     default: Any = None  # the preset's value (or the schema's default): shown, never sent
@@ -31,11 +33,12 @@ class FieldSpec:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[Any, ...] = field(default_factory=tuple)
+    max_items: int | None = None  # loras: how many a request may have
 
     def hint(self) -> str:
         """The line under the field: what it is, its range, and the preset value it falls back to."""
         parts = [self.description.replace(" (preset default)", "")] if self.description else []
-        if self.minimum is not None or self.maximum is not None:
+        if self.kind in ("int", "float") and (self.minimum is not None or self.maximum is not None):
             parts.append(f"range {_number(self.minimum)}..{_number(self.maximum)}")
         if self.required:
             parts.append("required")
@@ -75,21 +78,35 @@ def form_fields(schema: dict[str, Any]) -> list[FieldSpec]:
             continue
         plain, _nullable = _plain(prop)
         kind = _kind(name, plain)
-        minimum = plain.get("minimum", plain.get("exclusiveMinimum"))
-        maximum = plain.get("maximum", plain.get("exclusiveMaximum"))
+        # a number's range; a LoRA list's is its scale's (the item's ``scale`` property)
+        ranged = _item(schema, plain).get("properties", {}).get("scale", {}) if kind == "loras" else plain
+        minimum = ranged.get("minimum", ranged.get("exclusiveMinimum"))
+        maximum = ranged.get("maximum", ranged.get("exclusiveMaximum"))
         choices = tuple(plain.get("enum") or plain.get("examples") or ())
         fields.append(FieldSpec(
             name=name, kind=kind, label=prop.get("title") or name.replace("_", " ").title(),
             description=prop.get("description", ""), default=prop.get("default"), has_default="default" in prop,
-            required=name in required, minimum=minimum if kind in ("int", "float") else None,
-            maximum=maximum if kind in ("int", "float") else None, choices=choices))
+            required=name in required, minimum=minimum if kind in ("int", "float", "loras") else None,
+            maximum=maximum if kind in ("int", "float", "loras") else None, choices=choices,
+            max_items=plain.get("maxItems") if kind == "loras" else None))
     return fields
+
+
+def _item(schema: dict[str, Any], prop: dict[str, Any]) -> dict[str, Any]:
+    """An array property's item schema, its ``$ref`` (``#/$defs/Name``) followed."""
+    item = prop.get("items") or {}
+    ref = item.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        return schema.get("$defs", {}).get(ref.removeprefix("#/$defs/"), {})
+    return item
 
 
 def _kind(name: str, prop: dict[str, Any]) -> str:
     if prop.get("x-codex-input") == "image":
         return "image"
     kind = prop.get("type")
+    if name in PICKED and PICKED[name][1] == kind:
+        return name
     if prop.get("enum") or (kind == "string" and prop.get("examples")):
         return "choice"
     if kind == "string":
@@ -114,7 +131,7 @@ def value_of(spec: FieldSpec, raw: Any) -> Any:
         return UNSET  # an emptied field leaves the request: the preset (or the schema default) applies
     if spec.kind == "int" and isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
         return int(raw)
-    if spec.kind == "json" and isinstance(raw, str):
+    if spec.kind in ("json", "loras") and isinstance(raw, str):
         try:
             return json.loads(raw)
         except json.JSONDecodeError:

@@ -19,6 +19,7 @@ import gradio as gr
 from .client import ServiceClient
 from .drafts import ONE_AT_A_TIME
 from .forms import FieldSpec, form_fields, value_of, with_value
+from .pickers import picker, shows
 from .pnginfo import read_parameters
 
 if TYPE_CHECKING:
@@ -104,17 +105,25 @@ def _form(page: "Page", key: str, task: str, request: dict[str, Any], errors_now
         gr.Markdown(f"⚠ {errors_now['']}", elem_classes=["codex-error"])
     masked = any(f.name == "mask_image" for f in fields)
     changed = [page.current, page.feed]  # what every field's handler updates (values: in place)
-    # prompts across the page, then the images, then everything else in a grid
+    # prompts across the page, then the images, then everything else in a grid, then the models folders' pickers
+    picked = ("loras", "vae")
     rows = [[f for f in fields if f.kind == "long_text"], [f for f in fields if f.kind == "image"],
-            [f for f in fields if f.kind not in ("long_text", "image")]]
+            [f for f in fields if f.kind not in ("long_text", "image", *picked)],
+            [f for f in fields if f.kind in picked]]
     for row in rows:
         with gr.Row(equal_height=False):
             for spec in row:
                 if spec.name == "init_image" and masked:
                     _inpaint_editor(page, task, changed, errors_now, rev_value)
                     continue
-                widget = _widget(page.client, spec, task, request.get(spec.name), errors_now.get(spec.name),
-                                 key=f"{key}-{task}-{spec.name}-{rev_value}")
+                if spec.kind in picked and shows(spec, request.get(spec.name)):
+                    widget = picker(page, key, task, spec, request.get(spec.name), errors_now.get(spec.name),
+                                    rev_value, changed)
+                    if widget is None:  # it wired itself
+                        continue
+                else:
+                    widget = _widget(page.client, spec, task, request.get(spec.name), errors_now.get(spec.name),
+                                     key=f"{key}-{task}-{spec.name}-{rev_value}")
                 inputs = [widget, page.values, page.rev]
                 if spec.kind == "image":
                     on_image = partial(_on_image, page.client, task, spec, rev_value)
@@ -153,7 +162,7 @@ def _widget(client: ServiceClient, spec: FieldSpec, task: str, value: Any, error
         elif value is not None and local is None:
             gr.Markdown(f"{spec.name}: `{value}` (on the service; no preview here)")
         return widget
-    if spec.kind == "json":
+    if spec.kind in ("json", "loras"):  # loras: a value the picker cannot show, as JSON to correct
         return gr.Textbox(value=None if value is None else json.dumps(value), lines=2, placeholder="JSON", **common)
     return gr.Textbox(value=value, lines=3 if spec.kind == "long_text" else 1, placeholder=spec.placeholder(),
                       **common)
