@@ -270,13 +270,15 @@ def test_a_long_run_shows_previews_esc_keeps_its_image_and_shift_esc_cancels(pag
     expect(page.locator("#codex-progress")).to_contain_text("/1000", timeout=90_000)  # denoising has begun
     job_id = page.locator("#codex-status code").first.inner_text()
     # the service's previews (every 2 steps) show where the image will be: latent-sized (64 / 8), while it runs
-    page.wait_for_function("() => { const i = document.querySelector('#codex-gallery img'); return i && i.complete "
-                           "&& i.naturalWidth > 0 && i.alt.startsWith('preview'); }", timeout=60_000)
-    preview = page.locator("#codex-gallery img").first
-    caption, size = preview.get_attribute("alt"), preview.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    # read in the same tick as the wait: the next preview (2 steps later) replaces the element, and a fresh one
+    # has not decoded yet
+    shown = page.wait_for_function(
+        "() => { const i = document.querySelector('#codex-gallery img'); return i && i.complete && i.naturalWidth > 0 "
+        "&& i.alt.startsWith('preview') && [i.alt, i.naturalWidth, i.naturalHeight, i.src]; }", timeout=60_000)
+    caption, width, height, src = shown.json_value()
     running = next(job for job in jobs(service) if job["id"] == job_id)
-    assert size == [8, 8] and running["state"] == "running" and running["step"] < 1000
-    assert preview.get_attribute("src").endswith(".png")  # the service's PNG, not re-encoded lossily
+    assert [width, height] == [8, 8] and running["state"] == "running" and running["step"] < 1000
+    assert src.endswith(".png")  # the service's PNG, not re-encoded lossily
     step = int(caption.removeprefix("preview · step ").split("/")[0])
     assert caption.endswith("/1000") and step % 2 == 0 and step <= running["step"]
     SCREENS.mkdir(parents=True, exist_ok=True)
