@@ -514,7 +514,8 @@ class DiffusersEngine(Engine):
           when true_cfg > 1 ("" is then the unconditional prompt, which diffusers needs to run it);
         - the output size: ``params.target_size()`` (init-image tasks) or width x height, passed as
           ``width``/``height`` when the pipeline takes them; ``init_image`` and ``mask_image`` are
-          loaded at that size;
+          loaded at that size; an edit's ``images`` go as ``image`` at their own sizes (``edit_images``),
+          with width/height only when the request gave them;
         - ``batch_size`` is ``num_images_per_prompt`` or ``num_videos_per_prompt``;
         - ``output_type="pil"`` where the pipeline takes it; then ``extra_arguments``.
         """
@@ -530,6 +531,9 @@ class DiffusersEngine(Engine):
             arguments["true_cfg_scale"] = params.true_cfg
             arguments["negative_prompt"] = params.negative_prompt if params.true_cfg > 1.0 else None
         size = self.output_size(job)
+        if "images" in fields:  # edit: the size only when the request gave one (the pipeline's own rule otherwise)
+            arguments["image"] = self.edit_images(job)
+            size = (params.width, params.height) if params.width is not None else None
         if size and "width" in accepted:
             arguments["width"], arguments["height"] = size
         if "init_image" in fields:
@@ -546,6 +550,15 @@ class DiffusersEngine(Engine):
         if unknown:  # a wiring bug in the engine, not a user error: say exactly what
             raise CodexError(f"engine {self.key}: {type(pipe).__name__}.__call__ takes no {', '.join(unknown)}")
         return arguments
+
+    def edit_images(self, job: Job):
+        """An edit's reference images at their own sizes (the pipeline resizes them by its rule): a list when the
+        engine takes several, else the one image. Records ``notes.edit_size``: the output size and why."""
+        params = job.params
+        images = [job.input_image(f"images.{index}", None, path=path) for index, path in enumerate(params.images)]
+        width, height, rule = params.edit_size(images[0].size)
+        job.notes["edit_size"] = {"width": width, "height": height, "rule": rule}
+        return images if params.max_images > 1 else images[0]
 
     def output_size(self, job: Job) -> tuple[int, int] | None:
         """(width, height) of the output: ``params.target_size()`` (init-image tasks) or width x height."""
