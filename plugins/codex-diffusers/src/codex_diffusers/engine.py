@@ -233,10 +233,12 @@ class DiffusersEngine(Engine):
     def missing_task_checkpoint(self, task: str, source: ModelSource, folders: dict[str, Path]) -> tuple[str, str]:
         """(message, hint) when ``source`` serves other tasks than ``task``."""
         served = next(iter(folders))
-        env = f"CODEX_MODEL_{self.key.upper()}_{task.upper()}"
-        return (f"{source.label} is a {served} checkpoint ({self.pipelines[served]}); {task} needs a "
-                f"{self.pipelines[task]} checkpoint" + (f" such as {self.task_default_repos[task]}"
-                                                        if task in self.task_default_repos else ""),
+        slot = f"{self.key}_{task}" if task in self.task_default_repos else self.key  # as codex_core.sources looks
+        env = f"CODEX_MODEL_{slot.upper()}"
+        example = self.task_default_repos.get(task) or self.default_repo
+        article = "an" if served[0] in "aeiou" else "a"
+        return (f"{source.label} is {article} {served} checkpoint ({self.pipelines[served]}); {task} needs a "
+                f"{self.pipelines[task]} checkpoint" + (f" such as {example}" if example else ""),
                 f"pass --model with a {self.pipelines[task]} folder, or leave --model out to use the {task} "
                 f"checkpoint slot ({env})")
 
