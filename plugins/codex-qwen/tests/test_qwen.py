@@ -120,7 +120,7 @@ def test_cfg_1_runs_one_pass_per_step_and_cfg_above_runs_two(tmp_path):
         assert arguments["true_cfg_scale"] == cfg and "guidance_scale" not in arguments
         assert arguments["negative_prompt"] == ("" if cfg > 1 else None)
         counts[cfg] = attention.calls
-    assert counts[1.0] == 2 and counts[4.0] == 4  # one transformer block, two steps: one pass, then two, per step
+    assert counts[1.0] == 4 and counts[4.0] == 8  # two transformer blocks, two steps: one pass, then two, per step
     expected = direct_call("txt2img", results[4.0]["info"]["request"], tiny_model_dir("qwen_image"))
     assert np.array_equal(pixels(results[4.0]["files"][0]), pixels(expected[0]))
 

@@ -48,7 +48,7 @@ class QwenImage(DiffusersEngine):
     # the configs of Qwen/Qwen-Image, shipped (codex_diffusers.reference_config_dir)
     reference_configs = {"qwen_image": "reference_configs/qwen_image"}
     gpu_dtype = "bfloat16"
-    tiny_version = "1"
+    tiny_version = "2"
 
     def extra_arguments(self, job: Job, pipe) -> dict[str, Any]:
         """The pipelines run classifier-free guidance only when a negative prompt is given: "" when the request

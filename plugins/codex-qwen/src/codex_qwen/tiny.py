@@ -89,7 +89,7 @@ def _vae() -> AutoencoderKLQwenImage:
                                   latents_std=[1.0] * Z_DIM)
 
 
-def _transformer(num_layers: int = 1) -> QwenImageTransformer2DModel:
+def _transformer(num_layers: int = 2) -> QwenImageTransformer2DModel:
     torch.manual_seed(0)
     return QwenImageTransformer2DModel(patch_size=2, in_channels=4 * Z_DIM, out_channels=Z_DIM, num_layers=num_layers,
                                        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=TEXT_DIM,
