@@ -17,15 +17,14 @@ from .params import TASKS
 
 
 class QwenImage(DiffusersEngine):
-    # A transformer-only file (diffusers/ComfyUI key names, e.g. Comfy-Org's split files) or a GGUF
-    # (city96/Qwen-Image-gguf) with --component transformer=FILE --model BASE_FOLDER
+    # A transformer-only file in diffusers' key names (ComfyUI's Qwen-Image model uses the same) or a GGUF
+    # (city96/Qwen-Image-gguf) with --component transformer=FILE --model BASE_FOLDER; diffusers' single-file
+    # mapping for this class is the identity, so a model.diffusion_model.-prefixed file fails in the loader
     replaceable_components = ("transformer",)
-    # keys only the Qwen-Image MMDiT has (Flux's blocks have no img_mod, and no txt_norm); ComfyUI's
-    # files use the diffusers names, with or without the model.diffusion_model. prefix
+    # keys only the Qwen-Image MMDiT has (Flux's blocks have no img_mod, and no txt_norm)
     component_markers = {"transformer": ("transformer_blocks.0.img_mod.", "txt_norm.")}
-    # diffusers/PEFT (transformer.), ComfyUI/kohya-style (diffusion_model., lora_unet_transformer_blocks_)
-    lora_prefixes = ("transformer.", "diffusion_model.transformer_blocks", "transformer_blocks.",
-                     "lora_unet_transformer_blocks_")
+    # the LoRA layouts tests/test_component_files.py loads: diffusers/PEFT and ComfyUI's (diffusion_model.)
+    lora_prefixes = ("transformer.", "diffusion_model.transformer_blocks")
     key = "qwen_image"
     family = "qwen-image"
     description = ("Qwen-Image 20B MMDiT (Qwen/Qwen-Image, Qwen-Image-2512) with the Qwen2.5-VL-7B text encoder, "
