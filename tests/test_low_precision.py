@@ -21,6 +21,8 @@ CASES = {
     "sd15": ("txt2img", {"prompt": "x", "width": 32, "height": 32, "steps": 3, "seed": 5}),
     "flux": ("txt2img", {"prompt": "x", "width": 32, "height": 32, "steps": 3, "seed": 5, "max_sequence_length": 16}),
     "wan_ti2v_5b": ("txt2vid", {"prompt": "x", "width": 32, "height": 32, "num_frames": 5, "steps": 3, "seed": 5}),
+    "qwen_image": ("txt2img", {"prompt": "x", "width": 32, "height": 32, "steps": 3, "seed": 5,
+                               "max_sequence_length": 16}),
 }
 
 

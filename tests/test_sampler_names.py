@@ -73,7 +73,8 @@ def test_the_tables_hold_every_a1111_and_forge_name_in_a1111s_order(family):
         assert set(name.runs) <= own_schedules, name
 
 
-@pytest.mark.parametrize("engine_key", ["sd15", "sdxl", "svd", "flux", "wan_ti2v_5b", "hunyuan_video", "ltx_video"])
+@pytest.mark.parametrize("engine_key", ["sd15", "sdxl", "svd", "flux", "qwen_image", "wan_ti2v_5b",
+                                        "hunyuan_video", "ltx_video"])
 def test_every_name_and_alias_runs_on_every_engine_and_strict_takes_only_the_exact(engine_key):
     engine = registry.get_engine(engine_key)
     for task in engine.tasks:

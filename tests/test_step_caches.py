@@ -24,6 +24,8 @@ REQUESTS = {
     "hunyuan_video": ("txt2vid", {"prompt": "x", "width": 32, "height": 16, "num_frames": 5, "steps": STEPS,
                                   "seed": 3}),
     "ltx_video": ("txt2vid", {"prompt": "x", "width": 64, "height": 32, "num_frames": 9, "steps": STEPS, "seed": 3}),
+    "qwen_image": ("txt2img", {"prompt": "x", "width": 32, "height": 32, "steps": STEPS, "seed": 3,
+                               "max_sequence_length": 16}),
 }
 # (cache, skips): a setting that skips nothing, and one that skips, per type
 SETTINGS = {

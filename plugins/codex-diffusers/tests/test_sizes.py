@@ -22,6 +22,8 @@ PUBLISHED = {
     "hunyuan_video": {"transformer": 12.8e9, "text_encoder": 7.5e9, "text_encoder_2": 123e6},  # Llama-3-8B w/o head
     "sdxl": {"unet": 2.57e9, "text_encoder": 123e6, "text_encoder_2": 695e6},
     "sd15": {"unet": 860e6, "text_encoder": 123e6},
+    # Qwen-Image: the card's "20B" MMDiT is 20.43B (40.86 GB of bf16 shards); Qwen2.5-VL-7B-Instruct 8.29B; VAE 127M
+    "qwen_image": {"transformer": 20.43e9, "text_encoder": 8.29e9, "vae": 127e6},
 }
 
 

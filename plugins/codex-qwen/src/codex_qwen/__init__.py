@@ -1,0 +1,1 @@
+"""Codex engine for Qwen-Image (``qwen_image``) on the diffusers QwenImage pipelines."""
