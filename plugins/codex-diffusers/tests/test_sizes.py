@@ -22,6 +22,8 @@ PUBLISHED = {
     "hunyuan_video": {"transformer": 12.8e9, "text_encoder": 7.5e9, "text_encoder_2": 123e6},  # Llama-3-8B w/o head
     "sdxl": {"unet": 2.57e9, "text_encoder": 123e6, "text_encoder_2": 695e6},
     "sd15": {"unet": 860e6, "text_encoder": 123e6},
+    # FLUX.2 [klein] 4B: its 3.9B transformer (BFL's "4B"), Qwen3-4B; [dev] and the 9B: codex-flux2's own tests
+    "flux2_klein": {"transformer": 3.9e9, "text_encoder": 4.0e9},
 }
 
 

@@ -119,9 +119,10 @@ def _mistral3():
                          max_position_embeddings=1024, rms_norm_eps=1e-5, sliding_window=None,
                          bos_token_id=1, eos_token_id=2, pad_token_id=3),
         vision_config=dict(model_type="pixtral", hidden_size=TEXT_DIM, intermediate_size=32, num_hidden_layers=1,
-                           num_attention_heads=2, head_dim=8, image_size=32, patch_size=8, num_channels=3),
+                           num_attention_heads=2, head_dim=8, image_size=32, patch_size=8, num_channels=3,
+                           hidden_act="silu"),
         image_token_index=MISTRAL_SPECIAL.index("[IMG]"), spatial_merge_size=2, projector_hidden_act="gelu",
-        multimodal_projector_bias=False, vision_feature_layer=-1,
+        multimodal_projector_bias=False, vision_feature_layer=-1, tie_word_embeddings=False,  # as the real one
     )
     return Mistral3ForConditionalGeneration(config).eval()
 
