@@ -179,3 +179,22 @@ def test_diffusers_refuses_reference_images_under_64_pixels():
     pipe, _ = direct_pipe(Flux2Pipeline, tiny_model_dir("flux2"))
     with pytest.raises(ValueError, match="at least 64px"):
         pipe(prompt="x", image=[Image.new("RGB", (32, 32))], num_inference_steps=1, max_sequence_length=WINDOW)
+
+
+def test_a_dev_folder_whose_processor_needs_torchvision_is_refused_before_loading(tmp_path):
+    """The real [dev] repos name PixtralProcessor; transformers builds it only with torchvision (not installed here)."""
+    import importlib.util
+    import json
+    import shutil
+
+    from codex_diffusers.testing import cli_run
+
+    assert importlib.util.find_spec("torchvision") is None
+    folder = tmp_path / "dev"
+    shutil.copytree(tiny_model_dir("flux2"), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "tokenizer": ["transformers", "PixtralProcessor"]}))
+    out = tmp_path / "out"
+    result = cli_run(["run", "flux2", "txt2img", "--model", str(folder), "--out", str(out), "--json",
+                      json.dumps({"prompt": "x", "width": 32, "height": 32})])
+    assert result.exit_code == 2 and "pip install torchvision" in result.stderr and not out.exists()

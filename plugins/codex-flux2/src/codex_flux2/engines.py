@@ -100,15 +100,20 @@ class Flux2(_Flux2Base):
     reference_configs = {"dev": "reference_configs/dev"}
     tiny_version = "1"
 
-    def config_problem(self, folder: Path, index: dict) -> str | None:
-        problem = super().config_problem(folder, index)
-        if problem is None and (index.get("tokenizer") or [None, None])[1] == "PixtralProcessor":
-            import importlib.util
+    def plan(self, task, request, context):
+        """A real [dev] folder's tokenizer is a PixtralProcessor, which transformers builds only with torchvision:
+        say so before anything loads (the load would fail with an import error)."""
+        import importlib.util
 
-            if importlib.util.find_spec("torchvision") is None:
-                return ("its tokenizer is a PixtralProcessor, which transformers builds only with torchvision: "
-                        "pip install torchvision (the build that matches your torch)")
-        return problem
+        from codex_core import UsageError
+
+        source = context.source()
+        if source.kind != "tiny" and source.path.is_dir() and (read_config(source.path, "model_index.json").get(
+                "tokenizer") or [None, None])[1] == "PixtralProcessor" and importlib.util.find_spec("torchvision") is None:
+            raise UsageError(f"{source.label}: its tokenizer is a PixtralProcessor (FLUX.2 [dev]'s Mistral processor), "
+                             "which transformers builds only with torchvision installed",
+                             hint="pip install torchvision (the build that matches your torch), then run again")
+        return super().plan(task, request, context)
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build
