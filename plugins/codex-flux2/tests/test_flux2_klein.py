@@ -80,12 +80,12 @@ def with_tmp(value, tmp_path):
 class TestFlux2Klein(EngineConformance):
     engine = "flux2_klein"
     cases = {
-        "txt2img": {"prompt": "a red fox in snow", "width": 48, "height": 32, "steps": 3, "seed": 42, "batch_size": 2,
+        "txt2img": {"prompt": "a red fox in snow", "width": 48, "height": 32, "steps": 2, "seed": 42,
                     "max_sequence_length": WINDOW, "sampler": "DPM++ 2M"},
         "edit": {"prompt": "combine the two images", "images": ["{tmp}/ref_a.png", "{tmp}/ref_b.png"], "steps": 2,
                  "seed": 7, "max_sequence_length": WINDOW},
         "inpaint": {"prompt": "a cat", "init_image": "{tmp}/init.png", "mask_image": "{tmp}/mask.png", "strength": 0.8,
-                    "steps": 3, "seed": 5, "max_sequence_length": WINDOW},
+                    "steps": 2, "seed": 5, "max_sequence_length": WINDOW},
     }
     bad_requests = [
         ("size_off_stride", "txt2img", {"prompt": "x", "width": 40}, "nearest valid values: 32 or 48"),
