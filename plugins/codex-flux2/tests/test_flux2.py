@@ -198,3 +198,18 @@ def test_a_dev_folder_whose_processor_needs_torchvision_is_refused_before_loadin
     result = cli_run(["run", "flux2", "txt2img", "--model", str(folder), "--out", str(out), "--json",
                       json.dumps({"prompt": "x", "width": 32, "height": 32})])
     assert result.exit_code == 2 and "pip install torchvision" in result.stderr and not out.exists()
+
+
+def test_dev_has_no_step_cache_because_its_pipeline_sets_no_cache_context(tmp_path):
+    from diffusers import TaylorSeerCacheConfig
+
+    from codex_diffusers.testing import cli_run
+
+    result = cli_run(["run", "flux2", "txt2img", "--model", "tiny", "--out", str(tmp_path / "out"), "--json",
+                      '{"prompt": "x", "cache": {"type": "taylorseer"}}'])
+    assert result.exit_code == 2 and "cache: unknown field" in result.stderr
+    # the diffusers behaviour behind it: if this starts passing, [dev] can take the cache field
+    pipe = Flux2Pipeline.from_pretrained(tiny_model_dir("flux2"))
+    pipe.transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=2))
+    with pytest.raises(ValueError, match="No cache context is set"):
+        pipe(prompt="x", width=32, height=32, num_inference_steps=2, max_sequence_length=WINDOW)

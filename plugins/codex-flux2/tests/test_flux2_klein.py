@@ -211,3 +211,25 @@ def test_cli_exit_2_for_a_base_only_value_on_the_distilled_model(tmp_path):
                       json.dumps({"prompt": "x", "images": [write_test_image(tmp_path / "a.png", (64, 64))],
                                   "cfg": 2.0})])
     assert result.exit_code == 2 and "cfg: got 2.0" in result.stderr and not out.exists()
+
+
+def test_first_block_cache_is_refused_before_loading_and_fails_in_diffusers(tmp_path):
+    out = tmp_path / "out"
+    result = cli_run(["run", "flux2_klein", "txt2img", "--model", "tiny", "--out", str(out), "--json",
+                      json.dumps({"prompt": "x", "width": 32, "height": 32, "cache": {"type": "first_block"}})])
+    assert result.exit_code == 2 and "cache.type: 'first_block' fails" in result.stderr and not out.exists()
+    # the diffusers behaviour behind it: if this starts passing, diffusers has fixed it and the refusal can go
+    from diffusers import FirstBlockCacheConfig
+
+    pipe = Flux2KleinPipeline.from_pretrained(tiny_model_dir("flux2_klein"))
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.05))
+    with pytest.raises(TypeError):
+        pipe(prompt="x", width=32, height=32, num_inference_steps=2, max_sequence_length=WINDOW)
+
+
+def test_taylorseer_runs_on_klein(tmp_path):
+    info = run_json("flux2_klein", "txt2img", {"prompt": "x", "width": 32, "height": 32, "steps": 4, "seed": 1,
+                                               "max_sequence_length": WINDOW,
+                                               "cache": {"type": "taylorseer", "cache_interval": 2}},
+                    tmp_path / "out")["info"]
+    assert info["notes"]["cache"]["type"] == "taylorseer" and info["notes"]["cache"]["removed_after_run"] is True

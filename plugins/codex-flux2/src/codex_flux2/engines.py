@@ -151,8 +151,12 @@ class Flux2Klein(_Flux2Base):
         return klein_variant(read_config(folder, "model_index.json"), read_config(folder, "transformer/config.json"))
 
     def check_request(self, task, params, variant) -> list[str]:
-        """The step-distilled models ignore guidance (the pipeline only warns)."""
+        """The step-distilled models ignore guidance (the pipeline only warns). First Block Cache fails on the FLUX.2
+        transformer in diffusers 0.42 (its hook subtracts a block's list output from a tensor); tests pin it."""
         problems = super().check_request(task, params, variant)
+        if getattr(params.cache, "type", None) == "first_block":
+            problems.append("cache.type: 'first_block' fails on the FLUX.2 transformer (diffusers 0.42); allowed here: "
+                            "taylorseer, magcache, pab")
         if variant in ("4b", "9b") and params.cfg > 1.0:
             problems.append(f"cfg: got {params.cfg!r}: the step-distilled FLUX.2 [klein] ignores guidance, so it would "
                             "have no effect; leave it out (the preset sets 1.0) or use a [klein] Base model")
