@@ -24,6 +24,8 @@ PUBLISHED = {
     "sd15": {"unet": 860e6, "text_encoder": 123e6},
     # Qwen-Image: the card's "20B" MMDiT is 20.43B (40.86 GB of bf16 shards); Qwen2.5-VL-7B-Instruct 8.29B; VAE 127M
     "qwen_image": {"transformer": 20.43e9, "text_encoder": 8.29e9, "vae": 127e6},
+    # FLUX.2 [klein] 4B: its 3.9B transformer (BFL's "4B"), Qwen3-4B; [dev] and the 9B: codex-flux2's own tests
+    "flux2_klein": {"transformer": 3.9e9, "text_encoder": 4.0e9},
 }
 
 
