@@ -21,6 +21,8 @@ PUBLISHED = {
     "hunyuan_video": {"transformer": 12.8e9, "text_encoder": 7.5e9, "text_encoder_2": 123e6},  # Llama-3-8B w/o head
     "sdxl": {"unet": 2.57e9, "text_encoder": 123e6, "text_encoder_2": 695e6},
     "sd15": {"unet": 860e6, "text_encoder": 123e6},
+    "z_image": {"transformer": 6.15e9, "text_encoder": 4.0e9},  # Z-Image-Turbo: 6.15B DiT; Qwen3-4B (tied head)
+    "chroma": {"transformer": 8.9e9, "text_encoder": 4.7e9},  # Chroma1-HD: 8.9B; T5-XXL encoder
 }
 
 

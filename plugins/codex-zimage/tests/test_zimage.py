@@ -195,3 +195,29 @@ def test_samplers_left_out_fail_in_diffusers(task, sampler):
         kwargs["mask_image"] = Image.new("L", (32, 32), 255)
     with pytest.raises((AttributeError, ValueError, TypeError)):
         pipe("x", **kwargs)
+
+
+# -- the tiny model against the real model's configs ---------------------------------------------------------
+
+
+def config_keys(folder: Path, name: str) -> set[str]:
+    """The keys of a component's config as its library reads it (transformers configs through AutoConfig, so a
+    published file's older serialisation, e.g. torch_dtype for dtype, compares by meaning)."""
+    if (folder / name / "scheduler_config.json").is_file():
+        return {k for k in json.loads((folder / name / "scheduler_config.json").read_text()) if not k.startswith("_")}
+    if json.loads((folder / "model_index.json").read_text())[name][0] == "transformers":
+        from transformers import AutoConfig
+
+        return set(AutoConfig.from_pretrained(folder / name).to_dict()) - {"transformers_version"}
+    return {k for k in json.loads((folder / name / "config.json").read_text()) if not k.startswith("_")}
+
+
+def test_tiny_model_has_the_reference_models_classes_and_config_keys():
+    from codex_diffusers import reference_config_dir
+
+    reference, tiny_dir = reference_config_dir("z_image"), tiny_model_dir("z_image")
+    index = {k: v for k, v in json.loads((reference / "model_index.json").read_text()).items() if not k.startswith("_")}
+    assert {k: v for k, v in json.loads((tiny_dir / "model_index.json").read_text()).items()
+            if not k.startswith("_")} == index
+    for name in (p.name for p in reference.iterdir() if p.is_dir()):
+        assert config_keys(tiny_dir, name) == config_keys(reference, name), name

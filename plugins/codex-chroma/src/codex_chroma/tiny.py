@@ -27,10 +27,11 @@ SCHEDULER = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True,
 
 def _t5() -> T5EncoderModel:
     torch.manual_seed(0)
-    # gated-gelu: the T5 v1.1 feed-forward of the real text encoder (t5-v1_1-xxl)
+    # gated-gelu: the T5 v1.1 feed-forward of the real text encoder (t5-v1_1-xxl); output_past: a legacy key
+    # its published config carries, so the tiny config has the real one's keys
     config = T5Config(vocab_size=TINY_VOCAB, d_model=TEXT_DIM, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
                       relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0,
-                      eos_token_id=1, decoder_start_token_id=0)
+                      eos_token_id=1, decoder_start_token_id=0, output_past=True)
     return T5EncoderModel(config).eval()  # eval: no dropout
 
 
