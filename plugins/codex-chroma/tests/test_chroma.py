@@ -17,7 +17,7 @@ from diffusers import (
 )
 from PIL import Image
 
-from codex_core import RunOptions, prepare
+from codex_core import RunOptions, get_engine, prepare
 from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
     EngineConformance,
     direct_pipe,
@@ -201,3 +201,33 @@ def test_tiny_model_has_the_reference_models_classes_and_config_keys():
             if not k.startswith("_")} == index
     for name in (p.name for p in reference.iterdir() if p.is_dir()):
         assert config_keys(tiny_dir, name) == config_keys(reference, name), name
+
+
+# -- LoRAs ------------------------------------------------------------------------------------------------
+
+
+def write_lora(dest: Path) -> Path:
+    """A diffusers/PEFT-format LoRA on the tiny transformer's attention projections, random and non-zero."""
+    import torch
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    transformer = ChromaPipeline.from_pretrained(tiny_model_dir("chroma")).transformer
+    torch.manual_seed(0)
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                       target_modules=["to_q", "to_k", "to_v"]))
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(transformer))
+    ChromaPipeline.save_lora_weights(dest, transformer_lora_layers=state, weight_name="tiny_lora.safetensors")
+    return dest / "tiny_lora.safetensors"
+
+
+def test_a_lora_changes_the_output_and_is_undone_after_the_run(tmp_path):
+    lora = write_lora(tmp_path)
+    assert get_engine("chroma").lora_problem(lora) is None  # codex models lists it as a chroma LoRA
+    request = {"prompt": "a fox", "width": 32, "height": 32, "seed": 3, "steps": 2, "max_sequence_length": 16}
+    plain = run_json("chroma", "txt2img", request, tmp_path / "a")
+    styled = run_json("chroma", "txt2img", {**request, "loras": [{"path": str(lora), "scale": 1.0}]}, tmp_path / "b")
+    again = run_json("chroma", "txt2img", request, tmp_path / "c")
+    assert not np.array_equal(pixels(plain["files"][0]), pixels(styled["files"][0]))
+    assert np.array_equal(pixels(plain["files"][0]), pixels(again["files"][0]))
+    assert styled["info"]["notes"]["loras"]["count"] == 1
