@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from PIL import Image
 from codex_core import RunOptions, get_engine, prepare
 from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
     EngineConformance,
+    assert_tiny_matches_reference,
     direct_pipe,
     pixels,
     pytest_generate_tests,
@@ -180,27 +180,8 @@ def test_samplers_left_out_fail_in_diffusers(task, sampler):
 # -- the tiny model against the real model's configs ---------------------------------------------------------
 
 
-def config_keys(folder: Path, name: str) -> set[str]:
-    """The keys of a component's config as its library reads it (transformers configs through AutoConfig, so a
-    published file's older serialisation, e.g. torch_dtype for dtype, compares by meaning)."""
-    if (folder / name / "scheduler_config.json").is_file():
-        return {k for k in json.loads((folder / name / "scheduler_config.json").read_text()) if not k.startswith("_")}
-    if json.loads((folder / "model_index.json").read_text())[name][0] == "transformers":
-        from transformers import AutoConfig
-
-        return set(AutoConfig.from_pretrained(folder / name).to_dict()) - {"transformers_version"}
-    return {k for k in json.loads((folder / name / "config.json").read_text()) if not k.startswith("_")}
-
-
-def test_tiny_model_has_the_reference_models_classes_and_config_keys():
-    from codex_diffusers import reference_config_dir
-
-    reference, tiny_dir = reference_config_dir("chroma"), tiny_model_dir("chroma")
-    index = {k: v for k, v in json.loads((reference / "model_index.json").read_text()).items() if not k.startswith("_")}
-    assert {k: v for k, v in json.loads((tiny_dir / "model_index.json").read_text()).items()
-            if not k.startswith("_")} == index
-    for name in (p.name for p in reference.iterdir() if p.is_dir()):
-        assert config_keys(tiny_dir, name) == config_keys(reference, name), name
+def test_tiny_model_has_the_reference_models_classes_and_architecture():
+    assert_tiny_matches_reference("chroma")
 
 
 # -- LoRAs ------------------------------------------------------------------------------------------------

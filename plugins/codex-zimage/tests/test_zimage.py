@@ -20,6 +20,7 @@ from PIL import Image
 from codex_core import RunOptions, UsageError, get_engine, prepare
 from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
     EngineConformance,
+    assert_tiny_matches_reference,
     direct_pipe,
     pixels,
     pytest_generate_tests,
@@ -109,6 +110,7 @@ def base_dir(tmp_path_factory) -> Path:
 
 def test_variant_is_read_from_the_scheduler_shift(base_dir, tmp_path):
     engine = get_engine("z_image")
+    assert_tiny_matches_reference("z_image", folder=base_dir)  # the base tiny model is the real architecture too
     assert engine.detect_variant(tiny_model_dir("z_image")) == "turbo"
     assert engine.detect_variant(base_dir) == "base"
     # the two differ only there: the transformer, text encoder and VAE configs are the same
@@ -200,27 +202,8 @@ def test_samplers_left_out_fail_in_diffusers(task, sampler):
 # -- the tiny model against the real model's configs ---------------------------------------------------------
 
 
-def config_keys(folder: Path, name: str) -> set[str]:
-    """The keys of a component's config as its library reads it (transformers configs through AutoConfig, so a
-    published file's older serialisation, e.g. torch_dtype for dtype, compares by meaning)."""
-    if (folder / name / "scheduler_config.json").is_file():
-        return {k for k in json.loads((folder / name / "scheduler_config.json").read_text()) if not k.startswith("_")}
-    if json.loads((folder / "model_index.json").read_text())[name][0] == "transformers":
-        from transformers import AutoConfig
-
-        return set(AutoConfig.from_pretrained(folder / name).to_dict()) - {"transformers_version"}
-    return {k for k in json.loads((folder / name / "config.json").read_text()) if not k.startswith("_")}
-
-
-def test_tiny_model_has_the_reference_models_classes_and_config_keys():
-    from codex_diffusers import reference_config_dir
-
-    reference, tiny_dir = reference_config_dir("z_image"), tiny_model_dir("z_image")
-    index = {k: v for k, v in json.loads((reference / "model_index.json").read_text()).items() if not k.startswith("_")}
-    assert {k: v for k, v in json.loads((tiny_dir / "model_index.json").read_text()).items()
-            if not k.startswith("_")} == index
-    for name in (p.name for p in reference.iterdir() if p.is_dir()):
-        assert config_keys(tiny_dir, name) == config_keys(reference, name), name
+def test_tiny_model_has_the_reference_models_classes_and_architecture():
+    assert_tiny_matches_reference("z_image")
 
 
 # -- LoRAs ------------------------------------------------------------------------------------------------
