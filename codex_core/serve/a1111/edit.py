@@ -1,7 +1,7 @@
-"""img2img on an instruction-editing checkpoint (FLUX.1 Kontext, Qwen-Image-Edit): the engine's ``edit`` task.
+"""img2img on an instruction-editing checkpoint: the engine's ``edit`` task.
 
 A1111 has no edit task: its clients send img2img with ``init_images``. When the current checkpoint serves
-``edit`` and not ``img2img`` (its configs say, e.g. a FluxKontextPipeline folder), the call runs ``edit``:
+``edit`` and not ``img2img`` (its configs say: ``Engine.checkpoint_tasks``), the call runs ``edit``:
 ``init_images`` are the reference images (the first is the one edited, not a batch as in img2img), width
 and height the output size as A1111's img2img makes them, and ``info.codex_substituted`` says so.
 ``denoising_strength`` means nothing to an edit model: the translation lists it in ``codex_ignored``.
