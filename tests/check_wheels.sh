@@ -27,6 +27,8 @@ PLUGINS=(
   'svd     | svd                                  | svd           | img2vid | mp4 | {"init_image":"{init}","seed":1,"width":32,"height":32,"num_frames":3,"steps":2}'
   'ltx     | ltx_video                            | ltx_video     | txt2vid | mp4 | {"prompt":"x","seed":1,"width":64,"height":32,"num_frames":9,"steps":2}'
   'qwen    | qwen_image                           | qwen_image    | txt2img | png | {"prompt":"x","seed":1,"width":32,"height":32,"steps":2,"max_sequence_length":16}'
+  'zimage  | z_image                              | z_image       | txt2img | png | {"prompt":"x","seed":1,"width":32,"height":32,"steps":2,"max_sequence_length":16}'
+  'chroma  | chroma                               | chroma        | txt2img | png | {"prompt":"x","seed":1,"width":32,"height":32,"steps":2,"max_sequence_length":16}'
 )
 # Packages under plugins/ that are not engine plugins: the kit every plugin depends on, the web UI
 # (checked on its own below), and the template.

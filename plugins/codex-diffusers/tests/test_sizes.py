@@ -26,6 +26,8 @@ PUBLISHED = {
     "qwen_image": {"transformer": 20.43e9, "text_encoder": 8.29e9, "vae": 127e6},
     # FLUX.2 [klein] 4B: its 3.9B transformer (BFL's "4B"), Qwen3-4B; [dev] and the 9B: codex-flux2's own tests
     "flux2_klein": {"transformer": 3.9e9, "text_encoder": 4.0e9},
+    "z_image": {"transformer": 6.15e9, "text_encoder": 4.0e9},  # Z-Image-Turbo: 6.15B DiT; Qwen3-4B (tied head)
+    "chroma": {"transformer": 8.9e9, "text_encoder": 4.7e9},  # Chroma1-HD: 8.9B; T5-XXL encoder
 }
 
 

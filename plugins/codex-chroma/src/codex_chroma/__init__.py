@@ -1,0 +1,1 @@
+"""Codex engine for Chroma (``chroma``): Chroma1-HD and its kin on the diffusers Chroma pipelines."""
