@@ -35,10 +35,14 @@ from codex_diffusers import pipelines  # noqa: E402
 
 from timing import interleaved, ratio, report  # noqa: E402  (bench/timing.py, beside this script)
 
-REPS = 11
+REPS = int(os.environ.get("CODEX_BENCH_REPS", "11"))  # fewer for a quick look at a noisy machine
 REFERENCE = str(write_test_image(TMP / "reference.png", (256, 192), seed=1))
 # engine -> (task, request, pipeline class of the task)
 CASES = {
+    "z_image": ("txt2img", {"prompt": "a lighthouse at dawn", "width": 256, "height": 256, "steps": 8, "seed": 1},
+                "ZImagePipeline"),
+    "flux2_klein": ("edit", {"prompt": "put the fox in the snow", "images": [REFERENCE, REFERENCE], "width": 256,
+                             "height": 192, "steps": 4, "seed": 2}, "Flux2KleinPipeline"),
     "flux": ("edit", {"prompt": "make it winter", "images": [REFERENCE], "width": 256, "height": 192, "steps": 8,
                       "seed": 3, "max_sequence_length": 64, "auto_resize": False}, "FluxKontextPipeline"),
 }
