@@ -31,7 +31,7 @@ _EXPORTS = {
     "locate_presets": "engine",
     "ImageOutput": "outputs", "VideoOutput": "outputs",
     # request parameters
-    "ParamsBase": "params", "Params": "params", "Txt2ImgParams": "params", "Img2ImgParams": "params",
+    "ParamsBase": "params", "Params": "params", "Txt2ImgParams": "params", "Img2ImgParams": "params", "EditParams": "params",
     "InpaintParams": "params", "UpscaleParams": "params", "VideoFields": "params", "Txt2VidParams": "params",
     "Img2VidParams": "params", "ImageOnlyImg2VidParams": "params", "ImagePath": "params",
     "INPUT_FILE": "params", "STEP_RULES": "params",

@@ -95,21 +95,22 @@ class Job:
     # recorded before this rule, whose info has no ``seeds``).
     seeds: list[int] | None = None
 
-    def input_image(self, name: str, size: tuple[int, int], mode: str = "RGB"):
-        """The image of request field ``name`` as 8-bit RGB (``mode="L"``: a mask) at ``size``.
+    def input_image(self, name: str, size: tuple[int, int] | None, mode: str = "RGB", path: str | None = None):
+        """The image of request field ``name`` as 8-bit RGB (``mode="L"``: a mask) at ``size`` (None: its own).
 
         Orientation, bit depth, palette and transparency are converted by their meaning
         (``codex_core.images``) and recorded in ``notes.converted``; a resize (Lanczos) in ``notes.resized``.
+        ``path``: the file, for a field that is a list (``name`` is then e.g. ``images.1``).
         """
         from PIL import Image
 
         from .images import open_image, prepare
 
-        with open_image(getattr(self.params, name)) as opened:
+        with open_image(path or getattr(self.params, name)) as opened:
             image, converted = prepare(opened, mask=mode == "L")
         if converted:
             self.notes.setdefault("converted", {})[name] = converted
-        if image.size == tuple(size):
+        if size is None or image.size == tuple(size):
             return image
         self.notes.setdefault("resized", {})[name] = {"from": list(image.size), "to": list(size), "resample": "lanczos"}
         return image.resize(tuple(size), Image.Resampling.LANCZOS)

@@ -51,10 +51,13 @@ def input_files(params: BaseModel, prefix: str = "") -> dict[str, str]:
         value = getattr(params, name)
         if isinstance(value, BaseModel):
             found.update(input_files(value, f"{prefix}{name}."))
-        elif isinstance(value, list):  # e.g. "loras.1.path"
+        elif isinstance(value, list):  # e.g. "loras.1.path", or "images.1" (a list of input files)
+            is_file = any(isinstance(item, InputFile) for item in info.metadata)
             for index, item in enumerate(value):
                 if isinstance(item, BaseModel):
                     found.update(input_files(item, f"{prefix}{name}.{index}."))
+                elif is_file and isinstance(item, str):
+                    found[f"{prefix}{name}.{index}"] = item
         elif isinstance(value, str) and any(isinstance(item, InputFile) for item in info.metadata):
             found[prefix + name] = value
     return found
@@ -259,6 +262,62 @@ class InpaintParams(_InitImageParams):
         return self
 
 
+class EditParams(Params):
+    """Instruction editing: the prompt says what to change in one or more reference images.
+
+    ``max_images``: how many reference images the engine's pipeline takes (its params set it). The output
+    size follows the pipeline's own rule from the first image (``edit_size``, which an engine's params
+    override with its pipeline's arithmetic) unless ``width`` and ``height`` are given.
+    """
+
+    max_images: ClassVar[int] = 1
+
+    images: Annotated[list[ImagePath], INPUT_FILE] = Field(
+        min_length=1, description="Reference images (paths; inline base64 on the service): the first is the one "
+                                  "edited and sets the output size unless width/height are given.",
+        json_schema_extra={"x-codex-input": "images"})
+    width: int | None = Field(None, ge=8, le=16384, description="Output width (with height); default: the "
+                                                                 "pipeline's own rule from the first image.")
+    height: int | None = Field(None, ge=8, le=16384, description="Output height (with width).")
+
+    def edit_size(self, first: tuple[int, int]) -> tuple[int, int, str]:
+        """(width, height, why): the output size the pipeline gives for a first image of size ``first``.
+        This default keeps the first image's size; engines override it with their pipeline's rule."""
+        if self.width is not None:
+            return self.width, self.height, "the request's width and height"
+        return first[0], first[1], f"the first image's size ({first[0]}x{first[1]})"
+
+    def target_size(self) -> tuple[int, int]:
+        width, height, _ = self.edit_size(image_size(self.images[0]))
+        return width, height
+
+    @model_validator(mode="after")
+    def _images_and_size(self):
+        if len(self.images) > self.max_images:
+            raise PydanticCustomError(
+                "too_many_images", "images: got {count} images; this model takes at most {limit} reference "
+                "image{plural}", {"count": len(self.images), "limit": self.max_images,
+                                  "plural": "" if self.max_images == 1 else "s"})
+        if (self.width is None) != (self.height is None):
+            given, missing = ("width", "height") if self.height is None else ("height", "width")
+            raise PydanticCustomError(
+                "size_pair", "{missing}: required when {given} is given (pass both, or neither to let the first "
+                "image decide)", {"missing": missing, "given": given})
+        width, height = self.target_size()
+        for name, value in (("width", width), ("height", height)):
+            if value > self.max_size:
+                raise PydanticCustomError(
+                    "image_size", "images: the output {name} would be {value}, over the largest, {limit}; pass "
+                    "width and height", {"name": name, "value": value, "limit": self.max_size})
+            if self.width is None and value % self.size_multiple:
+                raise PydanticCustomError(
+                    "size_multiple", "images: the first image gives an output {name} of {value}, not a multiple "
+                    "of {multiple}; pass width and height (nearest valid: {nearest})",
+                    {"name": name, "value": value, "multiple": self.size_multiple,
+                     "nearest": _nearest_multiples(value, self.size_multiple)})
+        return self
+
+
 class UpscaleParams(_Strength):
     """Hires fix: resize the init image by ``upscale_factor``, then refine it with img2img."""
 
@@ -324,7 +383,7 @@ def _allowed(model: type[BaseModel], field: str) -> str | None:
 
 
 # The order fields are shown in (schema, error messages): what a user reads first comes first.
-CANONICAL_ORDER = ("prompt", "negative_prompt", "init_image", "mask_image", "width", "height", "num_frames", "fps",
+CANONICAL_ORDER = ("prompt", "negative_prompt", "images", "init_image", "mask_image", "width", "height", "num_frames", "fps",
                    "steps", "cfg", "strength", "upscale_factor", "seed", "sampler", "scheduler", "sampler_fallback",
                    "mode", "batch_size")
 

@@ -86,6 +86,8 @@ def request_with_inputs(info: dict[str, Any]) -> dict[str, Any]:
                 target = target.get(parent) if isinstance(target, dict) else None
         if isinstance(target, dict) and name in target and record.get("path"):
             target[name] = record["path"]
+        elif isinstance(target, list) and name.isdigit() and int(name) < len(target) and record.get("path"):
+            target[int(name)] = record["path"]  # an item of a list of files ("images.1")
     return request
 
 

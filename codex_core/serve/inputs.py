@@ -126,6 +126,9 @@ class Inputs:
             if sub is True:
                 if isinstance(value, str):
                     data[name] = self._file(field, value, folder, problems)
+                elif isinstance(value, list):  # a list of files (an edit's reference images)
+                    data[name] = [self._file(f"{field}.{index}", item, folder, problems) if isinstance(item, str)
+                                  else item for index, item in enumerate(value)]
             elif isinstance(value, list):
                 data[name] = [self._walk(sub, item, folder, f"{field}.{index}.", problems)
                               for index, item in enumerate(value)]

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from codex_core.testing import tiny_model_dir
 from codex_core import read_safetensors_header
 from codex_diffusers.sizes import component_sizes, reference_config_dir
+from codex_diffusers.testing import assert_tiny_matches_reference
 
 # Published parameter counts of the reference models' components.
 PUBLISHED = {
@@ -35,6 +36,22 @@ def test_shipped_reference_configs_have_the_published_sizes(engine):
         assert size.parameters == pytest.approx(published, rel=0.03), (engine, name, size.parameters)
         index = json.loads((folder / "model_index.json").read_text())
         assert size.class_name == index[name][1]
+
+
+@pytest.mark.parametrize("engine", sorted(PUBLISHED))
+def test_each_tiny_model_is_its_reference_models_architecture_at_another_size(engine):
+    assert_tiny_matches_reference(engine)
+
+
+def test_a_tiny_model_of_another_architecture_is_told_apart(tmp_path):
+    """The check fails on a real difference: SDXL's text_encoder_2 with OpenAI CLIP's activation."""
+    folder = tmp_path / "sdxl"
+    shutil.copytree(tiny_model_dir("sdxl"), folder)
+    config = json.loads((folder / "text_encoder_2" / "config.json").read_text())
+    (folder / "text_encoder_2" / "config.json").write_text(json.dumps({**config, "hidden_act": "quick_gelu"}))
+    with pytest.raises(AssertionError, match="text_encoder_2: hidden_act: the real model has 'gelu', the tiny one "
+                                             "'quick_gelu'"):
+        assert_tiny_matches_reference("sdxl", folder=folder)
 
 
 def test_reference_config_dir_finds_each_engines_variant():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     FluxImg2ImgPipeline,
     FluxInpaintPipeline,
+    FluxKontextPipeline,
     FluxPipeline,
     UniPCMultistepScheduler,
 )
@@ -43,7 +45,8 @@ SCHEDULERS = {
     "Euler": (FlowMatchEulerDiscreteScheduler, {}),
     "UniPC": (UniPCMultistepScheduler, FLOW_SIGMAS),
 }
-CLASSES = {"txt2img": FluxPipeline, "img2img": FluxImg2ImgPipeline, "inpaint": FluxInpaintPipeline}
+CLASSES = {"txt2img": FluxPipeline, "img2img": FluxImg2ImgPipeline, "inpaint": FluxInpaintPipeline,
+           "edit": FluxKontextPipeline}
 
 def direct_call(task: str, request: dict, model_dir: Path) -> list[Image.Image]:
     pipe, checkpoint_config = direct_pipe(CLASSES[task], model_dir)
@@ -56,6 +59,13 @@ def direct_call(task: str, request: dict, model_dir: Path) -> list[Image.Image]:
                   generator=seed_generators(request))
     if task == "txt2img":
         kwargs.update(width=request["width"], height=request["height"])
+    elif task == "edit":  # Kontext: the image's size as the start (diffusers' own default is a square 1024x1024)
+        image = Image.open(request["images"][0]).convert("RGB")
+        area = request.get("max_area") or (request["width"] * request["height"] if request.get("width")
+                                           else 1024 * 1024)
+        kwargs.update(image=image, width=request.get("width") or image.width,
+                      height=request.get("height") or image.height, max_area=area,
+                      _auto_resize=request.get("auto_resize", True))
     else:  # the init image's own size (the Flux pipelines would default to 1024x1024)
         image = Image.open(request["init_image"]).convert("RGB")
         kwargs.update(image=image, width=image.width, height=image.height, strength=request["strength"])
@@ -76,6 +86,10 @@ class TestFlux(EngineConformance):
                     "max_sequence_length": 32},
         "inpaint": {"prompt": "a cat", "init_image": "{tmp}/init.png", "mask_image": "{tmp}/mask.png",
                     "strength": 0.8, "steps": 3, "seed": 5, "cfg": 5.0, "max_sequence_length": 24},
+        # Kontext on a 48x32 reference at its own size (auto_resize off keeps the tiny run small) scaled to
+        # 2304 pixels: 64x32 -> 3:2 at 2304 = 58.8x39.2 -> 48x32; true CFG against a negative prompt
+        "edit": {"prompt": "make it winter", "images": ["{tmp}/wide.png"], "max_area": 2304, "auto_resize": False,
+                 "steps": 2, "seed": 9, "max_sequence_length": 16, "true_cfg": 1.5, "negative_prompt": "blurry"},
     }
     bad_requests = [
         ("size_off_stride", "txt2img", {"prompt": "x", "width": 40}, "nearest valid values: 32 or 48"),
@@ -90,11 +104,19 @@ class TestFlux(EngineConformance):
         ("flow_shift_is_not_a_flux_field", "txt2img", {"prompt": "x", "flow_shift": 3.0}, "flow_shift: unknown field"),
         ("max_sequence_length_range", "txt2img", {"prompt": "x", "max_sequence_length": 513}, "max_sequence_length"),
         ("img2img_without_init_image", "img2img", {"prompt": "x"}, "init_image: required field is missing"),
+        ("two_reference_images", "edit", {"prompt": "x", "images": ["{tmp}/init.png", "{tmp}/wide.png"]},
+         "images: got 2 images; this model takes at most 1 reference image"),
+        ("edit_without_images", "edit", {"prompt": "x"}, "images: required field is missing"),
+        ("max_area_with_width", "edit", {"prompt": "x", "images": ["{tmp}/wide.png"], "width": 32, "height": 32,
+                                         "max_area": 1024}, "max_area: leave it out when width and height"),
     ]
+    field_changes = {"max_area": 1024, "auto_resize": True}
+    stride_drops = ("max_area",)
 
     def prepare_inputs(self, tmp_path):
         super().prepare_inputs(tmp_path)
         write_test_image(tmp_path / "odd.png", (40, 40), seed=3)
+        write_test_image(tmp_path / "wide.png", (48, 32), seed=4)
 
     def direct(self, task, request, model_dir):
         return direct_call(task, request, model_dir)
@@ -244,3 +266,29 @@ def test_the_builder_at_the_real_depth_changes_only_the_block_counts(tmp_path):
     assert (real["num_layers"], real["num_single_layers"]) == (19, 38)
     tiny.build(tmp_path, "dev", num_layers=19, num_single_layers=38)
     assert_configs_differ_only(tmp_path, "flux", {"num_layers": 19, "num_single_layers": 38})
+
+
+# -- edit: FLUX.1 Kontext is its own checkpoint -------------------------------------------------------------
+
+
+def test_a_kontext_folder_serves_edit_and_a_flux1_folder_does_not(tmp_path):
+    kontext = tmp_path / "kontext"
+    shutil.copytree(tiny_model_dir("flux"), kontext)
+    index = json.loads((kontext / "model_index.json").read_text())
+    (kontext / "model_index.json").write_text(json.dumps({**index, "_class_name": "FluxKontextPipeline"}))
+    write_test_image(tmp_path / "wide.png", (48, 32), seed=4)
+    request = {"prompt": "x", "images": [str(tmp_path / "wide.png")], "width": 32, "height": 32, "steps": 2,
+               "seed": 1, "max_sequence_length": 8}
+    result = run_json("flux", "edit", request, tmp_path / "a", str(kontext))
+    assert Image.open(result["files"][0]).size == (32, 32)
+    assert result["info"]["notes"]["edit_size"] == {"width": 32, "height": 32, "rule": (
+        "the request's width and height at 1024 pixels (max_area), each side floored to a multiple of 16: "
+        "FluxKontextPipeline's rule")}
+    refused = cli_run(["run", "flux", "txt2img", "--model", str(kontext), "--out", str(tmp_path / "b"), "--json",
+                       json.dumps({"prompt": "x", "width": 32, "height": 32, "steps": 1})])
+    assert refused.exit_code == 2 and "(CODEX_MODEL_FLUX)" in refused.stderr
+    assert ("is an edit checkpoint (FluxKontextPipeline); txt2img needs a FluxPipeline checkpoint such as "
+            "black-forest-labs/FLUX.1-dev") in refused.stderr, refused.stderr
+    flux1 = cli_run(["run", "flux", "edit", "--model", str(tiny_model_dir("flux")), "--out", str(tmp_path / "c"),
+                     "--json", json.dumps(request)])
+    assert flux1.exit_code == 2 and "black-forest-labs/FLUX.1-Kontext-dev" in flux1.stderr, flux1.stderr

@@ -149,7 +149,10 @@ def test_each_task_rejects_the_other_tasks_checkpoint(tmp_path):
         result = cli_run(["run", "hunyuan_video", task, "--model", str(folder), "--out", str(out), "--quiet",
                           "--json", json.dumps(request)])
         assert result.exit_code == 2, result.stderr
-        assert f"is a {'txt2vid' if task == 'img2vid' else 'img2vid'} checkpoint ({holds})" in result.stderr
+        held = "a txt2vid" if task == "img2vid" else "an img2vid"
+        assert f"is {held} checkpoint ({holds})" in result.stderr
+        slot = "CODEX_MODEL_HUNYUAN_VIDEO_IMG2VID" if task == "img2vid" else "CODEX_MODEL_HUNYUAN_VIDEO"
+        assert f"checkpoint slot ({slot})" in result.stderr
         assert not out.exists() or not any(out.iterdir())
 
 

@@ -233,10 +233,12 @@ class DiffusersEngine(Engine):
     def missing_task_checkpoint(self, task: str, source: ModelSource, folders: dict[str, Path]) -> tuple[str, str]:
         """(message, hint) when ``source`` serves other tasks than ``task``."""
         served = next(iter(folders))
-        env = f"CODEX_MODEL_{self.key.upper()}_{task.upper()}"
-        return (f"{source.label} is a {served} checkpoint ({self.pipelines[served]}); {task} needs a "
-                f"{self.pipelines[task]} checkpoint" + (f" such as {self.task_default_repos[task]}"
-                                                        if task in self.task_default_repos else ""),
+        slot = f"{self.key}_{task}" if task in self.task_default_repos else self.key  # as codex_core.sources looks
+        env = f"CODEX_MODEL_{slot.upper()}"
+        example = self.task_default_repos.get(task) or self.default_repo
+        article = "an" if served[0] in "aeiou" else "a"
+        return (f"{source.label} is {article} {served} checkpoint ({self.pipelines[served]}); {task} needs a "
+                f"{self.pipelines[task]} checkpoint" + (f" such as {example}" if example else ""),
                 f"pass --model with a {self.pipelines[task]} folder, or leave --model out to use the {task} "
                 f"checkpoint slot ({env})")
 
@@ -514,7 +516,8 @@ class DiffusersEngine(Engine):
           when true_cfg > 1 ("" is then the unconditional prompt, which diffusers needs to run it);
         - the output size: ``params.target_size()`` (init-image tasks) or width x height, passed as
           ``width``/``height`` when the pipeline takes them; ``init_image`` and ``mask_image`` are
-          loaded at that size;
+          loaded at that size; an edit's ``images`` go as ``image`` at their own sizes (``edit_images``),
+          with width/height only when the request gave them;
         - ``batch_size`` is ``num_images_per_prompt`` or ``num_videos_per_prompt``;
         - ``output_type="pil"`` where the pipeline takes it; then ``extra_arguments``.
         """
@@ -530,6 +533,9 @@ class DiffusersEngine(Engine):
             arguments["true_cfg_scale"] = params.true_cfg
             arguments["negative_prompt"] = params.negative_prompt if params.true_cfg > 1.0 else None
         size = self.output_size(job)
+        if "images" in fields:  # edit: the size only when the request gave one (the pipeline's own rule otherwise)
+            arguments["image"] = self.edit_images(job)
+            size = (params.width, params.height) if params.width is not None else None
         if size and "width" in accepted:
             arguments["width"], arguments["height"] = size
         if "init_image" in fields:
@@ -546,6 +552,15 @@ class DiffusersEngine(Engine):
         if unknown:  # a wiring bug in the engine, not a user error: say exactly what
             raise CodexError(f"engine {self.key}: {type(pipe).__name__}.__call__ takes no {', '.join(unknown)}")
         return arguments
+
+    def edit_images(self, job: Job):
+        """An edit's reference images at their own sizes (the pipeline resizes them by its rule): a list when the
+        engine takes several, else the one image. Records ``notes.edit_size``: the output size and why."""
+        params = job.params
+        images = [job.input_image(f"images.{index}", None, path=path) for index, path in enumerate(params.images)]
+        width, height, rule = params.edit_size(images[0].size)
+        job.notes["edit_size"] = {"width": width, "height": height, "rule": rule}
+        return images if params.max_images > 1 else images[0]
 
     def output_size(self, job: Job) -> tuple[int, int] | None:
         """(width, height) of the output: ``params.target_size()`` (init-image tasks) or width x height."""

@@ -1,4 +1,5 @@
-"""The flux engine: FLUX.1 [dev] and [schnell] on the diffusers Flux pipelines (txt2img, img2img, inpaint).
+"""The flux engine: FLUX.1 [dev] and [schnell] on the diffusers Flux pipelines (txt2img, img2img, inpaint), and
+FLUX.1 Kontext [dev] (edit), which is its own checkpoint of the same architecture.
 
 The variant is read from the checkpoint before anything loads (``detect_variant``): dev has a
 guidance embedding, schnell does not, and their presets differ (presets/flux/dev/, .../schnell/).
@@ -7,7 +8,9 @@ guidance embedding, schnell does not, and their presets differ (presets/flux/dev
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from codex_core import Job, ModelSource
 from codex_diffusers import DiffusersEngine, read_config
 
 from .params import TASKS
@@ -32,7 +35,10 @@ class Flux(DiffusersEngine):
     description = ("FLUX.1 [dev] (black-forest-labs/FLUX.1-dev) and [schnell] (black-forest-labs/FLUX.1-schnell) "
                    "in diffusers format; the variant is read from the checkpoint")
     tasks = TASKS
-    pipelines = {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline"}
+    pipelines = {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline",
+                 "edit": "FluxKontextPipeline"}
+    # edit is FLUX.1 Kontext [dev]: looked up under CODEX_MODEL_FLUX_EDIT / <models dir>/flux_edit/
+    task_default_repos = {"edit": "black-forest-labs/FLUX.1-Kontext-dev"}
     arguments = {"max_sequence_length": "max_sequence_length"}
     denoisers = ("transformer",)
     mag_ratios = "diffusers.hooks.mag_cache:FLUX_MAG_RATIOS"  # MagCache's ratios for FLUX.1 (dev, 28 steps)
@@ -43,6 +49,7 @@ class Flux(DiffusersEngine):
     # DPM++ 2M is left out: diffusers fails with it on schnell (set_timesteps asserts dynamic shifting)
     # and on img2img/inpaint (it takes no custom sigmas). tests/test_flux.py checks each of these
     # failures. No flow_shift field: the checkpoint's scheduler config decides the shift.
+    # FluxKontextPipeline sets its timesteps as FluxPipeline does (sigmas and a dynamic shift): the same two.
     samplers = ("Euler", "UniPC")
     task_samplers = {"img2img": ("Euler",), "inpaint": ("Euler",)}
     default_repo = "black-forest-labs/FLUX.1-dev"
@@ -58,6 +65,25 @@ class Flux(DiffusersEngine):
         """Flux packs 2x2 latent patches into a sequence ([B, h/2 * w/2, 4C]): unpacked as the pipeline does."""
         width, height = self.output_size(job)
         return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)[0]
+
+    def task_folders(self, source: ModelSource) -> dict[str, Path]:
+        """A FLUX.1 folder serves txt2img/img2img/inpaint, a Kontext folder edit (the tiny model: all four, the
+        architecture being the same)."""
+        if source.kind in ("tiny", "file"):
+            return super().task_folders(source)
+        if self.checkpoint_task(source.path, source.label) == "edit":
+            return {"edit": source.path}
+        return {task: source.path for task in self.pipelines if task != "edit"}
+
+    def extra_arguments(self, job: Job, pipe) -> dict[str, Any]:
+        """Kontext: the output size from the image's (not diffusers' square default) and the area it scales to."""
+        if job.task != "edit":
+            return {}
+        from codex_core.params import image_size
+
+        params = job.params
+        start = (params.width, params.height) if params.width is not None else image_size(params.images[0])
+        return {"width": start[0], "height": start[1], "max_area": params.area(), "_auto_resize": params.auto_resize}
 
     def detect_variant(self, folder: Path) -> str | None:
         return variant_from_config(read_config(folder, "transformer/config.json"))

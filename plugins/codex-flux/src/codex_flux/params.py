@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
-from codex_core import Img2ImgParams, InpaintParams, Params, Txt2ImgParams
+from codex_core import EditParams, Img2ImgParams, InpaintParams, Params, Txt2ImgParams
 from codex_diffusers import CacheFields, LoraFields, TrueCfgFields
 
 MAX_SEQUENCE_LENGTH = 512  # FluxPipeline refuses more T5 tokens
@@ -56,4 +57,51 @@ class FluxInpaint(_FluxInitImageFields, InpaintParams):
     size_multiple = 16
 
 
-TASKS = {"txt2img": FluxTxt2Img, "img2img": FluxImg2Img, "inpaint": FluxInpaint}
+KONTEXT_AREA = 1024 * 1024  # FluxKontextPipeline's max_area default: FLUX.1 Kontext works at about one megapixel
+
+
+class FluxEdit(_FluxFields, EditParams):
+    """FLUX.1 Kontext: edit one reference image by instruction (FluxKontextPipeline).
+
+    The output size: FluxKontextPipeline scales width x height to ``max_area`` pixels at the same aspect
+    ratio, each side floored to a multiple of 16. Without width/height, diffusers would start from its
+    default 1024x1024 and make every edit square; we start from the reference image's size instead (the
+    output keeps its aspect ratio, as BFL's and ComfyUI's Kontext workflows do) and pass it.
+    """
+
+    size_multiple = 16
+    max_images = 1  # FluxKontextPipeline conditions on one image (a list would be a batch)
+    show_after = {"max_area": "height", "auto_resize": "max_area"}
+
+    max_area: int | None = Field(None, ge=256, le=4096 * 4096, description=(
+        "Output area in pixels at the reference image's aspect ratio, each side floored to a multiple of 16 (not "
+        f"with width/height, which set the size). Default: {KONTEXT_AREA}, about one megapixel, Kontext's own."))
+    auto_resize: bool = Field(True, description="Resize the reference image to the nearest of the resolutions "
+                                                "Kontext was trained on (diffusers' default); false: use it at its "
+                                                "own size, floored to multiples of 16.")
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if self.max_area is not None and self.width is not None:
+            raise PydanticCustomError(
+                "size_twice", "max_area: leave it out when width and height are given (they are the output size); "
+                "max_area sets the area of an output that takes the image's aspect ratio", {})
+        return self
+
+    def area(self) -> int:
+        if self.max_area is not None:
+            return self.max_area
+        return self.width * self.height if self.width is not None else KONTEXT_AREA
+
+    def edit_size(self, first: tuple[int, int]) -> tuple[int, int, str]:
+        """FluxKontextPipeline's arithmetic: width x height scaled to max_area at its aspect ratio, floored to 16."""
+        start, source = ((self.width, self.height), "the request's width and height") if self.width is not None \
+            else (first, f"the image's aspect ratio ({first[0]}x{first[1]})")
+        aspect = start[0] / start[1]
+        width = round((self.area() * aspect) ** 0.5) // 16 * 16
+        height = round((self.area() / aspect) ** 0.5) // 16 * 16
+        return width, height, (f"{source} at {self.area()} pixels (max_area), each side floored to a multiple "
+                               "of 16: FluxKontextPipeline's rule")
+
+
+TASKS = {"txt2img": FluxTxt2Img, "img2img": FluxImg2Img, "inpaint": FluxInpaint, "edit": FluxEdit}

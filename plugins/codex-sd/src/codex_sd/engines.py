@@ -27,7 +27,7 @@ class _StableDiffusion(A1111Prompts, SpeedModes, DiffusersEngine):
     tasks = TASKS
     sampler_family = "discrete"
     gpu_dtype = "float16"
-    tiny_version = "2"
+    tiny_version = "3"  # 3: SDXL's tiny text_encoder_2 uses gelu, as OpenCLIP bigG does
     mode_hints = MODE_HINTS
 
     loads_single_files = True

@@ -49,11 +49,13 @@ def _vae() -> AutoencoderKL:
     )
 
 
-def _text_config(hidden: int, projection_dim: int | None = None) -> CLIPTextConfig:
+def _text_config(hidden: int, projection_dim: int | None = None, hidden_act: str = "quick_gelu") -> CLIPTextConfig:
+    # hidden_act: OpenAI's CLIP ViT-L (SD 1.5, SDXL's text_encoder) uses quick_gelu; OpenCLIP bigG (SDXL's
+    # text_encoder_2) uses gelu
     extra = {"projection_dim": projection_dim} if projection_dim else {}
     return CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=hidden, intermediate_size=37,
                           num_attention_heads=4, num_hidden_layers=2, vocab_size=TINY_VOCAB, layer_norm_eps=1e-5,
-                          max_position_embeddings=77, **extra)
+                          max_position_embeddings=77, hidden_act=hidden_act, **extra)
 
 
 def build_sd15(dest: Path, time_cond_proj_dim: int | None = None) -> None:
@@ -90,7 +92,7 @@ def build_sdxl(dest: Path, time_cond_proj_dim: int | None = None) -> None:
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(_text_config(32)).eval()
     torch.manual_seed(1)
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config(SDXL_TE2_HIDDEN, SDXL_TE2_PROJECTION)).eval()
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(SDXL_TE2_HIDDEN, SDXL_TE2_PROJECTION, "gelu")).eval()
     pipe = StableDiffusionXLPipeline(
         vae=_vae(), text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=clip_tokenizer(),
         tokenizer_2=clip_tokenizer(), unet=unet, scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER),

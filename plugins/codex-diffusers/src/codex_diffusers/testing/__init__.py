@@ -98,6 +98,17 @@ def assert_same_pixels(ours: list, expected: list, arguments: Any = None) -> Non
                 f"{difference.mean():.3f}{called}")
 
 
+def with_tmp(value: Any, tmp_path: Path) -> Any:
+    """``value`` with ``{tmp}`` in every string (in lists and dicts too) replaced by ``tmp_path``."""
+    if isinstance(value, str):
+        return value.replace("{tmp}", str(tmp_path))
+    if isinstance(value, list):
+        return [with_tmp(item, tmp_path) for item in value]
+    if isinstance(value, dict):
+        return {key: with_tmp(item, tmp_path) for key, item in value.items()}
+    return value
+
+
 class EngineConformance:
     engine: str = ""
     cases: dict[str, dict[str, Any]] = {}
@@ -107,14 +118,16 @@ class EngineConformance:
     field_changes: dict[str, Any] = {}
     # the field check: field -> why it is not checked here (the kit's own mixin fields are left out already)
     fields_exempt: dict[str, str] = {}
+    # fields of a case that the stride check leaves out (they would decide the size instead of width/height)
+    stride_drops: tuple[str, ...] = ()
 
     def direct(self, task: str, request: dict[str, Any], model_dir: Path) -> list[Image.Image]:
         """Make the same call on the diffusers pipeline directly, without codex code."""
         raise NotImplementedError
 
     def request_for(self, task: str, tmp_path: Path) -> dict[str, Any]:
-        """The case for ``task``, with ``{tmp}`` in string values replaced by the test's folder."""
-        return {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in self.cases[task].items()}
+        """The case for ``task``, with ``{tmp}`` in string values (lists too) replaced by the test's folder."""
+        return with_tmp(self.cases[task], tmp_path)
 
     def prepare_inputs(self, tmp_path: Path) -> None:
         """Write input images the cases refer to (override to add more)."""
@@ -156,6 +169,10 @@ class EngineConformance:
         assert len(self.outputs(task, result)) == count
         assert_same_pixels(self.outputs(task, result), expected, calls[-1] if calls else None)
         assert info["seed"] == request["seed"] and info["task"] == task and info["engine"] == self.engine
+        if "images" in info["request"]:  # an edit: the output has the size info says, by the rule it names
+            edit_size = info["notes"]["edit_size"]
+            assert edit_size["rule"] and {Image.open(f).size for f in self.outputs(task, result)} == {
+                (edit_size["width"], edit_size["height"])}, edit_size
         assert info["steps_done"] > 0 and set(info["timings"]) >= {"load", "denoise", "decode", "export", "total"}
 
     def other_sampler(self, task: str, sampler: str | None) -> str | None:
@@ -209,7 +226,8 @@ class EngineConformance:
         from .checks import check_stride
 
         self.prepare_inputs(tmp_path)
-        check_stride(self.engine, task, self.request_for(task, tmp_path), tmp_path)
+        request = {k: v for k, v in self.request_for(task, tmp_path).items() if k not in self.stride_drops}
+        check_stride(self.engine, task, request, tmp_path)
 
     def test_every_engine_field_reaches_the_pipeline(self, task, tmp_path):
         from .checks import check_fields_reach
@@ -227,7 +245,7 @@ class EngineConformance:
     def test_bad_request_exits_2_and_writes_nothing(self, bad_case, tmp_path):
         _, task, request, field = bad_case
         self.prepare_inputs(tmp_path)
-        request = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in request.items()}
+        request = with_tmp(request, tmp_path)
         out = tmp_path / "out"
         result = cli_run(["run", self.engine, task, "--model", "tiny", "--out", str(out), "--json", json.dumps(request)])
         assert result.exit_code == 2, result.stderr
@@ -307,3 +325,83 @@ def make_unet_lora(engine: str, dest: Path) -> Path:
     name = f"tiny_{engine}_lora.safetensors"
     pipeline_cls.save_lora_weights(dest, unet_lora_layers=convert_state_dict_to_diffusers(state), weight_name=name)
     return dest / name
+
+
+
+# keys that say who wrote a config, not what the model is
+CONFIG_METADATA = frozenset({"_diffusers_version", "_name_or_path", "transformers_version", "torch_dtype", "dtype",
+                             "architectures", "_commit_hash", "output_hidden_states", "use_cache", "_class_name",
+                             "return_dict", "id2label", "label2id", "problem_type", "tokenizer_class",
+                             # an encoder-only class (T5EncoderModel, UMT5EncoderModel) sets its decoder flags itself
+                             "is_encoder_decoder", "is_decoder", "scale_decoder_outputs"})
+
+
+def _normalised_config(folder: Path, name: str, library: str, class_name: str) -> dict[str, Any] | None:
+    """A component's config as its class reads it, defaults filled in, so configs written by other library
+    versions compare (None: a tokenizer or processor, whose files describe no architecture)."""
+    import importlib
+    import inspect
+
+    raw = None
+    for file in ("config.json", "scheduler_config.json"):
+        if (folder / name / file).is_file():
+            raw = json.loads((folder / name / file).read_text())
+    if raw is None:
+        return None
+    cls = getattr(importlib.import_module(library), class_name)
+    if library == "transformers":
+        return cls.config_class.from_dict(raw).to_dict()
+    defaults = {key: parameter.default for key, parameter in inspect.signature(cls.__init__).parameters.items()
+                if parameter.default is not inspect.Parameter.empty}
+    return {**defaults, **{key: value for key, value in raw.items() if key in defaults}}
+
+
+def _architecture_differences(real: dict, tiny: dict, where: str) -> list[str]:
+    """Values that choose an architecture (text, booleans, lists of block types) differ; numbers are sizes."""
+    problems = []
+    for key in sorted((set(real) & set(tiny)) - CONFIG_METADATA):
+        a, b = real[key], tiny[key]
+        if isinstance(a, dict) and isinstance(b, dict):  # e.g. text_config, vision_config
+            problems += _architecture_differences(a, b, f"{where}{key}.")
+        elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and (a or b) and all(
+                isinstance(item, str) for item in [*a, *b]):
+            if set(a) != set(b):  # block types: the tiny model may have fewer blocks, not other kinds
+                problems.append(f"{where}{key}: the real model has {sorted(set(a))}, the tiny one {sorted(set(b))}")
+        elif isinstance(a, (str, bool)) or isinstance(b, (str, bool)):
+            if a != b and not (a in (None, False) and b in (None, False)):  # null reads as false
+                problems.append(f"{where}{key}: the real model has {a!r}, the tiny one {b!r}")
+    return problems
+
+
+def assert_tiny_matches_reference(engine: str, variant: str | None = None, folder: Path | None = None,
+                                  ignore: dict[str, set[str]] | None = None) -> None:
+    """The tiny model (``folder``, default the engine's own) is the real architecture at another size: the same
+    pipeline and component classes as the shipped reference configs, and every component config, read by its
+    class, with the same architecture choices (norms, activations, block types, flags); numbers (the sizes) may
+    differ. ``ignore``: component -> keys a test leaves out, saying why."""
+    from .. import reference_config_dir
+
+    reference_dir, tiny_dir = reference_config_dir(engine, variant), folder or tiny_model_dir(engine)
+    reference = json.loads((reference_dir / "model_index.json").read_text())
+    tiny = json.loads((tiny_dir / "model_index.json").read_text())
+    problems = []
+    if reference["_class_name"] != tiny["_class_name"]:
+        problems.append(f"pipeline: the real model is a {reference['_class_name']}, the tiny one a {tiny['_class_name']}")
+    for name, spec in reference.items():
+        if name.startswith("_") or not isinstance(spec, list):
+            continue
+        # transformers 5 has one tokenizer class per model: "T5TokenizerFast" is "T5Tokenizer"
+        if [str(part).removesuffix("Fast") for part in tiny.get(name) or [None, None]] != [
+                str(part).removesuffix("Fast") for part in spec]:
+            problems.append(f"{name}: the real model has {spec}, the tiny one {tiny.get(name)}")
+            continue
+        if spec[0] is None:
+            continue
+        real_config = _normalised_config(reference_dir, name, *spec)
+        tiny_config = _normalised_config(tiny_dir, name, *spec)
+        if real_config is None or tiny_config is None:
+            continue
+        skip = (ignore or {}).get(name, set())
+        problems += [problem for problem in _architecture_differences(real_config, tiny_config, f"{name}: ")
+                     if problem.split(": ")[1].split(".")[0] not in skip]
+    assert not problems, f"{engine}: the tiny model differs from the real architecture:\n  " + "\n  ".join(problems)
