@@ -22,6 +22,10 @@ PUBLISHED = {
     "hunyuan_video": {"transformer": 12.8e9, "text_encoder": 7.5e9, "text_encoder_2": 123e6},  # Llama-3-8B w/o head
     "sdxl": {"unet": 2.57e9, "text_encoder": 123e6, "text_encoder_2": 695e6},
     "sd15": {"unet": 860e6, "text_encoder": 123e6},
+    # SD 3.5 Large: "8.1 billion parameters" (model card); CLIP-L and bigG with projections, T5-XXL encoder
+    "sd35": {"transformer": 8.1e9, "text_encoder": 123e6, "text_encoder_2": 695e6, "text_encoder_3": 4.7e9},
+    # Krea 2: "12.9B parameters" (the Krea-2 diffusers model cards); Qwen3-VL-4B-Instruct: 4.44B (its hub listing)
+    "krea2": {"transformer": 12.9e9, "text_encoder": 4.44e9},
 }
 
 

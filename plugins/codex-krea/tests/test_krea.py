@@ -12,6 +12,7 @@ from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteSchedul
 from codex_core import RunOptions, UsageError, get_engine, prepare
 from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
     EngineConformance,
+    assert_tiny_matches_reference,
     direct_pipe,
     pixels,
     pytest_generate_tests,
@@ -164,3 +165,9 @@ def test_dpm_fails_and_unipc_runs_the_models_schedule():
         schedules.append(np.asarray(scheduler.sigmas, dtype=np.float64))
     # the same mu-shifted sigmas (UniPC moves the first off 1.0 by 1e-6 to keep its log finite)
     assert np.allclose(*schedules, atol=1e-5) and not np.allclose(schedules[0], np.linspace(1, 0, 5))
+
+
+def test_tiny_models_are_the_real_architecture(base_dir):
+    """Component classes and config keys of the tiny Turbo and Raw equal the shipped reference configs' (sizes aside)."""
+    assert_tiny_matches_reference("krea2")
+    assert_tiny_matches_reference("krea2", folder=base_dir)

@@ -18,8 +18,10 @@ from diffusers import (
 from PIL import Image
 
 from codex_core import ParamError, RunOptions, UsageError, get_engine, prepare
+from codex_diffusers import component_sizes, reference_config_dir
 from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
     EngineConformance,
+    assert_tiny_matches_reference,
     cli_run,
     direct_pipe,
     loaded_family,
@@ -248,3 +250,15 @@ def test_samplers_left_out_fail_in_diffusers(task, sampler):
         kwargs["mask_image"] = Image.new("L", (32, 32), 255)
     with pytest.raises(AttributeError, match="scale_noise"):
         pipe("x", **kwargs)
+
+
+def test_tiny_models_are_the_real_architectures(medium_dir):
+    """Component classes and config keys of the tiny Large and Medium equal the shipped reference configs' (sizes aside)."""
+    assert_tiny_matches_reference("sd35", "large")
+    assert_tiny_matches_reference("sd35", "medium", folder=medium_dir)
+
+
+def test_medium_reference_configs_have_the_published_size():
+    """Large's counts are checked with the other engines' (plugins/codex-diffusers/tests/test_sizes.py)."""
+    sizes = component_sizes(reference_config_dir("sd35", "medium"))
+    assert sizes["transformer"].parameters == pytest.approx(2.5e9, rel=0.02)  # "2.5 billion parameters" (model card)

@@ -83,7 +83,7 @@ def _text_encoder() -> Qwen3VLModel:
         vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=16,
                            out_hidden_size=TEXT_WIDTH, num_position_embeddings=16, deepstack_visual_indexes=[0]),
         image_token_id=TINY_VOCAB - 4, video_token_id=TINY_VOCAB - 3, vision_start_token_id=TINY_VOCAB - 2,
-        vision_end_token_id=TINY_VOCAB - 1)
+        vision_end_token_id=TINY_VOCAB - 1, tie_word_embeddings=True)
     return Qwen3VLModel(config).eval()
 
 

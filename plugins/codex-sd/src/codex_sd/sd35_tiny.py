@@ -29,11 +29,12 @@ SCHEDULER = dict(num_train_timesteps=1000, shift=3.0)  # scheduler/scheduler_con
 VAE_SCALING = dict(scaling_factor=1.5305, shift_factor=0.0609)  # vae/config.json of the SD 3.5 repos
 
 
-def _clip(width: int, seed: int) -> CLIPTextModelWithProjection:
+def _clip(width: int, seed: int, hidden_act: str) -> CLIPTextModelWithProjection:
+    """``hidden_act``: OpenAI's CLIP-L uses quick_gelu, OpenCLIP bigG gelu."""
     torch.manual_seed(seed)
     config = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=width, intermediate_size=37,
                             num_attention_heads=4, num_hidden_layers=2, vocab_size=TINY_VOCAB, layer_norm_eps=1e-5,
-                            max_position_embeddings=77, projection_dim=width, hidden_act="gelu")
+                            max_position_embeddings=77, projection_dim=width, hidden_act=hidden_act)
     return CLIPTextModelWithProjection(config).eval()
 
 
@@ -70,7 +71,7 @@ def build(dest: Path, variant: str = "large") -> None:
     """Write a tiny SD 3.5 Large (``variant="large"``) or Medium (dual-attention blocks) into ``dest``."""
     pipe = StableDiffusion3Pipeline(
         transformer=_transformer(variant), scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER), vae=_vae(),
-        text_encoder=_clip(CLIP_L, 0), tokenizer=clip_tokenizer(), text_encoder_2=_clip(CLIP_G, 1),
+        text_encoder=_clip(CLIP_L, 0, "quick_gelu"), tokenizer=clip_tokenizer(), text_encoder_2=_clip(CLIP_G, 1, "gelu"),
         tokenizer_2=clip_tokenizer(), text_encoder_3=_t5(), tokenizer_3=t5_tokenizer(),
     )
     pipe.save_pretrained(dest, safe_serialization=True)
