@@ -33,6 +33,10 @@ class Krea2(DiffusersEngine):
     pipelines = {"txt2img": "Krea2Pipeline"}
     arguments = {"max_sequence_length": "max_sequence_length"}
     denoisers = ("transformer",)
+    replaceable_components = ("transformer",)  # a transformer-only or GGUF file with --component
+    # a file's Krea 2 transformer tensors: diffusers layout (text_fusion.*) or Krea's original (txtfusion.*, also
+    # ComfyUI's files under model.diffusion_model., which the kit strips), which diffusers' loader converts
+    component_markers = {"transformer": ("text_fusion.", "txtfusion.")}
     sampler_family = "flow"
     # Krea2Pipeline always passes its own sigmas and mu to scheduler.set_timesteps. Euler
     # (FlowMatchEulerDiscreteScheduler) is the checkpoints' own; UniPC with flow sigmas takes both and, with the

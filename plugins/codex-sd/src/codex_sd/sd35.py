@@ -51,6 +51,10 @@ class StableDiffusion35(DiffusersEngine):
                  "skip_layer_guidance_start": "skip_layer_guidance_start",
                  "skip_layer_guidance_stop": "skip_layer_guidance_stop"}
     denoisers = ("transformer",)
+    replaceable_components = ("transformer",)  # a transformer-only or GGUF file with --component
+    # a file's SD3 transformer tensors: diffusers layout (the patch embedding) or SAI's original (MMDiT joint
+    # blocks, also the ComfyUI layout under model.diffusion_model., which the kit strips before comparing)
+    component_markers = {"transformer": ("pos_embed.proj.", "joint_blocks.")}
     sampler_family = "flow"
     # Euler (FlowMatchEulerDiscreteScheduler, shift 3.0) is the checkpoints' own. txt2img also runs UniPC and
     # DPM++ 2M with flow sigmas at the checkpoint's shift (no dynamic shifting: no mu is passed). img2img and
