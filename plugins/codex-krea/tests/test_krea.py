@@ -171,3 +171,26 @@ def test_tiny_models_are_the_real_architecture(base_dir):
     """Component classes and config keys of the tiny Turbo and Raw equal the shipped reference configs' (sizes aside)."""
     assert_tiny_matches_reference("krea2")
     assert_tiny_matches_reference("krea2", folder=base_dir)
+
+
+def test_previews_use_wan21_coefficients_in_the_published_vaes_own_space():
+    """Canary: the Qwen-Image VAE normalises its latents with Wan 2.1's per-channel statistics, the space the wan21
+    coefficients were fitted in (the map is the identity); the packed latents unpack to one image's [C, h, w]."""
+    import torch
+    from types import SimpleNamespace
+
+    from codex_diffusers import reference_config_dir
+    from codex_diffusers.latent_rgb import FORMATS
+    from codex_diffusers.previews import normalisation
+
+    engine = get_engine("krea2")
+    config = json.loads((reference_config_dir("krea2") / "vae" / "config.json").read_text())
+    fmt = FORMATS[engine.latent_format]
+    assert config["z_dim"] == fmt.channels
+    a, b = normalisation(fmt, SimpleNamespace(config=config, _buffers={}))
+    assert torch.allclose(a, torch.ones(16), atol=1e-4) and torch.allclose(b, torch.zeros(16), atol=1e-4)
+    pipe, _ = direct_pipe(Krea2Pipeline, tiny_model_dir("krea2"))
+    known = torch.randn(2, 16, 4, 6)  # [B, C, h, w] latents of a 48x32 image
+    packed = pipe._pack_latents(known, 2, 16, 4, 6)
+    job = SimpleNamespace(params=engine.params_model("txt2img").model_construct(width=48, height=32))
+    assert torch.equal(engine.preview_latents(pipe, packed, job), known[0])
