@@ -278,3 +278,39 @@ def test_previews_use_sd3_coefficients_in_the_published_vaes_own_space():
         assert config["latent_channels"] == fmt.channels
         a, b = normalisation(fmt, SimpleNamespace(config=config, _buffers={}))
         assert torch.allclose(a, torch.ones(16), atol=1e-4) and torch.allclose(b, torch.zeros(16), atol=1e-4)
+
+
+# -- LoRAs (diffusers' SD3LoraLoaderMixin) -------------------------------------------------------------
+
+
+def write_transformer_lora(folder: Path, dest: Path) -> Path:
+    """A PEFT LoRA (diffusers keys) on the tiny transformer's attention projections, random and non-zero."""
+    import torch
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    transformer = StableDiffusion3Pipeline.from_pretrained(folder, **NO_IMAGE_ENCODER).transformer
+    torch.manual_seed(0)
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                       target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    StableDiffusion3Pipeline.save_lora_weights(dest, transformer_lora_layers=get_peft_model_state_dict(transformer),
+                                               weight_name="tiny_sd35_lora.safetensors")
+    return dest / "tiny_sd35_lora.safetensors"
+
+
+def test_a_lora_changes_the_image_as_diffusers_loads_it_and_is_undone(tmp_path):
+    request = {"prompt": "a fox", "width": 32, "height": 32, "seed": 3, "steps": 2, "max_sequence_length": 16}
+    lora = write_transformer_lora(tiny_model_dir("sd35"), tmp_path)
+    assert get_engine("sd35").lora_problem(lora) is None  # `codex models --kind loras` lists it for sd35
+    plain = run_json("sd35", "txt2img", request, tmp_path / "a")
+    with_lora = run_json("sd35", "txt2img", {**request, "loras": [{"path": str(lora), "scale": 0.8}]}, tmp_path / "b")
+    again = run_json("sd35", "txt2img", request, tmp_path / "c")
+    assert not np.array_equal(pixels(plain["files"][0]), pixels(with_lora["files"][0]))
+    assert np.array_equal(pixels(plain["files"][0]), pixels(again["files"][0]))  # undone after its run
+    pipe = StableDiffusion3Pipeline.from_pretrained(tiny_model_dir("sd35"), **NO_IMAGE_ENCODER)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(lora), adapter_name="x")
+    pipe.set_adapters(["x"], adapter_weights=[0.8])
+    info = with_lora["info"]["request"]
+    expected = pipe(prompt=info["prompt"], guidance_scale=info["cfg"], width=32, height=32, num_inference_steps=2,
+                    max_sequence_length=16, generator=seed_generators(info)).images[0]
+    assert np.array_equal(pixels(with_lora["files"][0]), pixels(expected))
