@@ -13,6 +13,7 @@ What diffusers' Krea2Pipeline does with each field (diffusers 0.42, read from it
   ``max_sequence_length - 5`` tokens (info.notes.truncated counts that window).
 - No ``flow_shift`` field: the shift is the pipeline's own ``mu`` (fixed 1.15 for the distilled
   checkpoint, from the image size for the base one), passed to the scheduler on every call.
+- No ``cache`` field: Krea2Transformer2DModel has no diffusers cache hooks (CacheMixin).
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from codex_core import Params, Txt2ImgParams
-from codex_diffusers import CacheFields, LoraFields
+from codex_diffusers import LoraFields
 
 TEMPLATE_SUFFIX_TOKENS = 5  # "<|im_end|>\n<|im_start|>assistant\n": Krea2Pipeline.prompt_template_encode_num_suffix_tokens
 MAX_SEQUENCE_LENGTH = 512  # Krea2Pipeline's default text block, the layout the model was sampled with
 
 
-class _Krea2Fields(Params, LoraFields, CacheFields):
+class _Krea2Fields(Params, LoraFields):
     negative_prompt: str = Field("", description="What to steer away from (used when cfg is above 0: real "
                                                  "classifier-free guidance).")
     cfg: float = Field(ge=0.0, le=50.0, description="Krea 2 guidance (diffusers' guidance_scale): cond + cfg x (cond - "

@@ -18,6 +18,7 @@ What diffusers' StableDiffusion3 pipelines do with each field (diffusers 0.42, r
   and ``_stop`` (fractions of the steps), pushed away from by ``skip_layer_guidance_scale``. diffusers
   runs it only when cfg is above 1; Stability recommends layers 7, 8, 9 for SD 3.5 Medium.
 - img2img and inpaint count their steps as ``steps - int(steps - steps x strength)`` (``get_timesteps``).
+- No ``cache`` field: SD3Transformer2DModel has no diffusers cache hooks (CacheMixin).
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from codex_core import Img2ImgParams, InpaintParams, Params, Txt2ImgParams
-from codex_diffusers import CacheFields, LoraFields
+from codex_diffusers import LoraFields
 
 MAX_SEQUENCE_LENGTH = 512  # StableDiffusion3Pipeline.check_inputs refuses more T5 tokens
 CLIP_LAYERS = 12  # CLIP ViT-L/14's text encoder, the shallower of the two CLIP encoders
 MAX_TRANSFORMER_LAYERS = 38  # SD 3.5 Large's joint blocks (Medium has 24); checked per variant in the engine
 
 
-class _SD35Fields(Params, LoraFields, CacheFields):
+class _SD35Fields(Params, LoraFields):
     negative_prompt: str = Field("", description="What to steer away from (used when cfg is above 1: real "
                                                  "classifier-free guidance).")
     cfg: float = Field(ge=0.0, le=50.0, description="Classifier-free guidance (diffusers' guidance_scale): above 1 "
