@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,24 @@ def test_a_lora_changes_the_image_as_diffusers_loads_it_and_is_undone(tmp_path):
     expected = pipe(prompt=info["prompt"], guidance_scale=info["cfg"], width=32, height=32, num_inference_steps=2,
                     max_sequence_length=16, generator=seed_generators(info)).images[0]
     assert np.array_equal(pixels(with_lora["files"][0]), pixels(expected))
+
+
+def test_a_turbo_marked_only_in_its_transformer_config_runs_turbos_schedule(base_dir, tmp_path):
+    """A conversion whose transformer/config.json says is_distilled (model_index.json silent) is Turbo: detected so,
+    and run with Turbo's fixed shift as diffusers runs it when model_index.json says so."""
+    folder = tmp_path / "converted"
+    shutil.copytree(base_dir, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    del index["is_distilled"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    (folder / "transformer" / "config.json").write_text(json.dumps({**config, "is_distilled": True}))
+    assert get_engine("krea2").detect_variant(folder) == "distilled"
+    request = {"prompt": "a fox", "width": 32, "height": 32, "seed": 3, "steps": 2, "max_sequence_length": 16}
+    result = run_json("krea2", "txt2img", request, tmp_path / "out", str(folder))
+    pipe = Krea2Pipeline.from_pretrained(base_dir, is_distilled=True)  # the same weights, flagged as diffusers reads it
+    pipe.set_progress_bar_config(disable=True)
+    info = result["info"]["request"]
+    expected = pipe(prompt="a fox", guidance_scale=info["cfg"], width=32, height=32, num_inference_steps=2,
+                    max_sequence_length=16, generator=seed_generators(info)).images[0]
+    assert info["cfg"] == 0.0 and np.array_equal(pixels(result["files"][0]), pixels(expected))

@@ -16,12 +16,19 @@ from codex_diffusers import DiffusersEngine, read_config
 from .params import TASKS, TEMPLATE_SUFFIX_TOKENS
 
 
-def variant_from_index(index: dict) -> str | None:
-    """distilled (Turbo) or base (Raw) from a Krea2Pipeline model_index.json; a missing ``is_distilled`` loads
-    with the pipeline's default (False: base)."""
+def is_distilled(folder: Path) -> bool | None:
+    """Whether a Krea2Pipeline folder holds the distilled checkpoint; None for another pipeline.
+
+    model_index.json's ``is_distilled`` is what Krea2Pipeline reads. Some conversions (the
+    CalamitousFelicitousness Krea-2 repos' model cards say so) carry the flag in transformer/config.json
+    instead, where diffusers 0.42 ignores it: then the transformer's is taken (``Krea2.check_model`` hands it
+    to the pipeline), else the pipeline's default (False)."""
+    index = read_config(folder, "model_index.json")
     if index.get("_class_name") != "Krea2Pipeline":
         return None
-    return "distilled" if index.get("is_distilled", False) else "base"
+    if "is_distilled" in index:
+        return bool(index["is_distilled"])
+    return bool(read_config(folder, "transformer/config.json").get("is_distilled", False))
 
 
 class Krea2(DiffusersEngine):
@@ -62,7 +69,15 @@ class Krea2(DiffusersEngine):
         return pipe._unpack_latents(latents, height, width)[0, :, 0]
 
     def detect_variant(self, folder: Path) -> str | None:
-        return variant_from_index(read_config(folder, "model_index.json"))
+        distilled = is_distilled(folder)
+        return None if distilled is None else ("distilled" if distilled else "base")
+
+    def check_model(self, pipe, source) -> None:
+        """A conversion that marks Turbo only in its transformer config would run with Raw's resolution-dependent
+        shift instead of the fixed mu 1.15 Turbo was distilled with: the pipeline is told (its config, which every
+        run's view copies)."""
+        if source.kind != "file" and is_distilled(source.path) and not pipe.config.is_distilled:
+            pipe.register_to_config(is_distilled=True)
 
     def note_truncation(self, job: Job, pipe, arguments: dict) -> None:
         """The prompt's window is max_sequence_length less the template's 5 assistant-suffix tokens."""
