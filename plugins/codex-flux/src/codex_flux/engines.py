@@ -67,9 +67,11 @@ class Flux(DiffusersEngine):
         return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)[0]
 
     def task_folders(self, source: ModelSource) -> dict[str, Path]:
-        """A FLUX.1 folder serves txt2img/img2img/inpaint, a Kontext folder edit (the tiny model: all four, the
-        architecture being the same)."""
-        if source.kind in ("tiny", "file"):
+        """A FLUX.1 folder serves txt2img/img2img/inpaint, a Kontext folder edit (the tiny model, or a folder with
+        its transformer from a file: all four, the architecture being the same)."""
+        # with --component transformer=FILE the file decides: a Kontext transformer file (ComfyUI's
+        # flux1-kontext-dev.safetensors) runs edit on a FLUX.1 folder's other components, which are Kontext's too
+        if source.kind in ("tiny", "file") or dict(source.components).get("transformer"):
             return super().task_folders(source)
         if self.checkpoint_task(source.path, source.label) == "edit":
             return {"edit": source.path}
@@ -79,10 +81,8 @@ class Flux(DiffusersEngine):
         """Kontext: the output size from the image's (not diffusers' square default) and the area it scales to."""
         if job.task != "edit":
             return {}
-        from codex_core.params import image_size
-
         params = job.params
-        start = (params.width, params.height) if params.width is not None else image_size(params.images[0])
+        start = (params.width, params.height) if params.width is not None else params.first_image_size()
         return {"width": start[0], "height": start[1], "max_area": params.area(), "_auto_resize": params.auto_resize}
 
     def detect_variant(self, folder: Path) -> str | None:
