@@ -19,7 +19,7 @@ set -euo pipefail
 # steps. {init} in a request is an RGB image made here with Pillow.
 PLUGINS=(
   # name  | engines                              | engine        | task    | format | request
-  'sd      | sd15 sdxl                            | sd15          | txt2img | png | {"prompt":"x","seed":1,"width":64,"height":64,"steps":2}'
+  'sd      | sd15 sdxl sd35                       | sd15          | txt2img | png | {"prompt":"x","seed":1,"width":64,"height":64,"steps":2}'
   'flux    | flux                                 | flux          | txt2img | png | {"prompt":"x","seed":1,"width":32,"height":32,"steps":2,"max_sequence_length":16}'
   'flux2   | flux2 flux2_klein                    | flux2_klein   | txt2img | png | {"prompt":"x","seed":1,"width":32,"height":32,"steps":2,"max_sequence_length":32}'
   'wan     | wan_ti2v_5b wan_t2v_14b wan_i2v_14b  | wan_ti2v_5b   | img2vid | mp4 | {"prompt":"x","init_image":"{init}","seed":1,"width":32,"height":32,"num_frames":5,"steps":2}'
@@ -29,6 +29,7 @@ PLUGINS=(
   'qwen    | qwen_image                           | qwen_image    | txt2img | png | {"prompt":"x","seed":1,"width":32,"height":32,"steps":2,"max_sequence_length":16}'
   'zimage  | z_image                              | z_image       | txt2img | png | {"prompt":"x","seed":1,"width":32,"height":32,"steps":2,"max_sequence_length":16}'
   'chroma  | chroma                               | chroma        | txt2img | png | {"prompt":"x","seed":1,"width":32,"height":32,"steps":2,"max_sequence_length":16}'
+  'krea    | krea2                                | krea2         | txt2img | png | {"prompt":"x","seed":1,"width":32,"height":32,"steps":2,"max_sequence_length":16}'
 )
 # Packages under plugins/ that are not engine plugins: the kit every plugin depends on, the web UI
 # (checked on its own below), and the template.

@@ -161,7 +161,7 @@ def fresh_plugins():
 
 def test_load_list_naming_nothing_installed_says_so(fresh_plugins, monkeypatch, capsys):
     monkeypatch.setenv("CODEX_LOAD_PLUGINS", "sd,no-such-plugin")
-    assert set(registry.engines()) == {"sd15", "sdxl"}
+    assert set(registry.engines()) == {"sd15", "sdxl", "sd35"}
     err = capsys.readouterr().err
     assert "CODEX_LOAD_PLUGINS names 'no-such-plugin', which no installed plugin is called" in err
 

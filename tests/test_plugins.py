@@ -70,7 +70,7 @@ def test_unknown_engine_names_installed_ones_and_the_package_to_install(fresh_pl
     monkeypatch.setenv("CODEX_LOAD_PLUGINS", "codex-sd")
     with pytest.raises(Exception) as caught:
         registry.get_engine("wan_ti2v_5b")
-    assert "installed engines: sd15, sdxl" in str(caught.value)
+    assert "installed engines: sd15, sd35, sdxl" in str(caught.value)
     # installed here but left out by the load list; where it is not installed the hint is "pip install codex-wan"
     # (tests/check_wheels.sh checks that in an environment without it)
     assert "provided by codex-wan, which is installed but not in CODEX_LOAD_PLUGINS" in str(caught.value)

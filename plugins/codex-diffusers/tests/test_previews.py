@@ -66,7 +66,9 @@ def vae_config_of(folder: Path) -> dict:
     return {**defaults, **config}
 
 
-@pytest.mark.parametrize("engine_key", ["sd15", "sdxl", "flux", "hunyuan_video", "wan_ti2v_5b", "wan_t2v_14b"])
+# sd35: the SD3 VAE unchanged in 3.5; krea2: the Qwen-Image VAE normalises with Wan 2.1's statistics (wan21)
+@pytest.mark.parametrize("engine_key", ["sd15", "sdxl", "flux", "hunyuan_video", "wan_ti2v_5b", "wan_t2v_14b", "sd35",
+                                        "krea2"])
 def test_the_published_checkpoints_latents_are_the_coefficients_space(engine_key):
     """Canary: the reference checkpoints' VAE configs normalise latents exactly as the coefficients assume (the map
     is the identity), and have the coefficients' channels: a changed config would show here."""

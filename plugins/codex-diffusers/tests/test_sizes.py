@@ -28,6 +28,10 @@ PUBLISHED = {
     "flux2_klein": {"transformer": 3.9e9, "text_encoder": 4.0e9},
     "z_image": {"transformer": 6.15e9, "text_encoder": 4.0e9},  # Z-Image-Turbo: 6.15B DiT; Qwen3-4B (tied head)
     "chroma": {"transformer": 8.9e9, "text_encoder": 4.7e9},  # Chroma1-HD: 8.9B; T5-XXL encoder
+    # SD 3.5 Large: "8.1 billion parameters" (model card); CLIP-L and bigG with projections, T5-XXL encoder
+    "sd35": {"transformer": 8.1e9, "text_encoder": 123e6, "text_encoder_2": 695e6, "text_encoder_3": 4.7e9},
+    # Krea 2: "12.9B parameters" (the Krea-2 diffusers model cards); Qwen3-VL-4B-Instruct: 4.44B (its hub listing)
+    "krea2": {"transformer": 12.9e9, "text_encoder": 4.44e9},
 }
 
 

@@ -373,6 +373,12 @@ def _architecture_differences(real: dict, tiny: dict, where: str) -> list[str]:
     return problems
 
 
+def _is_component(spec) -> bool:
+    """A model_index.json entry naming a component: [library, class] (strings, or None for an absent one)."""
+    return (isinstance(spec, list) and len(spec) == 2
+            and all(part is None or isinstance(part, str) for part in spec))
+
+
 def assert_tiny_matches_reference(engine: str, variant: str | None = None, folder: Path | None = None,
                                   ignore: dict[str, set[str]] | None = None) -> None:
     """The tiny model (``folder``, default the engine's own) is the real architecture at another size: the same
@@ -388,8 +394,8 @@ def assert_tiny_matches_reference(engine: str, variant: str | None = None, folde
     if reference["_class_name"] != tiny["_class_name"]:
         problems.append(f"pipeline: the real model is a {reference['_class_name']}, the tiny one a {tiny['_class_name']}")
     for name, spec in reference.items():
-        if name.startswith("_") or not isinstance(spec, list):
-            continue
+        if name.startswith("_") or not _is_component(spec):
+            continue  # a pipeline's own config value (e.g. Krea2Pipeline's text_encoder_select_layers, a list)
         # transformers 5 has one tokenizer class per model: "T5TokenizerFast" is "T5Tokenizer"
         if [str(part).removesuffix("Fast") for part in tiny.get(name) or [None, None]] != [
                 str(part).removesuffix("Fast") for part in spec]:
