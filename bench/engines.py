@@ -3,8 +3,9 @@
 For each case below: ``orchestrator.run`` (validation, presets, the loaded-model cache, the per-run pipeline
 view and scheduler, the call with progress, PNG + info.json) against the same pipeline class loaded once
 with ``from_pretrained`` from the same tiny folder, called with the very arguments codex passed (captured
-from codex's own call: the direct side does not re-derive them, so only codex's wrapping is measured) and
-a fresh scheduler of the same class and config, then ``image.save``. Target: median ratio <= 1.02.
+from codex's own call: the direct side does not re-derive them, so only codex's wrapping is measured; an
+edit's reference images it opens from their files each call, as a script would) and a fresh scheduler of
+the same class and config, then ``image.save``. Target: median ratio <= 1.02.
 
 The sizes are chosen so that one call takes ~0.3-1 s on a 2-core CPU: long enough that timer noise is
 small. Run from the repo root: ``.venv/bin/python bench/engines.py [ENGINE ...]``.
@@ -36,14 +37,14 @@ from codex_diffusers import pipelines  # noqa: E402
 from timing import interleaved, ratio, report  # noqa: E402  (bench/timing.py, beside this script)
 
 REPS = int(os.environ.get("CODEX_BENCH_REPS", "11"))  # fewer for a quick look at a noisy machine
-REFERENCE = str(write_test_image(TMP / "reference.png", (256, 192), seed=1))
+REFERENCE = str(write_test_image(TMP / "reference.png", (512, 384), seed=1))
 # engine -> (task, request, pipeline class of the task)
 CASES = {
-    "z_image": ("txt2img", {"prompt": "a lighthouse at dawn", "width": 256, "height": 256, "steps": 8, "seed": 1},
+    "z_image": ("txt2img", {"prompt": "a lighthouse at dawn", "width": 768, "height": 768, "steps": 12, "seed": 1},
                 "ZImagePipeline"),
-    "flux2_klein": ("edit", {"prompt": "put the fox in the snow", "images": [REFERENCE, REFERENCE], "width": 256,
-                             "height": 192, "steps": 4, "seed": 2}, "Flux2KleinPipeline"),
-    "flux": ("edit", {"prompt": "make it winter", "images": [REFERENCE], "width": 256, "height": 192, "steps": 8,
+    "flux2_klein": ("edit", {"prompt": "put the fox in the snow", "images": [REFERENCE, REFERENCE], "width": 512,
+                             "height": 384, "steps": 8, "seed": 2}, "Flux2KleinPipeline"),
+    "flux": ("edit", {"prompt": "make it winter", "images": [REFERENCE], "width": 512, "height": 384, "steps": 16,
                       "seed": 3, "max_sequence_length": 64, "auto_resize": False}, "FluxKontextPipeline"),
 }
 
@@ -75,7 +76,11 @@ def measure(engine: str) -> None:
 
     def direct(path: Path = TMP / "direct.png") -> Image.Image:
         pipe.scheduler = scheduler_cls.from_config(scheduler_config)  # fresh per call, as codex does
-        image = pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+        call = dict(kwargs)
+        if "images" in request:  # a user's script opens the reference images too
+            opened = [Image.open(file).convert("RGB") for file in request["images"]]
+            call["image"] = opened if isinstance(kwargs["image"], list) else opened[0]
+        image = pipe(**call, generator=torch.Generator("cpu").manual_seed(seed)).images[0]
         image.save(path)
         return image
 

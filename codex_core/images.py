@@ -15,6 +15,7 @@ Every conversion is recorded in ``notes`` (it goes into info.json as ``notes.con
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -66,8 +67,18 @@ def open_image(value: str) -> Image.Image:
 
 
 def oriented_size(value: str) -> tuple[int, int]:
-    """The image's size as viewers show it (EXIF orientation applied); reads only the header."""
-    with Image.open(_path(value)) as image:
+    """The image's size as viewers show it (EXIF orientation applied).
+
+    A PNG's EXIF may follow its pixel data, so finding it can mean reading the whole file: the answer is kept
+    per file version (path, modification time, size), as validation and the run ask more than once."""
+    path = _path(value)
+    stat = os.stat(path)
+    return _oriented_size(os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _oriented_size(path: str, mtime_ns: int, size: int) -> tuple[int, int]:
+    with Image.open(path) as image:
         width, height = image.size
         return (height, width) if image.getexif().get(EXIF_ORIENTATION) in ROTATED else (width, height)
 
