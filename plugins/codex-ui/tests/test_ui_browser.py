@@ -325,7 +325,7 @@ def test_switching_engine_changes_tabs_fields_and_samplers(page, service):
     choose(page, "codex-engine", "flux — flux")
     expect(field(page, "max_sequence_length")).to_be_visible()
     expect(page.locator("#codex-tabs button[role=tab]", has_text="upscale")).to_be_hidden()
-    assert tab_names(page) == ["txt2img", "img2img", "inpaint", "PNG Info"]
+    assert tab_names(page) == ["txt2img", "img2img", "inpaint", "edit", "PNG Info"]
     flux_fields, flux_samplers = field_names(page, "txt2img"), samplers()
     assert "clip_skip" not in flux_fields and "max_sequence_length" in flux_fields
     served = httpx.get(service + "/v1/samplers/flux", timeout=10).json()
@@ -561,3 +561,79 @@ def test_the_lora_and_vae_pickers_offer_the_models_folders_and_the_run_uses_what
     expect(panel).not_to_contain_text("loras")
     expect(field(page, "loras-scale-0")).to_be_hidden()
     assert json.loads(panel.inner_text()) == SMALL
+
+
+def edit_tab(page: Page) -> None:
+    """flux on its tiny model, its Edit tab open (FLUX.1 Kontext: one reference image)."""
+    choose(page, "codex-engine", "flux — flux")
+    expect(page.locator("#codex-tabs button[role=tab]", has_text="edit")).to_be_visible()
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    page.locator("#codex-tabs button[role=tab]", has_text="edit").click()
+    expect(field(page, "images", "edit")).to_be_visible()
+
+
+def test_the_edit_tab_edits_an_uploaded_image_at_the_size_info_gives(page, service, tmp_path):
+    source = tmp_path / "wide.png"
+    Image.new("RGB", (48, 32), (40, 120, 200)).save(source)
+    edit_tab(page)
+    note = page.locator("#codex-edit-images-note")
+    expect(note).to_contain_text("1 reference image, in the order added; the first is the one edited")
+    field(page, "images", "edit").locator("input[type=file]").set_input_files(str(source))
+    panel = page.locator("#codex-request .cm-content")
+    expect(panel).to_contain_text('"images"')
+    uploaded = json.loads(panel.inner_text())["images"]
+    assert len(uploaded) == 1 and Path(uploaded[0]).read_bytes() == source.read_bytes()  # the bytes sent
+    # the image's aspect ratio at max_area 48x48 pixels, floored to 16: 48x32 (FluxKontextPipeline's rule)
+    request = {"prompt": "make it red", "max_area": 2304, "steps": 2, "seed": 6, "max_sequence_length": 8}
+    shown = fill(page, request, "edit")
+    assert shown == {"images": uploaded, **request}
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=120_000)
+    page.wait_for_function("() => { const i = document.querySelector('#codex-gallery img'); "
+                           "return i && i.complete && i.naturalWidth > 0 && !i.alt.startsWith('preview'); }")
+    latest = jobs(service)[0]
+    assert latest["spec"]["task"] == "edit" and latest["spec"]["request"] == shown  # the images went with it
+    info = latest["result"]["info"]
+    edit_size = info["notes"]["edit_size"]
+    assert (edit_size["width"], edit_size["height"]) == (48, 32) and "FluxKontextPipeline's rule" in edit_size["rule"]
+    assert info["request"]["images"] == uploaded
+    shown_size = page.locator("#codex-gallery img").first.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    assert shown_size == [edit_size["width"], edit_size["height"]]
+    expect(page.locator("#codex-info")).to_contain_text('"edit_size"')
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "flux-edit-result.png", full_page=True)
+
+
+def test_the_edit_tab_says_when_there_are_no_images_or_more_than_the_engine_takes(page, service, tmp_path):
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(first)
+    Image.new("RGB", (32, 32), (30, 200, 30)).save(second)
+    edit_tab(page)
+    before = len(jobs(service))
+    fill(page, {"prompt": "x", "steps": 2}, "edit")
+    page.keyboard.press("Control+Enter")
+    status = page.locator("#codex-status")
+    expect(status).to_contain_text("Not queued")
+    expect(status).to_contain_text("images: add at least 1 reference image")
+    expect(page.locator("#codex-edit-images-note")).to_contain_text("⚠ images: add at least 1 reference image")
+
+    gallery = field(page, "images", "edit")
+    gallery.locator("input[type=file]").set_input_files([str(first), str(second)])  # in this order
+    note = page.locator("#codex-edit-images-note")
+    expect(note).to_contain_text("2 images; flux takes at most 1 reference image: remove 1")
+    panel = page.locator("#codex-request .cm-content")
+    expect(panel).to_contain_text('"images"')
+    sent = json.loads(panel.inner_text())["images"]
+    assert [Path(path).read_bytes() for path in sent] == [first.read_bytes(), second.read_bytes()]  # order kept
+    page.keyboard.press("Control+Enter")
+    expect(status).to_contain_text("images: 2 images; flux takes at most 1 reference image")
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "flux-edit-too-many.png", full_page=True)
+    assert len(jobs(service)) == before  # nothing was sent
+
+    gallery.locator("[aria-label='Delete image']").first.click(force=True)  # the first goes; the second stays
+    expect(note).to_contain_text("images: 1 reference image, in the order added")
+    expect(panel).not_to_contain_text(sent[0])
+    assert json.loads(panel.inner_text())["images"] == sent[1:]
+    gallery.locator("[aria-label='Clear']").first.click()
+    expect(panel).not_to_contain_text('"images"')
