@@ -1,6 +1,7 @@
 """codex-ui in a real browser: Playwright drives Debian's headless Chromium (/usr/bin/chromium) against a
 real `codex ui` process (the service and the UI on one port, loopback), on the tiny models, with a models
-folder holding a LoRA and a VAE for the tiny sd15.
+folder holding a LoRA and a VAE for the tiny sd15, and the sleepy test engine (tests/sleepy_engine: an edit
+task taking three reference images) installed beside the others.
 
 Run locally: `apt-get install chromium` (or set CODEX_CHROMIUM to a Chromium binary), then
 `make test` or `.venv/bin/python -m pytest plugins/codex-ui`. Screenshots of every tab land in
@@ -9,6 +10,7 @@ artifacts/ui-screens/.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.browser
 CODEX = str(Path(sys.executable).parent / "codex")
 CHROMIUM = os.environ.get("CODEX_CHROMIUM", "/usr/bin/chromium")
 SCREENS = Path(__file__).resolve().parents[3] / "artifacts" / "ui-screens"
+SLEEPY = Path(__file__).resolve().parents[3] / "tests" / "sleepy_engine"
 SMALL = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2, "seed": 5}
 
 
@@ -65,16 +68,21 @@ def write_models(models: Path) -> None:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """`codex ui` as a user starts it, on a free loopback port, with its own state dir and models folder (at the
-    service's defaults: previews every 2 steps)."""
+    service's defaults: previews every 2 steps), and the sleepy test engine installed (an edit with up to three
+    reference images, put side by side: tests/sleepy_engine)."""
     folder = tmp_path_factory.mktemp("ui")
     write_models(folder / "models")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(folder / "site"), str(SLEEPY)],
+                   check=True, capture_output=True, text=True)
+    path = os.pathsep.join(filter(None, [str(folder / "site"), os.environ.get("PYTHONPATH")]))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(folder / "ui.log", "ab")
     # --max-steps 1000: the interrupt tests queue a run long enough to interrupt (the default limit is 150)
     proc = subprocess.Popen([CODEX, "ui", "--port", str(port), "--state-dir", str(folder / "state"),
                              "--engine", "sd15", "--max-steps", "1000"], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "CODEX_MODELS_DIR": str(folder / "models")})
+                            env={**os.environ, "CODEX_MODELS_DIR": str(folder / "models"), "PYTHONPATH": path})
     deadline = time.monotonic() + 90
     while True:
         try:
@@ -637,3 +645,47 @@ def test_the_edit_tab_says_when_there_are_no_images_or_more_than_the_engine_take
     assert json.loads(panel.inner_text())["images"] == sent[1:]
     gallery.locator("[aria-label='Clear']").first.click()
     expect(panel).not_to_contain_text('"images"')
+
+
+def test_the_edit_tab_sends_several_images_in_the_order_added_to_an_engine_that_takes_them(page, service, tmp_path):
+    """The sleepy test engine takes up to three reference images and puts them side by side: its output shows the
+    images it got, in order."""
+    colours = [(220, 20, 20), (20, 220, 20), (20, 20, 220)]
+    files = []
+    for index, colour in enumerate(colours):
+        files.append(tmp_path / f"{index}.png")
+        Image.new("RGB", (16 + 8 * index, 16), colour).save(files[-1])
+    choose(page, "codex-engine", "sleepy — test")
+    expect(page.locator("#codex-tabs button[role=tab]", has_text="edit")).to_be_visible()
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    page.locator("#codex-tabs button[role=tab]", has_text="edit").click()
+    note = page.locator("#codex-edit-images-note")
+    expect(note).to_contain_text("up to 3 reference images, in the order added")
+    gallery = field(page, "images", "edit")
+    gallery.locator("input[type=file]").set_input_files([str(files[2]), str(files[0])])
+    gallery.locator("input[type=file]").last.set_input_files(str(files[1]))  # one more, added after them
+    panel = page.locator("#codex-request .cm-content")
+    wait_for(lambda: len(json.loads(panel.inner_text()).get("images", [])) == 3, "three images in the request", 30)
+    sent = json.loads(panel.inner_text())["images"]
+    order = [files[2], files[0], files[1]]
+    assert [Path(path).read_bytes() for path in sent] == [path.read_bytes() for path in order]
+    fill(page, {"prompt": "side by side"}, "edit")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=60_000)
+    latest = jobs(service)[0]
+    assert latest["spec"]["engine"] == "sleepy" and latest["spec"]["request"]["images"] == sent
+    page.wait_for_function("() => { const i = document.querySelector('#codex-gallery img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }")
+    assert page.locator("#codex-gallery img").first.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [72, 16]
+    made = httpx.get(f"{service}/v1/jobs/{latest['id']}/files/0000.png", timeout=10).content
+    with Image.open(io.BytesIO(made)) as image:  # left to right: the order added
+        assert [image.getpixel((x, 8)) for x in (0, 32, 48)] == [colours[2], colours[0], colours[1]]
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "sleepy-edit-three-images.png", full_page=True)
+
+    gallery.locator("input[type=file]").last.set_input_files(str(files[0]))  # a fourth: one too many
+    expect(note).to_contain_text("4 images; sleepy takes at most 3 reference images: remove 1")
+    before = len(jobs(service))
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("Not queued")
+    assert len(jobs(service)) == before
