@@ -261,6 +261,11 @@ class Engine:
         the file's header (no weights loaded); None if it is."""
         return None
 
+    def checkpoint_tasks(self, path: Path) -> tuple[str, ...]:
+        """The tasks a checkpoint of this engine serves, from its configs (no weights loaded). Default: every
+        task; engines whose tasks have their own checkpoints (an instruction-editing model) say which."""
+        return tuple(self.tasks)
+
     def file_problem(self, kind: str, path: Path) -> str | None:
         """Why this engine cannot use the model file or folder ``path`` of ``kind`` (a models-folder kind:
         checkpoints, diffusion_models, loras, vae, embeddings), from its header; None if it can.

@@ -393,6 +393,47 @@ def test_several_init_images_make_a_batch_one_image_each(bare, tmp_path):
         api.img2img(images=inits, batch_size=1, **common)
 
 
+def test_img2img_on_an_editing_checkpoint_runs_its_edit_task_and_says_so(tmp_path):
+    """A FLUX.1 Kontext folder serves only edit: A1111's img2img runs it with init_images as the reference images at
+    the call's width x height, equal to the /v1 edit job of the same request; txt2img on it is a 422."""
+    models = tmp_path / "models"
+    kontext = models / "checkpoints" / "kontext"
+    shutil.copytree(tiny_model_dir("flux"), kontext)
+    index = json.loads((kontext / "model_index.json").read_text())
+    (kontext / "model_index.json").write_text(json.dumps({**index, "_class_name": "FluxKontextPipeline"}))
+    service = Service(tmp_path / "state", models, "--default-model", "kontext").start()
+    try:
+        api = service.webui()
+        reference = Image.open(write_test_image(tmp_path / "ref.png", (48, 32), seed=3))
+        result = api.img2img(images=[reference], prompt="make it winter", width=32, height=32, steps=2, seed=5,
+                             sampler_name="Euler", denoising_strength=0.6)
+        info = result.info
+        assert info["codex_task"] == "edit" and info["codex_engine"] == "flux" and result.image.size == (32, 32)
+        assert info["codex_substituted"] == ["img2img -> edit: kontext is an instruction-editing model (flux edit); "
+                                             "init_images are its reference images"]
+        assert "denoising_strength (engine flux edit has no such setting)" in info["codex_ignored"]
+        with service.client() as client:
+            job = client.get(f"/v1/jobs/{info['codex_jobs'][0]}").json()["result"]["info"]
+            assert job["notes"]["edit_size"]["width"] == 32 and len(job["request"]["images"]) == 1
+            request = {**job["request"], "images": [base64.b64encode((tmp_path / "ref.png").read_bytes()).decode()]}
+            native_job = client.post("/v1/jobs", json={"engine": "flux", "task": "edit", "model": str(kontext),
+                                                       "request": request}).json()
+            deadline = time.monotonic() + 120
+            while native_job["state"] not in ("done", "failed", "cancelled"):
+                assert time.monotonic() < deadline, native_job
+                time.sleep(0.1)
+                native_job = client.get(f"/v1/jobs/{native_job['id']}").json()
+            assert native_job["state"] == "done", native_job
+            raw = client.get(f"/v1/jobs/{native_job['id']}/files/0000.png").content
+        assert np.array_equal(pixels(result.image), pixels(Image.open(io.BytesIO(raw))))
+        with pytest.raises(RuntimeError, match="kontext serves edit, not txt2img"):
+            api.txt2img(**SMALL)
+        with pytest.raises(RuntimeError, match="init_images: got 2 images; kontext edits with at most 1 reference"):
+            api.img2img(images=[reference, reference], prompt="x", width=32, height=32, steps=2)
+    finally:
+        service.stop()
+
+
 # -- the hires fix ---------------------------------------------------------------------------------------------
 
 

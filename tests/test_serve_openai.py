@@ -1,6 +1,6 @@
 """OpenAI's images and videos API on `codex serve`, driven by the official `openai` client, unchanged (only its
 base_url points at the service): the images are the native /v1 job's pixels for the same request, the
-edits are Codex's img2img and inpaint, the video is the job's MP4, and errors are OpenAI-shaped."""
+edits are a model's edit task, else Codex's img2img, and inpaint, the video is the job's MP4, and errors are OpenAI-shaped."""
 
 from __future__ import annotations
 
@@ -174,6 +174,26 @@ def test_images_edit_is_img2img_and_with_a_mask_inpaint(client, http, tmp_path):
     with open(image, "rb") as picture, pytest.raises(openai.BadRequestError) as refused:
         client.images.edit(model="tiny-sd15", image=picture, mask=Path(image).read_bytes(), prompt=PROMPT)
     assert refused.value.body["param"] == "mask" and "alpha" in refused.value.body["message"]
+
+
+def test_images_edit_runs_a_models_edit_task_with_its_images_as_references(client, http, tmp_path):
+    """A model with an edit task (flux: FLUX.1 Kontext) edits instead of img2img: the image is its reference, the size
+    the output's, the pixels the native edit job's; more images than the model takes is a 400 naming image."""
+    image = write_test_image(tmp_path / "wide.png", (48, 32), seed=5)
+    with open(image, "rb") as picture:
+        answer = client.images.edit(model="tiny-flux", image=picture, prompt=PROMPT, size="32x32", quality="low")
+    codex = answer.model_extra["codex"]
+    assert (codex["engine"], codex["task"], answer.size) == ("flux", "edit", "32x32")
+    encoded = base64.b64encode(Path(image).read_bytes()).decode()
+    job = http.get(f"/v1/jobs/{codex['job']}").json()["result"]["info"]
+    request = {**job["request"], "images": [encoded]}
+    done = wait(http, http.post("/v1/jobs", json={"engine": "flux", "task": "edit", "model": "tiny",
+                                                   "request": request}).json()["id"])
+    native = http.get(f"/v1/jobs/{done['id']}/files/0000.png").content
+    assert np.array_equal(pixels(base64.b64decode(answer.data[0].b64_json)), pixels(native))
+    with open(image, "rb") as one, open(image, "rb") as two, pytest.raises(openai.BadRequestError) as refused:
+        client.images.edit(model="tiny-flux", image=[one, two], prompt=PROMPT, size="32x32")
+    assert refused.value.body["param"] == "image" and "at most 1 reference image" in refused.value.body["message"]
 
 
 def test_videos_create_poll_and_download(client, http):

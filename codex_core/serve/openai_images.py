@@ -8,8 +8,10 @@ queue as ``POST /v1/jobs``; an ``Idempotency-Key`` makes a retried call wait for
 - ``prompt`` -> ``prompt``; ``n`` -> ``batch_size``; ``size`` ``WxH`` -> ``width``/``height`` (``auto``: the
   preset's size, or an edited image's own); ``quality`` -> ``steps`` as a share of the preset's
   (``openai_compat.QUALITY``: low 1/2, medium 3/4, high/auto/standard/hd the preset's, xhigh 1.5x, max 2x).
-- edits: ``image`` -> ``init_image`` (img2img at the preset's strength); with ``mask`` -> inpaint, the
-  mask's fully transparent pixels being what is repainted (OpenAI's rule). One image per request.
+- edits: ``image`` (one or several) -> the model's ``edit`` task, the images its references (instruction
+  editing, as OpenAI's edits are), where the model has that task and its checkpoint serves it; else
+  ``init_image`` (img2img at the preset's strength, one image). With ``mask`` -> inpaint of one image, the
+  mask's fully transparent pixels being what is repainted (OpenAI's rule).
 - ``response_format``: ``b64_json`` (the PNG's bytes), or ``url``: the job's file route on this service
   (``/v1/jobs/{id}/files/0000.png``; with ``--token`` it needs the same bearer header). Default: ``url`` for
   DALL-E model names (as OpenAI), ``b64_json`` otherwise.
@@ -101,18 +103,42 @@ async def edit(request: Request, state: StateDep, key: str | None = KeyHeader) -
         raise OpenAIError(400, "prompt: required", "prompt", "missing_required_parameter")
     if not images:
         raise OpenAIError(400, "image: required (a PNG, JPEG or WebP file)", "image", "missing_required_parameter")
-    if len(images) > 1:
-        raise OpenAIError(400, f"image: got {len(images)} images; the models of this service edit one image per "
-                               "request", "image", "invalid_value")
+    if len(images) > 1 and mask is not None:
+        raise OpenAIError(400, f"image: got {len(images)} images with a mask; inpainting takes one image", "image",
+                          "invalid_value")
     for name in ("n", "frame_count", "frame_duration_ms", "output_compression", "partial_images"):
         if name in fields:
             fields[name] = _integer(name, fields[name])
     if "stream" in fields:
         fields["stream"] = fields["stream"].lower() == "true"
-    raw = await images[0].read()
-    inputs = await run_in_threadpool(_edit_inputs, raw, mask)
-    return await _run(state, request, fields, "inpaint" if mask is not None else "img2img", inputs,
-                      idempotency_key(key))
+    raws = [await image.read() for image in images]
+    if mask is not None:
+        inputs = await run_in_threadpool(_edit_inputs, raws[0], mask)
+        return await _run(state, request, fields, "inpaint", inputs, idempotency_key(key))
+    # the model's edit task where it has one (instruction editing, as OpenAI's edits are), else img2img
+    references = [base64.b64encode(raw).decode() for raw in raws]
+    return await _run(state, request, fields, "edit", {"images": references}, idempotency_key(key))
+
+
+def edit_or_img2img(state: State, fields: dict[str, Any], images: list[str]) -> tuple[str, dict[str, Any]]:
+    """``edit`` with the images as its references when the model has that task and its checkpoint serves it (an
+    engine named without a checkpoint: its edit model), else ``img2img`` of the one image."""
+    from pathlib import Path
+
+    target = resolve_model(state, fields.get("model"), ("edit", "img2img"), video=False)
+    engine = target.engine
+    serves = "edit" in engine.tasks and (target.model in (None, "tiny")
+                                         or "edit" in engine.checkpoint_tasks(Path(target.model)))
+    if serves:
+        limit = engine.params_model("edit").max_images
+        if len(images) > limit:
+            raise OpenAIError(400, f"image: got {len(images)} images; model {target.name} edits with at most {limit} "
+                                   f"reference image{'s' if limit > 1 else ''}", "image", "invalid_value")
+        return "edit", {"images": images}
+    if len(images) > 1:
+        raise OpenAIError(400, f"image: got {len(images)} images; model {target.name} has no edit task and edits one "
+                               "image per request (img2img)", "image", "invalid_value")
+    return "img2img", {"init_image": images[0]}
 
 
 def _file(name: str, value: Any) -> UploadFile:
@@ -165,7 +191,7 @@ def _mapped(state: State, fields: dict[str, Any], task: str) -> tuple[Target, di
         raise OpenAIError(400, f"output_format: {output_format} is not made here; PNG", "output_format",
                           "invalid_value")
     asked = fields.get("model")
-    target = resolve_model(state, asked, (task, "img2img") if task == "inpaint" else (task,), video=False)
+    target = resolve_model(state, asked, (task, "img2img") if task in ("inpaint", "edit") else (task,), video=False)
     if task not in target.engine.tasks:
         raise OpenAIError(400, f"mask: model {target.name} ({target.engine.key}) has no inpaint task; send the "
                                "image without a mask, or name a model that inpaints", "mask", "invalid_value")
@@ -193,8 +219,11 @@ def _mapped(state: State, fields: dict[str, Any], task: str) -> tuple[Target, di
 async def _run(state: State, http: Request, fields: dict[str, Any], task: str, inputs: dict[str, str],
                key: str | None) -> dict:
     def submit() -> tuple[dict[str, Any], dict[str, Any]]:
-        target, request, report = _mapped(state, fields, task)
-        spec = JobSpec(engine=target.engine.key, task=task, request={**request, **inputs}, model=target.model)
+        ran, given = task, inputs
+        if task == "edit":
+            ran, given = edit_or_img2img(state, fields, inputs["images"])
+        target, request, report = _mapped(state, fields, ran)
+        spec = JobSpec(engine=target.engine.key, task=ran, request={**request, **given}, model=target.model)
         return submit_job(state, spec, key, {"openai": {"kind": "image", "model": target.name}}), report
 
     job, report = await run_in_threadpool(submit)

@@ -27,7 +27,7 @@ from ...registry import get_engine
 from ..bodies import StrictJSONRoute, excerpt
 from ..dependencies import StateDep
 from ..routes_jobs import JobSpec, submit_job
-from . import hires, names
+from . import edit, hires, names
 from .extras import _png_text
 from .overrides import OWN_VAE, CallOptions, for_call, into_request
 from .translate import _finite, _images, _translate
@@ -68,14 +68,16 @@ def _submit(state: State, body: dict[str, Any], task: str) -> dict[str, Any]:
     options = for_call(state.a1111, body)
     engine = get_engine(options.checkpoint["engine"])
     images: list[dict[str, str]] = [{}]
+    substituted: list[str] = []
     if task != "txt2img":
-        task, images = _images(body)
+        references = edit.edit_references(engine, options.checkpoint, body, substituted)
+        task, images = ("edit", [{"images": references}]) if references is not None else _images(body)
     if task not in engine.tasks:
         raise UsageError(f"the current model's engine {engine.key} has no {task} task")
+    edit.check_served(engine, options.checkpoint, task)
     request, ignored = _translate(body, task, engine)
     ignored += options.ignored
     into_request(options, engine, task, request, ignored)
-    substituted: list[str] = []
     follow_up = hires.follow_up(body, engine, request, ignored, substituted) if task == "txt2img" else None
     n_iter = body.get("n_iter") or 1
     if not isinstance(n_iter, int) or n_iter < 1 or n_iter > 16:

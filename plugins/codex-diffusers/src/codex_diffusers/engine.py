@@ -230,6 +230,15 @@ class DiffusersEngine(Engine):
             return {task: source.path for task in self.single_file_tasks(self.file_variant(source.path))}
         return {task: source.path for task in self.pipelines}
 
+    def checkpoint_tasks(self, path: Path) -> tuple[str, ...]:
+        from codex_core import ModelSource
+
+        kind = "file" if path.is_file() else "folder"
+        try:
+            return tuple(self.task_folders(ModelSource(kind, path, str(path))))
+        except (CodexError, OSError, ValueError):  # configs that do not say: every task (a run will tell)
+            return tuple(self.tasks)
+
     def missing_task_checkpoint(self, task: str, source: ModelSource, folders: dict[str, Path]) -> tuple[str, str]:
         """(message, hint) when ``source`` serves other tasks than ``task``."""
         served = next(iter(folders))

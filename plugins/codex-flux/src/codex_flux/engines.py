@@ -67,9 +67,11 @@ class Flux(DiffusersEngine):
         return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)[0]
 
     def task_folders(self, source: ModelSource) -> dict[str, Path]:
-        """A FLUX.1 folder serves txt2img/img2img/inpaint, a Kontext folder edit (the tiny model: all four, the
-        architecture being the same)."""
-        if source.kind in ("tiny", "file"):
+        """A FLUX.1 folder serves txt2img/img2img/inpaint, a Kontext folder edit (the tiny model, or a folder with
+        its transformer from a file: all four, the architecture being the same)."""
+        # with --component transformer=FILE the file decides: a Kontext transformer file (ComfyUI's
+        # flux1-kontext-dev.safetensors) runs edit on a FLUX.1 folder's other components, which are Kontext's too
+        if source.kind in ("tiny", "file") or dict(source.components).get("transformer"):
             return super().task_folders(source)
         if self.checkpoint_task(source.path, source.label) == "edit":
             return {"edit": source.path}
