@@ -31,6 +31,8 @@ CODEX = str(Path(sys.executable).parent / "codex")
 CHROMIUM = os.environ.get("CODEX_CHROMIUM", "/usr/bin/chromium")
 SCREENS = Path(__file__).resolve().parents[3] / "artifacts" / "ui-screens"
 SLEEPY = Path(__file__).resolve().parents[3] / "tests" / "sleepy_engine"
+# a render of the tabs, or an upload's handler (it sends each image to the service): on a loaded machine, seconds
+SLOW_UI = 30_000
 SMALL = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2, "seed": 5}
 
 
@@ -574,10 +576,10 @@ def test_the_lora_and_vae_pickers_offer_the_models_folders_and_the_run_uses_what
 def edit_tab(page: Page) -> None:
     """flux on its tiny model, its Edit tab open (FLUX.1 Kontext: one reference image)."""
     choose(page, "codex-engine", "flux — flux")
-    expect(page.locator("#codex-tabs button[role=tab]", has_text="edit")).to_be_visible()
+    expect(page.locator("#codex-tabs button[role=tab]", has_text="edit")).to_be_visible(timeout=SLOW_UI)
     choose(page, "codex-model", "tiny (random weights, for tests)")
     page.locator("#codex-tabs button[role=tab]", has_text="edit").click()
-    expect(field(page, "images", "edit")).to_be_visible()
+    expect(field(page, "images", "edit")).to_be_visible(timeout=SLOW_UI)
 
 
 def test_the_edit_tab_edits_an_uploaded_image_at_the_size_info_gives(page, service, tmp_path):
@@ -585,10 +587,10 @@ def test_the_edit_tab_edits_an_uploaded_image_at_the_size_info_gives(page, servi
     Image.new("RGB", (48, 32), (40, 120, 200)).save(source)
     edit_tab(page)
     note = page.locator("#codex-edit-images-note")
-    expect(note).to_contain_text("1 reference image, in the order added; the first is the one edited")
+    expect(note).to_contain_text("1 reference image, in the order added; the first is the one edited", timeout=SLOW_UI)
     field(page, "images", "edit").locator("input[type=file]").set_input_files(str(source))
     panel = page.locator("#codex-request .cm-content")
-    expect(panel).to_contain_text('"images"')
+    expect(panel).to_contain_text('"images"', timeout=SLOW_UI)
     uploaded = json.loads(panel.inner_text())["images"]
     assert len(uploaded) == 1 and Path(uploaded[0]).read_bytes() == source.read_bytes()  # the bytes sent
     # the image's aspect ratio at max_area 48x48 pixels, floored to 16: 48x32 (FluxKontextPipeline's rule)
@@ -628,9 +630,9 @@ def test_the_edit_tab_says_when_there_are_no_images_or_more_than_the_engine_take
     gallery = field(page, "images", "edit")
     gallery.locator("input[type=file]").set_input_files([str(first), str(second)])  # in this order
     note = page.locator("#codex-edit-images-note")
-    expect(note).to_contain_text("2 images; flux takes at most 1 reference image: remove 1")
+    expect(note).to_contain_text("2 images; flux takes at most 1 reference image: remove 1", timeout=SLOW_UI)
     panel = page.locator("#codex-request .cm-content")
-    expect(panel).to_contain_text('"images"')
+    expect(panel).to_contain_text('"images"', timeout=SLOW_UI)
     sent = json.loads(panel.inner_text())["images"]
     assert [Path(path).read_bytes() for path in sent] == [first.read_bytes(), second.read_bytes()]  # order kept
     page.keyboard.press("Control+Enter")
@@ -640,11 +642,16 @@ def test_the_edit_tab_says_when_there_are_no_images_or_more_than_the_engine_take
     assert len(jobs(service)) == before  # nothing was sent
 
     gallery.locator("[aria-label='Delete image']").first.click(force=True)  # the first goes; the second stays
-    expect(note).to_contain_text("images: 1 reference image, in the order added")
-    expect(panel).not_to_contain_text(sent[0])
+    expect(note).to_contain_text("images: 1 reference image, in the order added", timeout=SLOW_UI)
+    expect(panel).not_to_contain_text(sent[0], timeout=SLOW_UI)
     assert json.loads(panel.inner_text())["images"] == sent[1:]
     gallery.locator("[aria-label='Clear']").first.click()
-    expect(panel).not_to_contain_text('"images"')
+    expect(panel).not_to_contain_text('"images"', timeout=SLOW_UI)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(first.read_bytes()[:60])  # a PNG cut short: the service does not take it
+    gallery.locator("input[type=file]").set_input_files(str(broken))
+    expect(note).to_contain_text("⚠ images: the PNG image does not decode", timeout=SLOW_UI)
+    assert "images" not in json.loads(panel.inner_text())
 
 
 def test_the_edit_tab_sends_several_images_in_the_order_added_to_an_engine_that_takes_them(page, service, tmp_path):
@@ -656,11 +663,11 @@ def test_the_edit_tab_sends_several_images_in_the_order_added_to_an_engine_that_
         files.append(tmp_path / f"{index}.png")
         Image.new("RGB", (16 + 8 * index, 16), colour).save(files[-1])
     choose(page, "codex-engine", "sleepy — test")
-    expect(page.locator("#codex-tabs button[role=tab]", has_text="edit")).to_be_visible()
+    expect(page.locator("#codex-tabs button[role=tab]", has_text="edit")).to_be_visible(timeout=SLOW_UI)
     choose(page, "codex-model", "tiny (random weights, for tests)")
     page.locator("#codex-tabs button[role=tab]", has_text="edit").click()
     note = page.locator("#codex-edit-images-note")
-    expect(note).to_contain_text("up to 3 reference images, in the order added")
+    expect(note).to_contain_text("up to 3 reference images, in the order added", timeout=SLOW_UI)
     gallery = field(page, "images", "edit")
     gallery.locator("input[type=file]").set_input_files([str(files[2]), str(files[0])])
     gallery.locator("input[type=file]").last.set_input_files(str(files[1]))  # one more, added after them
@@ -684,7 +691,7 @@ def test_the_edit_tab_sends_several_images_in_the_order_added_to_an_engine_that_
     page.screenshot(path=SCREENS / "sleepy-edit-three-images.png", full_page=True)
 
     gallery.locator("input[type=file]").last.set_input_files(str(files[0]))  # a fourth: one too many
-    expect(note).to_contain_text("4 images; sleepy takes at most 3 reference images: remove 1")
+    expect(note).to_contain_text("4 images; sleepy takes at most 3 reference images: remove 1", timeout=SLOW_UI)
     before = len(jobs(service))
     page.keyboard.press("Control+Enter")
     expect(page.locator("#codex-status")).to_contain_text("Not queued")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from .client import Refused
 from .drafts import ONE_AT_A_TIME
 from .forms import UNSET, FieldSpec, count_problem, with_value
 
@@ -52,7 +53,11 @@ def images_field(page: "Page", key: str, task: str, spec: FieldSpec, value: Any,
     def on_images(shown, stored, rev_now):
         if rev_now != rev_value:  # a gallery of an earlier render
             return gr.skip(), gr.skip(), gr.skip()
-        served = [page.client.upload(path) for path in gallery_paths(shown)]
+        try:
+            served = [page.client.upload(path) for path in gallery_paths(shown)]
+        except Refused as exc:  # not an image the service takes (over its pixel limit, not decodable): said here
+            message = exc.message.removeprefix("body: ")  # the upload route names its body; here it is this field
+            return gr.skip(), gr.skip(), gr.Markdown(f"⚠ {spec.name}: {message}", elem_classes=["codex-error"])
         request = with_value(stored.get(task, {}), spec.name, served or UNSET)
         text = _note(spec, key, served, None)
         line = gr.Markdown(text, elem_classes=["codex-error"] if text.startswith("⚠") else None)
