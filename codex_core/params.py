@@ -290,8 +290,12 @@ class EditParams(Params):
             return self.width, self.height, "the request's width and height"
         return first[0], first[1], f"the first image's size ({first[0]}x{first[1]})"
 
+    def first_image_size(self) -> tuple[int, int]:
+        """The first reference image's size as viewers show it (EXIF orientation applied)."""
+        return image_size(self.images[0])
+
     def target_size(self) -> tuple[int, int]:
-        width, height, _ = self.edit_size(image_size(self.images[0]))
+        width, height, _ = self.edit_size(self.first_image_size())
         return width, height
 
     @model_validator(mode="after")

@@ -48,6 +48,7 @@ def test_every_preset_validates_against_its_engine_schema(preset, tmp_path):
     assert preset.read_text().startswith("#"), "each preset says where its values come from"
     inputs = {"init_image": write_test_image(tmp_path / "i.png", (64, 64)),
               "mask_image": write_test_image(tmp_path / "m.png", (64, 64), mode="L")}
+    inputs["images"] = [inputs["init_image"]]  # an edit's reference images
     fields = spec.params_model(task).model_fields
     request = {**({"prompt": "x"} if "prompt" in fields else {}),
                **{k: v for k, v in inputs.items() if k in fields}, **({"mode": mode} if mode else {})}

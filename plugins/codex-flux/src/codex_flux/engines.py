@@ -81,10 +81,8 @@ class Flux(DiffusersEngine):
         """Kontext: the output size from the image's (not diffusers' square default) and the area it scales to."""
         if job.task != "edit":
             return {}
-        from codex_core.params import image_size
-
         params = job.params
-        start = (params.width, params.height) if params.width is not None else image_size(params.images[0])
+        start = (params.width, params.height) if params.width is not None else params.first_image_size()
         return {"width": start[0], "height": start[1], "max_area": params.area(), "_auto_resize": params.auto_resize}
 
     def detect_variant(self, folder: Path) -> str | None:
