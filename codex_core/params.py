@@ -271,6 +271,9 @@ class EditParams(Params):
     """
 
     max_images: ClassVar[int] = 1
+    # the schema states the limit (maxItems on images), so that a client (codex-ui's Edit tab) can say it before
+    # submitting; a ClassVar is not a field, so pydantic would not emit it
+    model_config = ConfigDict(json_schema_extra=lambda schema, model: _max_items(schema, model.max_images))
 
     images: Annotated[list[ImagePath], INPUT_FILE] = Field(
         min_length=1, description="Reference images (paths; inline base64 on the service): the first is the one "
@@ -320,6 +323,13 @@ class EditParams(Params):
                     {"name": name, "value": value, "multiple": self.size_multiple,
                      "nearest": _nearest_multiples(value, self.size_multiple)})
         return self
+
+
+def _max_items(schema: dict[str, Any], limit: int) -> None:
+    """``maxItems`` on the schema's ``images`` (an edit model's ``max_images``)."""
+    images = schema.get("properties", {}).get("images")
+    if images is not None:
+        images["maxItems"] = limit
 
 
 class UpscaleParams(_Strength):

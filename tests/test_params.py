@@ -80,3 +80,20 @@ def test_upscale_target_must_be_whole_and_on_stride(tmp_path):
     text = problems(UpscaleParams, {**base, "upscale_factor": 1.5})  # 40 * 1.5 = 60: not a multiple of 8
     assert "upscale_factor: 1.5 turns the init image's width 40 into 60" in text and "56 or 64" in text
     assert validate(UpscaleParams, {**base, "upscale_factor": 2.0}, "e", "t").target_size() == (80, 64)
+
+
+def test_an_edit_schema_states_the_engines_image_limit_and_validation_holds_to_it(tmp_path):
+    """maxItems on ``images`` is the params model's max_images (a client says the limit before submitting)."""
+    from codex_core.params import EditParams
+
+    class ThreeImages(EditParams):
+        max_images = 3
+
+    assert EditParams.model_json_schema()["properties"]["images"]["maxItems"] == 1
+    images = ThreeImages.model_json_schema()["properties"]["images"]
+    assert (images["minItems"], images["maxItems"], images["x-codex-input"]) == (1, 3, "images")
+    first = write_test_image(tmp_path / "a.png", (64, 64))
+    base = {"prompt": "x", "steps": 2, "cfg": 7.0}
+    assert len(validate(ThreeImages, {**base, "images": [first] * 3}, "e", "edit").images) == 3
+    assert "images: got 4 images; this model takes at most 3 reference images" in problems(
+        ThreeImages, {**base, "images": [first] * 4})

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from codex_core import get_engine, installed_engines, request_schema, samplers_for
-from codex_ui.forms import (UNSET, FieldSpec, form_fields, parse_request, problems_by_field, show_request, value_of,
-                            with_value)
+from codex_ui.forms import (UNSET, FieldSpec, count_problem, form_fields, parse_request, problems_by_field,
+                            show_request, value_of, with_value)
 from codex_ui.masks import mask_from_layers
 from codex_ui.pickers import loras_from_chips, shows
 from codex_ui.results import preview_gallery, summary
@@ -28,7 +28,7 @@ def test_every_installed_engine_and_task_has_a_form_of_known_kinds():
             fields = fields_of(key, task)
             assert fields, (key, task)
             assert {spec.kind for spec in fields.values()} <= {"text", "long_text", "int", "float", "bool", "choice",
-                                                              "image", "json", "loras", "vae"}
+                                                              "image", "images", "json", "loras", "vae"}
             assert "mode" not in fields  # the top bar's
 
 
@@ -54,6 +54,21 @@ def test_image_fields_and_flow_sampler_choices():
     flux = fields_of("flux", "txt2img")
     served = {sampler.name for sampler in samplers_for(get_engine("flux"))[0]}
     assert set(flux["sampler"].choices) == served and "Euler a" not in served
+
+
+def test_an_edit_form_takes_the_engines_number_of_reference_images_and_says_when_the_count_is_wrong():
+    images = fields_of("flux", "edit")["images"]
+    assert (images.kind, images.min_items, images.max_items, images.required) == ("images", 1, 1, True)
+    assert count_problem(images, ["a.png"], "flux") is None
+    assert count_problem(images, None, "flux") == "add at least 1 reference image (the first is the one edited)"
+    assert count_problem(images, [], "flux") == "add at least 1 reference image (the first is the one edited)"
+    assert count_problem(images, ["a.png", "b.png"], "flux") == (
+        "2 images; flux takes at most 1 reference image: remove 1 (the first is the one edited)")
+    several = FieldSpec(name="images", kind="images", label="Images", min_items=1, max_items=3)
+    assert count_problem(several, ["a.png"] * 3, "qwen_image") is None
+    assert "4 images; qwen_image takes at most 3 reference images: remove 1" in count_problem(
+        several, ["a.png"] * 4, "qwen_image")
+    assert count_problem(several, "typed.png", "qwen_image") is None  # not a list: the service says what it wants
 
 
 @pytest.mark.parametrize("kind, raw, expected", [

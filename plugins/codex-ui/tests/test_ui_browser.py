@@ -1,6 +1,7 @@
 """codex-ui in a real browser: Playwright drives Debian's headless Chromium (/usr/bin/chromium) against a
 real `codex ui` process (the service and the UI on one port, loopback), on the tiny models, with a models
-folder holding a LoRA and a VAE for the tiny sd15.
+folder holding a LoRA and a VAE for the tiny sd15, and the sleepy test engine (tests/sleepy_engine: an edit
+task taking three reference images) installed beside the others.
 
 Run locally: `apt-get install chromium` (or set CODEX_CHROMIUM to a Chromium binary), then
 `make test` or `.venv/bin/python -m pytest plugins/codex-ui`. Screenshots of every tab land in
@@ -9,6 +10,7 @@ artifacts/ui-screens/.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -28,6 +30,9 @@ pytestmark = pytest.mark.browser
 CODEX = str(Path(sys.executable).parent / "codex")
 CHROMIUM = os.environ.get("CODEX_CHROMIUM", "/usr/bin/chromium")
 SCREENS = Path(__file__).resolve().parents[3] / "artifacts" / "ui-screens"
+SLEEPY = Path(__file__).resolve().parents[3] / "tests" / "sleepy_engine"
+# a render of the tabs, or an upload's handler (it sends each image to the service): on a loaded machine, seconds
+SLOW_UI = 30_000
 SMALL = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2, "seed": 5}
 
 
@@ -65,16 +70,21 @@ def write_models(models: Path) -> None:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """`codex ui` as a user starts it, on a free loopback port, with its own state dir and models folder (at the
-    service's defaults: previews every 2 steps)."""
+    service's defaults: previews every 2 steps), and the sleepy test engine installed (an edit with up to three
+    reference images, put side by side: tests/sleepy_engine)."""
     folder = tmp_path_factory.mktemp("ui")
     write_models(folder / "models")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(folder / "site"), str(SLEEPY)],
+                   check=True, capture_output=True, text=True)
+    path = os.pathsep.join(filter(None, [str(folder / "site"), os.environ.get("PYTHONPATH")]))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(folder / "ui.log", "ab")
     # --max-steps 1000: the interrupt tests queue a run long enough to interrupt (the default limit is 150)
     proc = subprocess.Popen([CODEX, "ui", "--port", str(port), "--state-dir", str(folder / "state"),
                              "--engine", "sd15", "--max-steps", "1000"], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "CODEX_MODELS_DIR": str(folder / "models")})
+                            env={**os.environ, "CODEX_MODELS_DIR": str(folder / "models"), "PYTHONPATH": path})
     deadline = time.monotonic() + 90
     while True:
         try:
@@ -325,7 +335,7 @@ def test_switching_engine_changes_tabs_fields_and_samplers(page, service):
     choose(page, "codex-engine", "flux — flux")
     expect(field(page, "max_sequence_length")).to_be_visible()
     expect(page.locator("#codex-tabs button[role=tab]", has_text="upscale")).to_be_hidden()
-    assert tab_names(page) == ["txt2img", "img2img", "inpaint", "PNG Info"]
+    assert tab_names(page) == ["txt2img", "img2img", "inpaint", "edit", "PNG Info"]
     flux_fields, flux_samplers = field_names(page, "txt2img"), samplers()
     assert "clip_skip" not in flux_fields and "max_sequence_length" in flux_fields
     served = httpx.get(service + "/v1/samplers/flux", timeout=10).json()
@@ -561,3 +571,128 @@ def test_the_lora_and_vae_pickers_offer_the_models_folders_and_the_run_uses_what
     expect(panel).not_to_contain_text("loras")
     expect(field(page, "loras-scale-0")).to_be_hidden()
     assert json.loads(panel.inner_text()) == SMALL
+
+
+def edit_tab(page: Page) -> None:
+    """flux on its tiny model, its Edit tab open (FLUX.1 Kontext: one reference image)."""
+    choose(page, "codex-engine", "flux — flux")
+    expect(page.locator("#codex-tabs button[role=tab]", has_text="edit")).to_be_visible(timeout=SLOW_UI)
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    page.locator("#codex-tabs button[role=tab]", has_text="edit").click()
+    expect(field(page, "images", "edit")).to_be_visible(timeout=SLOW_UI)
+
+
+def test_the_edit_tab_edits_an_uploaded_image_at_the_size_info_gives(page, service, tmp_path):
+    source = tmp_path / "wide.png"
+    Image.new("RGB", (48, 32), (40, 120, 200)).save(source)
+    edit_tab(page)
+    note = page.locator("#codex-edit-images-note")
+    expect(note).to_contain_text("1 reference image, in the order added; the first is the one edited", timeout=SLOW_UI)
+    field(page, "images", "edit").locator("input[type=file]").set_input_files(str(source))
+    panel = page.locator("#codex-request .cm-content")
+    expect(panel).to_contain_text('"images"', timeout=SLOW_UI)
+    uploaded = json.loads(panel.inner_text())["images"]
+    assert len(uploaded) == 1 and Path(uploaded[0]).read_bytes() == source.read_bytes()  # the bytes sent
+    # the image's aspect ratio at max_area 48x48 pixels, floored to 16: 48x32 (FluxKontextPipeline's rule)
+    request = {"prompt": "make it red", "max_area": 2304, "steps": 2, "seed": 6, "max_sequence_length": 8}
+    shown = fill(page, request, "edit")
+    assert shown == {"images": uploaded, **request}
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=120_000)
+    page.wait_for_function("() => { const i = document.querySelector('#codex-gallery img'); "
+                           "return i && i.complete && i.naturalWidth > 0 && !i.alt.startsWith('preview'); }")
+    latest = jobs(service)[0]
+    assert latest["spec"]["task"] == "edit" and latest["spec"]["request"] == shown  # the images went with it
+    info = latest["result"]["info"]
+    edit_size = info["notes"]["edit_size"]
+    assert (edit_size["width"], edit_size["height"]) == (48, 32) and "FluxKontextPipeline's rule" in edit_size["rule"]
+    assert info["request"]["images"] == uploaded
+    shown_size = page.locator("#codex-gallery img").first.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    assert shown_size == [edit_size["width"], edit_size["height"]]
+    expect(page.locator("#codex-info")).to_contain_text('"edit_size"')
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "flux-edit-result.png", full_page=True)
+
+
+def test_the_edit_tab_says_when_there_are_no_images_or_more_than_the_engine_takes(page, service, tmp_path):
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(first)
+    Image.new("RGB", (32, 32), (30, 200, 30)).save(second)
+    edit_tab(page)
+    before = len(jobs(service))
+    fill(page, {"prompt": "x", "steps": 2}, "edit")
+    page.keyboard.press("Control+Enter")
+    status = page.locator("#codex-status")
+    expect(status).to_contain_text("Not queued")
+    expect(status).to_contain_text("images: add at least 1 reference image")
+    expect(page.locator("#codex-edit-images-note")).to_contain_text("⚠ images: add at least 1 reference image")
+
+    gallery = field(page, "images", "edit")
+    gallery.locator("input[type=file]").set_input_files([str(first), str(second)])  # in this order
+    note = page.locator("#codex-edit-images-note")
+    expect(note).to_contain_text("2 images; flux takes at most 1 reference image: remove 1", timeout=SLOW_UI)
+    panel = page.locator("#codex-request .cm-content")
+    expect(panel).to_contain_text('"images"', timeout=SLOW_UI)
+    sent = json.loads(panel.inner_text())["images"]
+    assert [Path(path).read_bytes() for path in sent] == [first.read_bytes(), second.read_bytes()]  # order kept
+    page.keyboard.press("Control+Enter")
+    expect(status).to_contain_text("images: 2 images; flux takes at most 1 reference image")
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "flux-edit-too-many.png", full_page=True)
+    assert len(jobs(service)) == before  # nothing was sent
+
+    gallery.locator("[aria-label='Delete image']").first.click(force=True)  # the first goes; the second stays
+    expect(note).to_contain_text("images: 1 reference image, in the order added", timeout=SLOW_UI)
+    expect(panel).not_to_contain_text(sent[0], timeout=SLOW_UI)
+    assert json.loads(panel.inner_text())["images"] == sent[1:]
+    gallery.locator("[aria-label='Clear']").first.click()
+    expect(panel).not_to_contain_text('"images"', timeout=SLOW_UI)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(first.read_bytes()[:60])  # a PNG cut short: the service does not take it
+    gallery.locator("input[type=file]").set_input_files(str(broken))
+    expect(note).to_contain_text("⚠ images: the PNG image does not decode", timeout=SLOW_UI)
+    assert "images" not in json.loads(panel.inner_text())
+
+
+def test_the_edit_tab_sends_several_images_in_the_order_added_to_an_engine_that_takes_them(page, service, tmp_path):
+    """The sleepy test engine takes up to three reference images and puts them side by side: its output shows the
+    images it got, in order."""
+    colours = [(220, 20, 20), (20, 220, 20), (20, 20, 220)]
+    files = []
+    for index, colour in enumerate(colours):
+        files.append(tmp_path / f"{index}.png")
+        Image.new("RGB", (16 + 8 * index, 16), colour).save(files[-1])
+    choose(page, "codex-engine", "sleepy — test")
+    expect(page.locator("#codex-tabs button[role=tab]", has_text="edit")).to_be_visible(timeout=SLOW_UI)
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    page.locator("#codex-tabs button[role=tab]", has_text="edit").click()
+    note = page.locator("#codex-edit-images-note")
+    expect(note).to_contain_text("up to 3 reference images, in the order added", timeout=SLOW_UI)
+    gallery = field(page, "images", "edit")
+    gallery.locator("input[type=file]").set_input_files([str(files[2]), str(files[0])])
+    gallery.locator("input[type=file]").last.set_input_files(str(files[1]))  # one more, added after them
+    panel = page.locator("#codex-request .cm-content")
+    wait_for(lambda: len(json.loads(panel.inner_text()).get("images", [])) == 3, "three images in the request", 30)
+    sent = json.loads(panel.inner_text())["images"]
+    order = [files[2], files[0], files[1]]
+    assert [Path(path).read_bytes() for path in sent] == [path.read_bytes() for path in order]
+    fill(page, {"prompt": "side by side"}, "edit")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=60_000)
+    latest = jobs(service)[0]
+    assert latest["spec"]["engine"] == "sleepy" and latest["spec"]["request"]["images"] == sent
+    page.wait_for_function("() => { const i = document.querySelector('#codex-gallery img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }")
+    assert page.locator("#codex-gallery img").first.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [72, 16]
+    made = httpx.get(f"{service}/v1/jobs/{latest['id']}/files/0000.png", timeout=10).content
+    with Image.open(io.BytesIO(made)) as image:  # left to right: the order added
+        assert [image.getpixel((x, 8)) for x in (0, 32, 48)] == [colours[2], colours[0], colours[1]]
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "sleepy-edit-three-images.png", full_page=True)
+
+    gallery.locator("input[type=file]").last.set_input_files(str(files[0]))  # a fourth: one too many
+    expect(note).to_contain_text("4 images; sleepy takes at most 3 reference images: remove 1", timeout=SLOW_UI)
+    before = len(jobs(service))
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("Not queued")
+    assert len(jobs(service)) == before

@@ -3,6 +3,9 @@
 A request's ``sleep_in`` names the stage that sleeps ``sleep_seconds`` without a progress event
 (encode, denoise: inside the first step, decode; export: the ``nap`` exporter in plugin.py), and
 ``crash`` makes the run raise an error or crash its process (a real segfault).
+
+Its ``edit`` task takes up to three reference images and makes them side by side, left to right, each at its
+own size: a client's test sees which images arrived, in which order, with what pixels.
 """
 
 import ctypes
@@ -11,25 +14,37 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from PIL import Image
 
-from codex_core import Engine, ImageOutput, Job, Txt2ImgParams
+from codex_core import EditParams, Engine, ImageOutput, Job, Txt2ImgParams
 
 
-class SleepyTxt2Img(Txt2ImgParams):
-    size_multiple = 1
+class _Sleepy(BaseModel):
+    """What makes a run sleep or crash, in every task's request."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")  # as the core's params: a mixin must not loosen them
+
     sleep_in: Literal["none", "encode", "denoise", "decode", "export"] = "none"
     sleep_seconds: float = Field(0.0, ge=0, le=3600)
     step_seconds: float = Field(0.0, ge=0, le=60, description="A pause after each step (with its progress event).")
     crash: Literal["none", "raise", "segfault"] = "none"
 
 
+class SleepyTxt2Img(_Sleepy, Txt2ImgParams):
+    size_multiple = 1
+
+
+class SleepyEdit(_Sleepy, EditParams):
+    size_multiple = 1
+    max_images = 3
+
+
 class SleepyEngine(Engine):
     key = "sleepy"
     family = "test"
     description = "Test-only engine: sleeps or crashes in the stage a request names"
-    tasks = {"txt2img": SleepyTxt2Img}
+    tasks = {"txt2img": SleepyTxt2Img, "edit": SleepyEdit}
     model_marker = "sleepy.json"
     tiny_version = "1"
 
@@ -59,7 +74,19 @@ class SleepyEngine(Engine):
             job.steps_done = k
         job.progress.stage("decode")
         nap(params, "decode")
+        if job.task == "edit":
+            return ImageOutput([side_by_side(params.images)])
         return ImageOutput([Image.new("RGB", (params.width, params.height), ((params.seed or 0) % 256, 90, 160))])
+
+
+def side_by_side(paths: list[str]) -> Image.Image:
+    images = [Image.open(path).convert("RGB") for path in paths]
+    joined = Image.new("RGB", (sum(image.width for image in images), max(image.height for image in images)))
+    left = 0
+    for image in images:
+        joined.paste(image, (left, 0))
+        left += image.width
+    return joined
 
 
 def nap(params, stage: str) -> None:

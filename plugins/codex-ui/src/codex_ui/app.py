@@ -25,7 +25,7 @@ import gradio as gr
 
 from .client import Refused, ServiceClient
 from .drafts import ONE_AT_A_TIME, PANEL_FROM_FEED, Drafts
-from .forms import UNSET, form_fields, parse_request, problems_by_field, with_value
+from .forms import UNSET, count_problem, form_fields, parse_request, problems_by_field, with_value
 from .pickers import ModelLists
 from .results import PREVIEW_INTERVAL, preview_gallery, progress_html, summary
 from .tabs import task_tabs
@@ -228,11 +228,19 @@ class Page:
             return {**update(status=f"⚠ **Not queued**: {exc}"), self.submitted: None}
         request = stored.get(task, {})
         spec = {"engine": key, "task": task, "request": request, "model": model_value or None}
+        fields = form_fields(self.client.schema(key, task))
+        # reference images: too few or too many is said here, from the engine's schema, before anything is sent
+        counts = {field.name: problem for field in fields if field.kind == "images"
+                  and (problem := count_problem(field, request.get(field.name), key))}
+        if counts:
+            lines = "\n".join(f"- {name}: {problem}" for name, problem in counts.items())
+            return {**update(errors=counts, rev=rev_value + 1, progress="", feed=stored.show(request),
+                             status=f"⚠ **Not queued**:\n{lines}"), self.submitted: None}
         try:
             job = self.client.submit(spec)
         except Refused as exc:
-            fields = [field.name for field in form_fields(self.client.schema(key, task))]
-            found = problems_by_field(exc.problems, fields) if exc.problems else {"": exc.message}
+            found = problems_by_field(exc.problems, [field.name for field in fields]) if exc.problems \
+                else {"": exc.message}
             lines = "\n".join(f"- {line}" for line in exc.problems) or exc.message
             return {**update(errors=found, rev=rev_value + 1, progress="", feed=stored.show(request),
                              status=f"⚠ **Not queued** ({exc.status}):\n{lines}"

@@ -24,7 +24,7 @@ PICKED = {"loras": ("loras", "array"), "vae": ("vae", "string")}
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
-    kind: str  # text | long_text | int | float | bool | choice | image | json | loras | vae
+    kind: str  # text | long_text | int | float | bool | choice | image | images | json | loras | vae
     label: str
     description: str = ""
     default: Any = None  # the preset's value (or the schema's default): shown, never sent
@@ -33,7 +33,8 @@ class FieldSpec:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[Any, ...] = field(default_factory=tuple)
-    max_items: int | None = None  # loras: how many a request may have
+    max_items: int | None = None  # loras, images: how many a request may have
+    min_items: int | None = None  # images: how many it needs
 
     def hint(self) -> str:
         """The line under the field: what it is, its range, and the preset value it falls back to."""
@@ -88,7 +89,8 @@ def form_fields(schema: dict[str, Any]) -> list[FieldSpec]:
             description=prop.get("description", ""), default=prop.get("default"), has_default="default" in prop,
             required=name in required, minimum=minimum if kind in ("int", "float", "loras") else None,
             maximum=maximum if kind in ("int", "float", "loras") else None, choices=choices,
-            max_items=plain.get("maxItems") if kind == "loras" else None))
+            max_items=plain.get("maxItems") if kind in ("loras", "images") else None,
+            min_items=plain.get("minItems") if kind == "images" else None))
     return fields
 
 
@@ -104,6 +106,8 @@ def _item(schema: dict[str, Any], prop: dict[str, Any]) -> dict[str, Any]:
 def _kind(name: str, prop: dict[str, Any]) -> str:
     if prop.get("x-codex-input") == "image":
         return "image"
+    if prop.get("x-codex-input") == "images" and prop.get("type") == "array":  # an edit's reference images
+        return "images"
     kind = prop.get("type")
     if name in PICKED and PICKED[name][1] == kind:
         return name
@@ -146,6 +150,22 @@ def with_value(request: dict[str, Any], name: str, value: Any) -> dict[str, Any]
     else:
         updated[name] = value
     return updated
+
+
+def count_problem(spec: FieldSpec, value: Any, engine: str) -> str | None:
+    """What is wrong with how many images an ``images`` field holds, said before anything is sent (the engine's
+    limits are the schema's minItems/maxItems); None when the count is allowed or the value is not a list."""
+    if value is not None and not isinstance(value, list):
+        return None  # typed in the panel as something else: the service names what it wants
+    count = len(value or [])
+    least, most = spec.min_items or 0, spec.max_items
+    if count < least:
+        return (f"add at least {least} reference image{'s' if least != 1 else ''} (the first is the one edited)"
+                if count == 0 else f"{count} images; {engine} needs at least {least}")
+    if most is not None and count > most:
+        return (f"{count} images; {engine} takes at most {most} reference image{'s' if most != 1 else ''}: remove "
+                f"{count - most} (the first is the one edited)")
+    return None
 
 
 def problems_by_field(problems: list[str], fields: list[str]) -> dict[str, str]:

@@ -19,6 +19,7 @@ import gradio as gr
 from .client import ServiceClient
 from .drafts import ONE_AT_A_TIME
 from .forms import FieldSpec, form_fields, value_of, with_value
+from .images import images_field
 from .pickers import picker, shows
 from .pnginfo import read_parameters
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from .app import Page
 
 # Tabs in the order people know them from A1111/Forge; a task a plugin adds comes after these.
-TASK_ORDER = ("txt2img", "img2img", "inpaint", "upscale", "txt2vid", "img2vid")
+TASK_ORDER = ("txt2img", "img2img", "inpaint", "edit", "upscale", "txt2vid", "img2vid")
 
 
 def ordered_tasks(engines: dict[str, dict[str, Any]]) -> list[str]:
@@ -107,14 +108,19 @@ def _form(page: "Page", key: str, task: str, request: dict[str, Any], errors_now
     changed = [page.current, page.feed]  # what every field's handler updates (values: in place)
     # prompts across the page, then the images, then everything else in a grid, then the models folders' pickers
     picked = ("loras", "vae")
-    rows = [[f for f in fields if f.kind == "long_text"], [f for f in fields if f.kind == "image"],
-            [f for f in fields if f.kind not in ("long_text", "image", *picked)],
+    images = ("image", "images")
+    rows = [[f for f in fields if f.kind == "long_text"], [f for f in fields if f.kind in images],
+            [f for f in fields if f.kind not in ("long_text", *images, *picked)],
             [f for f in fields if f.kind in picked]]
     for row in rows:
         with gr.Row(equal_height=False):
             for spec in row:
                 if spec.name == "init_image" and masked:
                     _inpaint_editor(page, task, changed, errors_now, rev_value)
+                    continue
+                if spec.kind == "images":  # an edit's reference images: a gallery, wired by itself
+                    images_field(page, key, task, spec, request.get(spec.name), errors_now.get(spec.name),
+                                 rev_value, changed)
                     continue
                 if spec.kind in picked and shows(spec, request.get(spec.name)):
                     widget = picker(page, key, task, spec, request.get(spec.name), errors_now.get(spec.name),
