@@ -14,9 +14,8 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
-from transformers import T5Config, T5EncoderModel
 
-from codex_diffusers.tiny import TINY_VOCAB, t5_tokenizer
+from codex_diffusers.tiny import t5_encoder, t5_tokenizer
 
 TEXT_DIM = 32  # T5 d_model = the transformer's joint_attention_dim
 
@@ -25,14 +24,9 @@ SCHEDULER = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True,
                  base_image_seq_len=256, max_image_seq_len=4096)
 
 
-def _t5() -> T5EncoderModel:
-    torch.manual_seed(0)
-    # gated-gelu: the T5 v1.1 feed-forward of the real text encoder (t5-v1_1-xxl); output_past: a legacy key
-    # its published config carries, so the tiny config has the real one's keys
-    config = T5Config(vocab_size=TINY_VOCAB, d_model=TEXT_DIM, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-                      relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0,
-                      eos_token_id=1, decoder_start_token_id=0, output_past=True)
-    return T5EncoderModel(config).eval()  # eval: no dropout
+def _t5():
+    # output_past: a legacy key the published config carries, so the tiny config has the real one's keys
+    return t5_encoder(TEXT_DIM, output_past=True)
 
 
 def _vae() -> AutoencoderKL:

@@ -24,6 +24,19 @@ def clip_tokenizer(max_length: int = 77):
     return CLIPTokenizer(vocab=vocab, merges=[], unk_token="<|endoftext|>", model_max_length=max_length)
 
 
+def t5_encoder(d_model: int, **config):
+    """A tiny T5 v1.1 encoder (``T5EncoderModel``, seed 0) of width ``d_model``: gated-gelu, the feed-forward of the
+    t5-v1_1-xxl text encoders FLUX.1, SD 3.5 and Chroma use; ``config``: other T5Config values."""
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    settings = dict(vocab_size=TINY_VOCAB, d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                    relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
+                    decoder_start_token_id=0)
+    return T5EncoderModel(T5Config(**{**settings, **config})).eval()  # eval: no dropout
+
+
 def t5_tokenizer(max_length: int = 512):
     """A character-level T5 / UMT5 tokenizer built offline (no sentencepiece model, no hub).
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+from transformers import CLIPTextConfig, CLIPTextModel
 
-from codex_diffusers.tiny import TINY_VOCAB, clip_tokenizer, t5_tokenizer
+from codex_diffusers.tiny import TINY_VOCAB, clip_tokenizer, t5_encoder, t5_tokenizer
 
 TEXT_DIM = 32  # T5 d_model = the transformer's joint_attention_dim
 POOLED_DIM = 32  # CLIP hidden size = the transformer's pooled_projection_dim
@@ -40,13 +40,8 @@ def _clip() -> CLIPTextModel:
     return CLIPTextModel(config).eval()
 
 
-def _t5() -> T5EncoderModel:
-    torch.manual_seed(0)
-    # gated-gelu: the T5 v1.1 feed-forward of the real text_encoder_2 (t5-v1_1-xxl)
-    config = T5Config(vocab_size=TINY_VOCAB, d_model=TEXT_DIM, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-                      relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0,
-                      eos_token_id=1, decoder_start_token_id=0)
-    return T5EncoderModel(config).eval()  # eval: no dropout
+def _t5():
+    return t5_encoder(TEXT_DIM)
 
 
 def _vae() -> AutoencoderKL:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-from codex_diffusers.tiny import TINY_VOCAB, clip_tokenizer, t5_tokenizer
+from codex_diffusers.tiny import TINY_VOCAB, clip_tokenizer, t5_encoder, t5_tokenizer
 
 CLIP_L, CLIP_G = 16, 32  # hidden = projection width of text_encoder (CLIP-L) and text_encoder_2 (bigG)
 T5_WIDTH = 64  # >= CLIP_L + CLIP_G: the CLIP states are padded to it
@@ -38,13 +38,8 @@ def _clip(width: int, seed: int, hidden_act: str) -> CLIPTextModelWithProjection
     return CLIPTextModelWithProjection(config).eval()
 
 
-def _t5() -> T5EncoderModel:
-    torch.manual_seed(0)
-    # gated-gelu: the T5 v1.1 feed-forward of the real text_encoder_3 (t5-v1_1-xxl)
-    config = T5Config(vocab_size=TINY_VOCAB, d_model=T5_WIDTH, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-                      relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0,
-                      eos_token_id=1, decoder_start_token_id=0)
-    return T5EncoderModel(config).eval()  # eval: no dropout
+def _t5():
+    return t5_encoder(T5_WIDTH)
 
 
 def _vae() -> AutoencoderKL:
