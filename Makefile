@@ -57,6 +57,7 @@ bench: setup
 	$(VENV)/bin/python bench/speed.py
 	$(VENV)/bin/python bench/batch.py
 	$(VENV)/bin/python bench/preview.py
+	$(VENV)/bin/python bench/engines.py
 
 # Wheels (not editable) in a fresh environment: codex-core alone, then each plugin alone with it.
 check-wheels: setup
