@@ -190,6 +190,28 @@ def test_a_changed_input_is_warned_about_and_named_by_check(tmp_path):
     assert "the input init_image" in result.stderr and "is not what the original run read" in result.stderr
 
 
+def test_an_edit_replays_identically_from_another_folder_and_a_changed_reference_is_named(tmp_path, monkeypatch):
+    """An edit's reference images (a list of input files) are recorded one by one (images.0, images.1), found again
+    as the original run found them, and a changed one is named by --check."""
+    first_dir, other_dir = tmp_path / "first", tmp_path / "other"
+    first_dir.mkdir(), other_dir.mkdir()
+    write_test_image(first_dir / "a.png", (64, 64), seed=3)
+    write_test_image(first_dir / "b.png", (64, 64), seed=4)
+    monkeypatch.chdir(first_dir)
+    request = {"prompt": "x", "images": ["a.png", "b.png"], "steps": 2, "seed": 1, "max_sequence_length": 16}
+    first = run_json("flux2_klein", "edit", request, tmp_path / "runs")
+    assert sorted(first["info"]["inputs"]) == ["images.0", "images.1"]
+    monkeypatch.chdir(other_dir)  # relative names that do not exist here: the recorded paths are used
+    result, data = replay(Path(first["run_dir"]), tmp_path / "again", "--check")
+    assert result.exit_code == 0, result.stderr
+    assert first["info"]["request"]["images"] == ["a.png", "b.png"]  # the request as given
+    assert data["check"]["identical"] and data["info"]["request"]["images"] == [str(first_dir / "a.png"),
+                                                                               str(first_dir / "b.png")]
+    write_test_image(first_dir / "b.png", (64, 64), seed=5)  # the second reference changes
+    result, data = replay(Path(first["run_dir"]), tmp_path / "again", "--check")
+    assert result.exit_code == 1 and [c["field"] for c in data["check"]["changed_inputs"]] == ["images.1"]
+
+
 # -- a batch's seeds: A1111's seed + i, and the replay of runs recorded before that rule ------------------------
 
 def test_image_i_of_a_batch_equals_a_one_image_run_with_seed_plus_i(sd_run, tmp_path):
