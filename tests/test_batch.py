@@ -19,7 +19,7 @@ from PIL import Image
 from codex_core import registry
 from codex_core.model_cache import cache
 from codex_core.orchestrator import RunOptions, run
-from codex_core.testing import cli_run, interrupted
+from codex_core.testing import cli_run, interrupted, run_json, write_test_image
 
 SMALL = {"width": 32, "height": 32, "steps": 2}
 ENGINES = ("sd15", "flux")
@@ -279,6 +279,27 @@ def test_a_grid_of_2_by_3_cells_has_its_labelled_image_and_axes(tmp_path):
         info = json.loads((cell_dir / "info.json").read_text())
         assert info["request"]["seed"] == [1, 2][cell["x"]]
         assert info["request"]["prompt"] == f"a red {['fox', 'cat', 'owl'][cell['y']]} in snow"
+
+
+def test_an_edit_runs_in_a_grid_and_a_batch_as_codex_run_makes_it(tmp_path):
+    """edit (reference images) over a seed axis, and as a batch item: each cell is the run `codex run` makes."""
+    images = [str(write_test_image(tmp_path / f"{name}.png", (80, 64), seed=index)) for index, name in enumerate("ab")]
+    request = {"prompt": "swap the two", "images": images, "steps": 2, "max_sequence_length": 16}
+    summary = summary_of(cli_run(["grid", "flux2_klein", "edit", "--model", "tiny", "--json", json.dumps(request),
+                                  "--x", "seed=1,2", "--out", str(tmp_path / "grid"), "-q"]))
+    assert summary["counts"]["done"] == 2 and summary["grids"][0]["cells"] == 2
+    cells = {json.loads((Path(item["run_dir"]) / "info.json").read_text())["request"]["seed"]: Path(item["run_dir"])
+             for item in summary["items"]}
+    single = run_json("flux2_klein", "edit", {**request, "seed": 2}, tmp_path / "single")
+    assert single["info"]["notes"]["edit_size"]["width"] == 80
+    assert np.array_equal(pixels(cells[2] / "0000.png"), pixels(single["files"][0]))
+    assert not np.array_equal(pixels(cells[1] / "0000.png"), pixels(cells[2] / "0000.png"))
+    lines = tmp_path / "edits.jsonl"
+    lines.write_text(json.dumps({"id": "e", "engine": "flux2_klein", "task": "edit", "model": "tiny",
+                                 "request": {**request, "seed": 2}}) + "\n")
+    batch = summary_of(cli_run(["batch", str(lines), "--out", str(tmp_path / "batch"), "-q"]))
+    assert batch["counts"]["done"] == 1
+    assert np.array_equal(pixels(tmp_path / "batch" / "e" / "0000.png"), pixels(single["files"][0]))
 
 
 def test_grid_axes_are_checked_before_anything_runs(tmp_path):
