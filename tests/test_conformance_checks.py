@@ -80,7 +80,8 @@ def test_a_typo_in_another_variants_preset_fails_the_preset_check(tmp_path):
               "mask_image": write_test_image(tmp_path / "mask.png", (64, 64), mode="L")}
     cases = {"txt2img": {"prompt": "a fox", "width": 32, "height": 32, "seed": 1},
              "img2img": {"prompt": "a fox", "init_image": images["init_image"], "seed": 1},
-             "inpaint": {"prompt": "a fox", **images, "seed": 1}}
+             "inpaint": {"prompt": "a fox", **images, "seed": 1},
+             "edit": {"prompt": "a fox", "images": [images["init_image"]], "seed": 1}}
     check_presets("flux", cases.get)  # the shipped presets, every variant: all valid
     with in_test(engine):
         with pytest.raises(AssertionError) as caught:

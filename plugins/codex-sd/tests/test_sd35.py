@@ -298,3 +298,25 @@ def test_a_lora_changes_the_image_as_diffusers_loads_it_and_is_undone(tmp_path):
     expected = pipe(prompt=info["prompt"], guidance_scale=info["cfg"], width=32, height=32, num_inference_steps=2,
                     max_sequence_length=16, generator=seed_generators(info)).images[0]
     assert np.array_equal(pixels(with_lora["files"][0]), pixels(expected))
+
+
+@pytest.mark.parametrize("task", ["img2img", "inpaint"])
+def test_a_batch_from_one_init_image_gives_image_i_the_one_image_run_of_seed_plus_i(task, tmp_path):
+    """diffusers' SD3 img2img/inpaint do not repeat one init image for a batch of per-seed generators (the call
+    fails); the engine passes a copy per image, so image 1 is the one-image run of seed + 1."""
+    inputs = {"init_image": str(write_test_image(tmp_path / "init.png", (32, 32), seed=1))}
+    if task == "inpaint":
+        inputs["mask_image"] = str(write_test_image(tmp_path / "mask.png", (32, 32), mode="L"))
+    request = {"prompt": "a fox", **inputs, "steps": 2, "seed": 5}
+    batch = run_json("sd35", task, {**request, "batch_size": 2}, tmp_path / "batch")
+    single = run_json("sd35", task, {**request, "seed": 6}, tmp_path / "single")
+    assert batch["info"]["seeds"] == [5, 6]
+    difference = np.abs(pixels(batch["files"][1]).astype(int) - pixels(single["files"][0]).astype(int))
+    assert difference.max() <= 1  # a batch of 2 takes other CPU kernels: at most one level of rounding
+
+
+def test_clip_skip_beyond_the_checkpoints_clip_layers_exits_2(tmp_path):
+    result = cli_run(["run", "sd35", "txt2img", "--model", "tiny", "--out", str(tmp_path / "out"), "--json",
+                      json.dumps({"prompt": "x", "width": 16, "height": 16, "steps": 1, "clip_skip": 3})])
+    assert result.exit_code == 2 and "clip_skip: got 3: this checkpoint's CLIP text encoders have 2 layers" in \
+        result.stderr, result.stderr

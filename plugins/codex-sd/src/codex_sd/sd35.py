@@ -91,8 +91,18 @@ class StableDiffusion35(DiffusersEngine):
         if layers and max(layers) >= blocks:  # the transformer would skip nothing, silently
             raise UsageError(f"skip_guidance_layers: got {layers}: this checkpoint's transformer has {blocks} blocks "
                              f"(allowed: 0 to {blocks - 1})")
+        clip_layers = min(pipe.text_encoder.config.num_hidden_layers, pipe.text_encoder_2.config.num_hidden_layers)
+        if params.clip_skip > clip_layers:  # diffusers would index past the first hidden state (IndexError)
+            raise UsageError(f"clip_skip: got {params.clip_skip}: this checkpoint's CLIP text encoders have "
+                             f"{clip_layers} layers (allowed: 1 to {clip_layers})")
         # A1111's count (1 = the layer the model was trained on) -> diffusers' (None = that layer, k = k before it)
-        return {"clip_skip": params.clip_skip - 1 if params.clip_skip > 1 else None}
+        extra = {"clip_skip": params.clip_skip - 1 if params.clip_skip > 1 else None}
+        if job.task != "txt2img" and params.batch_size > 1:
+            # diffusers 0.42's SD3 img2img/inpaint encode image i of a batch with generator i (one per seed) but,
+            # unlike SD 1.x's pipelines, never repeat one init image for the batch: image[1:2] is empty and the
+            # call fails. One copy per image is what they take; image i then equals a one-image run of seed + i.
+            extra["image"] = [job.input_image("init_image", self.output_size(job))] * params.batch_size
+        return extra
 
     def config_problem(self, folder: Path, index: dict) -> str | None:
         config = read_config(folder, "transformer/config.json")
