@@ -84,4 +84,8 @@ def test_a_lora_changes_the_output_as_diffusers_loads_it_and_is_undone(tmp_path,
                         max_sequence_length=16, generator=seed_generators(REQUEST)).images[0]
     finally:
         pipe.unload_lora_weights()
-    assert np.array_equal(pixels(styled["files"][0]), pixels(expected))
+    # exact when this file runs alone; after the rest of the suite in one process (CI, 2026-12-07) one pixel of
+    # 3072 came out one level off, so the check allows one level of float rounding, never more
+    difference = np.abs(pixels(styled["files"][0]).astype(int) - pixels(expected).astype(int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.01, difference.max()
+    assert np.abs(pixels(styled["files"][0]).astype(int) - pixels(base["files"][0]).astype(int)).max() > 8
