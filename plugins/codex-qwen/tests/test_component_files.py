@@ -66,6 +66,11 @@ def _random_lora(prefix: str, seed: int) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("prefix", ["transformer.", "diffusion_model."], ids=["peft", "comfyui"])
 def test_a_lora_changes_the_output_as_diffusers_loads_it_and_is_undone(tmp_path, prefix):
+    # A fresh load on both sides: in CI's full run (2026-12-07) the model cached by earlier tests gave a LoRA run
+    # one level off in 16% of the pixels, which did not reproduce in any subset tried; left for a closer look.
+    from codex_core.model_cache import cache
+
+    cache.clear()
     lora = tmp_path / f"qwen_lora_{prefix.strip('.')}.safetensors"
     save_file(_random_lora(prefix, seed=5), lora)
     assert get_engine("qwen_image").lora_problem(lora) is None
@@ -84,8 +89,5 @@ def test_a_lora_changes_the_output_as_diffusers_loads_it_and_is_undone(tmp_path,
                         max_sequence_length=16, generator=seed_generators(REQUEST)).images[0]
     finally:
         pipe.unload_lora_weights()
-    # exact when this file runs alone; after the rest of the suite in one process (CI, 2026-12-07) one pixel of
-    # 3072 came out one level off, so the check allows one level of float rounding, never more
-    difference = np.abs(pixels(styled["files"][0]).astype(int) - pixels(expected).astype(int))
-    assert difference.max() <= 1 and (difference > 0).mean() < 0.01, difference.max()
+    assert np.array_equal(pixels(styled["files"][0]), pixels(expected))
     assert np.abs(pixels(styled["files"][0]).astype(int) - pixels(base["files"][0]).astype(int)).max() > 4

@@ -670,8 +670,10 @@ def test_the_edit_tab_sends_several_images_in_the_order_added_to_an_engine_that_
     expect(note).to_contain_text("up to 3 reference images, in the order added", timeout=SLOW_UI)
     gallery = field(page, "images", "edit")
     gallery.locator("input[type=file]").set_input_files([str(files[2]), str(files[0])])
-    gallery.locator("input[type=file]").last.set_input_files(str(files[1]))  # one more, added after them
     panel = page.locator("#codex-request .cm-content")
+    # as a user would: the third once the first two show (an upload still in flight is replaced, not appended)
+    wait_for(lambda: len(json.loads(panel.inner_text()).get("images", [])) == 2, "two images in the request", 30)
+    gallery.locator("input[type=file]").last.set_input_files(str(files[1]))  # one more, added after them
     wait_for(lambda: len(json.loads(panel.inner_text()).get("images", [])) == 3, "three images in the request", 30)
     sent = json.loads(panel.inner_text())["images"]
     order = [files[2], files[0], files[1]]
