@@ -18,6 +18,7 @@ from PIL import Image
 
 from codex_core import RunOptions, get_engine, prepare
 from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
+    write_transformer_lora,
     EngineConformance,
     assert_tiny_matches_reference,
     direct_pipe,
@@ -188,18 +189,8 @@ def test_tiny_model_has_the_reference_models_classes_and_architecture():
 
 
 def write_lora(dest: Path) -> Path:
-    """A diffusers/PEFT-format LoRA on the tiny transformer's attention projections, random and non-zero."""
-    import torch
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig, get_peft_model_state_dict
-
-    transformer = ChromaPipeline.from_pretrained(tiny_model_dir("chroma")).transformer
-    torch.manual_seed(0)
-    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                       target_modules=["to_q", "to_k", "to_v"]))
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(transformer))
-    ChromaPipeline.save_lora_weights(dest, transformer_lora_layers=state, weight_name="tiny_lora.safetensors")
-    return dest / "tiny_lora.safetensors"
+    return write_transformer_lora("ChromaPipeline", tiny_model_dir("chroma"), dest, ["to_q", "to_k", "to_v"],
+                                  "tiny_lora.safetensors", diffusers_keys=True)
 
 
 def test_a_lora_changes_the_output_and_is_undone_after_the_run(tmp_path):

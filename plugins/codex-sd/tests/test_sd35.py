@@ -20,6 +20,7 @@ from PIL import Image
 from codex_core import ParamError, RunOptions, UsageError, get_engine, prepare
 from codex_diffusers import component_sizes, reference_config_dir
 from codex_diffusers.testing import (  # noqa: F401  (pytest_generate_tests parametrises the suite)
+    write_transformer_lora,
     EngineConformance,
     assert_tiny_matches_reference,
     cli_run,
@@ -267,23 +268,14 @@ def test_medium_reference_configs_have_the_published_size():
 # -- LoRAs (diffusers' SD3LoraLoaderMixin) -------------------------------------------------------------
 
 
-def write_transformer_lora(folder: Path, dest: Path) -> Path:
-    """A PEFT LoRA (diffusers keys) on the tiny transformer's attention projections, random and non-zero."""
-    import torch
-    from peft import LoraConfig, get_peft_model_state_dict
-
-    transformer = StableDiffusion3Pipeline.from_pretrained(folder, **NO_IMAGE_ENCODER).transformer
-    torch.manual_seed(0)
-    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                       target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    StableDiffusion3Pipeline.save_lora_weights(dest, transformer_lora_layers=get_peft_model_state_dict(transformer),
-                                               weight_name="tiny_sd35_lora.safetensors")
-    return dest / "tiny_sd35_lora.safetensors"
+def write_sd35_lora(folder: Path, dest: Path) -> Path:
+    return write_transformer_lora("StableDiffusion3Pipeline", folder, dest, ["to_q", "to_k", "to_v", "to_out.0"],
+                                  "tiny_sd35_lora.safetensors")
 
 
 def test_a_lora_changes_the_image_as_diffusers_loads_it_and_is_undone(tmp_path):
     request = {"prompt": "a fox", "width": 32, "height": 32, "seed": 3, "steps": 2, "max_sequence_length": 16}
-    lora = write_transformer_lora(tiny_model_dir("sd35"), tmp_path)
+    lora = write_sd35_lora(tiny_model_dir("sd35"), tmp_path)
     assert get_engine("sd35").lora_problem(lora) is None  # `codex models --kind loras` lists it for sd35
     plain = run_json("sd35", "txt2img", request, tmp_path / "a")
     with_lora = run_json("sd35", "txt2img", {**request, "loras": [{"path": str(lora), "scale": 0.8}]}, tmp_path / "b")

@@ -411,3 +411,26 @@ def assert_tiny_matches_reference(engine: str, variant: str | None = None, folde
         problems += [problem for problem in _architecture_differences(real_config, tiny_config, f"{name}: ")
                      if problem.split(": ")[1].split(".")[0] not in skip]
     assert not problems, f"{engine}: the tiny model differs from the real architecture:\n  " + "\n  ".join(problems)
+
+
+def write_transformer_lora(pipeline_class: str, folder: Path, dest: Path, targets: list[str], weight_name: str,
+                           diffusers_keys: bool = False) -> Path:
+    """A PEFT LoRA (rank 4, random non-zero weights, seed 0) on ``targets`` of the tiny model's transformer, saved
+    by ``pipeline_class``'s own ``save_lora_weights`` as ``dest/weight_name``; ``diffusers_keys``: converted
+    to diffusers' key names first (what some families' loaders read)."""
+    import importlib
+
+    import diffusers
+    import torch
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    library, class_name = json.loads((Path(folder) / "model_index.json").read_text())["transformer"]
+    transformer = getattr(importlib.import_module(library), class_name).from_pretrained(Path(folder) / "transformer")
+    torch.manual_seed(0)
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=targets))
+    state = get_peft_model_state_dict(transformer)
+    if diffusers_keys:
+        state = convert_state_dict_to_diffusers(state)
+    getattr(diffusers, pipeline_class).save_lora_weights(dest, transformer_lora_layers=state, weight_name=weight_name)
+    return Path(dest) / weight_name
