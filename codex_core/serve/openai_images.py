@@ -120,7 +120,7 @@ async def edit(request: Request, state: StateDep, key: str | None = KeyHeader) -
     return await _run(state, request, fields, "edit", {"images": references}, idempotency_key(key))
 
 
-def edit_or_img2img(state: State, fields: dict[str, Any], images: list[str]) -> tuple[str, dict[str, Any]]:
+def edit_or_img2img(state: State, fields: dict[str, Any], images: list[str]) -> tuple[str, dict[str, Any], Target]:
     """``edit`` with the images as its references when the model has that task and its checkpoint serves it (an
     engine named without a checkpoint: its edit model), else ``img2img`` of the one image."""
     from pathlib import Path
@@ -134,11 +134,11 @@ def edit_or_img2img(state: State, fields: dict[str, Any], images: list[str]) -> 
         if len(images) > limit:
             raise OpenAIError(400, f"image: got {len(images)} images; model {target.name} edits with at most {limit} "
                                    f"reference image{'s' if limit > 1 else ''}", "image", "invalid_value")
-        return "edit", {"images": images}
+        return "edit", {"images": images}, target
     if len(images) > 1:
         raise OpenAIError(400, f"image: got {len(images)} images; model {target.name} has no edit task and edits one "
                                "image per request (img2img)", "image", "invalid_value")
-    return "img2img", {"init_image": images[0]}
+    return "img2img", {"init_image": images[0]}, target
 
 
 def _file(name: str, value: Any) -> UploadFile:
@@ -178,7 +178,8 @@ def _edit_inputs(image: bytes, mask: bytes | None) -> dict[str, str]:
     return inputs
 
 
-def _mapped(state: State, fields: dict[str, Any], task: str) -> tuple[Target, dict[str, Any], dict[str, Any]]:
+def _mapped(state: State, fields: dict[str, Any], task: str,
+            target: Target | None = None) -> tuple[Target, dict[str, Any], dict[str, Any]]:
     """The target model, the Codex request and what the answer reports, for an OpenAI image request."""
     if fields.get("stream"):
         raise OpenAIError(400, "stream: this service answers once the images are done (no streaming)", "stream",
@@ -191,7 +192,9 @@ def _mapped(state: State, fields: dict[str, Any], task: str) -> tuple[Target, di
         raise OpenAIError(400, f"output_format: {output_format} is not made here; PNG", "output_format",
                           "invalid_value")
     asked = fields.get("model")
-    target = resolve_model(state, asked, (task, "img2img") if task in ("inpaint", "edit") else (task,), video=False)
+    if target is None:  # (an edit's was resolved when its task was chosen)
+        target = resolve_model(state, asked, (task, "img2img") if task in ("inpaint", "edit") else (task,),
+                               video=False)
     if task not in target.engine.tasks:
         raise OpenAIError(400, f"mask: model {target.name} ({target.engine.key}) has no inpaint task; send the "
                                "image without a mask, or name a model that inpaints", "mask", "invalid_value")
@@ -219,10 +222,10 @@ def _mapped(state: State, fields: dict[str, Any], task: str) -> tuple[Target, di
 async def _run(state: State, http: Request, fields: dict[str, Any], task: str, inputs: dict[str, str],
                key: str | None) -> dict:
     def submit() -> tuple[dict[str, Any], dict[str, Any]]:
-        ran, given = task, inputs
+        ran, given, target = task, inputs, None
         if task == "edit":
-            ran, given = edit_or_img2img(state, fields, inputs["images"])
-        target, request, report = _mapped(state, fields, ran)
+            ran, given, target = edit_or_img2img(state, fields, inputs["images"])
+        target, request, report = _mapped(state, fields, ran, target)
         spec = JobSpec(engine=target.engine.key, task=ran, request={**request, **given}, model=target.model)
         return submit_job(state, spec, key, {"openai": {"kind": "image", "model": target.name}}), report
 
