@@ -23,9 +23,10 @@ def served_tasks(engine, checkpoint: dict[str, Any]) -> tuple[str, ...]:
     return engine.checkpoint_tasks(Path(checkpoint["model"]))
 
 
-def edit_references(engine, checkpoint: dict[str, Any], body: dict[str, Any], substituted: list[str]) -> list | None:
-    """The reference images when this img2img call runs the checkpoint's ``edit`` task; None: it stays img2img."""
-    served = served_tasks(engine, checkpoint)
+def edit_references(engine, checkpoint: dict[str, Any], served: tuple[str, ...], body: dict[str, Any],
+                    substituted: list[str]) -> list | None:
+    """The reference images when this img2img call runs the checkpoint's ``edit`` task (``served``: the tasks the
+    checkpoint serves); None: it stays img2img."""
     if "edit" not in served or "img2img" in served:
         return None
     name = checkpoint["model_name"]
@@ -45,9 +46,8 @@ def edit_references(engine, checkpoint: dict[str, Any], body: dict[str, Any], su
     return list(init)
 
 
-def check_served(engine, checkpoint: dict[str, Any], task: str) -> None:
+def check_served(checkpoint: dict[str, Any], served: tuple[str, ...], task: str) -> None:
     """A task the current checkpoint does not serve is a 422 now, not a failed job later."""
-    served = served_tasks(engine, checkpoint)
     if task not in served:
         raise UsageError(f"{checkpoint['model_name']} serves {', '.join(served)}, not {task}; choose another "
                          "checkpoint (POST /sdapi/v1/options {\"sd_model_checkpoint\": ...})")

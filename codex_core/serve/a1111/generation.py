@@ -69,12 +69,13 @@ def _submit(state: State, body: dict[str, Any], task: str) -> dict[str, Any]:
     engine = get_engine(options.checkpoint["engine"])
     images: list[dict[str, str]] = [{}]
     substituted: list[str] = []
+    served = edit.served_tasks(engine, options.checkpoint)  # from its configs, read once
     if task != "txt2img":
-        references = edit.edit_references(engine, options.checkpoint, body, substituted)
+        references = edit.edit_references(engine, options.checkpoint, served, body, substituted)
         task, images = ("edit", [{"images": references}]) if references is not None else _images(body)
     if task not in engine.tasks:
         raise UsageError(f"the current model's engine {engine.key} has no {task} task")
-    edit.check_served(engine, options.checkpoint, task)
+    edit.check_served(options.checkpoint, served, task)
     request, ignored = _translate(body, task, engine)
     ignored += options.ignored
     into_request(options, engine, task, request, ignored)
