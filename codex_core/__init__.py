@@ -29,11 +29,11 @@ _EXPORTS = {
     # the engine contract
     "Engine": "engine", "Job": "engine", "Plan": "engine", "PlanContext": "engine", "BASELINE_MODE": "engine",
     "locate_presets": "engine",
-    "ImageOutput": "outputs", "VideoOutput": "outputs",
+    "ImageOutput": "outputs", "VideoOutput": "outputs", "AudioTrack": "outputs",
     # request parameters
     "ParamsBase": "params", "Params": "params", "Txt2ImgParams": "params", "Img2ImgParams": "params", "EditParams": "params",
     "InpaintParams": "params", "UpscaleParams": "params", "VideoFields": "params", "Txt2VidParams": "params",
-    "Img2VidParams": "params", "ImageOnlyImg2VidParams": "params", "ImagePath": "params",
+    "Img2VidParams": "params", "ImageOnlyImg2VidParams": "params", "ImagePath": "params", "VideoPath": "params",
     "INPUT_FILE": "params", "STEP_RULES": "params",
     # errors
     "CodexError": "errors", "UsageError": "errors", "ParamError": "errors", "ModelNotFoundError": "errors",

@@ -115,6 +115,26 @@ class Job:
         self.notes.setdefault("resized", {})[name] = {"from": list(image.size), "to": list(size), "resample": "lanczos"}
         return image.resize(tuple(size), Image.Resampling.LANCZOS)
 
+    def input_video(self, name: str, size: tuple[int, int] | None = None, mode: str = "RGB",
+                    path: str | None = None) -> list:
+        """The frames of video field ``name`` as 8-bit PIL images (``mode="L"``: a mask video) at ``size``
+        (None: their own). A resize (Lanczos) is recorded in ``notes.resized``.
+
+        ``path``: the file, for a field that is a list (``name`` is then e.g. ``videos.1``).
+        """
+        from PIL import Image
+
+        from .videos import read_video
+
+        frames = read_video(path or getattr(self.params, name))
+        if mode != "RGB":
+            frames = [frame.convert(mode) for frame in frames]
+        if size is None or frames[0].size == tuple(size):
+            return frames
+        self.notes.setdefault("resized", {})[name] = {"from": list(frames[0].size), "to": list(size),
+                                                      "resample": "lanczos"}
+        return [frame.resize(tuple(size), Image.Resampling.LANCZOS) for frame in frames]
+
 
 def locate_presets(module_file: str, engine: str) -> Path | None:
     """Find an engine's presets folder for a plugin module.

@@ -20,9 +20,26 @@ class ImageOutput:
 
 
 @dataclass
+class AudioTrack:
+    """Sound that goes with a video: float PCM in [-1, 1], shaped (channels, samples)."""
+
+    samples: Any  # numpy float32 array (channels, samples)
+    sample_rate: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return self.samples.shape[1] / self.sample_rate
+
+
+@dataclass
 class VideoOutput:
     frames: list  # PIL images, one per frame
     fps: float
+    audio: AudioTrack | None = None  # exported with the frames unless the request says "audio": false
 
 
 @dataclass

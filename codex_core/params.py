@@ -43,6 +43,19 @@ ImagePath = Annotated[str, AfterValidator(_readable_image),
                       INPUT_FILE]
 
 
+def _readable_video(value: str) -> str:
+    from .videos import readable_video
+
+    return readable_video(value)
+
+
+# "x-codex-input": "video" tells a form to offer a video upload; Job.input_video decodes it
+VideoPath = Annotated[str, AfterValidator(_readable_video),
+                      Field(description="Path to a video file (MP4, WebM, GIF, ...).",
+                            json_schema_extra={"x-codex-input": "video"}),
+                      INPUT_FILE]
+
+
 def input_files(params: BaseModel, prefix: str = "") -> dict[str, str]:
     """``{"init_image": path, "mode_lora.path": path, "loras.0.path": ...}``: every input-file field that is set,
     nested ones and list items too."""
