@@ -33,7 +33,7 @@ _EXPORTS = {
     # request parameters
     "ParamsBase": "params", "Params": "params", "Txt2ImgParams": "params", "Img2ImgParams": "params", "EditParams": "params",
     "InpaintParams": "params", "UpscaleParams": "params", "VideoFields": "params", "Txt2VidParams": "params",
-    "Img2VidParams": "params", "ImageOnlyImg2VidParams": "params", "ImagePath": "params", "VideoPath": "params",
+    "Img2VidParams": "params", "ImageOnlyImg2VidParams": "params", "AudioFields": "params", "ImagePath": "params", "VideoPath": "params",
     "INPUT_FILE": "params", "STEP_RULES": "params",
     # errors
     "CodexError": "errors", "UsageError": "errors", "ParamError": "errors", "ModelNotFoundError": "errors",

@@ -509,3 +509,10 @@ class ImageOnlyImg2VidParams(VideoFields):
     """img2vid conditioned on the image alone (no prompt)."""
 
     init_image: ImagePath = Field(description="The first frame / conditioning image.")
+
+
+class AudioFields(ParamsBase):
+    """Video tasks whose model makes a sound track with the frames (the engine returns it in
+    ``VideoOutput.audio``; ``"audio": false`` exports a silent video)."""
+
+    audio: bool = Field(True, description="Keep the generated sound track; false: export a silent video.")
