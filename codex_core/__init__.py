@@ -34,6 +34,11 @@ _EXPORTS = {
     "ParamsBase": "params", "Params": "params", "Txt2ImgParams": "params", "Img2ImgParams": "params", "EditParams": "params",
     "InpaintParams": "params", "UpscaleParams": "params", "VideoFields": "params", "Txt2VidParams": "params",
     "Img2VidParams": "params", "ImageOnlyImg2VidParams": "params", "AudioFields": "params", "ImagePath": "params", "VideoPath": "params",
+    "VideoResampleFields": "params",
+    # video inputs: the probe (no decoding) and the rules an engine's params apply to their video fields
+    "VideoFacts": "videos", "probe_input_video": "videos:probe_video", "MAX_VIDEO_FRAMES": "videos",
+    "check_matching_videos": "videos", "check_video_frames": "videos", "input_frame_count": "videos",
+    "resampled_indices": "videos",
     "INPUT_FILE": "params", "STEP_RULES": "params",
     # errors
     "CodexError": "errors", "UsageError": "errors", "ParamError": "errors", "ModelNotFoundError": "errors",

@@ -14,6 +14,7 @@ then, for a run, ``load`` (once per model and runtime, cached) and ``run``.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import sys
@@ -116,25 +117,38 @@ class Job:
         return image.resize(tuple(size), Image.Resampling.LANCZOS)
 
     def input_video(self, name: str, size: tuple[int, int] | None = None, mode: str = "RGB",
-                    path: str | None = None) -> list:
+                    path: str | None = None, fps: float | None = None) -> list:
         """The frames of video field ``name`` as 8-bit PIL images (``mode="L"``: a mask video) at ``size``
-        (None: their own). A resize (Lanczos) is recorded in ``notes.resized``.
+        (None: their own), at ``fps`` (None: the request's ``video_fps`` if it gives one, else every frame as
+        the file holds it). A resize (Lanczos) is recorded in ``notes.resized``, a resampling (frames picked by
+        time, ``resampled_indices``) in ``notes.resampled``: the same rule the params' checks counted with.
 
         ``path``: the file, for a field that is a list (``name`` is then e.g. ``videos.1``).
         """
         from PIL import Image
 
-        from .videos import read_video
+        from .errors import UsageError
+        from .videos import probe_video, read_video, resampled_indices
 
-        frames = read_video(path or getattr(self.params, name))
+        source = path or getattr(self.params, name)
+        facts = probe_video(source)
+        frames = read_video(source)
+        if len(frames) != facts.frames:  # the probe counted packets; a damaged stream decodes to fewer frames
+            raise UsageError(f"{name}: '{source}' decodes to {len(frames)} frames where the file lists "
+                             f"{facts.frames}; the video is damaged (re-encode it)")
         if mode != "RGB":
             frames = [frame.convert(mode) for frame in frames]
+        target = fps if fps is not None else getattr(self.params, "video_fps", None)
+        if target is not None and not math.isclose(target, facts.fps):
+            picked = resampled_indices(len(frames), facts.fps, target)
+            self.notes.setdefault("resampled", {})[name] = {
+                "from_fps": facts.fps, "to_fps": target, "from_frames": len(frames), "to_frames": len(picked)}
+            frames = [frames[index] for index in picked]
         if size is None or frames[0].size == tuple(size):
             return frames
         self.notes.setdefault("resized", {})[name] = {"from": list(frames[0].size), "to": list(size),
                                                       "resample": "lanczos"}
         return [frame.resize(tuple(size), Image.Resampling.LANCZOS) for frame in frames]
-
 
 def locate_presets(module_file: str, engine: str) -> Path | None:
     """Find an engine's presets folder for a plugin module.

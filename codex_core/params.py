@@ -56,6 +56,25 @@ VideoPath = Annotated[str, AfterValidator(_readable_video),
                       INPUT_FILE]
 
 
+def field_metadata(info: Any) -> list:
+    """A params field's metadata, with that of its type's members: an optional or a list of input files
+    (``VideoPath | None``, ``list[VideoPath]``) keeps ``INPUT_FILE`` on the member, not on the field."""
+    import typing
+
+    found = list(info.metadata)
+    pending = list(typing.get_args(info.annotation))
+    while pending:
+        arg = pending.pop()
+        found += getattr(arg, "__metadata__", ())
+        pending += [inner for inner in typing.get_args(arg) if not isinstance(inner, (str, int, float))]
+    return found
+
+
+def is_input_file(info: Any) -> bool:
+    """Whether a params field names an input file (``INPUT_FILE``), or a list of them, optional or not."""
+    return any(isinstance(item, InputFile) for item in field_metadata(info))
+
+
 def input_files(params: BaseModel, prefix: str = "") -> dict[str, str]:
     """``{"init_image": path, "mode_lora.path": path, "loras.0.path": ...}``: every input-file field that is set,
     nested ones and list items too."""
@@ -65,13 +84,13 @@ def input_files(params: BaseModel, prefix: str = "") -> dict[str, str]:
         if isinstance(value, BaseModel):
             found.update(input_files(value, f"{prefix}{name}."))
         elif isinstance(value, list):  # e.g. "loras.1.path", or "images.1" (a list of input files)
-            is_file = any(isinstance(item, InputFile) for item in info.metadata)
+            is_file = is_input_file(info)
             for index, item in enumerate(value):
                 if isinstance(item, BaseModel):
                     found.update(input_files(item, f"{prefix}{name}.{index}."))
                 elif is_file and isinstance(item, str):
                     found[f"{prefix}{name}.{index}"] = item
-        elif isinstance(value, str) and any(isinstance(item, InputFile) for item in info.metadata):
+        elif isinstance(value, str) and is_input_file(info):
             found[prefix + name] = value
     return found
 
@@ -509,6 +528,14 @@ class ImageOnlyImg2VidParams(VideoFields):
     """img2vid conditioned on the image alone (no prompt)."""
 
     init_image: ImagePath = Field(description="The first frame / conditioning image.")
+
+
+class VideoResampleFields(ParamsBase):
+    """Tasks that take a video input: ``video_fps`` resamples its frames to that rate before use (frames
+    dropped or repeated by time, recorded in ``info.notes.resampled``); left out, every frame is used as it is."""
+
+    video_fps: float | None = Field(None, gt=0, le=240, description="Resample the input video(s) to this frame "
+                                                                   "rate before use; default: every frame as it is.")
 
 
 class AudioFields(ParamsBase):

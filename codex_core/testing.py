@@ -49,6 +49,38 @@ def write_test_image(path: Path, size: tuple[int, int], seed: int = 0, mode: str
     return str(path)
 
 
+VIDEO_CODECS = {".mp4": "libx264", ".webm": "libvpx-vp9", ".gif": "gif", ".mkv": "libx264", ".mov": "libx264"}
+
+
+def write_test_video(path: Path, frames: int, size: tuple[int, int], fps: float = 8, seed: int = 0,
+                     mode: str = "RGB") -> str:
+    """A deterministic video of ``frames`` frames (codec by suffix: MP4 H.264, WebM VP9, GIF), written by the
+    bundled ffmpeg. Each frame is 8x8-pixel blocks of seeded colours (so a lossy codec keeps them close), and
+    differs from the others; ``mode="L"``: a mask video, a white square on black that moves a pixel per frame."""
+    import imageio_ffmpeg
+
+    width, height = size
+    rng = random.Random(seed)
+    writer = imageio_ffmpeg.write_frames(str(path), size, fps=fps, codec=VIDEO_CODECS[Path(path).suffix.lower()],
+                                         macro_block_size=1, quality=None if Path(path).suffix == ".gif" else 9,
+                                         ffmpeg_log_level="error")
+    writer.send(None)
+    for index in range(frames):
+        if mode == "L":
+            frame = Image.new("L", size, 0)
+            left = (width // 4 + index) % width
+            ImageDraw.Draw(frame).rectangle([left, height // 4, left + width // 2 - 1, 3 * height // 4 - 1], fill=255)
+            frame = frame.convert("RGB")
+        else:
+            blocks = Image.frombytes("RGB", (-(-width // 8), -(-height // 8)),
+                                     rng.randbytes(3 * -(-width // 8) * -(-height // 8)))
+            frame = blocks.resize((blocks.width * 8, blocks.height * 8), Image.Resampling.NEAREST).crop(
+                (0, 0, width, height))
+        writer.send(frame.tobytes())
+    writer.close()
+    return str(path)
+
+
 def tiny_model_dir(engine: str) -> Path:
     """Build (once) and return the engine's tiny model folder, through the engine's own builder."""
     from . import registry, sources

@@ -6,6 +6,11 @@ A request's ``sleep_in`` names the stage that sleeps ``sleep_seconds`` without a
 
 Its ``edit`` task takes up to three reference images and makes them side by side, left to right, each at its
 own size: a client's test sees which images arrived, in which order, with what pixels.
+
+Its ``vid2vid`` task takes a video (``init_video``, 4k+1 frames as Wan's VAE wants) and an optional mask video of
+the same length and size, and gives the video's frames back as ``Job.input_video`` decoded them (at the
+request's ``video_fps`` when it gives one), inverted where the mask is white: a test sees which video arrived,
+with what frames and pixels.
 """
 
 import ctypes
@@ -14,10 +19,11 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from PIL import Image, ImageChops
 
-from codex_core import EditParams, Engine, ImageOutput, Job, Txt2ImgParams
+from codex_core import (EditParams, Engine, ImageOutput, Job, ParamsBase, Txt2ImgParams, VideoOutput, VideoPath,
+                        VideoResampleFields, check_matching_videos, check_video_frames)
 
 
 class _Sleepy(BaseModel):
@@ -40,11 +46,27 @@ class SleepyEdit(_Sleepy, EditParams):
     max_images = 3
 
 
+class SleepyVid2Vid(_Sleepy, VideoResampleFields, ParamsBase):
+    output_kind = "video"
+
+    init_video: VideoPath
+    mask_video: VideoPath | None = None
+    num_frames: int | None = Field(None, ge=1, le=1024, description="The video's frames, when given: checked "
+                                                                     "against the input's (after video_fps).")
+    steps: int = Field(2, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _videos(self):
+        check_matching_videos(self, "init_video", "mask_video")
+        check_video_frames(self, "init_video", frames=self.num_frames, frame_multiple=None if self.num_frames else 4)
+        return self
+
+
 class SleepyEngine(Engine):
     key = "sleepy"
     family = "test"
     description = "Test-only engine: sleeps or crashes in the stage a request names"
-    tasks = {"txt2img": SleepyTxt2Img, "edit": SleepyEdit}
+    tasks = {"txt2img": SleepyTxt2Img, "edit": SleepyEdit, "vid2vid": SleepyVid2Vid}
     model_marker = "sleepy.json"
     tiny_version = "1"
 
@@ -76,6 +98,10 @@ class SleepyEngine(Engine):
         nap(params, "decode")
         if job.task == "edit":
             return ImageOutput([side_by_side(params.images)])
+        if job.task == "vid2vid":
+            from codex_core import probe_input_video
+
+            return VideoOutput(masked_inverse(job), params.video_fps or probe_input_video(params.init_video).fps)
         return ImageOutput([Image.new("RGB", (params.width, params.height), ((params.seed or 0) % 256, 90, 160))])
 
 
@@ -87,6 +113,15 @@ def side_by_side(paths: list[str]) -> Image.Image:
         joined.paste(image, (left, 0))
         left += image.width
     return joined
+
+
+def masked_inverse(job: Job) -> list[Image.Image]:
+    """The input video's frames, inverted where the mask video (if any) is white."""
+    frames = job.input_video("init_video")
+    if job.params.mask_video is None:
+        return frames
+    masks = job.input_video("mask_video", mode="L")
+    return [Image.composite(ImageChops.invert(frame), frame, mask) for frame, mask in zip(frames, masks)]
 
 
 def nap(params, stage: str) -> None:
