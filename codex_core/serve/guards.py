@@ -6,7 +6,7 @@
   resolve to 127.0.0.1) sends its own name and is refused (400).
 - **Same origin** (``browser_safe``, the service's routes): a state-changing request (POST, PUT, PATCH,
   DELETE) with an ``Origin`` must come from the service's own origin, and its body must be JSON or
-  multipart (or what the route declares: the upload takes ``image/*``). A cross-site form can send
+  multipart (or what the route declares: the upload takes ``image/*`` or ``video/*``). A cross-site form can send
   ``text/plain`` or urlencoded bodies without asking first; a JSON or image body needs a CORS
   preflight, which this service never grants. Clients that are not browsers send no ``Origin``.
 """

@@ -5,7 +5,7 @@ The limits bound what makes a job slow or large, each from what is known before 
 prompt's bytes (before validation: a huge prompt costs time even to validate) and the tokens the text
 encoders will see (the engine's own upper bound, ``Engine.prompt_tokens``: A1111's BREAK chunks), the
 steps, the output's pixels per image or frame and its frames, the batch, and every input image's pixels
-(read from its header, never decoded). The defaults are what one GPU serves in minutes, not hours.
+(read from its header, never decoded) and input video's frames and pixels per frame (probed, not decoded). The defaults are what one GPU serves in minutes, not hours.
 """
 
 from __future__ import annotations
@@ -88,10 +88,27 @@ def check_prepared(limits: Limits, engine, task: str, params) -> None:
     tokens = engine.prompt_tokens(task, params)
     if tokens is not None and tokens > limits.prompt_tokens:
         raise _over(limits, "prompt_tokens", "prompt", tokens, "what the text encoders would see, in tokens")
+    from .inputs import video_fields
+
+    videos = video_fields(type(params))
     for field, path in input_files(params).items():
+        if field.split(".")[0] in videos:  # a video: its frames' pixels and its frames (probed at validation)
+            _check_video(limits, field, path)
+            continue
         try:
             width, height = oriented_size(path)
         except Exception:  # noqa: BLE001  (not an image: a LoRA or VAE file; validation checked images)
             continue
         if width * height > limits.input_pixels:
             raise _over(limits, "input_pixels", field, width * height, f"the image ({width}x{height}) in pixels")
+
+
+def _check_video(limits: Limits, field: str, path: str) -> None:
+    from ..videos import probe_video
+
+    facts = probe_video(path)
+    if facts.width * facts.height > limits.input_pixels:
+        raise _over(limits, "input_pixels", field, facts.width * facts.height,
+                    f"each frame of the video ({facts.width}x{facts.height}) in pixels")
+    if facts.frames > limits.frames:
+        raise _over(limits, "frames", field, facts.frames, "the input video's frame count")

@@ -38,8 +38,8 @@ from .webhooks import Destinations
 router = APIRouter(route_class=StrictJSONRoute)
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 # what POST /v1/inputs takes: an image's bytes as the body, with an image content type
-IMAGE_BODY = {"requestBody": {"required": True, "content": {"image/*": {"schema": {"type": "string",
-                                                                                   "format": "binary"}}}}}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+FILE_BODY = {"requestBody": {"required": True, "content": {"image/*": _BINARY, "video/*": _BINARY}}}
 
 
 class JobSpec(BaseModel):
@@ -152,18 +152,27 @@ def _job(store: JobStore, job_id: str) -> dict[str, Any]:
     return job
 
 
-@router.post("/v1/inputs", status_code=201, openapi_extra=IMAGE_BODY)
+@router.post("/v1/inputs", status_code=201, openapi_extra=FILE_BODY)
 async def upload(request: Request, settings: SettingsDep, inputs: InputsDep) -> dict[str, Any]:
-    """An image sent as the body (content type ``image/*``), kept under the state dir by its content's sha256:
-    its path can be a request's image field (a short value in place of an inline data URL; the same image twice
-    is one file). It is decoded in full first, as a job's input is: a truncated or oversized image is a 422 here."""
+    """An image (content type ``image/*``) or a video (``video/*``) sent as the body, kept under the state dir by
+    its content's sha256: its path can be a request's image or video field (a short value in place of an inline
+    data URL; the same file twice is one file). An image is decoded in full first, as a job's input is: a truncated
+    or oversized image is a 422 here; a video is probed by the bundled ffmpeg (a video stream with frames, within
+    the frame and pixel limits)."""
     raw = await request.body()
     digest = hashlib.sha256(raw).hexdigest()
     problems: list[str] = []
-    path = await run_in_threadpool(inputs.write_image, "body", raw, settings.inputs_dir / "uploads", digest[:32],
-                                   problems, decode=True)
+    video = request.headers.get("content-type", "").lower().startswith("video/")
+    if video:
+        path = await run_in_threadpool(inputs.write_video, "body", raw, settings.inputs_dir / "uploads", digest[:32],
+                                       problems)
+    else:
+        path = await run_in_threadpool(inputs.write_image, "body", raw, settings.inputs_dir / "uploads", digest[:32],
+                                       problems, decode=True)
     if path is None:
-        raise UsageError("; ".join(problems), hint="send the bytes of a PNG, JPEG, WebP, BMP, GIF or TIFF image")
+        raise UsageError("; ".join(problems), hint="send the bytes of an MP4, WebM or GIF video (or another the "
+                                                   "bundled ffmpeg reads)" if video else
+                         "send the bytes of a PNG, JPEG, WebP, BMP, GIF or TIFF image")
     return {"path": str(path), "sha256": digest, "bytes": len(raw)}
 
 
