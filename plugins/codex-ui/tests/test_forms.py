@@ -28,7 +28,8 @@ def test_every_installed_engine_and_task_has_a_form_of_known_kinds():
             fields = fields_of(key, task)
             assert fields, (key, task)
             assert {spec.kind for spec in fields.values()} <= {"text", "long_text", "int", "float", "bool", "choice",
-                                                              "image", "images", "json", "loras", "vae"}
+                                                              "image", "images", "video", "json", "loras",
+                                                              "vae"}
             assert "mode" not in fields  # the top bar's
 
 
@@ -54,6 +55,27 @@ def test_image_fields_and_flow_sampler_choices():
     flux = fields_of("flux", "txt2img")
     served = {sampler.name for sampler in samplers_for(get_engine("flux"))[0]}
     assert set(flux["sampler"].choices) == served and "Euler a" not in served
+
+
+def test_video_fields_get_a_video_upload_and_the_video_tasks_their_tabs():
+    """A ``VideoPath`` field (``x-codex-input: "video"``), required or optional, is a video upload; the video tasks'
+    tabs come after the image ones in the order people know them."""
+    from codex_core import Txt2VidParams, VideoPath, VideoResampleFields
+    from codex_ui.tabs import ordered_tasks
+
+    class Vid2Vid(VideoResampleFields, Txt2VidParams):
+        init_video: VideoPath
+        mask_video: VideoPath | None = None
+
+    fields = {spec.name: spec for spec in form_fields(Vid2Vid.model_json_schema())}
+    assert (fields["init_video"].kind, fields["init_video"].required) == ("video", True)
+    assert (fields["mask_video"].kind, fields["mask_video"].required) == ("video", False)
+    assert fields["video_fps"].kind == "float" and (fields["video_fps"].minimum, fields["video_fps"].maximum) == (0, 240)
+    assert fields["num_frames"].kind == "int" and fields["prompt"].kind == "long_text"
+    assert value_of(fields["init_video"], "/srv/inputs/clip.mp4") == "/srv/inputs/clip.mp4"
+    assert value_of(fields["mask_video"], None) is UNSET  # cleared: the key leaves the request
+    engines = {"wan": {"tasks": ["animate", "flf2vid", "vid2vid", "img2vid", "txt2vid", "ref2vid", "zoom"]}}
+    assert ordered_tasks(engines) == ["txt2vid", "img2vid", "vid2vid", "ref2vid", "flf2vid", "animate", "zoom"]
 
 
 def test_an_edit_form_takes_the_engines_number_of_reference_images_and_says_when_the_count_is_wrong():

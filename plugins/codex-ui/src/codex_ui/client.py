@@ -71,11 +71,12 @@ class ServiceClient:
         return self._get("/v1/models", engine=engine, kind=kind)
 
     def upload(self, path: str | Path) -> str:
-        """An image file sent to the service; the path the service knows it by (for a request's image field)."""
+        """An image or video file sent to the service; the path the service knows it by (for a request's image or
+        video field)."""
         data = Path(path).read_bytes()
         kind = mimetypes.guess_type(str(path))[0] or ""
-        # the service takes the bytes only with an image content type (its format is read from the bytes)
-        headers = {"content-type": kind if kind.startswith("image/") else "image/png"}
+        # the service takes the bytes only with an image or video content type (the format is read from the bytes)
+        headers = {"content-type": kind if kind.startswith(("image/", "video/")) else "image/png"}
         served = self._check(self.http.post("/v1/inputs", content=data, headers=headers)).json()["path"]
         self._local_copies[served] = str(path)
         return served

@@ -24,7 +24,7 @@ PICKED = {"loras": ("loras", "array"), "vae": ("vae", "string")}
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
-    kind: str  # text | long_text | int | float | bool | choice | image | images | json | loras | vae
+    kind: str  # text | long_text | int | float | bool | choice | image | images | video | json | loras | vae
     label: str
     description: str = ""
     default: Any = None  # the preset's value (or the schema's default): shown, never sent
@@ -104,8 +104,8 @@ def _item(schema: dict[str, Any], prop: dict[str, Any]) -> dict[str, Any]:
 
 
 def _kind(name: str, prop: dict[str, Any]) -> str:
-    if prop.get("x-codex-input") == "image":
-        return "image"
+    if prop.get("x-codex-input") in ("image", "video"):  # a file upload of that kind
+        return prop["x-codex-input"]
     if prop.get("x-codex-input") == "images" and prop.get("type") == "array":  # an edit's reference images
         return "images"
     kind = prop.get("type")

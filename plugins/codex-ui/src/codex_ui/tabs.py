@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from .app import Page
 
 # Tabs in the order people know them from A1111/Forge; a task a plugin adds comes after these.
-TASK_ORDER = ("txt2img", "img2img", "inpaint", "edit", "upscale", "txt2vid", "img2vid")
+# The video tasks after them: from text, an image, a video, reference images, first and last frames, a pose video.
+TASK_ORDER = ("txt2img", "img2img", "inpaint", "edit", "upscale", "txt2vid", "img2vid", "vid2vid", "ref2vid",
+              "flf2vid", "animate")
 
 
 def ordered_tasks(engines: dict[str, dict[str, Any]]) -> list[str]:
@@ -108,7 +110,7 @@ def _form(page: "Page", key: str, task: str, request: dict[str, Any], errors_now
     changed = [page.current, page.feed]  # what every field's handler updates (values: in place)
     # prompts across the page, then the images, then everything else in a grid, then the models folders' pickers
     picked = ("loras", "vae")
-    images = ("image", "images")
+    images = ("image", "images", "video")  # the uploads, images and videos
     rows = [[f for f in fields if f.kind == "long_text"], [f for f in fields if f.kind in images],
             [f for f in fields if f.kind not in ("long_text", *images, *picked)],
             [f for f in fields if f.kind in picked]]
@@ -131,7 +133,7 @@ def _form(page: "Page", key: str, task: str, request: dict[str, Any], errors_now
                     widget = _widget(page.client, spec, task, request.get(spec.name), errors_now.get(spec.name),
                                      key=f"{key}-{task}-{spec.name}-{rev_value}")
                 inputs = [widget, page.values, page.rev]
-                if spec.kind == "image":
+                if spec.kind in ("image", "video"):
                     on_image = partial(_on_image, page.client, task, spec, rev_value)
                     widget.upload(on_image, inputs, changed, **ONE_AT_A_TIME)
                     widget.clear(on_image, inputs, changed, **ONE_AT_A_TIME)
@@ -168,6 +170,15 @@ def _widget(client: ServiceClient, spec: FieldSpec, task: str, value: Any, error
         elif value is not None and local is None:
             gr.Markdown(f"{spec.name}: `{value}` (on the service; no preview here)")
         return widget
+    if spec.kind == "video":  # as an image: the local file it was uploaded from plays here, errors go below it
+        del common["info"]
+        local = client.local_copy(value) if isinstance(value, str) else None
+        widget = gr.Video(value=local, sources=["upload"], height=220, format=None, **common)
+        if error:
+            gr.Markdown(f"⚠ {spec.name}: {error}", elem_classes=["codex-error"])
+        elif value is not None and local is None:
+            gr.Markdown(f"{spec.name}: `{value}` (on the service; no preview here)")
+        return widget
     if spec.kind in ("json", "loras"):  # loras: a value the picker cannot show, as JSON to correct
         return gr.Textbox(value=None if value is None else json.dumps(value), lines=2, placeholder="JSON", **common)
     return gr.Textbox(value=value, lines=3 if spec.kind == "long_text" else 1, placeholder=spec.placeholder(),
@@ -196,8 +207,8 @@ def _on_field(task: str, spec: FieldSpec, rendered: int, raw: Any, stored: dict[
 
 def _on_image(client: ServiceClient, task: str, spec: FieldSpec, rendered: int, path: str | None,
               stored: dict[str, Any], rev_now: int):
-    """An image uploaded (or cleared) into the task's request, as the service's path for it. A widget of an
-    earlier render (cleared as the form is made again) changes nothing."""
+    """An image or video uploaded (or cleared) into the task's request, as the service's path for it. A widget of
+    an earlier render (cleared as the form is made again) changes nothing."""
     if rev_now != rendered:
         return gr.skip(), gr.skip()
     value = client.upload(path) if path else None
