@@ -1,7 +1,7 @@
 """codex-ui in a real browser: Playwright drives Debian's headless Chromium (/usr/bin/chromium) against a
 real `codex ui` process (the service and the UI on one port, loopback), on the tiny models, with a models
 folder holding a LoRA and a VAE for the tiny sd15, and the sleepy test engine (tests/sleepy_engine: an edit
-task taking three reference images) installed beside the others.
+task taking three reference images, a vid2vid task taking a video) installed beside the others.
 
 Run locally: `apt-get install chromium` (or set CODEX_CHROMIUM to a Chromium binary), then
 `make test` or `.venv/bin/python -m pytest plugins/codex-ui`. Screenshots of every tab land in
@@ -271,6 +271,35 @@ def test_a_video_tab_plays_the_video_with_the_requested_frames_and_fps(page, ser
     expect(info).to_contain_text('"fps": 8')
     SCREENS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENS / "wan_ti2v_5b-txt2vid-result.png", full_page=True)
+
+
+def test_the_vid2vid_tab_takes_an_uploaded_video_and_plays_the_result(page, service, tmp_path):
+    """An MP4 uploaded into the sleepy test engine's vid2vid form goes to the service (POST /v1/inputs, as a video),
+    its path into the request; the run gives the video's frames back, played in the result's video element."""
+    from codex_core.testing import write_test_video
+
+    clip = Path(write_test_video(tmp_path / "clip.mp4", 9, (32, 16), fps=8, seed=4))
+    choose(page, "codex-engine", "sleepy — test")
+    tab = page.locator("#codex-tabs button[role=tab]", has_text="vid2vid")
+    expect(tab).to_be_visible(timeout=SLOW_UI)
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    tab.click()
+    field(page, "init_video", "vid2vid").locator("input[type=file]").set_input_files(str(clip))
+    panel = page.locator("#codex-request .cm-content")
+    sent = wait_for(lambda: json.loads(panel.inner_text() or "{}").get("init_video"), "the video in the request", 60)
+    assert Path(sent).read_bytes() == clip.read_bytes()  # the service's copy of the upload, by its content
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=60_000)
+    latest = jobs(service)[0]
+    assert (latest["spec"]["engine"], latest["spec"]["task"]) == ("sleepy", "vid2vid")
+    assert latest["spec"]["request"]["init_video"] == sent
+    page.wait_for_function("() => { const v = document.querySelector('#codex-video video'); "
+                           "return v && v.readyState >= 1 && v.duration > 0; }")
+    video = page.locator("#codex-video video")
+    assert video.evaluate("v => [v.videoWidth, v.videoHeight]") == [32, 16]
+    assert abs(video.evaluate("v => v.duration") - 9 / 8) < 0.2
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "sleepy-vid2vid-upload.png", full_page=True)
 
 
 def test_a_long_run_shows_previews_esc_keeps_its_image_and_shift_esc_cancels(page, service):
