@@ -238,3 +238,14 @@ def test_lists_and_optional_video_fields_are_input_files(clips):
     from codex_core.replay import request_with_inputs
     info = {"request": {"videos": ["a.mp4", "b.gif"]}, "inputs": {"videos.1": {"path": "/abs/b.gif"}}}
     assert request_with_inputs(info)["videos"] == ["a.mp4", "/abs/b.gif"]
+
+
+def test_a_rotated_video_is_probed_at_the_size_its_frames_decode_to(clips, tmp_path):
+    """A phone video's rotation (a display matrix): ffmpeg turns the frames upright, and the probe says that size."""
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-display_rotation", "90", "-i", clips["mp4"],
+                    "-c", "copy", str(rotated)], check=True)
+    facts = probe_video(str(rotated))
+    frames = read_video(str(rotated))
+    assert (facts.size, facts.frames) == ((32, 48), 9)
+    assert len(frames) == 9 and frames[0].size == (32, 48)
