@@ -1,5 +1,5 @@
 """A video's sound track in the outputs: AAC in MP4, Opus in WebM, audio.wav beside GIF and PNG frames, info's
-record of it (with the PCM's hash) and ``"audio": false``.
+record of it (with the PCM's hash), ``"audio": false`` and `codex replay --check`.
 
 The sound comes from the tone test engine (tests/tone_engine: coloured frames and a stereo sine per seed,
 registered in-process here), so every part is tested without a sound-making model."""
@@ -164,3 +164,38 @@ def test_an_interrupted_export_with_sound_leaves_no_folder_and_no_scratch_file(t
     with pytest.raises(KeyboardInterrupt):
         export(tmp_path / "out", ["mp4"], VideoOutput(frames, 8.0, track))
     assert list((tmp_path / "out").iterdir()) == [] and list(scratch.iterdir()) == []
+
+
+# -- replay -------------------------------------------------------------------------------------------------
+
+
+def test_replay_check_compares_the_sound_tracks_hash(tmp_path):
+    original = Path(run(tmp_path / "runs")["run_dir"])
+    again = cli_run(["replay", str(original), "--out", str(tmp_path / "again"), "--quiet", "--check"])
+    assert again.exit_code == 0, again.stderr
+    check = json.loads(again.stdout)["check"]
+    assert check["identical"] is True and check["audio"] == {"identical": True, "sha256": check["audio"]["sha256"]}
+    assert "sound track identical" in again.stderr
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(original, tampered)
+    info = json.loads((tampered / "info.json").read_text())
+    info["audio"]["sha256"] = "0" * 64  # as if the original run had made another track
+    (tampered / "info.json").write_text(json.dumps(info))
+    different = cli_run(["replay", str(tampered), "--out", str(tmp_path / "again"), "--quiet", "--check"])
+    assert different.exit_code == 1
+    check = json.loads(different.stdout)["check"]
+    assert check["identical"] is False and check["differing"] == 0  # the frames agree; the sound does not
+    assert check["audio"]["identical"] is False and check["audio"]["sha256_recorded"] == "0" * 64
+    assert "sound track differs" in different.stderr
+
+
+def test_replay_of_a_run_without_its_track_is_different(tmp_path):
+    """A run recorded with sound, replayed into a silent one (here: the recorded request says audio: false)."""
+    original = Path(run(tmp_path / "runs")["run_dir"])
+    info = json.loads((original / "info.json").read_text())
+    info["request"]["audio"] = False
+    (original / "info.json").write_text(json.dumps(info))
+    again = cli_run(["replay", str(original), "--out", str(tmp_path / "again"), "--quiet", "--check"])
+    assert again.exit_code == 1
+    assert json.loads(again.stdout)["check"]["audio"]["identical"] is False
