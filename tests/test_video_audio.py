@@ -1,5 +1,5 @@
 """A video's sound track in the outputs: AAC in MP4, Opus in WebM, audio.wav beside GIF and PNG frames, info's
-record of it (with the PCM's hash), ``"audio": false`` and `codex replay --check`.
+record of it (with the PCM's hash), ``"audio": false``, `codex replay --check` and `codex grid`.
 
 The sound comes from the tone test engine (tests/tone_engine: coloured frames and a stereo sine per seed,
 registered in-process here), so every part is tested without a sound-making model."""
@@ -199,3 +199,20 @@ def test_replay_of_a_run_without_its_track_is_different(tmp_path):
     again = cli_run(["replay", str(original), "--out", str(tmp_path / "again"), "--quiet", "--check"])
     assert again.exit_code == 1
     assert json.loads(again.stdout)["check"]["audio"]["identical"] is False
+
+
+# -- grid -----------------------------------------------------------------------------------------------------
+
+
+def test_a_video_grid_is_silent_and_says_so(tmp_path):
+    result = cli_run(["grid", "tone", "txt2vid", "--model", "tiny", "--out", str(tmp_path), "--json",
+                      json.dumps(REQUEST), "--x", "seed=1,2"])
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((tmp_path / "batch.json").read_text())
+    [grid] = summary["grids"]
+    assert grid["status"] == "done" and grid["audio"].startswith("left out")
+    assert not audio_lines(Path(grid["path"]))
+    assert "left out" in result.stderr and "sound" in result.stderr
+    for cell in ("x0", "x1"):  # each cell keeps its own sound
+        [cell_dir] = [p for p in tmp_path.iterdir() if p.name.endswith(cell)]
+        assert audio_lines(cell_dir / "video.mp4")
