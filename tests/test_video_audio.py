@@ -123,6 +123,17 @@ def test_audio_false_exports_a_silent_video_and_says_so(tmp_path):
     assert "audio_codec" not in result["info"]["video"]
 
 
+def test_a_mono_48khz_track_keeps_its_rate_and_channels(tmp_path):
+    """The rate and layout are the engine's: LTX-2's vocoder with bandwidth extension makes 48 kHz."""
+    frames = [frame(1, index, (32, 32)) for index in range(5)]
+    samples = tone(1, 5, 8.0, 48000)[:1]
+    folder, info = export(tmp_path, ["mp4", "webm"], VideoOutput(frames, 8.0, AudioTrack(samples, 48000)))
+    for name, codec in (("video.mp4", "aac"), ("video.webm", "opus")):
+        [line] = audio_lines(folder.final_dir / name)
+        assert f"Audio: {codec}" in line and "48000 Hz" in line and "mono" in line
+    assert (info["audio"]["channels"], info["audio"]["sample_rate"], info["audio"]["samples"]) == (1, 48000, 30000)
+
+
 def test_an_engine_without_sound_writes_no_audio(tmp_path):
     frames = [frame(1, index, (32, 32)) for index in range(5)]
     folder, info = export(tmp_path, ["mp4", "frames"], VideoOutput(frames, 8.0))

@@ -14,7 +14,7 @@ from PIL import Image
 
 from codex_core import AudioFields, AudioTrack, Engine, Job, Txt2VidParams, VideoOutput
 
-SAMPLE_RATE = 24000  # LTX-2's vocoder's rate
+SAMPLE_RATE = 24000  # the default output rate of LTX-2's vocoder (diffusers' LTX2Vocoder)
 
 
 class ToneTxt2Vid(AudioFields, Txt2VidParams):
