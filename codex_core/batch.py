@@ -184,7 +184,10 @@ def run_batch(batch: BatchFile, options: BatchOptions) -> dict[str, Any]:
     from . import grid as grid_module
 
     for found in batch.grids:
-        summary.grids.append(grid_module.compose(found, out, summary.merged()["items"]))
+        composed = grid_module.compose(found, out, summary.merged()["items"])
+        summary.grids.append(composed)
+        if composed.get("audio") and not options.quiet:  # a silent grid of videos with sound: not a surprise
+            print(f"codex: grid {found.id}: sound {composed['audio']}", file=sys.stderr)
     summary.save(finished=True)
     return summary.merged()
 

@@ -302,14 +302,15 @@ def _cell_frames(folder: Path) -> list | None:
 
 def _compose_video(grid: Grid, out: Path, by_id: dict[str, dict[str, Any]], described: dict[str, Any]):
     """``<out>/grids/<id>.mp4``: the cells' videos playing side by side in the labelled grid, frame by frame
-    (a cell with fewer frames holds its last one), at the cells' fps; the axes in the MP4's comment tag."""
+    (a cell with fewer frames holds its last one), at the cells' fps; the axes in the MP4's comment tag.
+    Silent: cells' sound tracks are left out, and the grid's record (``audio``) says so."""
     from .exporters.video import CONTAINERS, encode, ffmpeg_problem
 
     problem = ffmpeg_problem()
     if problem:
         return {**described, "status": "skipped", "reason": f"the grid video needs ffmpeg: {problem}"}
     cells = grid.cells()
-    clips, fps = {}, None
+    clips, fps, sounding = {}, None, []
     for index, cell_id, _ in cells:
         record = by_id.get(cell_id) or {}
         if record.get("status") not in ("done", "skipped"):
@@ -317,9 +318,11 @@ def _compose_video(grid: Grid, out: Path, by_id: dict[str, dict[str, Any]], desc
         frames = _cell_frames(out / cell_id)
         if frames:
             clips[index] = frames
+            info = json.loads((out / cell_id / "info.json").read_text(encoding="utf-8"))
             if fps is None:
-                info = json.loads((out / cell_id / "info.json").read_text(encoding="utf-8"))
                 fps = (info.get("video") or {}).get("fps") or info["request"]["fps"]
+            if (info.get("audio") or {}).get("codecs"):
+                sounding.append(cell_id)
     if not clips:
         return {**described, "status": "failed", "reason": "no cell has a video"}
     count = max(len(frames) for frames in clips.values())
@@ -334,8 +337,12 @@ def _compose_video(grid: Grid, out: Path, by_id: dict[str, dict[str, Any]], desc
             even.paste(canvas, (0, 0))
             canvas = even
         canvases.append(canvas)
+    # several tracks at once would be noise, and no one of them belongs to the whole grid: the grid is silent
+    audio = (f"left out: the grid video is silent; the {len(sounding)} cells with sound keep it in their own run "
+             "folders") if sounding else None
     record = {"id": grid.id, **{k: grid.spec.get(k) for k in ("engine", "task", "model", "request")},
-              "axes": described["axes"], "cell_size": list(cell), "cells": boxes, "frames": count, "fps": fps}
+              "axes": described["axes"], "cell_size": list(cell), "cells": boxes, "frames": count, "fps": fps,
+              **({"audio": audio} if audio else {})}
     container = CONTAINERS["mp4"]
     target = out / "grids" / f"{grid.id}.mp4"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -348,5 +355,6 @@ def _compose_video(grid: Grid, out: Path, by_id: dict[str, dict[str, Any]], desc
         tmp.unlink(missing_ok=True)
     missing = len(cells) - len(clips)
     return {**described, "path": str(target), "status": "done" if not missing else "partial", "cells": len(cells),
-            "missing": missing, "size": list(canvases[0].size), "frames": count, "fps": fps}
+            "missing": missing, "size": list(canvases[0].size), "frames": count, "fps": fps,
+            **({"audio": audio} if audio else {})}
 

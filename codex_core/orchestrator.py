@@ -246,6 +246,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
     finally:
         progress.close()
 
+    output, audio = _sound_to_export(output, params)
     kind = engine.output_kind(task)
     out_root = Path(options.out) if options.out else DEFAULT_OUT[kind]
     run_id = options.run_id or new_run_id()
@@ -258,6 +259,8 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
         info["cwd"], info["inputs"] = os.getcwd(), inputs
         if replay_of:
             info["replay_of"] = replay_of
+        if audio is not None:
+            info["audio"] = audio
         for name in prepared.formats:
             folder.written.extend(exporters[name].write(output, folder, info))
         timer.add("export", time.perf_counter() - export_started)
@@ -273,6 +276,22 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
         folder.written.append(info_path)
     files = [folder.final_path(p) for p in folder.written]
     return Result(folder.final_dir, files, info)
+
+
+def _sound_to_export(output: Any, params: ParamsBase) -> tuple[Any, dict[str, Any] | None]:
+    """(the output as exported, what info.audio says first): a video's sound track is checked and recorded
+    (its PCM's hash: what `codex replay --check` compares); ``"audio": false`` drops it here, before any
+    exporter sees it, and info says so (with the dropped track's facts: the run still made it)."""
+    track = getattr(output, "audio", None)
+    if track is None:
+        return output, None
+    from .exporters.audio import record
+
+    facts = record(track)
+    if getattr(params, "audio", True) is False:
+        facts.pop("codecs")
+        return replace(output, audio=None), {"dropped": True, "reason": 'the request says "audio": false', **facts}
+    return output, facts
 
 
 def preload(engine_key: str, task: str, options: RunOptions) -> None:

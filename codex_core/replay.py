@@ -3,7 +3,8 @@
 A run records everything that decides its pixels: the effective request (seed included), the
 engine and task, the model (its label and a fingerprint), the run options (device, dtype, ...: each
 records itself, ``codex_core.run_options``), the preset profile and the output formats. Replay feeds
-exactly that back through ``prepare``/``execute``.
+exactly that back through ``prepare``/``execute``. ``compare`` checks the pixels, and a video's sound track
+by the hash of its PCM before encoding (``info.audio.sha256``).
 """
 
 from __future__ import annotations
@@ -219,7 +220,45 @@ def compare(old: Recorded, new_dir: Path, kind: str) -> dict[str, Any]:
         result["notes"] = notes
     if not compared:
         result["reason"] = "the original run has no outputs to compare"
+    sound = compare_audio(old.info, new_dir)
+    if sound is not None:
+        result["audio"] = sound
+        result["identical"] = result["identical"] and sound["identical"]
     return result
+
+
+def _exported_track(info: dict[str, Any]) -> str | None:
+    """The sha256 of the sound track a run exported (None: it exported none, or dropped it for "audio": false)."""
+    audio = info.get("audio") or {}
+    return None if audio.get("dropped") else audio.get("sha256")
+
+
+def compare_audio(old_info: dict[str, Any], new_dir: Path) -> dict[str, Any] | None:
+    """The sound tracks of both runs, by the hash of their PCM before encoding (AAC and Opus are lossy: the
+    files cannot be compared sample by sample); None when neither run exported sound."""
+    try:
+        new_info = json.loads((new_dir / "info.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        new_info = {}
+    recorded, now = _exported_track(old_info), _exported_track(new_info)
+    if recorded is None and now is None:
+        return None
+    if recorded == now:
+        return {"identical": True, "sha256": now}
+    return {"identical": False, "sha256_recorded": recorded, "sha256_now": now}
+
+
+def _sound_words(check: dict[str, Any]) -> str:
+    sound = check.get("audio")
+    if sound is None:
+        return ""
+    if sound["identical"]:
+        return "; sound track identical (sha256 of its PCM)"
+
+    def name(sha: str | None) -> str:
+        return sha[:12] if sha else "none"
+
+    return f"; the sound track differs (sha256 {name(sound['sha256_recorded'])}, now {name(sound['sha256_now'])})"
 
 
 def check_line(check: dict[str, Any]) -> str:
@@ -227,12 +266,12 @@ def check_line(check: dict[str, Any]) -> str:
         return f"codex: replay check: cannot compare: {check['reason']}"
     if check["identical"]:
         return (f"codex: replay check: identical ({check['compared']} {check['what']} compared, "
-                "max pixel difference 0)")
+                f"max pixel difference 0{_sound_words(check)})")
     changed = check.get("changed_inputs") or []
     because = ("; the input " + ", ".join(f"{c['field']} ({c['path']}, {c['reason']})" for c in changed)
                + " is not what the original run read") if changed else ""
     return (f"codex: replay check: DIFFERENT: {check['differing']} of {check['compared']} {check['what']} differ, "
-            f"max pixel difference {check['max_pixel_difference']}{because}")
+            f"max pixel difference {check['max_pixel_difference']}{_sound_words(check)}{because}")
 
 
 # -- model files, found again by content ---------------------------------------------------------------

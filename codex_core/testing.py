@@ -172,3 +172,25 @@ def unload_models_from(folder: Path) -> None:
 
     for key in [key for key in cache.keys() if str(key[1][1]).startswith(str(folder))]:
         cache.drop(key)
+
+
+def media_streams(path: Path) -> list[str]:
+    """The stream lines ffmpeg prints for a media file (``Stream #0:1...: Audio: aac (LC), 24000 Hz, stereo,
+    ...``): what a player finds in it, for tests that look for the video and audio streams."""
+    import imageio_ffmpeg
+
+    listed = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                            capture_output=True, text=True, errors="replace")  # exits 1: no output file given
+    return [line.strip() for line in listed.stderr.splitlines() if line.strip().startswith("Stream #")]
+
+
+def decoded_audio(path: Path, channels: int, sample_rate: int) -> bytes:
+    """A media file's first audio stream decoded by the bundled ffmpeg: float32 little-endian, interleaved,
+    at ``channels`` and ``sample_rate`` (``numpy.frombuffer(..., "<f4").reshape(-1, channels).T`` is the
+    (channels, samples) layout of ``AudioTrack``)."""
+    import imageio_ffmpeg
+
+    decoded = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0",
+                              "-f", "f32le", "-ac", str(channels), "-ar", str(sample_rate), "-"],
+                             capture_output=True, check=True)
+    return decoded.stdout

@@ -125,9 +125,9 @@ def replay(file, check, model, out, download, quiet, **overrides):
 
     \b
     With --check the new output is compared with the original (each image; for videos the frames/
-    PNGs, or the decoded MP4/WebM frames) and the JSON gets
-    "check": {"identical": ..., "max_pixel_difference": ..., "compared": N}, and
-    "changed_inputs" when an input is not what the original run read.
+    PNGs, or the decoded MP4/WebM frames, and a sound track by the sha256 of its PCM) and the JSON gets
+    "check": {"identical": ..., "max_pixel_difference": ..., "compared": N}, "audio" when either
+    run exported sound, and "changed_inputs" when an input is not what the original run read.
     Exit codes: 0 ok (with --check: identical), 1 failure or (with --check) different,
     2 unusable FILE or request, 130 interrupted.
 

@@ -1,7 +1,9 @@
 """Video writers through imageio-ffmpeg's bundled ffmpeg (MP4/H.264, WebM/VP9, GIF) and PNG frames.
 
 The request and effective settings go into the container's ``comment`` tag (MP4, WebM; GIF has no
-place for them) and ``info["video"]`` describes the first container written.
+place for them) and ``info["video"]`` describes the first container written. A sound track
+(``VideoOutput.audio``) is muxed in the same ffmpeg call: AAC in MP4, Opus in WebM; GIF and PNG frames
+have no place for sound, so it goes beside them as ``audio.wav`` (``exporters/audio.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CodexError
-from ..outputs import RunFiles, VideoOutput, signals_deferred
+from ..outputs import AudioTrack, RunFiles, VideoOutput, signals_deferred
+from . import audio as sound
 from .png import embedded
 
 
@@ -24,11 +27,18 @@ class Container:
     pix_fmt: str | None
     output_params: tuple[str, ...]
     carries_metadata: bool = True
+    # the sound track's ffmpeg encoder and its options, and what info.json calls it; None: audio.wav beside it
+    audio_codec: str | None = None
+    audio_params: tuple[str, ...] = ()
+    audio_codec_name: str | None = None
 
 
 CONTAINERS = {
-    "mp4": Container("mp4", "libx264", "h264", "yuv420p", ("-crf", "17", "-preset", "medium", "-movflags", "+faststart")),
-    "webm": Container("webm", "libvpx-vp9", "vp9", "yuv420p", ("-crf", "30", "-b:v", "0", "-row-mt", "1")),
+    # 192 kb/s AAC-LC and 128 kb/s Opus: transparent for a generated track, small beside the video
+    "mp4": Container("mp4", "libx264", "h264", "yuv420p", ("-crf", "17", "-preset", "medium", "-movflags", "+faststart"),
+                     audio_codec="aac", audio_params=("-b:a", "192k"), audio_codec_name="aac"),
+    "webm": Container("webm", "libvpx-vp9", "vp9", "yuv420p", ("-crf", "30", "-b:v", "0", "-row-mt", "1"),
+                      audio_codec="libopus", audio_params=("-b:a", "128k"), audio_codec_name="opus"),
     # One palette for the whole clip (palettegen/paletteuse) instead of ffmpeg's fixed 256 colours.
     # pal8: without it imageio-ffmpeg asks for yuv420p and ffmpeg falls back to a fixed rgb8 palette.
     "gif": Container("gif", "gif", "gif", "pal8",
@@ -58,30 +68,40 @@ def write_container(container: Container, output: VideoOutput, files: RunFiles, 
     if container.pix_fmt == "yuv420p" and (width % 2 or height % 2):
         raise CodexError(f"{container.format} (yuv420p) needs even width and height, got {width}x{height}")
     params = list(container.output_params)
-    if container.carries_metadata:
-        params += ["-metadata", "comment=" + json.dumps(embedded(info, 0), default=str)]
     path = files.staging_dir / f"video.{container.format}"
-    encode(path, frames, output.fps, container, params)
+    track = output.audio
+    written = [path]
+    if track is not None and container.audio_codec:
+        sound.noted(info, track, container.format, container.audio_codec_name)
+    if container.carries_metadata:  # after the audio facts are in info: the file's copy names its own track
+        params += ["-metadata", "comment=" + json.dumps(embedded(info, 0), default=str)]
+    encode(path, frames, output.fps, container, params, track if container.audio_codec else None)
+    if track is not None and not container.audio_codec:
+        written += sound.write_wav(track, files, info, container.format)
     fps = output.fps
     if container.format == "gif":  # GIF delays are whole centiseconds: 16 fps plays as 100/6 = 16.67
         fps = round(100 / max(1, round(100 / output.fps)), 3)
     entry = {"path": str(files.final_path(path)), "format": container.format, "codec": container.codec_name,
              "fps": fps, "frames": len(frames), "width": width, "height": height,
              "metadata_embedded": container.carries_metadata}
+    if track is not None:
+        entry["audio_codec"] = container.audio_codec_name or None  # None: the sound is in audio.wav beside it
     info.setdefault("video", entry)
     info.setdefault("videos", []).append(entry)
-    return [path]
+    return written
 
 
-def encode(path: Path, frames: list, fps: float, container: Container, params: list[str]) -> None:
+def encode(path: Path, frames: list, fps: float, container: Container, params: list[str],
+           audio: AudioTrack | None = None) -> None:
     """Pipe rgb24 frames into imageio-ffmpeg's ffmpeg binary and wait for it, whatever happens.
 
     Our own pipe rather than ``imageio_ffmpeg.write_frames`` because, on Ctrl-C or SIGTERM, that
     generator closes ffmpeg's stdin and kills it without waiting: ffmpeg could still create or
     finish the file after the run folder's cleanup had removed it, leaving a partial folder behind.
-    The command line is the one imageio-ffmpeg builds (rate as a fraction, no audio, no resizing).
+    The command line is the one imageio-ffmpeg builds (rate as a fraction, no resizing); with ``audio``
+    its raw float PCM is a second input (a temporary file, removed with the call whatever happens),
+    encoded with ``container.audio_codec`` into the same file: one ffmpeg call, one staged file.
     """
-    import subprocess
     import tempfile
     from fractions import Fraction
 
@@ -90,10 +110,26 @@ def encode(path: Path, frames: list, fps: float, container: Container, params: l
     width, height = frames[0].size
     rate = str(Fraction(fps).limit_denominator())
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}",
-           "-pix_fmt", "rgb24", "-r", rate, "-i", "-", "-an", "-vcodec", container.codec]
-    if container.pix_fmt:
-        cmd += ["-pix_fmt", container.pix_fmt]
-    cmd += ["-v", "error", *params, str(path)]
+           "-pix_fmt", "rgb24", "-r", rate, "-i", "-"]
+    with tempfile.TemporaryDirectory(prefix="codex-audio-") as scratch:
+        if audio is not None:
+            pcm = Path(scratch) / "track.f32"
+            pcm.write_bytes(sound.interleaved_f32(audio))
+            cmd += ["-f", "f32le", "-ar", str(audio.sample_rate), "-ac", str(audio.channels), "-i", str(pcm),
+                    "-map", "0:v", "-map", "1:a", "-acodec", container.audio_codec, *container.audio_params]
+        else:
+            cmd += ["-an"]
+        cmd += ["-vcodec", container.codec]
+        if container.pix_fmt:
+            cmd += ["-pix_fmt", container.pix_fmt]
+        cmd += ["-v", "error", *params, str(path)]
+        _run_encoder(cmd, frames, container)
+
+
+def _run_encoder(cmd: list[str], frames: list, container: Container) -> None:
+    import subprocess
+    import tempfile
+
     with tempfile.TemporaryFile() as log:
         # Its own session: a Ctrl-C at the terminal reaches us, and we decide when ffmpeg stops. Signals wait
         # until Popen returns: interrupted while waiting for exec, Popen would leave ffmpeg running unowned.
@@ -120,7 +156,7 @@ def encode(path: Path, frames: list, fps: float, container: Container, params: l
 
 
 def write_frames(output: VideoOutput, files: RunFiles, info: dict[str, Any]) -> list[Path]:
-    """Lossless PNG per frame, in ``frames/``."""
+    """Lossless PNG per frame, in ``frames/`` (and the sound track, if any, as ``audio.wav`` beside it)."""
     folder = files.staging_dir / "frames"
     folder.mkdir()
     written = []
@@ -129,6 +165,8 @@ def write_frames(output: VideoOutput, files: RunFiles, info: dict[str, Any]) -> 
         frame.save(path)
         written.append(path)
     info["frames"] = {"path": str(files.final_path(folder)), "count": len(written), "fps": output.fps}
+    if output.audio is not None:
+        written += sound.write_wav(output.audio, files, info, "frames")
     return written
 
 

@@ -9,7 +9,8 @@ at the preset's ``fps``, rounded to the nearest count the engine takes (k x its 
 ``size`` ``WxH`` -> ``width``/``height`` (none: the preset's); ``input_reference`` (an image file, or
 ``{image_url}`` as a data URL) -> img2vid's ``init_image``. The model is resolved as for images
 (``openai_compat``), OpenAI's names (``sora-2``...) running ``--openai-default-video-model``; ``codex`` in
-each answer says what ran.
+each answer says what ran (``codex.audio``: the MP4's sound track, when the model made one: the content is the
+run's MP4 as written, its AAC track included).
 """
 
 from __future__ import annotations
@@ -181,4 +182,13 @@ def _video(job: dict[str, Any]) -> dict[str, Any]:
             "size": size, "status": status,
             "codex": {"job": job["id"], "engine": job["spec"]["engine"], "task": job["spec"]["task"],
                       "num_frames": used.get("num_frames"), "fps": used.get("fps"), "steps": used.get("steps"),
-                      "seed": info.get("seed"), "substituted": meta.get("substituted", [])}}
+                      "seed": info.get("seed"), "substituted": meta.get("substituted", []),
+                      "audio": _audio(info)}}
+
+
+def _audio(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The sound track the MP4 carries (AAC), or None: a silent video (or dropped by "audio": false)."""
+    audio = info.get("audio") or {}
+    if audio.get("dropped") or "mp4" not in (audio.get("codecs") or {}):
+        return None
+    return {"codec": audio["codecs"]["mp4"], **{key: audio[key] for key in ("sample_rate", "channels", "duration")}}

@@ -1,7 +1,8 @@
 """codex-ui in a real browser: Playwright drives Debian's headless Chromium (/usr/bin/chromium) against a
 real `codex ui` process (the service and the UI on one port, loopback), on the tiny models, with a models
 folder holding a LoRA and a VAE for the tiny sd15, and the sleepy test engine (tests/sleepy_engine: an edit
-task taking three reference images, a vid2vid task taking a video) installed beside the others.
+task taking three reference images, a vid2vid task taking a video) and the tone test engine (tests/tone_engine:
+a video with a sound track) installed beside the others.
 
 Run locally: `apt-get install chromium` (or set CODEX_CHROMIUM to a Chromium binary), then
 `make test` or `.venv/bin/python -m pytest plugins/codex-ui`. Screenshots of every tab land in
@@ -31,6 +32,7 @@ CODEX = str(Path(sys.executable).parent / "codex")
 CHROMIUM = os.environ.get("CODEX_CHROMIUM", "/usr/bin/chromium")
 SCREENS = Path(__file__).resolve().parents[3] / "artifacts" / "ui-screens"
 SLEEPY = Path(__file__).resolve().parents[3] / "tests" / "sleepy_engine"
+TONE = Path(__file__).resolve().parents[3] / "tests" / "tone_engine"
 # a render of the tabs, or an upload's handler (it sends each image to the service): on a loaded machine, seconds
 SLOW_UI = 30_000
 SMALL = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2, "seed": 5}
@@ -71,11 +73,11 @@ def write_models(models: Path) -> None:
 def service(tmp_path_factory):
     """`codex ui` as a user starts it, on a free loopback port, with its own state dir and models folder (at the
     service's defaults: previews every 2 steps), and the sleepy test engine installed (an edit with up to three
-    reference images, put side by side: tests/sleepy_engine)."""
+    reference images, put side by side: tests/sleepy_engine), and the tone one (a video with sound)."""
     folder = tmp_path_factory.mktemp("ui")
     write_models(folder / "models")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(folder / "site"), str(SLEEPY)],
+                    "--disable-pip-version-check", "--target", str(folder / "site"), str(SLEEPY), str(TONE)],
                    check=True, capture_output=True, text=True)
     path = os.pathsep.join(filter(None, [str(folder / "site"), os.environ.get("PYTHONPATH")]))
     port = free_port()
@@ -300,6 +302,33 @@ def test_the_vid2vid_tab_takes_an_uploaded_video_and_plays_the_result(page, serv
     assert abs(video.evaluate("v => v.duration") - 9 / 8) < 0.2
     SCREENS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENS / "sleepy-vid2vid-upload.png", full_page=True)
+
+
+def test_a_video_with_sound_plays_with_its_audio_track(page, service):
+    """The tone test engine's video (a sine per seed, AAC in the MP4): the result player is not muted and, once
+    played a moment (muted: a headless page may not start sound), reports an audio track."""
+    choose(page, "codex-engine", "tone — test")
+    expect(page.locator("#codex-tabs button[role=tab]", has_text="txt2vid")).to_be_visible(timeout=SLOW_UI)
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    fill(page, {"prompt": "a bell", "num_frames": 9, "fps": 8, "seed": 4}, "txt2vid")
+    page.keyboard.press("Control+Enter")
+    video = page.locator("#codex-video video")
+    video.wait_for()
+    page.wait_for_function("() => { const v = document.querySelector('#codex-video video'); "
+                           "return v && v.readyState >= 1 && v.duration > 0; }")
+    assert video.evaluate("v => v.muted") is False
+    has_audio = video.evaluate("""async v => {
+        v.muted = true;
+        await v.play();
+        await new Promise(done => setTimeout(done, 800));
+        v.pause();
+        v.muted = false;
+        return Boolean(v.mozHasAudio || v.webkitAudioDecodedByteCount > 0 || (v.audioTracks && v.audioTracks.length));
+    }""")
+    assert has_audio, "the <video> element reports no audio track"
+    expect(page.locator("#codex-info")).to_contain_text('"sample_rate": 24000')
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "tone-txt2vid-sound.png", full_page=True)
 
 
 def test_a_long_run_shows_previews_esc_keeps_its_image_and_shift_esc_cancels(page, service):

@@ -147,7 +147,8 @@ class Page:
         # png: a preview (a PIL image) is shown as the service made it, not re-encoded lossily
         self.gallery = gr.Gallery(label="Images", elem_id="codex-gallery", columns=2, height=420, object_fit="contain",
                                   format="png")
-        self.video = gr.Video(label="Video", elem_id="codex-video", visible=False, autoplay=False)
+        # include_audio: the result player keeps a video's sound track (the MP4's AAC) as the service wrote it
+        self.video = gr.Video(label="Video", elem_id="codex-video", visible=False, autoplay=False, include_audio=True)
         self.files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="codex-files")
         self.info = gr.JSON(label="Info", elem_id="codex-info")
         with gr.Row():

@@ -43,8 +43,18 @@ def summary(info: dict[str, Any]) -> dict[str, Any]:
         "timings": info.get("timings"), "memory": info.get("memory"),
         "applied_preset_patch": info.get("applied_preset_patch"),
         "notes": info.get("notes") or None, "run_id": info.get("run_id"),
+        "audio": sound(info.get("audio")),
     }
     return {key: value for key, value in shown.items() if value not in (None, [])}
+
+
+def sound(audio: dict[str, Any] | None) -> dict[str, Any] | str | None:
+    """The sound track in a line of the info panel (the player plays it; the hash is in info.json)."""
+    if not audio:
+        return None
+    if audio.get("dropped"):
+        return 'dropped ("audio": false)'
+    return {key: audio.get(key) for key in ("sample_rate", "channels", "duration", "codecs")}
 
 
 def preview_gallery(data: dict[str, Any]) -> gr.Gallery:

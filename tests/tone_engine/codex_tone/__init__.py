@@ -1,0 +1,1 @@
+"""A test-only engine whose videos have a known sound track."""
