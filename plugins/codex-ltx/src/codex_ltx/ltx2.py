@@ -39,7 +39,7 @@ class LTX2(DiffusersEngine):
     # the configs of Lightricks/LTX-2 (LTX-2.0), shipped (codex_diffusers.reference_config_dir)
     reference_configs = {"ltx2": "reference_configs/ltx2"}
     gpu_dtype = "bfloat16"
-    tiny_version = "1"
+    tiny_version = "2"
     # no latent_format: LTX-2's 128-channel latents have no published latent-to-RGB factors (LTX-Video's are
     # for its own VAE)
 

@@ -34,10 +34,7 @@ class _LTX2Fields(VideoFields, AudioFields):
     size_multiple = 32  # VAE stride 32 x transformer patch 1
     frame_multiple = 8
 
-    # The checkpoint's FlowMatchEulerDiscreteScheduler stretches its schedule to a terminal sigma
-    # (shift_terminal 0.1), which divides by zero for a single step (tests/test_ltx2.py shows it).
-    steps: int = Field(ge=2, le=1000, description="Denoising steps (at least 2: the checkpoint's scheduler "
-                                                  "stretches its schedule to a terminal sigma).")
+    steps: int = Field(ge=1, le=1000, description="Denoising steps.")
     fps: float = Field(ge=1.0, le=240.0, description="Frames per second: the exported video's rate, the clip's "
                                                      "duration (hence the sound's) and the model's frame_rate.")
     audio_cfg: float = Field(ge=1.0, le=30.0, description="Classifier-free guidance of the sound against the "

@@ -73,7 +73,11 @@ def _text_encoder():
     text = Gemma3TextConfig(vocab_size=TINY_VOCAB, hidden_size=TEXT_DIM, intermediate_size=32,
                             num_hidden_layers=TEXT_LAYERS, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
                             sliding_window=16, max_position_embeddings=2048, pad_token_id=0, eos_token_id=1,
-                            bos_token_id=2)
+                            bos_token_id=2,
+                            # the real one's attention kinds (5 sliding-window layers, then a global one) and
+                            # its global layers' linearly scaled rotary positions
+                            layer_types=["sliding_attention", "full_attention"],
+                            rope_scaling={"factor": 8.0, "rope_type": "linear"})
     # 28 px / patch 14 = 2x2 patches pooled to mm_tokens_per_image 4 (the real one: 896 / 14 -> 256 tokens)
     vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                                 image_size=28, patch_size=14, vision_use_head=False)
