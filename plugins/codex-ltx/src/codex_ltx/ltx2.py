@@ -20,6 +20,10 @@ from .ltx2_params import TASKS
 
 
 class LTX2(DiffusersEngine):
+    replaceable_components = ("transformer",)  # a transformer-only or GGUF file with --component
+    # the audio-to-video cross-attention gate's modulation, which only LTX-2's transformer has: diffusers' name
+    # and the original / ComfyUI one (after its model.diffusion_model. prefix)
+    component_markers = {"transformer": ("av_cross_attn_video_a2v_gate.", "av_ca_a2v_gate_adaln_single.")}
     key = "ltx2"
     family = "ltx-2"
     description = ("LTX-2 (Lightricks): text- and image-to-video with synchronized sound, a 19B audio-video "
