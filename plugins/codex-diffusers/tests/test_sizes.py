@@ -32,6 +32,9 @@ PUBLISHED = {
     "sd35": {"transformer": 8.1e9, "text_encoder": 123e6, "text_encoder_2": 695e6, "text_encoder_3": 4.7e9},
     # Krea 2: "12.9B parameters" (the Krea-2 diffusers model cards); Qwen3-VL-4B-Instruct: 4.44B (its hub listing)
     "krea2": {"transformer": 12.9e9, "text_encoder": 4.44e9},
+    # LTX-2: "19B" audio-video transformer (model card; ltx-core: 14B video + 5B audio stream), Gemma-3 12B
+    # (google/gemma-3-12b-it: 12.2B with its SigLIP tower)
+    "ltx2": {"transformer": 19e9, "text_encoder": 12.2e9},
 }
 
 

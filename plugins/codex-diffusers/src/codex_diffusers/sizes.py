@@ -90,12 +90,21 @@ def _config_dtype(config: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) and value not in ("auto", "float32") else None
 
 
+def component_class(library: str, class_name: str):
+    """The class a model_index.json entry names. ``library`` is a package, or (as diffusers writes it for a
+    pipeline's own modules, e.g. LTX-2's ``["ltx2", "LTX2Vocoder"]``) a package under ``diffusers.pipelines``."""
+    try:
+        module = importlib.import_module(library)
+    except ModuleNotFoundError:
+        module = importlib.import_module(f"diffusers.pipelines.{library}")
+    return getattr(module, class_name)
+
+
 def build_empty(folder: Path, library: str, class_name: str):
     """The component's class built from its config on the meta device (no weights, no memory)."""
     import torch
 
-    module = importlib.import_module(library)
-    cls = getattr(module, class_name)
+    cls = component_class(library, class_name)
     if library == "transformers":
         config = cls.config_class.from_pretrained(folder)
         with torch.device("meta"):

@@ -1,1 +1,1 @@
-"""Codex engine for LTX-Video (``ltx_video``): text-to-video and image-to-video."""
+"""Codex engines for LTX-Video (``ltx_video``) and LTX-2 (``ltx2``, video with sound): text- and image-to-video."""

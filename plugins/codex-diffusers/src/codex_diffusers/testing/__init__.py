@@ -339,7 +339,6 @@ CONFIG_METADATA = frozenset({"_diffusers_version", "_name_or_path", "transformer
 def _normalised_config(folder: Path, name: str, library: str, class_name: str) -> dict[str, Any] | None:
     """A component's config as its class reads it, defaults filled in, so configs written by other library
     versions compare (None: a tokenizer or processor, whose files describe no architecture)."""
-    import importlib
     import inspect
 
     raw = None
@@ -348,7 +347,9 @@ def _normalised_config(folder: Path, name: str, library: str, class_name: str) -
             raw = json.loads((folder / name / file).read_text())
     if raw is None:
         return None
-    cls = getattr(importlib.import_module(library), class_name)
+    from ..sizes import component_class
+
+    cls = component_class(library, class_name)
     if library == "transformers":
         return cls.config_class.from_dict(raw).to_dict()
     defaults = {key: parameter.default for key, parameter in inspect.signature(cls.__init__).parameters.items()

@@ -1,0 +1,84 @@
+"""The ltx2 engine: LTX-2 (Lightricks), video with its sound track, on diffusers' LTX2Pipeline (txt2vid) and
+LTX2ImageToVideoPipeline (img2vid). One checkpoint serves both tasks.
+
+The pipelines return the frames and the vocoder's waveform together (``LTX2PipelineOutput.audio``:
+``[batch, channels, samples]`` at ``vocoder.config.output_sampling_rate``); ``output`` hands both on as
+a ``VideoOutput`` with an ``AudioTrack`` (float32, (channels, samples)), which the exporters mux or drop
+(``"audio": false``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from codex_core import AudioTrack, Job, ParamsBase, VideoOutput
+from codex_diffusers import DiffusersEngine
+
+from .ltx2_params import TASKS
+
+
+class LTX2(DiffusersEngine):
+    replaceable_components = ("transformer",)  # a transformer-only or GGUF file with --component
+    # the audio-to-video cross-attention gate's modulation, which only LTX-2's transformer has: diffusers' name
+    # and the original / ComfyUI one (after its model.diffusion_model. prefix)
+    component_markers = {"transformer": ("av_cross_attn_video_a2v_gate.", "av_ca_a2v_gate_adaln_single.")}
+    key = "ltx2"
+    family = "ltx-2"
+    description = ("LTX-2 (Lightricks): text- and image-to-video with synchronized sound, a 19B audio-video "
+                   "transformer, Gemma-3 12B text encoder (diffusers format)")
+    tasks = TASKS
+    pipelines = {"txt2vid": "LTX2Pipeline", "img2vid": "LTX2ImageToVideoPipeline"}
+    arguments = {"fps": "frame_rate", "audio_cfg": "audio_guidance_scale", "modality_scale": "modality_scale",
+                 "guidance_rescale": "guidance_rescale", "max_sequence_length": "max_sequence_length",
+                 "image_crf": "image_crf"}
+    denoisers = ("transformer",)
+    sampler_family = "flow"
+    # The pipelines pass their own sigma schedule and a token-count dependent shift (mu) to the scheduler:
+    # FlowMatchEuler (the checkpoint's) and flow UniPC take both; DPM++ 2M takes no custom sigmas and fails
+    # inside diffusers (tests/test_ltx2.py shows it). Both tasks call scheduler.step only (no scale_noise).
+    samplers = ("Euler", "UniPC")
+    default_repo = "Lightricks/LTX-2"
+    # the configs of Lightricks/LTX-2 (LTX-2.0), shipped (codex_diffusers.reference_config_dir)
+    reference_configs = {"ltx2": "reference_configs/ltx2"}
+    gpu_dtype = "bfloat16"
+    tiny_version = "2"
+    # no latent_format: LTX-2's 128-channel latents have no published latent-to-RGB factors (LTX-Video's are
+    # for its own VAE)
+
+    def extra_arguments(self, job: Job, pipe) -> dict[str, Any]:
+        config = pipe.transformer.config
+        return {
+            # Spatio-temporal guidance perturbs self-attention only in transformers built with perturbed_attn,
+            # which the published LTX-2 config does not set: in diffusers it would cost one more transformer
+            # pass per step and change nothing, so it stays off.
+            "stg_scale": 0.0, "audio_stg_scale": 0.0, "spatio_temporal_guidance_blocks": None,
+            # the sound's modality guidance and rescale follow the video's (the pipeline's None rule)
+            "audio_modality_scale": None, "audio_guidance_rescale": None,
+            # LTX-2.0 modulates each modality's cross-attention with its own timestep; LTX-2.3 (the checkpoints
+            # with cross-attention modulation) with the other modality's: diffusers' use_cross_timestep
+            "use_cross_timestep": bool(getattr(config, "cross_attn_mod", False)),
+        }
+
+    def prepare_view(self, pipe, job: Job) -> None:
+        # the waveform's rate is the vocoder's; output() has the result only
+        job.notes["audio_sample_rate"] = int(pipe.vocoder.config.output_sampling_rate)
+
+    def output(self, result, job: Job, arguments: dict[str, Any]) -> VideoOutput:
+        video = super().output(result, job, arguments)
+        samples = result.audio[0].float().cpu().numpy()  # [channels, samples] of the one video
+        video.audio = AudioTrack(samples=samples, sample_rate=job.notes["audio_sample_rate"])
+        return video
+
+    def check_request(self, task: str, params: ParamsBase, variant: str | None) -> list[str]:
+        crf = getattr(params, "image_crf", 0)
+        if crf and importlib.util.find_spec("av") is None:
+            return [f"image_crf: {crf} re-encodes the first frame with PyAV (as LTX-2 was trained), which is not "
+                    "installed: pip install av, or set image_crf 0 to condition on the image as it is"]
+        return []
+
+    def build_tiny(self, dest: Path) -> None:
+        from .ltx2_tiny import build
+
+        build(dest)
