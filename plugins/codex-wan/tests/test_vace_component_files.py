@@ -1,5 +1,6 @@
 """VACE transformer files for wan_vace (--component): diffusers layout (pixel-equal to the folder) and GGUF Q8_0
-(close), attributed to wan_vace by their VACE keys; a plain Wan transformer file is not a VACE one."""
+(close), attributed to wan_vace by their VACE keys; a plain Wan transformer file is not a VACE one. Wan LoRAs
+(original layout) load through diffusers' Wan LoRA loader, which WanVACEPipeline has."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from codex_diffusers.testing import cli_run, loaded_family, pixels, run_json, tiny_model_dir
-from codex_diffusers.testing.checkpoint_writers import write_gguf_q8, write_wan_transformer_original
+from codex_diffusers.testing.checkpoint_writers import write_gguf_q8, write_wan_lora, write_wan_transformer_original
 
 pytestmark = pytest.mark.slow
 
@@ -53,3 +54,17 @@ def test_a_plain_wan_transformer_is_not_a_vace_one(tmp_path):
                       f"transformer={plain}", "--json", json.dumps(REQUEST)])
     assert result.exit_code == 2, result.stderr
     assert "not a wan_vace transformer" in result.stderr
+
+
+def test_a_wan_lora_changes_the_vace_output_and_is_undone(tmp_path):
+    base = tiny_model_dir("wan_vace")
+    lora = write_wan_lora(base, tmp_path / "wan_lora.safetensors", seed=4)
+
+    def run_with(name, scale):
+        request = {**REQUEST, "loras": [{"path": str(lora), "scale": scale}]} if scale is not None else REQUEST
+        return frames(run_json("wan_vace", "txt2vid", request, tmp_path / name, "tiny", "--format", "frames"))
+
+    plain, styled, off = run_with("plain", None), run_with("styled", 1.0), run_with("off", 0.0)
+    assert not all(np.array_equal(a, b) for a, b in zip(plain, styled))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, off))
+    assert not any("lora" in name for name, _ in loaded_family("wan_vace").base.transformer.named_modules())
