@@ -48,6 +48,16 @@ def test_vace_transformer_files_diffusers_layout_and_gguf(tmp_path, monkeypatch)
     assert "wan_vace" in rows["vace_tiny"]["engines"]
 
 
+def test_a_vace_transformer_in_the_wan_ai_comfyui_layout_gives_the_folders_pixels(tmp_path):
+    """Original key names (vace_blocks.N.before_proj/after_proj, model.diffusion_model. prefix), as Wan-AI and
+    ComfyUI ship VACE files: diffusers' single-file loader converts them."""
+    base = tiny_model_dir("wan_vace")
+    original = write_wan_transformer_original(base, tmp_path / "wan2.1_vace_tiny.safetensors")
+    ours = run(tmp_path, "file", base, "--component", f"transformer={original}")
+    reference = run(tmp_path, "folder", base)
+    assert all(np.array_equal(a, b) for a, b in zip(frames(ours), frames(reference)))
+
+
 def test_a_plain_wan_transformer_is_not_a_vace_one(tmp_path):
     plain = write_wan_transformer_original(tiny_model_dir("wan_t2v_14b"), tmp_path / "wan_t2v.safetensors")
     result = cli_run(["run", "wan_vace", "txt2vid", "--model", str(tiny_model_dir("wan_vace")), "--component",
