@@ -196,3 +196,21 @@ def test_a_plain_wan_model_is_refused_for_vace(tmp_path):
                                                                    "num_frames": 5, "steps": 1})])
     assert result.exit_code == 2, result.stderr
     assert "it is a WanPipeline checkpoint" in result.stderr and "wan_vace runs WanVACEPipeline" in result.stderr
+
+
+def test_every_input_file_is_recorded_for_replay(tmp_path):
+    """info.json's inputs (sha256 each, what replay compares) name the videos and each reference image."""
+    from codex_core import get_engine
+    from codex_core.orchestrator import input_records
+    from codex_core.params import validate
+
+    case = TestWanVACE()
+    case.prepare_inputs(tmp_path)
+    engine = get_engine("wan_vace")
+    vid = validate(engine.params_model("vid2vid"), {**case.request_for("vid2vid", tmp_path), "fps": 16.0, "cfg": 5.0,
+                                                    "flow_shift": 5.0, "conditioning_scale": 1.0}, "wan_vace", "vid2vid")
+    ref = validate(engine.params_model("ref2vid"), {**case.request_for("ref2vid", tmp_path), "fps": 16.0, "cfg": 5.0,
+                                                    "flow_shift": 5.0, "conditioning_scale": 1.0}, "wan_vace", "ref2vid")
+    assert sorted(input_records(vid)) == ["init_video", "mask_video"]
+    assert sorted(input_records(ref)) == ["reference_images.0", "reference_images.1"]
+    assert vid.num_frames == 5  # the video's own length

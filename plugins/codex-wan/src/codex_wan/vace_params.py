@@ -52,7 +52,9 @@ class VaceVid2Vid(_Vace, VideoFields, Params):
 
     init_video: VideoPath = Field(description="The video to inpaint, outpaint or restyle (or a control video: "
                                               "pose, depth, ...).")
-    mask_video: VideoPath | None = Field(None, description="Where to generate: white areas are generated, black "
+    # INPUT_FILE on the optional field itself: inside the union its metadata would not reach the field (info.json
+    # would not record the file's sha256, replay would not find it)
+    mask_video: Annotated[VideoPath | None, INPUT_FILE] = Field(None, description="Where to generate: white areas are generated, black "
                                                            "ones kept from init_video; the same frame count and "
                                                            "size as init_video. None: all of it (restyle).")
     num_frames: int | None = Field(None, ge=1, le=1024, description="Frames to make: the first num_frames of "
