@@ -122,6 +122,14 @@ class TestWanVACE(EngineConformance):
         write_video(tmp_path / "video6.mp4", 6, (48, 48), seed=3)
         (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
 
+    def run_case(self, task, tmp_path):
+        """Every run of a case records each input file (sha256, what replay compares): the videos, each image."""
+        request, result = super().run_case(task, tmp_path)
+        named = {name for name in ("init_video", "mask_video") if name in request}
+        named |= {f"reference_images.{index}" for index in range(len(request.get("reference_images", [])))}
+        assert set(result["info"]["inputs"]) == named, result["info"]["inputs"]
+        return request, result
+
     def direct(self, task, request, model_dir):
         pipe, checkpoint_config = direct_pipe(WanVACEPipeline, model_dir)
         scheduler_cls, flags = SCHEDULERS[request["sampler"]]
@@ -197,20 +205,3 @@ def test_a_plain_wan_model_is_refused_for_vace(tmp_path):
     assert result.exit_code == 2, result.stderr
     assert "it is a WanPipeline checkpoint" in result.stderr and "wan_vace runs WanVACEPipeline" in result.stderr
 
-
-def test_every_input_file_is_recorded_for_replay(tmp_path):
-    """info.json's inputs (sha256 each, what replay compares) name the videos and each reference image."""
-    from codex_core import get_engine
-    from codex_core.orchestrator import input_records
-    from codex_core.params import validate
-
-    case = TestWanVACE()
-    case.prepare_inputs(tmp_path)
-    engine = get_engine("wan_vace")
-    vid = validate(engine.params_model("vid2vid"), {**case.request_for("vid2vid", tmp_path), "fps": 16.0, "cfg": 5.0,
-                                                    "flow_shift": 5.0, "conditioning_scale": 1.0}, "wan_vace", "vid2vid")
-    ref = validate(engine.params_model("ref2vid"), {**case.request_for("ref2vid", tmp_path), "fps": 16.0, "cfg": 5.0,
-                                                    "flow_shift": 5.0, "conditioning_scale": 1.0}, "wan_vace", "ref2vid")
-    assert sorted(input_records(vid)) == ["init_video", "mask_video"]
-    assert sorted(input_records(ref)) == ["reference_images.0", "reference_images.1"]
-    assert vid.num_frames == 5  # the video's own length

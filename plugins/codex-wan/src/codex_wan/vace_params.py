@@ -28,6 +28,16 @@ from codex_diffusers import CacheFields, LoraFields, NoInitImage, flow_shift_fie
 MAX_REFERENCE_IMAGES = 3
 
 
+def _facts(value: str) -> tuple[int, int, int]:
+    """(frames, width, height) of a video field's file, which its VideoPath validator has already found readable.
+    Our own small check of mask against video (the core exports no cached prober of input videos yet): the
+    bundled ffmpeg decodes the file once more to count its frames."""
+    from codex_core import probe_video, user_path
+
+    facts = probe_video(user_path(value))
+    return facts["frames"], facts["width"], facts["height"]
+
+
 def _conditioning_scale():
     return Field(ge=0.0, le=2.0, description="Weight of the VACE blocks' hints on the main transformer "
                                              "(diffusers' conditioning_scale, VACE's context_scale): 1.0 as "
@@ -67,29 +77,27 @@ class VaceVid2Vid(_Vace, VideoFields, Params):
 
     @model_validator(mode="after")
     def _videos_agree(self):
-        from codex_core.videos import probe_video
-
-        video = probe_video(self.init_video)
+        video = _facts(self.init_video)
         if self.mask_video is not None:
-            mask = probe_video(self.mask_video)
-            if (mask.frames, mask.size) != (video.frames, video.size):
+            mask = _facts(self.mask_video)
+            if mask != video:
                 raise PydanticCustomError(
                     "mask_video", "mask_video: its {mask_frames} frames of {mask_size} differ from init_video's "
                     "{frames} frames of {size}; give both videos the same frame count and size",
-                    {"mask_frames": mask.frames, "mask_size": "x".join(map(str, mask.size)),
-                     "frames": video.frames, "size": "x".join(map(str, video.size))})
-        stride = self.frame_multiple
+                    {"mask_frames": mask[0], "mask_size": "x".join(map(str, mask[1:])),
+                     "frames": video[0], "size": "x".join(map(str, video[1:]))})
+        frames, stride = video[0], self.frame_multiple
         if self.num_frames is None:
-            if video.frames % stride != 1:
-                usable = (video.frames - 1) // stride * stride + 1
+            if frames % stride != 1:
+                usable = (frames - 1) // stride * stride + 1
                 raise PydanticCustomError(
                     "num_frames", "init_video: its {frames} frames are not {stride}k+1; pass num_frames (at most "
-                    "{usable}) to use its first frames", {"frames": video.frames, "stride": stride, "usable": usable})
-            self.num_frames = video.frames  # recorded in info.json's request, so that replay asks the same
-        elif self.num_frames > video.frames:
+                    "{usable}) to use its first frames", {"frames": frames, "stride": stride, "usable": usable})
+            self.num_frames = frames  # recorded in info.json's request, so that replay asks the same
+        elif self.num_frames > frames:
             raise PydanticCustomError(
                 "num_frames", "num_frames: {num_frames} is more than init_video's {frames} frames",
-                {"num_frames": self.num_frames, "frames": video.frames})
+                {"num_frames": self.num_frames, "frames": frames})
         return self
 
 
