@@ -52,9 +52,12 @@ class _WanDirect(EngineConformance):
         if "boundary_ratio" in request:
             pipe.register_to_config(boundary_ratio=request["boundary_ratio"])
             kwargs["guidance_scale_2"] = request["cfg_2"]
-        if task == "img2vid":
-            image = Image.open(request["init_image"]).convert("RGB")
-            kwargs["image"] = image.resize((request["width"], request["height"]), Image.Resampling.LANCZOS)
+        size = (request["width"], request["height"])
+        if task in ("img2vid", "flf2vid"):
+            kwargs["image"] = Image.open(request["init_image"]).convert("RGB").resize(size, Image.Resampling.LANCZOS)
+        if task == "flf2vid":
+            kwargs["last_image"] = Image.open(request["last_image"]).convert("RGB").resize(size,
+                                                                                           Image.Resampling.LANCZOS)
         return pipe(**kwargs).frames[0]
 
 
@@ -76,6 +79,10 @@ T2V_A14B_CASES = {
 I2V_A14B_CASES = {
     "img2vid": {"prompt": "the fox turns its head", "init_image": "{tmp}/init.png", "width": 32, "height": 32,
                 "num_frames": 5, "steps": 3, "seed": 9, "cfg_2": 2.0},
+    # first and last frame of other sizes (64x64, 32x32), both resized to 48x32; shift 5, 2 Euler steps: t = 999
+    # (high-noise expert), then below the 900 boundary (low-noise expert)
+    "flf2vid": {"prompt": "the fox walks away", "init_image": "{tmp}/init.png", "last_image": "{tmp}/small.png",
+                "width": 48, "height": 32, "num_frames": 5, "steps": 2, "seed": 11, "sampler": "Euler"},
 }
 
 VIDEO_BAD_REQUESTS = [
@@ -123,13 +130,20 @@ class TestWanT2VA14B(_WanDirect):
 class TestWanI2VA14B(_WanDirect):
     engine = "wan_i2v_14b"
     cases = I2V_A14B_CASES
-    classes = {"img2vid": WanImageToVideoPipeline}
+    classes = {"img2vid": WanImageToVideoPipeline, "flf2vid": WanImageToVideoPipeline}
+    fields_exempt = {"last_image": "the call's last_image: the flf2vid case is pixel-equal to a direct call with it"}
     bad_requests = _bad("img2vid", [
         ("size_off_stride_16", {"width": 40}, "nearest valid values: 32 or 48"),
         ("cfg_2_out_of_range", {"cfg_2": -1.0}, "cfg_2"),
     ]) + [
         ("img2vid_without_init_image", "img2vid", {"prompt": "x"}, "init_image"),
         ("no_txt2vid_task", "txt2vid", {"prompt": "x"}, "img2vid"),
+        ("flf2vid_without_last_image", "flf2vid", {"prompt": "x", "init_image": "{tmp}/init.png"}, "last_image"),
+        ("flf2vid_bad_last_image", "flf2vid", {"prompt": "x", "init_image": "{tmp}/init.png",
+                                               "last_image": "{tmp}/missing.png"}, "last_image"),
+        ("flf2vid_one_frame", "flf2vid", {"prompt": "x", "init_image": "{tmp}/init.png",
+                                          "last_image": "{tmp}/small.png", "num_frames": 1},
+         "num_frames: 1 leaves no room for a last frame"),
     ]
 
 
@@ -296,6 +310,9 @@ def test_diffusers_alone_would_round_frames_and_sizes_silently(tmp_path):
                                 "cfg": 4.0, "cfg_2": 3.0, "flow_shift": 12.0, "boundary_ratio": 0.875,
                                 "sampler": "UniPC"}),
     ("wan_i2v_14b", "img2vid", {"width": 1280, "height": 720, "num_frames": 81, "fps": 16.0, "steps": 40,
+                                "cfg": 3.5, "cfg_2": 3.5, "flow_shift": 5.0, "boundary_ratio": 0.9,
+                                "sampler": "UniPC"}),
+    ("wan_i2v_14b", "flf2vid", {"width": 1280, "height": 720, "num_frames": 81, "fps": 16.0, "steps": 40,
                                 "cfg": 3.5, "cfg_2": 3.5, "flow_shift": 5.0, "boundary_ratio": 0.9,
                                 "sampler": "UniPC"}),
 ])

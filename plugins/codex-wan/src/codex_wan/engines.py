@@ -110,12 +110,18 @@ class WanT2VA14B(_WanA14B):
 
 class WanI2VA14B(_WanA14B):
     key = "wan_i2v_14b"
-    description = "Wan 2.2 I2V-A14B: image-to-video, high- and low-noise expert transformers (diffusers format)"
+    description = ("Wan 2.2 I2V-A14B: image-to-video and first/last-frame-to-video, high- and low-noise expert "
+                   "transformers (diffusers format)")
     tasks = I2V_A14B_TASKS
-    pipelines = {"img2vid": "WanImageToVideoPipeline"}
+    pipelines = {"img2vid": "WanImageToVideoPipeline", "flf2vid": "WanImageToVideoPipeline"}
     model_name = "Wan 2.2 I2V-A14B"
     repo = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
     reference_configs = {"i2v_a14b": "reference_configs/i2v_a14b"}
+
+    def extra_arguments(self, job: Job, pipe) -> dict:
+        if job.task == "flf2vid":  # at the frame size, as the first frame (init_image) is
+            return {"last_image": job.input_image("last_image", self.output_size(job))}
+        return {}
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build_i2v_a14b

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core import Img2VidParams, Txt2VidParams
+from codex_core import Img2VidParams, ImagePath, Txt2VidParams
 from codex_diffusers import CacheFields, LoraFields, NoInitImage, flow_shift_field
 
 
@@ -89,6 +89,21 @@ class WanA14BImg2Vid(_WanImg2Vid):
         return _cfg_2_needs_guidance(self)
 
 
+class WanA14BFlf2Vid(WanA14BImg2Vid):
+    """First and last frame (WanImageToVideoPipeline's ``last_image``): ``init_image`` is the first frame,
+    ``last_image`` the last; both are resized to width x height (Lanczos) when their size differs."""
+
+    last_image: ImagePath = Field(description="The last frame.")
+
+    @model_validator(mode="after")
+    def _room_between(self):
+        # the pipeline puts num_frames - 2 empty frames between the two; one frame has no last frame
+        if self.num_frames < 5:
+            raise PydanticCustomError("num_frames", "num_frames: {value} leaves no room for a last frame; "
+                                      "flf2vid needs at least 5", {"value": self.num_frames})
+        return self
+
+
 TI2V_5B_TASKS = {"txt2vid": WanTI2VTxt2Vid, "img2vid": WanTI2VImg2Vid}
 T2V_A14B_TASKS = {"txt2vid": WanA14BTxt2Vid}
-I2V_A14B_TASKS = {"img2vid": WanA14BImg2Vid}
+I2V_A14B_TASKS = {"img2vid": WanA14BImg2Vid, "flf2vid": WanA14BFlf2Vid}

@@ -3,9 +3,10 @@
 from codex_core import hookimpl
 
 from .engines import WanI2VA14B, WanT2VA14B, WanTI2V5B
+from .vace import WanVACE
 
 
 @hookimpl
 def codex_register_engines(register):
-    for engine in (WanTI2V5B(), WanT2VA14B(), WanI2VA14B()):
+    for engine in (WanTI2V5B(), WanT2VA14B(), WanI2VA14B(), WanVACE()):
         register(engine)

@@ -261,6 +261,7 @@ def write_sd_single_file(folder: Path, dest: Path, *, xl: bool) -> Path:
 # -- Wan transformer: diffusers -> original (inverse of convert_wan_transformer_to_diffusers) -----
 
 _WAN_TOP = {"scale_shift_table": "head.modulation", "proj_out.": "head.head.", "patch_embedding.": "patch_embedding.",
+            "vace_patch_embedding.": "vace_patch_embedding.",  # VACE: the conditioning's patch embedding
             "condition_embedder.time_embedder.linear_1.": "time_embedding.0.",
             "condition_embedder.time_embedder.linear_2.": "time_embedding.2.",
             "condition_embedder.text_embedder.linear_1.": "text_embedding.0.",
@@ -273,15 +274,18 @@ _WAN_TOP = {"scale_shift_table": "head.modulation", "proj_out.": "head.head.", "
             "condition_embedder.image_embedder.norm2.": "img_emb.proj.4."}
 # inside blocks.N: Wan's norm3 (before cross-attention) is diffusers' norm2 and the other way round
 _WAN_BLOCK = {"attn1.": "self_attn.", "attn2.": "cross_attn.", "ffn.net.0.proj.": "ffn.0.", "ffn.net.2.": "ffn.2.",
-              "norm2.": "norm3.", "norm3.": "norm2.", "norm1.": "norm1.", "scale_shift_table": "modulation"}
+              "norm2.": "norm3.", "norm3.": "norm2.", "norm1.": "norm1.", "scale_shift_table": "modulation",
+              # VACE context blocks (vace_blocks.N): their input and hint projections
+              "proj_in.": "before_proj.", "proj_out.": "after_proj."}
 _WAN_ATTENTION = {"to_q.": "q.", "to_k.": "k.", "to_v.": "v.", "to_out.0.": "o.", "norm_q.": "norm_q.",
                   "norm_k.": "norm_k.", "add_k_proj.": "k_img.", "add_v_proj.": "v_img.",
                   "norm_added_k.": "norm_k_img."}
 
 
 def _wan_original_key(key: str) -> str | None:
-    """The Wan-AI name of a diffusers ``WanTransformer3DModel`` key (None: the converter has none)."""
-    match = re.match(r"(blocks\.\d+\.)(attn[12]\.)?(.*)", key)
+    """The Wan-AI name of a diffusers ``WanTransformer3DModel`` (or ``WanVACETransformer3DModel``) key (None: the
+    converter has none)."""
+    match = re.match(r"((?:vace_)?blocks\.\d+\.)(attn[12]\.)?(.*)", key)
     if not match:
         return _replace_prefix(key, _WAN_TOP)
     block, attention, rest = match.groups()
