@@ -261,3 +261,75 @@ def test_diffusers_alone_fails_late_when_a_segment_is_not_twice_its_overlap(tmp_
                         "prev_segment_conditioning_frames": 5}, tmp_path)
     with pytest.raises(AssertionError):
         direct_call(request, tiny_model_dir("wan_animate"))
+
+
+# -- --component transformer=FILE ------------------------------------------------------------------
+
+
+def _frames_pixels(result) -> list[np.ndarray]:
+    return [np.asarray(Image.open(f).convert("RGB"), dtype=np.int16) for f in frames_of(result)]
+
+
+@pytest.mark.slow
+def test_a_diffusers_layout_transformer_file_gives_the_folders_pixels_and_gguf_q8_stays_close(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from codex_diffusers.testing import loaded_family
+    from codex_diffusers.testing.checkpoint_writers import write_gguf_q8
+
+    base = tiny_model_dir("wan_animate")
+    write_inputs(tmp_path)
+    request = with_tmp({**BASE, "seed": 4, "steps": 1}, tmp_path)
+    single = tmp_path / "wan_animate_transformer.safetensors"  # the diffusers layout in one file
+    save_file(load_file(base / "transformer" / "diffusion_pytorch_model.safetensors"), single)
+
+    def run(name, *extra):
+        return run_json("wan_animate", "animate", request, tmp_path / name, str(base), "--format", "frames", *extra)
+
+    reference = _frames_pixels(run("folder"))
+    ours = run("file", "--component", f"transformer={single}")
+    assert all(np.array_equal(a, b) for a, b in zip(_frames_pixels(ours), reference))
+    assert ours["info"]["model"]["components"] == {"transformer": str(single)}
+    gguf = write_gguf_q8(base, tmp_path / "wan_animate-Q8_0.gguf")
+    quantised = run("gguf", "--component", f"transformer={gguf}")
+    kinds = {type(p).__name__ for p in loaded_family("wan_animate").base.transformer.parameters()}
+    assert "GGUFParameter" in kinds  # the weights stay 8-bit, dequantised per layer as they run
+    diff = max(np.abs(a - b).max() for a, b in zip(_frames_pixels(quantised), reference))
+    assert diff <= 8, diff  # 8-bit weights: close to the float model, not equal
+
+
+def test_a_transformer_file_of_another_wan_model_is_not_an_animate_transformer(tmp_path):
+    from codex_core import get_engine
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "ti2v.safetensors"
+    save_file(load_file(tiny_model_dir("wan_ti2v_5b") / "transformer" / "diffusion_pytorch_model.safetensors"), other)
+    engine = get_engine("wan_animate")
+    assert "not a wan_animate transformer" in engine.component_problem("transformer", other, None)
+    animate = tmp_path / "animate.safetensors"
+    save_file(load_file(tiny_model_dir("wan_animate") / "transformer" / "diffusion_pytorch_model.safetensors"), animate)
+    assert engine.component_problem("transformer", animate, None) is None
+
+
+@pytest.mark.slow
+def test_a_lora_changes_the_output_as_diffusers_loader_does_and_is_undone(tmp_path):
+    from codex_diffusers.testing import write_transformer_lora
+
+    base = tiny_model_dir("wan_animate")
+    write_inputs(tmp_path)
+    lora = write_transformer_lora("WanAnimatePipeline", base, tmp_path, ["to_q", "to_k", "to_v"], "animate_lora.safetensors")
+    request = with_tmp({**BASE, "seed": 6, "steps": 1}, tmp_path)
+    plain = _frames_pixels(run_json("wan_animate", "animate", request, tmp_path / "a", "tiny", "--format", "frames"))
+    styled = run_json("wan_animate", "animate", {**request, "loras": [{"path": str(lora), "scale": 1.0}]},
+                      tmp_path / "b", "tiny", "--format", "frames")
+    assert not all(np.array_equal(a, b) for a, b in zip(plain, _frames_pixels(styled)))
+    pipe, _ = direct_pipe(WanAnimatePipeline, base)
+    pipe.load_lora_weights(str(lora), adapter_name="check")
+    try:
+        expected = direct_call(styled["info"]["request"], base)
+    finally:
+        pipe.delete_adapters("check")
+    assert all(np.array_equal(a, np.asarray(b.convert("RGB"), dtype=np.int16))
+               for a, b in zip(_frames_pixels(styled), expected))
+    again = run_json("wan_animate", "animate", request, tmp_path / "c", "tiny", "--format", "frames")
+    assert all(np.array_equal(a, b) for a, b in zip(plain, _frames_pixels(again)))
