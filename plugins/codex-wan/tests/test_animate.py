@@ -83,6 +83,7 @@ def write_inputs(tmp_path: Path) -> None:
         for name, (size, frames, seed) in INPUT_VIDEOS.items():
             write_video(folder / name, size, frames, seed)
         write_test_image(folder / "character.png", (40, 48), seed=3)
+        (folder / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video")
         _written["dir"] = folder
     for file in _written["dir"].iterdir():
         shutil.copyfile(file, tmp_path / file.name)
@@ -148,7 +149,7 @@ class TestWanAnimate(EngineConformance):
              "background_video: only used with animate_mode 'replace'"),
             ("mask_of_another_size", {**REPLACE, "mask_video": "{tmp}/mask_wide.mp4"},
              "mask_video: 48x32, but background_video is 32x32"),
-            ("corrupt_pose_video", {"pose_video": "{tmp}/character.png"}, "pose_video"),
+            ("corrupt_pose_video", {"pose_video": "{tmp}/corrupt.mp4"}, "is not a video ffmpeg can read"),
             ("missing_face_video", {"face_video": "{tmp}/nowhere.mp4"}, "no such video file"),
             ("video_for_the_image", {"character_image": "{tmp}/pose.mp4"}, "character_image"),
         ]
@@ -184,6 +185,9 @@ def test_replace_mode_equals_direct_diffusers_call(tmp_path):
     expected = direct_call(result["info"]["request"], tiny_model_dir("wan_animate"))
     ours = frames_of(result)
     assert len(ours) == len(expected) == FRAMES
+    # every input file is hashed in info.json (what replay compares), the optional replace videos too
+    assert set(result["info"]["inputs"]) == {"character_image", "pose_video", "face_video", "background_video",
+                                             "mask_video"}
     for mine, theirs in zip(ours, expected):
         assert np.array_equal(np.asarray(Image.open(mine).convert("RGB")), np.asarray(theirs.convert("RGB")))
 

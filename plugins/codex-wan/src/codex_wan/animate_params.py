@@ -22,12 +22,12 @@ What the pipeline does with its inputs, and so what is checked here before anyth
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core import ImagePath, Params, VideoFields, VideoPath
+from codex_core import INPUT_FILE, ImagePath, Params, VideoFields, VideoPath
 from codex_diffusers import LoraFields, flow_shift_field
 
 MAX_SEQUENCE_LENGTH = 512  # the UMT5 window the Wan models were trained with (the pipeline's default)
@@ -61,10 +61,12 @@ class WanAnimateParams(VideoFields, Params, LoraFields):
     animate_mode: Literal["animate", "replace"] = Field(
         description="animate: the character moves as in the pose video; replace: the character replaces the "
                     "person in background_video where mask_video is white.")
-    background_video: VideoPath | None = Field(None, description="replace mode: the scene, one frame per pose "
-                                                                 "frame.")
-    mask_video: VideoPath | None = Field(None, description="replace mode: white where the character goes, black "
-                                                           "where the background stays; its background's size.")
+    # INPUT_FILE on the optional field itself: info.json hashes the file and replay finds it, as for the others
+    background_video: Annotated[VideoPath | None, INPUT_FILE] = Field(
+        None, description="replace mode: the scene, one frame per pose frame.")
+    mask_video: Annotated[VideoPath | None, INPUT_FILE] = Field(
+        None, description="replace mode: white where the character goes, black where the background stays; its "
+                          "background's size.")
     num_frames: int | None = Field(None, ge=1, le=1024, description="Frames of the output: the pose video's "
                                                                     "frame count (filled in when left out).")
     fps: float | None = Field(None, gt=0, le=240, description="Frames per second of the exported video "
