@@ -69,6 +69,7 @@ def test_every_preset_validates_against_its_engine_schema(preset, tmp_path):
         inputs.update(dict.fromkeys([name for name in fields if name.endswith("_video")], _write_video(tmp_path)))
     request = {**({"prompt": "x"} if "prompt" in fields else {}),
                **{k: v for k, v in inputs.items() if k in fields}, **({"mode": mode} if mode else {})}
+    request.update(_required_input_files(spec.params_model(task), request, tmp_path))
     filled = presets.fill(spec, task, request, variant[0] if variant else None, profile or None,
                           presets.mode_layers(mode))
     assert str(preset) in filled.files
@@ -76,6 +77,33 @@ def test_every_preset_validates_against_its_engine_schema(preset, tmp_path):
     if spec.sampler_family:
         resolve(spec.sampler_family, params.sampler, params.scheduler, params.model_dump(), engine, task,
                 *registry.samplers_for(spec))
+
+
+def _required_input_files(model, request, tmp_path):
+    """A file for each required input field the request lacks, by its schema's x-codex-input (e.g. wan_animate's
+    character_image and pose/face videos): images 64x64, videos of 5 frames 64x64 (one length: tasks may ask
+    several videos to match)."""
+    import imageio_ffmpeg
+    import numpy as np
+
+    properties = model.model_json_schema().get("properties", {})
+    files = {}
+    for name, field in model.model_fields.items():
+        if name in request or not field.is_required():
+            continue
+        kind = properties.get(name, {}).get("x-codex-input")
+        if kind == "image":
+            files[name] = write_test_image(tmp_path / f"{name}.png", (64, 64))
+        elif kind == "video":
+            path = tmp_path / f"{name}.mp4"
+            writer = imageio_ffmpeg.write_frames(str(path), (64, 64), fps=16, macro_block_size=1,
+                                                 output_params=["-loglevel", "error"])
+            writer.send(None)
+            for index in range(5):
+                writer.send(np.full((64, 64, 3), 40 * index, np.uint8))
+            writer.close()
+            files[name] = str(path)
+    return files
 
 
 def _variant_engine(presets_dir=None, **attributes):

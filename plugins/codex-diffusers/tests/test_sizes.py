@@ -20,6 +20,9 @@ PUBLISHED = {
     "wan_i2v_14b": {"transformer": 14e9, "transformer_2": 14e9, "text_encoder": 5.7e9},
     # Wan2.1-VACE-14B: the "14B" Wan 2.1 transformer (14.29B, as one A14B expert) + 3.05B of VACE context blocks
     "wan_vace": {"transformer": 14.29e9 + 3.05e9, "text_encoder": 5.7e9},
+    # Wan2.2 Animate-14B: "14B" names the backbone; its transformer with image cross-attention, face adapters and
+    # motion/face encoders counts 17.3B (treksis/video-lab's card); CLIP ViT-H/14 image tower 632M (open_clip)
+    "wan_animate": {"transformer": 17.3e9, "image_encoder": 632e6, "text_encoder": 5.7e9},
     "flux": {"transformer": 11.9e9, "text_encoder_2": 4.7e9, "text_encoder": 123e6},  # FLUX.1-dev, T5-XXL, CLIP-L
     "hunyuan_video": {"transformer": 12.8e9, "text_encoder": 7.5e9, "text_encoder_2": 123e6},  # Llama-3-8B w/o head
     "sdxl": {"unet": 2.57e9, "text_encoder": 123e6, "text_encoder_2": 695e6},

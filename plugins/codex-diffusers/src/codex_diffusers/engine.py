@@ -189,6 +189,9 @@ class DiffusersEngine(Engine):
     pipelines: ClassVar[Mapping[str, str]] = {}
     # request field -> pipeline argument, for an engine's own fields (see CANONICAL_ARGUMENTS)
     arguments: ClassVar[Mapping[str, str]] = {}
+    # canonical fields the pipeline has no argument for, because its inputs decide them (field -> why), e.g.
+    # wan_animate's num_frames: the pose video's length. Validated and recorded, never passed.
+    unpassed_fields: ClassVar[Mapping[str, str]] = {}
     # pipeline attributes whose forward passes are the denoising stage (timed, progress)
     denoisers: ClassVar[tuple[str, ...]] = ("unet",)
     # the pipeline method that encodes the conditioning (timed as text_encode)
@@ -535,7 +538,8 @@ class DiffusersEngine(Engine):
         params, fields = job.params, type(job.params).model_fields
         accepted = accepted_arguments(pipe)
         arguments = {argument: getattr(params, field)
-                     for field, argument in {**CANONICAL_ARGUMENTS, **self.arguments}.items() if field in fields}
+                     for field, argument in {**CANONICAL_ARGUMENTS, **self.arguments}.items()
+                     if field in fields and field not in self.unpassed_fields}
         if arguments.get("negative_prompt") == "":
             del arguments["negative_prompt"]
         if "true_cfg" in fields:

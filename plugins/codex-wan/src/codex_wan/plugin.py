@@ -2,6 +2,7 @@
 
 from codex_core import hookimpl
 
+from .animate import WanAnimate
 from .engines import WanI2VA14B, WanT2VA14B, WanTI2V5B
 from .vace import WanVACE
 
@@ -10,3 +11,4 @@ from .vace import WanVACE
 def codex_register_engines(register):
     for engine in (WanTI2V5B(), WanT2VA14B(), WanI2VA14B(), WanVACE()):
         register(engine)
+    register(WanAnimate())
