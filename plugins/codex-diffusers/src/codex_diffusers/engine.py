@@ -187,8 +187,9 @@ class DiffusersEngine(Engine):
 
     # task -> diffusers pipeline class name; the first task's class loads the checkpoint
     pipelines: ClassVar[Mapping[str, str]] = {}
-    # request field -> pipeline argument, for an engine's own fields (see CANONICAL_ARGUMENTS)
-    arguments: ClassVar[Mapping[str, str]] = {}
+    # request field -> pipeline argument, for an engine's own fields (see CANONICAL_ARGUMENTS); None: a field
+    # the engine applies itself, not a call argument (e.g. a guidance scale that lives in a guider component)
+    arguments: ClassVar[Mapping[str, str | None]] = {}
     # pipeline attributes whose forward passes are the denoising stage (timed, progress)
     denoisers: ClassVar[tuple[str, ...]] = ("unet",)
     # the pipeline method that encodes the conditioning (timed as text_encode)
@@ -535,7 +536,8 @@ class DiffusersEngine(Engine):
         params, fields = job.params, type(job.params).model_fields
         accepted = accepted_arguments(pipe)
         arguments = {argument: getattr(params, field)
-                     for field, argument in {**CANONICAL_ARGUMENTS, **self.arguments}.items() if field in fields}
+                     for field, argument in {**CANONICAL_ARGUMENTS, **self.arguments}.items()
+                 if field in fields and argument is not None}
         if arguments.get("negative_prompt") == "":
             del arguments["negative_prompt"]
         if "true_cfg" in fields:
