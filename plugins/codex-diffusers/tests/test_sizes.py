@@ -32,6 +32,9 @@ PUBLISHED = {
     "sd35": {"transformer": 8.1e9, "text_encoder": 123e6, "text_encoder_2": 695e6, "text_encoder_3": 4.7e9},
     # Krea 2: "12.9B parameters" (the Krea-2 diffusers model cards); Qwen3-VL-4B-Instruct: 4.44B (its hub listing)
     "krea2": {"transformer": 12.9e9, "text_encoder": 4.44e9},
+    # HunyuanVideo 1.5: "8.3B parameters" (the model card); Qwen2.5-VL-7B's language model without its head: Qwen2.5-7B's
+    # published 7.61B less the 0.545B lm_head (152064 x 3584)
+    "hunyuan_video_15": {"transformer": 8.3e9, "text_encoder": 7.07e9},
 }
 
 

@@ -165,3 +165,19 @@ def test_tiny_model_has_the_real_strides():
         assert (vae["spatial_compression_ratio"], vae["temporal_compression_ratio"]) == (16, 4)
         transformer = json.loads((path / "transformer" / "config.json").read_text())
         assert transformer["patch_size"] == 1 and transformer["in_channels"] == 2 * vae["latent_channels"] + 1
+
+
+def test_tiny_model_is_the_reference_architecture_with_the_same_config_keys():
+    """The tiny txt2vid model against the shipped configs of …-480p_t2v: the same component classes and
+    architecture choices (codex_diffusers' check) and the same config keys in every component (sizes aside)."""
+    from codex_diffusers import reference_config_dir
+    from codex_diffusers.testing import assert_tiny_matches_reference
+
+    assert_tiny_matches_reference("hunyuan_video_15")
+    reference, tiny = reference_config_dir("hunyuan_video_15"), tiny_model_dir("hunyuan_video_15")
+    for config in sorted(reference.glob("*/*config.json")):
+        theirs = json.loads(config.read_text())
+        ours = json.loads((tiny / config.parent.name / config.name).read_text())
+        metadata = {"_diffusers_version", "transformers_version", "dtype", "torch_dtype", "architectures",
+                    "_class_name", "_name_or_path", "output_hidden_states"}
+        assert set(ours) - metadata == set(theirs) - metadata, config.parent.name
