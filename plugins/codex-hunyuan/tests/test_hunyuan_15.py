@@ -181,3 +181,25 @@ def test_tiny_model_is_the_reference_architecture_with_the_same_config_keys():
         metadata = {"_diffusers_version", "transformers_version", "dtype", "torch_dtype", "architectures",
                     "_class_name", "_name_or_path", "output_hidden_states"}
         assert set(ours) - metadata == set(theirs) - metadata, config.parent.name
+
+
+def test_diffusers_cannot_load_a_transformer_file_or_a_lora_for_it_yet(tmp_path):
+    """Why hunyuan_video_15 takes no --component file and no loras (canaries: a diffusers that adds either fails
+    here, and the engine can then offer it)."""
+    from diffusers import HunyuanVideo15Transformer3DModel
+
+    from codex_core import get_engine
+
+    folder = tiny_model_dir("hunyuan_video_15")
+    with pytest.raises(ValueError, match="FromOriginalModelMixin is currently only compatible with"):
+        HunyuanVideo15Transformer3DModel.from_single_file(
+            str(folder / "transformer" / "diffusion_pytorch_model.safetensors"), config=str(folder),
+            subfolder="transformer", local_files_only=True)
+    assert not hasattr(HunyuanVideo15Pipeline, "load_lora_weights")
+    assert not hasattr(HunyuanVideo15ImageToVideoPipeline, "load_lora_weights")
+    engine = get_engine("hunyuan_video_15")
+    assert engine.replaceable_components == () and not engine.supports_loras()
+    result = cli_run(["run", "hunyuan_video_15", "txt2vid", "--model", str(folder), "--out", str(tmp_path / "o"),
+                      "--component", f"transformer={folder / 'transformer' / 'diffusion_pytorch_model.safetensors'}",
+                      "--json", json.dumps({"prompt": "x", "width": 16, "height": 16, "num_frames": 1, "steps": 1})])
+    assert result.exit_code == 2 and "transformer" in result.stderr, result.stderr

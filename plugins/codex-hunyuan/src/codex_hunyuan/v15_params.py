@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from codex_core import Img2VidParams, Txt2VidParams
-from codex_diffusers import CacheFields, LoraFields, NoInitImage, flow_shift_field
+from codex_diffusers import CacheFields, NoInitImage, flow_shift_field
 
 SIZE_MULTIPLE = 16  # VAE spatial stride 16 x transformer patch 1
 # The tiny model's transformer target_size (v15_tiny): small buckets, so tiny image-to-video runs stay 32 px wide
@@ -67,7 +67,7 @@ def _flow_shift():
                             "image-to-video")
 
 
-class _Hy15Fields(LoraFields, CacheFields):
+class _Hy15Fields(CacheFields):  # no LoraFields: the pipelines have no LoRA loader (see v15.py)
     @model_validator(mode="after")
     def _negative_prompt_needs_cfg(self):
         if self.negative_prompt and self.cfg <= 1.0:
