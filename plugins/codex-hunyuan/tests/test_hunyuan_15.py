@@ -203,3 +203,21 @@ def test_diffusers_cannot_load_a_transformer_file_or_a_lora_for_it_yet(tmp_path)
                       "--component", f"transformer={folder / 'transformer' / 'diffusion_pytorch_model.safetensors'}",
                       "--json", json.dumps({"prompt": "x", "width": 16, "height": 16, "num_frames": 1, "steps": 1})])
     assert result.exit_code == 2 and "transformer" in result.stderr, result.stderr
+
+
+def test_block_caches_are_refused_before_loading_and_taylorseer_runs(tmp_path):
+    """FirstBlockCache and MagCache look blocks up in diffusers' registry, which lacks HunyuanVideo 1.5's (a canary:
+    a diffusers that registers it fails here); TaylorSeer hooks modules and runs."""
+    from diffusers.hooks._helpers import TransformerBlockRegistry
+    from diffusers.models.transformers.transformer_hunyuan_video15 import HunyuanVideo15TransformerBlock
+
+    with pytest.raises(ValueError, match="not registered"):
+        TransformerBlockRegistry.get(HunyuanVideo15TransformerBlock)
+    request = {"prompt": "x", "width": 16, "height": 16, "num_frames": 1, "steps": 3, "seed": 1, "cfg": 1.0}
+    for kind in ("first_block", "magcache"):
+        result = cli_run(["run", "hunyuan_video_15", "txt2vid", "--model", "tiny", "--out", str(tmp_path / kind),
+                          "--json", json.dumps({**request, "cache": {"type": kind, "mag_ratios": [1.0] * 3}
+                                                if kind == "magcache" else {"type": kind}})])
+        assert result.exit_code == 2 and "cache.type" in result.stderr, result.stderr
+    info = run_json("hunyuan_video_15", "txt2vid", {**request, "cache": {"type": "taylorseer"}}, tmp_path / "t")["info"]
+    assert info["request"]["cache"]["type"] == "taylorseer" and info["steps_done"] == 3

@@ -29,6 +29,9 @@ from codex_diffusers import DiffusersEngine, read_config
 from .v15_params import TASKS, TINY_TARGET_SIZE, bucket_size
 
 I2V_FOLDER = "i2v"
+# step caches whose diffusers hooks look the transformer's blocks up in diffusers' TransformerBlockRegistry, which
+# does not list HunyuanVideo15TransformerBlock: they fail after loading ("not registered"); refused before it
+BLOCK_CACHES = ("first_block", "magcache")
 # diffusers' default for a transformer config without target_size (HunyuanVideo15Transformer3DModel)
 DEFAULT_TARGET_SIZE = 640
 
@@ -91,7 +94,15 @@ class HunyuanVideo15(DiffusersEngine):
     task_default_repos = {"img2vid": "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v"}
     reference_configs = {"480p_t2v": "reference_configs/v15_480p_t2v"}
     gpu_dtype = "bfloat16"
-    tiny_version = "1"
+    tiny_version = "2"  # 2: two transformer blocks (step caches)
+
+    def check_request(self, task: str, params, variant: str | None) -> list[str]:
+        problems = super().check_request(task, params, variant)
+        cache = getattr(params, "cache", None)
+        if cache is not None and cache.type in BLOCK_CACHES:
+            problems.append(f"cache.type: {cache.type!r} needs diffusers' transformer-block registry, which has no "
+                            "HunyuanVideo15TransformerBlock (diffusers 0.42); use taylorseer or pab")
+        return problems
 
     def task_folders(self, source: ModelSource) -> dict[str, Path]:
         if source.kind == "tiny":

@@ -5,7 +5,7 @@ the text-to-video pipeline (``HunyuanVideo15Pipeline``) and ``<dest>/i2v/`` the 
 (``HunyuanVideo15ImageToVideoPipeline``), as the real models are separate checkpoints.
 
 The component classes are the real ones (see reference_configs/): ``HunyuanVideo15Transformer3DModel``
-(patch 1, one double-stream block, one token-refiner layer), ``AutoencoderKLHunyuanVideo15`` with five
+(patch 1, two double-stream blocks: a step cache needs a first block and the rest; one token-refiner layer), ``AutoencoderKLHunyuanVideo15`` with five
 blocks, so spatial stride 16 and temporal stride 4 like the real VAE (the size and frame rules are the
 real ones), a ``Qwen2_5_VLTextModel`` (two layers: the pipeline reads the third hidden state from the
 end) with a byte-level ``Qwen2Tokenizer`` built offline and a Qwen chat template, a T5 encoder with
@@ -108,7 +108,7 @@ def _transformer(task_type: str) -> HunyuanVideo15Transformer3DModel:
     torch.manual_seed(0)
     return HunyuanVideo15Transformer3DModel(
         in_channels=2 * LATENT_CHANNELS + 1, out_channels=LATENT_CHANNELS, num_attention_heads=2, attention_head_dim=16,
-        num_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=TEXT_DIM,
+        num_layers=2, num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=TEXT_DIM,
         text_embed_2_dim=BYT5_DIM, image_embed_dim=IMAGE_DIM, rope_axes_dim=(4, 6, 6), target_size=TARGET_SIZE,
         task_type=task_type)
 
