@@ -1,13 +1,14 @@
 """Speed options on real-size models on a GPU: seconds per step and peak VRAM (a benchmark, not a test).
 
 The models are the real architectures built from the configs the plugins ship
-(``codex_diffusers.sizes.reference_config_dir``: Wan 2.2 TI2V-5B, FLUX.1-dev, LTX-2) with random weights:
+(``codex_diffusers.sizes.reference_config_dir``: Wan 2.2 TI2V-5B, FLUX.1-dev, LTX-2, HunyuanVideo 1.5 480p) with random weights:
 nothing is downloaded. Each is written once as a diffusers folder (random weights in bf16, the
 tiny models' offline tokenizers: their ids fit the real vocabularies) and run through codex's own
 ``orchestrator.run(..., RunOptions(model=<folder>))`` once per option:
 
 - ``none``: no option;
-- ``cache first_block``: the request's ``cache`` field at the engine's ``--preset fast`` threshold;
+- ``cache first_block``: the request's ``cache`` field at the engine's ``--preset fast`` threshold (n/a for an
+  engine whose blocks diffusers' first-block cache cannot hook);
 - ``weights fp8``: ``Runtime(weights="fp8")`` (float8 storage, layerwise casting to bf16);
 - ``offload model`` / ``offload group``: ``Runtime(offload=...)``;
 - ``offload auto``: the planner's choice for this device (info.memory_plan);
@@ -64,6 +65,13 @@ CASES = {
               "num_frames": 121, "steps": 10, "seed": 7},
              {"width": 64, "height": 64, "num_frames": 9, "steps": 2, "max_sequence_length": 128},
              None),
+    # HunyuanVideo 1.5 480p at the pipeline's own 480p size and frames (848x480 = the 16:9 bucket of target_size 640,
+    # 121 frames); no first_block cache: diffusers cannot hook its blocks (codex_hunyuan.v15.BLOCK_CACHES)
+    "hunyuan_video_15": ("txt2vid",
+                         {"prompt": "a red fox running in snow", "width": 848, "height": 480, "num_frames": 121,
+                          "steps": 10, "seed": 7},
+                         {"width": 48, "height": 32, "num_frames": 5, "steps": 2},
+                         None),
 }
 # option: (Runtime fields, request fields); "cache" is filled per engine
 OPTIONS = {
@@ -111,8 +119,8 @@ def build_random_folder(configs: Path, tokenizers: Path, dest: Path, device: str
             gc.collect()
             if device == "cuda":
                 torch.cuda.empty_cache()
-        elif (source / "scheduler_config.json").is_file():
-            shutil.copytree(source, staging / name)
+        elif (source / "scheduler_config.json").is_file() or (source / "guider_config.json").is_file():
+            shutil.copytree(source, staging / name)  # configs only: a scheduler, a guider (HunyuanVideo 1.5)
         elif name in tiny_index and (tokenizers / name).is_dir():  # a tokenizer: the tiny model's, offline
             shutil.copytree(tokenizers / name, staging / name)
             index[name] = tiny_index[name]
@@ -163,7 +171,7 @@ def bench_option(engine: str, folder: Path, option: str, dry_run: bool) -> dict:
     task, request, tiny_request, fast_cache = CASES[engine]
     runtime_fields, request_fields = OPTIONS[option]
     if "cache" in request_fields and fast_cache is None:
-        return {"note": f"n/a: {engine} takes no step cache"}
+        return {"note": f"n/a: {engine} has no first_block cache"}
     request = {**request, **(tiny_request if dry_run else {}),
                **{key: fast_cache if key == "cache" else value for key, value in request_fields.items()}}
     runtime, reason = runtime_for(runtime_fields, dry_run)

@@ -13,8 +13,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ("none", "cache first_block", "weights fp8", "offload model", "offload group", "offload auto",
            "compile regional")
-ENGINES = ("wan_ti2v_5b", "flux", "ltx2")
-NO_CACHE = ("ltx2",)  # engines without a step cache field: that option is n/a
+ENGINES = ("wan_ti2v_5b", "flux", "ltx2", "hunyuan_video_15")
+NO_CACHE = ("ltx2", "hunyuan_video_15")  # engines without a first_block step cache: that option is n/a
 
 
 def test_dry_run_prints_a_table_with_a_row_per_engine_and_option(tmp_path):
@@ -33,7 +33,7 @@ def test_dry_run_prints_a_table_with_a_row_per_engine_and_option(tmp_path):
         if row[1] in ("offload model", "offload group"):
             assert row[2] == "n/a on the CPU (needs a GPU)"
         elif row[1] == "cache first_block" and row[0].split()[0] in NO_CACHE:
-            assert row[2] == f"n/a: {row[0].split()[0]} takes no step cache"
+            assert row[2] == f"n/a: {row[0].split()[0]} has no first_block cache"
         else:  # offload auto runs: on the CPU its plan keeps everything in place  # measured: the steady step time, the ratio to no option, the stage times
             assert re.fullmatch(r"\d+\.\d{3} s", row[2]) and re.fullmatch(r"\d+\.\d{2}", row[3]), row
             assert row[0].endswith("2 steps") and row[7] == "-"  # no VRAM on the CPU

@@ -40,6 +40,9 @@ PUBLISHED = {
     # LTX-2: "19B" audio-video transformer (model card; ltx-core: 14B video + 5B audio stream), Gemma-3 12B
     # (google/gemma-3-12b-it: 12.2B with its SigLIP tower)
     "ltx2": {"transformer": 19e9, "text_encoder": 12.2e9},
+    # HunyuanVideo 1.5: "8.3B parameters" (the model card); Qwen2.5-VL-7B's language model without its head: Qwen2.5-7B's
+    # published 7.61B less the 0.545B lm_head (152064 x 3584)
+    "hunyuan_video_15": {"transformer": 8.3e9, "text_encoder": 7.07e9},
 }
 
 

@@ -187,8 +187,9 @@ class DiffusersEngine(Engine):
 
     # task -> diffusers pipeline class name; the first task's class loads the checkpoint
     pipelines: ClassVar[Mapping[str, str]] = {}
-    # request field -> pipeline argument, for an engine's own fields (see CANONICAL_ARGUMENTS)
-    arguments: ClassVar[Mapping[str, str]] = {}
+    # request field -> pipeline argument, for an engine's own fields (see CANONICAL_ARGUMENTS); None: a field
+    # the engine applies itself, not a call argument (e.g. a guidance scale that lives in a guider component)
+    arguments: ClassVar[Mapping[str, str | None]] = {}
     # canonical fields the pipeline has no argument for, because its inputs decide them (field -> why), e.g.
     # wan_animate's num_frames: the pose video's length. Validated and recorded, never passed.
     unpassed_fields: ClassVar[Mapping[str, str]] = {}
@@ -539,7 +540,7 @@ class DiffusersEngine(Engine):
         accepted = accepted_arguments(pipe)
         arguments = {argument: getattr(params, field)
                      for field, argument in {**CANONICAL_ARGUMENTS, **self.arguments}.items()
-                     if field in fields and field not in self.unpassed_fields}
+                     if field in fields and field not in self.unpassed_fields and argument is not None}
         if arguments.get("negative_prompt") == "":
             del arguments["negative_prompt"]
         if "true_cfg" in fields:

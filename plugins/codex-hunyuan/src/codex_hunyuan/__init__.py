@@ -1,1 +1,1 @@
-"""Codex engine for HunyuanVideo (``hunyuan_video``): text-to-video and image-to-video."""
+"""Codex engines for HunyuanVideo (``hunyuan_video``) and HunyuanVideo 1.5 (``hunyuan_video_15``)."""
