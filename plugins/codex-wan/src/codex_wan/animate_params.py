@@ -39,12 +39,17 @@ def _facts(value: Any):
     """The probed facts of a video path, or None when it is not readable (its own field says why)."""
     if not isinstance(value, str):
         return None
-    from codex_core.videos import probe_video
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from codex_core import probe_video
 
     try:
-        return probe_video(value)
-    except (ValueError, OSError):  # PydanticCustomError is a ValueError
+        facts = probe_video(Path(value).expanduser())
+    except (ValueError, OSError, RuntimeError, StopIteration):  # unreadable: the field's own check says so
         return None
+    return SimpleNamespace(frames=facts["frames"], fps=float(facts["fps"]),
+                           size=(int(facts["width"]), int(facts["height"])))
 
 
 class WanAnimateParams(VideoFields, Params, LoraFields):
