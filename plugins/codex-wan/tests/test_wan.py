@@ -79,10 +79,10 @@ T2V_A14B_CASES = {
 I2V_A14B_CASES = {
     "img2vid": {"prompt": "the fox turns its head", "init_image": "{tmp}/init.png", "width": 32, "height": 32,
                 "num_frames": 5, "steps": 3, "seed": 9, "cfg_2": 2.0},
-    # first and last frame of other sizes (64x64, 32x32), both resized to 48x32; shift 5, 2 Euler steps: t = 999
-    # (high-noise expert), then below the 900 boundary (low-noise expert)
+    # first and last frame of other sizes (64x64, 32x32), both resized to 48x32; 3 Euler steps at shift 5, so that
+    # both experts run and a lower boundary_ratio moves a step from one to the other
     "flf2vid": {"prompt": "the fox walks away", "init_image": "{tmp}/init.png", "last_image": "{tmp}/small.png",
-                "width": 48, "height": 32, "num_frames": 5, "steps": 2, "seed": 11, "sampler": "Euler"},
+                "width": 48, "height": 32, "num_frames": 5, "steps": 3, "seed": 11, "sampler": "Euler"},
 }
 
 VIDEO_BAD_REQUESTS = [
