@@ -177,3 +177,57 @@ def test_a_window_off_the_registers_fails_inside_diffusers():
     pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)
     with pytest.raises(ValueError, match="divisible by the number of learnable registers"):
         pipe("x", width=64, height=64, num_frames=9, num_inference_steps=2, max_sequence_length=100)
+
+
+# -- the sound in the files ---------------------------------------------------------------------------------
+
+
+def test_the_mp4_carries_the_sound_as_aac_and_replay_check_is_identical(tmp_path, outputs):
+    """The video stream has the asked frames and fps, the AAC stream the clip's duration and the samples the
+    engine returned (as closely as AAC keeps them); info's hash is the PCM's; `replay --check` is identical."""
+    import hashlib
+    from pathlib import Path
+
+    from codex_core import probe_video
+    from codex_core.testing import decoded_audio, media_streams
+
+    request = {**TestLTX2.cases["txt2vid"], "fps": 8.0}
+    result = run_json("ltx2", "txt2vid", request, tmp_path / "out", "tiny")
+    info, audio = result["info"], outputs[-1].audio
+    mp4 = Path(info["video"]["path"])
+    streams = media_streams(mp4)
+    assert any("Video: h264" in line for line in streams) and any("Audio: aac" in line for line in streams), streams
+    seen = probe_video(mp4)
+    assert (seen["frames"], seen["fps"]) == (9, 8.0)
+    assert info["audio"]["sha256"] == hashlib.sha256(audio.samples.astype("<f4").tobytes()).hexdigest()
+    assert (info["audio"]["sample_rate"], info["audio"]["channels"]) == (24000, 2)
+    decoded = np.frombuffer(decoded_audio(mp4, 2, 24000), "<f4").reshape(-1, 2).T
+    # AAC frames pad the end: the decoded track is at least the clip and at most one 1024-sample frame longer
+    assert audio.samples.shape[1] <= decoded.shape[1] <= audio.samples.shape[1] + 1024
+    assert abs(decoded.shape[1] / 24000 - 9 / 8.0) < 0.1
+    replay = cli_run(["replay", str(mp4.parent), "--out", str(tmp_path / "again"), "--quiet", "--check"])
+    assert replay.exit_code == 0, replay.stderr
+    check = json.loads(replay.stdout)["check"]
+    assert check["identical"] is True and check["audio"]["identical"] is True
+
+
+def test_audio_false_gives_a_silent_mp4(tmp_path):
+    from pathlib import Path
+
+    from codex_core.testing import media_streams
+
+    result = run_json("ltx2", "txt2vid", {**TestLTX2.cases["txt2vid"], "audio": False}, tmp_path / "out", "tiny")
+    streams = media_streams(Path(result["info"]["video"]["path"]))
+    assert any("Video: h264" in line for line in streams)
+    assert not any("Audio:" in line for line in streams), streams
+    assert result["info"]["audio"]["dropped"] is True
+
+
+def test_the_memory_plan_counts_the_sound_components():
+    """`--offload auto` sizes every weight the pipeline puts on the device: the audio VAE, the vocoder and the text
+    connectors too, not only the transformer, text encoder and video VAE."""
+    from codex_diffusers.sizes import component_sizes, reference_config_dir
+
+    sizes = component_sizes(reference_config_dir("ltx2"))
+    assert {"audio_vae", "vocoder", "connectors", "transformer", "text_encoder", "vae"} <= set(sizes)
+    assert all(sizes[name].parameters > 10e6 for name in ("audio_vae", "vocoder", "connectors"))

@@ -304,14 +304,16 @@ def test_the_vid2vid_tab_takes_an_uploaded_video_and_plays_the_result(page, serv
     page.screenshot(path=SCREENS / "sleepy-vid2vid-upload.png", full_page=True)
 
 
-def test_a_video_with_sound_plays_with_its_audio_track(page, service):
-    """The tone test engine's video (a sine per seed, AAC in the MP4): the result player is not muted and, once
-    played a moment (muted: a headless page may not start sound), reports an audio track."""
-    choose(page, "codex-engine", "tone — test")
+def test_an_ltx2_video_plays_with_its_sound(page, service):
+    """LTX-2 on its tiny model (a sound track from its audio VAE and vocoder, AAC in the MP4): the result player is
+    not muted and, once played a moment (muted: a headless page may not start sound), reports an audio track."""
+    choose(page, "codex-engine", "ltx2 — ltx-2")
     expect(page.locator("#codex-tabs button[role=tab]", has_text="txt2vid")).to_be_visible(timeout=SLOW_UI)
     choose(page, "codex-model", "tiny (random weights, for tests)")
-    fill(page, {"prompt": "a bell", "num_frames": 9, "fps": 8, "seed": 4}, "txt2vid")
+    fill(page, {"prompt": "a bell rings", "width": 64, "height": 64, "num_frames": 9, "fps": 8, "steps": 2,
+                "max_sequence_length": 128, "seed": 4}, "txt2vid")
     page.keyboard.press("Control+Enter")
+    expect(page.locator("#codex-status")).to_contain_text("done", timeout=120_000)
     video = page.locator("#codex-video video")
     video.wait_for()
     page.wait_for_function("() => { const v = document.querySelector('#codex-video video'); "
@@ -328,7 +330,7 @@ def test_a_video_with_sound_plays_with_its_audio_track(page, service):
     assert has_audio, "the <video> element reports no audio track"
     expect(page.locator("#codex-info")).to_contain_text('"sample_rate": 24000')
     SCREENS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENS / "tone-txt2vid-sound.png", full_page=True)
+    page.screenshot(path=SCREENS / "ltx2-txt2vid-sound.png", full_page=True)
 
 
 def test_a_long_run_shows_previews_esc_keeps_its_image_and_shift_esc_cancels(page, service):

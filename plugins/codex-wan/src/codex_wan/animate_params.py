@@ -39,17 +39,12 @@ def _facts(value: Any):
     """The probed facts of a video path, or None when it is not readable (its own field says why)."""
     if not isinstance(value, str):
         return None
-    from pathlib import Path
-    from types import SimpleNamespace
-
-    from codex_core import probe_video
+    from codex_core import probe_input_video
 
     try:
-        facts = probe_video(Path(value).expanduser())
-    except (ValueError, OSError, RuntimeError, StopIteration):  # unreadable: the field's own check says so
+        return probe_input_video(value)  # cached per file version: the field's own validator probed it already
+    except ValueError:  # unreadable: the field's own check says so
         return None
-    return SimpleNamespace(frames=facts["frames"], fps=float(facts["fps"]),
-                           size=(int(facts["width"]), int(facts["height"])))
 
 
 class WanAnimateParams(VideoFields, Params, LoraFields):

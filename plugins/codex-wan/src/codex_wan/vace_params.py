@@ -20,7 +20,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core import INPUT_FILE, ImagePath, Params, Txt2VidParams, VideoFields, VideoPath
+from codex_core import INPUT_FILE, ImagePath, Params, Txt2VidParams, VideoFields, VideoPath, check_matching_videos
 from codex_diffusers import CacheFields, LoraFields, NoInitImage, flow_shift_field
 
 # A cap of ours, not the model's: each reference image adds a latent frame to every denoising step, and
@@ -29,13 +29,12 @@ MAX_REFERENCE_IMAGES = 3
 
 
 def _facts(value: str) -> tuple[int, int, int]:
-    """(frames, width, height) of a video field's file, which its VideoPath validator has already found readable.
-    Our own small check of mask against video (the core exports no cached prober of input videos yet): the
-    bundled ffmpeg decodes the file once more to count its frames."""
-    from codex_core import probe_video, user_path
+    """(frames, width, height) of a video field's file, which its VideoPath validator has already probed (the
+    probe is cached per file version: no second pass over the file)."""
+    from codex_core import probe_input_video
 
-    facts = probe_video(user_path(value))
-    return facts["frames"], facts["width"], facts["height"]
+    facts = probe_input_video(value)
+    return facts.frames, facts.width, facts.height
 
 
 def _conditioning_scale():
@@ -77,15 +76,8 @@ class VaceVid2Vid(_Vace, VideoFields, Params):
 
     @model_validator(mode="after")
     def _videos_agree(self):
+        check_matching_videos(self, "init_video", "mask_video")  # same frames and size, else both fields named
         video = _facts(self.init_video)
-        if self.mask_video is not None:
-            mask = _facts(self.mask_video)
-            if mask != video:
-                raise PydanticCustomError(
-                    "mask_video", "mask_video: its {mask_frames} frames of {mask_size} differ from init_video's "
-                    "{frames} frames of {size}; give both videos the same frame count and size",
-                    {"mask_frames": mask[0], "mask_size": "x".join(map(str, mask[1:])),
-                     "frames": video[0], "size": "x".join(map(str, video[1:]))})
         frames, stride = video[0], self.frame_multiple
         if self.num_frames is None:
             if frames % stride != 1:
