@@ -35,10 +35,13 @@ CLASSES = {"txt2vid": LTX2Pipeline, "img2vid": LTX2ImageToVideoPipeline}
 SMALL = {"width": 64, "height": 64, "num_frames": 9, "steps": 2, "max_sequence_length": 128}
 
 
-def direct_output(task: str, request: dict, model_dir):
+def direct_output(task: str, request: dict, model_dir, prepare=None):
     """The same call on diffusers, spelled out: the guidance codex promises (the sound's modality and rescale terms
-    equal to the video's, spatio-temporal guidance off, LTX-2.0's per-modality cross-attention timestep)."""
+    equal to the video's, spatio-temporal guidance off, LTX-2.0's per-modality cross-attention timestep).
+    ``prepare(pipe)``: a change to the pipeline first (a LoRA)."""
     pipe, checkpoint_config = direct_pipe(CLASSES[task], model_dir)
+    if prepare is not None:
+        prepare(pipe)
     scheduler_cls, flags = SCHEDULERS[request["sampler"]]
     pipe.scheduler = scheduler_cls.from_config(checkpoint_config, **flags)
     kwargs = dict(prompt=request["prompt"], negative_prompt=request["negative_prompt"] or None,
@@ -231,3 +234,32 @@ def test_the_memory_plan_counts_the_sound_components():
     sizes = component_sizes(reference_config_dir("ltx2"))
     assert {"audio_vae", "vocoder", "connectors", "transformer", "text_encoder", "vae"} <= set(sizes)
     assert all(sizes[name].parameters > 10e6 for name in ("audio_vae", "vocoder", "connectors"))
+
+
+def test_a_lora_equals_diffusers_own_load_and_is_undone_after_the_run(tmp_path, outputs):
+    """A PEFT LoRA on the tiny transformer's attention, loaded by codex, gives diffusers' own load_lora_weights
+    call's frames and sound; the next run without it gives the plain run's."""
+    from codex_diffusers.testing import write_transformer_lora
+
+    lora = write_transformer_lora("LTX2Pipeline", tiny_model_dir("ltx2"), tmp_path, ["to_q", "to_k", "to_v"],
+                                  "tiny_lora.safetensors")
+    assert LTX2().lora_problem(lora) is None  # codex models lists it as an ltx2 LoRA
+    request = TestLTX2.cases["txt2vid"]
+    runs = {}
+    for name, extra in (("plain", {}), ("styled", {"loras": [{"path": str(lora), "scale": 1.0}]}), ("again", {})):
+        runs[name] = run_json("ltx2", "txt2vid", {**request, **extra}, tmp_path / name)
+        runs[name]["frames"] = np.stack([np.asarray(frame) for frame in outputs[-1].frames])
+        runs[name]["audio"] = outputs[-1].audio.samples
+    assert not np.array_equal(runs["plain"]["frames"], runs["styled"]["frames"])
+    assert np.array_equal(runs["plain"]["frames"], runs["again"]["frames"])
+    assert np.array_equal(runs["plain"]["audio"], runs["again"]["audio"])
+    assert runs["styled"]["info"]["notes"]["loras"]["count"] == 1
+
+    def with_lora(pipe):
+        pipe.load_lora_weights(str(tmp_path), weight_name="tiny_lora.safetensors", adapter_name="tiny")
+        pipe.set_adapters(["tiny"], [1.0])
+
+    direct = direct_output("txt2vid", runs["styled"]["info"]["request"], tiny_model_dir("ltx2"), with_lora)
+    expected = np.stack([np.asarray(frame) for frame in direct.frames[0]])
+    assert np.array_equal(expected, runs["styled"]["frames"])
+    assert np.array_equal(direct.audio[0].float().numpy(), runs["styled"]["audio"])

@@ -24,6 +24,8 @@ class LTX2(DiffusersEngine):
     # the audio-to-video cross-attention gate's modulation, which only LTX-2's transformer has: diffusers' name
     # and the original / ComfyUI one (after its model.diffusion_model. prefix)
     component_markers = {"transformer": ("av_cross_attn_video_a2v_gate.", "av_ca_a2v_gate_adaln_single.")}
+    # LoRAs through diffusers' LTX2LoraLoaderMixin: diffusers-format keys, or the original / ComfyUI ones
+    lora_prefixes = ("transformer.", "diffusion_model.transformer_blocks")
     key = "ltx2"
     family = "ltx-2"
     description = ("LTX-2 (Lightricks): text- and image-to-video with synchronized sound, a 19B audio-video "

@@ -24,12 +24,12 @@ from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from codex_core import AudioFields, Img2VidParams, Txt2VidParams, VideoFields
-from codex_diffusers import NoInitImage
+from codex_diffusers import LoraFields, NoInitImage
 
 REGISTERS = 128  # num_learnable_registers of the published LTX-2 text connectors (video and audio)
 
 
-class _LTX2Fields(VideoFields, AudioFields):
+class _LTX2Fields(VideoFields, AudioFields, LoraFields):
     show_after = {"audio_cfg": "cfg", "modality_scale": "audio_cfg", "guidance_rescale": "modality_scale"}
     size_multiple = 32  # VAE stride 32 x transformer patch 1
     frame_multiple = 8
