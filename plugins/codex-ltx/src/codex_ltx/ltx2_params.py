@@ -2,7 +2,8 @@
 
 Shape rules (checked before anything loads): the LTX-2 video VAE compresses 32x in space and 8x in
 time and the transformer's patch is 1x1x1, so ``width``/``height`` are multiples of 32 (diffusers
-raises otherwise) and ``num_frames`` is 8k+1 (diffusers would silently decode fewer frames).
+raises otherwise) and ``num_frames`` is 8k+1 (diffusers would silently decode fewer frames); at least 64 px a side
+and 2 steps (fewer fail inside diffusers: see the fields).
 
 Guidance, as ``LTX2Pipeline.__call__`` uses it (every term works on the x0 prediction, per modality):
 ``cfg`` is classifier-free guidance of the video against ``negative_prompt`` and ``audio_cfg`` the
@@ -34,7 +35,12 @@ class _LTX2Fields(VideoFields, AudioFields, LoraFields):
     size_multiple = 32  # VAE stride 32 x transformer patch 1
     frame_multiple = 8
 
-    steps: int = Field(ge=1, le=1000, description="Denoising steps.")
+    # The pipeline's schedule is linspace(1, 1/steps): one step is sigma 1.0 alone, and the checkpoint's
+    # scheduler stretches sigmas to its terminal value by dividing by (1 - the last sigma): NaN frames and sound.
+    steps: int = Field(ge=2, le=1000, description="Denoising steps (at least 2).")
+    # The video VAE's decoder pads with reflection, which needs at least 2 latent pixels (64 px at stride 32).
+    width: int = Field(ge=64, le=8192, description="Frame width in pixels (a multiple of 32, at least 64).")
+    height: int = Field(ge=64, le=8192, description="Frame height in pixels (a multiple of 32, at least 64).")
     fps: float = Field(ge=1.0, le=240.0, description="Frames per second: the exported video's rate, the clip's "
                                                      "duration (hence the sound's) and the model's frame_rate.")
     audio_cfg: float = Field(ge=1.0, le=30.0, description="Classifier-free guidance of the sound against the "
