@@ -233,7 +233,7 @@ def test_audio_false_gives_a_silent_mp4(tmp_path):
 def test_the_memory_plan_counts_the_sound_components():
     """`--offload auto` sizes every weight the pipeline puts on the device: the audio VAE, the vocoder and the text
     connectors too, not only the transformer, text encoder and video VAE."""
-    from codex_diffusers.sizes import component_sizes, reference_config_dir
+    from codex_diffusers import component_sizes, reference_config_dir
 
     sizes = component_sizes(reference_config_dir("ltx2"))
     assert {"audio_vae", "vocoder", "connectors", "transformer", "text_encoder", "vae"} <= set(sizes)
