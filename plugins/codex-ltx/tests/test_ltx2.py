@@ -38,9 +38,14 @@ SMALL = {"width": 64, "height": 64, "num_frames": 9, "steps": 2, "max_sequence_l
 def direct_output(task: str, request: dict, model_dir, prepare=None):
     """The same call on diffusers, spelled out: the guidance codex promises (the sound's modality and rescale terms
     equal to the video's, spatio-temporal guidance off, LTX-2.0's per-modality cross-attention timestep).
-    ``prepare(pipe)``: a change to the pipeline first (a LoRA)."""
-    pipe, checkpoint_config = direct_pipe(CLASSES[task], model_dir)
-    if prepare is not None:
+    ``prepare(pipe)``: a change to the pipeline first (a LoRA), made on a pipeline of its own: the shared one that
+    direct_pipe caches must stay as the checkpoint is for the other tests, whatever order they run in."""
+    if prepare is None:
+        pipe, checkpoint_config = direct_pipe(CLASSES[task], model_dir)
+    else:
+        pipe = CLASSES[task].from_pretrained(model_dir)
+        pipe.set_progress_bar_config(disable=True)
+        checkpoint_config = dict(pipe.scheduler.config)
         prepare(pipe)
     scheduler_cls, flags = SCHEDULERS[request["sampler"]]
     pipe.scheduler = scheduler_cls.from_config(checkpoint_config, **flags)
