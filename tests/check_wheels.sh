@@ -23,7 +23,7 @@ PLUGINS=(
   'flux    | flux                                 | flux          | txt2img | png | {"prompt":"x","seed":1,"width":32,"height":32,"steps":2,"max_sequence_length":16}'
   'flux2   | flux2 flux2_klein                    | flux2_klein   | txt2img | png | {"prompt":"x","seed":1,"width":32,"height":32,"steps":2,"max_sequence_length":32}'
   'wan     | wan_ti2v_5b wan_t2v_14b wan_i2v_14b wan_vace wan_animate | wan_ti2v_5b | img2vid | mp4 | {"prompt":"x","init_image":"{init}","seed":1,"width":32,"height":32,"num_frames":5,"steps":2}'
-  'hunyuan | hunyuan_video                        | hunyuan_video | txt2vid | mp4 | {"prompt":"x","seed":1,"width":32,"height":16,"num_frames":5,"steps":2}'
+  'hunyuan | hunyuan_video hunyuan_video_15       | hunyuan_video | txt2vid | mp4 | {"prompt":"x","seed":1,"width":32,"height":16,"num_frames":5,"steps":2}'
   'svd     | svd                                  | svd           | img2vid | mp4 | {"init_image":"{init}","seed":1,"width":32,"height":32,"num_frames":3,"steps":2}'
   'ltx     | ltx_video ltx2                       | ltx2          | txt2vid | mp4 | {"prompt":"x","seed":1,"width":64,"height":64,"num_frames":9,"steps":2,"max_sequence_length":128,"modality_scale":1.0}'
   'qwen    | qwen_image                           | qwen_image    | txt2img | png | {"prompt":"x","seed":1,"width":32,"height":32,"steps":2,"max_sequence_length":16}'
