@@ -87,7 +87,9 @@ def parameter_problems(preprocessor: Preprocessor, values: dict[str, Any], field
 
 
 def _problem(preprocessor: Preprocessor, error: dict[str, Any], field: str) -> str:
-    where = ".".join([field, *(str(part) for part in error["loc"])]) if error["loc"] else field
+    parameter = ".".join(str(part) for part in error["loc"])
+    # a request field reads "controls.0.preprocess_params.low_threshold", a CLI option "--param low_threshold"
+    where = field if not parameter else f"{field} {parameter}" if field.startswith("--") else f"{field}.{parameter}"
     if error["type"] == "extra_forbidden":
         allowed = ", ".join(preprocessor.parameters.model_fields) or "none"
         return f"{where}: {preprocessor.name} has no such parameter; its parameters: {allowed}"
