@@ -52,6 +52,7 @@ _EXPORTS = {
     # control images: preprocessors (codex_register_preprocessors) and the request's controls field
     "Preprocessor": "preprocessors", "PreprocessorParams": "preprocessors",
     "installed_preprocessors": "preprocessors:installed", "run_preprocessor": "preprocessors:run",
+    "ControlSpec": "controls", "ControlFields": "controls", "MAX_CONTROLS": "controls",
     # what is installed
     "get_engine": "registry", "installed_engines": "registry:engines", "samplers_for": "registry",
     "installed_samplers": "registry:samplers", "installed_sampler_names": "registry:sampler_names",
