@@ -62,10 +62,16 @@ class Preprocessor:
 
 
 def installed() -> dict[str, Preprocessor]:
-    """Every registered preprocessor by name (first registration wins, as for exporters)."""
-    from .registry import preprocessors
+    """Every registered preprocessor by name (``codex_register_preprocessors``; collected once per process; a
+    name registered twice keeps the first registration pluggy calls, as for exporters)."""
+    from .plugins import contribution, first_wins, valid_registrations
 
-    return preprocessors()
+    def collect() -> dict[str, Preprocessor]:
+        valid = valid_registrations("codex_register_preprocessors", "preprocessor", Preprocessor)
+        return {name: item for name, (_, item) in first_wins("preprocessor", valid, lambda p: p.name,
+                                                              lambda p: p.name).items()}
+
+    return contribution("preprocessors", collect)
 
 
 def get(name: str, field: str = "preprocess") -> Preprocessor:

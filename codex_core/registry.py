@@ -131,18 +131,5 @@ def _collect_exporters() -> dict[str, Any]:
     return {name: exporter for name, (_, exporter) in table.items()}
 
 
-def preprocessors() -> dict[str, Any]:
-    """Control-image preprocessors by name (``codex_register_preprocessors``)."""
-    return contribution("preprocessors", _collect_preprocessors)
-
-
-def _collect_preprocessors() -> dict[str, Any]:
-    from .preprocessors import Preprocessor
-
-    valid = valid_registrations("codex_register_preprocessors", "preprocessor", Preprocessor)
-    table = first_wins("preprocessor", valid, lambda p: p.name, lambda p: p.name)
-    return {name: preprocessor for name, (_, preprocessor) in table.items()}
-
-
 def register_commands(cli: Callable) -> None:
     call_hook("codex_register_commands", {"cli": cli})
