@@ -292,7 +292,7 @@ def describe(kinds: Iterable[str] = KINDS, engine_key: str | None = None, hashes
 def _row(found: ModelFile, installed: list, hashes: bool, progress: Callable[[str], None] | None) -> dict[str, Any]:
     row: dict[str, Any] = {"kind": found.kind, "name": found.name, "format": found.format, "bytes": found.bytes,
                            "path": str(found.path), "hash": None, "engines": [], "family": None, "problem": None}
-    if found.format == "pickle":
+    if found.format == "pickle" and found.kind != "annotators":  # annotator weights are .pth files by nature
         row["problem"] = "pickle file: not opened (pass it with --allow-pickle to use it)"
     else:
         try:

@@ -191,8 +191,11 @@ def installs(tmp_path, monkeypatch):
 def test_codex_models_lists_controlnets_annotators_and_image_encoders_of_every_layout(installs):
     result = cli_run(["models", "--json", "--no-hash"])
     assert result.exit_code == 0, result.stderr
-    listed = {(row["kind"], row["name"]): Path(row["path"]) for row in json.loads(result.stdout)}
+    rows = json.loads(result.stdout)
+    listed = {(row["kind"], row["name"]): Path(row["path"]) for row in rows}
     assert listed == installs
+    # no engine runs these files by itself, and an annotator's .pth is not offered as an --allow-pickle model
+    assert all(row["engines"] == [] and row["problem"] is None for row in rows)
     only = json.loads(cli_run(["models", "--json", "--no-hash", "--kind", "controlnet"]).stdout)
     assert {row["name"] for row in only} == {"canny", "control_v11p_sd15_openpose", "union-xl", "depth-xl"}
     table = cli_run(["models", "--no-hash", "--kind", "clip_vision"]).stdout
