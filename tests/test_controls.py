@@ -65,8 +65,8 @@ def test_each_control_image_is_an_input_file_recorded_and_found_again_by_replay(
     records = input_records(params)
     assert set(records) == {"controls.0.image", "controls.1.image"} and len(records["controls.1.image"]["sha256"]) == 64
     # a replay from another folder reads the files where the run found them
-    info = {"request": {**BASE, "controls": [{"model": "a", "image": "edges.png"}, {"model": "b", "image": "pose.png"}]},
-            "inputs": records}
+    controls = [{"model": "a", "image": "edges.png"}, {"model": "b", "image": "pose.png"}]
+    info = {"request": {**BASE, "controls": controls}, "inputs": records}
     replayed = request_with_inputs(info)
     assert [c["image"] for c in replayed["controls"]] == [str(Path(pictures["edges"]).resolve()),
                                                           str(Path(pictures["pose"]).resolve())]
@@ -167,7 +167,8 @@ def installs(tmp_path, monkeypatch):
         ("codex", "controlnet", "canny"): "controlnet/canny.safetensors",
         ("codex", "annotators", "midas/dpt_hybrid-midas-501f0c75"): "annotators/midas/dpt_hybrid-midas-501f0c75.pt",
         ("codex", "clip_vision", "vit-h"): "clip_vision/vit-h.safetensors",
-        ("a1111", "controlnet", "control_v11p_sd15_openpose"): "models/ControlNet/control_v11p_sd15_openpose.safetensors",
+        ("a1111", "controlnet", "control_v11p_sd15_openpose"):
+            "models/ControlNet/control_v11p_sd15_openpose.safetensors",
         ("a1111", "annotators", "openpose/body_pose_model"):
             "extensions/sd-webui-controlnet/annotator/downloads/openpose/body_pose_model.pth",
         ("a1111", "clip_vision", "clip_h"): "extensions/sd-webui-controlnet/annotator/clip_vision/clip_h.safetensors",

@@ -239,7 +239,8 @@ from PIL import Image
 Image.new("RGB", (16, 16), (9, 9, 9)).save(sys.argv[1] + "/in.png")
 codes = [cli_run(["preprocess", "--list"]).exit_code,
          cli_run(["preprocess", "canny", sys.argv[1] + "/in.png", "--out", sys.argv[1]]).exit_code]
-print(json.dumps({"codes": codes, "heavy": sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules)}))
+heavy = sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules)
+print(json.dumps({"codes": codes, "heavy": heavy}))
 """
     import subprocess
     import sys

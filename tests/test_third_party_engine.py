@@ -215,7 +215,8 @@ def _exercise_preprocessors(codex, tmp_path):
 
 EXERCISES = {"codex_register_engines": _exercise_engines, "codex_register_samplers": _exercise_samplers,
              "codex_register_exporters": _exercise_exporters, "codex_register_commands": _exercise_commands,
-             "codex_register_run_options": _exercise_run_options, "codex_register_preprocessors": _exercise_preprocessors}
+             "codex_register_run_options": _exercise_run_options,
+             "codex_register_preprocessors": _exercise_preprocessors}
 
 
 @pytest.mark.parametrize("hook", sorted(name for name in dir(__import__("codex_core.hookspecs").hookspecs)
