@@ -19,7 +19,7 @@ from .hookspecs import hookimpl
 from .lazy import lazy_exports
 
 __version__ = "0.1.0"
-API_VERSION = "1.2"
+API_VERSION = "1.3"
 # The modules plugins may import besides the package itself.
 API_MODULES = ("codex_core.testing",)
 
@@ -49,6 +49,10 @@ _EXPORTS = {
     # other plugin kinds: run options, samplers, exporters
     "RunOption": "run_options", "SamplerDef": "samplers", "ScheduleType": "samplers", "SamplerName": "samplers",
     "Exporter": "exporters",
+    # control images: preprocessors (codex_register_preprocessors) and the request's controls field
+    "Preprocessor": "preprocessors", "PreprocessorParams": "preprocessors",
+    "installed_preprocessors": "preprocessors:installed", "run_preprocessor": "preprocessors:run",
+    "ControlSpec": "controls", "ControlFields": "controls", "MAX_CONTROLS": "controls",
     # what is installed
     "get_engine": "registry", "installed_engines": "registry:engines", "samplers_for": "registry",
     "installed_samplers": "registry:samplers", "installed_sampler_names": "registry:sampler_names",

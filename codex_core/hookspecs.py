@@ -28,5 +28,10 @@ def codex_register_run_options(register):
 
 
 @hookspec
+def codex_register_preprocessors(register):
+    """Register control-image preprocessors: ``register(Preprocessor(...))`` once per name (canny, depth, ...)."""
+
+
+@hookspec
 def codex_register_commands(cli):
     """Add commands to the ``codex`` click group."""

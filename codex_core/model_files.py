@@ -3,10 +3,14 @@
 A models root has one folder per kind, in the layout of the tool that made it:
 
 - ``codex`` (``$CODEX_MODELS_DIR``, default ``./models``): ``checkpoints``, ``diffusion_models``,
-  ``loras``, ``vae``, ``embeddings`` (ComfyUI's names, without its ``models/`` level);
+  ``loras``, ``vae``, ``embeddings``, ``controlnet``, ``clip_vision`` (ComfyUI's names, without its ``models/``
+  level) and ``annotators`` (the weights of control-image preprocessors);
 - ``comfyui``: the same under ``models/`` (plus ``models/unet``, its older name for diffusion models);
+  annotators where comfyui_controlnet_aux downloads them, ``custom_nodes/comfyui_controlnet_aux/ckpts``;
 - ``a1111`` / ``forge``: ``models/Stable-diffusion``, ``models/Lora`` and ``models/LyCORIS``,
-  ``models/VAE``, ``embeddings``.
+  ``models/VAE``, ``embeddings``, ``models/ControlNet``; annotators and the IP-Adapter image encoders where
+  sd-webui-controlnet keeps them (``extensions/sd-webui-controlnet/annotator/downloads`` and ``.../clip_vision``),
+  Forge's in ``models/ControlNetPreprocessor`` (its ``clip_vision`` folder inside it is listed as both kinds).
 
 More roots, in place, come from the config file (``$CODEX_CONFIG``, else
 ``$XDG_CONFIG_HOME/codex/config.yaml``, i.e. ``~/.config/codex/config.yaml``)::
@@ -43,18 +47,26 @@ from .model_scan import (PICKLE_SUFFIXES, SAFE_SUFFIXES, WEIGHT_SUFFIXES, ModelF
 from .paths import excerpt
 from .safetensors_header import MAX_HEADER, open_regular, read_safetensors_header, tensor_shapes  # noqa: F401
 
-KINDS = ("checkpoints", "diffusion_models", "loras", "vae", "embeddings")
+KINDS = ("checkpoints", "diffusion_models", "loras", "vae", "embeddings", "controlnet", "annotators", "clip_vision")
+A1111_CONTROLNET_EXTENSION = "extensions/sd-webui-controlnet/annotator"
 LAYOUTS: dict[str, dict[str, tuple[str, ...]]] = {
     "codex": {"checkpoints": ("checkpoints",), "diffusion_models": ("diffusion_models",), "loras": ("loras",),
-              "vae": ("vae",), "embeddings": ("embeddings",)},
+              "vae": ("vae",), "embeddings": ("embeddings",), "controlnet": ("controlnet",),
+              "annotators": ("annotators",), "clip_vision": ("clip_vision",)},
     "comfyui": {"checkpoints": ("models/checkpoints",), "diffusion_models": ("models/diffusion_models", "models/unet"),
-                "loras": ("models/loras",), "vae": ("models/vae",), "embeddings": ("models/embeddings",)},
+                "loras": ("models/loras",), "vae": ("models/vae",), "embeddings": ("models/embeddings",),
+                "controlnet": ("models/controlnet",), "annotators": ("custom_nodes/comfyui_controlnet_aux/ckpts",),
+                "clip_vision": ("models/clip_vision",)},
     # A1111/Forge keep every whole or transformer-only checkpoint in one folder: listed as checkpoints
     # (``--component`` looks there too).
     "a1111": {"checkpoints": ("models/Stable-diffusion",), "diffusion_models": (),
-              "loras": ("models/Lora", "models/LyCORIS"), "vae": ("models/VAE",), "embeddings": ("embeddings",)},
+              "loras": ("models/Lora", "models/LyCORIS"), "vae": ("models/VAE",), "embeddings": ("embeddings",),
+              "controlnet": ("models/ControlNet",), "annotators": (f"{A1111_CONTROLNET_EXTENSION}/downloads",),
+              "clip_vision": (f"{A1111_CONTROLNET_EXTENSION}/clip_vision",)},
 }
-LAYOUTS["forge"] = LAYOUTS["a1111"]
+# Forge: A1111's folders, its preprocessors' weights (and their image encoders) in models/ControlNetPreprocessor
+LAYOUTS["forge"] = {**LAYOUTS["a1111"], "annotators": ("models/ControlNetPreprocessor",),
+                    "clip_vision": ("models/ControlNetPreprocessor/clip_vision",)}
 SHORT_HASH = 10  # A1111's "Model hash": the first 10 hex digits of the sha256
 
 
@@ -280,7 +292,7 @@ def describe(kinds: Iterable[str] = KINDS, engine_key: str | None = None, hashes
 def _row(found: ModelFile, installed: list, hashes: bool, progress: Callable[[str], None] | None) -> dict[str, Any]:
     row: dict[str, Any] = {"kind": found.kind, "name": found.name, "format": found.format, "bytes": found.bytes,
                            "path": str(found.path), "hash": None, "engines": [], "family": None, "problem": None}
-    if found.format == "pickle":
+    if found.format == "pickle" and found.kind != "annotators":  # annotator weights are .pth files by nature
         row["problem"] = "pickle file: not opened (pass it with --allow-pickle to use it)"
     else:
         try:

@@ -29,6 +29,7 @@ from . import hookspecs
 DEFAULT_PLUGINS = (
     "codex_core.default_plugins.run_options",
     "codex_core.default_plugins.exporters",
+    "codex_core.default_plugins.preprocessors",
 )
 
 _running: contextvars.ContextVar[str | None] = contextvars.ContextVar("codex_running_plugin", default=None)

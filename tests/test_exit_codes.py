@@ -54,6 +54,7 @@ def _cases(tmp: Path, a_run: dict) -> dict[str, list[tuple[int, list[str]]]]:
         "grid": [(0, ["grid", "sd15", "txt2img", "--model", "tiny", "--json", json.dumps(SMALL), "--x", "seed=1,2",
                       "--out", str(tmp / "grid"), "-q"]),
                  (2, ["grid", "sd15", "txt2img", "--json", '{"prompt": "x"}', "--x", "seed"])],
+        "preprocess": [(0, ["preprocess", "--list"]), (2, ["preprocess", "canny", str(tmp / "notes.txt")])],
         "new-engine": [(0, ["new-engine", "fresh_one", "--dest", str(tmp / "new")]),
                        (2, ["new-engine", "taken", "--dest", str(tmp / "taken")])],
     }

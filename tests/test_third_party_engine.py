@@ -200,9 +200,23 @@ def _exercise_run_options(codex, tmp_path):
     assert not (tmp_path / "sd").exists() and not (tmp_path / "bad").exists()
 
 
+def _exercise_preprocessors(codex, tmp_path):
+    """The plugin's posterize: listed beside the core's, run by `codex preprocess`, its parameter range enforced."""
+    listed = {row["name"]: row for row in json.loads(codex("preprocess", "--list", "--json").stdout)}
+    assert "canny" in listed and listed["posterize"]["parameters"]["bits"]["maximum"] == 8
+    Image.linear_gradient("L").resize((32, 16)).convert("RGB").save(tmp_path / "ramp.png")
+    proc = codex("preprocess", "posterize", str(tmp_path / "ramp.png"), "--param", "bits=1", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(proc.stdout.strip()) as image:
+        assert set(image.convert("L").tobytes()) == {0, 128}  # one bit per channel: two levels
+    bad = codex("preprocess", "posterize", str(tmp_path / "ramp.png"), "--param", "bits=9")
+    assert bad.returncode == 2 and "--param bits: got 9" in bad.stderr
+
+
 EXERCISES = {"codex_register_engines": _exercise_engines, "codex_register_samplers": _exercise_samplers,
              "codex_register_exporters": _exercise_exporters, "codex_register_commands": _exercise_commands,
-             "codex_register_run_options": _exercise_run_options}
+             "codex_register_run_options": _exercise_run_options,
+             "codex_register_preprocessors": _exercise_preprocessors}
 
 
 @pytest.mark.parametrize("hook", sorted(name for name in dir(__import__("codex_core.hookspecs").hookspecs)

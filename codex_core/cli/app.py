@@ -12,7 +12,7 @@ import sys
 import click
 
 from .. import __version__
-from . import batch, listing, reference, run, serve
+from . import batch, listing, preprocess, reference, run, serve
 from .base import Group
 
 
@@ -35,7 +35,8 @@ def cli():
 
 
 for command in (listing.engines, listing.models, listing.plugins, reference.schema, reference.presets, reference.docs,
-                listing.samplers, run.run, run.info, run.replay, batch.batch, batch.grid, serve.serve):
+                listing.samplers, run.run, run.info, run.replay, batch.batch, batch.grid, serve.serve,
+                preprocess.preprocess):
     cli.add_command(command)
 
 

@@ -27,7 +27,8 @@ def engines(as_json: bool):
 
 
 @click.command()
-@click.option("--kind", type=click.Choice(["checkpoints", "diffusion_models", "loras", "vae", "embeddings"]),
+@click.option("--kind", type=click.Choice(["checkpoints", "diffusion_models", "loras", "vae", "embeddings", "controlnet",
+                                           "annotators", "clip_vision"]),
               multiple=True, help="Only these kinds (repeatable).")
 @click.option("--engine", help="Only files this engine can use.")
 @click.option("--no-hash", is_flag=True, help="Skip the sha256 (hashing a large file takes seconds, once; cached).")
@@ -38,9 +39,10 @@ def models(kind, engine, no_hash, show_roots, as_json):
     """List the model files in the models folders: kind, name, family, engines, size and hash.
 
     The folders: $CODEX_MODELS_DIR (default ./models) with checkpoints/, diffusion_models/, loras/,
-    vae/, embeddings/, plus roots from the config file ($CODEX_CONFIG or ~/.config/codex/config.yaml),
-    e.g. an A1111, Forge or ComfyUI install used in place. HASH is A1111's "Model hash" (sha256, first
-    10 hex digits). NAME is what --model, --component and a request's loras/vae/embeddings accept.
+    vae/, embeddings/, controlnet/, annotators/, clip_vision/, plus roots from the config file
+    ($CODEX_CONFIG or ~/.config/codex/config.yaml), e.g. an A1111, Forge or ComfyUI install used in
+    place. HASH is A1111's "Model hash" (sha256, first 10 hex digits). NAME is what --model, --component
+    and a request's loras/vae/embeddings (and controls[].model) accept.
 
     \b
     Examples:

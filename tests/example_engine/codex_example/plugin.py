@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
-from codex_core import Exporter, RunOption, SamplerDef, hookimpl
+from pydantic import Field
+
+from codex_core import Exporter, PreprocessorParams, Preprocessor, RunOption, SamplerDef, hookimpl
 
 from .engine import GradientEngine
 
@@ -52,6 +54,22 @@ def codex_register_run_options(register):
     # info.json (gradient_gamma) and replayed; engines other than this one refuse a value other than 1.0
     register(RunOption("gradient_gamma", "--gradient-gamma", 1.0, "Gamma of the example gradients (1.0: linear).",
                        check=_positive, metavar="GAMMA", applies=lambda engine: engine.key == "example_gradient"))
+
+
+class PosterizeParams(PreprocessorParams):
+    bits: int = Field(2, ge=1, le=8, description="Bits kept per channel.")
+
+
+def posterize(image, params: PosterizeParams):
+    from PIL import ImageOps
+
+    return ImageOps.posterize(image, params.bits)
+
+
+@hookimpl
+def codex_register_preprocessors(register):
+    # a control-image preprocessor of this plugin's own: `codex preprocess posterize IMAGE --param bits=1`
+    register(Preprocessor("posterize", "fewer levels per channel (Pillow's posterize)", posterize, PosterizeParams))
 
 
 @hookimpl
