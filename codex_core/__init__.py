@@ -39,7 +39,7 @@ _EXPORTS = {
     "VideoFacts": "videos", "probe_input_video": "videos:probe_video", "MAX_VIDEO_FRAMES": "videos",
     "check_matching_videos": "videos", "check_video_frames": "videos", "input_frame_count": "videos",
     "resampled_indices": "videos",
-    "INPUT_FILE": "params", "STEP_RULES": "params",
+    "INPUT_FILE": "params", "STEP_RULES": "params", "image_size": "params",
     # errors
     "CodexError": "errors", "UsageError": "errors", "ParamError": "errors", "ModelNotFoundError": "errors",
     "UnknownEngineError": "errors",

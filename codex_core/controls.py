@@ -39,6 +39,8 @@ class ControlSpec(BaseModel):
     scale: float = Field(1.0, ge=0.0, le=2.0, description="How strongly the control steers (conditioning scale).")
     start: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of the steps at which the control starts.")
     end: float = Field(1.0, ge=0.0, le=1.0, description="Fraction of the steps at which the control stops.")
+    resize: bool = Field(False, description="Resize the control image to the output size (recorded); false: it "
+                                            "must have the output's size already.")
     preprocess: str | None = Field(None, description="A preprocessor run on the image first (`codex preprocess "
                                                      "--list`); empty: the image is used as given.")
     preprocess_params: dict[str, Any] = Field(default_factory=dict, description="The preprocessor's parameters, "

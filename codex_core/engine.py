@@ -95,6 +95,9 @@ class Job:
     # seed); None: the whole batch is drawn from one generator of ``seed`` (one image, or the replay of a run
     # recorded before this rule, whose info has no ``seeds``).
     seeds: list[int] | None = None
+    # Images the run made besides its output, written beside it as <name>.png and recorded in info.side_images
+    # (e.g. a preprocessed control image: "control-0-canny"); names are file stems: [a-z0-9_-]
+    side_images: dict[str, Any] = field(default_factory=dict)
 
     def input_image(self, name: str, size: tuple[int, int] | None, mode: str = "RGB", path: str | None = None):
         """The image of request field ``name`` as 8-bit RGB (``mode="L"``: a mask) at ``size`` (None: its own).

@@ -79,6 +79,14 @@ class ModelCache:
         self._evict(keep=key)
         return model, False
 
+    def grown(self, engine: "Engine", source: "ModelSource", runtime: "Runtime") -> None:
+        """A held model took on more weights while it ran (e.g. a ControlNet loaded for a request, kept with it):
+        count its bytes again and evict others to stay within the bounds."""
+        key = self.key(engine, source, runtime)
+        if key in self._entries:
+            self._entries[key].nbytes = engine.model_bytes(self._entries[key].model)
+            self._evict(keep=key)
+
     def loaded(self, engine_key: str | None = None) -> list[Any]:
         """The models held now, least recently used first (optionally of one engine)."""
         return [entry.model for key, entry in self._entries.items() if engine_key in (None, key[0])]

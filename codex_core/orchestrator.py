@@ -245,6 +245,7 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
         output = engine.run(model, job)
     finally:
         progress.close()
+        cache.grown(engine, source, runtime)  # what the run loaded into the model (ControlNets) counts now
 
     output, audio = _sound_to_export(output, params)
     kind = engine.output_kind(task)
@@ -271,11 +272,29 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
         info["memory"] = {"peak_device_memory_mb": engine.peak_memory_mb(runtime.device),
                           "peak_host_rss_mb": peak_host_rss_mb()}
         info["outputs"] = [str(folder.final_path(p)) for p in folder.written]
+        if job.side_images:  # beside the outputs, not among them
+            info["side_images"] = _write_side_images(job.side_images, folder)
         info_path = folder.staging_dir / "info.json"
         write_json(info_path, info)
         folder.written.append(info_path)
     files = [folder.final_path(p) for p in folder.written]
     return Result(folder.final_dir, files, info)
+
+
+def _write_side_images(images: dict[str, Any], folder) -> dict[str, Any]:
+    """The run's side images (``Job.side_images``) as PNGs beside the output, each recorded with its sha256."""
+    import re
+
+    records = {}
+    for name, image in images.items():
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+            raise ValueError(f"side image name {name!r}: use [a-z0-9_-] (it is a file name)")
+        path = folder.staging_dir / f"{name}.png"
+        image.save(path, format="PNG")
+        folder.written.append(path)
+        records[name] = {"path": str(folder.final_path(path)), "width": image.width, "height": image.height,
+                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return records
 
 
 def _sound_to_export(output: Any, params: ParamsBase) -> tuple[Any, dict[str, Any] | None]:

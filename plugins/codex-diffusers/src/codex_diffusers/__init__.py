@@ -18,7 +18,7 @@ from __future__ import annotations
 from codex_core import lazy_exports
 
 __version__ = "0.1.0"
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 API_MODULES = ("codex_diffusers.tiny", "codex_diffusers.lora", "codex_diffusers.testing",
                "codex_diffusers.testing.checkpoint_writers")
 
@@ -28,6 +28,8 @@ _EXPORTS = {
     "TrueCfgFields": "params", "LoraFields": "params", "VaeFields": "params", "LoraRef": "params",
     "flow_shift_field": "params", "NoInitImage": "params", "LORA_SCALE": "params",
     "read_config": "configs", "CacheFields": "caches",
+    # ControlNets declared per family, and the field they read (codex_core.ControlFields)
+    "ControlNets": "controlnets", "controlnet_path": "controlnets",
     # the reference models' configs a plugin ships, and the components' sizes before loading
     "reference_config_dir": "sizes", "component_sizes": "sizes",
 }

@@ -82,6 +82,8 @@ class DiffusersModel:
         # per checkpoint folder: how it was placed and tuned (info.memory_plan, compile, attention)
         self.placed: dict[Path, dict[str, Any]] = {}
         self.last_folder: Path | None = None
+        # ControlNets the runs asked for, kept with the model (controlnets.load_controlnet): counted in nbytes
+        self.controlnets: dict[tuple, Any] = {}
         if len(set(self.folders.values())) == 1:
             self._load(next(iter(self.folders.values())))
 
@@ -179,7 +181,9 @@ class DiffusersModel:
         return vae
 
     def nbytes(self) -> int:
-        return sum(family.nbytes() for family in self.families.values())
+        from .controlnets import controls_bytes
+
+        return sum(family.nbytes() for family in self.families.values()) + controls_bytes(self)
 
 
 class DiffusersEngine(Engine):
@@ -199,6 +203,8 @@ class DiffusersEngine(Engine):
     encoder: ClassVar[str] = "encode_prompt"
     # extra from_pretrained keyword arguments (e.g. components not to load)
     load_options: ClassVar[Mapping[str, Any]] = {}
+    # ControlNets of the family (``controlnets.ControlNets``): the tasks whose params carry ControlFields
+    controlnets: ClassVar[Any] = None
     # the latent-to-RGB coefficients of its VAE, for live previews (a name in latent_rgb.FORMATS; None: none)
     latent_format: ClassVar[str | None] = None
 
@@ -345,9 +351,16 @@ class DiffusersEngine(Engine):
                            f"nothing: engine {self.key} has one denoiser; leave it out")
                 problems.append(f"loras.{index}.into: got {ref.into!r}; allowed: {allowed}")
         from .caches import cache_problem
+        from .controlnets import control_problems
 
+        problems += control_problems(self, task, params)
         problem = cache_problem(self, task, params)
         return problems + [problem] if problem else problems
+
+    def controlnet_problem(self, config: dict[str, Any]) -> str | None:
+        """Why a ControlNet of one of the family's classes (its config.json) does not fit this engine's models,
+        e.g. an SD 1.5 ControlNet (cross-attention 768) for SDXL (2048); None: it fits."""
+        return None
 
     def lora_problem(self, path: Path) -> str | None:
         """Why a LoRA file is not for this engine's family, from its tensor names and shapes (for listings:
@@ -455,6 +468,7 @@ class DiffusersEngine(Engine):
         import torch
 
         model.families.clear()
+        model.controlnets.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -464,7 +478,12 @@ class DiffusersEngine(Engine):
         from .previews import previewer_for
 
         family = model.family(job.task, job)
-        pipe = family.view(pipeline_class(self.pipelines[job.task]), job.scheduler, job)
+        if getattr(job.params, "controls", None):
+            from .controlnets import control_view
+
+            pipe = control_view(self, model, family, job)
+        else:
+            pipe = family.view(pipeline_class(self.pipelines[job.task]), job.scheduler, job)
         if getattr(job.params, "vae", None):  # on this run's view only: the cached pipeline keeps its own
             pipe.vae = model.vae(job)
         self.prepare_view(pipe, job)
@@ -561,6 +580,10 @@ class DiffusersEngine(Engine):
             arguments[batch] = params.batch_size
         if "output_type" in accepted:
             arguments["output_type"] = "pil"
+        if getattr(params, "controls", None):
+            from .controlnets import control_arguments
+
+            arguments.update(control_arguments(self, job, self.output_size(job)))
         arguments.update(self.extra_arguments(job, pipe))
         unknown = sorted(set(arguments) - accepted)
         if unknown:  # a wiring bug in the engine, not a user error: say exactly what
@@ -578,7 +601,10 @@ class DiffusersEngine(Engine):
 
     def output_size(self, job: Job) -> tuple[int, int] | None:
         """(width, height) of the output: ``params.target_size()`` (init-image tasks) or width x height."""
-        params = job.params
+        return self.output_size_of(job.params)
+
+    def output_size_of(self, params) -> tuple[int, int] | None:
+        """``output_size`` from the validated params alone (before loading: the control images' checks)."""
         if hasattr(params, "target_size"):
             return params.target_size()
         return (params.width, params.height) if "width" in type(params).model_fields else None

@@ -220,13 +220,16 @@ class PipelineFamily:
         self.scheduler_config = dict(base.scheduler.config)
         self._by_class: dict[type, Any] = {type(base): base}
 
-    def for_class(self, pipeline_cls):
+    def for_class(self, pipeline_cls, **components):
+        """The family's pipeline of ``pipeline_cls``, derived once. ``components``: modules the base lacks that
+        the class needs to be built (a ControlNet): used to build it, then cleared from the cached pipeline, which
+        keeps no reference to them (a run sets its own on its view)."""
         if pipeline_cls not in self._by_class:
             # from_pipe casts every module, the shared ones included, to one dtype (fp32 unless told):
             # modules loaded in another dtype (e.g. a float32 VAE) are put back.
             kept = {name: module.dtype for name, module in modules_of(self.base).items()
                     if hasattr(module, "dtype") and name not in self.cast}
-            pipe = pipeline_cls.from_pipe(self.base, dtype=torch_dtype(self.runtime))
+            pipe = pipeline_cls.from_pipe(self.base, dtype=torch_dtype(self.runtime), **components)
             for name, dtype in kept.items():
                 module = getattr(pipe, name, None)
                 if isinstance(module, torch.nn.Module) and module.dtype != dtype:
@@ -234,6 +237,8 @@ class PipelineFamily:
             if self.runtime.offload != "none":
                 place(pipe, self.runtime)
             pipe.set_progress_bar_config(disable=True)
+            for name in components:
+                setattr(pipe, name, None)
             self._by_class[pipeline_cls] = pipe
         return self._by_class[pipeline_cls]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codex_diffusers import DiffusersEngine, SpeedModes, read_config
+from codex_diffusers import ControlNets, DiffusersEngine, SpeedModes, read_config
 
 from .a1111 import A1111Prompts
 from .params import TASKS
@@ -94,6 +94,11 @@ class StableDiffusion15(_StableDiffusion):
                  "inpaint": "StableDiffusionInpaintPipeline", "upscale": "StableDiffusionImg2ImgPipeline"}
     # Like every local SD tool, no NSFW safety checker is loaded (it also costs ~1.2 GB).
     load_options = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    controlnets = ControlNets(
+        model_classes=("ControlNetModel",), multi_class="MultiControlNetModel",
+        pipelines={"txt2img": "StableDiffusionControlNetPipeline", "img2img": "StableDiffusionControlNetImg2ImgPipeline",
+                   "inpaint": "StableDiffusionControlNetInpaintPipeline"},
+        image_argument={"txt2img": "image", "img2img": "control_image", "inpaint": "control_image"})
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build_sd15

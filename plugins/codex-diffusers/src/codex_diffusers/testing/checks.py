@@ -39,6 +39,7 @@ KIT_FIELDS = {
     "cache": "a step cache (tests/test_step_caches.py counts the attention each skips)",
     "mode": "a speed mode needs a checkpoint or LoRA for it (the speed-mode tests)",
     "mode_lora": "an accelerator LoRA file (the speed-mode tests)",
+    "controls": "a ControlNet folder (each family's ControlNet tests compare with diffusers' ControlNet pipelines)",
 }
 
 
