@@ -194,11 +194,19 @@ def find(kind: str, name: str, field: str) -> ModelFile:
 
 
 def find_by_sha256(kind: str, sha256: str) -> ModelFile | None:
-    """The first ``kind`` file in the roots whose content has this sha256 (hashes computed once, cached)."""
+    """The first ``kind`` file in the roots whose content has this sha256 (hashes computed once, cached); a model
+    folder (e.g. a diffusers ControlNet) counts by its single weights file, the file a run records."""
     for candidate in scan([kind]):
-        if candidate.path.is_file() and file_sha256(candidate.path) == sha256:
+        weights = candidate.path if candidate.path.is_file() else single_weights_file(candidate.path)
+        if weights is not None and file_sha256(weights) == sha256:
             return candidate
     return None
+
+
+def single_weights_file(folder: Path) -> Path | None:
+    """The one weight file at the top of a model folder (a diffusers model: config.json beside it), or None."""
+    weights = [path for path in sorted(folder.glob("*")) if path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES]
+    return weights[0] if len(weights) == 1 else None
 
 
 # -- hashes ----------------------------------------------------------------------------------------

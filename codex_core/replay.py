@@ -354,6 +354,14 @@ def model_files_of(info: dict[str, Any], request: dict[str, Any]) -> ModelFiles:
         elif file_sha256(now.path) != record["sha256"]:
             found.missing.append(f"{label}: {now.path} has other content than the run used (sha256 "
                                  f"{record['sha256'][:10]}); the prompt names it, so it is used as it is")
+    for index, entry in enumerate(found.request.get("controls") or []):
+        record = files.get(f"controlnet:{index}") or {}
+        if not isinstance(entry, dict) or not record.get("path") or not record.get("sha256"):
+            continue
+        # a ControlNet folder is recorded by its weights file: found again by it, the folder is what the run takes
+        where = _relocate(f"controls.{index}.model", record["path"], record["sha256"], ("controlnet",), found)
+        if where != record["path"]:
+            entry["model"] = where
     if found.request.get("vae") and (files.get("vae") or {}).get("path"):
         record = files["vae"]
         found.request["vae"] = _relocate("vae", record["path"], record.get("sha256"), ("vae",), found)

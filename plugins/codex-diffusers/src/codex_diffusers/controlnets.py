@@ -55,11 +55,21 @@ class ControlNets:
     union_classes: tuple[str, ...] = ()
     union_pipelines: Mapping[str, str] = field(default_factory=dict)
     union_modes: Mapping[str, int] = field(default_factory=dict)
+    # the union pipelines' control image argument where it differs from ``image_argument`` (SDXL's union
+    # txt2img pipeline calls it "control_image", its single-mode one "image")
+    union_image_argument: str | Mapping[str, str] | None = None
+    # the class that stacks several union models of different folders (controls on one union model go to that
+    # one model as lists: its modes fuse inside it); None: controls must share one union model
+    multi_union_class: str | None = None
+    # the union model's config key that counts its modes (a model trained on fewer modes than ``union_modes``
+    # lists, e.g. xinsir's union model (6) against its ProMax (8, with tile and repaint))
+    union_mode_count: str | None = None
     # whether the pipelines take control_guidance_start/end (Z-Image's do not)
     guidance_window: bool = True
 
-    def image_argument_for(self, task: str) -> str:
-        return self.image_argument if isinstance(self.image_argument, str) else self.image_argument[task]
+    def image_argument_for(self, task: str, union: bool = False) -> str:
+        argument = self.union_image_argument if union and self.union_image_argument is not None else self.image_argument
+        return argument if isinstance(argument, str) else argument[task]
 
 
 def controlnet_path(value: str, field_name: str) -> Path:
@@ -95,9 +105,9 @@ def control_problems(engine, task: str, params) -> list[str]:
         return [f"controls: engine {engine.key} has no ControlNet pipeline for {task}"
                 + (f"; tasks with controls: {', '.join(support.pipelines)}" if support else "")]
     problems = []
-    if len(controls) > 1 and support.multi_class is None:
-        problems.append(f"controls: {len(controls)} given; engine {engine.key}'s pipelines take one ControlNet")
     size = engine.output_size_of(params)
+    kinds: dict[bool, list[str]] = {True: [], False: []}  # the controls on union / single-mode models
+    union_folders = set()
     for index, spec in enumerate(controls):
         where = f"controls.{index}"
         try:
@@ -116,16 +126,25 @@ def control_problems(engine, task: str, params) -> list[str]:
         if problem:
             problems.append(f"{where}.model: {folder.name}: {problem}")
         union = class_name in support.union_classes
+        kinds[union].append(where)
+        if union:
+            union_folders.add(folder.resolve())
+        # a union model trained on fewer modes than the family knows (its config counts them)
+        count = config.get(support.union_mode_count) if union and support.union_mode_count else None
+        modes = [name for name, mode in support.union_modes.items() if count is None or mode < count]
         if union and spec.type is None:
-            problems.append(f"{where}.type: {folder.name} is a union ControlNet; say which mode: "
-                            f"{', '.join(support.union_modes)}")
-        elif union and spec.type not in support.union_modes:
-            problems.append(f"{where}.type: got {spec.type!r}; {folder.name} has modes {', '.join(support.union_modes)}")
+            problems.append(f"{where}.type: {folder.name} is a union ControlNet; say which mode: {', '.join(modes)}")
+        elif union and spec.type not in modes:
+            problems.append(f"{where}.type: got {spec.type!r}; {folder.name} has modes {', '.join(modes)}")
         elif not union and spec.type is not None:
             problems.append(f"{where}.type: {folder.name} is a single-mode ControlNet; leave type out")
         if not support.guidance_window and (spec.start, spec.end) != (0.0, 1.0):
             problems.append(f"{where}.start: engine {engine.key}'s ControlNet pipeline runs the control on every "
                             "step (it takes no start/end); leave start and end out")
+        elif support.guidance_window and spec.start == spec.end:
+            # diffusers' pipelines refuse start >= end (the control would steer no step)
+            problems.append(f"{where}.end: {spec.end:g} equals start; the control would steer no step: give an end "
+                            "after start, or leave the control out")
         if size is not None and not spec.resize:
             from codex_core import image_size
 
@@ -134,6 +153,14 @@ def control_problems(engine, task: str, params) -> list[str]:
                 problems.append(f"{where}.image: it is {control_size[0]}x{control_size[1]}, the output "
                                 f"{size[0]}x{size[1]}; give a control image of the output's size or set "
                                 f"\"resize\": true")
+    if kinds[True] and kinds[False]:
+        problems.append(f"controls: {', '.join(kinds[True])} on union ControlNets, {', '.join(kinds[False])} on "
+                        "single-mode ones; one run takes one kind (a union model's pipeline runs only union models)")
+    elif len(kinds[False]) > 1 and support.multi_class is None:
+        problems.append(f"controls: {len(controls)} given; engine {engine.key}'s pipelines take one ControlNet")
+    elif len(union_folders) > 1 and support.multi_union_class is None:
+        problems.append(f"controls: {len(union_folders)} union ControlNets given; engine {engine.key}'s pipelines "
+                        "take one (several controls on one union model are fine)")
     return problems
 
 
@@ -163,8 +190,6 @@ def control_view(engine, model, family, job: "Job"):
     """The run's view of the task's control pipeline, with the run's ControlNet(s) on the view only."""
     import copy
 
-    import diffusers
-
     from .pipelines import build_scheduler, pipeline_class, scheduler_record
 
     support: ControlNets = engine.controlnets
@@ -184,11 +209,18 @@ def control_view(engine, model, family, job: "Job"):
     view = copy.copy(cached)
     view.scheduler = build_scheduler(view.scheduler, job.scheduler, family.scheduler_config)
     job.scheduler_applied = scheduler_record(view.scheduler)
-    if len(modules) > 1:
-        view.controlnet = getattr(diffusers, support.multi_class)(modules)
-    else:
-        view.controlnet = modules[0]
+    view.controlnet = stacked(support, modules, union)
     return view
+
+
+def stacked(support: ControlNets, modules: list, union: bool):
+    """The run's ControlNet: the one model; controls that all use one union model: that model (its modes fuse
+    inside it, the arguments go to it as lists); else the family's multi-ControlNet, one model per control."""
+    import diffusers
+
+    if len(modules) == 1 or (union and all(module is modules[0] for module in modules)):
+        return modules[0]
+    return getattr(diffusers, support.multi_union_class if union else support.multi_class)(modules)
 
 
 def control_arguments(engine, job: "Job", size: tuple[int, int] | None) -> dict[str, Any]:
@@ -220,12 +252,13 @@ def control_arguments(engine, job: "Job", size: tuple[int, int] | None) -> dict[
     def each(values):
         return list(values) if several else values[0]
 
-    arguments = {support.image_argument_for(job.task): each(images),
+    union = any(spec.type is not None for spec in controls)  # the checks allow no mix of union and single-mode
+    arguments = {support.image_argument_for(job.task, union): each(images),
                  "controlnet_conditioning_scale": each([spec.scale for spec in controls])}
     if support.guidance_window:
         arguments["control_guidance_start"] = each([spec.start for spec in controls])
         arguments["control_guidance_end"] = each([spec.end for spec in controls])
-    if any(spec.type is not None for spec in controls):
+    if union:
         arguments["control_mode"] = each([support.union_modes[spec.type] for spec in controls])
     return arguments
 

@@ -7,6 +7,7 @@ before anything loads, see ``checkpoint_modes``), or the request brings an accel
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, ClassVar
 
 from codex_diffusers import ControlNets, DiffusersEngine, SpeedModes, read_config
 
@@ -77,6 +78,28 @@ class _StableDiffusion(A1111Prompts, SpeedModes, DiffusersEngine):
             found.update({"turbo", "lightning"})
         return found & set(self.modes)
 
+    # ControlNets of this engine's UNet: SDXL's condition on the pooled text and size embeddings as its UNet
+    # does (addition_embed_type "text_time", cross-attention 2048 wide); SD 1.x/2.x ones have neither (768/1024)
+    controlnet_text_time: ClassVar[bool] = False
+
+    def controlnet_problem(self, config: dict[str, Any]) -> str | None:
+        text_time = config.get("addition_embed_type") == "text_time"
+        if text_time == self.controlnet_text_time:
+            return None
+        width = config.get("cross_attention_dim")
+        if text_time:
+            return (f"it is an SDXL ControlNet (cross_attention_dim {width}, addition_embed_type \"text_time\"); "
+                    "engine sdxl runs it")
+        return (f"it is an SD 1.x/2.x ControlNet (cross_attention_dim {width}, no addition_embed_type); "
+                "engine sd15 runs it")
+
+
+# The union ControlNet's modes (xinsir/controlnet-union-sdxl-1.0, "ControlNet++": the control_mode index each
+# control type trains as; its ProMax model adds tile and repaint, num_control_type 8 instead of 6)
+SDXL_UNION_MODES = {"openpose": 0, "depth": 1, "hed": 2, "pidi": 2, "scribble": 2, "ted": 2, "softedge": 2,
+                    "canny": 3, "lineart": 3, "anime_lineart": 3, "mlsd": 3, "normal": 4, "segment": 5, "tile": 6,
+                    "repaint": 7}
+
 
 class StableDiffusion15(_StableDiffusion):
     key = "sd15"
@@ -118,6 +141,18 @@ class StableDiffusionXL(_StableDiffusion):
     lora_context_dims = (2048,)  # CLIP ViT-L + OpenCLIP ViT-bigG
     pipelines = {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline",
                  "inpaint": "StableDiffusionXLInpaintPipeline", "upscale": "StableDiffusionXLImg2ImgPipeline"}
+    controlnet_text_time = True
+    controlnets = ControlNets(
+        model_classes=("ControlNetModel",), multi_class="MultiControlNetModel",
+        pipelines={"txt2img": "StableDiffusionXLControlNetPipeline",
+                   "img2img": "StableDiffusionXLControlNetImg2ImgPipeline",
+                   "inpaint": "StableDiffusionXLControlNetInpaintPipeline"},
+        image_argument={"txt2img": "image", "img2img": "control_image", "inpaint": "control_image"},
+        union_classes=("ControlNetUnionModel",), multi_union_class="MultiControlNetUnionModel",
+        union_pipelines={"txt2img": "StableDiffusionXLControlNetUnionPipeline",
+                         "img2img": "StableDiffusionXLControlNetUnionImg2ImgPipeline",
+                         "inpaint": "StableDiffusionXLControlNetUnionInpaintPipeline"},
+        union_image_argument="control_image", union_modes=SDXL_UNION_MODES, union_mode_count="num_control_type")
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build_sdxl
