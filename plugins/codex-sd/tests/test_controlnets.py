@@ -75,6 +75,15 @@ def controlnets(tmp_path_factory):
     torch.manual_seed(4)
     _with_noise(ControlNetUnionModel.from_config(config), 4).save_pretrained(root / "union")
     folders["union"] = root / "union"
+    # the same union model saved under the single-mode class's name: its config's mode count says what it is
+    shutil.copytree(root / "union", root / "union_named_single")
+    config = json.loads((root / "union" / "config.json").read_text())
+    (root / "union_named_single" / "config.json").write_text(json.dumps({**config, "_class_name": "ControlNetModel"}))
+    folders["union_named_single"] = root / "union_named_single"
+    (root / "pickled").mkdir()  # a ControlNet folder with .bin weights only
+    shutil.copy(root / "sd15" / "config.json", root / "pickled" / "config.json")
+    (root / "pickled" / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
+    folders["pickled"] = root / "pickled"
     (root / "flux").mkdir()
     (root / "flux" / "config.json").write_text(json.dumps({"_class_name": "FluxControlNetModel"}))
     folders["flux"] = root / "flux"
@@ -181,6 +190,9 @@ def test_union_controlnet_takes_several_controls_as_lists_on_one_model(controlne
                        control_guidance_end=[1.0, 0.6])
     assert_same_pixels(result["info"]["outputs"], expected)
     assert [c["type"] for c in result["info"]["notes"]["controls"]] == ["canny", "depth"]
+    renamed = [{**control, "model": str(controlnets["union_named_single"])} for control in controls]
+    same = run_json("sdxl", "txt2img", _request("txt2img", images, renamed), tmp_path / "renamed")
+    assert_same_pixels(same["info"]["outputs"], expected)
     # the modes reach the model: the same controls with their types swapped steer otherwise
     swapped = [{**controls[0], "type": "depth"}, {**controls[1], "type": "canny"}]
     other = run_json("sdxl", "txt2img", _request("txt2img", images, swapped), tmp_path / "swapped")
@@ -277,6 +289,8 @@ def _errors(engine, task, request, tmp_path) -> str:
     ("sd15", {"type": "canny"}, ["controls.0.type", "single-mode", "leave type out"]),
     ("sdxl", {"model": "{union}"}, ["controls.0.type", "union ControlNet", "canny"]),
     ("sdxl", {"model": "{union}", "type": "tile"}, ["controls.0.type", "'tile'", "segment"]),
+    ("sdxl", {"model": "{union_named_single}"}, ["controls.0.type", "union ControlNet"]),
+    ("sd15", {"model": "{pickled}"}, ["controls.0.model", "no diffusion_pytorch_model.safetensors"]),
 ])
 def test_bad_controls_exit_2_before_loading_naming_the_field(engine, control, expected, controlnets, images,
                                                               tmp_path):
@@ -320,3 +334,7 @@ def test_replay_finds_a_moved_controlnet_by_its_sha256(controlnets, images, tmp_
     data = json.loads(moved_run.stdout)
     assert data["check"]["identical"] is True
     assert data["info"]["request"]["controls"][0]["model"] == str(moved)
+    # a ControlNet folder in the controlnet models folder is also found by its name
+    by_name = run_json("sd15", "img2img", _request("img2img", images, [{**control, "model": "canny-renamed"}]),
+                       tmp_path / "by_name")
+    assert_same_pixels(by_name["info"]["outputs"], first["info"]["outputs"])

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from codex_core import Job
 
 CONTROLNET_KIND = "controlnet"  # the models-folder kind
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # the file from_pretrained reads (sharded: its index)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,23 @@ def controlnet_path(value: str, field_name: str) -> Path:
     return path
 
 
+def weights_file(folder: Path) -> Path | None:
+    """The weights ``from_pretrained`` reads in a diffusers ControlNet folder (sharded: their index), or None. A
+    folder may hold others beside it (xinsir's union repository: its ProMax weights), which it does not read."""
+    return next((folder / name for name in (WEIGHTS_NAME, f"{WEIGHTS_NAME}.index.json") if (folder / name).is_file()),
+                None)
+
+
+def controlnet_class(config: dict[str, Any], support: ControlNets) -> str | None:
+    """The class of a ControlNet folder: the one its config names, except that a config which counts union modes
+    is a union model whatever class it names (a union model saved under the single-mode class's name)."""
+    name = config.get("_class_name")
+    if (name in support.model_classes and support.union_classes and support.union_mode_count
+            and support.union_mode_count in config):
+        return support.union_classes[0]
+    return name
+
+
 def control_problems(engine, task: str, params) -> list[str]:
     """Every ``controls`` problem as "field: message" lines, before anything loads (empty: fine)."""
     controls = getattr(params, "controls", None) or []
@@ -116,12 +134,15 @@ def control_problems(engine, task: str, params) -> list[str]:
             problems.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
             continue
         config = read_config(folder, "config.json")
-        class_name = config.get("_class_name")
+        class_name = controlnet_class(config, support)
         allowed = (*support.model_classes, *support.union_classes)
         if class_name not in allowed:
             problems.append(f"{where}.model: {folder.name} is a {class_name or 'model of no named class'} "
                             f"ControlNet; engine {engine.key} takes {' or '.join(allowed)}")
             continue
+        if weights_file(folder) is None:
+            problems.append(f"{where}.model: {folder.name} has no {WEIGHTS_NAME} (the weights diffusers loads; "
+                            "pickle .bin ControlNets are not loaded)")
         problem = engine.controlnet_problem(config)
         if problem:
             problems.append(f"{where}.model: {folder.name}: {problem}")
@@ -172,12 +193,11 @@ def load_controlnet(model, folder: Path, support: ControlNets):
     from .devices import torch_dtype
 
     weights = sorted(folder.glob("*.safetensors"))
-    if not weights:
-        raise UsageError(f"{folder}: no .safetensors weights (pickle-based ControlNets are not loaded)")
+    if weights_file(folder) is None:
+        raise UsageError(f"{folder}: no {WEIGHTS_NAME} (pickle-based ControlNets are not loaded)")
     key = (str(folder.resolve()), tuple((w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights))
     if key not in model.controlnets:
-        class_name = read_config(folder, "config.json")["_class_name"]
-        cls = getattr(diffusers, class_name)
+        cls = getattr(diffusers, controlnet_class(read_config(folder, "config.json"), support))
         module = cls.from_pretrained(str(folder), torch_dtype=torch_dtype(model.runtime), use_safetensors=True,
                                      local_files_only=True)
         module.to(model.runtime.device)
@@ -199,8 +219,9 @@ def control_view(engine, model, family, job: "Job"):
     for index, (spec, folder) in enumerate(zip(controls, folders)):
         from codex_core import file_record
 
-        weights = sorted(folder.glob("*.safetensors"))
-        record = file_record(weights[0], job.progress.message) if len(weights) == 1 else {"path": str(folder)}
+        weights = weights_file(folder)  # what the run read: by its sha256 replay finds a moved folder again
+        record = (file_record(weights, job.progress.message) if weights.name == WEIGHTS_NAME
+                  else {"path": str(folder)})
         job.files[f"controlnet:{index}"] = {**record, "folder": str(folder), "class": type(modules[index]).__name__}
     union = type(modules[0]).__name__ in support.union_classes
     name = support.union_pipelines.get(job.task) if union else None
