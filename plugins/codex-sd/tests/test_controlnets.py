@@ -20,6 +20,7 @@ from diffusers import (
     StableDiffusionXLControlNetImg2ImgPipeline,
     StableDiffusionXLControlNetInpaintPipeline,
     StableDiffusionXLControlNetPipeline,
+    StableDiffusionXLControlNetUnionImg2ImgPipeline,
     StableDiffusionXLControlNetUnionPipeline,
     UNet2DConditionModel,
 )
@@ -75,6 +76,9 @@ def controlnets(tmp_path_factory):
     torch.manual_seed(4)
     _with_noise(ControlNetUnionModel.from_config(config), 4).save_pretrained(root / "union")
     folders["union"] = root / "union"
+    torch.manual_seed(5)
+    _with_noise(ControlNetUnionModel.from_config(config), 5).save_pretrained(root / "union_b")
+    folders["union_b"] = root / "union_b"
     # the same union model saved under the single-mode class's name: its config's mode count says what it is
     shutil.copytree(root / "union", root / "union_named_single")
     config = json.loads((root / "union" / "config.json").read_text())
@@ -197,6 +201,21 @@ def test_union_controlnet_takes_several_controls_as_lists_on_one_model(controlne
     swapped = [{**controls[0], "type": "depth"}, {**controls[1], "type": "canny"}]
     other = run_json("sdxl", "txt2img", _request("txt2img", images, swapped), tmp_path / "swapped")
     assert not np.array_equal(pixels(other["info"]["outputs"][0]), pixels(result["info"]["outputs"][0]))
+
+
+def test_union_controlnets_of_two_folders_stack_like_diffusers_multi_union(controlnets, images, tmp_path):
+    controls = [{"model": str(controlnets["union"]), "image": images["control"], "type": "openpose", "scale": 0.9},
+                {"model": str(controlnets["union_b"]), "image": images["control_b"], "type": "segment",
+                 "start": 0.25}]
+    request = _request("img2img", images, controls)
+    result = run_json("sdxl", "img2img", request, tmp_path / "out")
+    nets = [ControlNetUnionModel.from_pretrained(controlnets["union"]),
+            ControlNetUnionModel.from_pretrained(controlnets["union_b"])]
+    expected = _direct(StableDiffusionXLControlNetUnionImg2ImgPipeline, "sdxl", nets, "img2img", request,
+                       control_image=[_image(images["control"]), _image(images["control_b"])], control_mode=[0, 5],
+                       controlnet_conditioning_scale=[0.9, 1.0], control_guidance_start=[0.0, 0.25],
+                       control_guidance_end=[1.0, 1.0])
+    assert_same_pixels(result["info"]["outputs"], expected)
 
 
 def test_controls_leave_the_cached_model_alone(controlnets, images, tmp_path):

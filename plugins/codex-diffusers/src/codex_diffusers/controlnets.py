@@ -188,8 +188,6 @@ def control_problems(engine, task: str, params) -> list[str]:
 def load_controlnet(model, folder: Path, support: ControlNets):
     """The ControlNet in ``folder``, loaded once per model (keyed by the folder's weights' path, size and
     mtime) onto the run's device in the run's dtype; safetensors only, local files only."""
-    import diffusers
-
     from .devices import torch_dtype
 
     weights = sorted(folder.glob("*.safetensors"))
@@ -197,7 +195,7 @@ def load_controlnet(model, folder: Path, support: ControlNets):
         raise UsageError(f"{folder}: no {WEIGHTS_NAME} (pickle-based ControlNets are not loaded)")
     key = (str(folder.resolve()), tuple((w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights))
     if key not in model.controlnets:
-        cls = getattr(diffusers, controlnet_class(read_config(folder, "config.json"), support))
+        cls = model_class(controlnet_class(read_config(folder, "config.json"), support))
         module = cls.from_pretrained(str(folder), torch_dtype=torch_dtype(model.runtime), use_safetensors=True,
                                      local_files_only=True)
         module.to(model.runtime.device)
@@ -237,11 +235,21 @@ def control_view(engine, model, family, job: "Job"):
 def stacked(support: ControlNets, modules: list, union: bool):
     """The run's ControlNet: the one model; controls that all use one union model: that model (its modes fuse
     inside it, the arguments go to it as lists); else the family's multi-ControlNet, one model per control."""
-    import diffusers
-
     if len(modules) == 1 or (union and all(module is modules[0] for module in modules)):
         return modules[0]
-    return getattr(diffusers, support.multi_union_class if union else support.multi_class)(modules)
+    return model_class(support.multi_union_class if union else support.multi_class)(modules)
+
+
+def model_class(name: str) -> type:
+    """A diffusers model class by name: exported at the top, or only from ``diffusers.models`` (e.g.
+    MultiControlNetUnionModel in diffusers 0.42)."""
+    import diffusers
+    import diffusers.models
+
+    found = getattr(diffusers, name, None) or getattr(diffusers.models, name, None)
+    if found is None:
+        raise AttributeError(f"diffusers {diffusers.__version__} has no model class {name}")
+    return found
 
 
 def control_arguments(engine, job: "Job", size: tuple[int, int] | None) -> dict[str, Any]:
