@@ -3,6 +3,7 @@ tiny ControlNet and control image, to the pixel; stacking, union models, caching
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -26,6 +27,7 @@ from diffusers import (
 )
 from PIL import Image
 
+from codex_diffusers.testing.checkpoint_writers import write_controlnet_single_file
 from codex_diffusers.testing import (
     assert_same_pixels,
     cli_run,
@@ -84,6 +86,10 @@ def controlnets(tmp_path_factory):
     config = json.loads((root / "union" / "config.json").read_text())
     (root / "union_named_single" / "config.json").write_text(json.dumps({**config, "_class_name": "ControlNetModel"}))
     folders["union_named_single"] = root / "union_named_single"
+    # single files as A1111's models/ControlNet holds them: lllyasviel's layout, and diffusers' keys in one file
+    folders["sd15_file"] = write_controlnet_single_file(root / "sd15", root / "control_tiny_sd15.safetensors")
+    folders["sdxl_file"] = write_controlnet_single_file(root / "sdxl", root / "tiny_xl_canny.safetensors",
+                                                        original=False)
     (root / "pickled").mkdir()  # a ControlNet folder with .bin weights only
     shutil.copy(root / "sd15" / "config.json", root / "pickled" / "config.json")
     (root / "pickled" / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
@@ -218,6 +224,21 @@ def test_union_controlnets_of_two_folders_stack_like_diffusers_multi_union(contr
     assert_same_pixels(result["info"]["outputs"], expected)
 
 
+@pytest.mark.parametrize("engine, task, name", [("sd15", "inpaint", "sd15_file"), ("sdxl", "img2img", "sdxl_file")])
+def test_single_file_controlnet_equals_its_diffusers_folder(engine, task, name, controlnets, images, tmp_path):
+    """A1111-style single files (sd15: lllyasviel's original layout; sdxl: diffusers' keys in one file) load with a
+    config derived from the run's UNet and the file's tensors: the same pixels as the diffusers folder."""
+    control = {"image": images["control"], "scale": 0.8, "start": 0.1, "end": 0.9}
+    from_file = run_json(engine, task, _request(task, images, [{**control, "model": str(controlnets[name])}]),
+                         tmp_path / "file")
+    from_folder = run_json(engine, task, _request(task, images, [{**control, "model": str(controlnets[engine])}]),
+                           tmp_path / "folder")
+    assert_same_pixels(from_file["info"]["outputs"], [Image.open(from_folder["info"]["outputs"][0])])
+    record = from_file["info"]["model"]["files"]["controlnet:0"]
+    assert record["path"] == str(controlnets[name]) and record["class"] == "ControlNetModel"
+    assert record["sha256"] == hashlib.sha256(controlnets[name].read_bytes()).hexdigest()
+
+
 def test_controls_leave_the_cached_model_alone(controlnets, images, tmp_path):
     """A ControlNet added and removed between runs: the base model is not reloaded (the cache's entry is the same
     object, load time 0) and a run without controls afterwards gives the plain pipeline's pixels."""
@@ -310,12 +331,20 @@ def _errors(engine, task, request, tmp_path) -> str:
     ("sdxl", {"model": "{union}", "type": "tile"}, ["controls.0.type", "'tile'", "segment"]),
     ("sdxl", {"model": "{union_named_single}"}, ["controls.0.type", "union ControlNet"]),
     ("sd15", {"model": "{pickled}"}, ["controls.0.model", "no diffusion_pytorch_model.safetensors"]),
+    ("sd15", {"model": "{sdxl_file}"}, ["controls.0.model", "tiny_xl_canny.safetensors", "engine sdxl runs it"]),
+    ("sdxl", {"model": "{sd15_file}"}, ["controls.0.model", "engine sd15 runs it"]),
+    ("sd15", {"model": "{sd15_file}", "type": "canny"}, ["controls.0.type", "single-mode"]),
+    ("sd15", {"model": "{a_lora}"}, ["controls.0.model", "not a ControlNet file"]),
 ])
 def test_bad_controls_exit_2_before_loading_naming_the_field(engine, control, expected, controlnets, images,
                                                               tmp_path):
     (tmp_path / "not_an_image.png").write_text("not a picture")
+    from safetensors.torch import save_file
+
+    save_file({"lora_unet_down_blocks_1_attentions_0_proj_in.lora_down.weight": torch.zeros(2, 8)},
+              str(tmp_path / "a_lora.safetensors"))
     values = {**{key: str(path) for key, path in controlnets.items()}, **images,
-              "not_an_image": str(tmp_path / "not_an_image.png")}
+              "not_an_image": str(tmp_path / "not_an_image.png"), "a_lora": str(tmp_path / "a_lora.safetensors")}
     spec = {"model": str(controlnets[engine]), "image": images["control"]}
     spec.update({key: value.format(**values) if isinstance(value, str) else value for key, value in control.items()})
     stderr = _errors(engine, "txt2img", _request("txt2img", images, [spec]), tmp_path)

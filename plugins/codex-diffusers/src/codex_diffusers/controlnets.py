@@ -65,6 +65,10 @@ class ControlNets:
     # the union model's config key that counts its modes (a model trained on fewer modes than ``union_modes``
     # lists, e.g. xinsir's union model (6) against its ProMax (8, with tile and repaint))
     union_mode_count: str | None = None
+    # the class single ControlNet files (A1111's models/ControlNet) load as, with ``from_single_file`` and a config
+    # the engine derives from the file's tensors and its base model (``DiffusersEngine.controlnet_file_config``);
+    # None: only diffusers folders
+    single_file_class: str | None = None
     # whether the pipelines take control_guidance_start/end (Z-Image's do not)
     guidance_window: bool = True
 
@@ -73,9 +77,9 @@ class ControlNets:
         return argument if isinstance(argument, str) else argument[task]
 
 
-def controlnet_path(value: str, field_name: str) -> Path:
-    """A ``controls.N.model`` value as a diffusers ControlNet folder: a path, else a name in the controlnet
-    folders. A UsageError names the field."""
+def controlnet_path(value: str, field_name: str, single_files: bool = False) -> Path:
+    """A ``controls.N.model`` value as a diffusers ControlNet folder (``single_files``: or a .safetensors file of
+    its own): a path, else a name in the controlnet folders. A UsageError names the field."""
     path = user_path(value, field_name)
     if not path.exists():
         found = lookup_model_file(CONTROLNET_KIND, value, field_name)
@@ -88,6 +92,11 @@ def controlnet_path(value: str, field_name: str) -> Path:
         folder = path.parent
         if path.suffix.lower() == ".safetensors" and (folder / "config.json").is_file():
             return folder  # diffusion_pytorch_model.safetensors of a diffusers folder
+        if single_files and path.suffix.lower() == ".safetensors":
+            return path
+        if single_files:
+            raise UsageError(f"{field_name}: '{value}' is not a .safetensors file (pickle ControlNets, .pth/.ckpt, "
+                             "are not loaded)", hint="use its .safetensors release, or the diffusers folder")
         raise UsageError(f"{field_name}: '{value}' is a single file; ControlNets load from a diffusers folder "
                          "(config.json and diffusion_pytorch_model.safetensors)",
                          hint="download the ControlNet's diffusers repository into the controlnet folder")
@@ -129,36 +138,16 @@ def control_problems(engine, task: str, params) -> list[str]:
     for index, spec in enumerate(controls):
         where = f"controls.{index}"
         try:
-            folder = controlnet_path(spec.model, f"{where}.model")
+            found = controlnet_path(spec.model, f"{where}.model", support.single_file_class is not None)
+            if found.is_file():  # a single file: a single-mode ControlNet, checked by its tensors
+                kinds[False].append(where)
+                problem = file_problem(engine, found, spec, where)
+                problems += [problem] if problem else []
+            else:
+                problems += folder_problems(engine, support, found, spec, where, kinds, union_folders)
         except UsageError as exc:
             problems.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
             continue
-        config = read_config(folder, "config.json")
-        class_name = controlnet_class(config, support)
-        allowed = (*support.model_classes, *support.union_classes)
-        if class_name not in allowed:
-            problems.append(f"{where}.model: {folder.name} is a {class_name or 'model of no named class'} "
-                            f"ControlNet; engine {engine.key} takes {' or '.join(allowed)}")
-            continue
-        if weights_file(folder) is None:
-            problems.append(f"{where}.model: {folder.name} has no {WEIGHTS_NAME} (the weights diffusers loads; "
-                            "pickle .bin ControlNets are not loaded)")
-        problem = engine.controlnet_problem(config)
-        if problem:
-            problems.append(f"{where}.model: {folder.name}: {problem}")
-        union = class_name in support.union_classes
-        kinds[union].append(where)
-        if union:
-            union_folders.add(folder.resolve())
-        # a union model trained on fewer modes than the family knows (its config counts them)
-        count = config.get(support.union_mode_count) if union and support.union_mode_count else None
-        modes = [name for name, mode in support.union_modes.items() if count is None or mode < count]
-        if union and spec.type is None:
-            problems.append(f"{where}.type: {folder.name} is a union ControlNet; say which mode: {', '.join(modes)}")
-        elif union and spec.type not in modes:
-            problems.append(f"{where}.type: got {spec.type!r}; {folder.name} has modes {', '.join(modes)}")
-        elif not union and spec.type is not None:
-            problems.append(f"{where}.type: {folder.name} is a single-mode ControlNet; leave type out")
         if not support.guidance_window and (spec.start, spec.end) != (0.0, 1.0):
             problems.append(f"{where}.start: engine {engine.key}'s ControlNet pipeline runs the control on every "
                             "step (it takes no start/end); leave start and end out")
@@ -185,19 +174,84 @@ def control_problems(engine, task: str, params) -> list[str]:
     return problems
 
 
-def load_controlnet(model, folder: Path, support: ControlNets):
+def folder_problems(engine, support: ControlNets, folder: Path, spec, where: str, kinds: dict[bool, list[str]],
+                    union_folders: set) -> list[str]:
+    """What does not fit in a ControlNet folder (its config's class, weights, family, union modes); records
+    whether it is a union model in ``kinds`` and ``union_folders``."""
+    config = read_config(folder, "config.json")
+    class_name = controlnet_class(config, support)
+    allowed = (*support.model_classes, *support.union_classes)
+    if class_name not in allowed:
+        return [f"{where}.model: {folder.name} is a {class_name or 'model of no named class'} ControlNet; engine "
+                f"{engine.key} takes {' or '.join(allowed)}"]
+    problems = []
+    if weights_file(folder) is None:
+        problems.append(f"{where}.model: {folder.name} has no {WEIGHTS_NAME} (the weights diffusers loads; "
+                        "pickle .bin ControlNets are not loaded)")
+    problem = engine.controlnet_problem(config)
+    if problem:
+        problems.append(f"{where}.model: {folder.name}: {problem}")
+    union = class_name in support.union_classes
+    kinds[union].append(where)
+    if union:
+        union_folders.add(folder.resolve())
+    # a union model trained on fewer modes than the family knows (its config counts them)
+    count = config.get(support.union_mode_count) if union and support.union_mode_count else None
+    modes = [name for name, mode in support.union_modes.items() if count is None or mode < count]
+    if union and spec.type is None:
+        problems.append(f"{where}.type: {folder.name} is a union ControlNet; say which mode: {', '.join(modes)}")
+    elif union and spec.type not in modes:
+        problems.append(f"{where}.type: got {spec.type!r}; {folder.name} has modes {', '.join(modes)}")
+    elif not union and spec.type is not None:
+        problems.append(f"{where}.type: {folder.name} is a single-mode ControlNet; leave type out")
+    return problems
+
+
+def file_problem(engine, path: Path, spec, where: str) -> str | None:
+    """Why a single ControlNet file does not fit the engine (its header's tensors; nothing loaded), or None."""
+    from codex_core import read_safetensors_header, tensor_shapes
+
+    if spec.type is not None:
+        return f"{where}.type: {path.name} is a single-mode ControlNet; leave type out"
+    problem = engine.controlnet_file_problem(tensor_shapes(read_safetensors_header(path, f"{where}.model")))
+    return f"{where}.model: {path.name}: {problem}" if problem else None
+
+
+def load_controlnet_file(model, path: Path, support: ControlNets, base, field_name: str):
+    """A single ControlNet file, loaded with ``from_single_file`` against the config the engine derives from it
+    and the base model (written to a folder of its own: diffusers reads a config from a folder)."""
+    import json
+    import tempfile
+
+    from codex_core import read_safetensors_header, tensor_shapes
+
+    from .devices import torch_dtype
+
+    shapes = tensor_shapes(read_safetensors_header(path, field_name))
+    config = model.engine.controlnet_file_config(base, shapes, field_name)
+    with tempfile.TemporaryDirectory(prefix="codex-controlnet-") as folder:
+        (Path(folder) / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        module = model_class(support.single_file_class).from_single_file(
+            str(path), config=folder, torch_dtype=torch_dtype(model.runtime), local_files_only=True)
+    return module
+
+
+def load_controlnet(model, folder: Path, support: ControlNets, base=None, field_name: str = "controls"):
     """The ControlNet in ``folder``, loaded once per model (keyed by the folder's weights' path, size and
     mtime) onto the run's device in the run's dtype; safetensors only, local files only."""
     from .devices import torch_dtype
 
-    weights = sorted(folder.glob("*.safetensors"))
-    if weights_file(folder) is None:
+    weights = [folder] if folder.is_file() else sorted(folder.glob("*.safetensors"))
+    if folder.is_dir() and weights_file(folder) is None:
         raise UsageError(f"{folder}: no {WEIGHTS_NAME} (pickle-based ControlNets are not loaded)")
     key = (str(folder.resolve()), tuple((w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights))
     if key not in model.controlnets:
-        cls = model_class(controlnet_class(read_config(folder, "config.json"), support))
-        module = cls.from_pretrained(str(folder), torch_dtype=torch_dtype(model.runtime), use_safetensors=True,
-                                     local_files_only=True)
+        if folder.is_file():
+            module = load_controlnet_file(model, folder, support, base, field_name)
+        else:
+            cls = model_class(controlnet_class(read_config(folder, "config.json"), support))
+            module = cls.from_pretrained(str(folder), torch_dtype=torch_dtype(model.runtime), use_safetensors=True,
+                                         local_files_only=True)
         module.to(model.runtime.device)
         module.eval()
         model.controlnets[key] = module
@@ -212,15 +266,19 @@ def control_view(engine, model, family, job: "Job"):
 
     support: ControlNets = engine.controlnets
     controls = job.params.controls
-    folders = [controlnet_path(spec.model, f"controls.{i}.model") for i, spec in enumerate(controls)]
-    modules = [load_controlnet(model, folder, support) for folder in folders]
+    single_files = support.single_file_class is not None
+    folders = [controlnet_path(spec.model, f"controls.{i}.model", single_files) for i, spec in enumerate(controls)]
+    modules = [load_controlnet(model, folder, support, family.base, f"controls.{index}.model")
+               for index, folder in enumerate(folders)]
     for index, (spec, folder) in enumerate(zip(controls, folders)):
         from codex_core import file_record
 
-        weights = weights_file(folder)  # what the run read: by its sha256 replay finds a moved folder again
-        record = (file_record(weights, job.progress.message) if weights.name == WEIGHTS_NAME
+        # what the run read: by its sha256 replay finds a moved file or folder again
+        weights = folder if folder.is_file() else weights_file(folder)
+        record = (file_record(weights, job.progress.message) if weights.name.endswith(".safetensors")
                   else {"path": str(folder)})
-        job.files[f"controlnet:{index}"] = {**record, "folder": str(folder), "class": type(modules[index]).__name__}
+        where = {"folder": str(folder)} if folder.is_dir() else {}
+        job.files[f"controlnet:{index}"] = {**record, **where, "class": type(modules[index]).__name__}
     union = type(modules[0]).__name__ in support.union_classes
     name = support.union_pipelines.get(job.task) if union else None
     cls = pipeline_class(name or support.pipelines[job.task])

@@ -362,6 +362,16 @@ class DiffusersEngine(Engine):
         e.g. an SD 1.5 ControlNet (cross-attention 768) for SDXL (2048); None: it fits."""
         return None
 
+    def controlnet_file_problem(self, shapes: dict[str, tuple[int, ...]]) -> str | None:
+        """Why a single ControlNet file (its tensors' names and shapes) does not fit this engine; None: it fits.
+        Asked only where ``controlnets.single_file_class`` is set."""
+        return None
+
+    def controlnet_file_config(self, base, shapes: dict[str, tuple[int, ...]], field: str) -> dict[str, Any]:
+        """The diffusers config a single ControlNet file loads with (``from_single_file``), from its tensors and
+        the run's base pipeline; a UsageError naming ``field`` when it cannot fit that model."""
+        raise NotImplementedError(f"engine {self.key} loads no single ControlNet files")
+
     def lora_problem(self, path: Path) -> str | None:
         """Why a LoRA file is not for this engine's family, from its tensor names and shapes (for listings:
         a run loads it and reports what does not fit)."""

@@ -83,10 +83,26 @@ class _StableDiffusion(A1111Prompts, SpeedModes, DiffusersEngine):
     controlnet_text_time: ClassVar[bool] = False
 
     def controlnet_problem(self, config: dict[str, Any]) -> str | None:
-        text_time = config.get("addition_embed_type") == "text_time"
+        return self._controlnet_family_problem(config.get("addition_embed_type") == "text_time",
+                                               config.get("cross_attention_dim"))
+
+    def controlnet_file_problem(self, shapes: dict[str, tuple[int, ...]]) -> str | None:
+        from .controlnet_files import family
+
+        text_time, width = family(shapes)
+        if text_time is None:
+            return ("not a ControlNet file (no input_hint_block or controlnet_cond_embedding tensors; a union or "
+                    "LoRA-style control file is not loaded from a single file)")
+        return self._controlnet_family_problem(text_time, width)
+
+    def controlnet_file_config(self, base, shapes: dict[str, tuple[int, ...]], field: str) -> dict[str, Any]:
+        from .controlnet_files import controlnet_config
+
+        return controlnet_config(dict(base.unet.config), shapes, field)
+
+    def _controlnet_family_problem(self, text_time: bool, width: int | None) -> str | None:
         if text_time == self.controlnet_text_time:
             return None
-        width = config.get("cross_attention_dim")
         if text_time:
             return (f"it is an SDXL ControlNet (cross_attention_dim {width}, addition_embed_type \"text_time\"); "
                     "engine sdxl runs it")
@@ -118,7 +134,7 @@ class StableDiffusion15(_StableDiffusion):
     # Like every local SD tool, no NSFW safety checker is loaded (it also costs ~1.2 GB).
     load_options = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     controlnets = ControlNets(
-        model_classes=("ControlNetModel",), multi_class="MultiControlNetModel",
+        model_classes=("ControlNetModel",), multi_class="MultiControlNetModel", single_file_class="ControlNetModel",
         pipelines={"txt2img": "StableDiffusionControlNetPipeline", "img2img": "StableDiffusionControlNetImg2ImgPipeline",
                    "inpaint": "StableDiffusionControlNetInpaintPipeline"},
         image_argument={"txt2img": "image", "img2img": "control_image", "inpaint": "control_image"})
@@ -143,7 +159,7 @@ class StableDiffusionXL(_StableDiffusion):
                  "inpaint": "StableDiffusionXLInpaintPipeline", "upscale": "StableDiffusionXLImg2ImgPipeline"}
     controlnet_text_time = True
     controlnets = ControlNets(
-        model_classes=("ControlNetModel",), multi_class="MultiControlNetModel",
+        model_classes=("ControlNetModel",), multi_class="MultiControlNetModel", single_file_class="ControlNetModel",
         pipelines={"txt2img": "StableDiffusionXLControlNetPipeline",
                    "img2img": "StableDiffusionXLControlNetImg2ImgPipeline",
                    "inpaint": "StableDiffusionXLControlNetInpaintPipeline"},

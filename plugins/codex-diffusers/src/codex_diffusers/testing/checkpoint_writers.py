@@ -143,6 +143,38 @@ def _unet_to_ldm(state: dict, config: dict) -> dict[str, torch.Tensor]:
     return out
 
 
+
+# -- SD ControlNet: diffusers -> lllyasviel's layout (inverse of convert_controlnet_checkpoint) ----------
+
+
+def write_controlnet_single_file(folder: Path, dest: Path, *, original: bool = True) -> Path:
+    """A diffusers ControlNet folder as the one file A1111's models/ControlNet holds: lllyasviel's layout
+    (``control_model.`` + the UNet encoder's LDM names, ``input_hint_block.{0,2,..,14}``, ``zero_convs.N.0``,
+    ``middle_block_out.0``), or (``original=False``) diffusers' own keys in one file."""
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    state = load_file(str(Path(folder) / "diffusion_pytorch_model.safetensors"))
+    if not original:
+        return _save(state, dest)
+    blocks = 2 * (len(config["conditioning_embedding_out_channels"]) - 1)
+    hint = {"controlnet_cond_embedding.conv_in.": "input_hint_block.0.",
+            "controlnet_cond_embedding.conv_out.": f"input_hint_block.{2 * (blocks + 1)}.",
+            **{f"controlnet_cond_embedding.blocks.{index}.": f"input_hint_block.{2 * (index + 1)}."
+               for index in range(blocks)}}
+    out, encoder = {}, {}
+    for key, value in state.items():
+        if key.startswith("controlnet_down_blocks."):
+            index, _, rest = key.removeprefix("controlnet_down_blocks.").partition(".")
+            out[f"zero_convs.{index}.0.{rest}"] = value
+        elif key.startswith("controlnet_mid_block."):
+            out[f"middle_block_out.0.{key.removeprefix('controlnet_mid_block.')}"] = value
+        elif key.startswith("controlnet_cond_embedding."):
+            prefix = next(prefix for prefix in hint if key.startswith(prefix))
+            out[hint[prefix] + key[len(prefix):]] = value
+        else:  # the UNet encoder it copies: the UNet's LDM names (no up blocks)
+            encoder[key] = value
+    out.update(_unet_to_ldm(encoder, {**config, "up_block_types": []}))
+    return _save({f"control_model.{key}": value for key, value in out.items()}, dest)
+
 # -- SD VAE: diffusers -> LDM (inverse of convert_ldm_vae_checkpoint) -----------------------------
 
 _VAE_TOP = {"conv_in.": "conv_in.", "conv_out.": "conv_out.", "conv_norm_out.": "norm_out."}
