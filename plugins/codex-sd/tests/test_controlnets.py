@@ -90,6 +90,7 @@ def controlnets(tmp_path_factory):
     folders["sd15_file"] = write_controlnet_single_file(root / "sd15", root / "control_tiny_sd15.safetensors")
     folders["sdxl_file"] = write_controlnet_single_file(root / "sdxl", root / "tiny_xl_canny.safetensors",
                                                         original=False)
+    folders["sdxl_original"] = write_controlnet_single_file(root / "sdxl", root / "xl_original.safetensors")
     (root / "pickled").mkdir()  # a ControlNet folder with .bin weights only
     shutil.copy(root / "sd15" / "config.json", root / "pickled" / "config.json")
     (root / "pickled" / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
@@ -335,6 +336,7 @@ def _errors(engine, task, request, tmp_path) -> str:
     ("sdxl", {"model": "{sd15_file}"}, ["controls.0.model", "engine sd15 runs it"]),
     ("sd15", {"model": "{sd15_file}", "type": "canny"}, ["controls.0.type", "single-mode"]),
     ("sd15", {"model": "{a_lora}"}, ["controls.0.model", "not a ControlNet file"]),
+    ("sdxl", {"model": "{sdxl_original}"}, ["controls.0.model", "original layout", "diffusers-layout file"]),
 ])
 def test_bad_controls_exit_2_before_loading_naming_the_field(engine, control, expected, controlnets, images,
                                                               tmp_path):

@@ -226,13 +226,19 @@ def load_controlnet_file(model, path: Path, support: ControlNets, base, field_na
     from codex_core import read_safetensors_header, tensor_shapes
 
     from .devices import torch_dtype
+    from .single_file import LOAD_FAILURES
 
     shapes = tensor_shapes(read_safetensors_header(path, field_name))
     config = model.engine.controlnet_file_config(base, shapes, field_name)
     with tempfile.TemporaryDirectory(prefix="codex-controlnet-") as folder:
         (Path(folder) / "config.json").write_text(json.dumps(config), encoding="utf-8")
-        module = model_class(support.single_file_class).from_single_file(
-            str(path), config=folder, torch_dtype=torch_dtype(model.runtime), local_files_only=True)
+        try:
+            module = model_class(support.single_file_class).from_single_file(
+                str(path), config=folder, torch_dtype=torch_dtype(model.runtime), local_files_only=True)
+        except (*LOAD_FAILURES, NotImplementedError) as exc:  # NotImplementedError: tensors left on "meta"
+            raise UsageError(f"{field_name}: {path.name} does not load as a ControlNet of this checkpoint: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                             hint="give the ControlNet's diffusers folder") from None
     return module
 
 

@@ -45,6 +45,10 @@ def family(shapes: dict[str, tuple[int, ...]]) -> tuple[bool | None, int | None]
     return text_time, width
 
 
+def original_layout(shapes: dict[str, tuple[int, ...]]) -> bool:
+    return f"{HINT_ORIGINAL}0.weight" in _plain(shapes)
+
+
 def conditioning_widths(shapes: dict[str, tuple[int, ...]]) -> list[int]:
     """The control image encoder's widths (``conditioning_embedding_out_channels``), from its convolutions."""
     keys = _plain(shapes)

@@ -87,13 +87,18 @@ class _StableDiffusion(A1111Prompts, SpeedModes, DiffusersEngine):
                                                config.get("cross_attention_dim"))
 
     def controlnet_file_problem(self, shapes: dict[str, tuple[int, ...]]) -> str | None:
-        from .controlnet_files import family
+        from .controlnet_files import family, original_layout
 
         text_time, width = family(shapes)
         if text_time is None:
             return ("not a ControlNet file (no input_hint_block or controlnet_cond_embedding tensors; a union or "
                     "LoRA-style control file is not loaded from a single file)")
-        return self._controlnet_family_problem(text_time, width)
+        problem = self._controlnet_family_problem(text_time, width)
+        if problem is None and text_time and original_layout(shapes):
+            # diffusers' converter maps no label_emb of a ControlNet: its added embedding would stay unloaded
+            return ("an SDXL ControlNet in the original layout, which diffusers' single-file converter does not "
+                    "load (its label_emb); use its diffusers-layout file or folder")
+        return problem
 
     def controlnet_file_config(self, base, shapes: dict[str, tuple[int, ...]], field: str) -> dict[str, Any]:
         from .controlnet_files import controlnet_config
