@@ -7,15 +7,19 @@ family:
 
 - before loading (``control_problems``): each ``controls.N.model`` resolves (a path, or a name in the
   ``controlnet`` models folders) to a diffusers ControlNet folder whose config names one of the family's
-  classes and fits the engine (``DiffusersEngine.controlnet_problem``); ``type`` only with a union model
-  and one of its modes; start/end only where the pipeline takes them; the control image's size equals the
-  output's unless the control says ``resize``;
-- loading: each ControlNet is loaded once (safetensors, local files) onto the device and kept with the
-  model (``DiffusersModel.controlnets``: the model cache counts its bytes, evicts it with the model);
-- running (``control_view``): the task's control pipeline is derived from the base once with
-  ``from_pipe``; each run takes a view of it (a shallow copy) and sets the run's ControlNet (or the
-  family's multi-ControlNet of several) on the view only, so the cached pipelines never change and a
-  run without controls is the plain pipeline's, pixel for pixel;
+  classes and fits the engine (``DiffusersEngine.controlnet_problem``), or, where the family loads them
+  (``single_file_class``), to a single .safetensors file whose tensors fit (``controlnet_file_problem``);
+  ``type`` only with a union model and one of its modes; start < end where the pipeline takes them (none
+  elsewhere); union and single-mode models not mixed; the control image's size equals the output's unless
+  the control says ``resize``;
+- loading: each ControlNet is loaded once (safetensors, local files; a single file against the config the
+  engine derives, ``controlnet_file_config``) onto the device and kept with the model
+  (``DiffusersModel.controlnets``: the model cache counts its bytes, evicts it with the model);
+- running (``control_view``): the task's control pipeline (a union model's, for union models) is derived
+  from the base once with ``from_pipe``; each run takes a view of it (a shallow copy) and sets the run's
+  ControlNet on the view only (``stacked``: one model, the family's multi-ControlNet of several, or one
+  union model that takes several controls itself), so the cached pipelines never change and a run without
+  controls is the plain pipeline's, pixel for pixel;
 - arguments (``control_arguments``): images (preprocessed first where asked, saved beside the output),
   scales, start/end and union modes, a list when several stack.
 
