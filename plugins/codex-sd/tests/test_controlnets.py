@@ -27,7 +27,6 @@ from diffusers import (
 )
 from PIL import Image
 
-from codex_diffusers.testing.checkpoint_writers import write_controlnet_single_file
 from codex_diffusers.testing import (
     assert_same_pixels,
     cli_run,
@@ -38,6 +37,7 @@ from codex_diffusers.testing import (
     tiny_model_dir,
     write_test_image,
 )
+from codex_diffusers.testing.checkpoint_writers import write_controlnet_single_file
 
 # the zero-initialised parts of a fresh ControlNet: filled with noise, or a control would change nothing
 ZERO_INITIALISED = ("controlnet_cond_embedding.conv_out", "controlnet_down_blocks", "controlnet_mid_block",
