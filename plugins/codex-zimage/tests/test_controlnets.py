@@ -18,7 +18,7 @@ from diffusers import (
 from PIL import Image
 
 from codex_core.testing import cli_run
-from codex_diffusers.testing import pixels, run_json, tiny_model_dir, write_test_image
+from codex_diffusers.testing import loaded_model, pixels, run_json, tiny_model_dir, write_test_image
 
 # real CFG against a negative prompt, so the control runs on both halves of the batch
 BASE = {"prompt": "a lighthouse", "negative_prompt": "blurry", "cfg": 2.0, "width": 32, "height": 32, "steps": 2,
@@ -89,6 +89,11 @@ def test_txt2img_equals_the_controlnet_pipeline_for_each_controlnet_and_a_plain_
                            controlnet_conditioning_scale=scale)
         assert np.array_equal(outputs[name], expected), name
         assert result["info"]["model"]["files"]["controlnet:0"]["class"] == "ZImageControlNetModel"
+    # the model's bytes count each ControlNet's own tensors once, not the transformer's that it borrows
+    model = loaded_model("z_image")
+    own = sum(t.numel() * t.element_size() for name in ("union", "union2")
+              for t in ZImageControlNetModel.from_pretrained(controlnets[name]).parameters())
+    assert model.nbytes() == sum(family.nbytes() for family in model.families.values()) + own
     plain = run_json("z_image", "txt2img", BASE, tmp_path / "plain")
     without = _call(base_pipe)
     assert np.array_equal(pixels(plain["files"][0]), without)

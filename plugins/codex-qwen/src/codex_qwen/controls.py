@@ -2,7 +2,7 @@
 ``controlnet_qwenimage.py``). No torch at import: `codex engines` imports this module.
 
 - txt2img runs ``QwenImageControlNetPipeline`` with a ``QwenImageControlNetModel``. The union ControlNet
-  (InstantX/Qwen-Image-ControlNet-Union: canny, soft edge, depth, pose) has no mode argument: the control
+  (InstantX/Qwen-Image-ControlNet-Union: e.g. canny, depth, pose) has no mode argument: the control
   image alone says which condition it is, so ``type`` is not taken.
 - Several controls stack through ``QwenImageMultiControlNetModel``, which runs ONE ControlNet (the union)
   on each control image and sums the results; it refuses two different ControlNets, so every control must

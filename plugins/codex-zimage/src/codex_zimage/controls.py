@@ -9,8 +9,8 @@
   init image, the mask and the control image and generates from noise: no strength (so it must be 1).
 - The pipelines run the control on every step (no control_guidance_start/end) and take one ControlNet (no
   multi-ControlNet class).
-- The published union ControlNets (alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union: canny, HED, depth, pose,
-  MLSD) read the condition from the control image alone: no mode argument, so no ``type``.
+- The published union ControlNets (alibaba-pai/Z-Image-Turbo-Fun-Controlnet-Union: e.g. canny, depth, pose)
+  read the condition from the control image alone: no mode argument, so no ``type``.
 - ``control_in_dim``: 1.0 takes the control's latents (the VAE's 16 channels); 2.0/2.1 take the control's
   latents, the mask and the masked init image's latents (16 + 1 + 16 = 33). txt2img runs either (the
   pipeline pads zeros for the missing channels); inpaint needs the latter (the pipeline refuses 1.0).
