@@ -51,6 +51,14 @@ def _configs(params) -> list[tuple[int, Path, dict]]:
     return found
 
 
+def _same_image(one: str, other: str) -> bool:
+    """The same file, or files of the same bytes (a front end that uploads both saves two copies)."""
+    import filecmp
+
+    first, second = Path(one).expanduser(), Path(other).expanduser()
+    return first.resolve() == second.resolve() or filecmp.cmp(first, second, shallow=False)
+
+
 def controls_task_problems(task: str, params) -> list[str]:
     """What the task's ControlNet pipeline cannot take, before anything loads: an inpainting ControlNet
     (it reads a mask) outside inpaint, an ordinary one in inpaint, and inpaint's one control on the init image."""
@@ -71,7 +79,7 @@ def controls_task_problems(task: str, params) -> list[str]:
         if len(controls) > 1:
             problems.append(f"controls: {len(controls)} given; {INPAINT_PIPELINE} takes one ControlNet")
         spec = controls[0]
-        if Path(spec.image).expanduser().resolve() != Path(params.init_image).expanduser().resolve():
+        if not _same_image(spec.image, params.init_image):
             problems.append(f"controls.0.image: got {spec.image}; the inpainting ControlNet reads the image being "
                             f"repainted: give init_image's file ({params.init_image})")
         if spec.preprocess is not None:
