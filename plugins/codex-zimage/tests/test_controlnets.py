@@ -66,7 +66,8 @@ def base_pipe():
 
 def _call(pipe, **control) -> np.ndarray:
     image = pipe(prompt=BASE["prompt"], negative_prompt=BASE["negative_prompt"], guidance_scale=BASE["cfg"],
-                 num_inference_steps=BASE["steps"], width=32, height=32, max_sequence_length=BASE["max_sequence_length"],
+                 num_inference_steps=BASE["steps"], width=32, height=32,
+                 max_sequence_length=BASE["max_sequence_length"],
                  generator=torch.Generator("cpu").manual_seed(BASE["seed"]), **control).images[0]
     return pixels(image)
 
@@ -128,8 +129,9 @@ def _refused(task: str, request: dict, tmp_path: Path) -> str:
     ("start_end", "txt2img", [{"model": "{union}", "image": "{control}", "start": 0.2}], {},
      "controls.0.start: engine z_image's ControlNet pipeline runs the control on every step"),
     ("image_does_not_open", "txt2img", [{"model": "{union}", "image": "{broken}"}], {}, "controls.0.image"),
-    ("two_controls", "txt2img", [{"model": "{union}", "image": "{control}"}, {"model": "{union}", "image": "{control}"}],
-     {}, "controls: 2 given; engine z_image's pipelines take one ControlNet"),
+    ("two_controls", "txt2img",
+     [{"model": "{union}", "image": "{control}"}, {"model": "{union}", "image": "{control}"}], {},
+     "controls: 2 given; engine z_image's pipelines take one ControlNet"),
     ("union_has_no_type", "txt2img", [{"model": "{union}", "image": "{control}", "type": "pose"}], {},
      "controls.0.type"),
     ("control_only_controlnet_in_inpaint", "inpaint", [{"model": "{union}", "image": "{control}"}], {"strength": 1.0},
