@@ -75,6 +75,19 @@ class ControlNets:
     single_file_class: str | None = None
     # whether the pipelines take control_guidance_start/end (Z-Image's do not)
     guidance_window: bool = True
+    # the multi class runs ONE ControlNet on several control images (Qwen-Image's multi-ControlNet refuses
+    # two different ControlNets): several controls must then name the same ControlNet
+    stacks_one_model: bool = False
+    # the ControlNet class's classmethod that joins a loaded ControlNet to the base transformer, for
+    # ControlNets that borrow the transformer's embedders and refiners (Z-Image's: from_transformer(cn, tf));
+    # applied before each run, since the derived pipeline joins only the ControlNet it was built with
+    attach: str | None = None
+    # task -> {base call argument: its name in the control pipeline, or None where that pipeline takes none};
+    # e.g. Qwen-Image's ControlNet inpainting takes the mask as control_mask and no init image or strength
+    call_arguments: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
+    # task -> {field: the only value allowed}: fields whose argument the control pipeline does not take, so
+    # it behaves as at that value (an inpainting ControlNet pipeline that repaints from noise: strength 1.0)
+    fixed_fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def image_argument_for(self, task: str, union: bool = False) -> str:
         argument = self.union_image_argument if union and self.union_image_argument is not None else self.image_argument
@@ -136,6 +149,12 @@ def control_problems(engine, task: str, params) -> list[str]:
         return [f"controls: engine {engine.key} has no ControlNet pipeline for {task}"
                 + (f"; tasks with controls: {', '.join(support.pipelines)}" if support else "")]
     problems = []
+    for name, allowed_value in support.fixed_fields.get(task, {}).items():
+        value = getattr(params, name, allowed_value)
+        if value != allowed_value:
+            problems.append(f"{name}: got {value!r}; with controls, {task} runs {support.pipelines[task]}, which "
+                            f"takes no {name} (it runs as at {allowed_value!r}): set {name} to {allowed_value!r}")
+    first_folder = None
     size = engine.output_size_of(params)
     kinds: dict[bool, list[str]] = {True: [], False: []}  # the controls on union / single-mode models
     union_folders = set()
@@ -152,6 +171,13 @@ def control_problems(engine, task: str, params) -> list[str]:
         except UsageError as exc:
             problems.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
             continue
+        if support.stacks_one_model and len(controls) > 1:
+            first_folder = first_folder or found.resolve()
+            if found.resolve() != first_folder:
+                problems.append(f"{where}.model: {found.name} differs from controls.0's; engine {engine.key} "
+                                f"stacks several control images on one ControlNet ({support.multi_class} runs a "
+                                "single, union ControlNet): name the same model in every control")
+                continue
         if not support.guidance_window and (spec.start, spec.end) != (0.0, 1.0):
             problems.append(f"{where}.start: engine {engine.key}'s ControlNet pipeline runs the control on every "
                             "step (it takes no start/end); leave start and end out")
@@ -296,6 +322,9 @@ def control_view(engine, model, family, job: "Job"):
     view = copy.copy(cached)
     view.scheduler = build_scheduler(view.scheduler, job.scheduler, family.scheduler_config)
     job.scheduler_applied = scheduler_record(view.scheduler)
+    if support.attach:
+        for module in modules:
+            getattr(type(module), support.attach)(module, view.transformer)
     view.controlnet = stacked(support, modules, union)
     return view
 
@@ -305,6 +334,8 @@ def stacked(support: ControlNets, modules: list, union: bool):
     inside it, the arguments go to it as lists); else the family's multi-ControlNet, one model per control."""
     if len(modules) == 1 or (union and all(module is modules[0] for module in modules)):
         return modules[0]
+    if support.stacks_one_model:  # a multi class that runs one ControlNet on several images gets it once
+        modules = list({id(module): module for module in modules}.values())
     return model_class(support.multi_union_class if union else support.multi_class)(modules)
 
 
@@ -360,6 +391,24 @@ def control_arguments(engine, job: "Job", size: tuple[int, int] | None) -> dict[
     return arguments
 
 
+def call_arguments_for_control(engine, task: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The base call's arguments renamed (or dropped) for the task's control pipeline (``call_arguments``)."""
+    renames = engine.controlnets.call_arguments.get(task, {})
+    renamed = {}
+    for name, value in arguments.items():
+        target = renames.get(name, name)
+        if target is not None:
+            renamed[target] = value
+    return renamed
+
+
 def controls_bytes(model) -> int:
-    tensors = [t for module in model.controlnets.values() for t in (*module.parameters(), *module.buffers())]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """The ControlNets' own bytes: each tensor once, none the base pipelines hold (an attached ControlNet,
+    e.g. Z-Image's, holds the transformer's embedders, which the model's pipelines count already)."""
+    from .pipelines import modules_of
+
+    base = {id(t) for family in model.families.values() for module in modules_of(family.base).values()
+            for t in (*module.parameters(), *module.buffers())}
+    tensors = {id(t): t for module in model.controlnets.values() for t in (*module.parameters(), *module.buffers())
+               if id(t) not in base}
+    return sum(t.numel() * t.element_size() for t in tensors.values())

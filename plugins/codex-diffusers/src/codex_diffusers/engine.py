@@ -591,9 +591,10 @@ class DiffusersEngine(Engine):
         if "output_type" in accepted:
             arguments["output_type"] = "pil"
         if getattr(params, "controls", None):
-            from .controlnets import control_arguments
+            from .controlnets import call_arguments_for_control, control_arguments
 
             arguments.update(control_arguments(self, job, self.output_size(job)))
+            arguments = call_arguments_for_control(self, job.task, arguments)
         arguments.update(self.extra_arguments(job, pipe))
         unknown = sorted(set(arguments) - accepted)
         if unknown:  # a wiring bug in the engine, not a user error: say exactly what

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from codex_core import Job
-from codex_diffusers import DiffusersEngine, read_config
+from codex_diffusers import ControlNets, DiffusersEngine, read_config
 
+from .controls import QWEN_CONTROLNETS, controlnet_fit_problems, controls_task_problems
 from .params import TASKS
 
 
@@ -48,6 +49,7 @@ class QwenImage(DiffusersEngine):
     reference_configs = {"qwen_image": "reference_configs/qwen_image"}
     gpu_dtype = "bfloat16"
     tiny_version = "2"
+    controlnets: ControlNets = QWEN_CONTROLNETS  # controls.py says what each task's ControlNet pipeline takes
 
     def extra_arguments(self, job: Job, pipe) -> dict[str, Any]:
         """The pipelines run classifier-free guidance only when a negative prompt is given: "" when the request
@@ -61,6 +63,26 @@ class QwenImage(DiffusersEngine):
             return ("its transformer is guidance-distilled (guidance_embeds: true); qwen_image runs the Qwen-Image "
                     "checkpoints, whose guidance is classifier-free (cfg)")
         return None
+
+    def check_request(self, task: str, params, variant: str | None) -> list[str]:
+        return super().check_request(task, params, variant) + controls_task_problems(task, params)
+
+    def prepare_view(self, pipe, job: Job) -> None:
+        # whether each ControlNet fits the transformer is known only once the checkpoint is loaded: before the run
+        controlnet_fit_problems(pipe, job)
+
+    def run_context(self, pipe, job: Job):
+        context = super().run_context(pipe, job)
+        if job.task == "inpaint" and getattr(job.params, "controls", None):
+            from contextlib import ExitStack
+
+            from .controls import seeded_global_rng
+
+            stack = ExitStack()
+            stack.enter_context(seeded_global_rng(job.seed))
+            stack.enter_context(context)
+            return stack
+        return context
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build

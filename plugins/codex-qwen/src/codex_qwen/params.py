@@ -14,6 +14,7 @@ Read from diffusers 0.42's QwenImage pipelines (``pipeline_qwenimage*.py``):
   A negative prompt at cfg 1 would be silently ignored by diffusers: an error here.
 - ``steps`` >= 2: the checkpoint's scheduler stretches its sigmas to end at ``shift_terminal`` 0.02,
   which divides zero by zero at one step (a NaN, black image).
+- ``controls`` (txt2img and inpaint; img2img has no ControlNet pipeline): controls.py.
 - ``max_sequence_length``: the prompt embedding is cut to this many tokens after the chat template's
   system prompt is dropped (``encode_prompt``); the pipelines refuse more than 1024.
 """
@@ -25,7 +26,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core import Img2ImgParams, InpaintParams, Params, Txt2ImgParams
+from codex_core import ControlFields, Img2ImgParams, InpaintParams, Params, Txt2ImgParams
 from codex_diffusers import CacheFields, LoraFields
 
 MAX_SEQUENCE_LENGTH = 1024  # QwenImagePipeline.check_inputs refuses more
@@ -63,7 +64,7 @@ class _QwenInitImageFields(_QwenFields):
 
 
 # _QwenFields first, so its descriptions of cfg, negative_prompt and sampler win over the core's.
-class QwenTxt2Img(_QwenFields, Txt2ImgParams):
+class QwenTxt2Img(_QwenFields, Txt2ImgParams, ControlFields):
     size_multiple = SIZE_MULTIPLE
 
 
@@ -73,8 +74,10 @@ class QwenImg2Img(_QwenInitImageFields, Img2ImgParams):
     size_multiple = SIZE_MULTIPLE
 
 
-class QwenInpaint(_QwenInitImageFields, InpaintParams):
-    """White pixels of mask_image are repainted; the output keeps the init image's size unless width/height are given."""
+class QwenInpaint(_QwenInitImageFields, InpaintParams, ControlFields):
+    """White pixels of mask_image are repainted; the output keeps the init image's size unless width/height are given.
+
+    With controls: an inpainting ControlNet on the init image, from noise (controls.py says why)."""
 
     size_multiple = SIZE_MULTIPLE
 

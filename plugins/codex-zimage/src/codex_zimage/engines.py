@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codex_diffusers import DiffusersEngine, read_config
+from codex_core import Job
+from codex_diffusers import ControlNets, DiffusersEngine, read_config
 
+from .controls import ZIMAGE_CONTROLNETS, controlnet_fit_problems, controls_task_problems
 from .params import TASKS
 
 VARIANT_SHIFTS = {3.0: "turbo", 6.0: "base"}  # scheduler/scheduler_config.json "shift" of each published repo
@@ -54,6 +56,7 @@ class ZImage(DiffusersEngine):
     gpu_dtype = "bfloat16"
     tiny_version = "1"
     latent_format = "flux"  # FLUX.1's VAE (16 channels, scaling 0.3611, shift 0.1159); unpacked latents
+    controlnets: ControlNets = ZIMAGE_CONTROLNETS  # controls.py says what each task's ControlNet pipeline takes
 
     def detect_variant(self, folder: Path) -> str | None:
         return variant_from_configs(read_config(folder, "transformer/config.json"),
@@ -64,6 +67,13 @@ class ZImage(DiffusersEngine):
         if transformer.get("siglip_feat_dim"):
             return "its transformer takes SigLIP image features (Z-Image Omni): the Z-Image pipelines give none"
         return None
+
+    def check_request(self, task: str, params, variant: str | None) -> list[str]:
+        return super().check_request(task, params, variant) + controls_task_problems(task, params)
+
+    def prepare_view(self, pipe, job: Job) -> None:
+        # whether the ControlNet fits the transformer is known only once the checkpoint is loaded: before the run
+        controlnet_fit_problems(pipe, job)
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build

@@ -9,6 +9,7 @@ What the diffusers Z-Image pipelines (0.42) do with the guidance arguments, read
   ``cfg_normalization=True``); ``cfg_truncation`` turns guidance off for the steps whose normalised
   time (0 at the first step, 1 at the last) is above it: 1.0 (the default) never does.
 - Sizes are multiples of 16 (VAE stride 8 x the transformer's 2x2 patches); the pipeline raises on others.
+- ``controls`` (txt2img and inpaint; img2img has no ControlNet pipeline): controls.py.
 - The sigma schedule is the pipeline's own (linear 1 -> 1/steps, shifted by the checkpoint's static
   shift): no flow_shift field.
 """
@@ -20,7 +21,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core import Img2ImgParams, InpaintParams, Params, Txt2ImgParams
+from codex_core import ControlFields, Img2ImgParams, InpaintParams, Params, Txt2ImgParams
 from codex_diffusers import CacheFields, LoraFields
 
 # The pipeline pads every prompt to this many Qwen3 tokens by default. The transformer's first rotary axis
@@ -61,7 +62,7 @@ class _ZImageInitImageFields(_ZImageFields):
 
 
 # _ZImageFields first, so its descriptions of cfg, negative_prompt and sampler win over the core's.
-class ZImageTxt2Img(_ZImageFields, Txt2ImgParams):
+class ZImageTxt2Img(_ZImageFields, Txt2ImgParams, ControlFields):
     size_multiple = 16
 
 
@@ -71,8 +72,10 @@ class ZImageImg2Img(_ZImageInitImageFields, Img2ImgParams):
     size_multiple = 16
 
 
-class ZImageInpaint(_ZImageInitImageFields, InpaintParams):
-    """White pixels of mask_image are repainted; the output keeps the init image's size unless width/height are given."""
+class ZImageInpaint(_ZImageInitImageFields, InpaintParams, ControlFields):
+    """White pixels of mask_image are repainted; the output keeps the init image's size unless width/height are given.
+
+    With controls: the ControlNet inpaint pipeline, from noise (strength 1; controls.py says why)."""
 
     size_multiple = 16
 
