@@ -55,11 +55,20 @@ class ControlNets:
     union_classes: tuple[str, ...] = ()
     union_pipelines: Mapping[str, str] = field(default_factory=dict)
     union_modes: Mapping[str, int] = field(default_factory=dict)
+    # a config key that marks a union model of one of ``model_classes`` when it is set (not None): Flux's union
+    # ControlNets are FluxControlNetModel with ``num_mode``, the same class as its single-mode ones
+    union_config_key: str | None = None
     # whether the pipelines take control_guidance_start/end (Z-Image's do not)
     guidance_window: bool = True
 
     def image_argument_for(self, task: str) -> str:
         return self.image_argument if isinstance(self.image_argument, str) else self.image_argument[task]
+
+    def is_union(self, class_name: str | None, config: Mapping[str, Any]) -> bool:
+        """Whether a ControlNet (its class and config.json) is a union model: by class, or by the config key."""
+        if class_name in self.union_classes:
+            return True
+        return self.union_config_key is not None and config.get(self.union_config_key) is not None
 
 
 def controlnet_path(value: str, field_name: str) -> Path:
@@ -115,12 +124,15 @@ def control_problems(engine, task: str, params) -> list[str]:
         problem = engine.controlnet_problem(config)
         if problem:
             problems.append(f"{where}.model: {folder.name}: {problem}")
-        union = class_name in support.union_classes
+        union = support.is_union(class_name, config)
         if union and spec.type is None:
             problems.append(f"{where}.type: {folder.name} is a union ControlNet; say which mode: "
                             f"{', '.join(support.union_modes)}")
         elif union and spec.type not in support.union_modes:
             problems.append(f"{where}.type: got {spec.type!r}; {folder.name} has modes {', '.join(support.union_modes)}")
+        elif union and support.union_config_key and support.union_modes[spec.type] >= config[support.union_config_key]:
+            problems.append(f"{where}.type: {spec.type!r} is mode {support.union_modes[spec.type]}; {folder.name} has "
+                            f"{config[support.union_config_key]} modes ({support.union_config_key})")
         elif not union and spec.type is not None:
             problems.append(f"{where}.type: {folder.name} is a single-mode ControlNet; leave type out")
         if not support.guidance_window and (spec.start, spec.end) != (0.0, 1.0):
@@ -134,6 +146,33 @@ def control_problems(engine, task: str, params) -> list[str]:
                 problems.append(f"{where}.image: it is {control_size[0]}x{control_size[1]}, the output "
                                 f"{size[0]}x{size[1]}; give a control image of the output's size or set "
                                 f"\"resize\": true")
+    return problems
+
+
+def control_fit_problems(engine, params, context) -> list[str]:
+    """The ``controls`` that do not fit the run's checkpoint (``engine.controlnet_fit``: its configs against the
+    ControlNet's, e.g. another text width), as "field: message" lines; configs only, nothing loads. The
+    checkpoint is looked up (``context.source()``) only when the request has controls, and only a diffusers
+    folder is compared (a single file's components are known when it loads)."""
+    controls = getattr(params, "controls", None) or []
+    support = engine.controlnets
+    if not controls or support is None:
+        return []
+    folder = context.source().path
+    if not folder.is_dir():
+        return []
+    problems = []
+    for index, spec in enumerate(controls):
+        try:
+            control = controlnet_path(spec.model, f"controls.{index}.model")
+        except UsageError:
+            continue  # reported by control_problems
+        config = read_config(control, "config.json")
+        if config.get("_class_name") not in (*support.model_classes, *support.union_classes):
+            continue
+        problem = engine.controlnet_fit(config, folder)
+        if problem:
+            problems.append(f"controls.{index}.model: {control.name}: {problem}")
     return problems
 
 
@@ -177,7 +216,7 @@ def control_view(engine, model, family, job: "Job"):
         weights = sorted(folder.glob("*.safetensors"))
         record = file_record(weights[0], job.progress.message) if len(weights) == 1 else {"path": str(folder)}
         job.files[f"controlnet:{index}"] = {**record, "folder": str(folder), "class": type(modules[index]).__name__}
-    union = type(modules[0]).__name__ in support.union_classes
+    union = support.is_union(type(modules[0]).__name__, modules[0].config)
     name = support.union_pipelines.get(job.task) if union else None
     cls = pipeline_class(name or support.pipelines[job.task])
     cached = family.for_class(cls, controlnet=modules[0])
@@ -225,8 +264,9 @@ def control_arguments(engine, job: "Job", size: tuple[int, int] | None) -> dict[
     if support.guidance_window:
         arguments["control_guidance_start"] = each([spec.start for spec in controls])
         arguments["control_guidance_end"] = each([spec.end for spec in controls])
-    if any(spec.type is not None for spec in controls):
-        arguments["control_mode"] = each([support.union_modes[spec.type] for spec in controls])
+    if any(spec.type is not None for spec in controls):  # None for a single-mode ControlNet stacked with a union one
+        arguments["control_mode"] = each([None if spec.type is None else support.union_modes[spec.type]
+                                          for spec in controls])
     return arguments
 
 
