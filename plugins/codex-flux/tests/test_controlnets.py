@@ -77,7 +77,9 @@ def models(tmp_path_factory):
     paths.update(redux=root / "redux", redux_wide=root / "redux_wide")
     for name, config in {"sd15": {"_class_name": "ControlNetModel", "cross_attention_dim": 768},
                          "wide": {**_controlnet(transformer, 0).config, "_class_name": "FluxControlNetModel",
-                                  "joint_attention_dim": 64}}.items():
+                                  "joint_attention_dim": 64},
+                         "union3": {**_controlnet(transformer, 0).config, "_class_name": "FluxControlNetModel",
+                                    "num_mode": 3}}.items():
         (root / name).mkdir()
         (root / name / "config.json").write_text(json.dumps(dict(config)))
         paths[name] = root / name
@@ -131,6 +133,13 @@ def test_txt2img_control_equals_diffusers(models, inputs, base_pipe, tmp_path):
     assert info["model"]["files"]["controlnet:0"]["class"] == "FluxControlNetModel"
     plain, _ = ours("txt2img", {"width": 32, "height": 32}, tmp_path / "plain")
     assert not np.array_equal(got, plain)  # the control steered the image
+    # and left the cached pipeline as it was: the next run without controls is the plain pipeline's
+    pipe = FluxPipeline.from_pipe(base_pipe)
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(base_pipe.scheduler.config)
+    expected_plain = pipe(prompt=BASE["prompt"], num_inference_steps=BASE["steps"], guidance_scale=BASE["cfg"],
+                          max_sequence_length=BASE["max_sequence_length"], width=32, height=32,
+                          generator=torch.Generator("cpu").manual_seed(BASE["seed"])).images[0]
+    assert np.array_equal(plain, pixels(expected_plain))
 
 
 @pytest.mark.parametrize("task", ["img2img", "inpaint"])
@@ -209,6 +218,8 @@ def test_redux_equals_the_documented_two_step_call(models, inputs, base_pipe, tm
     ("union_without_type", "txt2img", {"model": "union"}, "controls.0.type: union is a union ControlNet"),
     ("type_on_single_mode", "txt2img", {"type": "canny"}, "controls.0.type: canny is a single-mode ControlNet"),
     ("unknown_mode", "txt2img", {"model": "union", "type": "normal"}, "controls.0.type: got 'normal'"),
+    ("mode_beyond_num_mode", "txt2img", {"model": "union3", "type": "pose"},
+     "controls.0.type: 'pose' is mode 4; union3 has 3 modes (num_mode)"),
     ("true_cfg_img2img", "img2img", {}, "true_cfg: got 2.0: diffusers' FluxControlNetImg2ImgPipeline has no true"),
 ])
 def test_bad_controls_exit_2_before_loading(case, task, change, expected, models, inputs, tmp_path):

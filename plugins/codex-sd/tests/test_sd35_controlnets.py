@@ -114,6 +114,13 @@ def test_txt2img_control_equals_diffusers(kind, models, inputs, base_pipe, tmp_p
     assert info["model"]["files"]["controlnet:0"]["class"] == "SD3ControlNetModel"
     plain, _ = ours("txt2img", {"width": 32, "height": 32}, tmp_path / "plain")
     assert not np.array_equal(got, plain)  # the control steered the image
+    # and left the cached pipeline as it was: the next run without controls is the plain pipeline's
+    pipe = StableDiffusion3Pipeline.from_pipe(base_pipe)
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(base_pipe.scheduler.config)
+    expected_plain = pipe(prompt=BASE["prompt"], num_inference_steps=BASE["steps"], guidance_scale=BASE["cfg"],
+                          max_sequence_length=BASE["max_sequence_length"], width=32, height=32,
+                          generator=torch.Generator("cpu").manual_seed(BASE["seed"])).images[0]
+    assert np.array_equal(plain, pixels(expected_plain))
 
 
 def test_two_stacked_controls_equal_the_multi_controlnet_call(models, inputs, base_pipe, tmp_path):
