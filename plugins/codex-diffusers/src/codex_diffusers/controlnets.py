@@ -125,14 +125,16 @@ def control_problems(engine, task: str, params) -> list[str]:
         if problem:
             problems.append(f"{where}.model: {folder.name}: {problem}")
         union = support.is_union(class_name, config)
+        # how many modes the model has, where its config says (Flux's num_mode)
+        modes = config.get(support.union_config_key) if support.union_config_key else None
         if union and spec.type is None:
             problems.append(f"{where}.type: {folder.name} is a union ControlNet; say which mode: "
                             f"{', '.join(support.union_modes)}")
         elif union and spec.type not in support.union_modes:
             problems.append(f"{where}.type: got {spec.type!r}; {folder.name} has modes {', '.join(support.union_modes)}")
-        elif union and support.union_config_key and support.union_modes[spec.type] >= config[support.union_config_key]:
+        elif union and modes is not None and support.union_modes[spec.type] >= modes:
             problems.append(f"{where}.type: {spec.type!r} is mode {support.union_modes[spec.type]}; {folder.name} has "
-                            f"{config[support.union_config_key]} modes ({support.union_config_key})")
+                            f"{modes} modes ({support.union_config_key})")
         elif not union and spec.type is not None:
             problems.append(f"{where}.type: {folder.name} is a single-mode ControlNet; leave type out")
         if not support.guidance_window and (spec.start, spec.end) != (0.0, 1.0):

@@ -111,7 +111,10 @@ class StableDiffusion35(DiffusersEngine):
             folder = controlnet_path(spec.model, f"controls.{index}.model")
         except UsageError:
             return []  # reported by the kit's checks
-        channels = read_config(folder, "config.json").get("extra_conditioning_channels", 0)
+        config = read_config(folder, "config.json")
+        if config.get("_class_name") not in self.controlnets.model_classes:
+            return []  # another family's: the kit says so
+        channels = config.get("extra_conditioning_channels", 0)
         problems = []
         if channels != CONDITIONING_CHANNELS[task]:
             problems.append(
