@@ -319,6 +319,12 @@ class Engine:
         """Problems only the checkpoint variant reveals, as "field: message" lines (empty: fine)."""
         return []
 
+    def check_with_checkpoint(self, task: str, params: ParamsBase, context: PlanContext) -> list[str]:
+        """Problems only the checkpoint's own configs reveal, as "field: message" lines (empty: fine), e.g. a
+        ControlNet of another width than its transformer. ``context.source()`` finds the checkpoint (reading no
+        weights): call it only when the request needs it, so other requests find their model when they run."""
+        return []
+
     # -- loading and running ------------------------------------------------------------------------
     def build_tiny(self, dest: Path) -> None:
         """Write a tiny randomly initialised model of the real architecture into ``dest``."""

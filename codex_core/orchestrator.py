@@ -104,6 +104,7 @@ def prepare(engine_key: str, task: str, request: Any, options: RunOptions | None
     model = engine.params_model(task)
     params = validate(model, fill.request, engine_key, task)
     problems = engine.check_request(task, params, context.variant)
+    problems = problems or engine.check_with_checkpoint(task, params, context)
     if problems:
         raise ParamError(problems, engine_key, task, hint=f"`codex presets {engine_key}` shows the settings of each "
                                                          "variant" if context.variant else None)

@@ -52,8 +52,12 @@ def test_every_preset_validates_against_its_engine_schema(preset, tmp_path):
     inputs["last_image"] = inputs["init_image"]  # first/last frame
     inputs["reference_images"] = [inputs["init_image"]]
     fields = spec.params_model(task).model_fields
+    properties = spec.params_model(task).model_json_schema().get("properties", {})
+    # a list input only where it is a list of image paths (flux's reference_images are objects, Redux's)
+    takes = {k for k in fields if not isinstance(inputs.get(k), list)
+             or properties.get(k, {}).get("items", {}).get("x-codex-input") == "image"}
     request = {**({"prompt": "x"} if "prompt" in fields else {}),
-               **{k: v for k, v in inputs.items() if k in fields}, **({"mode": mode} if mode else {})}
+               **{k: v for k, v in inputs.items() if k in takes}, **({"mode": mode} if mode else {})}
     request.update(_required_input_files(spec.params_model(task), request, tmp_path))
     filled = presets.fill(spec, task, request, variant[0] if variant else None, profile or None,
                           presets.mode_layers(mode))

@@ -73,6 +73,9 @@ class ControlNets:
     # the engine derives from the file's tensors and its base model (``DiffusersEngine.controlnet_file_config``);
     # None: only diffusers folders
     single_file_class: str | None = None
+    # a config key that marks a union model of one of ``model_classes`` when it is set (not None): Flux's union
+    # ControlNets are FluxControlNetModel with ``num_mode``, the same class as its single-mode ones
+    union_config_key: str | None = None
     # whether the pipelines take control_guidance_start/end (Z-Image's do not)
     guidance_window: bool = True
     # the multi class runs ONE ControlNet on several control images (Qwen-Image's multi-ControlNet refuses
@@ -92,6 +95,19 @@ class ControlNets:
     def image_argument_for(self, task: str, union: bool = False) -> str:
         argument = self.union_image_argument if union and self.union_image_argument is not None else self.image_argument
         return argument if isinstance(argument, str) else argument[task]
+
+    @property
+    def fuses_union(self) -> bool:
+        """Whether union models run on pipelines of their own that fuse several modes inside one model (SDXL's:
+        one run takes union models only, several controls on one union model go to it as lists); else (Flux) a
+        union model stacks in the multi class like any other, each control with its mode or None."""
+        return bool(self.union_pipelines)
+
+    def is_union(self, class_name: str | None, config: Mapping[str, Any]) -> bool:
+        """Whether a ControlNet (its class and config.json) is a union model: by class, or by the config key."""
+        if class_name in self.union_classes:
+            return True
+        return self.union_config_key is not None and config.get(self.union_config_key) is not None
 
 
 def controlnet_path(value: str, field_name: str, single_files: bool = False) -> Path:
@@ -193,14 +209,44 @@ def control_problems(engine, task: str, params) -> list[str]:
                 problems.append(f"{where}.image: it is {control_size[0]}x{control_size[1]}, the output "
                                 f"{size[0]}x{size[1]}; give a control image of the output's size or set "
                                 f"\"resize\": true")
-    if kinds[True] and kinds[False]:
+    fuses = support.fuses_union
+    if fuses and kinds[True] and kinds[False]:
         problems.append(f"controls: {', '.join(kinds[True])} on union ControlNets, {', '.join(kinds[False])} on "
                         "single-mode ones; one run takes one kind (a union model's pipeline runs only union models)")
-    elif len(kinds[False]) > 1 and support.multi_class is None:
+    elif len(kinds[False] if fuses else controls) > 1 and support.multi_class is None:
         problems.append(f"controls: {len(controls)} given; engine {engine.key}'s pipelines take one ControlNet")
-    elif len(union_folders) > 1 and support.multi_union_class is None:
+    elif fuses and len(union_folders) > 1 and support.multi_union_class is None:
         problems.append(f"controls: {len(union_folders)} union ControlNets given; engine {engine.key}'s pipelines "
                         "take one (several controls on one union model are fine)")
+    return problems
+
+
+def control_fit_problems(engine, params, context) -> list[str]:
+    """The ``controls`` that do not fit the run's checkpoint (``engine.controlnet_fit``: its configs against the
+    ControlNet's, e.g. another text width), as "field: message" lines; configs only, nothing loads. The
+    checkpoint is looked up (``context.source()``) only when the request has controls, and only a diffusers
+    folder is compared (a single file's components are known when it loads)."""
+    controls = getattr(params, "controls", None) or []
+    support = engine.controlnets
+    if not controls or support is None:
+        return []
+    folder = context.source().path
+    if not folder.is_dir():
+        return []
+    problems = []
+    for index, spec in enumerate(controls):
+        try:
+            control = controlnet_path(spec.model, f"controls.{index}.model", support.single_file_class is not None)
+        except UsageError:
+            continue  # reported by control_problems
+        if control.is_file():
+            continue  # a single file: its tensors were checked (controlnet_file_problem)
+        config = read_config(control, "config.json")
+        if controlnet_class(config, support) not in (*support.model_classes, *support.union_classes):
+            continue
+        problem = engine.controlnet_fit(config, folder)
+        if problem:
+            problems.append(f"controls.{index}.model: {control.name}: {problem}")
     return problems
 
 
@@ -221,12 +267,13 @@ def folder_problems(engine, support: ControlNets, folder: Path, spec, where: str
     problem = engine.controlnet_problem(config)
     if problem:
         problems.append(f"{where}.model: {folder.name}: {problem}")
-    union = class_name in support.union_classes
+    union = support.is_union(class_name, config)
     kinds[union].append(where)
     if union:
         union_folders.add(folder.resolve())
     # a union model trained on fewer modes than the family knows (its config counts them)
-    count = config.get(support.union_mode_count) if union and support.union_mode_count else None
+    count_key = support.union_mode_count or support.union_config_key
+    count = config.get(count_key) if union and count_key else None
     modes = [name for name, mode in support.union_modes.items() if count is None or mode < count]
     if union and spec.type is None:
         problems.append(f"{where}.type: {folder.name} is a union ControlNet; say which mode: {', '.join(modes)}")
@@ -315,7 +362,7 @@ def control_view(engine, model, family, job: "Job"):
                   else {"path": str(folder)})
         where = {"folder": str(folder)} if folder.is_dir() else {}
         job.files[f"controlnet:{index}"] = {**record, **where, "class": type(modules[index]).__name__}
-    union = type(modules[0]).__name__ in support.union_classes
+    union = support.is_union(type(modules[0]).__name__, modules[0].config)
     name = support.union_pipelines.get(job.task) if union else None
     cls = pipeline_class(name or support.pipelines[job.task])
     cached = family.for_class(cls, controlnet=modules[0])
@@ -332,11 +379,12 @@ def control_view(engine, model, family, job: "Job"):
 def stacked(support: ControlNets, modules: list, union: bool):
     """The run's ControlNet: the one model; controls that all use one union model: that model (its modes fuse
     inside it, the arguments go to it as lists); else the family's multi-ControlNet, one model per control."""
-    if len(modules) == 1 or (union and all(module is modules[0] for module in modules)):
+    fused = union and support.fuses_union
+    if len(modules) == 1 or (fused and all(module is modules[0] for module in modules)):
         return modules[0]
     if support.stacks_one_model:  # a multi class that runs one ControlNet on several images gets it once
         modules = list({id(module): module for module in modules}.values())
-    return model_class(support.multi_union_class if union else support.multi_class)(modules)
+    return model_class(support.multi_union_class if fused else support.multi_class)(modules)
 
 
 def model_class(name: str) -> type:
@@ -386,8 +434,9 @@ def control_arguments(engine, job: "Job", size: tuple[int, int] | None) -> dict[
     if support.guidance_window:
         arguments["control_guidance_start"] = each([spec.start for spec in controls])
         arguments["control_guidance_end"] = each([spec.end for spec in controls])
-    if union:
-        arguments["control_mode"] = each([support.union_modes[spec.type] for spec in controls])
+    if any(spec.type is not None for spec in controls):  # None for a single-mode ControlNet stacked with a union one
+        arguments["control_mode"] = each([None if spec.type is None else support.union_modes[spec.type]
+                                          for spec in controls])
     return arguments
 
 

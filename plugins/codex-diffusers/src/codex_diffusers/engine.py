@@ -371,6 +371,15 @@ class DiffusersEngine(Engine):
         """The diffusers config a single ControlNet file loads with (``from_single_file``), from its tensors and
         the run's base pipeline; a UsageError naming ``field`` when it cannot fit that model."""
         raise NotImplementedError(f"engine {self.key} loads no single ControlNet files")
+    def controlnet_fit(self, config: dict[str, Any], folder: Path) -> str | None:
+        """Why a ControlNet (its config.json) does not fit the checkpoint in ``folder`` (a diffusers folder: its
+        configs, no weights), e.g. another text width than its transformer's; None: it fits."""
+        return None
+
+    def check_with_checkpoint(self, task: str, params, context) -> list[str]:
+        from .controlnets import control_fit_problems
+
+        return control_fit_problems(self, params, context)
 
     def lora_problem(self, path: Path) -> str | None:
         """Why a LoRA file is not for this engine's family, from its tensor names and shapes (for listings:
@@ -596,6 +605,9 @@ class DiffusersEngine(Engine):
             arguments.update(control_arguments(self, job, self.output_size(job)))
             arguments = call_arguments_for_control(self, job.task, arguments)
         arguments.update(self.extra_arguments(job, pipe))
+        # None for an argument the pipeline does not take: left out (e.g. an init image that a ControlNet
+        # inpainting pipeline, which denoises from noise, has no argument for; extra_arguments says so)
+        arguments = {name: value for name, value in arguments.items() if value is not None or name in accepted}
         unknown = sorted(set(arguments) - accepted)
         if unknown:  # a wiring bug in the engine, not a user error: say exactly what
             raise CodexError(f"engine {self.key}: {type(pipe).__name__}.__call__ takes no {', '.join(unknown)}")

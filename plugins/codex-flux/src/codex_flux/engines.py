@@ -3,19 +3,29 @@ FLUX.1 Kontext [dev] (edit), which is its own checkpoint of the same architectur
 
 The variant is read from the checkpoint before anything loads (``detect_variant``): dev has a
 guidance embedding, schnell does not, and their presets differ (presets/flux/dev/, .../schnell/).
+
+ControlNets (``controls``): diffusers' FluxControlNet pipelines with FluxControlNetModel, several stacked
+through FluxMultiControlNetModel; a union model (InstantX/FLUX.1-dev-Controlnet-Union, Shakker-Labs'
+Union-Pro) is a FluxControlNetModel with ``num_mode`` in its config, its ``type`` the model card's modes.
+FLUX.1 Redux (``reference_images``, txt2img): redux.py.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from codex_core import Job, ModelSource
-from codex_diffusers import DiffusersEngine, read_config
+from codex_diffusers import ControlNets, DiffusersEngine, read_config
 
 from .params import TASKS
 
 SCHNELL_MAX_SEQUENCE_LENGTH = 256  # schnell was distilled with 256 T5 tokens (BFL's reference code)
+# the control modes of InstantX/FLUX.1-dev-Controlnet-Union and Shakker-Labs/FLUX.1-dev-ControlNet-Union-Pro (model cards)
+UNION_MODES = {"canny": 0, "tile": 1, "depth": 2, "blur": 3, "pose": 4, "gray": 5, "lq": 6}
+# the model of the run in progress: the kit calls extra_arguments without it, Redux keeps its modules with it
+_RUN_MODEL: ContextVar[Any] = ContextVar("flux_run_model")
 
 
 def variant_from_config(config: dict) -> str | None:
@@ -60,6 +70,13 @@ class Flux(DiffusersEngine):
     gpu_dtype = "bfloat16"
     tiny_version = "1"
     latent_format = "flux"
+    controlnets = ControlNets(
+        model_classes=("FluxControlNetModel",), multi_class="FluxMultiControlNetModel", union_config_key="num_mode",
+        pipelines={"txt2img": "FluxControlNetPipeline", "img2img": "FluxControlNetImg2ImgPipeline",
+                   "inpaint": "FluxControlNetInpaintPipeline"},
+        union_modes=UNION_MODES)
+    # diffusers' Flux ControlNet img2img/inpaint pipelines take no true_cfg_scale (txt2img's does)
+    controlnet_without_true_cfg = ("img2img", "inpaint")
 
     def preview_latents(self, pipe, latents, job):
         """Flux packs 2x2 latent patches into a sequence ([B, h/2 * w/2, 4C]): unpacked as the pipeline does."""
@@ -77,8 +94,23 @@ class Flux(DiffusersEngine):
             return {"edit": source.path}
         return {task: source.path for task in self.pipelines if task != "edit"}
 
+    def run(self, model, job: Job):
+        token = _RUN_MODEL.set(model)
+        try:
+            return super().run(model, job)
+        finally:
+            _RUN_MODEL.reset(token)
+
     def extra_arguments(self, job: Job, pipe) -> dict[str, Any]:
-        """Kontext: the output size from the image's (not diffusers' square default) and the area it scales to."""
+        """Kontext: the output size from the image's (not diffusers' square default) and the area it scales to.
+        Redux: the prompt's and reference images' embeddings instead of the prompt. A ControlNet img2img/inpaint
+        pipeline: no true-CFG arguments (the checks refused true_cfg above 1 there)."""
+        if getattr(job.params, "reference_images", None):
+            from .redux import redux_arguments
+
+            return redux_arguments(_RUN_MODEL.get(), pipe, job)
+        if getattr(job.params, "controls", None) and job.task in self.controlnet_without_true_cfg:
+            return {"true_cfg_scale": None, "negative_prompt": None}
         if job.task != "edit":
             return {}
         params = job.params
@@ -100,7 +132,34 @@ class Flux(DiffusersEngine):
                 problems.append(f"max_sequence_length: got {params.max_sequence_length}: FLUX.1-schnell takes at "
                                 f"most {SCHNELL_MAX_SEQUENCE_LENGTH} T5 tokens (allowed: an integer >= 1 and "
                                 f"<= {SCHNELL_MAX_SEQUENCE_LENGTH})")
+        if getattr(params, "controls", None) and task in self.controlnet_without_true_cfg and params.true_cfg > 1.0:
+            problems.append(f"true_cfg: got {params.true_cfg!r}: diffusers' {self.controlnets.pipelines[task]} has no "
+                            "true classifier-free guidance; leave true_cfg out (1.0) with controls, or use txt2img")
         return problems
+
+    def check_with_checkpoint(self, task, params, context) -> list[str]:
+        problems = super().check_with_checkpoint(task, params, context)
+        if getattr(params, "reference_images", None):
+            from .redux import redux_problems
+
+            folder = context.source().path
+            config = read_config(folder, "transformer/config.json") if folder.is_dir() else {}
+            problems += redux_problems(params, config.get("joint_attention_dim"))
+        return problems
+
+    def controlnet_fit(self, config: dict, folder: Path) -> str | None:
+        """A FluxControlNetModel adds its block outputs to the transformer's and reads the same packed latents and
+        T5 tokens: its widths must be the transformer's."""
+        transformer = read_config(folder, "transformer/config.json")
+        width = lambda c: c.get("num_attention_heads", 24) * c.get("attention_head_dim", 128)  # noqa: E731
+        for name, ours, theirs in (("joint_attention_dim", config.get("joint_attention_dim", 4096),
+                                    transformer.get("joint_attention_dim", 4096)),
+                                   ("in_channels", config.get("in_channels", 64), transformer.get("in_channels", 64)),
+                                   ("num_attention_heads x attention_head_dim", width(config), width(transformer))):
+            if ours != theirs:
+                return (f"its {name} is {ours}, this flux model's transformer has {theirs}: it is a ControlNet for "
+                        "another model")
+        return None
 
     def config_problem(self, folder: Path, index: dict) -> str | None:
         # FLUX.1 Fill/Depth/Canny transformers take extra conditioning channels: not for these pipelines.

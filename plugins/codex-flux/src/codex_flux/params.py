@@ -9,19 +9,23 @@
 - No ``flow_shift`` field: FLUX.1 schedulers derive the shift from the image size (dynamic
   shifting, dev) or use the checkpoint's own (schnell); a field would be ignored.
 - Variant rules (schnell has no guidance embedding) need the checkpoint: see engines.py.
+- ``controls`` (txt2img, img2img, inpaint): FLUX.1 ControlNets (codex_diffusers.controlnets; engines.py
+  declares the pipelines). ``reference_images`` (txt2img): FLUX.1 Redux, the family's image variation
+  (redux.py): each image's SigLIP tokens join the prompt's, weighted by its ``scale``.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core import EditParams, Img2ImgParams, InpaintParams, Params, Txt2ImgParams
+from codex_core import ControlFields, EditParams, ImagePath, Img2ImgParams, InpaintParams, Params, Txt2ImgParams
 from codex_diffusers import CacheFields, LoraFields, TrueCfgFields
 
 MAX_SEQUENCE_LENGTH = 512  # FluxPipeline refuses more T5 tokens
+MAX_REFERENCE_IMAGES = 8  # FluxPriorReduxPipeline sums the weighted tokens of a list of images (one call)
 
 
 class _FluxFields(TrueCfgFields, Params, LoraFields, CacheFields):
@@ -40,18 +44,50 @@ class _FluxInitImageFields(_FluxFields):
     steps_rule: ClassVar[str] = "keep_fraction"  # diffusers' Flux img2img/inpaint: steps - int(steps - steps x strength)
 
 
+class ReferenceImage(BaseModel):
+    """An image prompt: its content steers the output (FLUX.1 Redux: the image's tokens join the prompt's)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+    image: ImagePath = Field(description="The reference image (any size: the image encoder resizes it).")
+    scale: float = Field(1.0, ge=0.0, le=2.0, description="Weight of this image's tokens together with the "
+                                                          "prompt's (FluxPriorReduxPipeline's prompt_embeds_scale).")
+    model: str = Field(min_length=1, description="The Redux model: a FLUX.1-Redux-dev diffusers folder "
+                                                 "(image_encoder, feature_extractor, image_embedder), by path or "
+                                                 "by its name in the clip_vision models folders.")
+
+
+class ReduxFields(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    reference_images: list[ReferenceImage] = Field(default_factory=list, max_length=MAX_REFERENCE_IMAGES, description=(
+        "Image prompts through FLUX.1 Redux: [{\"image\": \"style.png\", \"scale\": 1.0, \"model\": "
+        "\"FLUX.1-Redux-dev\"}]; several are weighted and summed, all through one Redux model."))
+
+    @model_validator(mode="after")
+    def _one_redux_model(self):
+        refs = self.reference_images
+        other = next((index for index, ref in enumerate(refs) if ref.model != refs[0].model), None)
+        if other is not None:
+            raise PydanticCustomError(
+                "reference_images", "reference_images.{index}.model: got '{other}'; every reference image goes "
+                "through one Redux model (one FluxPriorReduxPipeline call), here '{first}'",
+                {"index": other, "other": refs[other].model, "first": refs[0].model})
+        return self
+
+
 # _FluxFields first, so its Flux descriptions of cfg, negative_prompt and sampler win over the core's.
-class FluxTxt2Img(_FluxFields, Txt2ImgParams):
+class FluxTxt2Img(_FluxFields, Txt2ImgParams, ControlFields, ReduxFields):
     size_multiple = 16
 
 
-class FluxImg2Img(_FluxInitImageFields, Img2ImgParams):
+class FluxImg2Img(_FluxInitImageFields, Img2ImgParams, ControlFields):
     """The output keeps the init image's size unless width and height are given (then it is resized first)."""
 
     size_multiple = 16
 
 
-class FluxInpaint(_FluxInitImageFields, InpaintParams):
+class FluxInpaint(_FluxInitImageFields, InpaintParams, ControlFields):
     """White pixels of mask_image are repainted; the output keeps the init image's size unless width/height are given."""
 
     size_multiple = 16

@@ -19,6 +19,11 @@ What diffusers' StableDiffusion3 pipelines do with each field (diffusers 0.42, r
   runs it only when cfg is above 1; Stability recommends layers 7, 8, 9 for SD 3.5 Medium.
 - img2img and inpaint count their steps as ``steps - int(steps - steps x strength)`` (``get_timesteps``).
 - No ``cache`` field: SD3Transformer2DModel has no diffusers cache hooks (CacheMixin).
+- ``controls`` (txt2img, inpaint): SD3 ControlNets (SD3ControlNetModel; sd35.py declares the pipelines).
+  diffusers has no SD3 ControlNet img2img pipeline. Its ControlNet inpainting pipeline is for inpainting
+  ControlNets (alimama-creative/SD3-Controlnet-Inpainting): the control image is the image to repaint, masked
+  by ``mask_image``, and the image is denoised from noise (no strength); StableDiffusion3ControlNetPipeline
+  takes no skip-layer guidance.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core import Img2ImgParams, InpaintParams, Params, Txt2ImgParams
+from codex_core import ControlFields, Img2ImgParams, InpaintParams, Params, Txt2ImgParams
 from codex_diffusers import LoraFields
 
 MAX_SEQUENCE_LENGTH = 512  # StableDiffusion3Pipeline.check_inputs refuses more T5 tokens
@@ -101,7 +106,7 @@ class _SD35InitImageFields(_SD35Fields):
 
 
 # _SD35Fields first, so its SD 3.5 descriptions of cfg, negative_prompt and sampler win over the core's.
-class SD35Txt2Img(_SD35Fields, Txt2ImgParams, SkipLayerGuidanceFields):
+class SD35Txt2Img(_SD35Fields, Txt2ImgParams, SkipLayerGuidanceFields, ControlFields):
     size_multiple = 16
 
 
@@ -111,7 +116,7 @@ class SD35Img2Img(_SD35InitImageFields, Img2ImgParams):
     size_multiple = 16
 
 
-class SD35Inpaint(_SD35InitImageFields, InpaintParams):
+class SD35Inpaint(_SD35InitImageFields, InpaintParams, ControlFields):
     """White pixels of mask_image are repainted; the output keeps the init image's size unless width/height are given."""
 
     size_multiple = 16
