@@ -9,6 +9,7 @@ ControlNet is set on them).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,8 @@ def models(tmp_path_factory):
                                     "num_mode": 3}}.items():
         (root / name).mkdir()
         (root / name / "config.json").write_text(json.dumps(dict(config)))
+        # weights in place (never loaded: the config is refused first), so that the config is what is checked
+        shutil.copy(root / "canny" / "diffusion_pytorch_model.safetensors", root / name)
         paths[name] = root / name
     return paths
 

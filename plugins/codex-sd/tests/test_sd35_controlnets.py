@@ -9,6 +9,7 @@ Their zero-initialised layers get small random values, so the control changes th
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,8 @@ def models(tmp_path_factory):
                                  "pooled_projection_dim": 2048}}.items():
         (root / name).mkdir()
         (root / name / "config.json").write_text(json.dumps(other))
+        # weights in place (never loaded: the config is refused first), so that the config is what is checked
+        shutil.copy(root / "instantx" / "diffusion_pytorch_model.safetensors", root / name)
         paths[name] = root / name
     return paths
 
