@@ -56,8 +56,10 @@ def into_request(body: dict[str, Any], task: str, engine, request: dict[str, Any
                  substituted: list[str]) -> list[bool]:
     """The call's enabled ControlNet units as ``request["controls"]``; the other scripts listed in ``ignored``.
     Returns, per control, whether its detected map is sent back with the images (``save_detected_map``)."""
+    from .translate import NEUTRAL
+
     scripts = body.get("alwayson_scripts")
-    if scripts is None or scripts == {}:
+    if scripts in NEUTRAL:  # what clients send for "no scripts" (null, {}, [] ...)
         return []
     if not isinstance(scripts, dict):
         raise UsageError(f"alwayson_scripts: got {excerpt(scripts)}; a mapping of script names to {{\"args\": [...]}}")
