@@ -273,7 +273,9 @@ def test_every_a1111_endpoint_answers_in_a1111_shape(stocked, models):
         for refresh in ("refresh-checkpoints", "refresh-loras", "refresh-vae"):
             answer = client.post(f"/sdapi/v1/{refresh}")
             assert answer.status_code == 200 and answer.json() is None, refresh  # as A1111: no body
-        assert api.get_scripts() == {"txt2img": [], "img2img": []}
+        # sd-webui-controlnet's scripts, by which webuiapi knows to clear the units of its previous call
+        assert api.get_scripts() == {"txt2img": ["controlnet", "controlnet m2m"],
+                                     "img2img": ["controlnet", "controlnet m2m"]} and api.has_controlnet
         no_captioner = client.post("/sdapi/v1/interrogate", json={"image": _data_url(Image.new("RGB", (8, 8)))})
         assert no_captioner.status_code == 501 and "no captioner is installed" in no_captioner.json()["detail"]
         assert client.post("/sdapi/v1/interrogate", json={"image": "nope"}).status_code == 422
@@ -422,6 +424,16 @@ def test_a_controlnet_unit_from_webuiapi_runs_as_the_v1_request_with_controls(st
         f"{where}.resize_mode='Resize and Fill' ran as 'Just Resize': the 48x48 control image was stretched to 64x64",
         f"{where}.control_mode='My prompt is more important' ran as 'Balanced' (diffusers has no equivalent of the "
         "extension's soft injection, 0.825^(12-i) per layer)"]
+    assert len(other.images) == 2 and other.images[1].size == (48, 48)  # a "none" unit's map: its image as sent
+    assert api.png_info(result.image).json["parameters"]["ControlNet 0"].startswith(f"Module: canny, Model: {title},")
+    # img2img: a unit without an image is steered by the init image, as the extension does
+    again = api.img2img(images=[control], **call, denoising_strength=0.6, controlnet_units=[webuiapi.ControlNetUnit(
+        module="canny", model="cn-tiny", resize_mode="Just Resize", threshold_a=50, threshold_b=150, processor_res=64)])
+    assert again.info["codex_task"] == "img2img" and again.info["codex_substituted"] == []
+    with stocked.client() as client:
+        expected = native(client, ran(client, again.info, init_image=encoded, controls=[{**controls[0], "scale": 1.0,
+                                                                                        "end": 1.0}]), task="img2img")
+    assert np.array_equal(pixels(again.image), expected[0])
     with pytest.raises(RuntimeError, match="422.*args.0.model: no ControlNet named .*nope"):
         api.txt2img(**call, controlnet_units=[webuiapi.ControlNetUnit(image=control, model="nope")])
 

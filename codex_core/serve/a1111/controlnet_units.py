@@ -36,6 +36,11 @@ from ..bodies import excerpt
 from . import controlnet_models
 
 SCRIPT = "controlnet"  # A1111 matches script names case-insensitively (webuiapi sends "ControlNet")
+# GET /sdapi/v1/scripts, as A1111 lists the extension's two scripts. "controlnet m2m" (its movie-to-movie script)
+# is not run, but webuiapi detects the extension by it, and only then sends "args": [] on a call without units:
+# its alwayson_scripts default is one dict shared by every call, so without that a call would resend the units
+# of the call before it.
+LISTED = (SCRIPT, "controlnet m2m")
 # the extension's legacy field names (ControlNetUnit.legacy_field_alias)
 LEGACY = {"input_image": "image", "guidance": "guidance_end", "lowvram": "low_vram"}
 RESIZE_ALIASES = {"Inner Fit (Scale to Fit)": "Crop and Resize", "Outer Fit (Shrink to Fit)": "Resize and Fill",
