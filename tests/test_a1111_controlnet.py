@@ -137,6 +137,16 @@ def test_an_engine_without_controls_lists_the_units_as_ignored(controlnets):
     assert "controls" not in request
 
 
+def test_a_hires_pass_without_controls_is_said():
+    substituted = []
+    controlnet_units.check_hires(get_engine("sd15"), {"controls": [{"model": "m", "image": "i"}]},
+                                 [{"task": "upscale", "request": {}}], substituted)
+    assert substituted == ["alwayson_scripts.controlnet: the hires pass runs without the ControlNet units (engine "
+                           "sd15's upscale task takes no controls)"]
+    controlnet_units.check_hires(get_engine("sd15"), {}, [{"task": "upscale", "request": {}}], substituted)
+    assert len(substituted) == 1  # no controls, nothing to say
+
+
 def test_the_infotext_line_is_the_extensions(controlnets):
     info = {"notes": {"controls": [
         {"model": "canny-tiny", "type": None, "scale": 0.7, "start": 0.0, "end": 0.8, "preprocess": "canny",

@@ -98,6 +98,19 @@ def into_request(body: dict[str, Any], task: str, engine, request: dict[str, Any
     return maps
 
 
+def check_hires(engine, request: dict[str, Any], follow_up: list[dict[str, Any]] | None,
+                substituted: list[str]) -> None:
+    """The hires fix's second pass (the engine's upscale task) takes the controls where its params have them
+    (``hires.follow_up`` copies them); where they do not, it runs without them and ``substituted`` says so (the
+    extension's ``hr_option`` "Both" steers both passes)."""
+    if not follow_up or not request.get("controls"):
+        return
+    step = follow_up[0]
+    if "controls" not in engine.params_model(step["task"]).model_fields:
+        substituted.append(f"alwayson_scripts.controlnet: the hires pass runs without the ControlNet units (engine "
+                           f"{engine.key}'s {step['task']} task takes no controls)")
+
+
 def _control(unit: dict[str, Any], where: str, body: dict[str, Any], task: str, request: dict[str, Any],
              ignored: list[str], substituted: list[str]) -> dict[str, Any]:
     model = unit.get("model")

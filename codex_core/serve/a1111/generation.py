@@ -82,6 +82,7 @@ def _submit(state: State, body: dict[str, Any], task: str) -> dict[str, Any]:
     # sd-webui-controlnet's units as the request's controls; per control, whether its map is sent back
     control_maps = controlnet_units.into_request(body, task, engine, request, ignored, substituted)
     follow_up = hires.follow_up(body, engine, request, ignored, substituted) if task == "txt2img" else None
+    controlnet_units.check_hires(engine, request, follow_up, substituted)
     n_iter = body.get("n_iter") or 1
     if not isinstance(n_iter, int) or n_iter < 1 or n_iter > 16:
         raise UsageError(f"n_iter: got {excerpt(n_iter)}; 1 to 16")
@@ -119,6 +120,7 @@ def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[
                                 500)
         if job["state"] != "done":
             continue  # cancelled (a later batch of an interrupted call): A1111 returns what finished
+        # the control maps written beside the outputs are not among the images (they follow them: detected_maps)
         side = {record["path"] for record in (job["result"]["info"].get("side_images") or {}).values()}
         images = [path for path in job["result"]["files"] if path.endswith(".png") and path not in side]
         for index, path in enumerate(images):
