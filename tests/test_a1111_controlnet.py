@@ -95,7 +95,7 @@ def test_what_codex_does_otherwise_is_substituted_and_said(controlnets):
         "extension's soft injection, 0.825^(12-i) per layer, applied to the conditional pass only)",
         f"{where}.processor_res=512: canny ran on the control image at the output size (48 on the short side), as "
         "pixel_perfect does"]
-    assert ignored == [f"{where}.low_vram=True", "alwayson_scripts.Dynamic Prompts (Codex runs no A1111 scripts)"]
+    assert ignored == ["alwayson_scripts.Dynamic Prompts (Codex runs no A1111 scripts)", f"{where}.low_vram=True"]
     assert request["controls"][0]["model"] == str(controlnets)
     # the same size: every resize mode leaves the image as it is; pixel_perfect is what Codex does
     _, _, same, _ = translate({"width": 64, "height": 64, "alwayson_scripts": {"controlnet": {"args": [
@@ -131,7 +131,7 @@ def test_a_wrong_unit_is_refused_naming_its_field(controlnets, changes, message)
 def test_an_engine_without_controls_lists_the_units_as_ignored(controlnets):
     ignored = []
     request = {}
-    body = {"alwayson_scripts": {"controlnet": {"args": [unit()]}}}
+    body = {"alwayson_scripts": {"controlnet": {"args": [unit(model="not read")]}}}  # not read: could not run
     assert controlnet_units.into_request(body, "txt2vid", get_engine("wan_ti2v_5b"), request, ignored, []) == []
     assert ignored == ["alwayson_scripts.controlnet (1 unit: engine wan_ti2v_5b txt2vid takes no ControlNets)"]
     assert "controls" not in request

@@ -68,7 +68,7 @@ def into_request(body: dict[str, Any], task: str, engine, request: dict[str, Any
         return []
     if not isinstance(scripts, dict):
         raise UsageError(f"alwayson_scripts: got {excerpt(scripts)}; a mapping of script names to {{\"args\": [...]}}")
-    controls, maps = [], []
+    units = []  # (where, unit) of each enabled unit
     for name, script in scripts.items():
         args = script.get("args") if isinstance(script, dict) else script
         if name.lower() != SCRIPT:
@@ -84,18 +84,15 @@ def into_request(body: dict[str, Any], task: str, engine, request: dict[str, Any
             if not isinstance(unit, dict):
                 raise UsageError(f"{where}: got {excerpt(unit)}; a ControlNet unit (a mapping)")
             unit = {LEGACY.get(key, key): value for key, value in unit.items()}
-            if not _flag(unit, "enabled", where, True):
-                continue
-            controls.append(_control(unit, where, body, task, request, ignored, substituted))
-            maps.append(_flag(unit, "save_detected_map", where, True))
-    if not controls:
-        return []
-    if "controls" not in engine.params_model(task).model_fields:
-        ignored.append(f"alwayson_scripts.controlnet ({len(controls)} unit{'s' if len(controls) > 1 else ''}: engine "
+            if _flag(unit, "enabled", where, True):
+                units.append((where, unit))
+    if units and "controls" not in engine.params_model(task).model_fields:  # not read: they could not run here
+        ignored.append(f"alwayson_scripts.controlnet ({len(units)} unit{'s' if len(units) > 1 else ''}: engine "
                        f"{engine.key} {task} takes no ControlNets)")
         return []
-    request["controls"] = controls
-    return maps
+    if units:
+        request["controls"] = [_control(unit, where, body, task, request, ignored, substituted) for where, unit in units]
+    return [_flag(unit, "save_detected_map", where, True) for where, unit in units]
 
 
 def check_hires(engine, request: dict[str, Any], follow_up: list[dict[str, Any]] | None,
