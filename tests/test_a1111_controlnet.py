@@ -230,3 +230,7 @@ def test_a_grid_over_a_control_scale_and_a_batch_give_the_single_runs_pixels(tmp
     infos = [json.loads((out / f"cn-x{index}" / "info.json").read_text()) for index in range(2)]
     assert [info["notes"]["controls"][0]["scale"] for info in infos] == [0.5, 1.5]
     assert (out / "cn-x0" / "control-0-canny.png").is_file()
+    with Image.open(out / "cn-x0" / "0000.png") as written:  # codex run's PNGs carry the extension's line too
+        assert (f'ControlNet 0: "Module: canny, Model: {model_title(controlnet)}, Weight: 0.5, Resize Mode: Just Resize, '
+                'Processor Res: 64, Threshold A: 100.0, Threshold B: 200.0, Guidance Start: 0.0, Guidance End: 1.0, '
+                'Pixel Perfect: False, Control Mode: Balanced"') in written.info["parameters"]
