@@ -113,7 +113,7 @@ def test_img2img_units_without_an_image_use_the_init_image(controlnets):
 @pytest.mark.parametrize("changes, message", [
     ({"model": "None"}, "args.0.model: got 'None'; the unit is enabled but names no ControlNet"),
     ({"model": "depth-xl"}, "args.0.model: no ControlNet named 'depth-xl'; the ControlNets: canny-tiny ["),
-    ({"module": "mlsd"}, "args.0.module: 'mlsd' is not a preprocessor here; the modules: none, blur, canny"),
+    ({"module": "mlsd"}, "args.0.module: 'mlsd' is not a preprocessor here; the modules: none, "),
     ({"image": ""}, "args.0.image: got ''; the control image as base64 or a data URL (img2img uses its init"),
     ({"image": "bm90IGFuIGltYWdl"}, "args.0.image: not a base64 image or data URL"),
     ({"resize_mode": "Stretch"}, "args.0.resize_mode: got 'Stretch'; one of 'Just Resize', 'Crop and Resize'"),
