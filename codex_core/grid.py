@@ -1,7 +1,8 @@
 """Grids (A1111's X/Y/Z plot): one request swept over up to three axes, and one labelled grid image.
 
 An axis is a request field and its values (``seed``, ``steps``, ``cfg``, ``sampler``, ``scheduler``,
-any other field of the engine's request), or ``prompt_sr``: A1111's "Prompt S/R", whose first value
+any other field of the engine's request; a dotted path reaches into one: ``controls.0.scale``, the first
+control's scale), or ``prompt_sr``: A1111's "Prompt S/R", whose first value
 is searched for in the prompt (and negative prompt) and each value put in its place. Every cell is
 an ordinary batch item (validated, run, resumed like any other, into its own run folder); once all
 have run, ``<out>/grids/<id>.png`` puts the first image of each cell in place, x across, y down, z
@@ -71,10 +72,38 @@ class Grid:
 
 def _apply(request: dict[str, Any], axis: Axis, value: Any) -> dict[str, Any]:
     if axis.field != PROMPT_SR:
-        return {**request, axis.field: value}
+        return _set_path(request, axis.field.split("."), value)
     search = axis.values[0]
     return {**request, **{name: request[name].replace(search, str(value)) for name in ("prompt", "negative_prompt")
                           if isinstance(request.get(name), str)}}
+
+
+def _set_path(data: Any, parts: list[str], value: Any) -> Any:
+    """A copy of ``data`` with the field at ``parts`` set: ``controls.0.scale`` is the scale of the first control
+    (the request is never changed in place: every cell starts from the same one)."""
+    head, rest = parts[0], parts[1:]
+    key: Any = int(head) if isinstance(data, list) else head
+    copy = list(data) if isinstance(data, list) else dict(data)
+    copy[key] = _set_path(data[key], rest, value) if rest else value
+    return copy
+
+
+def _path_problem(request: dict[str, Any], field: str) -> str | None:
+    """Why a dotted axis field (``controls.0.scale``) names nothing in the request, or None."""
+    data: Any = request
+    parts = field.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        where = ".".join(parts[:depth + 1])
+        if isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        elif isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            return f"{field}: the request has no {where}; sweep a field of what it gives (e.g. controls.0.scale " \
+                   "with one control)"
+    if not isinstance(data, dict):
+        return f"{field}: {'.'.join(parts[:-1])} is not a mapping of fields"
+    return None
 
 
 def parse_axis_option(name: str, text: str) -> Axis:
@@ -159,6 +188,9 @@ def make_grid(spec: dict[str, Any], axes: list[Axis], line: int, grid_id: str | 
     if len(set(fields)) != len(fields):
         raise UsageError(f"{where}: two axes sweep the same field ({', '.join(fields)})")
     for axis in axes:
+        problem = _path_problem(spec["request"], axis.field) if "." in axis.field else None
+        if problem:
+            raise UsageError(f"{where}: {axis.name}: {problem}")
         if axis.field == PROMPT_SR:
             search = axis.values[0]
             prompts = [spec["request"].get(n) for n in ("prompt", "negative_prompt")]

@@ -124,7 +124,25 @@ def models(tmp_path_factory) -> Path:
     write_header_only(root / "embeddings" / "bad-hands.safetensors", {"emb_params": [2, 768]})
     write_header_only(root / "embeddings" / "xl-style.safetensors", {"clip_l": [3, 768], "clip_g": [3, 1280]})
     (root / "embeddings" / "old.pt").write_bytes(b"not opened")
+    tiny_sd15_controlnet(root / "controlnet" / "cn-tiny")
     return root
+
+
+def tiny_sd15_controlnet(folder: Path) -> Path:
+    """A ControlNet of the tiny sd15 UNet with its zero-initialised output convolutions filled with small random
+    values (a fresh ControlNet adds exactly nothing), saved as a diffusers folder."""
+    import diffusers
+    import torch
+
+    unet = diffusers.UNet2DConditionModel.from_pretrained(tiny_model_dir("sd15"), subfolder="unet")
+    torch.manual_seed(0)
+    controlnet = diffusers.ControlNetModel.from_unet(unet)
+    with torch.no_grad():
+        for name, parameter in controlnet.named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")):
+                parameter.normal_(0, 0.2)
+    controlnet.save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +273,9 @@ def test_every_a1111_endpoint_answers_in_a1111_shape(stocked, models):
         for refresh in ("refresh-checkpoints", "refresh-loras", "refresh-vae"):
             answer = client.post(f"/sdapi/v1/{refresh}")
             assert answer.status_code == 200 and answer.json() is None, refresh  # as A1111: no body
-        assert api.get_scripts() == {"txt2img": [], "img2img": []}
+        # sd-webui-controlnet's scripts, by which webuiapi knows to clear the units of its previous call
+        assert api.get_scripts() == {"txt2img": ["controlnet", "controlnet m2m"],
+                                     "img2img": ["controlnet", "controlnet m2m"]} and api.has_controlnet
         no_captioner = client.post("/sdapi/v1/interrogate", json={"image": _data_url(Image.new("RGB", (8, 8)))})
         assert no_captioner.status_code == 501 and "no captioner is installed" in no_captioner.json()["detail"]
         assert client.post("/sdapi/v1/interrogate", json={"image": "nope"}).status_code == 422
@@ -354,6 +374,101 @@ def test_override_settings_choose_the_checkpoint_vae_and_clip_skip_for_one_call(
     assert any(line.startswith("clip_skip=2 (engine sdxl takes at most 1") for line in xl.info["codex_ignored"])
     with pytest.raises(RuntimeError, match="422"):
         api.txt2img(**SMALL, override_settings={"sd_model_checkpoint": "not-a-model"})
+
+
+# -- sd-webui-controlnet's API ----------------------------------------------------------------------------------
+
+
+def test_a_controlnet_unit_from_webuiapi_runs_as_the_v1_request_with_controls(stocked, models, tmp_path):
+    """webuiapi's ControlNetUnit (canny, its thresholds, weight, guidance end) gives the /v1 job's pixels with the
+    same controls; the extension's routes answer through webuiapi's helpers; what Codex does otherwise is said."""
+    import cv2
+    import webuiapi
+
+    from codex_core.a1111_controls import model_title
+
+    api = stocked.webui()
+    title = model_title(models / "controlnet" / "cn-tiny")
+    assert api.controlnet_model_list() == [title] and api.controlnet_version() == 2
+    modules = api.controlnet_module_list()
+    assert modules[0] == "none" and {"canny", "blur_gaussian", "invert", "depth_midas"} <= set(modules)
+    control = Image.open(write_test_image(tmp_path / "control.png", (64, 64), seed=3)).convert("RGB")
+    edges = cv2.Canny(np.asarray(control), 50, 150)  # an independent canny with the unit's thresholds
+    detected = api.controlnet_detect([control], module="canny", threshold_a=50, threshold_b=150)
+    assert detected.info == "Success" and np.array_equal(pixels(detected.image)[..., 0], edges)
+    call = {"prompt": "a cat", "negative_prompt": "", "width": 64, "height": 64, "steps": 2, "seed": 5,
+            "cfg_scale": 7, "sampler_name": "DDIM", "override_settings": {"sd_model_checkpoint": "tiny-sd15"}}
+    unit = webuiapi.ControlNetUnit(image=control, module="canny", model="cn-tiny", weight=0.7,
+                                   resize_mode="Just Resize", threshold_a=50, threshold_b=150, guidance_end=0.8,
+                                   processor_res=64)
+    result = api.txt2img(**call, controlnet_units=[unit])
+    info = result.info
+    assert (info["codex_ignored"], info["codex_substituted"]) == ([], [])
+    assert len(result.images) == 2 and len(info["infotexts"]) == 1  # the image, then the detected map
+    assert np.array_equal(pixels(result.images[1])[..., 0], edges)
+    assert (f'ControlNet 0: "Module: canny, Model: {title}, Weight: 0.7, Resize Mode: Just Resize, Processor Res: 64, '
+            'Threshold A: 50.0, Threshold B: 150.0, Guidance Start: 0.0, Guidance End: 0.8, Pixel Perfect: False, '
+            'Control Mode: Balanced"') in info["infotexts"][0]
+    encoded = base64.b64encode((tmp_path / "control.png").read_bytes()).decode()
+    with stocked.client() as client:
+        controls = [{"model": "cn-tiny", "image": encoded, "scale": 0.7, "end": 0.8, "preprocess": "canny",
+                     "preprocess_params": {"low_threshold": 50, "high_threshold": 150}}]
+        expected = native(client, ran(client, info, controls=controls))
+        plain = native(client, ran(client, info, controls=[]))
+    assert np.array_equal(pixels(result.image), expected[0])
+    assert not np.array_equal(expected[0], plain[0])  # the control steers
+    other = api.txt2img(**call, controlnet_units=[webuiapi.ControlNetUnit(  # webuiapi's defaults: Resize and Fill
+        image=control.resize((48, 48)), model=title, control_mode=1)])
+    where = "alwayson_scripts.ControlNet.args.0"
+    assert other.info["codex_substituted"] == [
+        f"{where}.resize_mode='Resize and Fill' ran as 'Just Resize': the 48x48 control image was stretched to 64x64",
+        f"{where}.control_mode='My prompt is more important' ran as 'Balanced' (diffusers has no equivalent of the "
+        "extension's soft injection, 0.825^(12-i) per layer)"]
+    assert len(other.images) == 2 and other.images[1].size == (48, 48)  # a "none" unit's map: its image as sent
+    assert api.png_info(result.image).json["parameters"]["ControlNet 0"].startswith(f"Module: canny, Model: {title},")
+    # img2img: a unit without an image is steered by the init image, as the extension does
+    again = api.img2img(images=[control], **call, denoising_strength=0.6, controlnet_units=[webuiapi.ControlNetUnit(
+        module="canny", model="cn-tiny", resize_mode="Just Resize", threshold_a=50, threshold_b=150, processor_res=64)])
+    assert again.info["codex_task"] == "img2img" and again.info["codex_substituted"] == []
+    with stocked.client() as client:
+        expected = native(client, ran(client, again.info, init_image=encoded, controls=[{**controls[0], "scale": 1.0,
+                                                                                        "end": 1.0}]), task="img2img")
+    assert np.array_equal(pixels(again.image), expected[0])
+    with pytest.raises(RuntimeError, match="422.*args.0.model: no ControlNet named .*nope"):
+        api.txt2img(**call, controlnet_units=[webuiapi.ControlNetUnit(image=control, model="nope")])
+
+
+UNIT_FIELDS = ["enabled", "module", "model", "weight", "image", "input_image", "mask", "resize_mode", "processor_res",
+               "threshold_a", "threshold_b", "guidance_start", "guidance_end", "pixel_perfect", "control_mode",
+               "save_detected_map", "low_vram", "hr_option"]
+
+
+def test_hostile_controlnet_units_and_detect_bodies_get_a_4xx_never_a_5xx(stocked):
+    """Each field of a unit, the units list and the script mapping, and detect's fields, set to a wrong type, NaN,
+    infinity, a huge number, a path, a NUL...: a 4xx naming what is wrong, and no job queued (steps 0 is refused
+    after the units are read)."""
+    unit = {"model": "cn-tiny", "image": _data_url(Image.new("RGB", (8, 8)))}
+    base = {"prompt": "x", "width": 8, "height": 8, "steps": 0,
+            "override_settings": {"sd_model_checkpoint": "tiny-sd15"}}
+    with stocked.client() as client:
+        before = len(client.get("/v1/jobs", params={"limit": 10_000}).json())
+        bodies = [{**base, "alwayson_scripts": value} for value in HOSTILE]
+        bodies += [{**base, "alwayson_scripts": {"controlnet": value}} for value in HOSTILE]
+        bodies += [{**base, "alwayson_scripts": {"controlnet": {"args": value}}} for value in HOSTILE]
+        bodies += [{**base, "alwayson_scripts": {"controlnet": {"args": [{**unit, field: value}]}}}
+                   for field in UNIT_FIELDS for value in HOSTILE]
+        for body in bodies:
+            answer = client.post("/sdapi/v1/txt2img", content=json.dumps(body, allow_nan=True),
+                                 headers={"content-type": "application/json"})
+            assert 400 <= answer.status_code < 500, (json.dumps(body)[:200], answer.text[:300])
+        assert len(client.get("/v1/jobs", params={"limit": 10_000}).json()) == before
+        detect = {"controlnet_module": "canny", "controlnet_input_images": [unit["image"]]}
+        for field in ("controlnet_module", "controlnet_input_images", "controlnet_images", "controlnet_threshold_a",
+                      "controlnet_threshold_b", "controlnet_processor_res"):
+            for value in HOSTILE:
+                answer = client.post("/controlnet/detect", content=json.dumps({**detect, field: value}, allow_nan=True),
+                                     headers={"content-type": "application/json"})
+                assert answer.status_code < 500, (field, repr(value)[:40], answer.text[:300])
 
 
 # -- seeds, batches, several init images --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 
 from PIL import PngImagePlugin
 
+from ..a1111_controls import infotext_pairs
 from ..outputs import ImageOutput, RunFiles
 
 PARAMETERS_KEY = "parameters"
@@ -57,6 +58,7 @@ def parameters_text(info: dict[str, Any], size: tuple[int, int], index: int = 0)
         ("Hires upscale", request.get("upscale_factor")),
         ("Batch size", request.get("batch_size") if (request.get("batch_size") or 1) > 1 else None),
         ("Batch pos", index if (request.get("batch_size") or 1) > 1 else None),
+        *infotext_pairs(info, size),  # sd-webui-controlnet's "ControlNet N" lines, one per control
         ("Engine", f"{info.get('engine')} {info.get('task')}"),
         ("Version", f"codex {info.get('versions', {}).get('codex-core')}"),
     ]

@@ -18,7 +18,10 @@ The modules, each a router of its own under ``/sdapi/v1``:
   Codex has nothing for (``hypernetworks``, ``face-restorers``, ``realesrgan-models``, ``prompt-styles``);
 - ``extras``: ``png-info``, ``upscalers``, ``latent-upscale-modes``, ``extra-single-image``,
   ``extra-batch-images``, ``interrogate``;
-- ``memory``: ``unload-checkpoint``, ``reload-checkpoint``, ``memory``.
+- ``memory``: ``unload-checkpoint``, ``reload-checkpoint``, ``memory``;
+- ``controlnet``: sd-webui-controlnet's routes under ``/controlnet`` (``version``, ``model_list``, ``module_list``,
+  ``settings``, ``detect``); ``controlnet_units`` reads its ``alwayson_scripts.controlnet.args`` into the request's
+  ``controls``, ``controlnet_models`` lists and resolves its model titles (``name [hash]``).
 
 docs/a1111.md says what each endpoint does, next to what A1111 does.
 """
@@ -27,8 +30,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import extras, generation, listings, memory, options, progress, samplers
+from . import controlnet, extras, generation, listings, memory, options, progress, samplers
 
 router = APIRouter()
-for part in (options, samplers, generation, progress, listings, extras, memory):
+for part in (options, samplers, generation, progress, listings, extras, memory, controlnet):
     router.include_router(part.router)

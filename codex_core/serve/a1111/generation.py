@@ -27,7 +27,7 @@ from ...registry import get_engine
 from ..bodies import StrictJSONRoute, excerpt
 from ..dependencies import StateDep
 from ..routes_jobs import JobSpec, submit_job
-from . import edit, hires, names
+from . import controlnet_units, edit, hires, names
 from .extras import _png_text
 from .overrides import OWN_VAE, CallOptions, for_call, into_request
 from .translate import _finite, _images, _translate
@@ -79,7 +79,10 @@ def _submit(state: State, body: dict[str, Any], task: str) -> dict[str, Any]:
     request, ignored = _translate(body, task, engine)
     ignored += options.ignored
     into_request(options, engine, task, request, ignored)
+    # sd-webui-controlnet's units as the request's controls; per control, whether its map is sent back
+    control_maps = controlnet_units.into_request(body, task, engine, request, ignored, substituted)
     follow_up = hires.follow_up(body, engine, request, ignored, substituted) if task == "txt2img" else None
+    controlnet_units.check_hires(engine, request, follow_up, substituted)
     n_iter = body.get("n_iter") or 1
     if not isinstance(n_iter, int) or n_iter < 1 or n_iter > 16:
         raise UsageError(f"n_iter: got {excerpt(n_iter)}; 1 to 16")
@@ -97,7 +100,7 @@ def _submit(state: State, body: dict[str, Any], task: str) -> dict[str, Any]:
                            follow_up=follow_up)
             job_ids.append(submit_job(state, spec)["id"])
     return {"engine": engine, "task": task, "request": request, "ignored": ignored, "substituted": substituted,
-            "options": options, "job_ids": job_ids}
+            "options": options, "control_maps": control_maps, "job_ids": job_ids}
 
 
 async def _ended(state: State, job_id: str) -> dict[str, Any]:
@@ -107,7 +110,7 @@ async def _ended(state: State, job_id: str) -> dict[str, Any]:
 
 
 def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[str, Any], ignored: list[str],
-           substituted: list[str], options: CallOptions, jobs: list[dict[str, Any]]):
+           substituted: list[str], options: CallOptions, jobs: list[dict[str, Any]], control_maps: list[bool]):
     """A1111's answer for finished jobs: their PNGs as base64, and ``info`` (a JSON string) as A1111 writes it,
     with what Codex ignored or substituted and its job ids; the first failed job makes it A1111's 500."""
     pngs, infotexts, seeds = [], [], []
@@ -117,7 +120,10 @@ def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[
                                 500)
         if job["state"] != "done":
             continue  # cancelled (a later batch of an interrupted call): A1111 returns what finished
-        for index, path in enumerate(path for path in job["result"]["files"] if path.endswith(".png")):
+        # the control maps written beside the outputs are not among the images (they follow them: detected_maps)
+        side = {record["path"] for record in (job["result"]["info"].get("side_images") or {}).values()}
+        images = [path for path in job["result"]["files"] if path.endswith(".png") and path not in side]
+        for index, path in enumerate(images):
             try:
                 raw = Path(path).read_bytes()
             except FileNotFoundError:  # the job was deleted since it ended
@@ -148,4 +154,5 @@ def _reply(state: State, body: dict[str, Any], engine, task: str, request: dict[
     info.update(names.reply_fields(names.translate(body, engine, task)[1], first.get("first_run") or first))
     parameters = body if body.get("include_init_images") or task == "txt2img" else \
         {**body, "init_images": None, "mask": None}  # as A1111: the images sent are not sent back
-    return {"images": pngs, "parameters": parameters, "info": json.dumps(info)}
+    maps = controlnet_units.detected_maps(first, control_maps)  # after the images, as the extension sends them
+    return {"images": pngs + maps, "parameters": parameters, "info": json.dumps(info)}

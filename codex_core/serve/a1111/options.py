@@ -17,7 +17,11 @@ router = APIRouter(prefix="/sdapi/v1", route_class=StrictJSONRoute)
 
 @router.get("/scripts")
 def scripts() -> dict[str, list]:
-    return {"txt2img": [], "img2img": []}
+    """The scripts Codex reads: sd-webui-controlnet's, as A1111 lists them with the extension installed
+    (``controlnet_units.LISTED``)."""
+    from .controlnet_units import LISTED
+
+    return {"txt2img": list(LISTED), "img2img": list(LISTED)}
 
 
 @router.get("/sd-models")

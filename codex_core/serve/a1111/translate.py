@@ -30,7 +30,8 @@ NEUTRAL = (None, False, 0, 0.0, "", [], {}, -1)
 # Fields _translate reads itself (or others: generation the images and n_iter, hires the hires fix, overrides
 # the override_settings)
 TRANSLATED = {"seed", "sampler_name", "scheduler", "sampler_index", "init_images", "mask", "n_iter",
-              "inpainting_mask_invert", "override_settings", "override_settings_restore_afterwards", *HIRES_FIELDS}
+              "inpainting_mask_invert", "override_settings", "override_settings_restore_afterwards", *HIRES_FIELDS,
+              "alwayson_scripts"}  # alwayson_scripts: controlnet_units
 HANDLED = {"seed", "sampler_name", "scheduler", "sampler_index", "init_images", "mask", "n_iter",
            "inpainting_mask_invert", "send_images", "save_images", "override_settings_restore_afterwards",
            "include_init_images", "resize_mode", "mask_blur", "mask_blur_x", "mask_blur_y", "inpainting_fill",
