@@ -59,6 +59,9 @@ def test_canny_of_an_image_in_the_roots_and_of_inline_base64_equals_opencvs(clie
     ({"preprocess": "depth"}, "preprocess: depth needs the annotator weights 'dpt_hybrid-midas-501f0c75.pt'"),
     ({"preprocess": "canny", "image": "/etc/passwd"}, "image: '/etc/passwd' is outside the folders"),
     ({"preprocess": "canny", "image": "BROKEN"}, "image: "),
+    ({"preprocess": "canny", "image": "a\x00b"}, "image: "),
+    ({"preprocess": "canny", "image": "x" * 5000}, "image: 5000 characters"),
+    ({"preprocess": "canny", "image": "../../etc/passwd"}, "image: '../../etc/passwd' is outside the folders"),
 ])
 def test_what_is_wrong_is_a_422_naming_the_field(client, body, named):
     http, roots = client

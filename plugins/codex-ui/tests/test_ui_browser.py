@@ -84,7 +84,8 @@ def write_controlnet(folder: Path) -> None:
     controlnet = ControlNetModel.from_unet(unet)
     with torch.no_grad():
         for name, parameter in controlnet.named_parameters():
-            if name.startswith(("controlnet_cond_embedding.conv_out", "controlnet_down_blocks", "controlnet_mid_block")):
+            if name.startswith(("controlnet_cond_embedding.conv_out", "controlnet_down_blocks",
+                                "controlnet_mid_block")):
                 parameter.normal_(0, 0.2)
     controlnet.save_pretrained(folder)
 
@@ -653,7 +654,8 @@ def test_the_lora_and_vae_pickers_offer_the_models_folders_and_the_run_uses_what
     assert json.loads(panel.inner_text()) == SMALL
 
 
-def test_the_controlnet_panel_previews_canny_refuses_a_bad_window_and_generates_as_the_cli_does(page, service, tmp_path):
+def test_the_controlnet_panel_previews_canny_refuses_a_bad_window_and_generates_as_the_cli_does(page, service,
+                                                                                              tmp_path):
     """sd15's ControlNet panel, on the tiny model and the models folder's tiny ControlNet: an uploaded control image
     (which enables its unit) through canny at the thresholds set; Preview shows OpenCV's canny of the upload. A start
     after end is refused before anything runs, said next to the unit; corrected, Generate runs it: the info records

@@ -4,7 +4,7 @@ right, the queue below. Every action is a call to the service API (``client``).
 
 ``build`` lays the page out through a ``Page``, which holds the client, the engines, the components and the
 handlers that update them; the task tabs and their forms are ``tabs.py`` (the models folders' pickers:
-``pickers.py``).
+``pickers.py``; the ControlNet panel: ``controls.py``).
 
 State kept per browser session:
 - ``values``: per task, the fields the user set (the request as it will be sent): one ``Drafts`` per
