@@ -3,7 +3,7 @@ request changed elsewhere is shown, where the service's problems go, and the for
 
 from __future__ import annotations
 
-from codex_core.schema import request_schema
+from codex_core import request_schema
 from codex_ui.controls import (controls_of, enabled_position, first_shown, item_properties, param_value, shows,
                                unit_problems, units_for)
 from codex_ui.drafts import Drafts
