@@ -101,4 +101,6 @@ class ControlFields(BaseModel):
 
     controls: list[ControlSpec] = Field(default_factory=list, max_length=MAX_CONTROLS, description=(
         "ControlNets for this run: [{\"model\": \"name\", \"image\": \"pose.png\", \"scale\": 0.8}], or with "
-        "\"preprocess\": \"canny\" to make the control image from a photo; several stack."))
+        "\"preprocess\": \"canny\" to make the control image from a photo; several stack."),
+        # tells a form (codex-ui) to offer its control panel for the field
+        json_schema_extra={"x-codex-input": "controls"})

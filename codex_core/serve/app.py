@@ -7,7 +7,7 @@ on a stop, gives the running jobs their grace (``Workers.stop``).
 The routes live in their own modules and take what they use from ``app.state`` through the
 dependencies of ``dependencies.py``: ``routes_info`` (health, engines, schemas, presets, samplers,
 models; the API docs), ``routes_jobs`` (inputs, jobs, their files and events) and ``a1111``
-(``/sdapi/v1``), ``openai_images`` and ``openai_videos`` (OpenAI's ``/v1/images``, ``/v1/videos``). The webhook
+(``/sdapi/v1``), ``routes_preprocess`` (the control-image preprocessors), ``openai_images`` and ``openai_videos`` (OpenAI's ``/v1/images``, ``/v1/videos``). The webhook
 sender (``webhooks.Sender``) runs beside the workers. Every route but ``/v1/health`` requires the credentials
 (``--token``, ``--api-auth``) when there are some, the docs too; the service's routes take state-changing requests
 only as ``guards.browser_safe`` says.
@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import CodexError, ParamError, UsageError
-from . import a1111, openai_images, openai_videos, routes_info, routes_jobs
+from . import a1111, openai_images, openai_videos, routes_info, routes_jobs, routes_preprocess
 from .a1111.checkpoints import Checkpoints
 from .bodies import capped, capped_list, http_problem, validation_problem
 from .dependencies import authorised
@@ -90,6 +90,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_info.docs, dependencies=[Depends(authorised)])
     for router in (routes_info.router, routes_jobs.router, a1111.router, openai_images.router, openai_videos.router):
         app.include_router(router, dependencies=[Depends(browser_safe), Depends(authorised)])
+    # the preprocessors (a control image's preview); a router of its own, beside the others
+    app.include_router(routes_preprocess.router, dependencies=[Depends(browser_safe), Depends(authorised)])
     return app
 
 

@@ -29,7 +29,7 @@ def test_every_installed_engine_and_task_has_a_form_of_known_kinds():
             assert fields, (key, task)
             assert {spec.kind for spec in fields.values()} <= {"text", "long_text", "int", "float", "bool", "choice",
                                                               "image", "images", "video", "json", "loras",
-                                                              "vae"}
+                                                              "vae", "controls"}
             assert "mode" not in fields  # the top bar's
 
 

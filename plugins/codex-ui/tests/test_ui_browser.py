@@ -45,10 +45,10 @@ def free_port() -> int:
 
 
 def write_models(models: Path) -> None:
-    """A models folder with a LoRA and a VAE that the tiny sd15 runs: ``loras/ink`` (random, in kohya's layout, on
-    the UNet's self-attention and the text encoder: a LoRA without cross-attention weights, so that the service
-    lists it for sd15 whatever the model's context width) and ``vae/bright-vae`` (the tiny VAE, brighter, in
-    A1111's layout)."""
+    """A models folder with a LoRA, a VAE and a ControlNet that the tiny sd15 runs: ``loras/ink`` (random, in
+    kohya's layout, on the UNet's self-attention and the text encoder: a LoRA without cross-attention weights, so
+    that the service lists it for sd15 whatever the model's context width), ``vae/bright-vae`` (the tiny VAE,
+    brighter, in A1111's layout) and ``controlnet/tiny-canny`` (``write_controlnet``)."""
     import torch
     from diffusers import AutoencoderKL
     from safetensors.torch import load_file, save_file
@@ -67,6 +67,27 @@ def write_models(models: Path) -> None:
         vae.decoder.conv_out.bias += 0.3
     save_file({key: value.contiguous() for key, value in _vae_to_ldm(vae.state_dict(), dict(vae.config)).items()},
               models / "vae" / "bright-vae.safetensors")
+    write_controlnet(models / "controlnet" / "tiny-canny")
+
+
+def write_controlnet(folder: Path) -> None:
+    """A diffusers ControlNet for the tiny sd15 (``ControlNetModel.from_unet``), its zero-initialised convolutions
+    (the condition embedding's output, the down and mid blocks' outputs) filled with small random values so that
+    the control changes the image."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from codex_core.testing import tiny_model_dir
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_model_dir("sd15"), subfolder="unet")
+    torch.manual_seed(0)
+    controlnet = ControlNetModel.from_unet(unet)
+    with torch.no_grad():
+        for name, parameter in controlnet.named_parameters():
+            if name.startswith(("controlnet_cond_embedding.conv_out", "controlnet_down_blocks",
+                                "controlnet_mid_block")):
+                parameter.normal_(0, 0.2)
+    controlnet.save_pretrained(folder)
 
 
 @pytest.fixture(scope="module")
@@ -631,6 +652,113 @@ def test_the_lora_and_vae_pickers_offer_the_models_folders_and_the_run_uses_what
     expect(panel).not_to_contain_text("loras")
     expect(field(page, "loras-scale-0")).to_be_hidden()
     assert json.loads(panel.inner_text()) == SMALL
+
+
+def test_the_controlnet_panel_previews_canny_refuses_a_bad_window_and_generates_as_the_cli_does(page, service,
+                                                                                              tmp_path):
+    """sd15's ControlNet panel, on the tiny model and the models folder's tiny ControlNet: an uploaded control image
+    (which enables its unit) through canny at the thresholds set; Preview shows OpenCV's canny of the upload. A start
+    after end is refused before anything runs, said next to the unit; corrected, Generate runs it: the info records
+    the control and its preprocessed image (the preview's pixels), and the image is the one `codex run` makes of the
+    same request."""
+    import cv2
+    import numpy as np
+
+    from codex_core.testing import write_test_image
+
+    source = Path(write_test_image(tmp_path / "control.png", (64, 64), seed=3))
+    choose(page, "codex-model", "tiny (random weights, for tests)")
+    panel = page.locator("#codex-request .cm-content")
+    page.locator("#codex-field-txt2img-controls .label-wrap").first.click()  # the panel opens
+    unit = "codex-control-txt2img"  # the editor of the unit selected (unit 0 at first)
+    page.locator(f"#{unit}-image input[type=file]").set_input_files(str(source))
+    sent = wait_for(lambda: (json.loads(panel.inner_text() or "{}").get("controls") or [{}])[0].get("image"),
+                    "the control image in the request", 60)
+    assert Path(sent).read_bytes() == source.read_bytes()  # the service's copy of the upload
+    expect(page.locator(f"#{unit}-enable input")).to_be_checked()  # an upload enables its unit
+    choose(page, f"{unit}-preprocess", "canny")
+    expect(page.locator(f"#{unit}-canny-params")).to_be_visible()
+    for name, value in (("low_threshold", 50), ("high_threshold", 150)):
+        box = page.locator(f"#{unit}-canny-{name} input[type=number]")
+        box.fill(str(value))
+        box.press("Tab")
+        expect(panel).to_contain_text(f'"{name}": {value}')
+    page.locator(f"#{unit}-preview-button").click()
+    page.wait_for_function(f"() => {{ const i = document.querySelector('#{unit}-preview img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }")
+    expect(page.locator(f"#{unit}-note")).to_contain_text("canny: 64x64")
+    preview = httpx.get(page.locator(f"#{unit}-preview img").get_attribute("src"), timeout=10).content
+    expected = cv2.Canny(np.asarray(Image.open(source).convert("RGB")), 50, 150)
+    with Image.open(io.BytesIO(preview)) as shown:
+        previewed = np.asarray(shown.convert("RGB"))
+    assert previewed.shape == (64, 64, 3) and (previewed == expected[..., None]).all()
+    assert 0 < (expected > 0).mean() < 1  # edges, not a blank or a full image
+    choose(page, f"{unit}-model", "tiny-canny")
+    expect(panel).to_contain_text('"model": "tiny-canny"')
+    selector = page.locator(f"#{unit}-unit")
+    expect(selector).to_contain_text("Unit 0 ✓")  # enabled
+    selector.get_by_text("Unit 1", exact=True).click()  # another unit: empty, disabled, sending nothing
+    expect(page.locator(f"#{unit}-enable input")).not_to_be_checked()
+    expect(page.locator(f"#{unit}-preprocess input")).to_have_value("none")
+    expect(page.locator(f"#{unit}-canny-params")).to_be_hidden()
+    selector.get_by_text("Unit 0 ✓", exact=True).click()  # and back: what was set
+    expect(page.locator(f"#{unit}-canny-low_threshold input[type=number]")).to_have_value("50")
+    expect(page.locator(f"#{unit}-model input")).to_have_value("tiny-canny")
+    for name, value in (("start", 0.9), ("end", 0.5)):
+        box = page.locator(f"#{unit}-{name} input[type=number]")
+        box.fill(str(value))
+        box.press("Tab")
+        expect(panel).to_contain_text(f'"{name}": {value}')
+    request = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2, "seed": 5}
+    fill(page, request)
+
+    before = len(jobs(service))
+    page.keyboard.press("Control+Enter")
+    status = page.locator("#codex-status")
+    expect(status).to_contain_text("Not queued")
+    expect(status).to_contain_text("controls.0.start: got 0.9: 0.9 is after end (0.5)")
+    # the forms made again (a render: seconds on a loaded machine), the problem next to its unit
+    expect(page.locator(f"#{unit}-error")).to_contain_text("controls.0: start: got 0.9: 0.9 is after end (0.5)",
+                                                           timeout=SLOW_UI)
+    expect(page.locator(f"#{unit}-errors")).to_contain_text("1 control refused: controls.0")
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENS / "sd15-txt2img-controlnet-error.png", full_page=True)
+    assert len(jobs(service)) == before
+    end = page.locator(f"#{unit}-end input[type=number]")  # the unit, made again, keeps what was set
+    expect(end).to_have_value("0.5")
+    end.fill("1")
+    end.press("Tab")
+    expect(panel).to_contain_text('"end": 1')
+
+    page.keyboard.press("Control+Enter")
+    expect(status).to_contain_text("done", timeout=90_000)
+    latest = jobs(service)[0]
+    sent_request = latest["spec"]["request"]
+    assert sent_request["controls"] == [{"image": sent, "preprocess": "canny", "model": "tiny-canny", "start": 0.9,
+                                         "end": 1, "preprocess_params": {"low_threshold": 50, "high_threshold": 150}}]
+    info = latest["result"]["info"]
+    control = info["notes"]["controls"][0]
+    assert (control["model"], control["preprocess"], control["start"], control["end"]) == ("tiny-canny", "canny", 0.9,
+                                                                                           1.0)
+    assert control["preprocess_params"] == {"low_threshold": 50, "high_threshold": 150}
+    assert info["side_images"]["control-0-canny"]["width"] == 64 and "controlnet:0" in info["model"]["files"]
+    side = httpx.get(f"{service}/v1/jobs/{latest['id']}/files/control-0-canny.png", timeout=10).content
+    with Image.open(io.BytesIO(side)) as saved:
+        assert (np.asarray(saved.convert("RGB")) == previewed).all()  # what was previewed is what the run used
+    info_panel = page.locator("#codex-info")
+    expect(info_panel).to_contain_text('"control-0-canny"')
+    expect(info_panel).to_contain_text('"tiny-canny"')
+    page.screenshot(path=SCREENS / "sd15-txt2img-controlnet-result.png", full_page=True)
+
+    # the same request through the CLI, on the same models folder: the same pixels
+    models = Path(httpx.get(f"{service}/v1/models", params={"kind": "controlnet"}, timeout=30).json()[0]["path"])
+    ran = subprocess.run([CODEX, "run", "sd15", "txt2img", "--model", "tiny", "--quiet", "--out", str(tmp_path / "cli"),
+                          "--json", json.dumps(sent_request)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "CODEX_MODELS_DIR": str(models.parent.parent)})
+    assert ran.returncode == 0, ran.stderr
+    made = httpx.get(f"{service}/v1/jobs/{latest['id']}/files/0000.png", timeout=10).content
+    with Image.open(io.BytesIO(made)) as ui_image, Image.open(json.loads(ran.stdout)["info"]["outputs"][0]) as cli:
+        assert np.array_equal(np.asarray(ui_image), np.asarray(cli))
 
 
 def edit_tab(page: Page) -> None:

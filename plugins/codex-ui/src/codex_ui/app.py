@@ -4,7 +4,7 @@ right, the queue below. Every action is a call to the service API (``client``).
 
 ``build`` lays the page out through a ``Page``, which holds the client, the engines, the components and the
 handlers that update them; the task tabs and their forms are ``tabs.py`` (the models folders' pickers:
-``pickers.py``).
+``pickers.py``; the ControlNet panel: ``controls.py``).
 
 State kept per browser session:
 - ``values``: per task, the fields the user set (the request as it will be sent): one ``Drafts`` per
@@ -24,6 +24,7 @@ from typing import Any
 import gradio as gr
 
 from .client import Refused, ServiceClient
+from .controls import unit_problems
 from .drafts import ONE_AT_A_TIME, PANEL_FROM_FEED, Drafts
 from .forms import UNSET, count_problem, form_fields, parse_request, problems_by_field, with_value
 from .pickers import ModelLists
@@ -242,6 +243,7 @@ class Page:
         except Refused as exc:
             found = problems_by_field(exc.problems, [field.name for field in fields]) if exc.problems \
                 else {"": exc.message}
+            found.update(unit_problems(exc.problems))  # each control's problems, for its unit in the panel
             lines = "\n".join(f"- {line}" for line in exc.problems) or exc.message
             return {**update(errors=found, rev=rev_value + 1, progress="", feed=stored.show(request),
                              status=f"⚠ **Not queued** ({exc.status}):\n{lines}"
@@ -287,13 +289,18 @@ class Page:
         folder = self.workdir / job_id
         local = [client.download(job_id, Path(path).name, folder / Path(path).name) for path in result["files"]]
         images = [str(path) for path in local if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")]
+        # the run's side images (a control's preprocessed image) after its outputs, captioned with their names
+        side = {Path(record["path"]).name: stem for stem, record in (result["info"].get("side_images") or {}).items()}
+        images = [path for path in images if Path(path).name not in side] + \
+                 [path for path in images if Path(path).name in side]
+        shown = [(path, side.get(Path(path).name)) for path in images]
         videos = [str(path) for path in local if path.suffix.lower() in (".mp4", ".webm")]
         stopped, steps = result["info"].get("interrupted_at_step"), result["info"].get("steps_planned", steps)
         done = "done" if stopped is None else f"done (interrupted at step {stopped}/{steps}: its image kept)"
         yield update(progress=progress_html(steps if stopped is None else stopped, steps, None, "done") if steps
                      else "", following=None,
                      status=f"Job `{job_id}` {done}: {len(local)} files{warnings}",
-                     gallery=gr.Gallery(value=images, columns=1 if len(images) == 1 else 2),
+                     gallery=gr.Gallery(value=shown, columns=1 if len(images) == 1 else 2),
                      video=gr.Video(value=videos[0] if videos else None, visible=bool(videos)),
                      files=[str(path) for path in local], info=summary(result["info"]),
                      result_image=images[0] if images else None)

@@ -70,6 +70,16 @@ class ServiceClient:
         """The models folders' files of ``kind`` (``engine`` None: every one, whichever engine takes it)."""
         return self._get("/v1/models", engine=engine, kind=kind)
 
+    def preprocessors(self) -> list[dict[str, Any]]:
+        """The service's control-image preprocessors (``GET /v1/preprocessors``): name, parameters, needed files."""
+        return self._cached("preprocessors", lambda: self._get("/v1/preprocessors"))
+
+    def preprocess(self, name: str, image: str, params: dict[str, Any]) -> bytes:
+        """``image`` (a path the service knows, e.g. from ``upload``) through the preprocessor ``name``, run by the
+        service; the result's PNG bytes."""
+        body = {"preprocess": name, "image": image, "preprocess_params": params}
+        return self._check(self.http.post("/v1/preprocess", json=body)).content
+
     def upload(self, path: str | Path) -> str:
         """An image or video file sent to the service; the path the service knows it by (for a request's image or
         video field)."""

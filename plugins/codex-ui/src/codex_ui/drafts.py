@@ -23,6 +23,13 @@ class Drafts(dict):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.sent = 0
+        # task -> its ControlNet units as drafted (controls.py): the enabled ones are the request's controls, a
+        # disabled one keeps its settings here only
+        self.units: dict[str, list[dict[str, Any]]] = {}
+
+    def clear(self) -> None:
+        super().clear()
+        self.units.clear()
 
     def show(self, request: dict[str, Any]) -> str:
         self.sent += 1

@@ -24,7 +24,7 @@ PICKED = {"loras": ("loras", "array"), "vae": ("vae", "string")}
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
-    kind: str  # text | long_text | int | float | bool | choice | image | images | video | json | loras | vae
+    kind: str  # text | long_text | int | float | bool | choice | image | images | video | json | loras | vae | controls
     label: str
     description: str = ""
     default: Any = None  # the preset's value (or the schema's default): shown, never sent
@@ -33,7 +33,7 @@ class FieldSpec:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[Any, ...] = field(default_factory=tuple)
-    max_items: int | None = None  # loras, images: how many a request may have
+    max_items: int | None = None  # loras, images, controls: how many a request may have
     min_items: int | None = None  # images: how many it needs
 
     def hint(self) -> str:
@@ -89,7 +89,7 @@ def form_fields(schema: dict[str, Any]) -> list[FieldSpec]:
             description=prop.get("description", ""), default=prop.get("default"), has_default="default" in prop,
             required=name in required, minimum=minimum if kind in ("int", "float", "loras") else None,
             maximum=maximum if kind in ("int", "float", "loras") else None, choices=choices,
-            max_items=plain.get("maxItems") if kind in ("loras", "images") else None,
+            max_items=plain.get("maxItems") if kind in ("loras", "images", "controls") else None,
             min_items=plain.get("minItems") if kind == "images" else None))
     return fields
 
@@ -108,6 +108,8 @@ def _kind(name: str, prop: dict[str, Any]) -> str:
         return prop["x-codex-input"]
     if prop.get("x-codex-input") == "images" and prop.get("type") == "array":  # an edit's reference images
         return "images"
+    if prop.get("x-codex-input") == "controls" and prop.get("type") == "array":  # ControlNets: the control panel
+        return "controls"
     kind = prop.get("type")
     if name in PICKED and PICKED[name][1] == kind:
         return name
@@ -135,7 +137,7 @@ def value_of(spec: FieldSpec, raw: Any) -> Any:
         return UNSET  # an emptied field leaves the request: the preset (or the schema default) applies
     if spec.kind == "int" and isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
         return int(raw)
-    if spec.kind in ("json", "loras") and isinstance(raw, str):
+    if spec.kind in ("json", "loras", "controls") and isinstance(raw, str):
         try:
             return json.loads(raw)
         except json.JSONDecodeError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import time
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -43,6 +44,9 @@ def summary(info: dict[str, Any]) -> dict[str, Any]:
         "timings": info.get("timings"), "memory": info.get("memory"),
         "applied_preset_patch": info.get("applied_preset_patch"),
         "notes": info.get("notes") or None, "run_id": info.get("run_id"),
+        # images the run made besides its outputs (a control's preprocessed image): name -> file and size
+        "side_images": {name: f"{Path(record['path']).name} ({record['width']}x{record['height']})"
+                        for name, record in (info.get("side_images") or {}).items()} or None,
         "audio": sound(info.get("audio")),
     }
     return {key: value for key, value in shown.items() if value not in (None, [])}

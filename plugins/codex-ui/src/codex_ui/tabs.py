@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from .client import ServiceClient
+from .controls import control_panel
+from .controls import shows as controls_shows
 from .drafts import ONE_AT_A_TIME
 from .forms import FieldSpec, form_fields, value_of, with_value
 from .images import images_field
@@ -54,7 +56,7 @@ def task_tabs(page: "Page", ui: gr.Blocks) -> None:
         with gr.Tabs(selected=task_now if task_now in tasks else tasks[0], elem_id="codex-tabs"):
             for task in tasks:
                 with gr.Tab(task, id=task, elem_id=f"codex-tab-{task}") as tab:
-                    _form(page, key, task, stored.get(task, {}), errors_now, rev_value)
+                    _form(page, key, task, stored, errors_now, rev_value)
                 tab.select(_on_tab(task), [page.values], [page.current, page.feed], **ONE_AT_A_TIME)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="codex-tab-pnginfo"):
                 _png_info(page, key)
@@ -100,20 +102,22 @@ def _png_info(page: "Page", key: str) -> None:
                     [page.rev, page.current, page.pending, page.engine, page.feed, page.status], **ONE_AT_A_TIME)
 
 
-def _form(page: "Page", key: str, task: str, request: dict[str, Any], errors_now: dict[str, str],
-          rev_value: int) -> None:
-    """The task's form, from the engine's schema, showing the values the user set and the last errors."""
+def _form(page: "Page", key: str, task: str, stored, errors_now: dict[str, str], rev_value: int) -> None:
+    """The task's form, from the engine's schema, showing the values the user set (``stored``: the session's
+    ``Drafts``) and the last errors."""
+    request = stored.get(task, {})
     fields = form_fields(page.client.schema(key, task))
     if errors_now.get(""):
         gr.Markdown(f"⚠ {errors_now['']}", elem_classes=["codex-error"])
     masked = any(f.name == "mask_image" for f in fields)
     changed = [page.current, page.feed]  # what every field's handler updates (values: in place)
-    # prompts across the page, then the images, then everything else in a grid, then the models folders' pickers
+    # prompts across the page, then the images, then everything else in a grid, then the models folders' pickers,
+    # then the ControlNet panel
     picked = ("loras", "vae")
     images = ("image", "images", "video")  # the uploads, images and videos
     rows = [[f for f in fields if f.kind == "long_text"], [f for f in fields if f.kind in images],
-            [f for f in fields if f.kind not in ("long_text", *images, *picked)],
-            [f for f in fields if f.kind in picked]]
+            [f for f in fields if f.kind not in ("long_text", *images, *picked, "controls")],
+            [f for f in fields if f.kind in picked], [f for f in fields if f.kind == "controls"]]
     for row in rows:
         with gr.Row(equal_height=False):
             for spec in row:
@@ -123,6 +127,10 @@ def _form(page: "Page", key: str, task: str, request: dict[str, Any], errors_now
                 if spec.kind == "images":  # an edit's reference images: a gallery, wired by itself
                     images_field(page, key, task, spec, request.get(spec.name), errors_now.get(spec.name),
                                  rev_value, changed)
+                    continue
+                if spec.kind == "controls" and controls_shows(request.get(spec.name)):  # it wires itself
+                    control_panel(page, key, task, spec, request.get(spec.name), stored, errors_now, rev_value,
+                                  changed)
                     continue
                 if spec.kind in picked and shows(spec, request.get(spec.name)):
                     widget = picker(page, key, task, spec, request.get(spec.name), errors_now.get(spec.name),
@@ -179,7 +187,7 @@ def _widget(client: ServiceClient, spec: FieldSpec, task: str, value: Any, error
         elif value is not None and local is None:
             gr.Markdown(f"{spec.name}: `{value}` (on the service; no preview here)")
         return widget
-    if spec.kind in ("json", "loras"):  # loras: a value the picker cannot show, as JSON to correct
+    if spec.kind in ("json", "loras", "controls"):  # loras, controls: a value the picker or panel cannot show
         return gr.Textbox(value=None if value is None else json.dumps(value), lines=2, placeholder="JSON", **common)
     return gr.Textbox(value=value, lines=3 if spec.kind == "long_text" else 1, placeholder=spec.placeholder(),
                       **common)
