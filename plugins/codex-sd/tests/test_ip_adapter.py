@@ -84,6 +84,7 @@ def files(tmp_path_factory):
     unet = UNet2DConditionModel.from_pretrained(tiny_model_dir("sd15"), subfolder="unet")
     save_file(adapter_state(unet, ENCODER_PROJECTION, 3, context_dim=2048), root / "sdxl-width.safetensors")
     found["sdxl_width"] = root / "sdxl-width.safetensors"
+    shutil.copy(found["sdxl_width"], models / "ipadapter" / "sdxl-width.safetensors")
     found["image"] = write_test_image(root / "reference.png", (48, 40), seed=7)
     found["other_image"] = write_test_image(root / "other.png", (32, 32), seed=8)
     return found
@@ -126,7 +127,8 @@ def test_an_image_prompt_gives_diffusers_ip_adapter_pixels_and_leaves_the_unet_a
     assert not np.array_equal(ours, plain)  # the image prompt does change the output
     info = result["info"]
     adapter, encoder = info["model"]["files"]["ipadapter:0"], info["model"]["files"]["image_encoder"]
-    assert adapter["path"].endswith("ip-adapter.safetensors") and len(adapter["sha256"]) == 64 and adapter["scale"] == 0.7
+    assert adapter["path"].endswith("ip-adapter.safetensors") and len(adapter["sha256"]) == 64
+    assert adapter["scale"] == 0.7
     assert encoder["folder"].endswith("image_encoder") and len(encoder["sha256"]) == 64
     assert info["inputs"]["reference_images.0.image"]["sha256"]
     assert info["notes"]["reference_images"] == {"count": 1, "unloaded_after_run": True}
@@ -157,9 +159,11 @@ def test_names_from_the_models_folders_and_the_encoder_chosen_by_width(files, tm
     request = {**REQUEST, "reference_images": [{"image": files["image"], "model": "ip-adapter_tiny", "scale": 0.7}]}
     result = run_json("sd15", "txt2img", request, tmp_path / "named")
     assert np.array_equal(pixels(result["files"][0]), direct("sd15", [(files["sd15"], files["image"], 0.7)]))
-    assert result["info"]["model"]["files"]["image_encoder"]["folder"] == str(files["models"] / "clip_vision" / "tiny-vit")
+    encoder = result["info"]["model"]["files"]["image_encoder"]
+    assert encoder["folder"] == str(files["models"] / "clip_vision" / "tiny-vit")
     listing = json.loads(cli_run(["models", "--no-hash", "--kind", "ipadapter", "--json"]).stdout)
-    assert [row["name"] for row in listing if row["kind"] == "ipadapter"] == ["ip-adapter_tiny"]
+    engines = {row["name"]: row["engines"] for row in listing}
+    assert "sd15" in engines["ip-adapter_tiny"] and engines["sdxl-width"] == ["sdxl"]  # read from the headers
 
 
 def refused(engine: str, request: dict, tmp_path) -> str:
@@ -212,3 +216,62 @@ def test_an_adapter_for_another_unet_width_is_refused_when_the_model_is_known(fi
                                                       "model": str(files["sdxl"] / "ip-adapter.safetensors")}]},
                       tmp_path)
     assert "reference_images.0.model" in message and "cross-attention width" in message
+
+
+def test_an_image_prompt_with_a_controlnet_gives_diffusers_controlnet_ip_adapter_pixels(files, tmp_path):
+    """The ControlNet pipelines take ip_adapter_image too: both at once equal diffusers' ControlNet pipeline with
+    the adapter loaded (and the control view's cached pipeline keeps no encoder)."""
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+    from PIL import Image
+
+    folder = tiny_model_dir("sd15")
+    torch.manual_seed(0)
+    controlnet = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(folder, subfolder="unet"))
+    with torch.no_grad():  # its output convs start at zero: filled so that the control changes the image
+        for name, param in controlnet.named_parameters():
+            if "controlnet_down_blocks" in name or "controlnet_mid_block" in name or "conv_out" in name:
+                param.normal_(0, 0.2)
+    controlnet.save_pretrained(tmp_path / "controlnet")
+    control = write_test_image(tmp_path / "control.png", (32, 32), seed=4)
+    request = {**REQUEST, "reference_images": [reference(files, "sd15", 0.8)],
+               "controls": [{"model": str(tmp_path / "controlnet"), "image": control, "scale": 0.9}]}
+    ours = pixels(run_json("sd15", "txt2img", request, tmp_path / "out")["files"][0])
+
+    pipe = StableDiffusionControlNetPipeline.from_pretrained(
+        folder, controlnet=ControlNetModel.from_pretrained(tmp_path / "controlnet"), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    pipe.load_ip_adapter(str(files["sd15"].parent), subfolder="models", weight_name="ip-adapter.safetensors",
+                         local_files_only=True)
+    pipe.set_ip_adapter_scale(0.8)
+    expected = pipe(prompt=REQUEST["prompt"], image=Image.open(control).convert("RGB"), width=32, height=32,
+                    num_inference_steps=2, guidance_scale=7.0, controlnet_conditioning_scale=0.9,
+                    ip_adapter_image=Image.open(files["image"]).convert("RGB"),
+                    generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    assert np.array_equal(ours, pixels(expected))
+    family = next(iter(loaded_model("sd15").families.values()))
+    cached = family.for_class(StableDiffusionControlNetPipeline)
+    assert cached.image_encoder is None and cached.feature_extractor is None and family.base.image_encoder is None
+
+
+def test_an_image_prompt_on_img2img_gives_diffusers_ip_adapter_pixels(files, tmp_path):
+    from diffusers import StableDiffusionImg2ImgPipeline
+    from PIL import Image
+
+    init = write_test_image(tmp_path / "init.png", (32, 32), seed=5)
+    request = {**REQUEST, "init_image": init, "strength": 0.8, "reference_images": [reference(files, "sd15", 0.9)]}
+    del request["width"], request["height"]
+    ours = pixels(run_json("sd15", "img2img", request, tmp_path / "out")["files"][0])
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(tiny_model_dir("sd15"), safety_checker=None,
+                                                          feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    pipe.load_ip_adapter(str(files["sd15"].parent), subfolder="models", weight_name="ip-adapter.safetensors",
+                         local_files_only=True)
+    pipe.set_ip_adapter_scale(0.9)
+    expected = pipe(prompt=REQUEST["prompt"], image=Image.open(init).convert("RGB"), strength=0.8,
+                    num_inference_steps=2, guidance_scale=7.0,
+                    ip_adapter_image=Image.open(files["image"]).convert("RGB"),
+                    generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    assert np.array_equal(ours, pixels(expected))

@@ -322,6 +322,10 @@ class DiffusersEngine(Engine):
             return f"not a {' or '.join(self.replaceable_components) or 'component'} file of engine {self.key}"
         if kind == "loras" and path.is_file():
             return self.lora_problem(path)
+        if kind == "ipadapter":
+            from .ip_adapters import adapter_file_problem
+
+            return adapter_file_problem(self, path)
         return super().file_problem(kind, path)
 
     def component_problem(self, name: str, path: Path, source: ModelSource | None) -> str | None:

@@ -5,8 +5,9 @@ An engine whose UNet pipelines take ``ip_adapter_image`` (diffusers' ``IPAdapter
 does the rest the same way for every such family:
 
 - before loading (``reference_problems``): each ``reference_images.N.model`` resolves (a path, or a name in the
-  ``ipadapter`` models folders, then in the ``controlnet`` ones, where A1111 keeps them) to a .safetensors file whose header is an IP-Adapter's (``image_proj.*`` and
-  ``ip_adapter.*`` tensors, diffusers' ``load_ip_adapter`` layout) for this family's cross-attention width;
+  ``ipadapter`` models folders, then in the ``controlnet`` ones, where A1111 keeps them) to a .safetensors file
+  whose header is an IP-Adapter's (``image_proj.*`` and ``ip_adapter.*`` tensors, diffusers' ``load_ip_adapter``
+  layout) for this family's cross-attention width;
   the image encoder resolves to a ``CLIPVisionModelWithProjection`` folder of the width the adapter takes
   (``reference_images.N.encoder``, else the first such folder in the ``clip_vision`` models folders);
   all the run's adapters share that one encoder (the pipeline has one);
@@ -65,7 +66,8 @@ def adapter_header(path: Path, field: str) -> AdapterHeader:
     if not proj or not attn:
         raise UsageError(f"{field}: {path.name} is not an IP-Adapter file (no image_proj.* and ip_adapter.* tensors; "
                          f"found e.g. {', '.join(sorted(shapes)[:3]) or 'nothing'})",
-                         hint="give an IP-Adapter .safetensors, e.g. h94/IP-Adapter's models/ip-adapter_sd15.safetensors")
+                         hint="give an IP-Adapter .safetensors, e.g. h94/IP-Adapter's "
+                              "models/ip-adapter_sd15.safetensors")
     if any("lora" in key for key in attn) or "perceiver_resampler.proj_in.weight" in proj or (
             "norm.weight" in proj and "proj.0.weight" in proj and "proj.3.weight" not in proj):
         raise UsageError(f"{field}: {path.name} is a FaceID IP-Adapter: it takes face embeddings (insightface), "
@@ -135,9 +137,10 @@ def encoder_folder(value: str | None, header: AdapterHeader, field: str) -> Path
                              f"image encoders load from one, e.g. h94/IP-Adapter's models/image_encoder")
         width = encoder_width(folder, header.encoder_output)
         if width != header.encoder_width:
-            raise UsageError(f"{field}: {folder.name} does not fit the adapter: it needs {_need(header)}, "
+            what = "projection_dim" if header.encoder_output == "image_embeds" else "hidden_size"
+            raise UsageError(f"{field}: {folder.name} does not fit the adapter: it needs {_need(header)}; "
                              f"{folder.name} is {read_config(folder, 'config.json').get('architectures')} with "
-                             f"{'projection_dim' if header.encoder_output == 'image_embeds' else 'hidden_size'} {width}")
+                             f"{what} {width}")
         return folder
     from codex_core import scan_model_files
 
@@ -205,6 +208,20 @@ def reference_problems(engine, task: str, params) -> list[str]:
                             "pipeline has one image encoder, so every adapter of a run must take the same one")
         encoder = encoder or folder
     return problems
+
+
+def adapter_file_problem(engine, path: Path) -> str | None:
+    """Why an IP-Adapter file is not for this engine (for `codex models`); None: a run can use it."""
+    support: IPAdapters | None = getattr(engine, "ip_adapters", None)
+    if support is None:
+        return f"engine {engine.key} takes no IP-Adapters"
+    if not path.is_file() or path.suffix.lower() != ".safetensors":
+        return "not a .safetensors IP-Adapter"
+    try:
+        header = adapter_header(path, "ipadapter")
+    except UsageError as exc:
+        return exc.message.removeprefix("ipadapter: ")
+    return context_problem(engine, support, header.context_dim)
 
 
 def context_problem(engine, support: IPAdapters, width: int) -> str | None:
