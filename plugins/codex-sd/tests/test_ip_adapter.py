@@ -52,11 +52,40 @@ def adapter_state(unet: UNet2DConditionModel, clip_dim: int, seed: int, context_
     return state
 
 
-def write_encoder(folder, projection_dim: int = ENCODER_PROJECTION, seed: int = 0) -> None:
+def plus_adapter_state(unet: UNet2DConditionModel, encoder_hidden: int, seed: int) -> dict:
+    """An IP-Adapter Plus in h94's layout: a 4-layer resampler (``latents``, ``proj_in`` from the encoder's hidden
+    states, ``layers.<i>.0`` attention and ``layers.<i>.1`` feed-forward, ``proj_out``, ``norm_out``) to 4 tokens,
+    and the same per-cross-attention image keys/values as a plain one."""
+    generator = torch.Generator().manual_seed(seed)
+    context, hidden, inner = unet.config.cross_attention_dim, 64, 256  # one head of diffusers' fixed 64 channels
+
+    def normal(*shape):
+        return torch.randn(*shape, generator=generator) * 0.2
+
+    state = {key: value for key, value in adapter_state(unet, 8, seed).items() if key.startswith("ip_adapter.")}
+    state.update({"image_proj.latents": normal(1, 4, hidden),
+                  "image_proj.proj_in.weight": normal(hidden, encoder_hidden),
+                  "image_proj.proj_in.bias": normal(hidden),
+                  "image_proj.proj_out.weight": normal(context, hidden), "image_proj.proj_out.bias": normal(context),
+                  "image_proj.norm_out.weight": 1 + normal(context),
+                  "image_proj.norm_out.bias": normal(context)})
+    for layer in range(4):
+        prefix = f"image_proj.layers.{layer}"
+        for norm in ("norm1", "norm2"):
+            state.update({f"{prefix}.0.{norm}.weight": 1 + normal(hidden), f"{prefix}.0.{norm}.bias": normal(hidden)})
+        state.update({f"{prefix}.0.to_q.weight": normal(hidden, hidden),
+                      f"{prefix}.0.to_kv.weight": normal(2 * hidden, hidden),
+                      f"{prefix}.0.to_out.weight": normal(hidden, hidden), f"{prefix}.1.0.weight": 1 + normal(hidden),
+                      f"{prefix}.1.0.bias": normal(hidden), f"{prefix}.1.1.weight": normal(inner, hidden),
+                      f"{prefix}.1.3.weight": normal(hidden, inner)})
+    return state
+
+
+def write_encoder(folder, projection_dim: int = ENCODER_PROJECTION, seed: int = 0, hidden_size: int = 32) -> None:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(seed)
-    config = CLIPVisionConfig(hidden_size=32, projection_dim=projection_dim, intermediate_size=37,
+    config = CLIPVisionConfig(hidden_size=hidden_size, projection_dim=projection_dim, intermediate_size=37,
                               num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)
     CLIPVisionModelWithProjection(config).eval().save_pretrained(folder)
 
@@ -111,6 +140,16 @@ def direct(engine: str, references: list[tuple[str, str, float]]) -> np.ndarray:
     return pixels(image)
 
 
+def assert_unet_as_loaded(engine: str):
+    """The UNet every cached pipeline shares has its own processors and no image projection again."""
+    model = loaded_model(engine)
+    unet = next(iter(model.families.values())).base.unet
+    assert unet.encoder_hid_proj is None and unet.config.encoder_hid_dim_type is None
+    assert {type(p).__name__ for p in unet.attn_processors.values()} == {"AttnProcessor2_0"}
+    assert not any(".processor." in key or "encoder_hid_proj" in key for key in unet.state_dict())
+    return model
+
+
 def reference(files, engine: str, scale: float, image: str = "image") -> dict:
     repo = files[engine]
     return {"image": files[image], "model": str(repo / "ip-adapter.safetensors"), "scale": scale,
@@ -133,12 +172,7 @@ def test_an_image_prompt_gives_diffusers_ip_adapter_pixels_and_leaves_the_unet_a
     assert info["inputs"]["reference_images.0.image"]["sha256"]
     assert info["notes"]["reference_images"] == {"count": 1, "unloaded_after_run": True}
 
-    # the UNet every cached pipeline shares has its own processors and no image projection again
-    model = loaded_model(engine)
-    unet = next(iter(model.families.values())).base.unet
-    assert unet.encoder_hid_proj is None and unet.config.encoder_hid_dim_type is None
-    assert {type(p).__name__ for p in unet.attn_processors.values()} == {"AttnProcessor2_0"}
-    assert not any(".processor." in key for key in unet.state_dict())
+    model = assert_unet_as_loaded(engine)
     # the adapter and encoder stay with the model, counted in its bytes
     assert len(model.ip_adapters) == 2
     assert model.nbytes() > sum(family.nbytes() for family in model.families.values())
@@ -275,3 +309,25 @@ def test_an_image_prompt_on_img2img_gives_diffusers_ip_adapter_pixels(files, tmp
                     ip_adapter_image=Image.open(files["image"]).convert("RGB"),
                     generator=torch.Generator("cpu").manual_seed(3)).images[0]
     assert np.array_equal(ours, pixels(expected))
+
+
+def test_a_plus_adapter_takes_the_encoder_of_its_hidden_width(files, tmp_path, monkeypatch):
+    """A plus adapter reads the encoder's hidden states: of two encoders in clip_vision, the one whose hidden_size
+    it takes is chosen (the other's image embedding would fit a plain adapter), and the pixels are diffusers'."""
+    unet = UNet2DConditionModel.from_pretrained(tiny_model_dir("sd15"), subfolder="unet")
+    repo = tmp_path / "h94-plus" / "models"
+    repo.mkdir(parents=True)
+    save_file(plus_adapter_state(unet, encoder_hidden=48, seed=5), repo / "ip-adapter.safetensors")
+    write_encoder(repo / "image_encoder", projection_dim=40, seed=1, hidden_size=48)
+    models = tmp_path / "models"
+    (models / "ipadapter").mkdir(parents=True)
+    shutil.copy(repo / "ip-adapter.safetensors", models / "ipadapter" / "ip-adapter-plus_tiny.safetensors")
+    write_encoder(models / "clip_vision" / "a-projection-48", projection_dim=48, seed=2, hidden_size=32)
+    shutil.copytree(repo / "image_encoder", models / "clip_vision" / "b-hidden-48")
+    monkeypatch.setenv("CODEX_MODELS_DIR", str(models))
+    request = {**REQUEST,
+               "reference_images": [{"image": files["image"], "model": "ip-adapter-plus_tiny", "scale": 0.8}]}
+    result = run_json("sd15", "txt2img", request, tmp_path / "out")
+    assert result["info"]["model"]["files"]["image_encoder"]["folder"] == str(models / "clip_vision" / "b-hidden-48")
+    assert np.array_equal(pixels(result["files"][0]), direct("sd15", [(repo, files["image"], 0.8)]))
+    assert_unet_as_loaded("sd15")

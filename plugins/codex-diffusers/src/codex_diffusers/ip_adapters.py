@@ -292,7 +292,10 @@ def load_adapters(model, pipe, paths: tuple[Path, ...], fields: list[str]) -> Lo
             raise UsageError(f"{which}: {', '.join(p.name for p in paths)} does not fit this model's UNet "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]})",
                              hint="is it an IP-Adapter for another model family or size?") from None
-        loaded = LoadedAdapters(dict(unet.attn_processors), unet.encoder_hid_proj)
+        # a plus adapter's resampler has attention layers of its own: they stay inside the projection
+        processors = {name: processor for name, processor in unet.attn_processors.items()
+                      if not name.startswith("encoder_hid_proj.")}
+        loaded = LoadedAdapters(processors, unet.encoder_hid_proj)
     model.ip_adapters[key] = loaded
     return loaded
 
@@ -308,12 +311,13 @@ def _unet_restored(unet) -> Iterator[None]:
     try:
         yield
     finally:
-        unet.set_attn_processor(dict(processors))  # set_attn_processor pops from the dict it is given
+        # the projection first: set_attn_processor counts the attention layers under it too (a plus adapter's)
         if hid_proj_in_modules:
             unet.encoder_hid_proj = hid_proj
         else:  # UNet2DConditionModel keeps a None projection as a plain attribute: as it was, not a module slot
             unet._modules.pop("encoder_hid_proj", None)
             object.__setattr__(unet, "encoder_hid_proj", hid_proj)
+        unet.set_attn_processor(dict(processors))  # set_attn_processor pops from the dict it is given
         # diffusers sets the flag as an attribute of the (frozen) config dict; the dict item never changes
         unet.config.encoder_hid_dim_type = dim_type
 
@@ -348,7 +352,7 @@ def references_for_run(engine, model, pipe, job: "Job") -> Iterator[None]:
     adapters = load_adapters(model, pipe, resolved.adapters, fields)
     state = job.notes.setdefault("reference_images", {"count": len(references), "unloaded_after_run": False})
     with _unet_restored(unet):
-        unet.set_attn_processor(dict(adapters.processors))
+        unet.set_attn_processor(dict(adapters.processors))  # before the projection, whose own layers it would count
         unet.encoder_hid_proj = adapters.projection
         unet.config.encoder_hid_dim_type = "ip_image_proj"
         pipe.image_encoder = encoder  # the run's view only, as diffusers' load_ip_adapter registers it
