@@ -356,8 +356,9 @@ def references_for_run(engine, model, pipe, job: "Job") -> Iterator[None]:
         unet.encoder_hid_proj = adapters.projection
         unet.config.encoder_hid_dim_type = "ip_image_proj"
         pipe.image_encoder = encoder  # the run's view only, as diffusers' load_ip_adapter registers it
-        size = encoder.config.image_size
-        pipe.feature_extractor = CLIPImageProcessor(size=size, crop_size=size)
+        if getattr(pipe, "feature_extractor", None) is None:  # as load_ip_adapter: a checkpoint's own one is kept
+            size = encoder.config.image_size
+            pipe.feature_extractor = CLIPImageProcessor(size=size, crop_size=size)
         pipe.set_ip_adapter_scale([ref.scale for ref in references])
         yield
     state["unloaded_after_run"] = True
