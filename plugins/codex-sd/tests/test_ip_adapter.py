@@ -224,6 +224,18 @@ def test_files_that_do_not_fit_are_refused_before_loading(files, tmp_path, monke
     message = refused("sd15", {"reference_images": [{**reference(files, "sd15", 1.0), "encoder": str(other)}]},
                       tmp_path / "c")
     assert "reference_images.0.encoder" in message and "projection_dim 40" in message
+    message = refused("sd15", {"reference_images": [{**reference(files, "sd15", 1.0), "encoder": "nosuch-encoder"}]},
+                      tmp_path / "c2")
+    assert "reference_images.0.encoder" in message and "nosuch-encoder" in message and "clip_vision" in message
+    # a FaceID adapter takes face embeddings, not an encoded image
+    faceid = tmp_path / "faceid.safetensors"
+    save_file({"image_proj.proj.0.weight": torch.zeros(8, 4), "image_proj.norm.weight": torch.zeros(4),
+               "ip_adapter.1.to_k_ip.weight": torch.zeros(4, 768),
+               "ip_adapter.1.to_k_lora.down.weight": torch.zeros(1)},
+              faceid)
+    message = refused("sd15", {"reference_images": [{**reference(files, "sd15", 1.0), "model": str(faceid)}]},
+                      tmp_path / "c3")
+    assert "reference_images.0.model" in message and "FaceID" in message
     # an image that does not open
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
