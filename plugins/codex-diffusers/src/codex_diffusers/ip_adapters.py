@@ -119,9 +119,10 @@ def _need(header: AdapterHeader) -> str:
     return f"a {ENCODER_CLASS} folder with {what} {header.encoder_width}"
 
 
-def encoder_folder(value: str | None, header: AdapterHeader, field: str) -> Path:
-    """The image encoder for an adapter: the named one (``field``), else the first folder in the clip_vision
-    folders whose width the adapter takes. A UsageError names ``field`` when there is none or it does not fit."""
+def encoder_folder(value: str | None, header: AdapterHeader, field: str, prefer: Path | None = None) -> Path:
+    """The image encoder for an adapter: the named one (``field``), else ``prefer`` (the run's encoder so far)
+    when it fits, else the first folder in the clip_vision folders whose width the adapter takes. A UsageError
+    names ``field`` when there is none or it does not fit."""
     if value is not None:
         path = user_path(value, field)
         if not path.exists():
@@ -142,6 +143,8 @@ def encoder_folder(value: str | None, header: AdapterHeader, field: str) -> Path
                              f"{folder.name} is {read_config(folder, 'config.json').get('architectures')} with "
                              f"{what} {width}")
         return folder
+    if prefer is not None and encoder_width(prefer, header.encoder_output) == header.encoder_width:
+        return prefer
     from codex_core import scan_model_files
 
     for found in scan_model_files([ENCODER_KIND]):
@@ -158,23 +161,40 @@ def encoder_folder(value: str | None, header: AdapterHeader, field: str) -> Path
 @dataclass(frozen=True)
 class Resolved:
     adapters: tuple[Path, ...]
-    encoder: Path
+    encoder: Path | None
 
 
-def resolve(references, context: str = "reference_images") -> Resolved:
-    """Each reference's adapter file and the run's one encoder folder (UsageErrors name the field)."""
-    adapters, encoder = [], None
+def _check(references, engine=None) -> tuple[list[str], Resolved]:
+    """Each reference's adapter file and the run's one encoder folder, and every problem as "field: message"
+    lines. With ``engine``, an adapter for another family's cross-attention width is one of them."""
+    problems, adapters, encoder = [], [], None
+    support: IPAdapters | None = getattr(engine, "ip_adapters", None)
     for index, ref in enumerate(references):
-        where = f"{context}.{index}"
-        path = adapter_path(ref.model, f"{where}.model")
-        header = adapter_header(path, f"{where}.model")
-        folder = encoder_folder(ref.encoder, header, f"{where}.encoder")
+        where = f"reference_images.{index}"
+        try:
+            path = adapter_path(ref.model, f"{where}.model")
+            header = adapter_header(path, f"{where}.model")
+            problem = context_problem(engine, support, header.context_dim) if support else None
+            if problem:
+                raise UsageError(f"{where}.model: {path.name}: {problem}")
+            folder = encoder_folder(ref.encoder, header, f"{where}.encoder", prefer=encoder)
+        except UsageError as exc:
+            problems.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+            continue
         if encoder is not None and folder.resolve() != encoder.resolve():
-            raise UsageError(f"{where}.encoder: {folder} differs from {context}.0's encoder {encoder}; the pipeline "
-                             "has one image encoder, so every adapter of a run must take the same one")
+            problems.append(f"{where}.encoder: {folder} differs from the first image's encoder {encoder}; the "
+                            "pipeline has one image encoder, so every adapter of a run must take the same one")
         adapters.append(path)
         encoder = encoder or folder
-    return Resolved(tuple(adapters), encoder)
+    return problems, Resolved(tuple(adapters), encoder)
+
+
+def resolve(references) -> Resolved:
+    """Each reference's adapter file and the run's one encoder folder (a UsageError names the first problem)."""
+    problems, resolved = _check(references)
+    if problems:
+        raise UsageError(problems[0])
+    return resolved
 
 
 def reference_problems(engine, task: str, params) -> list[str]:
@@ -182,32 +202,9 @@ def reference_problems(engine, task: str, params) -> list[str]:
     references = getattr(params, "reference_images", None) or []
     if not references:
         return []
-    support: IPAdapters | None = getattr(engine, "ip_adapters", None)
-    if support is None:
+    if getattr(engine, "ip_adapters", None) is None:
         return [f"reference_images: engine {engine.key} takes no IP-Adapters"]
-    problems, encoder = [], None
-    for index, ref in enumerate(references):
-        where = f"reference_images.{index}"
-        try:
-            path = adapter_path(ref.model, f"{where}.model")
-            header = adapter_header(path, f"{where}.model")
-        except UsageError as exc:
-            problems.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
-            continue
-        problem = context_problem(engine, support, header.context_dim)
-        if problem:
-            problems.append(f"{where}.model: {path.name}: {problem}")
-            continue
-        try:
-            folder = encoder_folder(ref.encoder, header, f"{where}.encoder")
-        except UsageError as exc:
-            problems.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
-            continue
-        if encoder is not None and folder.resolve() != encoder.resolve():
-            problems.append(f"{where}.encoder: {folder} differs from the first image's encoder {encoder}; the "
-                            "pipeline has one image encoder, so every adapter of a run must take the same one")
-        encoder = encoder or folder
-    return problems
+    return _check(references, engine)[0]
 
 
 def adapter_file_problem(engine, path: Path) -> str | None:
