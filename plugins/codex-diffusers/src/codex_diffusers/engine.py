@@ -209,7 +209,8 @@ class DiffusersEngine(Engine):
     load_options: ClassVar[Mapping[str, Any]] = {}
     # ControlNets of the family (``controlnets.ControlNets``): the tasks whose params carry ControlFields
     controlnets: ClassVar[Any] = None
-    # IP-Adapters of the family (``ip_adapters.IPAdapters``): the tasks whose params carry ReferenceImageFields
+    # IP-Adapters of the family (``ip_adapters.IPAdapters``): the tasks whose params carry ReferenceImageFields.
+    # An engine whose params take reference_images without it handles them itself (e.g. another image-prompt path)
     ip_adapters: ClassVar[Any] = None
     # the latent-to-RGB coefficients of its VAE, for live previews (a name in latent_rgb.FORMATS; None: none)
     latent_format: ClassVar[str | None] = None
@@ -599,7 +600,7 @@ class DiffusersEngine(Engine):
             from .controlnets import control_arguments
 
             arguments.update(control_arguments(self, job, self.output_size(job)))
-        if getattr(params, "reference_images", None):
+        if self.ip_adapters is not None and getattr(params, "reference_images", None):
             from .ip_adapters import reference_arguments
 
             arguments.update(reference_arguments(job))

@@ -200,10 +200,8 @@ def resolve(references) -> Resolved:
 def reference_problems(engine, task: str, params) -> list[str]:
     """Every ``reference_images`` problem as "field: message" lines, before anything loads (empty: fine)."""
     references = getattr(params, "reference_images", None) or []
-    if not references:
+    if not references or getattr(engine, "ip_adapters", None) is None:  # without IPAdapters: the engine's own field
         return []
-    if getattr(engine, "ip_adapters", None) is None:
-        return [f"reference_images: engine {engine.key} takes no IP-Adapters"]
     return _check(references, engine)[0]
 
 
@@ -325,7 +323,7 @@ def references_for_run(engine, model, pipe, job: "Job") -> Iterator[None]:
     is as before. Records the adapter and encoder files in ``job.files`` and the references in
     ``info.notes.reference_images``."""
     references = getattr(job.params, "reference_images", None) or []
-    if not references:
+    if not references or engine.ip_adapters is None:
         yield
         return
     from codex_core import file_record
