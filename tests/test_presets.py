@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from codex_core import presets, registry
-from codex_core.params import validate
+from codex_core.params import is_input_file, validate
 from codex_core.samplers import resolve
 from codex_core.testing import write_test_image
 
@@ -50,10 +50,10 @@ def test_every_preset_validates_against_its_engine_schema(preset, tmp_path):
               "mask_image": write_test_image(tmp_path / "m.png", (64, 64), mode="L")}
     inputs["images"] = [inputs["init_image"]]  # an edit's reference images
     inputs["last_image"] = inputs["init_image"]  # first/last frame
-    inputs["reference_images"] = [inputs["init_image"]]
+    inputs["reference_images"] = [inputs["init_image"]]  # wan_vace's; sd15/sdxl's image prompts are objects
     fields = spec.params_model(task).model_fields
-    request = {**({"prompt": "x"} if "prompt" in fields else {}),
-               **{k: v for k, v in inputs.items() if k in fields}, **({"mode": mode} if mode else {})}
+    takes = {k: v for k, v in inputs.items() if k in fields and (k != "reference_images" or is_input_file(fields[k]))}
+    request = {**({"prompt": "x"} if "prompt" in fields else {}), **takes, **({"mode": mode} if mode else {})}
     request.update(_required_input_files(spec.params_model(task), request, tmp_path))
     filled = presets.fill(spec, task, request, variant[0] if variant else None, profile or None,
                           presets.mode_layers(mode))
