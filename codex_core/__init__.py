@@ -19,7 +19,7 @@ from .hookspecs import hookimpl
 from .lazy import lazy_exports
 
 __version__ = "0.1.0"
-API_VERSION = "1.3"
+API_VERSION = "1.4"
 # The modules plugins may import besides the package itself.
 API_MODULES = ("codex_core.testing",)
 

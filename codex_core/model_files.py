@@ -4,11 +4,13 @@ A models root has one folder per kind, in the layout of the tool that made it:
 
 - ``codex`` (``$CODEX_MODELS_DIR``, default ``./models``): ``checkpoints``, ``diffusion_models``,
   ``loras``, ``vae``, ``embeddings``, ``controlnet``, ``clip_vision`` (ComfyUI's names, without its ``models/``
-  level) and ``annotators`` (the weights of control-image preprocessors);
+  level), ``ipadapter`` (IP-Adapter files, ComfyUI_IPAdapter_plus's folder) and ``annotators`` (the weights of
+  control-image preprocessors);
 - ``comfyui``: the same under ``models/`` (plus ``models/unet``, its older name for diffusion models);
   annotators where comfyui_controlnet_aux downloads them, ``custom_nodes/comfyui_controlnet_aux/ckpts``;
 - ``a1111`` / ``forge``: ``models/Stable-diffusion``, ``models/Lora`` and ``models/LyCORIS``,
-  ``models/VAE``, ``embeddings``, ``models/ControlNet``; annotators and the IP-Adapter image encoders where
+  ``models/VAE``, ``embeddings``, ``models/ControlNet`` (where sd-webui-controlnet keeps IP-Adapter files too:
+  a request's IP-Adapter name is looked for there after the ``ipadapter`` folders); annotators and the IP-Adapter image encoders where
   sd-webui-controlnet keeps them (``extensions/sd-webui-controlnet/annotator/downloads`` and ``.../clip_vision``),
   Forge's in ``models/ControlNetPreprocessor`` (its ``clip_vision`` folder inside it is listed as both kinds).
 
@@ -47,16 +49,17 @@ from .model_scan import (PICKLE_SUFFIXES, SAFE_SUFFIXES, WEIGHT_SUFFIXES, ModelF
 from .paths import excerpt
 from .safetensors_header import MAX_HEADER, open_regular, read_safetensors_header, tensor_shapes  # noqa: F401
 
-KINDS = ("checkpoints", "diffusion_models", "loras", "vae", "embeddings", "controlnet", "annotators", "clip_vision")
+KINDS = ("checkpoints", "diffusion_models", "loras", "vae", "embeddings", "controlnet", "annotators", "clip_vision",
+         "ipadapter")
 A1111_CONTROLNET_EXTENSION = "extensions/sd-webui-controlnet/annotator"
 LAYOUTS: dict[str, dict[str, tuple[str, ...]]] = {
     "codex": {"checkpoints": ("checkpoints",), "diffusion_models": ("diffusion_models",), "loras": ("loras",),
               "vae": ("vae",), "embeddings": ("embeddings",), "controlnet": ("controlnet",),
-              "annotators": ("annotators",), "clip_vision": ("clip_vision",)},
+              "annotators": ("annotators",), "clip_vision": ("clip_vision",), "ipadapter": ("ipadapter",)},
     "comfyui": {"checkpoints": ("models/checkpoints",), "diffusion_models": ("models/diffusion_models", "models/unet"),
                 "loras": ("models/loras",), "vae": ("models/vae",), "embeddings": ("models/embeddings",),
                 "controlnet": ("models/controlnet",), "annotators": ("custom_nodes/comfyui_controlnet_aux/ckpts",),
-                "clip_vision": ("models/clip_vision",)},
+                "clip_vision": ("models/clip_vision",), "ipadapter": ("models/ipadapter",)},
     # A1111/Forge keep every whole or transformer-only checkpoint in one folder: listed as checkpoints
     # (``--component`` looks there too).
     "a1111": {"checkpoints": ("models/Stable-diffusion",), "diffusion_models": (),

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from codex_core import presets, registry
-from codex_core.params import validate
+from codex_core.params import is_input_file, validate
 from codex_core.samplers import resolve
 from codex_core.testing import write_test_image
 
@@ -50,7 +50,7 @@ def test_every_preset_validates_against_its_engine_schema(preset, tmp_path):
               "mask_image": write_test_image(tmp_path / "m.png", (64, 64), mode="L")}
     inputs["images"] = [inputs["init_image"]]  # an edit's reference images
     inputs["last_image"] = inputs["init_image"]  # first/last frame
-    inputs["reference_images"] = [inputs["init_image"]]
+    inputs["reference_images"] = [inputs["init_image"]]  # wan_vace's; sd15/sdxl's image prompts are objects
     fields = spec.params_model(task).model_fields
     properties = spec.params_model(task).model_json_schema().get("properties", {})
     # a list input only where it is a list of image paths (flux's reference_images are objects, Redux's)

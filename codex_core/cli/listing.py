@@ -28,7 +28,7 @@ def engines(as_json: bool):
 
 @click.command()
 @click.option("--kind", type=click.Choice(["checkpoints", "diffusion_models", "loras", "vae", "embeddings", "controlnet",
-                                           "annotators", "clip_vision"]),
+                                           "annotators", "clip_vision", "ipadapter"]),
               multiple=True, help="Only these kinds (repeatable).")
 @click.option("--engine", help="Only files this engine can use.")
 @click.option("--no-hash", is_flag=True, help="Skip the sha256 (hashing a large file takes seconds, once; cached).")
@@ -39,7 +39,7 @@ def models(kind, engine, no_hash, show_roots, as_json):
     """List the model files in the models folders: kind, name, family, engines, size and hash.
 
     The folders: $CODEX_MODELS_DIR (default ./models) with checkpoints/, diffusion_models/, loras/,
-    vae/, embeddings/, controlnet/, annotators/, clip_vision/, plus roots from the config file
+    vae/, embeddings/, controlnet/, annotators/, clip_vision/, ipadapter/, plus roots from the config file
     ($CODEX_CONFIG or ~/.config/codex/config.yaml), e.g. an A1111, Forge or ComfyUI install used in
     place. HASH is A1111's "Model hash" (sha256, first 10 hex digits). NAME is what --model, --component
     and a request's loras/vae/embeddings (and controls[].model) accept.

@@ -18,7 +18,7 @@ from __future__ import annotations
 from codex_core import lazy_exports
 
 __version__ = "0.1.0"
-API_VERSION = "1.1"
+API_VERSION = "1.2"
 API_MODULES = ("codex_diffusers.tiny", "codex_diffusers.lora", "codex_diffusers.testing",
                "codex_diffusers.testing.checkpoint_writers")
 
@@ -30,6 +30,8 @@ _EXPORTS = {
     "read_config": "configs", "CacheFields": "caches",
     # ControlNets declared per family, and the field they read (codex_core.ControlFields)
     "ControlNets": "controlnets", "controlnet_path": "controlnets",
+    # image prompts through IP-Adapters (codex_diffusers.ip_adapters declares and runs them)
+    "ReferenceImage": "params", "ReferenceImageFields": "params", "IPAdapters": "ip_adapters",
     # the reference models' configs a plugin ships, and the components' sizes before loading
     "reference_config_dir": "sizes", "component_sizes": "sizes",
 }

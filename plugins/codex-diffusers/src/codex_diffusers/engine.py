@@ -84,6 +84,8 @@ class DiffusersModel:
         self.last_folder: Path | None = None
         # ControlNets the runs asked for, kept with the model (controlnets.load_controlnet): counted in nbytes
         self.controlnets: dict[tuple, Any] = {}
+        # IP-Adapters and image encoders the runs asked for (ip_adapters.load_adapters/load_encoder): counted too
+        self.ip_adapters: dict[tuple, Any] = {}
         if len(set(self.folders.values())) == 1:
             self._load(next(iter(self.folders.values())))
 
@@ -182,8 +184,10 @@ class DiffusersModel:
 
     def nbytes(self) -> int:
         from .controlnets import controls_bytes
+        from .ip_adapters import references_bytes
 
-        return sum(family.nbytes() for family in self.families.values()) + controls_bytes(self)
+        return (sum(family.nbytes() for family in self.families.values()) + controls_bytes(self)
+                + references_bytes(self))
 
 
 class DiffusersEngine(Engine):
@@ -205,6 +209,9 @@ class DiffusersEngine(Engine):
     load_options: ClassVar[Mapping[str, Any]] = {}
     # ControlNets of the family (``controlnets.ControlNets``): the tasks whose params carry ControlFields
     controlnets: ClassVar[Any] = None
+    # IP-Adapters of the family (``ip_adapters.IPAdapters``): the tasks whose params carry ReferenceImageFields.
+    # An engine whose params take reference_images without it handles them itself (e.g. another image-prompt path)
+    ip_adapters: ClassVar[Any] = None
     # the latent-to-RGB coefficients of its VAE, for live previews (a name in latent_rgb.FORMATS; None: none)
     latent_format: ClassVar[str | None] = None
 
@@ -316,6 +323,10 @@ class DiffusersEngine(Engine):
             return f"not a {' or '.join(self.replaceable_components) or 'component'} file of engine {self.key}"
         if kind == "loras" and path.is_file():
             return self.lora_problem(path)
+        if kind == "ipadapter":
+            from .ip_adapters import adapter_file_problem
+
+            return adapter_file_problem(self, path)
         return super().file_problem(kind, path)
 
     def component_problem(self, name: str, path: Path, source: ModelSource | None) -> str | None:
@@ -354,6 +365,9 @@ class DiffusersEngine(Engine):
         from .controlnets import control_problems
 
         problems += control_problems(self, task, params)
+        from .ip_adapters import reference_problems
+
+        problems += reference_problems(self, task, params)
         problem = cache_problem(self, task, params)
         return problems + [problem] if problem else problems
 
@@ -488,6 +502,7 @@ class DiffusersEngine(Engine):
 
         model.families.clear()
         model.controlnets.clear()
+        model.ip_adapters.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -509,8 +524,9 @@ class DiffusersEngine(Engine):
         # LoRAs (text-encoder parts included) and embeddings are in place before the prompt is encoded,
         # which may happen in pipeline_arguments (A1111 prompts through compel)
         from .caches import step_cache
+        from .ip_adapters import references_for_run
 
-        with self.run_context(pipe, job), step_cache(self, pipe, job):
+        with self.run_context(pipe, job), references_for_run(self, model, pipe, job), step_cache(self, pipe, job):
             arguments = self.pipeline_arguments(job, pipe)
             self.note_truncation(job, pipe, arguments)
             result = call(pipe, job, denoisers=self.denoisers, encoder=self.encoder,
@@ -604,6 +620,10 @@ class DiffusersEngine(Engine):
 
             arguments.update(control_arguments(self, job, self.output_size(job)))
             arguments = call_arguments_for_control(self, job.task, arguments)
+        if self.ip_adapters is not None and getattr(params, "reference_images", None):
+            from .ip_adapters import reference_arguments
+
+            arguments.update(reference_arguments(job))
         arguments.update(self.extra_arguments(job, pipe))
         # None for an argument the pipeline does not take: left out (e.g. an init image that a ControlNet
         # inpainting pipeline, which denoises from noise, has no argument for; extra_arguments says so)

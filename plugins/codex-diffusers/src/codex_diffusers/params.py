@@ -6,6 +6,7 @@
 - ``flow_shift_field``: the flow-matching shift of the sampler's sigma schedule (the flow samplers
   read it, see the core's sampler table).
 - ``NoInitImage``: text-to-video tasks refuse an ``init_image`` with a pointer to image-to-video.
+- ``ReferenceImageFields``: image prompts through IP-Adapters (the runtime part: ``ip_adapters``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from codex_core import (INPUT_FILE, UsageError, find_model_file, lookup_model_file, model_folders,
+from codex_core import (INPUT_FILE, ImagePath, UsageError, find_model_file, lookup_model_file, model_folders,
                         read_safetensors_header, user_path)
 
 
@@ -174,3 +175,38 @@ def vae_path(value: str) -> Path:
     if found.path.suffix.lower() == ".safetensors":
         read_safetensors_header(found.path, "vae")
     return found.path
+
+
+# a few image prompts: each is one more IP-Adapter in the UNet's cross-attention (diffusers stacks them)
+MAX_REFERENCE_IMAGES = 4
+
+
+class ReferenceImage(BaseModel):
+    """One image prompt: an image, the IP-Adapter that feeds it to the denoiser, and how strongly.
+
+    Which files fit the engine (the adapter's header, the image encoder) is checked against the engine before
+    loading (``ip_adapters.reference_problems``), each problem naming ``reference_images.N.<field>``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+    image: ImagePath = Field(description="The image prompt (any size: the image encoder's processor resizes it).")
+    model: str = Field(min_length=1, description="The IP-Adapter: a name from the ipadapter models folders "
+                                                 "(`codex models --kind ipadapter`) or a .safetensors file, e.g. "
+                                                 "h94/IP-Adapter's ip-adapter_sd15.safetensors.")
+    # diffusers' IP-Adapter processors start at 1.0, as A1111's ControlNet unit weight does
+    scale: float = Field(1.0, ge=0.0, le=2.0, description="How strongly the image steers (the adapter's scale; "
+                                                          "0 = off).")
+    encoder: str | None = Field(None, description="The image encoder: a CLIPVisionModelWithProjection folder in the "
+                                                  "clip_vision models folders (its name) or a path; empty: the one "
+                                                  "there whose width the adapter takes.")
+
+
+class ReferenceImageFields(BaseModel):
+    """The ``reference_images`` request field: image prompts through IP-Adapters, loaded for one run."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    reference_images: list[ReferenceImage] = Field(
+        default_factory=list, max_length=MAX_REFERENCE_IMAGES, description=(
+            "Image prompts (IP-Adapter): [{\"image\": \"style.png\", \"model\": \"ip-adapter_sd15\", \"scale\": 0.6}]; "
+            "several stack, one adapter each."))

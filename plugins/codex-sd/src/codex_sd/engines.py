@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from codex_diffusers import ControlNets, DiffusersEngine, SpeedModes, read_config
+from codex_diffusers import ControlNets, DiffusersEngine, IPAdapters, SpeedModes, read_config
 
 from .a1111 import A1111Prompts
 from .params import TASKS
@@ -143,6 +143,7 @@ class StableDiffusion15(_StableDiffusion):
         pipelines={"txt2img": "StableDiffusionControlNetPipeline", "img2img": "StableDiffusionControlNetImg2ImgPipeline",
                    "inpaint": "StableDiffusionControlNetInpaintPipeline"},
         image_argument={"txt2img": "image", "img2img": "control_image", "inpaint": "control_image"})
+    ip_adapters = IPAdapters(context_dims=(768, 1024))  # h94/IP-Adapter's models/ (SD 1.5); SD 2.x's width
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build_sd15
@@ -160,6 +161,7 @@ class StableDiffusionXL(_StableDiffusion):
     modes = ("lcm", "turbo", "lightning")
     clip_skip_max = 1  # SDXL conditions on the penultimate CLIP layer by design
     lora_context_dims = (2048,)  # CLIP ViT-L + OpenCLIP ViT-bigG
+    ip_adapters = IPAdapters(context_dims=(2048,))  # h94/IP-Adapter's sdxl_models/
     pipelines = {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline",
                  "inpaint": "StableDiffusionXLInpaintPipeline", "upscale": "StableDiffusionXLImg2ImgPipeline"}
     controlnet_text_time = True

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from codex_core import ControlFields, Img2ImgParams, InpaintParams, Txt2ImgParams, UpscaleParams
-from codex_diffusers import LoraFields, VaeFields, mode_fields
+from codex_diffusers import LoraFields, ReferenceImageFields, VaeFields, mode_fields
 
 
 class A1111PromptFields(BaseModel):
@@ -30,15 +30,18 @@ SDModeFields = mode_fields("lcm", "turbo", "lightning")
 # SD and SDXL VAEs downsample by 8: pixel sizes must be multiples of 8.
 
 
-class SDTxt2Img(Txt2ImgParams, A1111PromptFields, SDModeFields, LoraFields, VaeFields, ControlFields):
+class SDTxt2Img(Txt2ImgParams, A1111PromptFields, SDModeFields, LoraFields, VaeFields, ControlFields,
+                ReferenceImageFields):
     size_multiple = 8
 
 
-class SDImg2Img(Img2ImgParams, A1111PromptFields, SDModeFields, LoraFields, VaeFields, ControlFields):
+class SDImg2Img(Img2ImgParams, A1111PromptFields, SDModeFields, LoraFields, VaeFields, ControlFields,
+                ReferenceImageFields):
     size_multiple = 8
 
 
-class SDInpaint(InpaintParams, A1111PromptFields, SDModeFields, LoraFields, VaeFields, ControlFields):
+class SDInpaint(InpaintParams, A1111PromptFields, SDModeFields, LoraFields, VaeFields, ControlFields,
+                ReferenceImageFields):
     size_multiple = 8
 
 

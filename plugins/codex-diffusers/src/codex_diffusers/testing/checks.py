@@ -40,6 +40,8 @@ KIT_FIELDS = {
     "mode": "a speed mode needs a checkpoint or LoRA for it (the speed-mode tests)",
     "mode_lora": "an accelerator LoRA file (the speed-mode tests)",
     "controls": "a ControlNet folder (each family's ControlNet tests compare with diffusers' ControlNet pipelines)",
+    "reference_images": "an IP-Adapter file and image encoder (codex-sd's test_ip_adapter.py compares with diffusers' "
+                        "load_ip_adapter)",
 }
 
 
