@@ -57,9 +57,9 @@ def _candidates(top: Path):
 
 def depth_folder(field: str = "preprocess") -> Path:
     """The depth model folder the rule picks; a UsageError naming what to download and where otherwise."""
-    from codex_core.model_files import folders
+    from codex_core import model_folders
 
-    searched = folders("annotators")
+    searched = model_folders("annotators")
     incomplete = []
     for top in searched:
         for folder in _candidates(top):
