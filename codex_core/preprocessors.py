@@ -40,6 +40,10 @@ class Preprocessor:
     parameters: type[PreprocessorParams] = PreprocessorParams
     # annotator weight files (file names) looked for in the ``annotators`` models folders
     needs: tuple[str, ...] = ()
+    # weights found by a rule rather than by file name (e.g. a model folder chosen by its name): locate(field)
+    # returns {what: path} or raises a UsageError naming ``field`` and what to put where. ``needs`` then says in
+    # words what it looks for (listed, not looked up), so a front end still shows that weights are needed.
+    locate: Callable[[str], dict[str, Path]] | None = None
 
     def problems(self) -> list[str]:
         """What is wrong with this registration (the registry skips it with a warning)."""
@@ -50,6 +54,8 @@ class Preprocessor:
             found.append("parameters must be a PreprocessorParams subclass")
         if not callable(self.run):
             found.append("run must be callable")
+        if self.locate is not None and not callable(self.locate):
+            found.append("locate must be callable or None")
         return found
 
     def describe(self) -> dict[str, Any]:
@@ -115,9 +121,11 @@ def validated(preprocessor: Preprocessor, values: dict[str, Any], field: str) ->
 
 def weight_files(preprocessor: Preprocessor, field: str = "preprocess") -> dict[str, Path]:
     """Each file the preprocessor needs, found in the annotators folders; a UsageError naming the first missing
-    one and where to put it."""
+    one and where to put it. A preprocessor with ``locate`` finds its own (same contract)."""
     from .model_files import folders, lookup
 
+    if preprocessor.locate is not None:
+        return preprocessor.locate(field)
     found = {}
     for name in preprocessor.needs:
         match = lookup(ANNOTATORS, name, field)

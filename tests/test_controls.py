@@ -113,14 +113,14 @@ def test_a_bad_control_is_refused_before_loading_naming_its_field(pictures, tmp_
 
 def test_an_annotator_whose_weights_are_missing_is_refused_naming_the_file(pictures, tmp_path, monkeypatch):
     monkeypatch.setenv("CODEX_MODELS_DIR", str(tmp_path / "models"))
-    [problem] = problems([{"model": "c", "image": pictures["pose"], "preprocess": "depth"}])
-    assert problem.startswith("controls.0.preprocess: got 'depth': depth needs the annotator weights "
-                              "'dpt_hybrid-midas-501f0c75.pt'")
-    assert f"put dpt_hybrid-midas-501f0c75.pt in {tmp_path / 'models' / 'annotators'}" in problem
-    weights = tmp_path / "models" / "annotators" / "midas" / "dpt_hybrid-midas-501f0c75.pt"
+    [problem] = problems([{"model": "c", "image": pictures["pose"], "preprocess": "hed"}])
+    assert problem.startswith("controls.0.preprocess: got 'hed': hed needs the annotator weights "
+                              "'ControlNetHED.pth'")
+    assert f"put ControlNetHED.pth in {tmp_path / 'models' / 'annotators'}" in problem
+    weights = tmp_path / "models" / "annotators" / "hed" / "ControlNetHED.pth"
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"weights")
-    assert check([{"model": "c", "image": pictures["pose"], "preprocess": "depth"}]).controls[0].preprocess == "depth"
+    assert check([{"model": "c", "image": pictures["pose"], "preprocess": "hed"}]).controls[0].preprocess == "hed"
 
 
 def test_at_most_max_controls(pictures):

@@ -204,7 +204,9 @@ def test_codex_preprocess_list_shows_names_parameters_ranges_and_needs():
     assert {"canny", "invert", "grayscale", "blur", "scribble", "depth", "openpose", "lineart"} <= set(rows)
     low = rows["canny"]["parameters"]["low_threshold"]
     assert (low["default"], low["minimum"], low["maximum"]) == (100, 1, 255)
-    assert rows["canny"]["needs"] == [] and rows["depth"]["needs"] == ["dpt_hybrid-midas-501f0c75.pt"]
+    assert rows["canny"]["needs"] == [] and rows["hed"]["needs"] == ["ControlNetHED.pth"]
+    # depth (the diffusers kit's) looks for a model folder by name: its needs say so in words
+    assert rows["depth"]["needs"] == ["a depth-anything*/dpt* folder (transformers depth estimation, safetensors)"]
     table = cli_run(["preprocess", "--list"]).stdout
     assert "low_threshold=100 (1..255), high_threshold=200 (1..255)" in table
 
@@ -215,7 +217,8 @@ def test_codex_preprocess_list_shows_names_parameters_ranges_and_needs():
     (["canny", "{image}", "--param", "threshold"], "--param: 'threshold' is not KEY=VALUE"),
     (["canny", "{image}", "--param", "low=1"], "--param low: canny has no such parameter"),
     (["edges", "{image}"], "TYPE: unknown preprocessor 'edges'"),
-    (["depth", "{image}"], "TYPE: depth needs the annotator weights 'dpt_hybrid-midas-501f0c75.pt'"),
+    (["lineart", "{image}"], "TYPE: lineart needs the annotator weights 'sk_model.pth'"),
+    (["depth", "{image}"], "TYPE: depth needs a depth-anything*/dpt* folder (transformers depth estimation"),
     (["canny", "{missing}"], "IMAGE: no such image file"),
     (["canny", "{not_an_image}"], "IMAGE: '{not_an_image}' is not a readable image"),
     (["canny"], "give TYPE and IMAGE (or --list)"),

@@ -35,7 +35,7 @@ def test_the_preprocessors_are_listed_with_their_parameters_and_whether_their_we
     assert canny["parameters"]["low_threshold"] == {"default": 100, "description": canny["parameters"][
         "low_threshold"]["description"], "maximum": 255, "minimum": 1, "type": "integer"}
     assert canny["ready"] and canny["problem"] is None
-    depth = rows["depth"]  # an annotator without its weights: listed, with the file it needs
+    depth = rows["depth"]  # an annotator without its weights: listed, with what it needs
     assert not depth["ready"] and depth["needs"][0] in depth["problem"]
 
 
@@ -56,7 +56,8 @@ def test_canny_of_an_image_in_the_roots_and_of_inline_base64_equals_opencvs(clie
     ({"preprocess": "sobel"}, "preprocess: unknown preprocessor 'sobel'"),
     ({"preprocess": "canny", "preprocess_params": {"low_threshold": 0}}, "preprocess_params.low_threshold: got 0"),
     ({"preprocess": "canny", "preprocess_params": {"sigma": 2}}, "preprocess_params.sigma: canny has no such"),
-    ({"preprocess": "depth"}, "preprocess: depth needs the annotator weights 'dpt_hybrid-midas-501f0c75.pt'"),
+    ({"preprocess": "depth"}, "preprocess: depth needs a depth-anything*/dpt* folder (transformers depth"),
+    ({"preprocess": "openpose"}, "preprocess: openpose needs the annotator weights 'body_pose_model.pth'"),
     ({"preprocess": "canny", "image": "/etc/passwd"}, "image: '/etc/passwd' is outside the folders"),
     ({"preprocess": "canny", "image": "BROKEN"}, "image: "),
     ({"preprocess": "canny", "image": "a\x00b"}, "image: "),

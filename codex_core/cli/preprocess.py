@@ -52,13 +52,15 @@ def preprocess(type_, image, out, params, show_list, as_json):
 
     TYPE is a preprocessor's name (`codex preprocess --list`); what it writes is what a request's
     controls[].preprocess feeds the ControlNet. Annotators that need weights look for them in the
-    models folders of kind annotators and name the file when it is missing.
+    models folders of kind annotators and name the file when it is missing; depth runs a transformers
+    depth-estimation folder there (named depth-anything*/dpt*, e.g. Depth-Anything-V2-Small-hf).
 
     \b
     Examples:
       codex preprocess --list
       codex preprocess canny photo.jpg --param low_threshold=50 --param high_threshold=150
       codex preprocess invert drawing.png --out control/
+      codex preprocess depth photo.jpg
     """
     from .. import preprocessors
     from ..errors import UsageError

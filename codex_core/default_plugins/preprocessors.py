@@ -1,4 +1,4 @@
-"""The core's control-image preprocessors: the ones that need no weights, and the annotators that do, declared.
+"""The core's control-image preprocessors: the ones that need no weights, and annotators that do, declared only.
 
 Canny is OpenCV's (``cv2.Canny``, what A1111's sd-webui-controlnet and ComfyUI's canny node call), imported when
 it runs; the others are Pillow operations. Their parameters and defaults are A1111's where it has them (canny's
@@ -83,9 +83,9 @@ def _needs_an_implementation(name: str):
 
 
 # Annotators that need weights: declared with the files they read (the names in lllyasviel/Annotators, which
-# A1111's sd-webui-controlnet and ComfyUI's controlnet_aux download), so a request names what is missing.
+# A1111's sd-webui-controlnet and ComfyUI's controlnet_aux download), so a request names what is missing. These
+# do not run yet; ``depth``, which runs a transformers model folder, is the diffusers kit's (its annotators module).
 ANNOTATORS = {
-    "depth": ("MiDaS depth map", ("dpt_hybrid-midas-501f0c75.pt",)),
     "openpose": ("OpenPose body, hand and face keypoints", ("body_pose_model.pth", "hand_pose_model.pth",
                                                              "facenet.pth")),
     "lineart": ("line art from a photo", ("sk_model.pth", "sk_model2.pth")),

@@ -1,4 +1,5 @@
-"""The kit's own plugin: its run options, the sampler tables and the ``codex new-engine`` command. No torch."""
+"""The kit's own plugin: its run options, the sampler tables, the annotators that run a transformers model
+(``depth``) and the ``codex new-engine`` command. No torch (an annotator imports it when it runs)."""
 
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import click
 
 from codex_core import handle_errors, hookimpl
 
+from .annotators import PREPROCESSORS
 from .run_options import OPTIONS
 from .samplers import TABLES
 
@@ -19,6 +21,12 @@ def codex_register_run_options(register):
 @hookimpl
 def codex_register_samplers(register):
     for item in TABLES:
+        register(item)
+
+
+@hookimpl
+def codex_register_preprocessors(register):
+    for item in PREPROCESSORS:
         register(item)
 
 
