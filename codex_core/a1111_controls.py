@@ -15,7 +15,8 @@ from typing import Any
 API_VERSION = 2  # what the extension's GET /controlnet/version answers (external_code.get_api_version)
 # sd-webui-controlnet's module name -> Codex's preprocessor, where they differ (same algorithm, other name)
 MODULE_ALIASES = {"blur_gaussian": "blur", "invert (from white bg & black line)": "invert", "depth_midas": "depth",
-                  "depth_anything": "depth", "depth_anything_v2": "depth", "openpose_full": "openpose", "lineart_realistic": "lineart", "softedge_hed": "hed"}
+                  "depth_anything": "depth", "depth_anything_v2": "depth", "openpose_full": "openpose",
+                  "lineart_realistic": "lineart", "softedge_hed": "hed"}
 # Codex's preprocessor -> the module name the extension lists and writes for it
 MODULE_NAMES = {"blur": "blur_gaussian", "depth": "depth_midas", "openpose": "openpose_full",
                 "lineart": "lineart_realistic", "hed": "softedge_hed"}
