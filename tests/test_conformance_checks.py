@@ -90,5 +90,5 @@ def test_a_typo_in_another_variants_preset_fails_the_preset_check(tmp_path):
     assert [line.strip() for line in problems] == [
         "schnell/txt2img.yaml: steps: required field is missing",
         "schnell/txt2img.yaml: stpes: unknown field; did you mean 'steps'? allowed fields: prompt, negative_prompt, "
-        "width, height, steps, cfg, true_cfg, seed, sampler, scheduler, sampler_fallback, batch_size, cache, loras, "
-        "max_sequence_length"]
+        "width, height, steps, cfg, true_cfg, seed, sampler, scheduler, sampler_fallback, batch_size, reference_images, "
+        "controls, cache, loras, max_sequence_length"]
