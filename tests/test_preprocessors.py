@@ -51,6 +51,15 @@ def test_canny_equals_opencv_canny_of_the_same_image_and_thresholds(low, high):
     assert set(numpy.unique(expected)) == {0, 255}  # edges were found, and not everywhere
 
 
+def test_canny_without_opencv_says_which_extra_installs_it(monkeypatch):
+    # the core alone installs no OpenCV (a torch-free engine needs none); codex-core[control] brings it
+    monkeypatch.setitem(__import__("sys").modules, "cv2", None)  # what `import cv2` meets when it is not installed
+    with pytest.raises(UsageError) as caught:
+        run_preprocessor("canny", Image.new("RGB", (16, 16)))
+    assert "canny needs OpenCV" in caught.value.message
+    assert caught.value.hint == "pip install 'codex-core[control]'"
+
+
 def test_canny_defaults_are_a1111s_thresholds_and_lower_ones_find_more_edges():
     source = photo()
     default = pixels(run_preprocessor("canny", source))[..., 0]

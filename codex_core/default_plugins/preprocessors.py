@@ -31,8 +31,12 @@ class CannyParams(PreprocessorParams):
 
 def canny(image: Image.Image, params: CannyParams) -> Image.Image:
     """White edges on black, from the RGB image (OpenCV takes the strongest channel's gradient, as A1111 passes it)."""
-    import cv2
-    import numpy  # OpenCV's image type; only this preprocessor needs it, so only it imports it
+    try:
+        import cv2
+        import numpy  # OpenCV's image type; only this preprocessor needs it, so only it imports it
+    except ImportError:  # the core alone: OpenCV is the [control] extra (the diffusers kit requires it)
+        raise UsageError("preprocess: canny needs OpenCV, which is not installed",
+                         hint="pip install 'codex-core[control]'") from None
 
     edges = cv2.Canny(numpy.asarray(image), params.low_threshold, params.high_threshold)
     return Image.fromarray(edges, mode="L").convert("RGB")
