@@ -20,8 +20,7 @@ from diffusers import (
 )
 from PIL import Image
 
-from codex_core.testing import cli_run
-from codex_diffusers.testing import pixels, run_json, tiny_model_dir, write_test_image
+from codex_diffusers.testing import pixels, refused_run, run_json, tiny_model_dir, write_test_image
 
 # the request both sides run: real CFG (a blank negative prompt) so the ControlNet steers both passes
 BASE = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2, "seed": 11, "cfg": 3.0,
@@ -147,14 +146,6 @@ def test_inpaint_equals_the_controlnet_inpaint_pipeline(controlnets, base_pipe, 
     assert np.array_equal(pixels(again["files"][0]), expected)
 
 
-def _refused(task: str, request: dict, tmp_path: Path) -> str:
-    result = cli_run(["run", "qwen_image", task, "--model", "tiny", "--out", str(tmp_path / "out"), "--quiet",
-                      "--json", json.dumps(request)])
-    assert result.exit_code == 2, result.output
-    assert not (tmp_path / "out").exists()
-    return result.stderr
-
-
 @pytest.mark.parametrize("case, task, controls, extra, expected", [
     ("other_family", "txt2img", [{"model": "{sd}", "image": "{control}"}], {},
      "controls.0.model: sd is a ControlNetModel ControlNet; engine qwen_image takes QwenImageControlNetModel"),
@@ -188,12 +179,12 @@ def test_what_does_not_fit_exits_2_before_loading(case, task, controls, extra, e
         request = {"init_image": names["control"], "strength": 0.5, **request}
     if task == "inpaint":
         request["mask_image"] = names["mask"]
-    assert expected in _refused(task, request, tmp_path)
+    assert expected in refused_run("qwen_image", task, request, tmp_path)
 
 
 def test_a_controlnet_of_another_width_is_refused_before_the_run(controlnets, tmp_path):
     control = write_test_image(tmp_path / "control.png", (32, 32), seed=1)
-    stderr = _refused("txt2img", {**BASE, "controls": [{"model": str(controlnets["narrow"]), "image": control}]},
-                      tmp_path)
+    request = {**BASE, "controls": [{"model": str(controlnets["narrow"]), "image": control}]}
+    stderr = refused_run("qwen_image", "txt2img", request, tmp_path)
     assert "controls.0.model" in stderr and "joint_attention_dim (text width) 16 differs from the transformer's 32" \
         in stderr

@@ -21,7 +21,7 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLP
 from safetensors.torch import save_file
 
 from codex_core.testing import clear_model_cache, cli_run, loaded_models, write_test_image
-from codex_diffusers.testing import loaded_model, pixels, run_json, tiny_model_dir
+from codex_diffusers.testing import loaded_model, pixels, refused_run, run_json, tiny_model_dir
 
 # DDIM with trailing spacing is what "DDIM"/"Simple" runs; plain prompts reach the pipeline as text
 REQUEST = {"prompt": "a red fox", "negative_prompt": "", "seed": 3, "width": 32, "height": 32, "steps": 2, "cfg": 7.0,
@@ -201,11 +201,7 @@ def test_names_from_the_models_folders_and_the_encoder_chosen_by_width(files, tm
 
 
 def refused(engine: str, request: dict, tmp_path) -> str:
-    result = cli_run(["run", engine, "txt2img", "--model", "tiny", "--out", str(tmp_path / "out"), "--quiet",
-                      "--json", json.dumps({**REQUEST, **request})])
-    assert result.exit_code == 2, result.output
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-    return result.stderr
+    return refused_run(engine, "txt2img", {**REQUEST, **request}, tmp_path, empty_out_ok=True)
 
 
 def test_files_that_do_not_fit_are_refused_before_loading(files, tmp_path, monkeypatch):

@@ -17,8 +17,7 @@ from diffusers import (
 )
 from PIL import Image
 
-from codex_core.testing import cli_run
-from codex_diffusers.testing import loaded_model, pixels, run_json, tiny_model_dir, write_test_image
+from codex_diffusers.testing import loaded_model, pixels, refused_run, run_json, tiny_model_dir, write_test_image
 
 # real CFG against a negative prompt, so the control runs on both halves of the batch
 BASE = {"prompt": "a lighthouse", "negative_prompt": "blurry", "cfg": 2.0, "width": 32, "height": 32, "steps": 2,
@@ -115,14 +114,6 @@ def test_inpaint_equals_the_controlnet_inpaint_pipeline(controlnets, base_pipe, 
     assert np.array_equal(pixels(result["files"][0]), expected)
 
 
-def _refused(task: str, request: dict, tmp_path: Path) -> str:
-    result = cli_run(["run", "z_image", task, "--model", "tiny", "--out", str(tmp_path / "out"), "--quiet",
-                      "--json", json.dumps(request)])
-    assert result.exit_code == 2, result.output
-    assert not (tmp_path / "out").exists()
-    return result.stderr
-
-
 @pytest.mark.parametrize("case, task, controls, extra, expected", [
     ("other_family", "txt2img", [{"model": "{sd}", "image": "{control}"}], {},
      "controls.0.model: sd is a ControlNetModel ControlNet; engine z_image takes ZImageControlNetModel"),
@@ -152,11 +143,11 @@ def test_what_does_not_fit_exits_2_before_loading(case, task, controls, extra, e
         request = {"init_image": names["control"], "strength": 0.5, **request}
     if task == "inpaint":
         request["mask_image"] = write_test_image(tmp_path / "mask.png", (32, 32), mode="L")
-    assert expected in _refused(task, request, tmp_path)
+    assert expected in refused_run("z_image", task, request, tmp_path)
 
 
 def test_a_controlnet_of_another_width_is_refused_before_the_run(controlnets, tmp_path):
     control = write_test_image(tmp_path / "control.png", (32, 32), seed=1)
-    stderr = _refused("txt2img", {**BASE, "controls": [{"model": str(controlnets["wide"]), "image": control}]},
-                      tmp_path)
+    request = {**BASE, "controls": [{"model": str(controlnets["wide"]), "image": control}]}
+    stderr = refused_run("z_image", "txt2img", request, tmp_path)
     assert "controls.0.model" in stderr and "its dim 48 differs from the transformer's 32" in stderr

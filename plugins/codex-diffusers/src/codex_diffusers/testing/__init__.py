@@ -35,7 +35,7 @@ from codex_core import get_engine, samplers_for
 from codex_core.testing import cli_run, run_json, tiny_model_dir, write_test_image
 
 __all__ = ["EngineConformance", "pytest_generate_tests", "pixels", "direct_pipe", "seed_generators", "cli_run",
-           "run_json", "tiny_model_dir", "write_test_image"]
+           "refused_run", "run_json", "tiny_model_dir", "write_test_image"]
 
 
 def pixels(path_or_image) -> np.ndarray:
@@ -251,6 +251,19 @@ class EngineConformance:
         assert result.exit_code == 2, result.stderr
         assert field in result.stderr, result.stderr
         assert not out.exists() or not any(out.iterdir())
+
+
+def refused_run(engine: str, task: str, request: dict[str, Any], tmp_path: Path, *,
+                empty_out_ok: bool = False) -> str:
+    """Run ``engine task`` on its tiny model through the CLI, expecting a refusal: exit 2 and nothing written
+    (``tmp_path/out`` never made; ``empty_out_ok``: or made and left empty, for a refusal after loading).
+    Returns stderr, for the test to find the message in."""
+    out = tmp_path / "out"
+    result = cli_run(["run", engine, task, "--model", "tiny", "--out", str(out), "--quiet",
+                      "--json", json.dumps(request)])
+    assert result.exit_code == 2, result.output
+    assert not out.exists() or (empty_out_ok and not any(out.iterdir()))
+    return result.stderr
 
 
 def loaded_model(engine: str):
