@@ -212,6 +212,9 @@ class DiffusersEngine(Engine):
     # IP-Adapters of the family (``ip_adapters.IPAdapters``): the tasks whose params carry ReferenceImageFields.
     # An engine whose params take reference_images without it handles them itself (e.g. another image-prompt path)
     ip_adapters: ClassVar[Any] = None
+    # context parallelism (``context_parallel.ContextParallel``): which denoisers `--parallel` splits and the cp
+    # plans the kit supplies where diffusers' model class has none; None: the engine refuses --parallel
+    context_parallel: ClassVar[Any] = None
     # the latent-to-RGB coefficients of its VAE, for live previews (a name in latent_rgb.FORMATS; None: none)
     latent_format: ClassVar[str | None] = None
 
