@@ -194,3 +194,16 @@ def decoded_audio(path: Path, channels: int, sample_rate: int) -> bytes:
                               "-f", "f32le", "-ac", str(channels), "-ar", str(sample_rate), "-"],
                              capture_output=True, check=True)
     return decoded.stdout
+
+
+def cpu_ranks_env(env: dict | None = None) -> dict:
+    """The environment for context-parallel ranks started by a test on a machine without an accelerator: the
+    test-only ``tests/cpu_ranks`` shim first on PYTHONPATH (see its docstring), one thread per rank."""
+    import os
+    from pathlib import Path
+
+    env = dict(os.environ if env is None else env)
+    shim = Path(__file__).resolve().parent.parent / "tests" / "cpu_ranks"
+    env["PYTHONPATH"] = os.pathsep.join([str(shim), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
