@@ -79,6 +79,17 @@ def test_the_engine_declares_the_plan():
     assert declared.heads_key == "num_attention_heads"
 
 
+def test_diffusers_ships_no_plan_for_either_hunyuan_video():
+    # a diffusers that ships one would be used in place of ours (and 1.5 might then split): revisit both
+    from diffusers import HunyuanVideo15Transformer3DModel, HunyuanVideoTransformer3DModel
+
+    from codex_hunyuan.v15 import HunyuanVideo15
+
+    assert HunyuanVideoTransformer3DModel._cp_plan is None
+    assert HunyuanVideo15Transformer3DModel._cp_plan is None
+    assert HunyuanVideo15.context_parallel is None  # refuses --parallel (see context_parallel.py)
+
+
 def test_gathered_order_follows_the_keys_ulysses_gathers():
     # 2 ranks of 3 video + 2 text tokens: the model's [v0 v1 v2 v3 v4 v5 | t0 t1 t2 t3]
     mask = torch.arange(10).view(1, 1, 1, 10)
