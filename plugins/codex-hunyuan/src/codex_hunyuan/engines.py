@@ -19,7 +19,9 @@ from typing import Any
 
 from codex_core import CodexError, Job, ModelSource, UsageError, VideoOutput
 from codex_diffusers import DiffusersEngine
+from codex_diffusers.context_parallel import ContextParallel
 
+from .context_parallel import plan as cp_plan, prepare_split
 from .params import TASKS
 
 # With latent_concat conditioning (HunyuanVideo-I2V-33ch) diffusers drops the first 4 decoded
@@ -67,11 +69,19 @@ class HunyuanVideo(DiffusersEngine):
     task_default_repos = {"img2vid": "hunyuanvideo-community/HunyuanVideo-I2V"}
     gpu_dtype = "bfloat16"  # every component, the VAE and text encoders included
     tiny_version = "1"
+    # --parallel: diffusers' HunyuanVideoTransformer3DModel has no cp plan; ours, with the mask hook
+    # prepare_view adds (context_parallel.py says why the plan alone is not enough)
+    context_parallel = ContextParallel(denoisers=("transformer",), plans={"transformer": cp_plan})
 
     def task_folders(self, source: ModelSource) -> dict[str, Path]:
         if source.kind == "tiny":
             return {"txt2vid": source.path, "img2vid": source.path / I2V_FOLDER}
         return {self.checkpoint_task(source.path, source.label): source.path}
+
+    def prepare_view(self, pipe, job: Job) -> None:
+        super().prepare_view(pipe, job)
+        # split by --parallel: refuse token_replace and non-Ulysses splits, order the joint mask (no-op unsplit)
+        prepare_split(pipe.transformer)
 
     def extra_arguments(self, job: Job, pipe) -> dict[str, Any]:
         params, folder = job.params, Path(pipe.name_or_path)
