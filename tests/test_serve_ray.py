@@ -1,0 +1,209 @@
+"""`codex serve --ray`: the workers as Ray actors on a real two-node Ray cluster on this machine.
+
+The cluster is Ray's own multi-node test utility (``ray.cluster_utils.Cluster``): a head node and a worker
+node, each a raylet of its own with one CPU, every address on loopback (the nodes and the service's driver,
+``--ray-node-ip 127.0.0.1``: Ray would otherwise dial the machine's interface address). The service is a
+real `codex serve` process over HTTP; the faults are real: a node removed mid-job, the service killed -9.
+The nodes have the test-only sleepy engine (tests/sleepy_engine) on their PYTHONPATH, as every node of a
+real cluster has the plugins installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from codex_core.testing import cli_run
+
+ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+CODEX = str(Path(sys.executable).parent / "codex")
+SLEEPY = Path(__file__).parent / "sleepy_engine"
+SMALL = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2}
+NODE = {"node_ip_address": "127.0.0.1", "num_cpus": 1, "include_dashboard": False}
+
+
+@pytest.fixture(scope="module")
+def sleepy_site(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("sleepy_site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(target), str(SLEEPY)],
+                   check=True, capture_output=True, text=True)
+    return target
+
+
+@pytest.fixture(scope="module")
+def cluster(sleepy_site):
+    """A head and a worker node, one CPU each (so that two workers land one per node)."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(sleepy_site), saved]))
+    made = ray_cluster_utils.Cluster(initialize_head=True, head_node_args=dict(NODE))
+    made.add_node(**NODE)
+    made.wait_for_nodes()
+    yield made
+    made.shutdown()
+    if saved is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = saved
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Service:
+    """`codex serve --ray` on the cluster; restartable on the same state dir."""
+
+    def __init__(self, cluster, state_dir: Path, *args: str):
+        self.cluster, self.state_dir, self.args, self.proc = cluster, state_dir, args, None
+        self.log_path = state_dir.parent / f"serve-{state_dir.name}.log"
+
+    def start(self, workers: int = 2) -> "Service":
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([CODEX, "serve", "--port", str(self.port), "--state-dir", str(self.state_dir),
+                                      "--ray", self.cluster.address, "--ray-node-ip", "127.0.0.1", "--devices", "cpu",
+                                      "--ray-workers", str(workers), *self.args],
+                                     stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(self.url + "/v1/health", timeout=1).json()
+                if all(worker["state"] in ("idle", "running") for worker in health["workers"]):
+                    return self
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None, self.output()
+            time.sleep(0.3)
+        raise AssertionError("the service did not start: " + self.output())
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(60)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+
+def submit(client: httpx.Client, engine: str, request: dict) -> str:
+    response = client.post("/v1/jobs", json={"engine": engine, "task": "txt2img", "model": "tiny", "request": request})
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def wait(client: httpx.Client, job_id: str, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {job['state']}")
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not hold within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def service(cluster, tmp_path_factory):
+    running = Service(cluster, tmp_path_factory.mktemp("ray") / "state").start()
+    yield running
+    running.stop()
+
+
+def test_jobs_run_on_both_nodes_with_the_clis_pixels_and_health_shows_the_nodes(service, cluster, tmp_path):
+    health = httpx.get(service.url + "/v1/health").json()
+    assert [w["device"] for w in health["workers"]] == ["ray:0", "ray:1"]
+    nodes = {w["node"]["node_id"] for w in health["workers"]}
+    assert nodes == {cluster.head_node.node_id, *(node.node_id for node in cluster.worker_nodes)}  # SPREAD: one each
+    with service.client() as client:
+        jobs = [submit(client, "sd15", {**SMALL, "seed": seed}) for seed in (11, 12, 13, 14)]
+        done = [wait(client, job_id) for job_id in jobs]
+        assert [job["state"] for job in done] == ["done"] * 4, done
+        assert {job["result"]["ray"]["node_id"] for job in done} == nodes  # both nodes ran jobs
+        for seed, job in zip((11, 12, 13, 14), done):
+            assert job["attempts"] == 1 and job["result"]["ray"]["node_ip"] == "127.0.0.1"
+            served = client.get(f"/v1/jobs/{job['id']}/files/0000.png")
+            assert served.status_code == 200
+            local = json.loads(cli_run(["run", "sd15", "txt2img", "--model", "tiny", "--quiet", "--out",
+                                        str(tmp_path / "cli"), "--json", json.dumps({**SMALL, "seed": seed})]).stdout)
+            ours = np.asarray(Image.open(__import__("io").BytesIO(served.content)))
+            assert np.array_equal(ours, np.asarray(Image.open(local["files"][0])))
+            # the front wrote the run folder (no storage shared with the node), its info naming its own paths
+            run_dir = Path(job["result"]["run_dir"])
+            assert run_dir.parent == service.state_dir / "outputs" and (run_dir / "0000.png").is_file()
+            info = json.loads((run_dir / "info.json").read_text())
+            assert info["outputs"] == [str(run_dir / "0000.png")] and info["request"] == local["info"]["request"]
+    assert not list((service.state_dir / "outputs").glob(".*.partial"))
+
+
+def test_a_node_removed_mid_job_makes_its_job_finish_on_the_other_node(service, cluster):
+    head = cluster.head_node.node_id
+    (worker_node,) = cluster.worker_nodes
+    slow = {"prompt": "x", "width": 16, "height": 16, "steps": 8, "step_seconds": 0.5}
+    with service.client() as client:
+        jobs = [submit(client, "sleepy", {**slow, "seed": seed}) for seed in (1, 2)]
+
+        def both_running():
+            health = httpx.get(service.url + "/v1/health").json()
+            return sum(w["running"] for w in health["workers"]) == 2 and health
+
+        health = wait_for(both_running, 60, "both jobs running, one on each node")
+        assert {w["node"]["node_id"] for w in health["workers"]} == {head, worker_node.node_id}
+        time.sleep(1.0)  # a step or two in
+        cluster.remove_node(worker_node)
+        done = [wait(client, job_id) for job_id in jobs]
+        assert [job["state"] for job in done] == ["done", "done"], done
+        moved = [job for job in done if job["attempts"] == 2]
+        assert len(moved) == 1, done  # the job of the lost node ran again, once; the other once
+        assert moved[0]["result"]["attempt"] == 2 and moved[0]["result"]["ray"]["node_id"] == head
+        assert all(job["result"]["ray"]["node_id"] == head for job in done)
+        # one run folder per job, each complete: nothing lost, nothing run to completion twice
+        runs = {job["result"]["run_dir"] for job in done}
+        assert len(runs) == 2 and all((Path(run) / "0000.png").is_file() for run in runs)
+        assert not list((service.state_dir / "outputs").glob(".*.partial"))
+    cluster.add_node(**NODE)  # a node again, for the tests after this one
+    cluster.wait_for_nodes()
+
+
+def test_the_front_killed_mid_queue_resumes_every_accepted_job(service):
+    job_ids = []
+    with service.client() as client:
+        for seed in range(6):
+            job_ids.append(submit(client, "sleepy", {"prompt": "x", "width": 16, "height": 16, "steps": 4,
+                                                     "step_seconds": 0.3, "seed": seed}))
+        wait_for(lambda: client.get(f"/v1/jobs/{job_ids[0]}").json()["state"] == "running", 120, "the first job running")
+    service.stop(signal.SIGKILL)  # its driver gone: Ray ends the actors it owned, mid-job
+    service.start()
+    with service.client() as client:
+        done = [wait(client, job_id) for job_id in job_ids]
+    assert [job["state"] for job in done] == ["done"] * 6, done
+    assert all(job["attempts"] in (1, 2) for job in done)
+    runs = {job["result"]["run_dir"] for job in done}
+    assert len(runs) == 6 and all((Path(run) / "info.json").is_file() for run in runs)
