@@ -207,3 +207,62 @@ def test_the_front_killed_mid_queue_resumes_every_accepted_job(service):
     assert all(job["attempts"] in (1, 2) for job in done)
     runs = {job["result"]["run_dir"] for job in done}
     assert len(runs) == 6 and all((Path(run) / "info.json").is_file() for run in runs)
+
+
+GANG = """
+import json, sys, threading
+from codex_core.runtime import Runtime
+from codex_core.serve.ray_runner import RayRunner, connect
+from codex_core.serve.runner import RunnerDied
+
+kind, devices = connect(sys.argv[1], "127.0.0.1", "cpu", 1, 2)
+gang = RayRunner(devices[0], Runtime(device="cpu"), kind=kind, world=2)
+gang.start(timeout=90)
+ranks, node = gang.ranks(), gang.node
+gang.kill()
+too_big = RayRunner("ray:1", Runtime(device="cpu"), kind=kind, world=3)
+try:
+    too_big.start(timeout=5)
+    refused = None
+except RunnerDied as exc:
+    refused = exc.reason
+import ray
+print(json.dumps({"devices": devices, "ranks": ranks, "node": node, "refused": refused,
+                  "groups": [g["state"] for g in ray.util.placement_group_table().values()]}))
+"""
+
+
+def test_a_gang_forms_on_one_node_with_consistent_rank_variables(cluster, tmp_path):
+    """With --parallel of 2 ranks, a worker is a gang: two actors on one node (STRICT_PACK), each told its rank;
+    a gang no node can hold is refused within its timeout, its placement group removed."""
+    big = cluster.add_node(**{**NODE, "num_cpus": 2})  # the only node with room for two ranks
+    script = tmp_path / "gang.py"
+    script.write_text(GANG)
+    done = subprocess.run([sys.executable, str(script), cluster.address], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["devices"] == ["ray:0"]
+    ranks = found["ranks"]
+    assert [r["node_id"] for r in ranks] == [big.node_id] * 2 and found["node"]["node_id"] == big.node_id
+    assert [(r["RANK"], r["LOCAL_RANK"], r["WORLD_SIZE"]) for r in ranks] == [("0", "0", "2"), ("1", "1", "2")]
+    assert {r["MASTER_ADDR"] for r in ranks} == {"127.0.0.1"} and len({r["MASTER_PORT"] for r in ranks}) == 1
+    assert "no node had room for its gang of 3 cpu ranks" in found["refused"]
+    assert set(found["groups"]) == {"REMOVED"}
+    cluster.remove_node(big)
+
+
+def run_codex(*args: str, hide_ray: bool = False) -> subprocess.CompletedProcess:
+    code = ("import sys\n" + ("sys.modules['ray'] = None  # as if it were not installed\n" if hide_ray else "")
+            + "from codex_core.cli import main\nsys.argv = ['codex', *sys.argv[1:]]\nmain()\n")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_ray_options_are_checked_before_anything_starts(tmp_path):
+    missing = run_codex("serve", "--state-dir", str(tmp_path / "a"), "--ray", "127.0.0.1:1", hide_ray=True)
+    assert missing.returncode == 2 and "pip install 'codex-core[ray]'" in missing.stderr, missing.stderr
+    assert "--ray" in missing.stderr
+    alone = run_codex("serve", "--state-dir", str(tmp_path / "b"), "--ray-workers", "2")
+    assert alone.returncode == 2 and "--ray-workers 2: it needs --ray ADDRESS" in alone.stderr, alone.stderr
+    listed = run_codex("serve", "--state-dir", str(tmp_path / "c"), "--ray", "127.0.0.1:1", "--devices", "cuda:0,cuda:1")
+    assert listed.returncode == 2 and "with --ray it is auto, cuda or cpu" in listed.stderr, listed.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()  # refused before the state dir is made

@@ -25,6 +25,8 @@ import ray
 
 from .runner import serve
 
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
 
 class Queues:
     """``runner.serve``'s connection inside the actor: the front's messages in, the loop's out. ``quiet``: a gang's
@@ -105,6 +107,11 @@ class WorkerActor:
                 messages.append(self.conn.outbox.get_nowait())
             except Empty:
                 return messages
+
+    def rank_env(self) -> dict[str, Any]:
+        """Where this rank stands, as torch.distributed will read it (and Ray's node): for health and checks."""
+        return {"node_id": ray.get_runtime_context().get_node_id(),
+                **{name: os.environ.get(name) for name in RANK_VARIABLES}}
 
     def ping(self) -> bool:
         return True

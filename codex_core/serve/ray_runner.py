@@ -126,6 +126,12 @@ class RayRunner:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         return env
 
+    def ranks(self) -> list[dict[str, Any]]:
+        """Each rank's node and torchrun variables, as the rank itself sees them."""
+        import ray
+
+        return ray.get([actor.rank_env.remote() for actor in self.actors], timeout=ANSWER_GRACE)
+
     # -- a Runner's interface ----------------------------------------------------------------------
     def alive(self) -> bool:
         """Whether every rank still answers (checked without waiting: a ping each, looked at on the next call)."""
