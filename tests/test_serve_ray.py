@@ -73,13 +73,16 @@ class Service:
         self.cluster, self.state_dir, self.args, self.proc = cluster, state_dir, args, None
         self.log_path = state_dir.parent / f"serve-{state_dir.name}.log"
 
+    start_command: list[str] | None = None  # the whole command, where a test gives it (the docs' own)
+
     def start(self, workers: int = 2) -> "Service":
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([CODEX, "serve", "--port", str(self.port), "--state-dir", str(self.state_dir),
-                                      "--ray", self.cluster.address, "--ray-node-ip", "127.0.0.1", "--devices", "cpu",
-                                      "--ray-workers", str(workers), *self.args],
-                                     stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+        command = self.start_command or [CODEX, "serve", "--state-dir", str(self.state_dir), "--ray",
+                                         self.cluster.address, "--ray-node-ip", "127.0.0.1", "--devices", "cpu",
+                                         "--ray-workers", str(workers), *self.args]
+        self.proc = subprocess.Popen([*command, "--port", str(self.port)], stdout=open(self.log_path, "ab"),
+                                     stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -266,3 +269,59 @@ def test_ray_options_are_checked_before_anything_starts(tmp_path):
     listed = run_codex("serve", "--state-dir", str(tmp_path / "c"), "--ray", "127.0.0.1:1", "--devices", "cuda:0,cuda:1")
     assert listed.returncode == 2 and "with --ray it is auto, cuda or cpu" in listed.stderr, listed.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()  # refused before the state dir is made
+
+
+def documented_commands() -> list[str]:
+    """The commands of docs/scaling.md's section 3, in order (the fenced block after the marker naming this test)."""
+    text = (Path(__file__).parents[1] / "docs" / "scaling.md").read_text()
+    block = text.split("test_the_documented_commands_serve_a_job -->", 1)[1].split("```sh\n", 1)[1].split("```")[0]
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_documented_commands_serve_a_job(tmp_path):
+    """docs/scaling.md's `ray start --head` and `codex serve --ray`, run as written (every address 127.0.0.1), plus
+    what this machine needs: Ray told to keep loopback addresses (its RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which
+    also makes its CLI refuse `ray start --address`: the second node of the tests above is Ray's Cluster utility,
+    the same raylet), an agent port of its own, two CPUs, no dashboard."""
+    head, node, front = documented_commands()
+    assert node.startswith("ray start --address HEAD_IP:PORT ")
+    port = free_port()
+    values = {"HEAD_IP": "127.0.0.1", "FRONT_IP": "127.0.0.1", "PORT": str(port), "STATE_DIR": str(tmp_path / "state")}
+
+    def filled(command: str) -> list[str]:
+        for name, value in values.items():
+            command = command.replace(name, value)
+        return command.split()
+
+    ray = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    log = tmp_path / "head.log"
+    started = subprocess.Popen([ray, *filled(head)[1:], "--num-cpus", "2", "--include-dashboard", "false",
+                                "--dashboard-agent-listen-port", str(free_port())],
+                               stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env)
+    try:
+        def up() -> bool:
+            assert started.poll() is None, log.read_text()
+            return "Ray runtime started" in log.read_text()
+
+        wait_for(up, 90, "the head node started")
+        assert "Local node IP: 127.0.0.1" in log.read_text()
+        command = filled(front)
+        assert command[:2] == ["codex", "serve"] and "--ray" in command
+        service = Service(None, tmp_path / "state")
+        service.start_command = [CODEX, *command[1:]]
+        service.start()
+        with service.client() as client:
+            health = client.get("/v1/health").json()
+            jobs = [submit(client, "sd15", {**SMALL, "seed": seed}) for seed in (1, 2)]
+            done = [wait(client, job_id) for job_id in jobs]
+        service.stop()
+        assert [w["device"] for w in health["workers"]] == ["ray:0", "ray:1"]
+        assert [job["state"] for job in done] == ["done", "done"], done
+        assert {job["result"]["ray"]["node_ip"] for job in done} == {"127.0.0.1"}
+    finally:
+        started.send_signal(signal.SIGTERM)  # --block: ending the command ends its node
+        try:
+            started.wait(60)
+        except subprocess.TimeoutExpired:
+            started.kill()

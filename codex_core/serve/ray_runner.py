@@ -156,6 +156,12 @@ class RayRunner:
             raise RunnerDied(self.exit_reason())
         if "run" in message:
             self.running = (Path(message["out"]), message["run_id"])
+        if "cancel" in message and self.world > 1:
+            # ranks that heard it at different steps would wait on each other forever: the gang ends at once, and
+            # the worker, finding the cancel recorded, reports the job cancelled and places a new gang
+            self.kill()
+            self.reason = "its gang was ended to cancel its job"
+            return
         for actor in self.actors:
             actor.send.remote(message)
 
