@@ -91,8 +91,10 @@ class Service:
                     return self
             except httpx.HTTPError:
                 pass
-            assert self.proc.poll() is None, self.output()
+            if self.proc.poll() is not None:
+                raise AssertionError(self.output())
             time.sleep(0.3)
+        self.proc.kill()  # a front still joining the cluster: not left behind
         raise AssertionError("the service did not start: " + self.output())
 
     def output(self) -> str:
