@@ -101,9 +101,8 @@ def load(url: str, references: dict[int, bytes]) -> str:
                                                      np.asarray(Image.open(io.BytesIO(references[seed]))))
                   for seed, _, png, state in results)
     latencies = sorted(latency for _, latency, _, _ in results)
-    return (f"{JOBS} jobs from {CLIENTS} clients in {wall:.1f} s = {JOBS / wall:.2f} jobs/s; correct "
-                        f"{correct}/{JOBS}; latency p50 {statistics.median(latencies):.2f} s, "
-                        f"p95 {latencies[int(0.95 * len(latencies)) - 1]:.2f} s")
+    return (f"{JOBS} jobs from {CLIENTS} clients in {wall:.1f} s = {JOBS / wall:.2f} jobs/s; correct {correct}/{JOBS}; "
+            f"latency p50 {statistics.median(latencies):.2f} s, p95 {latencies[int(0.95 * len(latencies)) - 1]:.2f} s")
 
 
 def ray_row(references: dict[int, bytes]) -> None:
@@ -119,9 +118,8 @@ def ray_row(references: dict[int, bytes]) -> None:
         proc, url = start("--ray", cluster.address, "--ray-node-ip", "127.0.0.1", "--devices", "cpu",
                           "--ray-workers", "1", state="state-ray")
         try:
-            same = warm_up(url) == references  # the actor's outputs: the in-process worker's, byte for byte
-            print(f"ray (one worker actor, warm-up PNGs {'equal to' if same else 'DIFFERENT from'} the in-process "
-                  f"worker's): " + load(url, references))
+            warm_up(url)  # its actor's model loaded
+            print("ray (one worker actor): " + load(url, references))  # checked against the in-process pixels
         finally:
             proc.terminate()
             proc.wait(60)

@@ -9,7 +9,8 @@ runs changes. The child is a threaded Ray actor (ray_actor.py) running ``runner.
   (STRICT_PACK), one actor per bundle, each given RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR (rank 0's
   node) and MASTER_PORT (a free port there) before it runs anything. Every message goes to every rank;
   rank 0 speaks for the gang; any rank's death is the gang's (``RunnerDied``), and a kill ends them
-  all (a rank stopped alone would hang the others in their collectives).
+  all (a rank stopped alone would hang the others in their collectives): a cancel ends the gang at
+  once, and an interrupt is not passed on (the job runs to its end).
 
 A job runs into a scratch folder on the actor's node; its ``done`` message brings the files, which the
 front writes here as a local run is written (a hidden ``.RUN_ID.partial`` folder renamed into place),
@@ -161,6 +162,10 @@ class RayRunner:
             # the worker, finding the cancel recorded, reports the job cancelled and places a new gang
             self.kill()
             self.reason = "its gang was ended to cancel its job"
+            return
+        if "interrupt" in message and self.world > 1:
+            # each rank would stop at the step it had reached when it heard it, and the others would wait on it
+            # forever; until the ranks agree on the step (an all-reduce in the kit), a gang's job runs to its end
             return
         for actor in self.actors:
             actor.send.remote(message)
