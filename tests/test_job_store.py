@@ -36,6 +36,22 @@ def test_a_claim_names_the_run_folder_and_the_device(tmp_path):
     assert "run_id" not in store.get(job_id)  # what the API shows is unchanged
 
 
+def test_an_end_from_a_stale_claim_changes_nothing(tmp_path):
+    """A worker's end counts only for the claim it holds: a late result for a job requeued and claimed again (its
+    first worker's node was lost), or already ended, is not recorded, so no job ends twice."""
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    job_id = store.submit(SPEC)["id"]
+    first = store.claim(device="ray:1")["run_id"]
+    store.requeue(job_id, counted=True)
+    second = store.claim(device="ray:0")["run_id"]
+    store.finish(job_id, "done", result={"from": "first"}, run_id=first)
+    assert store.get(job_id)["state"] == "running"
+    store.finish(job_id, "done", result={"from": "second"}, run_id=second)
+    store.finish(job_id, "failed", error="late", run_id=second)
+    job = store.get(job_id)
+    assert (job["state"], job["result"], job["attempts"]) == ("done", {"from": "second"}, 2)
+
+
 def test_recovery_cancels_finishes_from_the_run_folder_requeues_and_fails(tmp_path):
     store, outputs = JobStore(tmp_path / "jobs.sqlite3"), tmp_path / "outputs"
     ids = [store.submit(SPEC)["id"] for _ in range(5)]

@@ -66,8 +66,15 @@ def create_app(settings: Settings) -> FastAPI:
     for stale in outputs.glob(".*.partial") if outputs.is_dir() else ():  # a run the last process died in
         shutil.rmtree(stale, ignore_errors=True)
     # one worker per device, each with a process of its own that keeps its models loaded
+    make_runner = None
+    if settings.ray:  # or each worker a Ray actor (a gang of them with --parallel) somewhere in the cluster
+        from functools import partial
+
+        from .ray_runner import RayRunner
+
+        make_runner = partial(RayRunner, kind=settings.ray["kind"], world=settings.ray["world"])
     workers = Workers(store, outputs, settings.devices, settings.runtime, settings.cancel_grace, settings.stop_grace,
-                      settings.preview_every)
+                      settings.preview_every, make_runner)
     inputs = Inputs([*settings.input_roots, settings.inputs_dir, *(r.path for r in model_roots())],
                     settings.limits.input_pixels)
 

@@ -183,12 +183,19 @@ class Runner:
 # -- the child's side ----------------------------------------------------------------------------
 def main(fd: int, parent: int) -> None:
     from multiprocessing.connection import Connection
-    from queue import Queue
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent)
-    conn = Connection(fd)
+    serve(Connection(fd))
+
+
+def serve(conn) -> None:
+    """The child's loop over ``conn`` (anything with ``send`` and ``recv``; ``recv`` raises EOFError once the parent
+    is gone): the setup, ``ready``, then the jobs and controls in order, as the module's docstring says. A worker
+    process runs it over its socket, a Ray worker actor (ray_actor.py) over its queues."""
+    from queue import Queue
+
     setup = conn.recv()
     from ..registry import engines
 

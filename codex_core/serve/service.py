@@ -51,6 +51,16 @@ SERVE_OPTIONS = [
     click.option("--max-queue", default=100, show_default=True, type=int, help="Queued jobs before 429."),
     click.option("--devices", default="auto", show_default=True,
                  help="One worker per device, comma separated (e.g. cuda:0,cuda:1); auto: the best device."),
+    click.option("--ray", "ray", metavar="ADDRESS",
+                 help="Run the workers as Ray actors anywhere in the Ray cluster at ADDRESS (e.g. 10.0.0.1:6379, or "
+                      "auto: the cluster this machine joined): one GPU each (--devices auto, cuda or cpu), spread over "
+                      "its nodes; needs pip install 'codex-core[ray]' (docs/scaling.md)."),
+    click.option("--ray-workers", "ray_workers", type=click.IntRange(1, 4096), metavar="N",
+                 help="With --ray: how many workers [default: one per GPU of the cluster (per N GPUs with "
+                      "--parallel); with --devices cpu, one per node]."),
+    click.option("--ray-node-ip", "ray_node_ip", metavar="ADDRESS",
+                 help="With --ray: this machine's address in the cluster, when Ray would pick the wrong one (e.g. "
+                      "127.0.0.1 on a machine that may only talk to loopback)."),
     click.option("--cancel-grace", default=CANCEL_GRACE, show_default=True, type=click.FloatRange(0, 600),
                  metavar="SECONDS", help="A cancelled job stops at its next step; one that reaches none within this "
                                          "is stopped by killing its worker process (its model then loads again)."),
@@ -160,7 +170,7 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
                   cancel_grace=CANCEL_GRACE, stop_grace=STOP_GRACE, allowed_hosts=(), webhook_url=None,
                   webhook_secret=None, webhook_allow_hosts=(), webhook_attempts=WEBHOOK_ATTEMPTS,
                   openai_image_model=None, openai_video_model=None, preview_every=PREVIEW_EVERY, api_auth=None,
-                  default_model=None, **given):
+                  default_model=None, ray=None, ray_workers=None, ray_node_ip=None, **given):
     """The service app from `codex serve`'s options, checked (UsageError names the option)."""
     try:
         import uvicorn  # noqa: F401  (checked here: the service cannot run without it)
@@ -174,12 +184,31 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
     check_bind(host, token, insecure, api_auth)
     limits = from_options(given)
     runtime = runtime_from({k: v for k, v in given.items() if k not in LIMIT_OPTIONS}, "serve")  # each its device
-    device_list = [device.strip() for device in devices.split(",") if device.strip()]
-    for device in device_list:
-        runtime.replace(device=device).check()
-    if len(set(device_list)) != len(device_list) or not device_list:
-        raise UsageError(f"--devices: {devices!r}: give each device once (workers on one device would share, and "
-                         "race on, its loaded models)")
+    from ..parallel import world_size
+
+    world = world_size(runtime)
+    ray_workers_of = None
+    if ray is None:
+        for name, value in (("--ray-workers", ray_workers), ("--ray-node-ip", ray_node_ip)):
+            if value is not None:
+                raise UsageError(f"{name} {value}: it needs --ray ADDRESS (the Ray cluster the workers run in)")
+        if world > 1:
+            raise UsageError(f"--parallel {runtime.parallel}: a served job split over {world} GPUs runs on a gang of "
+                             "Ray workers on one node", hint="start a Ray cluster and pass --ray ADDRESS (see "
+                                                             "docs/scaling.md), or serve without --parallel")
+        device_list = [device.strip() for device in devices.split(",") if device.strip()]
+        for device in device_list:
+            runtime.replace(device=device).check()
+        if len(set(device_list)) != len(device_list) or not device_list:
+            raise UsageError(f"--devices: {devices!r}: give each device once (workers on one device would share, "
+                             "and race on, its loaded models)")
+    else:
+        from .ray_runner import connect
+
+        kind, device_list = connect(ray, ray_node_ip, devices, ray_workers, world)
+        runtime = runtime.replace(device=kind)
+        runtime.check()
+        ray_workers_of = {"address": ray, "kind": kind, "world": world}
     settings = Settings(state_dir.resolve(), token, [Path(root).expanduser() for root in input_roots],
                         max_body_bytes=max_body_bytes, limits=limits, max_queue=max_queue, devices=device_list,
                         runtime=runtime, cancel_grace=cancel_grace, stop_grace=stop_grace,
@@ -188,7 +217,7 @@ def build_service(host, port, token, insecure, state_dir, input_roots, max_body_
                         webhook_url=webhook_url, webhook_secret=webhook_secret,
                         webhook_allow_hosts=list(webhook_allow_hosts), webhook_attempts=webhook_attempts,
                         openai_image_model=openai_image_model, openai_video_model=openai_video_model,
-                        preview_every=preview_every)
+                        preview_every=preview_every, ray=ray_workers_of)
     check_webhooks(settings)
     from .openai_compat import check_defaults
 

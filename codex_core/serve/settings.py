@@ -35,6 +35,8 @@ class Settings:
     preview_every: int = PREVIEW_EVERY  # a preview of a running job's latents every this many steps (0: none)
     api_auth: tuple[tuple[str, str], ...] = ()  # --api-auth: (user, password) pairs, taken as HTTP Basic
     default_model: str | None = None  # --default-model: the A1111 layer's checkpoint at start
+    # --ray: the workers are Ray actors ({"address", "kind": cuda or cpu, "world": ranks per worker}); None: processes
+    ray: dict | None = None
 
     @property
     def outputs(self) -> Path:

@@ -255,13 +255,16 @@ class JobStore:
         return True
 
     def finish(self, job_id: str, state: str, result: dict[str, Any] | None = None, error: str | None = None,
-               wait: float | None = None) -> None:
+               wait: float | None = None, run_id: str | None = None) -> None:
+        """Record a job's end; with ``run_id``, only while that claim of it still runs (a worker's end of a run
+        that was already ended or requeued and claimed again changes nothing: no job ends twice)."""
         assert state in TERMINAL
         encoded = json.dumps(result, default=str) if result is not None else None
+        guard, args = ("", ()) if run_id is None else (" AND state = 'running' AND run_id = ?", (run_id,))
 
         def work(db: sqlite3.Connection) -> None:
-            if db.execute("UPDATE jobs SET state = ?, stage = NULL, finished = ?, result = ?, error = ? WHERE id = ?",
-                          (state, time.time(), encoded, error, job_id)).rowcount:
+            if db.execute("UPDATE jobs SET state = ?, stage = NULL, finished = ?, result = ?, error = ? WHERE id = ?"
+                          + guard, (state, time.time(), encoded, error, job_id, *args)).rowcount:
                 deliveries.queue(db, job_id)
 
         self._write(work, wait)

@@ -70,10 +70,13 @@ class Worker(threading.Thread):
     def __init__(self, store: JobStore, out: Path, device: str = "auto",
                  events: "OrderedDict[str, list[dict[str, Any]]] | None" = None, runtime: Runtime | None = None,
                  cancel_grace: float = CANCEL_GRACE, previews: dict[str, dict[str, Any]] | None = None,
-                 preview_every: int = 0):
+                 preview_every: int = 0, make_runner=None):
         super().__init__(name=f"codex-worker-{device}", daemon=True)
         self.store, self.out, self.device = store, Path(out), device
-        self.runtime = (runtime or Runtime()).replace(device=device)
+        # ``make_runner(device, runtime, preview_every)``: where its jobs run (default: a process here, on
+        # ``device``; ray_runner.RayRunner: actors in a Ray cluster, on the runtime's device kind)
+        self.make_runner = make_runner
+        self.runtime = (runtime or Runtime()).replace(device=device) if make_runner is None else (runtime or Runtime())
         self.cancel_grace, self.preview_every = cancel_grace, preview_every
         self.previews = {} if previews is None else previews  # job id -> its latest preview event
         # every progress event of the last jobs run here, for the event streams (polling the store
@@ -120,6 +123,9 @@ class Worker(threading.Thread):
         # counts and states only: health needs no token, so it names no job
         row: dict[str, Any] = {"device": self.device, "running": int(self.current is not None), "state": self.status,
                                "models_loaded": self.models}
+        node = getattr(self.runner, "node", None)  # a Ray worker: the node its actor runs on
+        if node:
+            row["node"] = node
         for key in ("problem", "outputs_problem", "last_restart"):
             if getattr(self, key):
                 row[key] = getattr(self, key)
@@ -195,7 +201,7 @@ class Worker(threading.Thread):
         self.holds = None
         if self.state != "down":
             self.state = "starting"
-        runner = Runner(self.device, self.runtime, self.preview_every)
+        runner = (self.make_runner or Runner)(self.device, self.runtime, self.preview_every)
         try:
             runner.start(stopping=self._stopping)
         except RunnerDied as exc:
@@ -321,7 +327,9 @@ class Worker(threading.Thread):
                 if outcome.state == "queued":
                     self.store.requeue(job["id"], outcome.counted, wait=0.0)
                 else:
-                    self.store.finish(job["id"], outcome.state, outcome.result, outcome.error, wait=0.0)
+                    # only the claim this worker holds: a late end never overwrites a job ended or claimed anew
+                    self.store.finish(job["id"], outcome.state, outcome.result, outcome.error, wait=0.0,
+                                      run_id=job.get("run_id"))
                 break
             except StoreUnavailable as exc:
                 if self.stop_at is not None and time.monotonic() >= self.stop_at:
@@ -346,7 +354,7 @@ class Worker(threading.Thread):
         if self.runner is not None:
             self.runner.kill()
         new = Worker(self.store, self.out, self.device, self.events, self.runtime, self.cancel_grace, self.previews,
-                     self.preview_every)
+                     self.preview_every, self.make_runner)
         new.job, new.cancels, new.interrupts = self.job, self.cancels, self.interrupts
         new.problem, new.controls = f"its worker thread died ({self.died})", self.controls
         new.restarts, new.last_restart = self.restarts + 1, f"its thread died ({self.died})"
@@ -357,12 +365,13 @@ class Workers:
     """The service's workers, one per device, as one: wake, cancel, stop and health span them all."""
 
     def __init__(self, store: JobStore, out: Path, devices: list[str], runtime: Runtime | None = None,
-                 cancel_grace: float = CANCEL_GRACE, stop_grace: float = STOP_GRACE, preview_every: int = 0):
+                 cancel_grace: float = CANCEL_GRACE, stop_grace: float = STOP_GRACE, preview_every: int = 0,
+                 make_runner=None):
         self.store, self.stop_grace = store, stop_grace
         self.events: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self.previews: dict[str, dict[str, Any]] = {}  # running job id -> its latest preview event
-        self.workers = [Worker(store, out, device, self.events, runtime, cancel_grace, self.previews, preview_every)
-                        for device in devices]
+        self.workers = [Worker(store, out, device, self.events, runtime, cancel_grace, self.previews, preview_every,
+                               make_runner) for device in devices]
         self._stopping = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="codex-watchdog", daemon=True)
 
