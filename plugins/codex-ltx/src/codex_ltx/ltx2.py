@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_core import AudioTrack, Job, ParamsBase, VideoOutput
-from codex_diffusers import DiffusersEngine
+from codex_diffusers import ContextParallel, DiffusersEngine
 
 from .ltx2_params import TASKS
 
@@ -36,6 +36,8 @@ class LTX2(DiffusersEngine):
                  "guidance_rescale": "guidance_rescale", "max_sequence_length": "max_sequence_length",
                  "image_crf": "image_crf"}
     denoisers = ("transformer",)
+    # diffusers' LTX2VideoTransformer3DModel has a _cp_plan: --parallel splits its attention across ranks
+    context_parallel = ContextParallel()
     sampler_family = "flow"
     # The pipelines pass their own sigma schedule and a token-count dependent shift (mu) to the scheduler:
     # FlowMatchEuler (the checkpoint's) and flow UniPC take both; DPM++ 2M takes no custom sigmas and fails
