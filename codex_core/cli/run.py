@@ -51,7 +51,7 @@ def run(engine, task, request, model, config, components, out, formats, download
       codex run ENGINE img2img --model ./models/mine --json '{"prompt": "winter", "init_image": "in.png"}'
       codex run ENGINE txt2img --json @request.json --out ./renders
       echo '{"prompt": "a cat"}' | codex run ENGINE txt2img --json -
-      codex run wan_ti2v_5b txt2vid --parallel ulysses=2 --processes 2 --json @request.json  # 2 GPUs, one job
+      codex run ENGINE txt2vid --parallel ulysses=2 --processes 2 --json @request.json   # one job, 2 GPUs
 
     \b
     Models: --model FOLDER | FILE.safetensors | NAME | ORG/NAME | tiny; without it CODEX_MODEL_<ENGINE>,

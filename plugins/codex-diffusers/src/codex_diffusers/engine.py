@@ -522,9 +522,9 @@ class DiffusersEngine(Engine):
             problems.append(f"--attention {runtime.attention}: engine {self.key}'s UNet does not take an attention "
                             "backend (only the transformer engines do); drop --attention")
         if runtime.parallel != "off" and self.context_parallel is None:
-            from codex_core import registry
+            from codex_core import installed_engines
 
-            takers = sorted(key for key, engine in registry.engines().items()
+            takers = sorted(key for key, engine in installed_engines().items()
                             if getattr(engine, "context_parallel", None) is not None)
             problems.append(f"--parallel {runtime.parallel}: engine {self.key} has no context-parallel plan (its "
                             f"denoiser cannot be split across ranks); engines that take --parallel: "

@@ -1,10 +1,10 @@
 """The kit's run options: diffusers' offload placements, VAE decode modes, weight storage, compile and
-attention backends, each declared once (``codex_core.RunOption``); torch-free.
+attention backends, and context parallelism, each declared once (``codex_core.RunOption``); torch-free.
 
 They apply to the engines on this kit (``DiffusersEngine``); another engine refuses a value other
 than the default before anything loads. info.json records each as it always has (``offload``,
-``vae`` and ``vae_tiling``, ``weights``, ``compile: {mode, backend}``, ``attention: {backend}``),
-and `codex replay` reads them back from there.
+``vae`` and ``vae_tiling``, ``weights``, ``compile: {mode, backend}``, ``attention: {backend}``,
+``parallel: {ulysses, ring, world_size, ...}``), and `codex replay` reads them back from there.
 """
 
 from __future__ import annotations
