@@ -134,11 +134,16 @@ def _denoiser_classes(engine) -> dict[str, type]:
     return found
 
 
+# Engines whose transformer class has a _cp_plan that does not run in diffusers 0.42 (measured on 2 CPU ranks):
+# LTX's text attention mask is not split with the heads (ltx_video, ltx2: a size mismatch in the native attention)
+PLAN_FAILS = {"ltx_video", "ltx2"}
+
+
 def test_every_engine_whose_transformer_has_a_cp_plan_declares_it_and_only_those():
     declared, missing = [], []
     for key, engine in registry.engines().items():
-        if not hasattr(engine, "pipelines") or key.startswith("hunyuan"):  # HunyuanVideo: its plan is the kit's own
-            continue
+        if not hasattr(engine, "pipelines") or key.startswith("hunyuan") or key in PLAN_FAILS:
+            continue  # HunyuanVideo: diffusers has no plan; its plugin supplies one
         classes = _denoiser_classes(engine)
         with_plan = {name for name, cls in classes.items() if getattr(cls, "_cp_plan", None)}
         cp = getattr(engine, "context_parallel", None)
@@ -152,8 +157,8 @@ def test_every_engine_whose_transformer_has_a_cp_plan_declares_it_and_only_those
                 assert name in with_plan or name in cp.plans, f"{key}: {classes[name].__name__} has no _cp_plan"
             assert name in engine.denoisers
     assert not missing, f"engines whose transformer has a _cp_plan but that do not declare context_parallel: {missing}"
-    assert {"wan_ti2v_5b", "wan_t2v_14b", "wan_i2v_14b", "flux", "flux2", "flux2_klein", "ltx_video", "ltx2",
-            "qwen_image"} <= set(declared)
+    assert {"wan_ti2v_5b", "wan_t2v_14b", "wan_i2v_14b", "flux", "flux2", "flux2_klein", "qwen_image"} <= set(declared)
+    assert all(registry.get_engine(key).context_parallel is None for key in PLAN_FAILS)
     assert registry.get_engine("wan_t2v_14b").context_parallel.denoisers == ("transformer", "transformer_2")
 
 
@@ -204,6 +209,7 @@ def test_wan_5b_txt2vid_on_2_ranks_gives_the_single_process_frames(tmp_path):
     ours, theirs = pixels(folder), pixels(Path(single["run_dir"]))
     assert len(ours) == len(theirs) == WAN_REQUEST["num_frames"]
     worst = max(int(np.abs(a - b).max()) for a, b in zip(ours, theirs))
+    print(f"max pixel difference against one process: {worst}")  # the measured figure docs/scaling.md states
     assert worst <= TOLERANCE, worst
 
 
@@ -218,6 +224,7 @@ def test_flux_txt2img_on_2_ranks_gives_the_single_process_image_and_replays(tmp_
     # recorded run, in one process, reads --parallel back from info.json: given off here)
     single = run_json("flux", "txt2img", {**seedless, "seed": info["seed"]}, tmp_path / "single")
     worst = int(np.abs(pixels(folder)[0] - pixels(Path(single["run_dir"]))[0]).max())
+    print(f"max pixel difference against one process: {worst}")  # the measured figure docs/scaling.md states
     assert worst <= TOLERANCE, worst
     replayed = cli_run(["replay", str(folder / "info.json"), "--out", str(tmp_path / "replay"), "--quiet"])
     assert replayed.exit_code == 2 and "--parallel ulysses=2 takes 2 ranks" in replayed.stderr
@@ -225,3 +232,17 @@ def test_flux_txt2img_on_2_ranks_gives_the_single_process_image_and_replays(tmp_
                      "--quiet", "--check"])
     check = json.loads(again.stdout)["check"]
     assert check["max_pixel_difference"] <= TOLERANCE, check
+
+
+@pytest.mark.distributed
+def test_wan_a14b_splits_both_experts(tmp_path):
+    # 4 steps at the preset's flow shift: timesteps 999, 972, 922, 799 against the boundary 875, so the last step
+    # runs on the low-noise expert (transformer_2) and the others on the high-noise one (transformer)
+    request = {**WAN_REQUEST, "steps": 4}
+    single = run_json("wan_t2v_14b", "txt2vid", request, tmp_path / "single", "tiny", "--format", "frames")
+    result, out = ranks_run(tmp_path, "ranks", "wan_t2v_14b", "txt2vid", request, "--format", "frames")
+    folder = only_rank_0_wrote(result, out)
+    assert result["info"]["parallel"]["split"] == ["transformer", "transformer_2"]
+    worst = max(int(np.abs(a - b).max()) for a, b in zip(pixels(folder), pixels(Path(single["run_dir"]))))
+    print(f"max pixel difference against one process: {worst}")  # the measured figure docs/scaling.md states
+    assert worst <= TOLERANCE, worst
