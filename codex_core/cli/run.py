@@ -164,6 +164,10 @@ def replay(file, check, model, out, download, quiet, **overrides):
     old = replay_module.load(file)
     info = old.info
     runtime = replay_module.runtime_of(info, option_values(overrides))
+    from ..parallel import rank, world_size
+
+    if world_size(runtime) > 1 and rank() != 0:
+        quiet = True  # rank 0 reports for the ranks
     located = replay_module.model_files_of(info, replay_module.request_with_inputs(info))
     for line in located.moved:
         click.echo(f"codex: {line}", err=True)
@@ -184,6 +188,8 @@ def replay(file, check, model, out, download, quiet, **overrides):
                    f"{info.get('run_id')}; the output may differ", err=True)
     prepared = prepare(info["engine"], info["task"], located.request, options)
     result = execute(prepared, options)
+    if not result.written:
+        return  # a rank after the first of a --parallel replay under torchrun: rank 0 writes, checks and reports
     if not quiet:
         click.echo(f"codex: wrote {result.run_dir} (replay of {info.get('run_id') or file})", err=True)
     data = result.as_json()
