@@ -32,6 +32,9 @@ def rank_runtime(runtime: Runtime) -> Runtime:
         raise UsageError(f"--parallel {layout}: needs GPUs (diffusers places each rank on one); this machine has "
                          "none", hint="run it where there are GPUs, or drop --parallel")
     if runtime.device == "cuda":
+        if local_rank() >= torch.cuda.device_count():  # two ranks on one GPU: nccl refuses, after the load
+            raise UsageError(f"--parallel {layout}: rank {local_rank()} of this node has no GPU of its own (this "
+                             f"machine has {torch.cuda.device_count()})", hint="one rank per GPU: fewer --processes")
         return runtime.replace(device=f"cuda:{local_rank()}")
     if runtime.device == "mps":
         raise UsageError(f"--parallel {layout}: needs CUDA GPUs (or the CPU, to test); mps has no process group")
