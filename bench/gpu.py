@@ -12,7 +12,9 @@ tiny models' offline tokenizers: their ids fit the real vocabularies) and run th
 - ``weights fp8``: ``Runtime(weights="fp8")`` (float8 storage, layerwise casting to bf16);
 - ``offload model`` / ``offload group``: ``Runtime(offload=...)``;
 - ``offload auto``: the planner's choice for this device (info.memory_plan);
-- ``compile regional``: ``Runtime(compile="regional")`` (the first step carries the compile).
+- ``compile regional``: ``Runtime(compile="regional")`` (the first step carries the compile);
+- ``parallel 2`` / ``parallel 4`` / ``parallel 8``: ``Runtime(parallel="ulysses=N")`` on N GPUs of this machine
+  (torchrun ranks of this script, ``--rank-of``; rank 0 measures; n/a with fewer GPUs). ``none`` is the 1-GPU row.
 
 Per option: the steady seconds per step (the time between the step events after the first step,
 which carries the compile and a cache's first full step), the first step, the denoising stage and
@@ -22,7 +24,8 @@ output noise and a step cache's skips differ from trained weights': the times sa
 costs, not the quality.
 
 ``--dry-run`` runs the same code path on the CPU at tiny size (the tiny models' configs, 2 steps):
-options that need a GPU (offload) are reported as such, compile uses the eager backend. It is what
+options that need a GPU (offload) are reported as such, compile uses the eager backend, ``parallel 2`` runs
+2 CPU ranks with gloo (the test-only shim of tests/cpu_ranks) and 4 and 8 are n/a (the tiny models have 2 heads). It is what
 CI runs (tests/test_bench_gpu.py).
 
 Run from the repo root on a GPU machine: ``.venv/bin/python bench/gpu.py`` (``--engines``,
@@ -83,6 +86,9 @@ OPTIONS = {
     "offload auto": ({"offload": "auto"}, {}),
     "compile regional": ({"compile": "regional"}, {}),
 }
+# context parallelism on N GPUs (Ulysses: the real models' 24 heads divide by 2, 4 and 8)
+PARALLEL = {"parallel 2": 2, "parallel 4": 4, "parallel 8": 8}
+OPTIONS.update({name: ({"parallel": f"ulysses={ranks}"}, {}) for name, ranks in PARALLEL.items()})
 
 
 def build_random_folder(configs: Path, tokenizers: Path, dest: Path, device: str, dtype) -> None:
@@ -162,8 +168,45 @@ def runtime_for(fields: dict, dry_run: bool):
     return Runtime(device="cpu" if dry_run else "cuda", **fields, **extra), None
 
 
-def bench_option(engine: str, folder: Path, option: str, dry_run: bool) -> dict:
+def parallel_row(engine: str, folder: Path, option: str, dry_run: bool, steps: int | None) -> dict:
+    """``option`` on its N ranks: this script under torchrun (``--rank-of``), rank 0's measurement."""
+    import subprocess
+    import sys
+
     import torch
+
+    from codex_core import get_engine
+
+    ranks = PARALLEL[option]
+    if get_engine(engine).context_parallel is None:
+        return {"note": f"n/a: {engine} has no context-parallel plan"}
+    if dry_run and ranks > 2:
+        return {"note": "n/a in the dry run (the tiny models' 2 heads split 2 ways)"}
+    have = torch.cuda.device_count()
+    if not dry_run and have < ranks:
+        return {"note": f"n/a: needs {ranks} GPUs, this machine has {have}"}
+    result = TMP / f"{engine}-{option.replace(' ', '-')}.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
+               __file__, "--rank-of", engine, option, str(folder), str(result)]
+    command += (["--dry-run"] if dry_run else []) + (["--steps", str(steps)] if steps else [])
+    env = {**os.environ, "CODEX_CACHE_DIR": str(TMP / "cache")}
+    if dry_run:  # CPU ranks: diffusers places rank r on accelerator r % count, and the CPU has none
+        from codex_core.testing import cpu_ranks_env
+
+        env = cpu_ranks_env(env)
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode or not result.is_file():
+        errors = [line for line in done.stderr.splitlines() if "Error" in line or "error:" in line]
+        last = (errors or done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"note": f"failed: ranks exited {done.returncode}: {last[:120]}"}
+    return json.loads(result.read_text(encoding="utf-8"))
+
+
+def bench_option(engine: str, folder: Path, option: str, dry_run: bool, steps: int | None = None) -> dict:
+    import torch
+
+    if option in PARALLEL and "RANK" not in os.environ:
+        return parallel_row(engine, folder, option, dry_run, steps)
 
     from codex_core.model_cache import cache
     from codex_core.orchestrator import RunOptions, run
@@ -199,12 +242,13 @@ def bench_option(engine: str, folder: Path, option: str, dry_run: bool) -> dict:
     wall = time.perf_counter() - started
     if cuda:
         torch.cuda.synchronize()
-    shutil.rmtree(result.run_dir, ignore_errors=True)
+    if result.run_dir is not None:  # None on the ranks after the first of a parallel row
+        shutil.rmtree(result.run_dir, ignore_errors=True)
     done = max(steps, default=0)
     first = steps[1] - steps[0] if 0 in steps and 1 in steps else None  # compile, a cache's first full step
     steady = (steps[done] - steps[1]) / (done - 1) if done > 1 and 1 in steps else None
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-    return {"steps": done, "steady": steady, "first": first, "denoise": result.info["timings"].get("denoise"),
+    return {"steps": done, "steady": steady, "first": first, "denoise": result.info.get("timings", {}).get("denoise"),
             "wall": wall, "peak_gib": peak, "note": ""}
 
 
@@ -219,7 +263,17 @@ def main() -> None:
     parser.add_argument("--options", default=",".join(OPTIONS), help=f"comma-separated, of {', '.join(OPTIONS)}")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps per run (default: 10; dry run 2)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the random-weight folders in this folder")
+    parser.add_argument("--rank-of", nargs=4, metavar=("ENGINE", "OPTION", "FOLDER", "RESULT"),
+                        help="(internal) one torchrun rank of a parallel row; rank 0 writes RESULT")
     args = parser.parse_args()
+    if args.rank_of:
+        engine, option, folder, result = args.rank_of
+        if args.steps:
+            CASES[engine][2 if args.dry_run else 1]["steps"] = args.steps
+        measured = bench_option(engine, Path(folder), option, args.dry_run)
+        if os.environ.get("RANK") == "0":
+            Path(result).write_text(json.dumps(measured), encoding="utf-8")
+        return
     engines, options = args.engines.split(","), args.options.split(",")
     unknown = [name for name in engines if name not in CASES] + [name for name in options if name not in OPTIONS]
     if unknown:
@@ -244,7 +298,7 @@ def main() -> None:
         shape = {**request, **(tiny_request if args.dry_run else {})}
         size = f"{shape['width']}x{shape['height']}" + (f"x{shape['num_frames']}" if "num_frames" in shape else "")
         for option in options:
-            measured = bench_option(engine, folder, option, args.dry_run)
+            measured = bench_option(engine, folder, option, args.dry_run, args.steps)
             rows.append((f"{engine} {task} {size}, {shape['steps']} steps", option, measured))
             print(f"  {engine} {option}: {measured}", flush=True)
         if not args.keep and not args.dry_run:

@@ -20,8 +20,9 @@ from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 API_VERSION = "1.4"
-# The modules plugins may import besides the package itself.
-API_MODULES = ("codex_core.testing",)
+# The modules plugins may import besides the package itself (parallel: the --parallel layout and the ranks, which
+# the kit applies).
+API_MODULES = ("codex_core.testing", "codex_core.parallel")
 
 # name -> "module" that defines it, or "module:attribute" where the exported name differs; imported on first
 # access (PEP 562)

@@ -58,6 +58,8 @@ class PlanContext:
     variant: str | None
     _resolve: Callable[[], "ModelSource"]
     _source: "ModelSource | None" = None
+    # the run options (``Runtime``) the run will have: checks that weigh them against the checkpoint read them
+    runtime: Any = None
 
     def source(self) -> "ModelSource":
         if self._source is None:

@@ -24,6 +24,7 @@ from .engine import Engine, Job, Plan, PlanContext
 from .errors import ParamError, UsageError
 from .metrics import StageTimes, peak_host_rss_mb
 from .outputs import check_writable, new_run_id, run_folder, write_json
+from .parallel import writes_outputs
 from .params import MAX_SEED, ParamsBase, input_files, validate
 from .paths import user_path
 from .progress import Progress
@@ -77,9 +78,14 @@ class Prepared:
 
 @dataclass
 class Result:
-    run_dir: Path
+    # None on a rank after the first of a --parallel run: it computed with rank 0, which alone writes
+    run_dir: Path | None
     files: list[Path]
     info: dict[str, Any]
+
+    @property
+    def written(self) -> bool:
+        return self.run_dir is not None
 
     def as_json(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "files": [str(f) for f in self.files], "info": self.info}
@@ -96,7 +102,8 @@ def prepare(engine_key: str, task: str, request: Any, options: RunOptions | None
                         + engine.runtime_problems(options.runtime))
     if runtime_problems:
         raise UsageError("; ".join(runtime_problems))
-    context = PlanContext(None, lambda: _resolve_source(engine, task, options))  # checked as it is found
+    context = PlanContext(None, lambda: _resolve_source(engine, task, options),  # checked as it is found
+                          runtime=options.runtime)
     if engine.variants:  # variant presets: find the checkpoint first (reads configs, loads nothing)
         context.variant = sources.variant_of(engine, context.source())
     plan = engine.plan(task, request, context)
@@ -248,6 +255,8 @@ def execute(prepared: Prepared, options: RunOptions) -> Result:
         progress.close()
         cache.grown(engine, source, runtime)  # what the run loaded into the model (ControlNets) counts now
 
+    if not writes_outputs(runtime):  # rank 0 of a --parallel run exports the outputs all ranks computed
+        return Result(None, [], {})
     output, audio = _sound_to_export(output, params)
     kind = engine.output_kind(task)
     out_root = Path(options.out) if options.out else DEFAULT_OUT[kind]

@@ -87,3 +87,26 @@ def writes_outputs(runtime) -> bool:
     """Whether this process exports and writes the run's outputs: always, except on the ranks after the first
     of a context-parallel run (they computed the same outputs with rank 0)."""
     return world_size(runtime) == 1 or rank() == 0
+
+
+def ranks_present() -> int:
+    """How many ranks the launcher started (WORLD_SIZE as torchrun and the service's Ray gangs set it; 1 alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def ranks_problem(runtime, launching: int | None = None) -> str | None:
+    """Why the ranks there are (``launching``: the ones ``--processes`` is about to start; else WORLD_SIZE) cannot
+    run ``runtime``'s layout, or None. Every rank of a layout computes a part of each attention: a missing rank
+    would hang the others, an extra one would compute with nobody."""
+    layout = parse(getattr(runtime, "parallel", OFF))
+    present = launching if launching is not None else ranks_present()
+    needed = layout.world_size if layout else 1
+    if present == needed:
+        return None
+    if layout is None:
+        return (f"{present} ranks but no --parallel layout (each rank would run the whole job alone); "
+                f"give --parallel ulysses={present}, or run one process")
+    there = (f"--processes gives {present}" if launching is not None else
+             "this is one process" if present == 1 else f"WORLD_SIZE is {present}")
+    return (f"--parallel {layout} takes {needed} ranks, {there}; run it with --processes {needed} "
+            f"(or torchrun --nproc_per_node {needed})")

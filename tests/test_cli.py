@@ -151,7 +151,7 @@ def test_plugin_commands_are_added():
 # The run options `codex run` and `codex serve` had before they became data (issue 20): the same flags, now
 # generated from the one table.
 RUN_FLAGS = ["--device", "--dtype", "--allow-pickle", "--offload", "--vae-decode", "--vae-tiling", "--weights",
-             "--compile", "--compile-backend", "--attention"]
+             "--compile", "--compile-backend", "--attention", "--parallel"]
 
 
 def _flags(help_text: str) -> set[str]:

@@ -47,6 +47,12 @@ def _run_batch(found, out: Path, argv: list[str], resume, strict, processes, dow
     from ..batch_summary import SUMMARY, summary_line
 
     runtime = runtime_from(runtime_given)
+    from ..parallel import world_size
+
+    if world_size(runtime) > 1:  # its --processes split the items; a job split across ranks is `codex run`'s
+        raise UsageError(f"--parallel {runtime.parallel}: not with codex {argv[0]} (it splits the items across "
+                         "--processes, not one job)", hint=f"run each job with codex run ... --parallel "
+                                                           f"{runtime.parallel} --processes {world_size(runtime)}")
     options = batch_module.BatchOptions(out=out, runtime=runtime, download=download, quiet=quiet, strict=strict,
                                         resume=resume, source=source)
     worker = bool(os.environ.get(WORKER_ENV))

@@ -31,12 +31,15 @@ from .options import ReplayCommand, RunCommand, changed_options, option_values, 
 @click.option("--download", is_flag=True, help="Allow fetching a hub repo id that is not in the local cache.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or log lines on stderr.")
 @click.option("--preset", help="A named preset profile (presets/<engine>/<task>@NAME.yaml), e.g. a lighter size.")
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 4096),
+              help="With --parallel: start this many ranks (torchrun on this command, one GPU each) that run the "
+                   "job together; rank 0 writes. It must be the layout's size (ulysses x ring).")
 @click.option("--server", metavar="URL", help="Run on a `codex serve` at URL instead of here (e.g. "
                                               "http://127.0.0.1:7861); with --out the outputs are downloaded.")
 @click.option("--token", envvar="CODEX_SERVE_TOKEN", help="With --server: its bearer token (or CODEX_SERVE_TOKEN).")
 @handle_errors
-def run(engine, task, request, model, config, components, out, formats, download, quiet, preset, server, token,
-        **runtime_given):
+def run(engine, task, request, model, config, components, out, formats, download, quiet, preset, processes, server,
+        token, **runtime_given):
     """Validate a request, run ENGINE on TASK, write outputs and print the result as JSON.
 
     Missing fields are filled from the engine's presets (`codex presets ENGINE TASK`); the result's
@@ -48,6 +51,7 @@ def run(engine, task, request, model, config, components, out, formats, download
       codex run ENGINE img2img --model ./models/mine --json '{"prompt": "winter", "init_image": "in.png"}'
       codex run ENGINE txt2img --json @request.json --out ./renders
       echo '{"prompt": "a cat"}' | codex run ENGINE txt2img --json -
+      codex run ENGINE txt2vid --parallel ulysses=2 --processes 2 --json @request.json   # one job, 2 GPUs
 
     \b
     Models: --model FOLDER | FILE.safetensors | NAME | ORG/NAME | tiny; without it CODEX_MODEL_<ENGINE>,
@@ -64,17 +68,35 @@ def run(engine, task, request, model, config, components, out, formats, download
 
         local_only = ([flag for flag, value in (("--config", config), ("--component", components)) if value]
                       + changed_options(runtime_given) + (["--download"] if download else []))
+        local_only += ["--processes"] if processes > 1 else []
         if local_only:
             raise UsageError(f"{', '.join(local_only)}: not with --server (the service decides how it runs models)")
         spec = {"engine": engine, "task": task, "request": read_request(request), "model": model,
                 "formats": list(format_list) if format_list else None, "preset": preset}
         echo_json(run_remote(server, token, spec, out, quiet))
         return
-    options = RunOptions(model=model, out=out, runtime=runtime_from(runtime_given), download=download,
+    from ..parallel import ranks_problem, rank, world_size
+
+    runtime = runtime_from(runtime_given)
+    launching = processes if processes > 1 else None
+    # (a plain run under torchrun, without --parallel, runs alone on each rank as it always has)
+    problem = ranks_problem(runtime, launching) if launching or world_size(runtime) > 1 else None
+    if problem:
+        raise UsageError(problem)
+    if world_size(runtime) > 1 and rank() != 0:
+        quiet = True  # rank 0 reports for the ranks
+    options = RunOptions(model=model, out=out, runtime=runtime, download=download,
                          formats=format_list, quiet=quiet, preset=preset, config=config, components=tuple(components))
     from ..requests import read_request
 
-    result = execute(prepare(engine, task, read_request(request), options), options)
+    request_data = read_request(request)
+    if launching:
+        from .ranks import run_as_ranks
+
+        sys.exit(run_as_ranks(engine, task, request_data, options, processes))
+    result = execute(prepare(engine, task, request_data, options), options)
+    if not result.written:
+        return  # a rank after the first of a --parallel run: it computed with rank 0, which writes and reports
     if not quiet:
         click.echo(f"codex: wrote {result.run_dir}", err=True)
     echo_json(result.as_json())
@@ -142,6 +164,10 @@ def replay(file, check, model, out, download, quiet, **overrides):
     old = replay_module.load(file)
     info = old.info
     runtime = replay_module.runtime_of(info, option_values(overrides))
+    from ..parallel import rank, world_size
+
+    if world_size(runtime) > 1 and rank() != 0:
+        quiet = True  # rank 0 reports for the ranks
     located = replay_module.model_files_of(info, replay_module.request_with_inputs(info))
     for line in located.moved:
         click.echo(f"codex: {line}", err=True)
@@ -162,6 +188,8 @@ def replay(file, check, model, out, download, quiet, **overrides):
                    f"{info.get('run_id')}; the output may differ", err=True)
     prepared = prepare(info["engine"], info["task"], located.request, options)
     result = execute(prepared, options)
+    if not result.written:
+        return  # a rank after the first of a --parallel replay under torchrun: rank 0 writes, checks and reports
     if not quiet:
         click.echo(f"codex: wrote {result.run_dir} (replay of {info.get('run_id') or file})", err=True)
     data = result.as_json()

@@ -34,6 +34,8 @@ _EXPORTS = {
     "ReferenceImage": "params", "ReferenceImageFields": "params", "IPAdapters": "ip_adapters",
     # the reference models' configs a plugin ships, and the components' sizes before loading
     "reference_config_dir": "sizes", "component_sizes": "sizes",
+    # what an engine's denoisers split across ranks under --parallel
+    "ContextParallel": "context_parallel",
 }
 
 __all__ = ["__version__", "API_VERSION", "API_MODULES", *_EXPORTS]

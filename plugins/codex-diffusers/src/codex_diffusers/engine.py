@@ -94,6 +94,13 @@ class DiffusersModel:
 
         from .memory import placement
 
+        if self.engine.context_parallel is not None:  # the tiny model is built only now: its configs, checked here
+            from .context_parallel import heads_problems
+
+            problems = heads_problems(self.engine, self.config_folder() if self.source.kind == "file" else folder,
+                                      self.runtime)
+            if problems:
+                raise UsageError("; ".join(problems))
         served = [task for task, path in self.folders.items() if path == folder]
         cls, dtypes, options = (pipeline_class(self.engine.pipelines[served[0]]), self.engine.component_dtypes(self.runtime),
                                 dict(self.engine.load_options))
@@ -118,6 +125,10 @@ class DiffusersModel:
         self.families[folder] = PipelineFamily(base, runtime, store_weights(base, self.engine.denoisers, runtime))
         self.placed[folder] = {**({"memory_plan": memory_plan.as_info()} if memory_plan else {}),
                                **tune_denoisers(base, self.engine.denoisers, runtime)}
+        if runtime.parallel != "off":  # after the attention backend: the split attention runs through it
+            from .parallel_ranks import split_denoisers
+
+            self.placed[folder]["parallel"] = split_denoisers(self.engine, base, runtime)
         self.last_folder = folder
         return self.families[folder]
 
@@ -396,7 +407,25 @@ class DiffusersEngine(Engine):
     def check_with_checkpoint(self, task: str, params, context) -> list[str]:
         from .controlnets import control_fit_problems
 
-        return control_fit_problems(self, params, context)
+        return control_fit_problems(self, params, context) + self.parallel_problems(task, params, context)
+
+    def parallel_problems(self, task: str, params, context) -> list[str]:
+        """--parallel against the request (fields it refuses) and the checkpoint's configs (head counts Ulysses
+        cannot split: a UsageError naming --parallel), before anything loads."""
+        runtime = getattr(context, "runtime", None)
+        if runtime is None or runtime.parallel == "off" or self.context_parallel is None:
+            return []
+        from .context_parallel import heads_problems, request_problems
+
+        source = context.source()
+        if source.kind == "file":
+            folder = source.config or self.single_file_config(self.file_variant(source.path))
+        else:
+            folder = self.task_folders(source).get(task, source.path)
+        problems = heads_problems(self, folder, runtime)  # a tiny model not built yet: checked as it loads
+        if problems:
+            raise UsageError("; ".join(problems))
+        return request_problems(params, runtime)
 
     def lora_problem(self, path: Path) -> str | None:
         """Why a LoRA file is not for this engine's family, from its tensor names and shapes (for listings:
@@ -460,7 +489,12 @@ class DiffusersEngine(Engine):
     def resolve_runtime(self, runtime: Runtime) -> Runtime:
         from .devices import resolve_runtime
 
-        return resolve_runtime(runtime, self.gpu_dtype)
+        runtime = resolve_runtime(runtime, self.gpu_dtype)
+        if runtime.parallel != "off":  # the ranks present checked, each rank on its own GPU
+            from .parallel_ranks import rank_runtime
+
+            runtime = rank_runtime(runtime)
+        return runtime
 
     def reset_peak_memory(self, device: str) -> None:
         from .devices import reset_peak_memory
@@ -487,6 +521,14 @@ class DiffusersEngine(Engine):
         if runtime.attention != "default" and "unet" in self.denoisers:
             problems.append(f"--attention {runtime.attention}: engine {self.key}'s UNet does not take an attention "
                             "backend (only the transformer engines do); drop --attention")
+        if runtime.parallel != "off" and self.context_parallel is None:
+            from codex_core import installed_engines
+
+            takers = sorted(key for key, engine in installed_engines().items()
+                            if getattr(engine, "context_parallel", None) is not None)
+            problems.append(f"--parallel {runtime.parallel}: engine {self.key} has no context-parallel plan (its "
+                            f"denoiser cannot be split across ranks); engines that take --parallel: "
+                            f"{', '.join(takers) or 'none installed'}; drop --parallel")
         if runtime.weights == "int8":
             import importlib.util
 
@@ -515,6 +557,10 @@ class DiffusersEngine(Engine):
         from .previews import previewer_for
 
         family = model.family(job.task, job)
+        if family.runtime.parallel != "off":
+            from .parallel_ranks import agree_on_seeds
+
+            agree_on_seeds(job)
         if getattr(job.params, "controls", None):
             from .controlnets import control_view
 

@@ -1,10 +1,10 @@
 """The kit's run options: diffusers' offload placements, VAE decode modes, weight storage, compile and
-attention backends, each declared once (``codex_core.RunOption``); torch-free.
+attention backends, and context parallelism, each declared once (``codex_core.RunOption``); torch-free.
 
 They apply to the engines on this kit (``DiffusersEngine``); another engine refuses a value other
 than the default before anything loads. info.json records each as it always has (``offload``,
-``vae`` and ``vae_tiling``, ``weights``, ``compile: {mode, backend}``, ``attention: {backend}``),
-and `codex replay` reads them back from there.
+``vae`` and ``vae_tiling``, ``weights``, ``compile: {mode, backend}``, ``attention: {backend}``,
+``parallel: {ulysses, ring, world_size, ...}``), and `codex replay` reads them back from there.
 """
 
 from __future__ import annotations
@@ -65,6 +65,36 @@ def _attention_backend(value: str, runtime) -> str | None:
     return f"unknown backend {value!r}{hub}; allowed: {', '.join(ATTENTION)}"
 
 
+def _parallel_layout(value: str, runtime) -> str | None:
+    from codex_core.parallel import parse
+
+    from .context_parallel import layout_problem
+
+    try:
+        layout = parse(value)
+    except ValueError as exc:
+        return f"{value!r}: {exc}"
+    return layout_problem(layout, runtime) if layout else None
+
+
+def _parallel_record(runtime) -> dict:
+    from codex_core.parallel import parse
+
+    layout = parse(runtime.parallel)
+    return {"parallel": layout.as_json() if layout else None}
+
+
+def _parallel_replayed(info) -> str | None:
+    """The layout a run recorded, as --parallel spells it (None: it ran in one process)."""
+    from codex_core.parallel import FLAGS, Parallel
+
+    recorded = info.get("parallel")
+    if not isinstance(recorded, dict):
+        return None
+    return str(Parallel(int(recorded.get("ulysses", 1)), int(recorded.get("ring", 1)),
+                        **{flag: bool(recorded.get(flag)) for flag in FLAGS}))
+
+
 def _compile_record(runtime) -> dict:
     return {"compile": {"mode": runtime.compile, "backend": runtime.compile_backend}
             if runtime.compile != "off" else None}
@@ -101,4 +131,10 @@ OPTIONS = (
               replayed=lambda info: (info.get("attention") or {}).get("backend"),
               help="Attention backend of the denoiser (diffusers set_attention_backend): default, native, "
                    "_native_math, _native_efficient, _native_flash, _native_cudnn, flex, flash, sage, xformers, ..."),
+    # the engines without a cp plan refuse it in DiffusersEngine.runtime_problems, naming the ones that take it
+    RunOption("parallel", "--parallel", "off", check=_parallel_layout, applies=on_this_kit, metavar="LAYOUT",
+              record=_parallel_record, replayed=_parallel_replayed,
+              help="Split one job's attention across ranks, one GPU each (diffusers' context parallelism): "
+                   "ulysses=U[,ring=R][,ulysses_anything|ring_anything] or off. Run it with --processes U*R "
+                   "(or under torchrun). docs/scaling.md lists the engines that take it."),
 )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_core import Job, ModelSource
-from codex_diffusers import ControlNets, DiffusersEngine, read_config
+from codex_diffusers import ContextParallel, ControlNets, DiffusersEngine, read_config
 
 from .params import TASKS
 
@@ -51,6 +51,8 @@ class Flux(DiffusersEngine):
     task_default_repos = {"edit": "black-forest-labs/FLUX.1-Kontext-dev"}
     arguments = {"max_sequence_length": "max_sequence_length"}
     denoisers = ("transformer",)
+    # diffusers' FluxTransformer2DModel has a _cp_plan: --parallel splits its attention across ranks
+    context_parallel = ContextParallel()
     mag_ratios = "diffusers.hooks.mag_cache:FLUX_MAG_RATIOS"  # MagCache's ratios for FLUX.1 (dev, 28 steps)
     sampler_family = "flow"
     # Euler (FlowMatchEulerDiscreteScheduler) is the checkpoints' own. UniPC runs txt2img with the

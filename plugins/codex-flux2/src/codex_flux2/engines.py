@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codex_diffusers import DiffusersEngine, read_config
+from codex_diffusers import ContextParallel, DiffusersEngine, read_config
 
 from .params import FLUX2_TASKS, KLEIN_TASKS
 
@@ -41,6 +41,8 @@ def _safetensors_keys(path: Path) -> set[str] | None:
 
 class _Flux2Base(DiffusersEngine):
     denoisers = ("transformer",)
+    # diffusers' Flux2Transformer2DModel (FLUX.2 and Klein) has a _cp_plan: --parallel splits its attention across ranks
+    context_parallel = ContextParallel()
     sampler_family = "flow"
     samplers = ("Euler", "UniPC", "DPM++ 2M")
     arguments = {"max_sequence_length": "max_sequence_length"}

@@ -19,6 +19,10 @@ class LTXVideo(DiffusersEngine):
     pipelines = {"txt2vid": "LTXPipeline", "img2vid": "LTXImageToVideoPipeline"}
     arguments = {"fps": "frame_rate", "decode_timestep": "decode_timestep", "decode_noise_scale": "decode_noise_scale"}
     denoisers = ("transformer",)
+    # No --parallel, though diffusers' LTXVideoTransformer3DModel has a _cp_plan: in diffusers 0.42 its Ulysses attention
+    # fails on LTX's text attention mask (the mask keeps every head while each rank holds its share: "size of
+    # tensor a (2) must match the size of tensor b (4)" with the tiny model on 2 CPU ranks)
+    context_parallel = None
     sampler_family = "flow"
     # The pipelines pass their own sigma schedule and a resolution-dependent shift (mu) to the
     # scheduler: FlowMatchEuler (the checkpoint's) and flow UniPC take both; DPM++ 2M takes no

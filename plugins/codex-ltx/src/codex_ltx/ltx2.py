@@ -36,6 +36,10 @@ class LTX2(DiffusersEngine):
                  "guidance_rescale": "guidance_rescale", "max_sequence_length": "max_sequence_length",
                  "image_crf": "image_crf"}
     denoisers = ("transformer",)
+    # No --parallel, though diffusers' LTX2VideoTransformer3DModel has a _cp_plan: in diffusers 0.42 its Ulysses attention
+    # fails on LTX's text attention mask (the mask keeps every head while each rank holds its share: "size of
+    # tensor a (2) must match the size of tensor b (4)" with the tiny model on 2 CPU ranks)
+    context_parallel = None
     sampler_family = "flow"
     # The pipelines pass their own sigma schedule and a token-count dependent shift (mu) to the scheduler:
     # FlowMatchEuler (the checkpoint's) and flow UniPC take both; DPM++ 2M takes no custom sigmas and fails

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_core import Job
-from codex_diffusers import ControlNets, DiffusersEngine, read_config
+from codex_diffusers import ContextParallel, ControlNets, DiffusersEngine, read_config
 
 from .controls import QWEN_CONTROLNETS, controlnet_fit_problems, controls_task_problems
 from .params import TASKS
@@ -36,6 +36,8 @@ class QwenImage(DiffusersEngine):
     # cfg is the real classifier-free guidance of these pipelines (true_cfg_scale); params.py says why
     arguments = {"cfg": "true_cfg_scale", "max_sequence_length": "max_sequence_length"}
     denoisers = ("transformer",)
+    # diffusers' QwenImageTransformer2DModel has a _cp_plan: --parallel splits its attention across ranks
+    context_parallel = ContextParallel()
     sampler_family = "flow"
     # Euler (FlowMatchEulerDiscreteScheduler) is the checkpoint's own. UniPC runs txt2img with the
     # same resolution-dependent shift (the pipeline passes sigmas and mu). img2img/inpaint are

@@ -32,6 +32,8 @@ from .engines import _Wan
 
 class WanAnimate(_Wan):
     key = "wan_animate"
+    # diffusers' WanAnimateTransformer3DModel has no _cp_plan: no --parallel
+    context_parallel = None
     description = ("Wan 2.2 Animate-14B: a character image animated by a pose and a face video, alone or replacing "
                    "a person in a video (diffusers format)")
     tasks = ANIMATE_TASKS

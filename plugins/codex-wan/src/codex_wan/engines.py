@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from codex_core import Job, Runtime
-from codex_diffusers import DiffusersEngine
+from codex_diffusers import ContextParallel, DiffusersEngine
 
 from .params import I2V_A14B_TASKS, T2V_A14B_TASKS, TI2V_5B_TASKS
 
@@ -29,6 +29,8 @@ class _Wan(DiffusersEngine):
     family = "wan2.2"
     sampler_family = "flow"
     denoisers = ("transformer", "transformer_2")
+    # diffusers' WanTransformer3DModel has a _cp_plan: --parallel splits the attention of both A14B experts
+    context_parallel = ContextParallel(denoisers=("transformer", "transformer_2"))
     gpu_dtype = "bfloat16"  # the VAE stays float32 (component_dtypes)
     tiny_version = "1"
     two_experts = False

@@ -22,6 +22,8 @@ from .vace_params import VACE_TASKS
 
 class WanVACE(_Wan):
     key = "wan_vace"
+    # diffusers' WanVACETransformer3DModel has no _cp_plan: no --parallel
+    context_parallel = None
     family = "wan2.1"
     description = ("Wan 2.1 VACE 14B: text-to-video, video-to-video with a mask (inpaint/outpaint/restyle) and "
                    "reference-image-to-video (diffusers format)")
