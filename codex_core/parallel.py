@@ -35,7 +35,8 @@ class Parallel:
         return self.ulysses * self.ring
 
     def __str__(self) -> str:
-        parts = [f"ulysses={self.ulysses}"] + ([f"ring={self.ring}"] if self.ring > 1 else [])
+        parts = ([f"ulysses={self.ulysses}"] if self.ulysses > 1 or self.ring == 1 else []) + \
+            ([f"ring={self.ring}"] if self.ring > 1 else [])
         return ",".join(parts + [flag for flag in FLAGS if getattr(self, flag)])
 
     def as_json(self) -> dict:

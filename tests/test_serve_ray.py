@@ -256,6 +256,39 @@ def test_a_gang_forms_on_one_node_with_consistent_rank_variables(cluster, tmp_pa
     cluster.remove_node(big)
 
 
+def test_a_parallel_job_runs_on_a_gang_with_the_single_process_pixels(cluster, tmp_path):
+    """`codex serve --ray --parallel ulysses=2`: a flux job on a gang of 2 CPU ranks (gloo) on one node gives the
+    pixels of one process within the context-parallel tolerance (tests/test_context_parallel.py says why not
+    bitwise), and the front writes one run folder recording the layout."""
+    from codex_core.testing import cpu_ranks_env
+
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = cpu_ranks_env()["PYTHONPATH"]  # the ranks' node has the CPU shim (see cpu_ranks)
+    try:
+        big = cluster.add_node(**{**NODE, "num_cpus": 2})  # the only node with room for two ranks
+    finally:
+        os.environ["PYTHONPATH"] = saved if saved is not None else ""
+    service = Service(cluster, tmp_path / "state", "--parallel", "ulysses=2").start(workers=1)
+    try:
+        request = {"prompt": "a lighthouse", "seed": 5, "width": 64, "height": 64, "steps": 2}
+        with service.client() as client:
+            job = wait(client, submit(client, "flux", request))
+        assert job["state"] == "done", job
+        assert job["result"]["ray"]["node_id"] == big.node_id and job["result"]["ray"]["ranks"] == 2
+        run_dir = Path(job["result"]["run_dir"])
+        assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]  # one folder: rank 0's, by the front
+        info = json.loads((run_dir / "info.json").read_text())
+        assert info["parallel"]["world_size"] == 2 and info["parallel"]["backend"] == "gloo"
+        local = json.loads(cli_run(["run", "flux", "txt2img", "--model", "tiny", "--quiet", "--out",
+                                    str(tmp_path / "cli"), "--json", json.dumps(request)]).stdout)
+        ours = np.asarray(Image.open(run_dir / "0000.png"), dtype=np.int16)
+        worst = int(np.abs(ours - np.asarray(Image.open(local["files"][0]), dtype=np.int16)).max())
+        assert worst <= 2, worst  # 2 levels of 255, the tolerance of tests/test_context_parallel.py
+    finally:
+        service.stop()
+        cluster.remove_node(big)
+
+
 def run_codex(*args: str, hide_ray: bool = False) -> subprocess.CompletedProcess:
     code = ("import sys\n" + ("sys.modules['ray'] = None  # as if it were not installed\n" if hide_ray else "")
             + "from codex_core.cli import main\nsys.argv = ['codex', *sys.argv[1:]]\nmain()\n")
@@ -270,7 +303,9 @@ def test_ray_options_are_checked_before_anything_starts(tmp_path):
     assert alone.returncode == 2 and "--ray-workers 2: it needs --ray ADDRESS" in alone.stderr, alone.stderr
     listed = run_codex("serve", "--state-dir", str(tmp_path / "c"), "--ray", "127.0.0.1:1", "--devices", "cuda:0,cuda:1")
     assert listed.returncode == 2 and "with --ray it is auto, cuda or cpu" in listed.stderr, listed.stderr
-    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()  # refused before the state dir is made
+    split = run_codex("serve", "--state-dir", str(tmp_path / "d"), "--parallel", "ulysses=2")
+    assert split.returncode == 2 and "runs on a gang of Ray workers" in split.stderr and "--ray" in split.stderr
+    assert not any((tmp_path / name).exists() for name in "acd")  # refused before the state dir is made
 
 
 def documented_commands() -> list[str]:

@@ -138,3 +138,49 @@ def test_ulysses_2_ranks_equal_one_process(tmp_path):
     assert pipeline["prepare_split"] == [False, True]
     assert pipeline["maxdiff"] <= FRAMES_TOLERANCE, pipeline
     assert "token_replace" in result["token_replace"] and "not refused" not in result["token_replace"]
+
+
+# -- through the CLI: `codex run hunyuan_video ... --parallel ulysses=2 --processes 2` -------------------------
+
+CLI_REQUEST = {"prompt": "a cat walks on the grass", "seed": 3, "width": 32, "height": 32, "num_frames": 5,
+               "steps": 2}
+PIXEL_TOLERANCE = 2  # levels of 255: the split reorders float sums (measured here: 1)
+
+
+@pytest.mark.parametrize("layout", ["ring=2", "ulysses=2,ring=2", "ulysses=2,ulysses_anything"])
+def test_layouts_the_plan_cannot_split_are_refused_before_loading(tmp_path, layout):
+    from codex_core.testing import cli_run
+
+    ranks = str(2 if layout != "ulysses=2,ring=2" else 4)
+    result = cli_run(["run", "hunyuan_video", "txt2vid", "--model", "tiny", "--out", str(tmp_path / "out"),
+                      "--quiet", "--json", json.dumps(CLI_REQUEST), "--parallel", layout, "--processes", ranks])
+    assert result.exit_code == 2, result.stderr
+    assert "engine hunyuan_video: its plan splits with plain Ulysses only" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.distributed
+def test_cli_on_2_ranks_gives_the_single_process_frames(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from codex_core.testing import run_json
+
+    single = run_json("hunyuan_video", "txt2vid", CLI_REQUEST, tmp_path / "single", "tiny", "--format", "frames")
+    command = [str(Path(sys.executable).parent / "codex"), "run", "hunyuan_video", "txt2vid", "--model", "tiny",
+               "--json", json.dumps(CLI_REQUEST), "--out", str(tmp_path / "ranks"), "--quiet", "--format", "frames",
+               "--parallel", "ulysses=2", "--processes", "2"]
+    done = subprocess.run(command, env=cpu_ranks_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)  # one JSON document: rank 1 prints nothing
+    assert [p.name for p in (tmp_path / "ranks").iterdir()] == [Path(result["run_dir"]).name]
+    assert result["info"]["parallel"]["split"] == ["transformer"]
+
+    def frames(folder) -> list:
+        return [np.asarray(Image.open(p).convert("RGB"), dtype=np.int16) for p in sorted(Path(folder).rglob("*.png"))]
+
+    ours, theirs = frames(result["run_dir"]), frames(single["run_dir"])
+    assert len(ours) == len(theirs) == CLI_REQUEST["num_frames"]
+    worst = max(int(np.abs(a - b).max()) for a, b in zip(ours, theirs))
+    print(f"max pixel difference against one process: {worst}")
+    assert worst <= PIXEL_TOLERANCE, worst

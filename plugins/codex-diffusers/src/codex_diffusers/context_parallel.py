@@ -32,6 +32,9 @@ class ContextParallel:
     plans: Mapping[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
     # the config key of a denoiser's attention head count (Ulysses splits heads: it must divide)
     heads_key: str = "num_attention_heads"
+    # layout -> why this engine's plan cannot split it (None: it can), checked before loading; e.g. a plan that
+    # is exact for plain Ulysses only
+    layouts: Callable[[Parallel], str | None] | None = None
 
 
 def layout_problem(layout: Parallel, runtime) -> str | None:
@@ -57,7 +60,12 @@ def heads_problems(engine, folder: Path, runtime) -> list[str]:
     Ulysses cannot divide: one line each, naming --parallel, the value and the way out."""
     layout = parse(getattr(runtime, "parallel", "off"))
     declared = engine.context_parallel
-    if layout is None or declared is None or layout.ulysses == 1 or layout.ulysses_anything:
+    if layout is None or declared is None:
+        return []
+    refused = declared.layouts(layout) if declared.layouts else None
+    if refused:
+        return [f"--parallel {layout}: engine {engine.key}: {refused}"]
+    if layout.ulysses == 1 or layout.ulysses_anything:
         return []
     problems = []
     for name in declared.denoisers:

@@ -75,6 +75,13 @@ def unsupported(cp) -> str | None:
     return None
 
 
+def layout_problem(layout) -> str | None:
+    """The engine's check before loading (``ContextParallel.layouts``): what ``unsupported`` refuses on the ranks."""
+    if layout.ring > 1 or layout.ulysses_anything or layout.ring_anything:
+        return f"its plan splits with plain Ulysses only (ulysses=N); {layout} is not"
+    return None
+
+
 def _ulysses_degree(attention) -> int:
     """The Ulysses degree this attention module runs with (1: not split)."""
     cp = _cp_config(attention)

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from codex_core import CodexError, Job, ModelSource, UsageError, VideoOutput
-from codex_diffusers import DiffusersEngine
-from codex_diffusers.context_parallel import ContextParallel
+from codex_diffusers import ContextParallel, DiffusersEngine
 
-from .context_parallel import plan as cp_plan, prepare_split
+from .context_parallel import layout_problem as cp_layout_problem, plan as cp_plan, prepare_split
 from .params import TASKS
 
 # With latent_concat conditioning (HunyuanVideo-I2V-33ch) diffusers drops the first 4 decoded
@@ -71,7 +70,8 @@ class HunyuanVideo(DiffusersEngine):
     tiny_version = "1"
     # --parallel: diffusers' HunyuanVideoTransformer3DModel has no cp plan; ours, with the mask hook
     # prepare_view adds (context_parallel.py says why the plan alone is not enough)
-    context_parallel = ContextParallel(denoisers=("transformer",), plans={"transformer": cp_plan})
+    context_parallel = ContextParallel(denoisers=("transformer",), plans={"transformer": cp_plan},
+                                       layouts=cp_layout_problem)
 
     def task_folders(self, source: ModelSource) -> dict[str, Path]:
         if source.kind == "tiny":
