@@ -303,9 +303,12 @@ def test_ray_options_are_checked_before_anything_starts(tmp_path):
     assert alone.returncode == 2 and "--ray-workers 2: it needs --ray ADDRESS" in alone.stderr, alone.stderr
     listed = run_codex("serve", "--state-dir", str(tmp_path / "c"), "--ray", "127.0.0.1:1", "--devices", "cuda:0,cuda:1")
     assert listed.returncode == 2 and "with --ray it is auto, cuda or cpu" in listed.stderr, listed.stderr
+    dead = run_codex("serve", "--state-dir", str(tmp_path / "e"), "--ray", f"127.0.0.1:{free_port()}",
+                     "--ray-node-ip", "127.0.0.1")
+    assert dead.returncode == 2 and "no Ray cluster answers there" in dead.stderr, dead.stderr
     split = run_codex("serve", "--state-dir", str(tmp_path / "d"), "--parallel", "ulysses=2")
     assert split.returncode == 2 and "runs on a gang of Ray workers" in split.stderr and "--ray" in split.stderr
-    assert not any((tmp_path / name).exists() for name in "acd")  # refused before the state dir is made
+    assert not any((tmp_path / name).exists() for name in "acde")  # refused before the state dir is made
 
 
 def documented_commands() -> list[str]:

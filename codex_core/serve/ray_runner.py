@@ -290,6 +290,11 @@ def connect(address: str, node_ip: str | None, devices: str, workers: int | None
         import ray
     except ImportError:
         raise UsageError("--ray: Ray is not installed", hint="pip install 'codex-core[ray]'") from None
+    unreachable = _unreachable(address)
+    if unreachable:
+        raise UsageError(f"--ray {address}: no Ray cluster answers there ({unreachable})",
+                         hint="start one with `ray start --head --port 6379` (see docs/scaling.md), or pass its "
+                              "address (HOST:PORT, the head's GCS port)")
     try:
         ray.init(address=address, _node_ip_address=node_ip, namespace="codex", log_to_driver=True,
                  ignore_reinit_error=True)
@@ -309,3 +314,18 @@ def connect(address: str, node_ip: str | None, devices: str, workers: int | None
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
         workers = max(1, gpus // world if kind == "cuda" else nodes)
     return kind, [f"ray:{index}" for index in range(workers)]
+
+
+def _unreachable(address: str) -> str | None:
+    """Why nothing listens at a HOST:PORT address (None: something does, or the address is Ray's "auto" or a
+    ray:// client address, left to Ray). Checked first because ray.init retries a dead address for minutes."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
