@@ -234,11 +234,11 @@ def test_flux_txt2img_on_2_ranks_gives_the_single_process_image_and_replays(tmp_
                      "--quiet", "--check"])
     check = json.loads(again.stdout)["check"]
     assert check["max_pixel_difference"] <= TOLERANCE, check
-    # under torchrun with the recorded layout's ranks, the replay is the recorded run again, pixel for pixel
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                "-m", "codex_core.cli", "replay", str(folder / "info.json"), "--check", "--out", str(tmp_path / "again"),
-                "--quiet"]
-    done = subprocess.run(torchrun, env=cpu_ranks_env(), capture_output=True, text=True, timeout=300)
+    # on the recorded layout's ranks (--processes 2: torchrun on the replay), it is the recorded run again, pixel
+    # for pixel
+    command = [str(Path(sys.executable).parent / "codex"), "replay", str(folder / "info.json"), "--processes", "2",
+               "--check", "--out", str(tmp_path / "again"), "--quiet"]
+    done = subprocess.run(command, env=cpu_ranks_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     replay = json.loads(done.stdout)  # one JSON document: rank 1 prints nothing
     assert replay["check"]["identical"] and replay["info"]["parallel"]["world_size"] == 2

@@ -75,14 +75,12 @@ def run(engine, task, request, model, config, components, out, formats, download
                 "formats": list(format_list) if format_list else None, "preset": preset}
         echo_json(run_remote(server, token, spec, out, quiet))
         return
-    from ..parallel import ranks_problem, rank, world_size
+    from ..parallel import rank, world_size
+    from .ranks import check_ranks
 
     runtime = runtime_from(runtime_given)
+    check_ranks(runtime, processes)
     launching = processes if processes > 1 else None
-    # (a plain run under torchrun, without --parallel, runs alone on each rank as it always has)
-    problem = ranks_problem(runtime, launching) if launching or world_size(runtime) > 1 else None
-    if problem:
-        raise UsageError(problem)
     if world_size(runtime) > 1 and rank() != 0:
         quiet = True  # rank 0 reports for the ranks
     options = RunOptions(model=model, out=out, runtime=runtime, download=download,
@@ -133,8 +131,11 @@ def info(file: Path, parameters: bool):
               help="Output root [default: ./artifacts/images or ./artifacts/videos].")
 @click.option("--download", is_flag=True, help="Allow fetching a hub repo id that is not in the local cache.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or log lines on stderr.")
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 4096),
+              help="For a --parallel run: start this many ranks (torchrun on this command, one GPU each) that "
+                   "replay it together; rank 0 writes. It must be the layout's size (or give --parallel off).")
 @handle_errors
-def replay(file, check, model, out, download, quiet, **overrides):
+def replay(file, check, model, out, download, quiet, processes, **overrides):
     """Run the request recorded in FILE again and write a new run, like `codex run`.
 
     FILE is a PNG, an MP4/WebM, an info.json or a run folder. The same engine, task, effective
@@ -157,6 +158,7 @@ def replay(file, check, model, out, download, quiet, **overrides):
     Examples:
       codex replay artifacts/images/<run-id>/0000.png --check
       codex replay artifacts/videos/<run-id> --device cuda --dtype bf16
+      codex replay artifacts/videos/<run-id> --processes 2 --check   # a --parallel ulysses=2 run, on 2 GPUs
     """
     from .. import replay as replay_module
     from ..orchestrator import RunOptions, execute, prepare
@@ -165,7 +167,9 @@ def replay(file, check, model, out, download, quiet, **overrides):
     info = old.info
     runtime = replay_module.runtime_of(info, option_values(overrides))
     from ..parallel import rank, world_size
+    from .ranks import check_ranks
 
+    check_ranks(runtime, processes)
     if world_size(runtime) > 1 and rank() != 0:
         quiet = True  # rank 0 reports for the ranks
     located = replay_module.model_files_of(info, replay_module.request_with_inputs(info))
@@ -186,6 +190,11 @@ def replay(file, check, model, out, download, quiet, **overrides):
         state = "is gone" if entry["reason"] == "gone" else "has changed (sha256)"
         click.echo(f"codex: warning: input {entry['field']} ({entry['path']}) {state} since run "
                    f"{info.get('run_id')}; the output may differ", err=True)
+    if processes > 1:
+        from .ranks import replay_as_ranks
+
+        sys.exit(replay_as_ranks(file, info["engine"], info["task"], located.request, options, processes, check,
+                                 model, download))
     prepared = prepare(info["engine"], info["task"], located.request, options)
     result = execute(prepared, options)
     if not result.written:
