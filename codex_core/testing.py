@@ -207,3 +207,21 @@ def cpu_ranks_env(env: dict | None = None) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(shim), *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for a service a test starts)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def install_package(source: Path, target: Path) -> Path:
+    """pip-install the package at ``source`` (e.g. the tests' sleepy engine) into the folder ``target``, for a test's
+    subprocesses to find on PYTHONPATH; returns ``target``."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(target), str(source)],
+                   check=True, capture_output=True, text=True)
+    return target

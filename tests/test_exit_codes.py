@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from codex_core import registry
-from codex_core.testing import cli_run, interrupted, run_json
+from codex_core.testing import cli_run, free_port, interrupted, run_json
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SMALL = {"prompt": "x", "width": 32, "height": 32, "steps": 2, "seed": 1}
@@ -137,12 +137,6 @@ def test_the_1_and_130_codes_of_the_table_are_the_ones_tested_here():
     # batch's and grid's 1 and 130: tests/test_batch.py (a failed or invalid item; resume after an interruption)
     assert {command for command, codes in table.items() if 1 in codes} == {"run", "replay", "batch", "grid"}
     assert {command for command, codes in table.items() if 130 in codes} == {"run", "replay", "batch", "grid"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_serve_on_a_state_dir_whose_database_is_not_one_exits_2(tmp_path):

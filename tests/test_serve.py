@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,19 +17,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from codex_core.testing import cli_run, write_test_image
+from codex_core.testing import cli_run, free_port, write_test_image
 
 pytestmark = pytest.mark.slow
 
 CODEX = str(Path(sys.executable).parent / "codex")
 SMALL = {"prompt": "a lighthouse", "width": 32, "height": 32, "steps": 2, "seed": 11}
 LONG = {"prompt": "a lighthouse", "width": 96, "height": 96, "steps": 150, "seed": 1}  # seconds of denoising
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Service:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,12 @@ import numpy as np
 import openai
 import pytest
 
-from codex_core.testing import decoded_audio, media_streams
+from codex_core.testing import decoded_audio, free_port, media_streams
 
 pytestmark = pytest.mark.slow
 TONE = Path(__file__).parent / "tone_engine"
 CODEX = str(Path(sys.executable).parent / "codex")
 REQUEST = {"prompt": "a bell", "width": 32, "height": 32, "num_frames": 9, "fps": 8.0, "steps": 2, "seed": 4}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

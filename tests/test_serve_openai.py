@@ -9,7 +9,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,17 +21,11 @@ import openai
 import pytest
 from PIL import Image
 
-from codex_core.testing import write_test_image
+from codex_core.testing import free_port, write_test_image
 
 pytestmark = pytest.mark.slow
 CODEX = str(Path(sys.executable).parent / "codex")
 PROMPT = "a lighthouse on a cliff"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Service:

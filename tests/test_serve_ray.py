@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from codex_core.testing import cli_run
+from codex_core.testing import cli_run, free_port, install_package
 
 ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -37,11 +36,7 @@ NODE = {"node_ip_address": "127.0.0.1", "num_cpus": 1, "include_dashboard": Fals
 
 @pytest.fixture(scope="module")
 def sleepy_site(tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("sleepy_site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(target), str(SLEEPY)],
-                   check=True, capture_output=True, text=True)
-    return target
+    return install_package(SLEEPY, tmp_path_factory.mktemp("sleepy_site"))
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +53,6 @@ def cluster(sleepy_site):
         os.environ.pop("PYTHONPATH", None)
     else:
         os.environ["PYTHONPATH"] = saved
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Service:

@@ -26,6 +26,7 @@ import pytest
 
 from codex_core.serve.store import JobStore
 from codex_core.serve.webhooks import Destinations, delay, signature_headers, signing_key
+from codex_core.testing import install_package
 
 SLEEPY = Path(__file__).parent / "sleepy_engine"
 CODEX = str(Path(sys.executable).parent / "codex")
@@ -148,11 +149,7 @@ class Receiver:
 
 @pytest.fixture(scope="module")
 def sleepy_site(tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("sleepy_site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(target), str(SLEEPY)],
-                   check=True, capture_output=True, text=True)
-    return target
+    return install_package(SLEEPY, tmp_path_factory.mktemp("sleepy_site"))
 
 
 class Service:

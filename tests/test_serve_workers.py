@@ -13,17 +13,16 @@ import ctypes
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
+from codex_core.testing import free_port, install_package
 
 pytestmark = [pytest.mark.slow, pytest.mark.wheels]
 
@@ -34,18 +33,7 @@ STAGES = {"load": "loading", "encode": "encoding", "denoise": "running", "decode
 
 @pytest.fixture(scope="module")
 def sleepy_site(tmp_path_factory) -> Path:
-    """pip-install the sleepy engine package into a folder of its own."""
-    target = tmp_path_factory.mktemp("sleepy_site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(target), str(SLEEPY)],
-                   check=True, capture_output=True, text=True)
-    return target
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return install_package(SLEEPY, tmp_path_factory.mktemp("sleepy_site"))
 
 
 class Service:
