@@ -257,3 +257,32 @@ def test_wan_a14b_splits_both_experts(tmp_path):
     worst = max(int(np.abs(a - b).max()) for a, b in zip(pixels(folder), pixels(Path(single["run_dir"]))))
     print(f"max pixel difference against one process: {worst}")  # the measured figure docs/scaling.md states
     assert worst <= TOLERANCE, worst
+
+
+AGREE = """
+import json, sys
+from types import SimpleNamespace
+import torch.distributed as dist
+from codex_core import Runtime
+from codex_diffusers.parallel_ranks import agreed_stop
+
+dist.init_process_group("gloo")
+job = SimpleNamespace(runtime=Runtime(device="cpu", parallel="ulysses=2"))
+rank = dist.get_rank()
+found = [agreed_stop(job, asked=(rank == 0)), agreed_stop(job, asked=(rank == 1)), agreed_stop(job, asked=False)]
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.distributed
+def test_the_ranks_agree_to_stop_early_when_one_of_them_was_asked(tmp_path):
+    """An interrupt heard by one rank only (the service passes it to every rank, but each hears it at its own
+    moment) stops them all at the same step: each step, the ranks all-reduce whether one of them was asked."""
+    script = tmp_path / "agree.py"
+    script.write_text(AGREE)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--tee", "1",
+               "--log-dir", str(tmp_path / "logs"), str(script)]
+    done = subprocess.run(command, env=cpu_ranks_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers = [json.loads(line.split("]:", 1)[-1]) for line in done.stdout.splitlines() if "[" in line]
+    assert answers == [[True, True, False]] * 2, done.stdout

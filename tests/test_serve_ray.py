@@ -273,6 +273,17 @@ def test_a_parallel_job_runs_on_a_gang_with_the_single_process_pixels(cluster, t
         ours = np.asarray(Image.open(run_dir / "0000.png"), dtype=np.int16)
         worst = int(np.abs(ours - np.asarray(Image.open(local["files"][0]), dtype=np.int16)).max())
         assert worst <= 2, worst  # 2 levels of 255, the tolerance of tests/test_context_parallel.py
+        # an interrupt reaches both ranks, which agree on the step to stop at: the job ends done with what it
+        # had (a rank stopping alone would leave the other waiting in its next all-to-all, and the job hung)
+        with service.client() as client:
+            job_id = submit(client, "flux", {**request, "steps": 150, "width": 256, "height": 256})
+            wait_for(lambda: (client.get(f"/v1/jobs/{job_id}").json().get("step") or 0) >= 2, 120, "step 2")
+            assert client.post(f"/v1/jobs/{job_id}/interrupt").status_code == 202
+            job = wait(client, job_id, timeout=120)
+        assert job["state"] == "done", job
+        info = job["result"]["info"]
+        assert 2 <= info["interrupted_at_step"] < info["steps_planned"] == 150, info
+        assert (Path(job["result"]["run_dir"]) / "0000.png").is_file()
     finally:
         service.stop()
         cluster.remove_node(big)

@@ -10,7 +10,8 @@ runs changes. The child is a threaded Ray actor (ray_actor.py) running ``runner.
   node) and MASTER_PORT (a free port there) before it runs anything. Every message goes to every rank;
   rank 0 speaks for the gang; any rank's death is the gang's (``RunnerDied``), and a kill ends them
   all (a rank stopped alone would hang the others in their collectives): a cancel ends the gang at
-  once, and an interrupt is not passed on (the job runs to its end).
+  once. An interrupt (stop early, keep what was made) goes to every rank, and the kit has the ranks agree
+  at each step whether one of them heard it, so that they all stop at the same step.
 
 A job runs into a scratch folder on the actor's node; its ``done`` message brings the files, which the
 front writes here as a local run is written (a hidden ``.RUN_ID.partial`` folder renamed into place),
@@ -162,10 +163,6 @@ class RayRunner:
             # the worker, finding the cancel recorded, reports the job cancelled and places a new gang
             self.kill()
             self.reason = "its gang was ended to cancel its job"
-            return
-        if "interrupt" in message and self.world > 1:
-            # each rank would stop at the step it had reached when it heard it, and the others would wait on it
-            # forever; until the ranks agree on the step (an all-reduce in the kit), a gang's job runs to its end
             return
         for actor in self.actors:
             actor.send.remote(message)

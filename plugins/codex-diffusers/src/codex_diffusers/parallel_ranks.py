@@ -95,3 +95,15 @@ def agree_on_seeds(job: Job) -> None:
     if seeds[0] != job.seed:
         job.params = job.params.model_copy(update={"seed": seeds[0]})
     job.seed, job.seeds = seeds
+
+
+def agreed_stop(job: Job, asked: bool) -> bool:
+    """Whether the ranks of a --parallel run stop early at this step: one of them was asked (a rank alone that
+    stopped would leave the others waiting in the next step's all-to-all). Every rank calls it at every step, so
+    they all decide at the same step; a run without --parallel decides alone, at no cost."""
+    if parse(getattr(job.runtime, "parallel", "off")) is None or not dist.is_initialized():
+        return asked
+    device = job.runtime.device if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([int(asked)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())

@@ -390,7 +390,7 @@ def step_callbacks(pipe, job: Job, previewer=None) -> dict[str, Any]:
         done = job.steps_done = step_index + 1
         total = _total_steps(pipe, done)
         job.progress.step(done, total)
-        if done < total and job.progress.stop_requested() and _stop_early(pipe, job, done, total):
+        if done < total and _stop_asked(job) and _stop_early(pipe, job, done, total):
             return
         if previewer is not None and latents is not None and job.progress.preview_due(done, total):
             with job.timer.stage("preview"):  # within the denoise span: info.timings says what previews cost
@@ -411,6 +411,16 @@ def step_callbacks(pipe, job: Job, previewer=None) -> dict[str, Any]:
     if "callback" in accepted:
         return {"callback": on_step, "callback_steps": 1}
     return {}
+
+
+def _stop_asked(job: Job) -> bool:
+    """Whether the run was asked to stop early; the ranks of a --parallel run agree on it, step by step."""
+    asked = job.progress.stop_requested()
+    if getattr(job.runtime, "parallel", "off") == "off":
+        return asked
+    from .parallel_ranks import agreed_stop
+
+    return agreed_stop(job, asked)
 
 
 def _stop_early(pipe, job: Job, done: int, total: int) -> bool:
