@@ -15,8 +15,8 @@ a mask of ``heads`` heads for ``heads / U`` heads of scores: "The size of tensor
 tensor b (4)" with the tiny model on 2 ranks. The mask is the same for every head, so ``KeyMaskAttnProcessor``
 keeps it as ``[B, 1, 1, T]`` (broadcast over heads and queries) and is otherwise diffusers' processor, line for
 line. ``prepare_split`` puts it on the attentions that take a mask (each block's ``attn2``) of a split transformer.
-For diffusers to need none of this, its processor would keep a key mask of one head, as the QwenImage and Flux
-processors do.
+For diffusers to need none of this, its processor would keep a key mask of one head (``[B, 1, 1, T]``), as
+QwenImage's transformer builds its own.
 
 LTX-2 (``ltx2_plan``) runs a video and an audio stream. diffusers' plan splits the video as above and leaves the
 audio and its text whole on every rank: Ulysses then gathers each audio key (and its mask) once per rank, every key

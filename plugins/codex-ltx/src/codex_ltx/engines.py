@@ -54,7 +54,7 @@ class LTXVideo(DiffusersEngine):
         if layout is None:
             return problems
         # the latent video of the tiny and the real checkpoints alike: 32x in space, 8x in time, patch size 1
-        size = self.output_size_of(params)  # img2vid without width/height: the init image's (a multiple of 32)
+        size = self.output_size_of(params)  # img2vid: its target size (the init image's without width/height)
         if size is None:
             return problems
         width, height = size

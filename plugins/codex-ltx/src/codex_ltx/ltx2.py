@@ -80,7 +80,7 @@ class LTX2(DiffusersEngine):
         """The kit's checks, then whether the cp plan can cut this request's video and text into equal parts."""
         problems = super().parallel_problems(task, params, context)
         layout = parse(getattr(getattr(context, "runtime", None), "parallel", "off"))
-        size = self.output_size_of(params)  # img2vid without width/height: the init image's (a multiple of 32)
+        size = self.output_size_of(params)  # img2vid: its target size (the init image's without width/height)
         if layout is None or size is None:
             return problems
         width, height = size
