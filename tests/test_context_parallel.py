@@ -134,9 +134,9 @@ def _denoiser_classes(engine) -> dict[str, type]:
     return found
 
 
-# Engines whose transformer class has a _cp_plan that does not run in diffusers 0.42 (measured on 2 CPU ranks):
-# LTX's text attention mask is not split with the heads (ltx_video, ltx2: a size mismatch in the native attention)
-PLAN_FAILS = {"ltx_video", "ltx2"}
+# Engines whose transformer class has a _cp_plan that does not run in diffusers 0.42 and that therefore refuse
+# --parallel: none now (ltx_video and ltx2 run with codex_ltx's key mask processors; LTX-2 with one more split)
+PLAN_FAILS: set[str] = set()
 
 
 def test_every_engine_whose_transformer_has_a_cp_plan_declares_it_and_only_those():
@@ -159,7 +159,7 @@ def test_every_engine_whose_transformer_has_a_cp_plan_declares_it_and_only_those
     assert not missing, f"engines whose transformer has a _cp_plan but that do not declare context_parallel: {missing}"
     # hunyuan_video: diffusers has no plan for its transformer; its plugin supplies one (ContextParallel.plans)
     assert {"wan_ti2v_5b", "wan_t2v_14b", "wan_i2v_14b", "flux", "flux2", "flux2_klein", "qwen_image",
-            "hunyuan_video"} <= set(declared)
+            "hunyuan_video", "ltx_video", "ltx2"} <= set(declared)
     assert all(registry.get_engine(key).context_parallel is None for key in PLAN_FAILS)
     assert registry.get_engine("wan_t2v_14b").context_parallel.denoisers == ("transformer", "transformer_2")
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from codex_core import Job
+from codex_core.parallel import parse
 from codex_diffusers import DiffusersEngine
+from codex_diffusers.context_parallel import ContextParallel
 
+from .context_parallel import TEXT_TOKENS, layout_problem as cp_layout_problem, prepare_split, split_tokens_problem
 from .params import TASKS
 
 
@@ -19,10 +23,9 @@ class LTXVideo(DiffusersEngine):
     pipelines = {"txt2vid": "LTXPipeline", "img2vid": "LTXImageToVideoPipeline"}
     arguments = {"fps": "frame_rate", "decode_timestep": "decode_timestep", "decode_noise_scale": "decode_noise_scale"}
     denoisers = ("transformer",)
-    # No --parallel, though diffusers' LTXVideoTransformer3DModel has a _cp_plan: in diffusers 0.42 its Ulysses attention
-    # fails on LTX's text attention mask (the mask keeps every head while each rank holds its share: "size of
-    # tensor a (2) must match the size of tensor b (4)" with the tiny model on 2 CPU ranks)
-    context_parallel = None
+    # --parallel: diffusers' own cp plan, with the key mask processor prepare_view puts on the split transformer
+    # (context_parallel.py says why diffusers' processor fails on the text mask under Ulysses)
+    context_parallel = ContextParallel(denoisers=("transformer",), layouts=cp_layout_problem)
     sampler_family = "flow"
     # The pipelines pass their own sigma schedule and a resolution-dependent shift (mu) to the
     # scheduler: FlowMatchEuler (the checkpoint's) and flow UniPC take both; DPM++ 2M takes no
@@ -43,6 +46,29 @@ class LTXVideo(DiffusersEngine):
                                      width // pipe.vae_spatial_compression_ratio, pipe.transformer_spatial_patch_size,
                                      pipe.transformer_temporal_patch_size)
         return video[0, :, -1]
+
+    def parallel_problems(self, task: str, params, context) -> list[str]:
+        """The kit's checks, then whether diffusers' plan can cut this request's tokens into equal parts."""
+        problems = super().parallel_problems(task, params, context)
+        layout = parse(getattr(getattr(context, "runtime", None), "parallel", "off"))
+        if layout is None:
+            return problems
+        # the latent video of the tiny and the real checkpoints alike: 32x in space, 8x in time, patch size 1
+        size = self.output_size_of(params)  # img2vid: its target size (the init image's without width/height)
+        if size is None:
+            return problems
+        width, height = size
+        frames = (params.num_frames - 1) // 8 + 1
+        problem = split_tokens_problem(frames, height // 32, width // 32, TEXT_TOKENS, layout.ulysses)
+        if problem:
+            problems.append(f"num_frames: --parallel {layout}: {problem}; choose num_frames, width and height whose "
+                            f"latent frames x (height/32) x (width/32) is a multiple of {layout.ulysses}")
+        return problems
+
+    def prepare_view(self, pipe, job: Job) -> None:
+        super().prepare_view(pipe, job)
+        # split by --parallel: refuse what is not plain Ulysses, keep the text mask one head wide (no-op unsplit)
+        prepare_split(pipe.transformer)
 
     def build_tiny(self, dest: Path) -> None:
         from .tiny import build

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from codex_core import AudioTrack, Job, ParamsBase, VideoOutput
+from codex_core.parallel import parse
 from codex_diffusers import DiffusersEngine
+from codex_diffusers.context_parallel import ContextParallel
 
+from .context_parallel import layout_problem as cp_layout_problem, ltx2_plan, prepare_split, split_tokens_problem
 from .ltx2_params import TASKS
 
 
@@ -36,10 +39,10 @@ class LTX2(DiffusersEngine):
                  "guidance_rescale": "guidance_rescale", "max_sequence_length": "max_sequence_length",
                  "image_crf": "image_crf"}
     denoisers = ("transformer",)
-    # No --parallel, though diffusers' LTX2VideoTransformer3DModel has a _cp_plan: in diffusers 0.42 its Ulysses attention
-    # fails on LTX's text attention mask (the mask keeps every head while each rank holds its share: "size of
-    # tensor a (2) must match the size of tensor b (4)" with the tiny model on 2 CPU ranks)
-    context_parallel = None
+    # --parallel: diffusers' cp plan with the video's cross-modal rotary split too, and the key mask processors
+    # prepare_view puts on the split transformer (context_parallel.py says why both are needed)
+    context_parallel = ContextParallel(denoisers=("transformer",), plans={"transformer": ltx2_plan},
+                                       layouts=cp_layout_problem)
     sampler_family = "flow"
     # The pipelines pass their own sigma schedule and a token-count dependent shift (mu) to the scheduler:
     # FlowMatchEuler (the checkpoint's) and flow UniPC take both; DPM++ 2M takes no custom sigmas and fails
@@ -70,6 +73,25 @@ class LTX2(DiffusersEngine):
     def prepare_view(self, pipe, job: Job) -> None:
         # the waveform's rate is the vocoder's; output() has the result only
         job.notes["audio_sample_rate"] = int(pipe.vocoder.config.output_sampling_rate)
+        # split by --parallel: refuse what the plan cannot split, keep the text masks one head wide (no-op unsplit)
+        prepare_split(pipe.transformer)
+
+    def parallel_problems(self, task: str, params, context) -> list[str]:
+        """The kit's checks, then whether the cp plan can cut this request's video and text into equal parts."""
+        problems = super().parallel_problems(task, params, context)
+        layout = parse(getattr(getattr(context, "runtime", None), "parallel", "off"))
+        size = self.output_size_of(params)  # img2vid: its target size (the init image's without width/height)
+        if layout is None or size is None:
+            return problems
+        width, height = size
+        # 32x in space and 8x in time, patch size 1; the text is max_sequence_length tokens after the connectors
+        problem = split_tokens_problem((params.num_frames - 1) // 8 + 1, height // 32, width // 32,
+                                       params.max_sequence_length, layout.ulysses)
+        if problem:
+            field = "max_sequence_length" if problem.startswith("the text") else "num_frames"
+            problems.append(f"{field}: --parallel {layout}: {problem}; choose num_frames, width, height and "
+                            f"max_sequence_length whose token counts {layout.ulysses} ranks divide")
+        return problems
 
     def output(self, result, job: Job, arguments: dict[str, Any]) -> VideoOutput:
         video = super().output(result, job, arguments)
