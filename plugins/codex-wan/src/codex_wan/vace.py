@@ -15,15 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from codex_core import Job
+from codex_diffusers import ContextParallel
 
+from .context_parallel import vace_plan
 from .engines import _Wan
 from .vace_params import VACE_TASKS
 
 
 class WanVACE(_Wan):
     key = "wan_vace"
-    # diffusers' WanVACETransformer3DModel has no _cp_plan: no --parallel
-    context_parallel = None
+    # diffusers' WanVACETransformer3DModel has no _cp_plan: the plugin's (codex_wan.context_parallel), on both
+    # experts of a Wan 2.2 VACE-Fun folder too (same class)
+    context_parallel = ContextParallel(denoisers=("transformer", "transformer_2"),
+                                       plans={"transformer": vace_plan, "transformer_2": vace_plan})
     family = "wan2.1"
     description = ("Wan 2.1 VACE 14B: text-to-video, video-to-video with a mask (inpaint/outpaint/restyle) and "
                    "reference-image-to-video (diffusers format)")
