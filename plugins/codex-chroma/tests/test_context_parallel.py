@@ -128,3 +128,14 @@ def test_cli_on_2_ranks_gives_the_single_process_image(tmp_path):
     worst = int(np.abs(image(result) - image(single)).max())
     print(f"max pixel difference against one process: {worst}")
     assert worst <= PIXEL_TOLERANCE, worst
+
+
+def test_token_counts_the_ranks_cannot_split_are_refused_before_loading(tmp_path):
+    # 7 text tokens and 3 x 3 image tokens: diffusers' equal split would fail on the ranks, after loading
+    request = {**REQUEST, "width": 48, "height": 48, "max_sequence_length": 7}
+    result = cli_run(["run", "chroma", "txt2img", "--model", "tiny", "--out", str(tmp_path / "out"), "--quiet",
+                      "--json", json.dumps(request), "--parallel", "ulysses=2", "--processes", "2"])
+    assert result.exit_code == 2, result.stderr
+    assert "max_sequence_length: 7 text tokens cannot be split evenly across the 2 ranks" in result.stderr
+    assert "width, height: 48x48 gives 9 image tokens" in result.stderr
+    assert not (tmp_path / "out").exists()

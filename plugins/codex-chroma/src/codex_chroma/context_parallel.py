@@ -49,6 +49,25 @@ def layout_problem(layout) -> str | None:
     return None
 
 
+def token_problems(params, layout) -> list[str]:
+    """Request fields whose token counts plain Ulysses cannot cut into equal parts (diffusers' equal split
+    fails on the ranks, after loading, otherwise), as "field: message" lines. The text is always
+    ``max_sequence_length`` tokens (the pipelines pad the prompt to it); the image is (width / 16) x
+    (height / 16) tokens, checked where the request gives the size (an init image's own size is not read here)."""
+    degree = layout.ulysses
+    problems = []
+    text = getattr(params, "max_sequence_length", None)
+    if isinstance(text, int) and text % degree:
+        problems.append(f"max_sequence_length: {text} text tokens cannot be split evenly across the {degree} ranks of "
+                        f"--parallel {layout}; use a multiple of {degree} (e.g. {text - text % degree or degree})")
+    width, height = getattr(params, "width", None), getattr(params, "height", None)
+    if isinstance(width, int) and isinstance(height, int) and (width // 16) * (height // 16) % degree:
+        problems.append(f"width, height: {width}x{height} gives {(width // 16) * (height // 16)} image tokens "
+                        f"((width / 16) x (height / 16)), which the {degree} ranks of --parallel {layout} cannot split "
+                        f"evenly; make width / 16 or height / 16 a multiple of {degree}")
+    return problems
+
+
 def gathered_order(mask, text: int, image: int, degree: int):
     """The mask ``[B, text * degree + image * degree]`` laid out as ``[text | image]``, reordered as Ulysses
     gathers the tokens: ``[text_0, image_0, text_1, image_1, ...]`` (``text`` and ``image`` are one rank's token

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from codex_core.parallel import parse
 from codex_diffusers import ContextParallel, DiffusersEngine, read_config
 
-from .context_parallel import layout_problem as cp_layout_problem, plan as cp_plan, prepare_split
+from .context_parallel import layout_problem as cp_layout_problem, plan as cp_plan, prepare_split, token_problems
 from .params import TASKS
 
 
@@ -62,6 +63,13 @@ class Chroma(DiffusersEngine):
             pipe.transformer.register_to_config(guidance_embeds=False)
         # split by --parallel: refuse non-Ulysses splits, order the text padding mask (no-op unsplit)
         prepare_split(pipe.transformer)
+
+    def parallel_problems(self, task: str, params, context) -> list[str]:
+        problems = super().parallel_problems(task, params, context)
+        layout = parse(getattr(getattr(context, "runtime", None), "parallel", "off"))
+        if layout is None or cp_layout_problem(layout):
+            return problems
+        return problems + token_problems(params, layout)
 
     def config_problem(self, folder: Path, index: dict) -> str | None:
         in_channels = read_config(folder, "transformer/config.json").get("in_channels")
