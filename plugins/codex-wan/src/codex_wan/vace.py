@@ -47,6 +47,14 @@ class WanVACE(_Wan):
         # and boundary_ratio) runs too: the pipeline switches experts itself, cfg guiding both
         return None
 
+    def parallel_problems(self, task: str, params, context) -> list[str]:
+        # the kit refuses reference_images with --parallel as IP-Adapter images (attention the plan does not split);
+        # VACE's are no IP-Adapter: the pipeline encodes them into latent frames put before the video's, which
+        # the plan splits with the rest (tests/test_context_parallel.py runs ref2vid on 2 ranks)
+        if getattr(params, "reference_images", None):
+            params = params.model_copy(update={"reference_images": None})
+        return super().parallel_problems(task, params, context)
+
     def extra_arguments(self, job: Job, pipe) -> dict[str, Any]:
         params = job.params
         size = (params.width, params.height)
