@@ -63,7 +63,7 @@ def test_an_engine_without_a_cp_plan_is_refused_naming_those_that_take_it(tmp_pa
     stderr = refused(run_args("sd15", "txt2img", {"prompt": "x"}, "--parallel", "ulysses=2", "--processes", "2"),
                      tmp_path / "out")
     assert "engine sd15 has no context-parallel plan" in stderr
-    assert "flux" in stderr and "wan_ti2v_5b" in stderr and "wan_vace" not in stderr
+    assert "flux" in stderr and "wan_vace" in stderr and "sdxl" not in stderr
 
 
 @pytest.mark.parametrize("engine, task, request_", [("wan_ti2v_5b", "txt2vid", WAN_REQUEST),
@@ -157,9 +157,10 @@ def test_every_engine_whose_transformer_has_a_cp_plan_declares_it_and_only_those
                 assert name in with_plan or name in cp.plans, f"{key}: {classes[name].__name__} has no _cp_plan"
             assert name in engine.denoisers
     assert not missing, f"engines whose transformer has a _cp_plan but that do not declare context_parallel: {missing}"
-    # hunyuan_video: diffusers has no plan for its transformer; its plugin supplies one (ContextParallel.plans)
+    # hunyuan_video, wan_vace, wan_animate, chroma: diffusers has no plan for their transformers; their plugins
+    # supply one (ContextParallel.plans)
     assert {"wan_ti2v_5b", "wan_t2v_14b", "wan_i2v_14b", "flux", "flux2", "flux2_klein", "qwen_image",
-            "hunyuan_video", "ltx_video", "ltx2"} <= set(declared)
+            "hunyuan_video", "ltx_video", "ltx2", "wan_vace", "wan_animate", "chroma"} <= set(declared)
     assert all(registry.get_engine(key).context_parallel is None for key in PLAN_FAILS)
     assert registry.get_engine("wan_t2v_14b").context_parallel.denoisers == ("transformer", "transformer_2")
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codex_diffusers import DiffusersEngine, read_config
+from codex_core.parallel import parse
+from codex_diffusers import ContextParallel, DiffusersEngine, read_config
 
+from .context_parallel import layout_problem as cp_layout_problem, plan as cp_plan, prepare_split, token_problems
 from .params import TASKS
 
 
@@ -43,6 +45,10 @@ class Chroma(DiffusersEngine):
     latent_format = "flux"  # FLUX.1's VAE (16 channels, scaling 0.3611, shift 0.1159)
     # no IP-Adapter here: the optional image_encoder/feature_extractor are not loaded even where a repo has them
     load_options = {"image_encoder": None, "feature_extractor": None}
+    # --parallel: diffusers' ChromaTransformer2DModel has no cp plan; ours (Flux's), with the mask hook
+    # prepare_view adds (context_parallel.py says why the plan alone is not enough)
+    context_parallel = ContextParallel(denoisers=("transformer",), plans={"transformer": cp_plan},
+                                       layouts=cp_layout_problem)
 
     def preview_latents(self, pipe, latents, job):
         """Chroma packs 2x2 latent patches into a sequence as FLUX.1 does: unpacked as the pipeline does."""
@@ -55,6 +61,15 @@ class Chroma(DiffusersEngine):
         # has no guidance embedding, so False is the truth; registering it once is idempotent.
         if "guidance_embeds" not in pipe.transformer.config:
             pipe.transformer.register_to_config(guidance_embeds=False)
+        # split by --parallel: refuse non-Ulysses splits, order the text padding mask (no-op unsplit)
+        prepare_split(pipe.transformer)
+
+    def parallel_problems(self, task: str, params, context) -> list[str]:
+        problems = super().parallel_problems(task, params, context)
+        layout = parse(getattr(getattr(context, "runtime", None), "parallel", "off"))
+        if layout is None or cp_layout_problem(layout):
+            return problems
+        return problems + token_problems(params, layout)
 
     def config_problem(self, folder: Path, index: dict) -> str | None:
         in_channels = read_config(folder, "transformer/config.json").get("in_channels")

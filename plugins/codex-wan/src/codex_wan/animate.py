@@ -25,15 +25,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from codex_core import Job
+from codex_diffusers import ContextParallel
 
 from .animate_params import ANIMATE_TASKS
+from .context_parallel import animate_layout_problem, animate_plan
 from .engines import _Wan
 
 
 class WanAnimate(_Wan):
     key = "wan_animate"
-    # diffusers' WanAnimateTransformer3DModel has no _cp_plan: no --parallel
-    context_parallel = None
+    # diffusers' WanAnimateTransformer3DModel has no _cp_plan: the plugin's (codex_wan.context_parallel: the face
+    # adapters run on the whole sequence)
+    context_parallel = ContextParallel(denoisers=("transformer",), plans={"transformer": animate_plan},
+                                       layouts=animate_layout_problem)
     description = ("Wan 2.2 Animate-14B: a character image animated by a pose and a face video, alone or replacing "
                    "a person in a video (diffusers format)")
     tasks = ANIMATE_TASKS
