@@ -35,6 +35,9 @@ class ContextParallel:
     # layout -> why this engine's plan cannot split it (None: it can), checked before loading; e.g. a plan that
     # is exact for plain Ulysses only
     layouts: Callable[[Parallel], str | None] | None = None
+    # request fields the kit refuses with --parallel that this engine's plan splits with the rest (wan_vace's
+    # reference_images are latent frames put before the video's, not IP-Adapter images)
+    split_fields: tuple[str, ...] = ()
 
 
 def layout_problem(layout: Parallel, runtime) -> str | None:
@@ -77,11 +80,12 @@ def heads_problems(engine, folder: Path, runtime) -> list[str]:
     return problems
 
 
-def request_problems(params, runtime) -> list[str]:
-    """Request fields a --parallel run refuses, as "field: message" lines."""
+def request_problems(engine, params, runtime) -> list[str]:
+    """Request fields a --parallel run of ``engine`` refuses, as "field: message" lines."""
     layout = parse(getattr(runtime, "parallel", "off"))
     if layout is None:
         return []
+    split_fields = engine.context_parallel.split_fields if engine.context_parallel else ()
     problems = []
     if getattr(params, "cache", None) is not None:
         # each rank's cache hook decides from its own part of the activations whether to skip the blocks: ranks
@@ -89,7 +93,7 @@ def request_problems(params, runtime) -> list[str]:
         problems.append(f"cache: a step cache with --parallel {layout}: each rank would decide alone whether to "
                         "skip a step; drop cache or --parallel")
     for name in ("controls", "reference_images"):
-        if getattr(params, name, None):
+        if getattr(params, name, None) and name not in split_fields:
             problems.append(f"{name}: not with --parallel {layout} (ControlNet residuals and IP-Adapter attention "
                             "are not split across ranks); drop one of them")
     return problems

@@ -425,7 +425,7 @@ class DiffusersEngine(Engine):
         problems = heads_problems(self, folder, runtime)  # a tiny model not built yet: checked as it loads
         if problems:
             raise UsageError("; ".join(problems))
-        return request_problems(params, runtime)
+        return request_problems(self, params, runtime)
 
     def lora_problem(self, path: Path) -> str | None:
         """Why a LoRA file is not for this engine's family, from its tensor names and shapes (for listings:

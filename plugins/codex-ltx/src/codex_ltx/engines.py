@@ -6,8 +6,7 @@ from pathlib import Path
 
 from codex_core import Job
 from codex_core.parallel import parse
-from codex_diffusers import DiffusersEngine
-from codex_diffusers.context_parallel import ContextParallel
+from codex_diffusers import ContextParallel, DiffusersEngine
 
 from .context_parallel import TEXT_TOKENS, layout_problem as cp_layout_problem, prepare_split, split_tokens_problem
 from .params import TASKS

@@ -15,8 +15,7 @@ from typing import Any
 
 from codex_core import AudioTrack, Job, ParamsBase, VideoOutput
 from codex_core.parallel import parse
-from codex_diffusers import DiffusersEngine
-from codex_diffusers.context_parallel import ContextParallel
+from codex_diffusers import ContextParallel, DiffusersEngine
 
 from .context_parallel import layout_problem as cp_layout_problem, ltx2_plan, prepare_split, split_tokens_problem
 from .ltx2_params import TASKS

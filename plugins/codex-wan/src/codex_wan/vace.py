@@ -26,8 +26,11 @@ class WanVACE(_Wan):
     key = "wan_vace"
     # diffusers' WanVACETransformer3DModel has no _cp_plan: the plugin's (codex_wan.context_parallel), on both
     # experts of a Wan 2.2 VACE-Fun folder too (same class)
+    # reference_images (ref2vid) are encoded into latent frames put before the video's, which the plan splits with
+    # the rest: not the IP-Adapter images the kit refuses with --parallel
     context_parallel = ContextParallel(denoisers=("transformer", "transformer_2"),
-                                       plans={"transformer": vace_plan, "transformer_2": vace_plan})
+                                       plans={"transformer": vace_plan, "transformer_2": vace_plan},
+                                       split_fields=("reference_images",))
     family = "wan2.1"
     description = ("Wan 2.1 VACE 14B: text-to-video, video-to-video with a mask (inpaint/outpaint/restyle) and "
                    "reference-image-to-video (diffusers format)")
@@ -46,14 +49,6 @@ class WanVACE(_Wan):
         # the pipeline class (model_index.json) already says it is VACE; a Wan 2.2 VACE-Fun folder (two experts
         # and boundary_ratio) runs too: the pipeline switches experts itself, cfg guiding both
         return None
-
-    def parallel_problems(self, task: str, params, context) -> list[str]:
-        # the kit refuses reference_images with --parallel as IP-Adapter images (attention the plan does not split);
-        # VACE's are no IP-Adapter: the pipeline encodes them into latent frames put before the video's, which
-        # the plan splits with the rest (tests/test_context_parallel.py runs ref2vid on 2 ranks)
-        if getattr(params, "reference_images", None):
-            params = params.model_copy(update={"reference_images": None})
-        return super().parallel_problems(task, params, context)
 
     def extra_arguments(self, job: Job, pipe) -> dict[str, Any]:
         params = job.params
