@@ -19,7 +19,7 @@ from .hookspecs import hookimpl
 from .lazy import lazy_exports
 
 __version__ = "0.1.0"
-API_VERSION = "1.4"
+API_VERSION = "1.5"
 # The modules plugins may import besides the package itself (parallel: the --parallel layout and the ranks, which
 # the kit applies).
 API_MODULES = ("codex_core.testing", "codex_core.parallel")

@@ -10,7 +10,6 @@ maxdiff 2.4e-7 (outputs up to 1.6); the bare plan, without the mask order, is of
 
 from __future__ import annotations
 
-import inspect
 import json
 import subprocess
 import sys
@@ -19,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers.hooks.context_parallel import _get_submodule_by_name
 from PIL import Image
 
-from codex_chroma.context_parallel import gathered_order, plan, prepare_split
+from codex_chroma.context_parallel import plan, prepare_split
 from codex_chroma.engines import Chroma
 from codex_chroma.tiny import _transformer
 from codex_core.testing import cli_run, cpu_ranks_env, run_json
+from codex_diffusers import gathered_order
+from codex_diffusers.testing import cp_plan_problems
 
 RANKS = Path(__file__).with_name("cp_ranks.py")
 TRANSFORMER_TOLERANCE = 1e-5  # float32 attention over the same keys in another order
@@ -33,30 +33,11 @@ PIXEL_TOLERANCE = 2  # levels of 255: the split reorders float sums
 REQUEST = {"prompt": "a lighthouse", "seed": 5, "width": 64, "height": 64, "steps": 2}
 
 
-def plan_problems(model, cp_plan: dict) -> list[str]:
-    """What in ``cp_plan`` does not name a part of ``model``: a module (resolved as diffusers resolves it when it
-    applies the plan) or a forward parameter of it."""
-    problems = []
-    for module_id, entry in cp_plan.items():
-        try:
-            found = _get_submodule_by_name(model, module_id)
-        except ValueError as exc:
-            problems.append(f"{module_id!r}: {exc}")
-            continue
-        if not isinstance(entry, dict):
-            continue
-        for module in found if isinstance(found, list) else [found]:
-            parameters = inspect.signature(type(module).forward).parameters
-            problems += [f"{module_id!r} has no input {name!r}" for name in entry
-                         if isinstance(name, str) and name not in parameters]
-    return problems
-
-
 def test_the_plan_names_parts_of_the_model():
     model = _transformer()
-    assert plan_problems(model, plan()) == []
+    assert cp_plan_problems(model, plan()) == []
     broken = {"": {**plan()[""], "encoder_attention_mask": plan()[""]["hidden_states"]}}
-    assert plan_problems(model, broken) == ["'' has no input 'encoder_attention_mask'"]
+    assert cp_plan_problems(model, broken) == ["'' has no input 'encoder_attention_mask'"]
 
 
 def test_the_plan_is_flux_own_and_the_engine_declares_it():
@@ -72,8 +53,8 @@ def test_the_plan_is_flux_own_and_the_engine_declares_it():
 def test_gathered_order_follows_the_tokens_ulysses_gathers():
     # 2 ranks of 2 text + 3 image tokens: the model's [t0 t1 t2 t3 | i0 .. i5]
     mask = torch.arange(10).view(1, 10)
-    assert gathered_order(mask, text=2, image=3, degree=2).flatten().tolist() == [0, 1, 4, 5, 6, 2, 3, 7, 8, 9]
-    assert gathered_order(mask, text=5, image=5, degree=1).flatten().tolist() == list(range(10))
+    assert gathered_order(mask, 2, 3, 2).flatten().tolist() == [0, 1, 4, 5, 6, 2, 3, 7, 8, 9]
+    assert gathered_order(mask, 5, 5, 1).flatten().tolist() == list(range(10))
 
 
 def test_an_unsplit_transformer_is_left_alone():

@@ -11,7 +11,6 @@ plan 4.2e-2.)
 
 from __future__ import annotations
 
-import inspect
 import json
 import subprocess
 import sys
@@ -19,36 +18,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers.hooks.context_parallel import _get_submodule_by_name
 
 from codex_core import UsageError
 from codex_core.testing import cpu_ranks_env, tiny_model_dir
-from codex_hunyuan.context_parallel import check_transformer, gathered_order, plan, prepare_split
+from codex_diffusers import gathered_order
+from codex_diffusers.testing import cp_plan_problems
+from codex_hunyuan.context_parallel import check_transformer, plan, prepare_split
 from codex_hunyuan.engines import HunyuanVideo
 from codex_hunyuan.tiny import LATENT_CHANNELS, _transformer
 
 RANKS = Path(__file__).with_name("cp_ranks.py")
 TRANSFORMER_TOLERANCE = 1e-5  # float32 attention over the same keys in another order
 FRAMES_TOLERANCE = 1e-4  # frames in 0..1, after 2 steps and the VAE
-
-
-def plan_problems(model, cp_plan: dict) -> list[str]:
-    """What in ``cp_plan`` does not name a part of ``model``: a module (resolved as diffusers resolves it when it
-    applies the plan) or a forward parameter of it."""
-    problems = []
-    for module_id, entry in cp_plan.items():
-        try:
-            found = _get_submodule_by_name(model, module_id)
-        except ValueError as exc:
-            problems.append(f"{module_id!r}: {exc}")
-            continue
-        if not isinstance(entry, dict):
-            continue
-        for module in found if isinstance(found, list) else [found]:
-            parameters = inspect.signature(type(module).forward).parameters
-            problems += [f"{module_id!r} has no input {name!r}" for name in entry
-                         if isinstance(name, str) and name not in parameters]
-    return problems
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +41,7 @@ def transformers():
 
 def test_the_plan_names_parts_of_the_model(transformers):
     for model in transformers.values():
-        assert plan_problems(model, plan()) == []
+        assert cp_plan_problems(model, plan()) == []
 
 
 def test_the_check_catches_a_plan_naming_what_the_model_lacks(transformers):
@@ -68,7 +49,7 @@ def test_the_check_catches_a_plan_naming_what_the_model_lacks(transformers):
     broken = {**plan(), "blocks.0": plan()["transformer_blocks.0"],  # Wan's name for the blocks
               "transformer_blocks.0": {"hidden_states": plan()["transformer_blocks.0"]["hidden_states"],
                                        "encoder_attention_mask": plan()["transformer_blocks.0"]["hidden_states"]}}
-    problems = plan_problems(model, broken)
+    problems = cp_plan_problems(model, broken)
     assert len(problems) == 2
     assert any("'blocks'" in problem for problem in problems)
     assert any("no input 'encoder_attention_mask'" in problem for problem in problems)
@@ -95,11 +76,11 @@ def test_diffusers_ships_no_plan_for_either_hunyuan_video():
 def test_gathered_order_follows_the_keys_ulysses_gathers():
     # 2 ranks of 3 video + 2 text tokens: the model's [v0 v1 v2 v3 v4 v5 | t0 t1 t2 t3]
     mask = torch.arange(10).view(1, 1, 1, 10)
-    assert gathered_order(mask, video=3, text=2, degree=2).flatten().tolist() == [0, 1, 2, 6, 7, 3, 4, 5, 8, 9]
-    assert gathered_order(mask, video=5, text=5, degree=1).flatten().tolist() == list(range(10))
+    assert gathered_order(mask, 3, 2, 2).flatten().tolist() == [0, 1, 2, 6, 7, 3, 4, 5, 8, 9]
+    assert gathered_order(mask, 5, 5, 1).flatten().tolist() == list(range(10))
     # 3 ranks of 2 video + 1 text token: [v0 .. v5 | t0 t1 t2] -> [v0 v1 t0, v2 v3 t1, v4 v5 t2]
     mask = torch.arange(9).view(1, 1, 1, 9)
-    assert gathered_order(mask, video=2, text=1, degree=3).flatten().tolist() == [0, 1, 6, 2, 3, 7, 4, 5, 8]
+    assert gathered_order(mask, 2, 1, 3).flatten().tolist() == [0, 1, 6, 2, 3, 7, 4, 5, 8]
 
 
 def test_an_unsplit_transformer_is_left_alone(transformers):

@@ -13,7 +13,6 @@ another prompt).
 
 from __future__ import annotations
 
-import inspect
 import json
 import subprocess
 import sys
@@ -23,11 +22,11 @@ import numpy as np
 import pytest
 import torch
 from diffusers import LTXVideoTransformer3DModel
-from diffusers.hooks.context_parallel import _get_submodule_by_name
 from PIL import Image
 
 from codex_core import UsageError
 from codex_core.testing import cli_run, cpu_ranks_env, run_json
+from codex_diffusers.testing import cp_plan_problems
 from codex_ltx import ltx2_tiny
 from codex_ltx.context_parallel import (key_mask_processor_class, ltx2_plan, prepare_split, split_tokens_problem,
                                         use_key_mask)
@@ -44,25 +43,6 @@ LTX2_REQUEST = {"prompt": "a man plays a red guitar", "seed": 3, "width": 64, "h
                 "steps": 2, "max_sequence_length": 128}
 
 
-def plan_problems(model, cp_plan: dict) -> list[str]:
-    """What in ``cp_plan`` does not name a part of ``model``: a module (resolved as diffusers resolves it when it
-    applies the plan) or a forward parameter of it."""
-    problems = []
-    for module_id, entry in cp_plan.items():
-        try:
-            found = _get_submodule_by_name(model, module_id)
-        except ValueError as exc:
-            problems.append(f"{module_id!r}: {exc}")
-            continue
-        if not isinstance(entry, dict):
-            continue
-        for module in found if isinstance(found, list) else [found]:
-            parameters = inspect.signature(type(module).forward).parameters
-            problems += [f"{module_id!r} has no input {name!r}" for name in entry
-                         if isinstance(name, str) and name not in parameters]
-    return problems
-
-
 @pytest.fixture(scope="module")
 def model():
     return _transformer().eval()
@@ -71,7 +51,7 @@ def model():
 def test_the_engine_declares_diffusers_plan_which_names_parts_of_the_model(model):
     declared = LTXVideo.context_parallel
     assert declared.denoisers == ("transformer",) and not declared.plans  # diffusers' _cp_plan is used
-    assert plan_problems(model, LTXVideoTransformer3DModel._cp_plan) == []
+    assert cp_plan_problems(model, LTXVideoTransformer3DModel._cp_plan) == []
     # the text mask is split with the text: what the key mask processor relies on
     assert "encoder_attention_mask" in LTXVideoTransformer3DModel._cp_plan[""]
 
@@ -84,7 +64,7 @@ def test_ltx2_declares_diffusers_plan_with_the_cross_modal_rotary_split():
     plan = ltx2_plan()
     assert {key: plan[key] for key in LTX2VideoTransformer3DModel._cp_plan} == LTX2VideoTransformer3DModel._cp_plan
     assert set(plan) - set(LTX2VideoTransformer3DModel._cp_plan) == {"cross_attn_rope"}
-    assert plan_problems(ltx2_tiny._transformer(), plan) == []
+    assert cp_plan_problems(ltx2_tiny._transformer(), plan) == []
 
 
 def padded_inputs() -> dict:

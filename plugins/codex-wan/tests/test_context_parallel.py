@@ -11,7 +11,6 @@ wan_vace txt2vid and ref2vid and for wan_animate.
 
 from __future__ import annotations
 
-import inspect
 import json
 import subprocess
 import sys
@@ -19,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from diffusers.hooks.context_parallel import _get_submodule_by_name
 from PIL import Image
 
 from codex_core.testing import cli_run, cpu_ranks_env, run_json, write_test_image
+from codex_diffusers.testing import cp_plan_problems
 from codex_wan.animate import WanAnimate
 from codex_wan.animate_tiny import _transformer as _animate_transformer
 from codex_wan.context_parallel import animate_plan, vace_plan
@@ -34,31 +33,12 @@ TRANSFORMER_TOLERANCE = 1e-5  # float32 attention over the same keys, each rank 
 PIXEL_TOLERANCE = 2  # levels of 255: the split reorders float sums
 
 
-def plan_problems(model, cp_plan: dict) -> list[str]:
-    """What in ``cp_plan`` does not name a part of ``model``: a module (resolved as diffusers resolves it when it
-    applies the plan) or a forward parameter of it."""
-    problems = []
-    for module_id, entry in cp_plan.items():
-        try:
-            found = _get_submodule_by_name(model, module_id)
-        except ValueError as exc:
-            problems.append(f"{module_id!r}: {exc}")
-            continue
-        if not isinstance(entry, dict):
-            continue
-        for module in found if isinstance(found, list) else [found]:
-            parameters = inspect.signature(type(module).forward).parameters
-            problems += [f"{module_id!r} has no input {name!r}" for name in entry
-                         if isinstance(name, str) and name not in parameters]
-    return problems
-
-
 def test_the_vace_plan_names_parts_of_the_model():
     model = _vace_transformer()
-    assert plan_problems(model, vace_plan()) == []
+    assert cp_plan_problems(model, vace_plan()) == []
     # the check can fail: a plan with Wan's input names on VACE's context block
     broken = {**vace_plan(), "vace_blocks.0": {"control": vace_plan()["blocks.0"]["hidden_states"]}}
-    assert plan_problems(model, broken) == ["'vace_blocks.0' has no input 'control'"]
+    assert cp_plan_problems(model, broken) == ["'vace_blocks.0' has no input 'control'"]
 
 
 def test_wan_vace_declares_the_plan_for_both_experts():
@@ -72,8 +52,8 @@ def test_wan_vace_declares_the_plan_for_both_experts():
 
 def test_the_animate_plan_names_parts_of_the_model():
     model = _animate_transformer()
-    assert plan_problems(model, animate_plan()) == []
-    assert plan_problems(model, {"face_adapters.*.to_out": animate_plan()["proj_out"]}) == [
+    assert cp_plan_problems(model, animate_plan()) == []
+    assert cp_plan_problems(model, {"face_adapters.*.to_out": animate_plan()["proj_out"]}) == [
         "'face_adapters.*.to_out': 'face_adapters' is not a submodule of 'WanAnimateTransformer3DModel'"]
 
 

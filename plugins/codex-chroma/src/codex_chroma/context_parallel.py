@@ -26,6 +26,7 @@ import inspect
 from typing import Any
 
 from codex_core import UsageError
+from codex_diffusers import gathered_order
 
 HOOK_NAME = "codex_chroma_mask_order"
 
@@ -66,20 +67,6 @@ def token_problems(params, layout) -> list[str]:
                         f"((width / 16) x (height / 16)), which the {degree} ranks of --parallel {layout} cannot split "
                         f"evenly; make width / 16 or height / 16 a multiple of {degree}")
     return problems
-
-
-def gathered_order(mask, text: int, image: int, degree: int):
-    """The mask ``[B, text * degree + image * degree]`` laid out as ``[text | image]``, reordered as Ulysses
-    gathers the tokens: ``[text_0, image_0, text_1, image_1, ...]`` (``text`` and ``image`` are one rank's token
-    counts)."""
-    import torch
-
-    whole_text = text * degree
-    parts = []
-    for r in range(degree):
-        parts.append(mask[..., r * text:(r + 1) * text])
-        parts.append(mask[..., whole_text + r * image:whole_text + (r + 1) * image])
-    return torch.cat(parts, dim=-1)
 
 
 def _ulysses_degree(transformer) -> int:

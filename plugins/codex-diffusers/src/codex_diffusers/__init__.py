@@ -18,7 +18,7 @@ from __future__ import annotations
 from codex_core import lazy_exports
 
 __version__ = "0.1.0"
-API_VERSION = "1.2"
+API_VERSION = "1.3"
 API_MODULES = ("codex_diffusers.tiny", "codex_diffusers.lora", "codex_diffusers.testing",
                "codex_diffusers.testing.checkpoint_writers")
 
@@ -35,7 +35,7 @@ _EXPORTS = {
     # the reference models' configs a plugin ships, and the components' sizes before loading
     "reference_config_dir": "sizes", "component_sizes": "sizes",
     # what an engine's denoisers split across ranks under --parallel
-    "ContextParallel": "context_parallel",
+    "ContextParallel": "context_parallel", "gathered_order": "context_parallel",
 }
 
 __all__ = ["__version__", "API_VERSION", "API_MODULES", *_EXPORTS]

@@ -97,3 +97,18 @@ def request_problems(engine, params, runtime) -> list[str]:
             problems.append(f"{name}: not with --parallel {layout} (ControlNet residuals and IP-Adapter attention "
                             "are not split across ranks); drop one of them")
     return problems
+
+
+def gathered_order(mask, first: int, second: int, degree: int):
+    """A joint key mask ``[..., first * degree + second * degree]`` laid out as ``[first | second]`` (e.g. video |
+    text), reordered as Ulysses gathers keys whose two parts were each split on the ranks: ``[first_0, second_0,
+    first_1, second_1, ...]`` (``first`` and ``second``: one rank's token counts). A model that builds one mask
+    over its joint sequence needs it in this order under the split (HunyuanVideo's, Chroma's)."""
+    import torch
+
+    whole_first = first * degree
+    parts = []
+    for r in range(degree):
+        parts.append(mask[..., r * first:(r + 1) * first])
+        parts.append(mask[..., whole_first + r * second:whole_first + (r + 1) * second])
+    return torch.cat(parts, dim=-1)

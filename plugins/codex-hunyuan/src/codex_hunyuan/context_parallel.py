@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 from codex_core import UsageError
+from codex_diffusers import gathered_order
 
 HOOK_NAME = "codex_hunyuan_joint_mask"
 # the blocks whose attention runs on [video, text] with the model's joint mask
@@ -91,20 +92,6 @@ def _ulysses_degree(attention) -> int:
     if problem:
         raise ValueError(problem)
     return cp.ulysses_degree
-
-
-def gathered_order(mask, video: int, text: int, degree: int):
-    """The joint key mask ``[..., video * degree + text * degree]`` laid out as ``[video | text]``,
-    reordered as Ulysses gathers the keys: ``[video_0, text_0, video_1, text_1, ...]`` (``video`` and
-    ``text`` are one rank's token counts)."""
-    import torch
-
-    whole_video = video * degree
-    parts = []
-    for r in range(degree):
-        parts.append(mask[..., r * video:(r + 1) * video])
-        parts.append(mask[..., whole_video + r * text:whole_video + (r + 1) * text])
-    return torch.cat(parts, dim=-1)
 
 
 def _mask_hook():

@@ -448,3 +448,27 @@ def write_transformer_lora(pipeline_class: str, folder: Path, dest: Path, target
         state = convert_state_dict_to_diffusers(state)
     getattr(diffusers, pipeline_class).save_lora_weights(dest, transformer_lora_layers=state, weight_name=weight_name)
     return Path(dest) / weight_name
+
+
+def cp_plan_problems(model, cp_plan: dict) -> list[str]:
+    """What in a context-parallel plan does not name a part of ``model``: a module (resolved as diffusers resolves
+    it when it applies the plan) or a forward parameter of it. A plan a plugin supplies is checked with it: a
+    plan naming a module the model lacks would otherwise split nothing, silently."""
+    import inspect
+
+    from diffusers.hooks.context_parallel import _get_submodule_by_name
+
+    problems = []
+    for module_id, entry in cp_plan.items():
+        try:
+            found = _get_submodule_by_name(model, module_id)
+        except ValueError as exc:
+            problems.append(f"{module_id!r}: {exc}")
+            continue
+        if not isinstance(entry, dict):
+            continue
+        for module in found if isinstance(found, list) else [found]:
+            parameters = inspect.signature(type(module).forward).parameters
+            problems += [f"{module_id!r} has no input {name!r}" for name in entry
+                         if isinstance(name, str) and name not in parameters]
+    return problems
