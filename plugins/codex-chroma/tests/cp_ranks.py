@@ -9,8 +9,6 @@ measured differences as JSON to ``argv[1]``.
 
 from __future__ import annotations
 
-import json
-import sys
 
 import torch
 import torch.distributed as dist
@@ -18,6 +16,7 @@ from diffusers import ContextParallelConfig
 
 from codex_chroma.context_parallel import plan, prepare_split
 from codex_chroma.tiny import TEXT_DIM, _transformer
+from codex_core.testing import write_rank_result
 
 TEXT_TOKENS = 16
 IMAGE_TOKENS = 64  # an 8 x 8 packed latent
@@ -68,10 +67,7 @@ def main() -> None:
     result = {"world_size": degree, "shape": list(split.shape), "maxdiff": maxdiff(split, single),
               "maxdiff_without_mask_order": maxdiff(bare, single), "prepare_split": [unsplit, split_seen, again],
               "maxdiff_unmasked": maxdiff(split_unmasked, single_unmasked), "scale": float(single.abs().max())}
-    if dist.get_rank() == 0:
-        with open(sys.argv[1], "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-    dist.destroy_process_group()
+    write_rank_result(result)
 
 
 if __name__ == "__main__":

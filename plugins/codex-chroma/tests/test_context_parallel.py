@@ -23,7 +23,7 @@ from PIL import Image
 from codex_chroma.context_parallel import plan, prepare_split
 from codex_chroma.engines import Chroma
 from codex_chroma.tiny import _transformer
-from codex_core.testing import cli_run, cpu_ranks_env, run_json
+from codex_core.testing import cli_run, cpu_ranks_env, on_cpu_ranks, run_json
 from codex_diffusers import gathered_order
 from codex_diffusers.testing import cp_plan_problems
 
@@ -75,11 +75,7 @@ def test_layouts_the_plan_cannot_split_are_refused_before_loading(tmp_path, layo
 @pytest.mark.distributed
 def test_ulysses_2_ranks_equal_one_process(tmp_path):
     out = tmp_path / "result.json"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(RANKS),
-               str(out)]
-    done = subprocess.run(command, env=cpu_ranks_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = on_cpu_ranks(RANKS, out)
     print(result)
     assert result["world_size"] == 2 and result["shape"] == [2, 64, 4]
     assert result["prepare_split"] == [False, True, True]

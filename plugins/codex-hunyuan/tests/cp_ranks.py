@@ -9,7 +9,6 @@ does the same through ``HunyuanVideoPipeline``.
 
 from __future__ import annotations
 
-import json
 import sys
 
 import torch
@@ -17,6 +16,7 @@ import torch.distributed as dist
 from diffusers import ContextParallelConfig, HunyuanVideoPipeline
 
 from codex_core import UsageError
+from codex_core.testing import write_rank_result
 from codex_hunyuan.context_parallel import plan, prepare_split, reorder_joint_mask
 from codex_hunyuan.tiny import LATENT_CHANNELS, POOLED_DIM, TEXT_DIM, T2V_CALL, _transformer
 
@@ -96,10 +96,7 @@ def main() -> None:
               **{name: transformer_case(degree, *args) for name, args in TRANSFORMERS.items()}}
     if len(sys.argv) > 2:
         result["pipeline"] = pipeline_case(sys.argv[2], degree)
-    if dist.get_rank() == 0:
-        with open(sys.argv[1], "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-    dist.destroy_process_group()
+    write_rank_result(result)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from codex_core import UsageError
-from codex_core.testing import cpu_ranks_env, tiny_model_dir
+from codex_core.testing import cpu_ranks_env, on_cpu_ranks, tiny_model_dir
 from codex_diffusers import gathered_order
 from codex_diffusers.testing import cp_plan_problems
 from codex_hunyuan.context_parallel import check_transformer, plan, prepare_split
@@ -101,11 +101,7 @@ def test_token_replace_is_refused():
 @pytest.mark.distributed
 def test_ulysses_2_ranks_equal_one_process(tmp_path):
     out = tmp_path / "result.json"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(RANKS),
-               str(out), str(tiny_model_dir("hunyuan_video"))]
-    done = subprocess.run(command, env=cpu_ranks_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = on_cpu_ranks(RANKS, out, str(tiny_model_dir("hunyuan_video")))
     assert result["world_size"] == 2
     for name in ("t2v", "i2v_latent_concat"):
         case = result[name]

@@ -10,8 +10,6 @@ there also diffusers' plan with our processors, whose error is recorded). Rank 0
 
 from __future__ import annotations
 
-import json
-import sys
 
 import torch
 import torch.distributed as dist
@@ -19,6 +17,7 @@ from diffusers import ContextParallelConfig
 
 from codex_ltx import ltx2_tiny, tiny
 from codex_ltx.context_parallel import ltx2_plan, prepare_split
+from codex_core.testing import write_rank_result
 
 TEXT_TOKENS = 16
 # valid text tokens per batch item: one below half the text (the last rank's text is all padding), one above
@@ -96,10 +95,7 @@ def main() -> None:
     with torch.no_grad():
         result = {"world_size": degree, "ltx_video": case(tiny._transformer, ltx_inputs, degree, None, 1),
                   "ltx2": case(ltx2_tiny._transformer, ltx2_inputs, degree, ltx2_plan, 2)}
-    if dist.get_rank() == 0:
-        with open(sys.argv[1], "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-    dist.destroy_process_group()
+    write_rank_result(result)
 
 
 if __name__ == "__main__":

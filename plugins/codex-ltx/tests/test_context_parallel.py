@@ -25,7 +25,7 @@ from diffusers import LTXVideoTransformer3DModel
 from PIL import Image
 
 from codex_core import UsageError
-from codex_core.testing import cli_run, cpu_ranks_env, run_json
+from codex_core.testing import cli_run, cpu_ranks_env, on_cpu_ranks, run_json
 from codex_diffusers.testing import cp_plan_problems
 from codex_ltx import ltx2_tiny
 from codex_ltx.context_parallel import (key_mask_processor_class, ltx2_plan, prepare_split, split_tokens_problem,
@@ -173,11 +173,7 @@ def test_a_video_that_does_not_split_evenly_is_refused(tmp_path):
 @pytest.mark.distributed
 def test_ulysses_2_ranks_give_the_single_process_transformer_outputs(tmp_path):
     out = tmp_path / "result.json"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(RANKS),
-               str(out)]
-    done = subprocess.run(command, env=cpu_ranks_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = on_cpu_ranks(RANKS, out)
     assert result["world_size"] == 2
     ltx, ltx2 = result["ltx_video"], result["ltx2"]
     assert ltx["shapes"] == [[2, 48, 8]] and ltx2["shapes"] == [[2, 48, 8], [2, 10, 8]]  # video (and audio)

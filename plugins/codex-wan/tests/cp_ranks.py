@@ -8,8 +8,6 @@ face adapter entries). Rank 0 writes the measured differences as JSON to ``argv[
 
 from __future__ import annotations
 
-import json
-import sys
 
 import torch
 import torch.distributed as dist
@@ -20,6 +18,7 @@ from codex_wan.animate_tiny import _transformer as _animate_transformer
 from codex_wan.context_parallel import animate_plan, vace_plan
 from codex_wan.tiny import TEXT_DIM
 from codex_wan.vace_tiny import VACE_IN_CHANNELS, _vace_transformer
+from codex_core.testing import write_rank_result
 
 
 def maxdiff(a, b) -> float:
@@ -91,10 +90,7 @@ def main() -> None:
     torch.manual_seed(0)
     degree = dist.get_world_size()
     result = {"world_size": degree, "vace": vace_case(degree), "animate": animate_case(degree)}
-    if dist.get_rank() == 0:
-        with open(sys.argv[1], "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-    dist.destroy_process_group()
+    write_rank_result(result)
 
 
 if __name__ == "__main__":

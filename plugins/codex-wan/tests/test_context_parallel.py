@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from codex_core.testing import cli_run, cpu_ranks_env, run_json, write_test_image
+from codex_core.testing import cli_run, cpu_ranks_env, on_cpu_ranks, run_json, write_test_image
 from codex_diffusers.testing import cp_plan_problems
 from codex_wan.animate import WanAnimate
 from codex_wan.animate_tiny import _transformer as _animate_transformer
@@ -69,11 +69,7 @@ def test_wan_animate_declares_the_plan():
 @pytest.mark.distributed
 def test_ulysses_2_ranks_equal_one_process(tmp_path):
     out = tmp_path / "result.json"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(RANKS),
-               str(out)]
-    done = subprocess.run(command, env=cpu_ranks_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = on_cpu_ranks(RANKS, out)
     assert result["world_size"] == 2
     vace = result["vace"]
     # 48 tokens (3 frames of 4 x 4 patches), 24 on each rank in every context block and every main block
