@@ -229,19 +229,10 @@ def install_package(source: Path, target: Path) -> Path:
 
 def on_cpu_ranks(script: Path, out: Path, *args: str, ranks: int = 2, timeout: float = 300) -> dict:
     """Run ``script OUT ARGS...`` as ``ranks`` torchrun ranks on the CPU (gloo, ``cpu_ranks_env``); the JSON that
-    rank 0 wrote to ``out`` (the script ends with ``write_rank_result``). Fails with the ranks' stderr."""
+    rank 0 wrote to ``out`` (the script ends with ``codex_diffusers.testing.write_rank_result``). Fails with the ranks' stderr."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
                str(script), str(out), *args]
     done = subprocess.run(command, env=cpu_ranks_env(), capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(Path(out).read_text())
 
-
-def write_rank_result(result: dict) -> None:
-    """In a script ``on_cpu_ranks`` runs: rank 0 writes ``result`` to the path it was given (argv[1]); then the
-    process group ends."""
-    import torch.distributed as dist
-
-    if dist.get_rank() == 0:
-        Path(sys.argv[1]).write_text(json.dumps(result, indent=2), encoding="utf-8")
-    dist.destroy_process_group()

@@ -271,7 +271,8 @@ dist.init_process_group("gloo")
 job = SimpleNamespace(runtime=Runtime(device="cpu", parallel="ulysses=2"))
 rank = dist.get_rank()
 found = [agreed_stop(job, asked=(rank == 0)), agreed_stop(job, asked=(rank == 1)), agreed_stop(job, asked=False)]
-print(json.dumps(found))
+print(json.dumps(found), flush=True)
+dist.destroy_process_group()  # a gloo group left open can abort the process as it exits
 """
 
 

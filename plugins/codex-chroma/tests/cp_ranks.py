@@ -16,7 +16,7 @@ from diffusers import ContextParallelConfig
 
 from codex_chroma.context_parallel import plan, prepare_split
 from codex_chroma.tiny import TEXT_DIM, _transformer
-from codex_core.testing import write_rank_result
+from codex_diffusers.testing import write_rank_result
 
 TEXT_TOKENS = 16
 IMAGE_TOKENS = 64  # an 8 x 8 packed latent

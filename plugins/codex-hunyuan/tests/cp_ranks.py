@@ -16,7 +16,7 @@ import torch.distributed as dist
 from diffusers import ContextParallelConfig, HunyuanVideoPipeline
 
 from codex_core import UsageError
-from codex_core.testing import write_rank_result
+from codex_diffusers.testing import write_rank_result
 from codex_hunyuan.context_parallel import plan, prepare_split, reorder_joint_mask
 from codex_hunyuan.tiny import LATENT_CHANNELS, POOLED_DIM, TEXT_DIM, T2V_CALL, _transformer
 

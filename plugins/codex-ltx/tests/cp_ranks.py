@@ -15,9 +15,9 @@ import torch
 import torch.distributed as dist
 from diffusers import ContextParallelConfig
 
+from codex_diffusers.testing import write_rank_result
 from codex_ltx import ltx2_tiny, tiny
 from codex_ltx.context_parallel import ltx2_plan, prepare_split
-from codex_core.testing import write_rank_result
 
 TEXT_TOKENS = 16
 # valid text tokens per batch item: one below half the text (the last rank's text is all padding), one above

@@ -13,12 +13,12 @@ import torch
 import torch.distributed as dist
 from diffusers import ContextParallelConfig
 
+from codex_diffusers.testing import write_rank_result
 from codex_wan.animate_tiny import FACE_SIZE, IMAGE_DIM
 from codex_wan.animate_tiny import _transformer as _animate_transformer
 from codex_wan.context_parallel import animate_plan, vace_plan
 from codex_wan.tiny import TEXT_DIM
 from codex_wan.vace_tiny import VACE_IN_CHANNELS, _vace_transformer
-from codex_core.testing import write_rank_result
 
 
 def maxdiff(a, b) -> float:

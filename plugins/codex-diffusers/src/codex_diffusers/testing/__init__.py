@@ -472,3 +472,16 @@ def cp_plan_problems(model, cp_plan: dict) -> list[str]:
             problems += [f"{module_id!r} has no input {name!r}" for name in entry
                          if isinstance(name, str) and name not in parameters]
     return problems
+
+
+def write_rank_result(result: dict) -> None:
+    """In a script ``codex_core.testing.on_cpu_ranks`` runs: rank 0 writes ``result`` to the path it was given
+    (argv[1]); then the process group ends (a gloo group left open can abort the process as it exits)."""
+    import json
+    import sys
+
+    import torch.distributed as dist
+
+    if dist.get_rank() == 0:
+        Path(sys.argv[1]).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    dist.destroy_process_group()
